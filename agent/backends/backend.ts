@@ -1,0 +1,41 @@
+// The interface every data-plane backend implements, modelled on flannel's
+// (pkg/backend/common.go) but level-triggered: instead of reacting to lease
+// events one by one, reconcile() is handed the whole desired state each time
+// and makes the kernel match it.
+import type { BackendType, NetConf } from '../../core/config.js';
+import type { Lease } from '../../core/lease.js';
+import type { Logger } from '../../core/log.js';
+import type { External } from '../iface.js';
+import type { Metrics } from '../metrics.js';
+import type { StateDir } from '../state.js';
+
+export interface BackendContext {
+  /** the network's config as every node sees it (secrets arrive in reconcile) */
+  config: NetConf;
+  external: External;
+  state: StateDir;
+  log: Logger;
+  metrics: Metrics;
+}
+
+export interface ReconcileReport {
+  /** problems a person should see in status, one line each (e.g. a peer that is not on-link) */
+  errors: string[];
+}
+
+export interface Backend {
+  readonly type: BackendType;
+  /** the MTU pods should use, for subnet.env */
+  mtu(): number;
+  /** published in this node's lease for peers (e.g. VtepMAC); never secrets */
+  backendData(): Record<string, string | number | boolean>;
+  /**
+   * Makes the kernel match the desired state: this node's lease and every
+   * peer's. config is the full config from the node's own topic (with secrets).
+   */
+  reconcile(config: NetConf, own: Lease, peers: ReadonlyMap<string, Lease>): Promise<ReconcileReport>;
+  /** Stops background work. Never removes kernel state: the data plane outlives the agent. */
+  close(): Promise<void>;
+}
+
+export type BackendFactory = (ctx: BackendContext) => Promise<Backend>;

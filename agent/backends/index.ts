@@ -1,0 +1,18 @@
+// Backend.Type -> backend. One file per backend beside this one.
+import type { BackendType } from '../../core/config.js';
+import { TwillError } from '../../core/errors.js';
+import { allocBackend } from './alloc.js';
+import type { BackendFactory } from './backend.js';
+
+const registry: Partial<Record<BackendType, BackendFactory>> = {
+  alloc: allocBackend('alloc'),
+  'aws-vpc': allocBackend('aws-vpc'),
+  gce: allocBackend('gce'),
+  'ali-vpc': allocBackend('ali-vpc'),
+};
+
+export function backendFactory(type: BackendType): BackendFactory {
+  const f = registry[type];
+  if (!f) throw new TwillError('UnsupportedBackend', `backend ${type} is not available in this agent (available: ${Object.keys(registry).join(', ')})`);
+  return f;
+}

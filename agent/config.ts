@@ -1,0 +1,85 @@
+// The agent's config file (what `twill node add` prints), with flags on top.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { parseDuration } from '../core/duration.js';
+import { TwillError } from '../core/errors.js';
+import { checkName } from '../core/topics.js';
+import type { AgentOptions } from './agent.js';
+import type { Logger } from '../core/log.js';
+
+export const agentFileSchema = z.strictObject({
+  broker: z.string().url(),
+  network: z.string(),
+  node: z.string(),
+  username: z.string().optional(),
+  password: z.string().optional(),
+  prefix: z.string().optional(),
+  iface: z.union([z.string(), z.array(z.string())]).optional(),
+  ifaceRegex: z.union([z.string(), z.array(z.string())]).optional(),
+  publicIP: z.string().optional(),
+  publicIPv6: z.string().optional(),
+  subnetFile: z.string().optional(),
+  stateDir: z.string().optional(),
+  metricsAddr: z.string().optional(),
+  ipMasq: z.boolean().optional(),
+  resyncInterval: z.string().optional(),
+  renewMargin: z.string().optional(),
+});
+export type AgentFile = z.infer<typeof agentFileSchema>;
+
+export const AGENT_DEFAULTS = {
+  subnetFile: '/run/flannel/subnet.env',
+  stateDir: '/var/lib/twill',
+  metricsAddr: '127.0.0.1:9464',
+  resyncInterval: '10s',
+  renewMargin: '1h',
+};
+
+export function readAgentFile(path: string): Partial<AgentFile> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new TwillError('NoConfig', `cannot read agent config ${path}: ${(e as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new TwillError('InvalidConfig', `agent config ${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  const r = agentFileSchema.partial().safeParse(value);
+  if (!r.success) {
+    throw new TwillError('InvalidConfig', `agent config ${path}: ${r.error.issues.map((i) => `${i.path.join('.') || '(file)'} ${i.message}`).join('; ')}`);
+  }
+  return r.data;
+}
+
+const list = (v: string | string[] | undefined) => (v === undefined ? undefined : Array.isArray(v) ? v : [v]);
+
+/** Merges file and flags (flags win) into the agent's options, with every default filled. */
+export function agentOptions(file: Partial<AgentFile>, flags: Partial<AgentFile>, log: Logger): AgentOptions {
+  const m = { ...file, ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) } as Partial<AgentFile>;
+  const missing = (['broker', 'network', 'node'] as const).filter((k) => !m[k]);
+  if (missing.length) throw new TwillError('InvalidConfig', `agent needs ${missing.join(', ')}: give --config FILE (from twill node add) or --${missing[0]}`);
+  return {
+    broker: m.broker as string,
+    network: checkName('network', m.network as string),
+    node: checkName('node', m.node as string),
+    username: m.username,
+    password: m.password,
+    prefix: m.prefix,
+    iface: list(m.iface),
+    ifaceRegex: list(m.ifaceRegex),
+    publicIP: m.publicIP,
+    publicIPv6: m.publicIPv6,
+    subnetFile: m.subnetFile ?? AGENT_DEFAULTS.subnetFile,
+    stateDir: m.stateDir ?? AGENT_DEFAULTS.stateDir,
+    metricsAddr: m.metricsAddr ?? AGENT_DEFAULTS.metricsAddr,
+    ipMasq: m.ipMasq ?? false,
+    resyncIntervalMs: parseDuration(m.resyncInterval ?? AGENT_DEFAULTS.resyncInterval, 'resync interval'),
+    renewMarginMs: parseDuration(m.renewMargin ?? AGENT_DEFAULTS.renewMargin, 'renew margin'),
+    helloRetryMs: 5_000,
+    log,
+  };
+}

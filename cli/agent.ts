@@ -1,0 +1,64 @@
+import { Agent } from '../agent/agent.js';
+import { agentOptions, readAgentFile } from '../agent/config.js';
+import { createLogger } from '../core/log.js';
+import { parse } from './args.js';
+
+export const AGENT_USAGE = `twill agent --config FILE [--broker URL] [--network NET] [--node NAME] [--username U] [--password P]
+            [--iface NAME|ADDR]... [--iface-regex RE]... [--public-ip IP] [--ip-masq]
+            [--subnet-file /run/flannel/subnet.env] [--state-dir /var/lib/twill]
+            [--metrics-addr 127.0.0.1:9464] [--resync-interval 10s]`;
+
+export async function agentCommand(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    config: { type: 'string' },
+    broker: { type: 'string' },
+    network: { type: 'string' },
+    node: { type: 'string' },
+    username: { type: 'string' },
+    password: { type: 'string' },
+    prefix: { type: 'string' },
+    iface: { type: 'string', multiple: true },
+    'iface-regex': { type: 'string', multiple: true },
+    'public-ip': { type: 'string' },
+    'public-ipv6': { type: 'string' },
+    'ip-masq': { type: 'boolean' },
+    'subnet-file': { type: 'string' },
+    'state-dir': { type: 'string' },
+    'metrics-addr': { type: 'string' },
+    'resync-interval': { type: 'string' },
+    'renew-margin': { type: 'string' },
+  });
+  const log = createLogger('agent');
+  const file = values.config ? readAgentFile(values.config) : {};
+  const opts = agentOptions(
+    file,
+    {
+      broker: values.broker,
+      network: values.network,
+      node: values.node,
+      username: values.username,
+      password: values.password,
+      prefix: values.prefix,
+      iface: values.iface,
+      ifaceRegex: values['iface-regex'],
+      publicIP: values['public-ip'],
+      publicIPv6: values['public-ipv6'],
+      ipMasq: values['ip-masq'],
+      subnetFile: values['subnet-file'],
+      stateDir: values['state-dir'],
+      metricsAddr: values['metrics-addr'],
+      resyncInterval: values['resync-interval'],
+      renewMargin: values['renew-margin'],
+    },
+    log,
+  );
+  const agent = new Agent(opts);
+  await agent.start();
+  if (agent.address) log.info('serving /healthz /readyz /metrics', { addr: agent.address });
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+  await agent.stop();
+  return 0;
+}

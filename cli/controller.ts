@@ -1,0 +1,70 @@
+import { readFileSync } from 'node:fs';
+import { parseNetConf } from '../core/config.js';
+import { parseDuration } from '../core/duration.js';
+import { ConfigError, TwillError } from '../core/errors.js';
+import { createLogger } from '../core/log.js';
+import { checkName } from '../core/topics.js';
+import { startLocalController } from '../functions/local/server.js';
+import { DEFAULT_DATA_DIR, parse } from './args.js';
+
+export const CONTROLLER_USAGE = `twill controller [--listen 127.0.0.1:1883] [--data-dir .twill] [--network NAME=FILE]...
+                 [--broker URL --broker-username U --broker-password P] [--prefix twill]
+                 [--lease-ttl 24h] [--sync-interval 10s]`;
+
+/** --network NAME=FILE, read and validated before anything starts. */
+function readNetworks(specs: string[]) {
+  return specs.map((spec) => {
+    const eq = spec.indexOf('=');
+    if (eq <= 0) throw new TwillError('Usage', `--network ${spec}: write it as NAME=FILE`);
+    const name = checkName('network', spec.slice(0, eq));
+    const file = spec.slice(eq + 1);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new TwillError('NoConfig', `--network ${name}: cannot read ${file}: ${(e as Error).message}`);
+    }
+    try {
+      return { name, config: parseNetConf(text) };
+    } catch (e) {
+      if (e instanceof ConfigError) throw new TwillError('InvalidConfig', `--network ${name}: ${file}: ${e.errors.join('; ')}`);
+      throw e;
+    }
+  });
+}
+
+export async function controllerCommand(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    listen: { type: 'string', default: '127.0.0.1:1883' },
+    'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
+    network: { type: 'string', multiple: true, default: [] },
+    broker: { type: 'string' },
+    'broker-username': { type: 'string', default: process.env.TWILL_BROKER_USERNAME },
+    'broker-password': { type: 'string', default: process.env.TWILL_BROKER_PASSWORD },
+    prefix: { type: 'string' },
+    'lease-ttl': { type: 'string', default: '24h' },
+    'sync-interval': { type: 'string', default: '10s' },
+  });
+  const log = createLogger('controller');
+  const ctl = await startLocalController({
+    dataDir: values['data-dir'],
+    listen: values.listen,
+    brokerUrl: values.broker,
+    brokerUsername: values['broker-username'],
+    brokerPassword: values['broker-password'],
+    prefix: values.prefix,
+    networks: readNetworks(values.network),
+    leaseTtlMs: parseDuration(values['lease-ttl'], '--lease-ttl'),
+    syncIntervalMs: parseDuration(values['sync-interval'], '--sync-interval'),
+    log,
+  });
+  process.stdout.write(`twill controller: broker ${ctl.url}, data in ${values['data-dir']}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  log.info('shutting down');
+  await ctl.close();
+  return 0;
+}

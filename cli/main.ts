@@ -1,0 +1,60 @@
+// The twill command line: picks a subcommand and returns the exit code.
+// Subcommands live in their own files and are loaded only when used, so a
+// quick command does not pay for the controller's or the agent's imports.
+import { TwillError, errorMessage } from '../core/errors.js';
+import { VERSION } from '../core/version.js';
+
+const USAGE = `usage: twill COMMAND
+
+  controller           run the control plane on this machine (embedded broker and store)
+  agent                run the agent on a host: hold a lease, write subnet.env, program the kernel
+  node add|list|remove manage node credentials (add prints the agent's config file)
+  lease reserve|release
+                       reserve a subnet for a node forever, or drop a node's lease
+  status               networks, leases and agents, as tables
+  config check FILE    print the effective config of a net-conf.json, or every rule it breaks
+  version              print twill's version
+
+Run twill COMMAND --help for a command's flags.`;
+
+type Command = (args: string[]) => Promise<number>;
+
+const commands: Record<string, () => Promise<{ run: Command; usage: string }>> = {
+  controller: async () => { const m = await import('./controller.js'); return { run: m.controllerCommand, usage: m.CONTROLLER_USAGE }; },
+  agent: async () => { const m = await import('./agent.js'); return { run: m.agentCommand, usage: m.AGENT_USAGE }; },
+  node: async () => { const m = await import('./node.js'); return { run: m.nodeCommand, usage: m.NODE_USAGE }; },
+  lease: async () => { const m = await import('./lease.js'); return { run: m.leaseCommand, usage: m.LEASE_USAGE }; },
+  status: async () => { const m = await import('./status.js'); return { run: m.statusCommand, usage: 'twill status [--data-dir .twill]' }; },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === 'config' && rest[0] === 'check') {
+      const { configCheck } = await import('./config-check.js');
+      return await configCheck(rest.slice(1));
+    }
+    if (command === 'version' || command === '--version') {
+      process.stdout.write(`twill ${VERSION}\n`);
+      return 0;
+    }
+    if (command === undefined || command === 'help' || command === '-h' || command === '--help') {
+      process.stdout.write(`${USAGE}\n`);
+      return command === undefined ? 2 : 0;
+    }
+    const load = commands[command];
+    if (!load) {
+      process.stderr.write(`twill: unknown command ${JSON.stringify(command)}\n\n${USAGE}\n`);
+      return 2;
+    }
+    const { run, usage } = await load();
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(`usage: ${usage}\n`);
+      return 0;
+    }
+    return await run(rest);
+  } catch (e) {
+    process.stderr.write(`twill ${command}: ${errorMessage(e)}\n`);
+    return e instanceof TwillError && e.code === 'Usage' ? 2 : 1;
+  }
+}

@@ -1,0 +1,44 @@
+// Plain, greppable log lines on stderr: "time level component: message k=v".
+// Callers pass fields explicitly; nothing here ever serialises a payload, so a
+// secret cannot slip in by accident.
+
+export type Level = 'debug' | 'info' | 'warn' | 'error';
+const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+  child(component: string): Logger;
+}
+
+function fmt(v: unknown): string {
+  const s = typeof v === 'string' ? v : v instanceof Error ? v.message : JSON.stringify(v);
+  return /[\s"=]/.test(s ?? '') ? JSON.stringify(s) : String(s);
+}
+
+export function createLogger(
+  component: string,
+  level: Level = (process.env.TWILL_LOG_LEVEL as Level) || 'info',
+  write: (line: string) => void = (l) => process.stderr.write(l + '\n'),
+): Logger {
+  const min = ORDER[level] ?? ORDER.info;
+  const emit = (lvl: Level, msg: string, fields?: Record<string, unknown>) => {
+    if (ORDER[lvl] < min) return;
+    const kv = fields ? Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) => ` ${k}=${fmt(v)}`).join('') : '';
+    write(`${new Date().toISOString()} ${lvl} ${component}: ${msg}${kv}`);
+  };
+  return {
+    debug: (m, f) => emit('debug', m, f),
+    info: (m, f) => emit('info', m, f),
+    warn: (m, f) => emit('warn', m, f),
+    error: (m, f) => emit('error', m, f),
+    child: (c) => createLogger(`${component}/${c}`, level, write),
+  };
+}
+
+export const silentLogger: Logger = {
+  debug() {}, info() {}, warn() {}, error() {},
+  child() { return silentLogger; },
+};

@@ -1,0 +1,112 @@
+// Message schemas for every topic. Every payload that arrives is parsed here,
+// once, at the edge; the rest of twill handles typed values only.
+import { z } from 'zod';
+import { BACKEND_TYPES } from './config.js';
+import { parseCidr, parseIPv4, parseIPv6 } from './cidr.js';
+import { NAME_RE } from './topics.js';
+import type { Lease } from './lease.js';
+import type { NetConf } from './config.js';
+
+/** Larger payloads are refused before parsing; a lease is well under 2 KB. */
+export const MAX_PAYLOAD_BYTES = 16 * 1024;
+
+const name = z.string().regex(NAME_RE, 'must be 1 to 63 letters, digits, ".", "_" or "-"');
+const ipv4 = z.string().refine((s) => parseIPv4(s) !== undefined, 'must be an IPv4 address');
+const ipv6 = z.string().refine((s) => parseIPv6(s) !== undefined, 'must be an IPv6 address');
+const cidr4 = z.string().refine((s) => parseCidr(s, true)?.family === 4, 'must be an IPv4 subnet like 10.1.2.0/24');
+const cidr6 = z.string().refine((s) => parseCidr(s, true)?.family === 6, 'must be an IPv6 subnet like fc00:0:0:1::/64');
+const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO time');
+/** Backend data is small, flat and public: strings, numbers and booleans only. */
+const backendData = z.record(z.string().max(64), z.union([z.string().max(512), z.number(), z.boolean()])).refine(
+  (o) => Object.keys(o).length <= 16,
+  'must have at most 16 fields',
+);
+
+export const leaseSchema = z.object({
+  network: name,
+  node: name,
+  subnet: cidr4.nullable(),
+  ipv6Subnet: cidr6.nullable(),
+  publicIP: ipv4.nullable(),
+  publicIPv6: ipv6.nullable(),
+  backendType: z.enum(BACKEND_TYPES),
+  backendData,
+  expiresAt: isoTime.nullable(),
+  createdAt: isoTime,
+  revision: z.number().int().nonnegative(),
+});
+
+export const helloSchema = z.strictObject({
+  v: z.literal(1),
+  agentVersion: z.string().max(64),
+  publicIP: ipv4.optional(),
+  publicIPv6: ipv6.optional(),
+  backendType: z.enum(BACKEND_TYPES).optional(),
+  backendData: backendData.default({}),
+  previousSubnet: cidr4.optional(),
+  previousIPv6Subnet: cidr6.optional(),
+});
+export type Hello = z.infer<typeof helloSchema>;
+
+export const manifestSchema = z.object({
+  v: z.literal(1),
+  revision: z.number().int().nonnegative(),
+  count: z.number().int().nonnegative(),
+  hash: z.string().regex(/^[0-9a-f]{16}$/),
+});
+export type Manifest = z.infer<typeof manifestSchema>;
+
+export const statusSchema = z.strictObject({
+  v: z.literal(1),
+  state: z.enum(['online', 'offline']),
+  agentVersion: z.string().max(64).optional(),
+  backend: z.enum(BACKEND_TYPES).optional(),
+  subnet: cidr4.nullable().optional(),
+  ipv6Subnet: cidr6.nullable().optional(),
+  appliedRevision: z.number().int().nonnegative().optional(),
+  peers: z.number().int().nonnegative().optional(),
+  errors: z.array(z.string().max(1024)).max(32).default([]),
+  time: isoTime.optional(),
+});
+export type Status = z.infer<typeof statusSchema>;
+
+/** On a node's own topic: its lease and the full config (with secrets), or why it has none. */
+export interface NodeLeaseMessage {
+  v: 1;
+  lease: Lease | null;
+  config?: NetConf;
+  error?: string;
+}
+export const nodeLeaseSchema = z.object({
+  v: z.literal(1),
+  lease: leaseSchema.nullable(),
+  config: z.record(z.string(), z.unknown()).optional(),
+  error: z.string().optional(),
+});
+
+export const netConfigSchema = z.object({ v: z.literal(1), config: z.record(z.string(), z.unknown()) });
+
+export class MessageError extends Error {
+  constructor(what: string, detail: string) {
+    super(`${what}: ${detail}`);
+    this.name = 'MessageError';
+  }
+}
+
+/** Parses JSON bytes with a schema; errors name the message and the field. */
+export function parseMessage<T extends z.ZodType>(schema: T, payload: Uint8Array | string, what: string): z.infer<T> {
+  const size = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength;
+  if (size > MAX_PAYLOAD_BYTES) throw new MessageError(what, `${size} bytes is too large: at most ${MAX_PAYLOAD_BYTES}`);
+  let value: unknown;
+  try {
+    value = JSON.parse(typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'));
+  } catch (e) {
+    throw new MessageError(what, `not valid JSON (${(e as Error).message})`);
+  }
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    const detail = r.error.issues.map((i) => `${i.path.join('.') || '(message)'} ${i.message}`).join('; ');
+    throw new MessageError(what, detail);
+  }
+  return r.data;
+}

@@ -1,0 +1,74 @@
+// MQTT topic names, versioned. Kept within AWS IoT Core's limits (at most 7
+// slashes, 256 bytes) so the same names work on the embedded broker, Mosquitto
+// and IoT Core. The prefix is one or two segments (app, or app/stage).
+
+import { TwillError } from './errors.js';
+
+export const PROTOCOL = 'v1';
+export const NAME_RE = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+const PREFIX_RE = /^[A-Za-z0-9_-]{1,64}(?:\/[A-Za-z0-9_-]{1,64})?$/;
+export const DEFAULT_PREFIX = 'twill';
+
+export function checkName(kind: string, name: string): string {
+  if (!NAME_RE.test(name)) {
+    throw new TwillError(
+      'InvalidName',
+      `${kind} name ${JSON.stringify(name)} is not valid: use 1 to 63 letters, digits, '.', '_' or '-', starting and ending with a letter or digit`,
+    );
+  }
+  return name;
+}
+
+export function checkPrefix(prefix: string): string {
+  if (!PREFIX_RE.test(prefix)) {
+    throw new TwillError('InvalidPrefix', `topic prefix ${JSON.stringify(prefix)} is not valid: one or two segments of letters, digits, '_' or '-', joined by '/'`);
+  }
+  return prefix;
+}
+
+export type TopicKind =
+  | { kind: 'netConfig'; network: string }
+  | { kind: 'netManifest'; network: string }
+  | { kind: 'netLease'; network: string; node: string }
+  | { kind: 'nodeHello'; network: string; node: string }
+  | { kind: 'nodeLease'; network: string; node: string }
+  | { kind: 'nodeStatus'; network: string; node: string };
+
+export class Topics {
+  readonly root: string;
+  constructor(readonly prefix: string = DEFAULT_PREFIX) {
+    this.root = `${checkPrefix(prefix)}/${PROTOCOL}`;
+  }
+  netConfig(network: string): string { return `${this.root}/net/${network}/config`; }
+  netManifest(network: string): string { return `${this.root}/net/${network}/manifest`; }
+  netLease(network: string, node: string): string { return `${this.root}/net/${network}/lease/${node}`; }
+  /** Everything a member of the network may read. */
+  netAll(network: string): string { return `${this.root}/net/${network}/#`; }
+  nodeBase(network: string, node: string): string { return `${this.root}/node/${network}/${node}`; }
+  nodeHello(network: string, node: string): string { return `${this.nodeBase(network, node)}/hello`; }
+  nodeLease(network: string, node: string): string { return `${this.nodeBase(network, node)}/lease`; }
+  nodeStatus(network: string, node: string): string { return `${this.nodeBase(network, node)}/status`; }
+  /** Filters the controller subscribes to. */
+  allHellos(): string { return `${this.root}/node/+/+/hello`; }
+  allStatus(): string { return `${this.root}/node/+/+/status`; }
+  allNetLeases(): string { return `${this.root}/net/+/lease/+`; }
+  allNodeLeases(): string { return `${this.root}/node/+/+/lease`; }
+
+  parse(topic: string): TopicKind | undefined {
+    if (!topic.startsWith(this.root + '/')) return undefined;
+    const parts = topic.slice(this.root.length + 1).split('/');
+    const valid = (s: string | undefined): s is string => s !== undefined && NAME_RE.test(s);
+    const [scope, network, a, b] = parts;
+    if (!valid(network)) return undefined;
+    if (scope === 'net') {
+      if (parts.length === 3 && a === 'config') return { kind: 'netConfig', network };
+      if (parts.length === 3 && a === 'manifest') return { kind: 'netManifest', network };
+      if (parts.length === 4 && a === 'lease' && valid(b)) return { kind: 'netLease', network, node: b };
+    } else if (scope === 'node' && parts.length === 4 && valid(a)) {
+      if (b === 'hello') return { kind: 'nodeHello', network, node: a };
+      if (b === 'lease') return { kind: 'nodeLease', network, node: a };
+      if (b === 'status') return { kind: 'nodeStatus', network, node: a };
+    }
+    return undefined;
+  }
+}

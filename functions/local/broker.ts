@@ -1,0 +1,80 @@
+// The embedded MQTT broker, with authentication on by default. A node may
+// publish only its own hello and status, and read only its network's topics
+// and its own node topics; only the controller (in-process, no client) writes
+// leases and config. Every refusal is logged with the client id.
+import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
+import type { Logger } from '../../core/log.js';
+import type { Topics } from '../../core/topics.js';
+import { verifyPassword } from '../credentials.js';
+import type { NodeRecord, Store } from '../store/store.js';
+
+export interface BrokerOptions {
+  store: Store;
+  topics: Topics;
+  log: Logger;
+}
+
+function authError(message: string, returnCode: 4 | 5): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+}
+
+/** What a node may publish and subscribe to: the whole ACL, in one place. */
+export function nodeAcl(topics: Topics, node: { name: string; network: string }) {
+  const netPrefix = `${topics.root}/net/${node.network}/`;
+  const ownPrefix = `${topics.nodeBase(node.network, node.name)}/`;
+  return {
+    canPublish: (topic: string) =>
+      topic === topics.nodeHello(node.network, node.name) || topic === topics.nodeStatus(node.network, node.name),
+    // A filter is allowed only when its fixed leading part pins it inside the
+    // node's own subtrees; wildcards can then only narrow it further.
+    canSubscribe: (filter: string) => filter.startsWith(netPrefix) || filter.startsWith(ownPrefix),
+  };
+}
+
+export async function createBroker(opts: BrokerOptions): Promise<Aedes> {
+  const { store, topics, log } = opts;
+  const identities = new WeakMap<Client, NodeRecord>();
+
+  const broker = await Aedes.createBroker({
+    authenticate(client, username, password, done) {
+      const refuse = (reason: string) => {
+        log.warn('connection refused', { client: client.id, username, reason });
+        done(authError(reason, 4), false);
+      };
+      if (!username || !password) return refuse('no username or password');
+      store
+        .getNode(username)
+        .then(async (node) => {
+          if (!node || !(await verifyPassword(password.toString('utf8'), node.passwordHash))) return refuse('bad username or password');
+          identities.set(client, node);
+          done(null, true);
+        })
+        .catch((e) => refuse(`credential check failed: ${(e as Error).message}`));
+    },
+    authorizePublish(client, packet, done) {
+      if (!client) return done(null); // the controller itself, in-process
+      const node = identities.get(client);
+      const size = packet.payload.length;
+      let reason: string | undefined;
+      if (!node) reason = 'not authenticated';
+      else if (!nodeAcl(topics, node).canPublish(packet.topic)) reason = `node ${node.name} may not publish to this topic`;
+      else if (size > MAX_PAYLOAD_BYTES) reason = `payload of ${size} bytes is larger than ${MAX_PAYLOAD_BYTES}`;
+      if (reason) {
+        log.warn('publish refused', { client: client.id, node: node?.name, topic: packet.topic, reason });
+        return done(new Error(reason));
+      }
+      done(null);
+    },
+    authorizeSubscribe(client, sub, done) {
+      const node = identities.get(client);
+      if (!node || !nodeAcl(topics, node).canSubscribe(sub.topic)) {
+        log.warn('subscribe refused', { client: client.id, node: node?.name, topic: sub.topic });
+        return done(null, null);
+      }
+      done(null, sub);
+    },
+  });
+  broker.on('clientError', (client, err) => log.debug('client error', { client: client.id, reason: err.message }));
+  return broker;
+}

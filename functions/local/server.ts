@@ -1,0 +1,156 @@
+// `twill controller`: the whole control plane in one process. The SQLite store
+// under the data directory, an embedded MQTT broker (or a client of an
+// external one), the controller logic on the hello and status topics, lease
+// expiry, and a periodic sync that republishes what changed in the store.
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import type { Aedes } from 'aedes';
+import type { NetConf } from '../../core/config.js';
+import { errorMessage } from '../../core/errors.js';
+import type { Logger } from '../../core/log.js';
+import { Topics } from '../../core/topics.js';
+import { Controller } from '../controller.js';
+import { AedesPublisher } from '../publish/aedes.js';
+import { MqttPublisher } from '../publish/mqtt.js';
+import { SqliteStore } from '../store/sqlite.js';
+import { createBroker } from './broker.js';
+
+export interface LocalControllerOptions {
+  dataDir: string;
+  /** host:port for the embedded broker; port 0 picks a free one */
+  listen?: string;
+  /** an external broker instead of the embedded one */
+  brokerUrl?: string;
+  brokerUsername?: string;
+  brokerPassword?: string;
+  prefix?: string;
+  networks?: { name: string; config: NetConf }[];
+  leaseTtlMs?: number;
+  /** how often expired leases are removed and store changes republished */
+  syncIntervalMs?: number;
+  log: Logger;
+}
+
+export interface LocalController {
+  controller: Controller;
+  store: SqliteStore;
+  /** the URL agents connect to */
+  url: string;
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new Error(`listen address ${JSON.stringify(listen)} is not HOST:PORT (e.g. 127.0.0.1:1883)`);
+  return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
+}
+
+/** Collects the retained messages under a filter that arrive within a short window after subscribing. */
+async function collectRetained(client: mqtt.MqttClient, filters: string[], windowMs: number): Promise<Map<string, string>> {
+  const seen = new Map<string, string>();
+  const onMessage = (topic: string, payload: Buffer, packet: mqtt.IPublishPacket) => {
+    if (packet.retain) seen.set(topic, payload.toString('utf8'));
+  };
+  client.on('message', onMessage);
+  await client.subscribeAsync(filters, { qos: 1 });
+  await new Promise((r) => setTimeout(r, windowMs));
+  await client.unsubscribeAsync(filters);
+  client.off('message', onMessage);
+  return seen;
+}
+
+export async function startLocalController(opts: LocalControllerOptions): Promise<LocalController> {
+  const log = opts.log;
+  const topics = new Topics(opts.prefix);
+  const store = new SqliteStore(join(opts.dataDir, 'twill.db'));
+  const cleanups: (() => Promise<void> | void)[] = [() => store.close()];
+  const close = async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
+  };
+
+  try {
+    let url: string;
+    let controller: Controller;
+    const published = new Map<string, number>();
+    // Messages are handled one at a time: each is a short store transaction,
+    // and order per node is what agents expect.
+    let queue = Promise.resolve();
+    const handle = (topic: string, payload: Buffer, client?: string) => {
+      queue = queue.then(() => controller.handleMessage(topic, payload, client));
+      return queue;
+    };
+
+    if (opts.brokerUrl) {
+      const client = await mqtt.connectAsync(opts.brokerUrl, {
+        username: opts.brokerUsername,
+        password: opts.brokerPassword,
+        clientId: `twill-controller-${process.pid}-${Math.random().toString(16).slice(2, 8)}`,
+        reconnectPeriod: 1000,
+      });
+      cleanups.push(() => client.endAsync());
+      controller = new Controller(store, new MqttPublisher(client), { topics, log, leaseTtlMs: opts.leaseTtlMs });
+      controller.onPublished = (network, revision) => published.set(network, revision);
+      const stale = await collectRetained(client, [topics.allNetLeases(), topics.allNodeLeases()], 500);
+      for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
+      await controller.republishAll();
+      const cleared = await controller.clearStale(stale);
+      if (cleared) log.info('cleared retained leases the store does not hold', { count: cleared });
+      client.on('message', (topic, payload) => void handle(topic, payload));
+      await client.subscribeAsync([topics.allHellos(), topics.allStatus()], { qos: 1 });
+      url = opts.brokerUrl;
+    } else {
+      const broker: Aedes = await createBroker({ store, topics, log });
+      cleanups.push(() => new Promise<void>((r) => broker.close(() => r())));
+      controller = new Controller(store, new AedesPublisher(broker), { topics, log, leaseTtlMs: opts.leaseTtlMs });
+      controller.onPublished = (network, revision) => published.set(network, revision);
+      for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
+      await controller.republishAll();
+      for (const filter of [topics.allHellos(), topics.allStatus()]) {
+        await new Promise<void>((r) =>
+          broker.subscribe(filter, (packet, cb) => { cb(); void handle(packet.topic, packet.payload as Buffer); }, r),
+        );
+      }
+      const { host, port } = parseListen(opts.listen ?? '127.0.0.1:1883');
+      const server: Server = createServer(broker.handle);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => resolve());
+      });
+      // Not waited for: the broker's close ends the open connections.
+      cleanups.push(() => { server.close(); });
+      const addr = server.address();
+      const bound = typeof addr === 'object' && addr ? addr.port : port;
+      url = `mqtt://${host.includes(':') ? `[${host}]` : host}:${bound}`;
+    }
+
+    // Level-triggered sync: expire leases, and republish any network whose
+    // store revision moved without this process publishing it (the CLI writes
+    // reservations and releases straight to the store).
+    const sync = async () => {
+      await controller.expire();
+      for (const n of await store.listNetworks()) {
+        if (published.get(n.name) === n.revision) continue;
+        await controller.republishNetwork(n.name);
+      }
+    };
+    let syncing = false;
+    const timer = setInterval(() => {
+      if (syncing) return;
+      syncing = true;
+      sync()
+        .catch((e) => log.error('sync failed', { reason: errorMessage(e) }))
+        .finally(() => { syncing = false; });
+    }, opts.syncIntervalMs ?? 10_000);
+    cleanups.push(() => clearInterval(timer));
+    cleanups.push(() => queue);
+
+    log.info('controller ready', { broker: url, dataDir: opts.dataDir });
+    return { controller, store, url, sync, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}

@@ -1,0 +1,254 @@
+// The embedded store: one SQLite file under the controller's data directory.
+// WAL with synchronous=FULL: every committed transaction is on disk before the
+// call returns, so SIGKILL (or a power cut) loses nothing that was answered.
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { parseCidr } from '../../core/cidr.js';
+import { ConflictError, NotFoundError } from '../../core/errors.js';
+import { digestHex, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
+import type { NetConf } from '../../core/config.js';
+import type { NetworkRecord, NodeRecord, StatusRecord, Store, TakenSubnets } from './store.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS networks (
+  name TEXT PRIMARY KEY,
+  config TEXT NOT NULL,
+  revision INTEGER NOT NULL,
+  lease_count INTEGER NOT NULL,
+  lease_hash TEXT NOT NULL,
+  updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+  network TEXT NOT NULL,
+  node TEXT NOT NULL,
+  subnet_key INTEGER,
+  ipv6_key TEXT,
+  expires_at INTEGER,
+  revision INTEGER NOT NULL,
+  lease TEXT NOT NULL,
+  PRIMARY KEY (network, node)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS leases_subnet ON leases (network, subnet_key) WHERE subnet_key IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS leases_ipv6 ON leases (network, ipv6_key) WHERE ipv6_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS nodes (
+  name TEXT PRIMARY KEY,
+  network TEXT NOT NULL,
+  password_hash TEXT NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS status (
+  network TEXT NOT NULL,
+  node TEXT NOT NULL,
+  status TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY (network, node)
+);
+`;
+
+interface NetworkRow { name: string; config: string; revision: number; lease_count: number; lease_hash: string; updated_at: string }
+interface LeaseRow { lease: string }
+
+/** Sortable keys for the unique indexes: IPv4 as an integer, IPv6 as 32 hex digits. */
+function subnetKeys(lease: NewLease): { v4: number | null; v6: string | null } {
+  const v4 = lease.subnet ? parseCidr(lease.subnet, true) : undefined;
+  const v6 = lease.ipv6Subnet ? parseCidr(lease.ipv6Subnet, true) : undefined;
+  return {
+    v4: v4 ? Number(v4.ip) : null,
+    v6: v6 ? v6.ip.toString(16).padStart(32, '0') : null,
+  };
+}
+
+function isUniqueViolation(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && String((e as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT');
+}
+
+export class SqliteStore implements Store {
+  private db: Database.Database;
+
+  constructor(readonly file: string) {
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    // The CLI reads and writes the same file while the controller runs.
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+  }
+
+  private networkRow(name: string): NetworkRow | undefined {
+    return this.db.prepare('SELECT * FROM networks WHERE name = ?').get(name) as NetworkRow | undefined;
+  }
+
+  private static toNetwork(r: NetworkRow): NetworkRecord {
+    return {
+      name: r.name,
+      config: JSON.parse(r.config) as NetConf,
+      revision: r.revision,
+      leaseCount: r.lease_count,
+      leaseHash: r.lease_hash,
+      updatedAt: r.updated_at,
+    };
+  }
+
+  async getNetwork(name: string): Promise<NetworkRecord | undefined> {
+    const r = this.networkRow(name);
+    return r && SqliteStore.toNetwork(r);
+  }
+
+  async listNetworks(): Promise<NetworkRecord[]> {
+    return (this.db.prepare('SELECT * FROM networks ORDER BY name').all() as NetworkRow[]).map(SqliteStore.toNetwork);
+  }
+
+  async putNetwork(name: string, config: NetConf, expectedRevision: number | undefined): Promise<NetworkRecord> {
+    return this.db.transaction(() => {
+      const now = new Date().toISOString();
+      const cur = this.networkRow(name);
+      if ((cur?.revision) !== expectedRevision) {
+        throw new ConflictError(`network ${name} changed meanwhile (revision ${cur?.revision ?? 'none'}, expected ${expectedRevision ?? 'none'})`);
+      }
+      if (cur) {
+        this.db.prepare('UPDATE networks SET config = ?, revision = revision + 1, updated_at = ? WHERE name = ?').run(JSON.stringify(config), now, name);
+      } else {
+        this.db
+          .prepare('INSERT INTO networks (name, config, revision, lease_count, lease_hash, updated_at) VALUES (?, ?, 1, 0, ?, ?)')
+          .run(name, JSON.stringify(config), digestHex(0n), now);
+      }
+      return SqliteStore.toNetwork(this.networkRow(name) as NetworkRow);
+    })();
+  }
+
+  async getLease(network: string, node: string): Promise<Lease | undefined> {
+    const r = this.db.prepare('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
+    return r && (JSON.parse(r.lease) as Lease);
+  }
+
+  async listLeases(network: string): Promise<Lease[]> {
+    const rows = this.db.prepare('SELECT lease FROM leases WHERE network = ? ORDER BY node').all(network) as LeaseRow[];
+    return rows.map((r) => JSON.parse(r.lease) as Lease);
+  }
+
+  async takenSubnets(network: string): Promise<TakenSubnets> {
+    const v4 = (
+      this.db.prepare('SELECT subnet_key k FROM leases WHERE network = ? AND subnet_key IS NOT NULL ORDER BY subnet_key').raw().all(network) as [number][]
+    ).map((r) => BigInt(r[0]));
+    const v6 = (
+      this.db.prepare('SELECT ipv6_key k FROM leases WHERE network = ? AND ipv6_key IS NOT NULL ORDER BY ipv6_key').raw().all(network) as [string][]
+    ).map((r) => BigInt('0x' + r[0]));
+    return { v4, v6 };
+  }
+
+  /** Bumps the network's revision and folds the lease digests in and out of its hash. */
+  private bump(network: string, remove: Lease | undefined, add: { node: string } | undefined): number {
+    const cur = this.networkRow(network);
+    if (!cur) throw new NotFoundError(`network ${network} does not exist`);
+    const revision = cur.revision + 1;
+    let hash = BigInt('0x' + cur.lease_hash);
+    let count = cur.lease_count;
+    if (remove) { hash ^= leaseDigest(remove.node, remove.revision); count--; }
+    if (add) { hash ^= leaseDigest(add.node, revision); count++; }
+    this.db
+      .prepare('UPDATE networks SET revision = ?, lease_count = ?, lease_hash = ?, updated_at = ? WHERE name = ?')
+      .run(revision, count, digestHex(hash), new Date().toISOString(), network);
+    return revision;
+  }
+
+  private writeLease(lease: NewLease, previous: Lease | undefined): Lease {
+    const revision = this.bump(lease.network, previous, lease);
+    const full: Lease = { ...lease, revision };
+    const keys = subnetKeys(lease);
+    const expires = lease.expiresAt === null ? null : Date.parse(lease.expiresAt);
+    try {
+      this.db
+        .prepare(
+          `INSERT INTO leases (network, node, subnet_key, ipv6_key, expires_at, revision, lease) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (network, node) DO UPDATE SET subnet_key = excluded.subnet_key, ipv6_key = excluded.ipv6_key,
+             expires_at = excluded.expires_at, revision = excluded.revision, lease = excluded.lease`,
+        )
+        .run(lease.network, lease.node, keys.v4, keys.v6, expires, revision, JSON.stringify(full));
+    } catch (e) {
+      if (isUniqueViolation(e)) throw new ConflictError(`subnet ${lease.subnet ?? lease.ipv6Subnet} of network ${lease.network} is already leased`);
+      throw e;
+    }
+    return full;
+  }
+
+  async createLease(lease: NewLease): Promise<Lease> {
+    return this.db.transaction(() => {
+      if (this.db.prepare('SELECT 1 FROM leases WHERE network = ? AND node = ?').get(lease.network, lease.node)) {
+        throw new ConflictError(`node ${lease.node} already holds a lease in network ${lease.network}`);
+      }
+      return this.writeLease(lease, undefined);
+    })();
+  }
+
+  async replaceLease(lease: NewLease, expectedRevision: number): Promise<Lease> {
+    return this.db.transaction(() => {
+      const cur = this.db.prepare('SELECT lease FROM leases WHERE network = ? AND node = ?').get(lease.network, lease.node) as LeaseRow | undefined;
+      const prev = cur && (JSON.parse(cur.lease) as Lease);
+      if (!prev || prev.revision !== expectedRevision) {
+        throw new ConflictError(`lease of node ${lease.node} in network ${lease.network} changed meanwhile`);
+      }
+      return this.writeLease(lease, prev);
+    })();
+  }
+
+  async deleteLease(network: string, node: string, expectedRevision?: number): Promise<{ lease: Lease; revision: number } | undefined> {
+    return this.db.transaction(() => {
+      const cur = this.db.prepare('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
+      const prev = cur && (JSON.parse(cur.lease) as Lease);
+      if (!prev || (expectedRevision !== undefined && prev.revision !== expectedRevision)) return undefined;
+      this.db.prepare('DELETE FROM leases WHERE network = ? AND node = ?').run(network, node);
+      return { lease: prev, revision: this.bump(network, prev, undefined) };
+    })();
+  }
+
+  async listExpired(now: number): Promise<Lease[]> {
+    const rows = this.db.prepare('SELECT lease FROM leases WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at').all(now) as LeaseRow[];
+    return rows.map((r) => JSON.parse(r.lease) as Lease);
+  }
+
+  async putNode(node: NodeRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO nodes (name, network, password_hash, created_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET network = excluded.network, password_hash = excluded.password_hash`,
+      )
+      .run(node.name, node.network, node.passwordHash, node.createdAt);
+  }
+
+  async getNode(name: string): Promise<NodeRecord | undefined> {
+    const r = this.db.prepare('SELECT * FROM nodes WHERE name = ?').get(name) as
+      | { name: string; network: string; password_hash: string; created_at: string }
+      | undefined;
+    return r && { name: r.name, network: r.network, passwordHash: r.password_hash, createdAt: r.created_at };
+  }
+
+  async listNodes(): Promise<NodeRecord[]> {
+    const rows = this.db.prepare('SELECT * FROM nodes ORDER BY name').all() as { name: string; network: string; password_hash: string; created_at: string }[];
+    return rows.map((r) => ({ name: r.name, network: r.network, passwordHash: r.password_hash, createdAt: r.created_at }));
+  }
+
+  async deleteNode(name: string): Promise<boolean> {
+    return this.db.prepare('DELETE FROM nodes WHERE name = ?').run(name).changes > 0;
+  }
+
+  async putStatus(rec: StatusRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO status (network, node, status, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (network, node) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at`,
+      )
+      .run(rec.network, rec.node, JSON.stringify(rec.status), rec.updatedAt);
+  }
+
+  async listStatus(): Promise<StatusRecord[]> {
+    const rows = this.db.prepare('SELECT * FROM status ORDER BY network, node').all() as { network: string; node: string; status: string; updated_at: string }[];
+    return rows.map((r) => ({ network: r.network, node: r.node, status: JSON.parse(r.status), updatedAt: r.updated_at }));
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+}

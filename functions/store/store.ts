@@ -1,0 +1,75 @@
+// The store is the truth: every lease, network and node credential lives here,
+// and everything published over MQTT is derived from it. Each method is one
+// atomic, conditional step, so a controller killed between any two calls
+// leaves a consistent store, and two writers racing never share a subnet.
+import type { NetConf } from '../../core/config.js';
+import type { Lease, NewLease } from '../../core/lease.js';
+import type { Status } from '../../core/messages.js';
+
+export interface NetworkRecord {
+  name: string;
+  config: NetConf;
+  /** bumped by every change to the network or any of its leases */
+  revision: number;
+  leaseCount: number;
+  /** XOR of leaseDigest over the leases, as 16 hex digits */
+  leaseHash: string;
+  updatedAt: string;
+}
+
+export interface NodeRecord {
+  name: string;
+  network: string;
+  /** scrypt hash; the password itself is never stored */
+  passwordHash: string;
+  createdAt: string;
+}
+
+export interface StatusRecord {
+  network: string;
+  node: string;
+  status: Status;
+  updatedAt: string;
+}
+
+export interface TakenSubnets {
+  /** network addresses of leased IPv4 subnets, ascending */
+  v4: bigint[];
+  v6: bigint[];
+}
+
+export interface Store {
+  getNetwork(name: string): Promise<NetworkRecord | undefined>;
+  listNetworks(): Promise<NetworkRecord[]>;
+  /**
+   * Creates or replaces a network's config. With expectedRevision, fails with
+   * ConflictError unless the network is still at that revision (undefined: must
+   * not exist yet), so a check made on a read stays true at the write.
+   */
+  putNetwork(name: string, config: NetConf, expectedRevision: number | undefined): Promise<NetworkRecord>;
+
+  getLease(network: string, node: string): Promise<Lease | undefined>;
+  listLeases(network: string): Promise<Lease[]>;
+  takenSubnets(network: string): Promise<TakenSubnets>;
+  /** ConflictError if the node already holds a lease or a subnet is taken. */
+  createLease(lease: NewLease): Promise<Lease>;
+  /** ConflictError unless the node's lease is still at expectedRevision, or if a new subnet is taken. */
+  replaceLease(lease: NewLease, expectedRevision: number): Promise<Lease>;
+  /**
+   * Returns the deleted lease and the network's revision after the delete;
+   * undefined if absent or (with expectedRevision) changed meanwhile.
+   */
+  deleteLease(network: string, node: string, expectedRevision?: number): Promise<{ lease: Lease; revision: number } | undefined>;
+  /** Leases whose expiry is at or before now, in every network. */
+  listExpired(now: number): Promise<Lease[]>;
+
+  putNode(node: NodeRecord): Promise<void>;
+  getNode(name: string): Promise<NodeRecord | undefined>;
+  listNodes(): Promise<NodeRecord[]>;
+  deleteNode(name: string): Promise<boolean>;
+
+  putStatus(rec: StatusRecord): Promise<void>;
+  listStatus(): Promise<StatusRecord[]>;
+
+  close(): Promise<void>;
+}
