@@ -140,12 +140,10 @@ export class Agent {
     this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', 1);
     this.log.info('connected to broker', { broker: this.opts.broker });
     try {
-      const granted = await client.subscribeAsync(
-        [this.topics.netAll(this.opts.network), this.topics.nodeLease(this.opts.network, this.opts.node)],
-        { qos: 1 },
-      );
-      const refused = granted.filter((g) => g.qos === 128);
-      if (refused.length) this.log.error('broker refused subscriptions: check the node name and network in the config', { topics: refused.map((g) => g.topic).join(',') });
+      await client.subscribeAsync([this.topics.netAll(this.opts.network), this.topics.nodeLease(this.opts.network, this.opts.node)], { qos: 1 }).catch((e: Error) => {
+        // A refused subscription (granted 128) means the credentials are not for this node and network.
+        this.reportErrors([`broker refused the subscriptions (${e.message}): check network and node in the agent config`]);
+      });
       this.lastStatus = '';
       await this.publishStatus();
       if (this.backend) this.sendHello();

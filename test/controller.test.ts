@@ -1,0 +1,251 @@
+// The controller and agents over real MQTT connections, as processes.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { readSubnetEnv } from '../agent/subnet-env.js';
+import { SqliteStore } from '../functions/store/sqlite.js';
+import { Topics } from '../core/topics.js';
+import { addNode, metric, startAgent, startController, subnetOf, writeNetConf, type AgentProc, type ControllerProc } from './helpers/cluster.js';
+import { removeTempDirs, runTwill, tempDir, waitFor } from './helpers/procs.js';
+
+const topics = new Topics();
+
+async function withStore<T>(dataDir: string, fn: (s: SqliteStore) => Promise<T>): Promise<T> {
+  const s = new SqliteStore(join(dataDir, 'twill.db'));
+  try {
+    return await fn(s);
+  } finally {
+    await s.close();
+  }
+}
+
+/** Connects as a node and records every message on the topics it subscribes to. */
+async function client(url: string, username: string, password: string, clientId = `test-${username}-${Math.random().toString(16).slice(2, 8)}`) {
+  const c = await mqtt.connectAsync(url, { username, password, clientId, reconnectPeriod: 0 });
+  const seen = new Map<string, string>();
+  c.on('message', (t, p) => seen.set(t, p.toString()));
+  return { c, seen };
+}
+
+describe('controller and agents over MQTT', () => {
+  let dir: string;
+  let ctl: ControllerProc;
+  const agents: AgentProc[] = [];
+
+  before(async () => {
+    dir = tempDir();
+    const net = await writeNetConf(dir, 'net', { Network: '10.20.0.0/16', Backend: { Type: 'alloc' } });
+    const small = await writeNetConf(dir, 'small', { Network: '10.30.0.0/22', Backend: { Type: 'alloc' } });
+    ctl = await startController({ dataDir: join(dir, 'data'), networks: { blue: net, tiny: small }, extra: ['--lease-ttl', '4s', '--sync-interval', '300ms'] });
+  });
+
+  after(async () => {
+    for (const a of agents) await a.kill();
+    await ctl?.kill();
+    removeTempDirs();
+  });
+
+  test('an agent joins, gets a lease and writes subnet.env as flannel does', async () => {
+    const creds = await addNode(ctl.dataDir, 'alpha', 'blue', ctl.url);
+    assert.equal(creds.username, 'alpha');
+    assert.ok(creds.password.length >= 24);
+    const a = await startAgent(dir, creds, ['--renew-margin', '3s']);
+    agents.push(a);
+    const subnet = await subnetOf(a);
+    assert.match(subnet, /^10\.20\.\d+\.1\/24$/);
+    const env = readSubnetEnv(a.subnetFile);
+    assert.equal(env.FLANNEL_NETWORK, '10.20.0.0/16');
+    assert.equal(env.FLANNEL_IPMASQ, 'false');
+    assert.ok(Number(env.FLANNEL_MTU) > 0);
+    await waitFor('readyz', async () => (await fetch(`${a.metrics}/readyz`)).status === 200);
+    assert.equal((await fetch(`${a.metrics}/healthz`)).status, 200);
+    assert.equal(await metric(a, 'twill_agent_mqtt_connected'), 1);
+    // The store holds the lease, and the agent's status arrives as online.
+    const lease = await withStore(ctl.dataDir, (s) => s.getLease('blue', 'alpha'));
+    assert.equal(lease?.subnet, subnet.replace('.1/', '.0/'));
+    await waitFor('status online', () => withStore(ctl.dataDir, async (s) => (await s.listStatus()).find((r) => r.node === 'alpha' && r.status.state === 'online')));
+    // The password is not in the store, only a hash.
+    const node = await withStore(ctl.dataDir, (s) => s.getNode('alpha'));
+    assert.ok(node && !node.passwordHash.includes(creds.password));
+    // twill status shows it in a table
+    const st = await runTwill(['status', '--data-dir', ctl.dataDir]);
+    assert.equal(st.code, 0);
+    assert.match(st.stdout, /alpha\s+10\.20\.\d+\.0\/24/);
+    assert.match(st.stdout, /alpha\s+online/);
+  });
+
+  test('a peer appears in every agent, and a restart keeps the subnet', async () => {
+    const creds = await addNode(ctl.dataDir, 'beta', 'blue', ctl.url);
+    let b = await startAgent(dir, creds, ['--renew-margin', '3s']);
+    agents.push(b);
+    const first = await subnetOf(b);
+    const alpha = agents[0] as AgentProc;
+    await waitFor('alpha sees beta', async () => (await metric(alpha, 'twill_agent_peers')) === 1);
+    await b.kill();
+    b = await startAgent(dir, creds, ['--renew-margin', '3s'], b);
+    agents.push(b);
+    await waitFor('beta ready again', async () => (await fetch(`${b.metrics}/readyz`).catch(() => undefined))?.status === 200);
+    assert.equal(readSubnetEnv(b.subnetFile).FLANNEL_SUBNET, first);
+    // Even after its lease is gone, the state directory brings back the same subnet.
+    await b.kill();
+    const r = await runTwill(['lease', 'release', 'blue', '--node', 'beta', '--data-dir', ctl.dataDir]);
+    assert.equal(r.code, 0, r.stderr);
+    b = await startAgent(dir, creds, ['--renew-margin', '3s'], b);
+    agents.push(b);
+    await waitFor('beta lease again', () => withStore(ctl.dataDir, (s) => s.getLease('blue', 'beta')));
+    assert.equal((await withStore(ctl.dataDir, (s) => s.getLease('blue', 'beta')))?.subnet, first.replace('.1/', '.0/'));
+  });
+
+  test('a live agent renews; a dead one expires and every agent sees the removal', async () => {
+    const creds = await addNode(ctl.dataDir, 'gamma', 'blue', ctl.url);
+    const g = await startAgent(dir, creds, ['--renew-margin', '3s']);
+    agents.push(g);
+    await subnetOf(g);
+    const alpha = agents[0] as AgentProc;
+    await waitFor('alpha sees gamma', async () => (await metric(alpha, 'twill_agent_peers')) === 2);
+    await g.kill();
+    // TTL is 4 s: gamma expires; alpha, which renews, keeps its lease and drops gamma.
+    await waitFor('gamma expired', async () => !(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'gamma'))), 15_000);
+    await waitFor('alpha drops gamma', async () => (await metric(alpha, 'twill_agent_peers')) === 1);
+    assert.ok(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'alpha')), 'alpha renewed its lease');
+    assert.match(ctl.output(), /lease expired network=blue node=gamma/);
+  });
+
+  test('a node cannot publish as another node, write leases, or read another network', async () => {
+    const creds = await addNode(ctl.dataDir, 'mallory', 'blue', ctl.url);
+    await addNode(ctl.dataDir, 'victim', 'blue', ctl.url);
+    const before = await withStore(ctl.dataDir, (s) => s.getNetwork('blue'));
+
+    // hello on another node's topic: refused, connection closed, nothing allocated
+    const m1 = await client(ctl.url, creds.username, creds.password, 'mallory-1');
+    const closed1 = new Promise((r) => m1.c.once('close', r));
+    m1.c.publish(topics.nodeHello('blue', 'victim'), JSON.stringify({ v: 1, agentVersion: 'x', publicIP: '127.0.0.9' }), { qos: 1 });
+    await closed1;
+    await waitFor('refusal logged', () => ctl.output().includes('publish refused client=mallory-1'));
+
+    // a forged lease on the shared topic: refused as well
+    const m2 = await client(ctl.url, creds.username, creds.password, 'mallory-2');
+    const closed2 = new Promise((r) => m2.c.once('close', r));
+    m2.c.publish(topics.netLease('blue', 'victim'), JSON.stringify({ forged: true }), { qos: 1, retain: true });
+    await closed2;
+
+    // subscriptions outside its network and to another node's topic are refused
+    const m3 = await client(ctl.url, creds.username, creds.password, 'mallory-3');
+    const granted = await new Promise<number[]>((resolve) =>
+      m3.c.subscribe([topics.netAll('tiny'), topics.nodeLease('blue', 'victim'), '#', topics.netAll('blue')], { qos: 1 }, (err, g) =>
+        resolve(((err as { packet?: { granted: number[] } } | null)?.packet?.granted ?? g?.map((x) => x.qos)) as number[]),
+      ),
+    );
+    assert.deepEqual(granted, [128, 128, 128, 1]);
+    await m3.c.endAsync();
+    assert.match(ctl.output(), /subscribe refused client=mallory-3/);
+
+    // wrong password and unknown user are refused at connect
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: 'mallory', password: 'wrong', reconnectPeriod: 0 }));
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: 'nobody', password: 'x', reconnectPeriod: 0 }));
+    await assert.rejects(mqtt.connectAsync(ctl.url, { reconnectPeriod: 0 }));
+
+    const afterNet = await withStore(ctl.dataDir, (s) => s.getNetwork('blue'));
+    assert.ok(!(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'victim'))));
+    assert.equal(afterNet?.leaseCount, before?.leaseCount);
+    // nobody else's lease was overwritten on the broker
+    const watcher = await client(ctl.url, creds.username, creds.password, 'mallory-4');
+    await watcher.c.subscribeAsync(topics.netLease('blue', 'victim'), { qos: 1 });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(watcher.seen.has(topics.netLease('blue', 'victim')), false);
+    await watcher.c.endAsync();
+  });
+
+  test('malformed and oversized messages are refused, change nothing, and the controller keeps serving', async () => {
+    const creds = await addNode(ctl.dataDir, 'fuzzy', 'blue', ctl.url);
+    const before = await withStore(ctl.dataDir, (s) => s.getNetwork('blue'));
+    const f = await client(ctl.url, creds.username, creds.password, 'fuzzy-1');
+    await f.c.subscribeAsync(topics.nodeLease('blue', 'fuzzy'), { qos: 1 });
+    const hello = topics.nodeHello('blue', 'fuzzy');
+    for (const bad of ['not json', '{}', JSON.stringify({ v: 1, agentVersion: 'x', publicIP: '999.1.1.1' }), JSON.stringify({ v: 2 }), JSON.stringify({ v: 1, agentVersion: 'x', publicIP: '127.0.0.5', previousSubnet: '10.20.0.7/24' })]) {
+      await f.c.publishAsync(hello, bad, { qos: 1 });
+    }
+    await f.c.publishAsync(topics.nodeStatus('blue', 'fuzzy'), '{"v":1,"state":"confused"}', { qos: 1 });
+    await waitFor('error on the node topic', () => f.seen.get(topics.nodeLease('blue', 'fuzzy'))?.includes('error'));
+    const answer = JSON.parse(f.seen.get(topics.nodeLease('blue', 'fuzzy')) as string);
+    assert.equal(answer.lease, null);
+    assert.match(answer.error, /hello from fuzzy/);
+    await waitFor('refusals logged', () => (ctl.output().match(/message refused/g) ?? []).length >= 6);
+    assert.ok(!(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'fuzzy'))));
+    // oversized: refused by the broker before the controller sees it
+    const closed = new Promise((r) => f.c.once('close', r));
+    f.c.publish(hello, 'x'.repeat(64 * 1024), { qos: 1 });
+    await closed;
+    const afterNet = await withStore(ctl.dataDir, (s) => s.getNetwork('blue'));
+    // (the revision moves with other agents' renewals; the leases must not)
+    assert.equal(afterNet?.leaseCount, before?.leaseCount, 'no lease was created');
+    assert.ok(!(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'fuzzy'))));
+    // still serving: a proper hello from the same node now gets a lease
+    const g = await client(ctl.url, creds.username, creds.password, 'fuzzy-2');
+    await g.c.subscribeAsync(topics.nodeLease('blue', 'fuzzy'), { qos: 1 });
+    await g.c.publishAsync(hello, JSON.stringify({ v: 1, agentVersion: 'test', publicIP: '127.0.0.5' }), { qos: 1 });
+    await waitFor('lease', () => JSON.parse(g.seen.get(topics.nodeLease('blue', 'fuzzy')) ?? '{}').lease?.subnet);
+    await g.c.endAsync();
+    await runTwill(['lease', 'release', 'blue', '--node', 'fuzzy', '--data-dir', ctl.dataDir]);
+  });
+
+  test('out of subnets is a clear error to that node only', async () => {
+    const started: AgentProc[] = [];
+    for (const n of ['t1', 't2', 't3']) {
+      const a = await startAgent(dir, await addNode(ctl.dataDir, n, 'tiny', ctl.url), ['--renew-margin', '3s']);
+      agents.push(a);
+      started.push(a);
+    }
+    for (const a of started) await subnetOf(a);
+    const late = await startAgent(dir, await addNode(ctl.dataDir, 't4', 'tiny', ctl.url));
+    agents.push(late);
+    await waitFor('t4 reports the error', () => late.output().includes('network tiny has no free subnet'));
+    const st = await waitFor('status carries the error', () =>
+      withStore(ctl.dataDir, async (s) => (await s.listStatus()).find((r) => r.node === 't4' && r.status.errors.length > 0)),
+    );
+    assert.match(st.status.errors[0] as string, /all 3 \/24 subnets from 10\.30\.1\.0 to 10\.30\.3\.0 are leased/);
+    assert.equal(late.child.exitCode, null, 'the agent keeps running and will ask again');
+    assert.equal(ctl.child.exitCode, null);
+  });
+
+  test('a controller killed with SIGKILL comes back and republishes everything from the store', async () => {
+    const alpha = agents[0] as AgentProc;
+    const subnet = readSubnetEnv(alpha.subnetFile).FLANNEL_SUBNET;
+    const leases = await withStore(ctl.dataDir, (s) => s.listLeases('blue'));
+    await ctl.kill();
+    const port = ctl.port;
+    ctl = await startController({
+      dataDir: ctl.dataDir,
+      port,
+      networks: {},
+      extra: ['--lease-ttl', '4s', '--sync-interval', '300ms'],
+    });
+    // A fresh subscriber sees every lease, the manifest and the config retained.
+    const creds = await addNode(ctl.dataDir, 'observer', 'blue', ctl.url);
+    const o = await client(ctl.url, creds.username, creds.password);
+    await o.c.subscribeAsync(topics.netAll('blue'), { qos: 1 });
+    await waitFor('retained snapshot', () => leases.every((l) => o.seen.has(topics.netLease('blue', l.node))) && o.seen.has(topics.netManifest('blue')));
+    const manifest = JSON.parse(o.seen.get(topics.netManifest('blue')) as string);
+    const net = await withStore(ctl.dataDir, (s) => s.getNetwork('blue'));
+    assert.equal(manifest.count, net?.leaseCount);
+    assert.equal(manifest.hash, net?.leaseHash);
+    const cfg = JSON.parse(o.seen.get(topics.netConfig('blue')) as string);
+    assert.equal(cfg.config.Network, '10.20.0.0/16');
+    await o.c.endAsync();
+    // The agent reconnects on its own and keeps its subnet.
+    await waitFor('alpha reconnected', async () => (await metric(alpha, 'twill_agent_mqtt_connected')) === 1, 30_000);
+    assert.equal(readSubnetEnv(alpha.subnetFile).FLANNEL_SUBNET, subnet);
+  });
+
+  test('changing a network\'s backend type once it has leases is refused', async () => {
+    const vx = await writeNetConf(dir, 'vx', { Network: '10.20.0.0/16', Backend: { Type: 'vxlan' } });
+    await ctl.kill();
+    const p = await import('./helpers/procs.js');
+    const r = p.startProc(['controller', '--data-dir', ctl.dataDir, '--listen', '127.0.0.1:0', '--network', `blue=${vx}`]);
+    const code = await r.exited;
+    assert.equal(code, 1);
+    assert.match(r.output(), /network blue uses backend alloc and has \d+ lease\(s\): its backend type cannot change to vxlan/);
+    assert.equal((await withStore(ctl.dataDir, (s) => s.getNetwork('blue')))?.config.Backend.Type, 'alloc');
+  });
+});
