@@ -1,0 +1,383 @@
+// Store conformance suite: what the controller relies on from any store. It
+// speaks only the Store interface, so the same tests run against the embedded
+// SQLite store and against DynamoDB. open() must give a store that is usable
+// on its own (a fresh one per call is simplest); each test also keeps to its
+// own network and node names, so a shared backing table does no harm.
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseCidr } from '../core/cidr.js';
+import { parseNetConf, type NetConf } from '../core/config.js';
+import { ConflictError } from '../core/errors.js';
+import { leasesHash, type Lease, type NewLease } from '../core/lease.js';
+import { silentLogger } from '../core/log.js';
+import { Topics } from '../core/topics.js';
+import { Controller } from '../functions/controller.js';
+import type { Store } from '../functions/store/store.js';
+
+export interface OpenedStore {
+  store: Store;
+  close(): Promise<void>;
+}
+
+const V4_CONF: NetConf = parseNetConf({ Network: '10.0.0.0/16' }, {});
+const DUAL_CONF: NetConf = parseNetConf({ Network: '10.0.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:1::/48' }, {});
+const HIGH_CONF: NetConf = parseNetConf({ Network: '172.16.0.0/12' }, {});
+
+let unique = 0;
+/** A name no other test (or earlier run on a shared table) uses. */
+function fresh(prefix: string): string {
+  unique++;
+  return `${prefix}-${process.pid}-${unique}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+function newLease(network: string, node: string, over: Partial<NewLease> = {}): NewLease {
+  return {
+    network,
+    node,
+    subnet: null,
+    ipv6Subnet: null,
+    publicIP: '192.0.2.1',
+    publicIPv6: null,
+    backendType: 'vxlan',
+    backendData: { VtepMAC: '02:00:00:00:00:01' },
+    expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+    createdAt: new Date().toISOString(),
+    ...over,
+  };
+}
+
+/** Leases, count, hash and revision of a network: what must not move when a write is refused. */
+async function snapshot(store: Store, network: string): Promise<unknown> {
+  const net = await store.getNetwork(network);
+  return { net, leases: await store.listLeases(network) };
+}
+
+/** The manifest a store keeps must be the one an agent computes from the leases it received. */
+async function assertManifest(store: Store, network: string): Promise<Lease[]> {
+  const net = await store.getNetwork(network);
+  assert.ok(net, `network ${network} exists`);
+  const leases = await store.listLeases(network);
+  assert.equal(net.leaseCount, leases.length, 'leaseCount equals the number of leases');
+  assert.equal(net.leaseHash, leasesHash(leases), 'leaseHash equals leasesHash(listLeases)');
+  for (const l of leases) assert.ok(l.revision <= net.revision, `lease ${l.node} revision ${l.revision} is at most the network's ${net.revision}`);
+  return leases;
+}
+
+async function rejectsConflict(p: Promise<unknown>, what: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof ConflictError, `${what}: expected ConflictError, got ${String(e)}`);
+    return true;
+  });
+}
+
+const ip = (cidr: string): bigint => (parseCidr(cidr, true) as { ip: bigint }).ip;
+
+export function storeSuite(name: string, open: () => Promise<OpenedStore>): void {
+  /** Runs body on a store opened for this test alone, closed even when the test fails. */
+  const withStore = async (body: (store: Store) => Promise<void>): Promise<void> => {
+    const opened = await open();
+    try {
+      await body(opened.store);
+    } finally {
+      await opened.close();
+    }
+  };
+
+  describe(`${name}: store conformance`, () => {
+    describe('networks', () => {
+      test('putNetwork creates a network with no leases and an empty hash', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          assert.equal(await store.getNetwork(n), undefined);
+          const rec = await store.putNetwork(n, V4_CONF, undefined);
+          assert.equal(rec.name, n);
+          assert.deepEqual(rec.config, V4_CONF);
+          assert.equal(rec.leaseCount, 0);
+          assert.equal(rec.leaseHash, leasesHash([]));
+          assert.ok(Number.isInteger(rec.revision) && rec.revision >= 1, `revision ${rec.revision}`);
+          assert.deepEqual(await store.getNetwork(n), rec);
+          assert.ok((await store.listNetworks()).some((r) => r.name === n));
+        }));
+
+      test('creating a network that exists already is a conflict and changes nothing', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const first = await store.putNetwork(n, V4_CONF, undefined);
+          await rejectsConflict(store.putNetwork(n, DUAL_CONF, undefined), 'create over an existing network');
+          assert.deepEqual(await store.getNetwork(n), first);
+        }));
+
+      test('replacing at the current revision stores the new config, bumps the revision and keeps the leases', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const first = await store.putNetwork(n, V4_CONF, undefined);
+          await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          const before = await store.getNetwork(n);
+          assert.ok(before);
+          const second = await store.putNetwork(n, DUAL_CONF, before.revision);
+          assert.deepEqual(second.config, DUAL_CONF);
+          assert.ok(second.revision > before.revision && before.revision > first.revision);
+          assert.equal(second.leaseCount, 1);
+          assert.equal(second.leaseHash, before.leaseHash);
+          assert.deepEqual(await store.getNetwork(n), second);
+          await assertManifest(store, n);
+        }));
+
+      test('replacing with a stale revision is a conflict and changes nothing', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const first = await store.putNetwork(n, V4_CONF, undefined);
+          const second = await store.putNetwork(n, HIGH_CONF, first.revision);
+          await rejectsConflict(store.putNetwork(n, DUAL_CONF, first.revision), 'replace with a stale revision');
+          assert.deepEqual(await store.getNetwork(n), second);
+          await rejectsConflict(store.putNetwork(fresh('absent'), V4_CONF, 1), 'replace of a network that does not exist');
+        }));
+    });
+
+    describe('leases', () => {
+      test('createLease assigns increasing revisions and keeps leaseCount and leaseHash equal to the leases', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          let last = (await store.getNetwork(n))!.revision;
+          for (let i = 1; i <= 5; i++) {
+            const input = newLease(n, `node-${i}`, { subnet: `10.0.${i}.0/24` });
+            const lease = await store.createLease(input);
+            assert.deepEqual(lease, { ...input, revision: lease.revision }, 'the lease comes back as written, plus its revision');
+            assert.ok(lease.revision > last, `revision ${lease.revision} after ${last}`);
+            last = lease.revision;
+            assert.equal((await store.getNetwork(n))!.revision, lease.revision, "the lease's revision is the network's revision");
+            assert.deepEqual(await store.getLease(n, `node-${i}`), lease);
+            assert.equal((await assertManifest(store, n)).length, i);
+          }
+          assert.equal(await store.getLease(n, 'node-99'), undefined);
+        }));
+
+      test('replaceLease and deleteLease keep leaseCount and leaseHash equal to the leases', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          const a = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          const b = await store.createLease(newLease(n, 'b', { subnet: '10.0.2.0/24' }));
+          const a2 = await store.replaceLease(newLease(n, 'a', { subnet: '10.0.1.0/24', publicIP: '192.0.2.9' }), a.revision);
+          assert.ok(a2.revision > b.revision);
+          assert.equal(a2.publicIP, '192.0.2.9');
+          await assertManifest(store, n);
+          // Moving to another subnet frees the old one.
+          const a3 = await store.replaceLease(newLease(n, 'a', { subnet: '10.0.3.0/24' }), a2.revision);
+          assert.equal(a3.subnet, '10.0.3.0/24');
+          assert.deepEqual((await store.takenSubnets(n)).v4, [ip('10.0.2.0/24'), ip('10.0.3.0/24')]);
+          await store.createLease(newLease(n, 'c', { subnet: '10.0.1.0/24' }));
+          await assertManifest(store, n);
+          const removed = await store.deleteLease(n, 'b');
+          assert.ok(removed);
+          assert.deepEqual(removed.lease, b);
+          const net = await store.getNetwork(n);
+          assert.equal(removed.revision, net!.revision, 'deleteLease returns the network revision after the delete');
+          assert.ok(removed.revision > a3.revision);
+          assert.equal(await store.getLease(n, 'b'), undefined);
+          const leases = await assertManifest(store, n);
+          assert.deepEqual(leases.map((l) => l.node).sort(), ['a', 'c']);
+          assert.equal(await store.deleteLease(n, 'b'), undefined, 'deleting an absent lease returns undefined');
+          // A deleted node may lease again, even its old subnet.
+          await store.createLease(newLease(n, 'b', { subnet: '10.0.2.0/24' }));
+          await assertManifest(store, n);
+        }));
+
+      test('a second lease for the same node is refused and the store is unchanged', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          const before = await snapshot(store, n);
+          await rejectsConflict(store.createLease(newLease(n, 'a', { subnet: '10.0.2.0/24' })), 'second lease for node a');
+          assert.deepEqual(await snapshot(store, n), before);
+          assert.deepEqual((await store.takenSubnets(n)).v4, [ip('10.0.1.0/24')], 'the refused subnet stays free');
+        }));
+
+      test('a subnet already leased is refused for another node and the store is unchanged', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          const before = await snapshot(store, n);
+          await rejectsConflict(store.createLease(newLease(n, 'b', { subnet: '10.0.1.0/24' })), 'subnet of node a for node b');
+          assert.deepEqual(await snapshot(store, n), before);
+          assert.equal(await store.getLease(n, 'b'), undefined);
+        }));
+
+      test('the same subnet in another network is no conflict', () =>
+        withStore(async (store) => {
+          const n1 = fresh('net');
+          const n2 = fresh('net');
+          await store.putNetwork(n1, V4_CONF, undefined);
+          await store.putNetwork(n2, V4_CONF, undefined);
+          await store.createLease(newLease(n1, 'a', { subnet: '10.0.1.0/24' }));
+          const other = await store.createLease(newLease(n2, 'a', { subnet: '10.0.1.0/24' }));
+          assert.equal(other.subnet, '10.0.1.0/24');
+          await assertManifest(store, n1);
+          await assertManifest(store, n2);
+        }));
+
+      test('an IPv6 subnet already leased is refused and the store is unchanged', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, DUAL_CONF, undefined);
+          await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24', ipv6Subnet: 'fd00:1:0:1::/64', publicIPv6: '2001:db8::1' }));
+          const before = await snapshot(store, n);
+          await rejectsConflict(
+            store.createLease(newLease(n, 'b', { subnet: '10.0.2.0/24', ipv6Subnet: 'fd00:1:0:1::/64', publicIPv6: '2001:db8::2' })),
+            'IPv6 subnet of node a for node b',
+          );
+          assert.deepEqual(await snapshot(store, n), before);
+          assert.deepEqual(await store.takenSubnets(n), { v4: [ip('10.0.1.0/24')], v6: [ip('fd00:1:0:1::/64')] });
+          // Replacing into a taken IPv6 subnet is refused as well.
+          const b = await store.createLease(newLease(n, 'b', { subnet: '10.0.2.0/24', ipv6Subnet: 'fd00:1:0:2::/64' }));
+          const mid = await snapshot(store, n);
+          await rejectsConflict(store.replaceLease(newLease(n, 'b', { subnet: '10.0.2.0/24', ipv6Subnet: 'fd00:1:0:1::/64' }), b.revision), 'replace into a taken IPv6 subnet');
+          assert.deepEqual(await snapshot(store, n), mid);
+        }));
+
+      test('IPv6-only leases (no IPv4 subnet) do not conflict with each other', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, DUAL_CONF, undefined);
+          await store.createLease(newLease(n, 'a', { ipv6Subnet: 'fd00:1:0:1::/64', publicIP: null, publicIPv6: '2001:db8::1' }));
+          await store.createLease(newLease(n, 'b', { ipv6Subnet: 'fd00:1:0:2::/64', publicIP: null, publicIPv6: '2001:db8::2' }));
+          assert.deepEqual(await store.takenSubnets(n), { v4: [], v6: [ip('fd00:1:0:1::/64'), ip('fd00:1:0:2::/64')] });
+          await assertManifest(store, n);
+        }));
+
+      test('replaceLease with a stale revision, for a missing lease, or into a taken subnet is refused', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          const a = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          await store.createLease(newLease(n, 'b', { subnet: '10.0.2.0/24' }));
+          const a2 = await store.replaceLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }), a.revision);
+          const before = await snapshot(store, n);
+          await rejectsConflict(store.replaceLease(newLease(n, 'a', { subnet: '10.0.5.0/24' }), a.revision), 'replace at a stale revision');
+          await rejectsConflict(store.replaceLease(newLease(n, 'a', { subnet: '10.0.2.0/24' }), a2.revision), "replace into b's subnet");
+          await rejectsConflict(store.replaceLease(newLease(n, 'zz', { subnet: '10.0.7.0/24' }), a2.revision), 'replace of a missing lease');
+          assert.deepEqual(await snapshot(store, n), before);
+        }));
+
+      test('deleteLease with a stale expectedRevision does nothing', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          const a = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          const a2 = await store.replaceLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }), a.revision);
+          const before = await snapshot(store, n);
+          assert.equal(await store.deleteLease(n, 'a', a.revision), undefined);
+          assert.deepEqual(await snapshot(store, n), before);
+          const removed = await store.deleteLease(n, 'a', a2.revision);
+          assert.deepEqual(removed?.lease, a2);
+          assert.equal(await store.getLease(n, 'a'), undefined);
+          await assertManifest(store, n);
+        }));
+
+      test('listExpired returns leases whose expiry has passed, never reservations', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          const now = Date.parse('2030-06-01T00:00:00.000Z');
+          const at = (ms: number) => new Date(now + ms).toISOString();
+          await store.createLease(newLease(n, 'past', { subnet: '10.0.1.0/24', expiresAt: at(-60_000) }));
+          await store.createLease(newLease(n, 'exactly', { subnet: '10.0.2.0/24', expiresAt: at(0) }));
+          await store.createLease(newLease(n, 'future', { subnet: '10.0.3.0/24', expiresAt: at(1) }));
+          await store.createLease(newLease(n, 'reserved', { subnet: '10.0.4.0/24', expiresAt: null }));
+          const expired = (await store.listExpired(now)).filter((l) => l.network === n);
+          assert.deepEqual(expired.map((l) => l.node).sort(), ['exactly', 'past']);
+          assert.deepEqual(expired.find((l) => l.node === 'past'), await store.getLease(n, 'past'));
+          const later = (await store.listExpired(now + 10 * 365 * 86_400_000)).filter((l) => l.network === n);
+          assert.deepEqual(later.map((l) => l.node).sort(), ['exactly', 'future', 'past'], 'a reservation never expires');
+          // A renewal moves the lease out of the expired set.
+          const past = await store.getLease(n, 'past');
+          await store.replaceLease(newLease(n, 'past', { subnet: '10.0.1.0/24', expiresAt: at(60_000) }), past!.revision);
+          assert.deepEqual((await store.listExpired(now)).filter((l) => l.network === n).map((l) => l.node), ['exactly']);
+        }));
+
+      test('takenSubnets lists both families in ascending numeric order', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, DUAL_CONF, undefined);
+          // Written out of order, with values whose text order differs from their numeric order.
+          const v4 = ['10.0.100.0/24', '10.0.9.0/24', '10.0.10.0/24', '10.0.255.0/24', '10.0.1.0/24'];
+          const v6 = ['fd00:1:0:a::/64', 'fd00:1:0:10::/64', 'fd00:1:0:9::/64', 'fd00:1:0:ff00::/64', 'fd00:1::/64'];
+          for (let i = 0; i < v4.length; i++) {
+            await store.createLease(newLease(n, `n${i}`, { subnet: v4[i]!, ipv6Subnet: v6[i]! }));
+          }
+          const taken = await store.takenSubnets(n);
+          assert.deepEqual(taken.v4, v4.map(ip).sort((a, b) => (a < b ? -1 : 1)));
+          assert.deepEqual(taken.v6, v6.map(ip).sort((a, b) => (a < b ? -1 : 1)));
+          assert.deepEqual(taken.v4.map(String), ['10.0.1.0/24', '10.0.9.0/24', '10.0.10.0/24', '10.0.100.0/24', '10.0.255.0/24'].map((s) => String(ip(s))));
+          assert.deepEqual(await store.takenSubnets(fresh('empty')), { v4: [], v6: [] });
+        }));
+
+      test('takenSubnets returns IPv4 addresses above 2^31 as they are', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, HIGH_CONF, undefined);
+          await store.createLease(newLease(n, 'hi', { subnet: '172.31.255.0/24' }));
+          await store.createLease(newLease(n, 'lo', { subnet: '172.16.1.0/24' }));
+          assert.deepEqual((await store.takenSubnets(n)).v4, [ip('172.16.1.0/24'), ip('172.31.255.0/24')]);
+          await rejectsConflict(store.createLease(newLease(n, 'x', { subnet: '172.31.255.0/24' })), 'high subnet taken');
+        }));
+
+      test('64 nodes joining at once over a handful of candidate subnets end with 64 distinct subnets', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const controller = new Controller(store, { publish: async () => {} }, {
+            topics: new Topics(),
+            log: silentLogger,
+            // Every pick lands among the first 8 free subnets, so most first attempts collide.
+            random: () => (Math.random() * 8) / 100,
+          });
+          await controller.applyNetwork(n, V4_CONF);
+          const nodes = Array.from({ length: 64 }, (_, i) => `node-${i}`);
+          const leases = await Promise.all(nodes.map((node) => controller.join(n, node, { publicIP: '192.0.2.1' })));
+          const subnets = leases.map((l) => l.subnet);
+          assert.equal(new Set(subnets).size, 64, 'no subnet was handed out twice');
+          const stored = await assertManifest(store, n);
+          assert.equal(stored.length, 64);
+          assert.deepEqual(stored.map((l) => l.subnet).sort(), [...subnets].sort());
+          assert.equal((await store.takenSubnets(n)).v4.length, 64);
+        }));
+    });
+
+    describe('nodes and status', () => {
+      test('node records round-trip, are replaced by name and can be deleted', () =>
+        withStore(async (store) => {
+          const a = fresh('node');
+          const b = fresh('node');
+          const rec = { name: a, network: 'n1', passwordHash: 'scrypt$aa$bb', createdAt: '2030-01-01T00:00:00.000Z' };
+          await store.putNode(rec);
+          await store.putNode({ name: b, network: 'n2', passwordHash: 'scrypt$cc$dd', createdAt: '2030-01-02T00:00:00.000Z' });
+          assert.deepEqual(await store.getNode(a), rec);
+          const mine = (await store.listNodes()).filter((r) => r.name === a || r.name === b);
+          assert.deepEqual(mine.map((r) => r.name).sort(), [a, b].sort());
+          await store.putNode({ ...rec, passwordHash: 'scrypt$ee$ff' });
+          assert.equal((await store.getNode(a))?.passwordHash, 'scrypt$ee$ff');
+          assert.equal((await store.listNodes()).filter((r) => r.name === a).length, 1);
+          assert.equal(await store.deleteNode(a), true);
+          assert.equal(await store.getNode(a), undefined);
+          assert.equal(await store.deleteNode(a), false);
+          assert.ok(await store.getNode(b));
+        }));
+
+      test('status records round-trip and the latest one per node wins', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putStatus({ network: n, node: 'a', status: { v: 1, state: 'online', subnet: '10.0.1.0/24', appliedRevision: 7, peers: 3, errors: [] }, updatedAt: '2030-01-01T00:00:00.000Z' });
+          await store.putStatus({ network: n, node: 'b', status: { v: 1, state: 'online', errors: ['route 10.0.2.0/24: File exists'] }, updatedAt: '2030-01-01T00:00:01.000Z' });
+          await store.putStatus({ network: n, node: 'a', status: { v: 1, state: 'offline', errors: [] }, updatedAt: '2030-01-01T00:00:02.000Z' });
+          const mine = (await store.listStatus()).filter((r) => r.network === n).sort((x, y) => x.node.localeCompare(y.node));
+          assert.deepEqual(mine, [
+            { network: n, node: 'a', status: { v: 1, state: 'offline', errors: [] }, updatedAt: '2030-01-01T00:00:02.000Z' },
+            { network: n, node: 'b', status: { v: 1, state: 'online', errors: ['route 10.0.2.0/24: File exists'] }, updatedAt: '2030-01-01T00:00:01.000Z' },
+          ]);
+        }));
+    });
+  });
+}
