@@ -119,14 +119,14 @@ describe('controller and agents over MQTT', () => {
 
     // hello on another node's topic: refused, connection closed, nothing allocated
     const m1 = await client(ctl.url, creds.username, creds.password, 'mallory-1');
-    const closed1 = new Promise((r) => m1.c.once('close', r));
+    const closed1 = new Promise<void>((r) => m1.c.once('close', () => r()));
     m1.c.publish(topics.nodeHello('blue', 'victim'), JSON.stringify({ v: 1, agentVersion: 'x', publicIP: '127.0.0.9' }), { qos: 1 });
     await closed1;
     await waitFor('refusal logged', () => ctl.output().includes('publish refused client=mallory-1'));
 
     // a forged lease on the shared topic: refused as well
     const m2 = await client(ctl.url, creds.username, creds.password, 'mallory-2');
-    const closed2 = new Promise((r) => m2.c.once('close', r));
+    const closed2 = new Promise<void>((r) => m2.c.once('close', () => r()));
     m2.c.publish(topics.netLease('blue', 'victim'), JSON.stringify({ forged: true }), { qos: 1, retain: true });
     await closed2;
 
@@ -174,7 +174,7 @@ describe('controller and agents over MQTT', () => {
     await waitFor('refusals logged', () => (ctl.output().match(/message refused/g) ?? []).length >= 6);
     assert.ok(!(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'fuzzy'))));
     // oversized: refused by the broker before the controller sees it
-    const closed = new Promise((r) => f.c.once('close', r));
+    const closed = new Promise<void>((r) => f.c.once('close', () => r()));
     f.c.publish(hello, 'x'.repeat(64 * 1024), { qos: 1 });
     await closed;
     const afterNet = await withStore(ctl.dataDir, (s) => s.getNetwork('blue'));

@@ -66,6 +66,17 @@ function isUniqueViolation(e: unknown): boolean {
 
 export class SqliteStore implements Store {
   private db: Database.Database;
+  private statements = new Map<string, Database.Statement>();
+
+  /** Statements are prepared once: preparing on every call cost more than the query. */
+  private q(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
+  }
 
   constructor(readonly file: string) {
     if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
@@ -78,7 +89,7 @@ export class SqliteStore implements Store {
   }
 
   private networkRow(name: string): NetworkRow | undefined {
-    return this.db.prepare('SELECT * FROM networks WHERE name = ?').get(name) as NetworkRow | undefined;
+    return this.q('SELECT * FROM networks WHERE name = ?').get(name) as NetworkRow | undefined;
   }
 
   private static toNetwork(r: NetworkRow): NetworkRecord {
@@ -98,7 +109,7 @@ export class SqliteStore implements Store {
   }
 
   async listNetworks(): Promise<NetworkRecord[]> {
-    return (this.db.prepare('SELECT * FROM networks ORDER BY name').all() as NetworkRow[]).map(SqliteStore.toNetwork);
+    return (this.q('SELECT * FROM networks ORDER BY name').all() as NetworkRow[]).map(SqliteStore.toNetwork);
   }
 
   async putNetwork(name: string, config: NetConf, expectedRevision: number | undefined): Promise<NetworkRecord> {
@@ -109,10 +120,10 @@ export class SqliteStore implements Store {
         throw new ConflictError(`network ${name} changed meanwhile (revision ${cur?.revision ?? 'none'}, expected ${expectedRevision ?? 'none'})`);
       }
       if (cur) {
-        this.db.prepare('UPDATE networks SET config = ?, revision = revision + 1, updated_at = ? WHERE name = ?').run(JSON.stringify(config), now, name);
+        this.q('UPDATE networks SET config = ?, revision = revision + 1, updated_at = ? WHERE name = ?').run(JSON.stringify(config), now, name);
       } else {
-        this.db
-          .prepare('INSERT INTO networks (name, config, revision, lease_count, lease_hash, updated_at) VALUES (?, ?, 1, 0, ?, ?)')
+        this
+          .q('INSERT INTO networks (name, config, revision, lease_count, lease_hash, updated_at) VALUES (?, ?, 1, 0, ?, ?)')
           .run(name, JSON.stringify(config), digestHex(0n), now);
       }
       return SqliteStore.toNetwork(this.networkRow(name) as NetworkRow);
@@ -120,22 +131,19 @@ export class SqliteStore implements Store {
   }
 
   async getLease(network: string, node: string): Promise<Lease | undefined> {
-    const r = this.db.prepare('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
+    const r = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
     return r && (JSON.parse(r.lease) as Lease);
   }
 
   async listLeases(network: string): Promise<Lease[]> {
-    const rows = this.db.prepare('SELECT lease FROM leases WHERE network = ? ORDER BY node').all(network) as LeaseRow[];
+    const rows = this.q('SELECT lease FROM leases WHERE network = ? ORDER BY node').all(network) as LeaseRow[];
     return rows.map((r) => JSON.parse(r.lease) as Lease);
   }
 
   async takenSubnets(network: string): Promise<TakenSubnets> {
-    const v4 = (
-      this.db.prepare('SELECT subnet_key k FROM leases WHERE network = ? AND subnet_key IS NOT NULL ORDER BY subnet_key').raw().all(network) as [number][]
-    ).map((r) => BigInt(r[0]));
-    const v6 = (
-      this.db.prepare('SELECT ipv6_key k FROM leases WHERE network = ? AND ipv6_key IS NOT NULL ORDER BY ipv6_key').raw().all(network) as [string][]
-    ).map((r) => BigInt('0x' + r[0]));
+    const keys = (sql: string) => this.q(sql).pluck().all(network) as (number | string)[];
+    const v4 = keys('SELECT subnet_key FROM leases WHERE network = ? AND subnet_key IS NOT NULL ORDER BY subnet_key').map((k) => BigInt(k));
+    const v6 = keys('SELECT ipv6_key FROM leases WHERE network = ? AND ipv6_key IS NOT NULL ORDER BY ipv6_key').map((k) => BigInt('0x' + k));
     return { v4, v6 };
   }
 
@@ -148,8 +156,8 @@ export class SqliteStore implements Store {
     let count = cur.lease_count;
     if (remove) { hash ^= leaseDigest(remove.node, remove.revision); count--; }
     if (add) { hash ^= leaseDigest(add.node, revision); count++; }
-    this.db
-      .prepare('UPDATE networks SET revision = ?, lease_count = ?, lease_hash = ?, updated_at = ? WHERE name = ?')
+    this
+      .q('UPDATE networks SET revision = ?, lease_count = ?, lease_hash = ?, updated_at = ? WHERE name = ?')
       .run(revision, count, digestHex(hash), new Date().toISOString(), network);
     return revision;
   }
@@ -160,15 +168,15 @@ export class SqliteStore implements Store {
     const keys = subnetKeys(lease);
     const expires = lease.expiresAt === null ? null : Date.parse(lease.expiresAt);
     try {
-      this.db
-        .prepare(
+      this
+        .q(
           `INSERT INTO leases (network, node, subnet_key, ipv6_key, expires_at, revision, lease) VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (network, node) DO UPDATE SET subnet_key = excluded.subnet_key, ipv6_key = excluded.ipv6_key,
              expires_at = excluded.expires_at, revision = excluded.revision, lease = excluded.lease`,
         )
         .run(lease.network, lease.node, keys.v4, keys.v6, expires, revision, JSON.stringify(full));
     } catch (e) {
-      if (isUniqueViolation(e)) throw new ConflictError(`subnet ${lease.subnet ?? lease.ipv6Subnet} of network ${lease.network} is already leased`);
+      if (isUniqueViolation(e)) throw new ConflictError(`subnet ${[lease.subnet, lease.ipv6Subnet].filter(Boolean).join(' or ')} of network ${lease.network} is already leased`);
       throw e;
     }
     return full;
@@ -176,7 +184,7 @@ export class SqliteStore implements Store {
 
   async createLease(lease: NewLease): Promise<Lease> {
     return this.db.transaction(() => {
-      if (this.db.prepare('SELECT 1 FROM leases WHERE network = ? AND node = ?').get(lease.network, lease.node)) {
+      if (this.q('SELECT 1 FROM leases WHERE network = ? AND node = ?').get(lease.network, lease.node)) {
         throw new ConflictError(`node ${lease.node} already holds a lease in network ${lease.network}`);
       }
       return this.writeLease(lease, undefined);
@@ -185,7 +193,7 @@ export class SqliteStore implements Store {
 
   async replaceLease(lease: NewLease, expectedRevision: number): Promise<Lease> {
     return this.db.transaction(() => {
-      const cur = this.db.prepare('SELECT lease FROM leases WHERE network = ? AND node = ?').get(lease.network, lease.node) as LeaseRow | undefined;
+      const cur = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(lease.network, lease.node) as LeaseRow | undefined;
       const prev = cur && (JSON.parse(cur.lease) as Lease);
       if (!prev || prev.revision !== expectedRevision) {
         throw new ConflictError(`lease of node ${lease.node} in network ${lease.network} changed meanwhile`);
@@ -196,22 +204,22 @@ export class SqliteStore implements Store {
 
   async deleteLease(network: string, node: string, expectedRevision?: number): Promise<{ lease: Lease; revision: number } | undefined> {
     return this.db.transaction(() => {
-      const cur = this.db.prepare('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
+      const cur = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
       const prev = cur && (JSON.parse(cur.lease) as Lease);
       if (!prev || (expectedRevision !== undefined && prev.revision !== expectedRevision)) return undefined;
-      this.db.prepare('DELETE FROM leases WHERE network = ? AND node = ?').run(network, node);
+      this.q('DELETE FROM leases WHERE network = ? AND node = ?').run(network, node);
       return { lease: prev, revision: this.bump(network, prev, undefined) };
     })();
   }
 
   async listExpired(now: number): Promise<Lease[]> {
-    const rows = this.db.prepare('SELECT lease FROM leases WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at').all(now) as LeaseRow[];
+    const rows = this.q('SELECT lease FROM leases WHERE expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at').all(now) as LeaseRow[];
     return rows.map((r) => JSON.parse(r.lease) as Lease);
   }
 
   async putNode(node: NodeRecord): Promise<void> {
-    this.db
-      .prepare(
+    this
+      .q(
         `INSERT INTO nodes (name, network, password_hash, created_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (name) DO UPDATE SET network = excluded.network, password_hash = excluded.password_hash`,
       )
@@ -219,24 +227,24 @@ export class SqliteStore implements Store {
   }
 
   async getNode(name: string): Promise<NodeRecord | undefined> {
-    const r = this.db.prepare('SELECT * FROM nodes WHERE name = ?').get(name) as
+    const r = this.q('SELECT * FROM nodes WHERE name = ?').get(name) as
       | { name: string; network: string; password_hash: string; created_at: string }
       | undefined;
     return r && { name: r.name, network: r.network, passwordHash: r.password_hash, createdAt: r.created_at };
   }
 
   async listNodes(): Promise<NodeRecord[]> {
-    const rows = this.db.prepare('SELECT * FROM nodes ORDER BY name').all() as { name: string; network: string; password_hash: string; created_at: string }[];
+    const rows = this.q('SELECT * FROM nodes ORDER BY name').all() as { name: string; network: string; password_hash: string; created_at: string }[];
     return rows.map((r) => ({ name: r.name, network: r.network, passwordHash: r.password_hash, createdAt: r.created_at }));
   }
 
   async deleteNode(name: string): Promise<boolean> {
-    return this.db.prepare('DELETE FROM nodes WHERE name = ?').run(name).changes > 0;
+    return this.q('DELETE FROM nodes WHERE name = ?').run(name).changes > 0;
   }
 
   async putStatus(rec: StatusRecord): Promise<void> {
-    this.db
-      .prepare(
+    this
+      .q(
         `INSERT INTO status (network, node, status, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (network, node) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at`,
       )
@@ -244,7 +252,7 @@ export class SqliteStore implements Store {
   }
 
   async listStatus(): Promise<StatusRecord[]> {
-    const rows = this.db.prepare('SELECT * FROM status ORDER BY network, node').all() as { network: string; node: string; status: string; updated_at: string }[];
+    const rows = this.q('SELECT * FROM status ORDER BY network, node').all() as { network: string; node: string; status: string; updated_at: string }[];
     return rows.map((r) => ({ network: r.network, node: r.node, status: JSON.parse(r.status), updatedAt: r.updated_at }));
   }
 

@@ -1,0 +1,371 @@
+// flannel's allocation rules, through the controller with the real SQLite
+// store. The publisher records every message: it is the controller's output,
+// what agents would receive over MQTT.
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CANDIDATES } from '../core/allocator.js';
+import { parseCidr, subnetStep } from '../core/cidr.js';
+import { parseNetConf, subnetRanges } from '../core/config.js';
+import { OutOfSubnetsError, TwillError } from '../core/errors.js';
+import { leasesHash } from '../core/lease.js';
+import { silentLogger } from '../core/log.js';
+import type { NodeLeaseMessage } from '../core/messages.js';
+import { Topics } from '../core/topics.js';
+import { Controller, type ControllerOptions } from '../functions/controller.js';
+import type { Publisher } from '../functions/publish/publisher.js';
+import { SqliteStore } from '../functions/store/sqlite.js';
+
+interface Publication { topic: string; payload: string; retain: boolean }
+
+class RecordingPublisher implements Publisher {
+  readonly sent: Publication[] = [];
+  async publish(topic: string, payload: string, retain: boolean): Promise<void> {
+    this.sent.push({ topic, payload, retain });
+  }
+  /** What a subscriber joining now would get: the last retained payload per topic. */
+  retained(topic: string): string | undefined {
+    for (let i = this.sent.length - 1; i >= 0; i--) {
+      const p = this.sent[i]!;
+      if (p.topic === topic && p.retain) return p.payload;
+    }
+    return undefined;
+  }
+  since(mark: number): Publication[] {
+    return this.sent.slice(mark);
+  }
+}
+
+const topics = new Topics();
+const IP = { publicIP: '192.0.2.10' };
+const PSK = 'a1b2c3d4'.repeat(12);
+
+let dir = '';
+let dbs = 0;
+const opened: SqliteStore[] = [];
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'twill-alloc-'));
+});
+after(async () => {
+  for (const s of opened.splice(0)) await s.close().catch(() => {});
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+interface Setup {
+  store: SqliteStore;
+  pub: RecordingPublisher;
+  controller: Controller;
+  clock: { now: number };
+}
+
+/** A controller on its own SQLite file, with a clock the test moves. */
+function setup(opts: Partial<ControllerOptions> = {}): Setup {
+  const store = new SqliteStore(join(dir, `alloc-${++dbs}.db`));
+  opened.push(store);
+  const pub = new RecordingPublisher();
+  const clock = { now: Date.parse('2030-01-01T00:00:00.000Z') };
+  const controller = new Controller(store, pub, { topics, log: silentLogger, now: () => clock.now, ...opts });
+  return { store, pub, controller, clock };
+}
+
+const conf = (o: Record<string, unknown>) => parseNetConf(o, {});
+const ipOf = (cidr: string | null): bigint => (parseCidr(cidr ?? '', true) as { ip: bigint }).ip;
+
+/** A random source that plays the given values in turn. */
+function sequence(...values: number[]): () => number {
+  let i = 0;
+  return () => values[i++ % values.length]!;
+}
+
+async function storeState(store: SqliteStore, network: string): Promise<unknown> {
+  return { net: await store.getNetwork(network), leases: await store.listLeases(network) };
+}
+
+describe('a node keeps what it has', () => {
+  test('a node that joins again keeps its subnet, with a later expiry and a new revision', async () => {
+    const { controller, store, clock } = setup({ leaseTtlMs: 60_000 });
+    await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
+    const first = await controller.join('n', 'a', IP);
+    clock.now += 30_000;
+    const again = await controller.join('n', 'a', { publicIP: '192.0.2.11' });
+    assert.equal(again.subnet, first.subnet);
+    assert.equal(again.createdAt, first.createdAt, 'the subnet is held since the first join');
+    assert.ok(Date.parse(again.expiresAt!) > Date.parse(first.expiresAt!), 'the expiry moved forward');
+    assert.equal(Date.parse(again.expiresAt!), clock.now + 60_000);
+    assert.ok(again.revision > first.revision);
+    assert.equal(again.publicIP, '192.0.2.11', 'the new public IP is what peers see');
+    assert.deepEqual(await store.getLease('n', 'a'), again);
+  });
+
+  test('a released node rejoining with previousSubnet gets it back when it is free', async () => {
+    const { controller } = setup();
+    await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
+    const first = await controller.join('n', 'a', IP);
+    await controller.join('n', 'b', IP);
+    assert.equal(await controller.release('n', 'a'), true);
+    const back = await controller.join('n', 'a', { ...IP, previousSubnet: first.subnet! });
+    assert.equal(back.subnet, first.subnet);
+  });
+
+  test('previousSubnet taken by another node gives a different free subnet', async () => {
+    const { controller, store } = setup();
+    await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
+    const a = await controller.join('n', 'a', IP);
+    await controller.release('n', 'a');
+    const b = await controller.join('n', 'b', { ...IP, previousSubnet: a.subnet! });
+    assert.equal(b.subnet, a.subnet, 'b took the subnet while a was away');
+    const a2 = await controller.join('n', 'a', { ...IP, previousSubnet: a.subnet! });
+    assert.notEqual(a2.subnet, a.subnet);
+    assert.equal((await store.getLease('n', 'b'))?.subnet, a.subnet, "b keeps its subnet");
+  });
+
+  test('previousSubnet outside the range, misaligned or of another length is ignored', async () => {
+    // random 0 picks the first free subnet, SubnetMin: any other answer means previousSubnet was used.
+    const { controller } = setup({ random: () => 0 });
+    await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16', SubnetMin: '10.1.10.0', SubnetMax: '10.1.20.0' }));
+    const ignored = ['192.168.5.0/24', '10.1.0.0/24', '10.1.9.0/24', '10.1.21.0/24', '10.1.12.0/25', '10.1.12.0/23', '10.1.12.128/24'];
+    for (const [i, previousSubnet] of ignored.entries()) {
+      const lease = await controller.join('n', `n${i}`, { ...IP, previousSubnet });
+      await controller.release('n', `n${i}`);
+      assert.equal(lease.subnet, '10.1.10.0/24', `previousSubnet ${previousSubnet} should be ignored`);
+    }
+    const honoured = await controller.join('n', 'ok', { ...IP, previousSubnet: '10.1.15.0/24' });
+    assert.equal(honoured.subnet, '10.1.15.0/24', 'a valid previousSubnet is used');
+  });
+});
+
+describe('picking a new subnet', () => {
+  test('every pick lies within SubnetMin..SubnetMax and among the first 100 free subnets', async () => {
+    const { controller, store } = setup();
+    await controller.applyNetwork('n', conf({ Network: '10.2.0.0/16', SubnetMin: '10.2.20.0', SubnetMax: '10.2.219.0' }));
+    const range = subnetRanges((await store.getNetwork('n'))!.config).v4!;
+    const step = subnetStep(4, 24);
+    const taken = new Set<bigint>();
+    let spread = 0;
+    for (let i = 0; i < 150; i++) {
+      const free: bigint[] = [];
+      for (let ip = range.min; ip <= range.max; ip += step) if (!taken.has(ip)) free.push(ip);
+      const lease = await controller.join('n', `node-${i}`, IP);
+      const ip = ipOf(lease.subnet);
+      assert.ok(ip >= ipOf('10.2.20.0/24') && ip <= ipOf('10.2.219.0/24'), `${lease.subnet} is outside SubnetMin..SubnetMax`);
+      const index = free.indexOf(ip);
+      assert.ok(index >= 0 && index < CANDIDATES, `${lease.subnet} is free subnet number ${index}, not among the first ${CANDIDATES}`);
+      spread = Math.max(spread, index);
+      taken.add(ip);
+    }
+    assert.ok(spread > 10, 'picks are spread over the candidates, not always the first');
+  });
+
+  test('a seeded random source decides which of the free subnets is picked', async () => {
+    const { controller } = setup({ random: sequence(0, 0.999, 0.5, 0.5) });
+    await controller.applyNetwork('n', conf({ Network: '10.2.0.0/16', SubnetMin: '10.2.20.0', SubnetMax: '10.2.219.0' }));
+    const got = [];
+    for (let i = 0; i < 4; i++) got.push((await controller.join('n', `node-${i}`, IP)).subnet);
+    // Index 0 of the free list is SubnetMin. With 10.2.20.0 taken the free list
+    // starts at 10.2.21.0, so index 99 is 10.2.120.0 and index 50 is 10.2.71.0;
+    // index 50 again is one further on, as 10.2.71.0 is now taken.
+    assert.deepEqual(got, ['10.2.20.0/24', '10.2.120.0/24', '10.2.71.0/24', '10.2.72.0/24']);
+  });
+
+  test('a /22 with SubnetLen 24 has 3 subnets; the 4th node gets a clear OutOfSubnetsError and nothing changes', async () => {
+    const { controller, store, pub } = setup();
+    await controller.applyNetwork('small', conf({ Network: '10.9.0.0/22', SubnetLen: 24 }));
+    const leases = [];
+    for (const node of ['a', 'b', 'c']) leases.push(await controller.join('small', node, IP));
+    assert.deepEqual(leases.map((l) => l.subnet).sort(), ['10.9.1.0/24', '10.9.2.0/24', '10.9.3.0/24'], 'SubnetMin is the second subnet');
+    const before = await storeState(store, 'small');
+    const mark = pub.sent.length;
+    await assert.rejects(controller.join('small', 'd', IP), (e: unknown) => {
+      assert.ok(e instanceof OutOfSubnetsError, `expected OutOfSubnetsError, got ${String(e)}`);
+      assert.match(e.message, /network small/);
+      assert.match(e.message, /3 \/24 subnets from 10\.9\.1\.0 to 10\.9\.3\.0/);
+      assert.match(e.message, /widen the network or remove nodes/);
+      return true;
+    });
+    assert.deepEqual(await storeState(store, 'small'), before);
+    assert.equal(await store.getLease('small', 'd'), undefined);
+    assert.deepEqual(pub.since(mark), [], 'nothing was published about a lease that was not granted');
+    // Once a node leaves, its subnet is free again.
+    await controller.release('small', 'b');
+    assert.equal((await controller.join('small', 'd', IP)).subnet, leases[1]!.subnet);
+  });
+
+  test('64 nodes joining at once get 64 distinct subnets, each told its own', async () => {
+    const { controller, store, pub } = setup();
+    await controller.applyNetwork('n', conf({ Network: '10.3.0.0/16' }));
+    const leases = await Promise.all(Array.from({ length: 64 }, (_, i) => controller.join('n', `node-${i}`, IP)));
+    assert.equal(new Set(leases.map((l) => l.subnet)).size, 64);
+    const stored = await store.listLeases('n');
+    assert.equal(stored.length, 64);
+    const net = await store.getNetwork('n');
+    assert.equal(net?.leaseHash, leasesHash(stored));
+    for (const l of stored) {
+      const own = JSON.parse(pub.retained(topics.nodeLease('n', l.node))!) as NodeLeaseMessage;
+      assert.deepEqual(own.lease, l, `${l.node} was told its lease as stored`);
+      assert.deepEqual(JSON.parse(pub.retained(topics.netLease('n', l.node))!), l, `peers were told ${l.node}'s lease`);
+    }
+  });
+});
+
+describe('reservations', () => {
+  test('a reserved subnet never expires, is never given to another node and goes to its node', async () => {
+    const { controller, store, clock } = setup({ leaseTtlMs: 1000 });
+    await controller.applyNetwork('small', conf({ Network: '10.9.0.0/22', SubnetLen: 24 }));
+    const r = await controller.reserve('small', 'r', '10.9.2.0/24', '192.0.2.50');
+    assert.equal(r.expiresAt, null);
+    assert.equal(r.subnet, '10.9.2.0/24');
+    const a = await controller.join('small', 'a', IP);
+    const b = await controller.join('small', 'b', IP);
+    assert.deepEqual([a.subnet, b.subnet].sort(), ['10.9.1.0/24', '10.9.3.0/24']);
+    await assert.rejects(controller.join('small', 'c', IP), OutOfSubnetsError, 'the reserved subnet is not free, even when it is the only one left');
+    clock.now += 10 * 365 * 86_400_000;
+    assert.equal(await controller.expire(), 2, 'only the two ordinary leases expired');
+    assert.deepEqual((await store.listLeases('small')).map((l) => l.node), ['r']);
+    const c = await controller.join('small', 'c', IP);
+    assert.notEqual(c.subnet, '10.9.2.0/24', 'a free subnet is found, the reserved one is still held');
+    const joined = await controller.join('small', 'r', { publicIP: '192.0.2.51' });
+    assert.equal(joined.subnet, '10.9.2.0/24');
+    assert.equal(joined.expiresAt, null, 'joining does not turn a reservation into an expiring lease');
+    assert.equal(joined.publicIP, '192.0.2.51');
+    clock.now += 10 * 365 * 86_400_000;
+    await controller.expire();
+    assert.equal((await store.getLease('small', 'r'))?.expiresAt, null);
+  });
+
+  test('a reservation outside the range is refused', async () => {
+    const { controller, store } = setup();
+    await controller.applyNetwork('n', conf({ Network: '10.9.0.0/22', SubnetLen: 24 }));
+    for (const subnet of ['10.9.0.0/24', '10.10.1.0/24', '10.9.1.0/25']) {
+      await assert.rejects(controller.reserve('n', 'r', subnet), (e: unknown) => e instanceof TwillError && e.code === 'InvalidReservation');
+    }
+    assert.deepEqual(await store.listLeases('n'), []);
+  });
+});
+
+describe('expiry', () => {
+  test('an expired lease is removed and agents see its retained topics cleared and a new manifest', async () => {
+    const { controller, store, pub, clock } = setup({ leaseTtlMs: 1000 });
+    await controller.applyNetwork('n', conf({ Network: '10.4.0.0/16' }));
+    const a = await controller.join('n', 'a', IP);
+    await controller.join('n', 'b', IP);
+    assert.equal(a.expiresAt, new Date(clock.now + 1000).toISOString());
+    clock.now += 500;
+    await controller.join('n', 'b', IP); // b renews, a does not
+    clock.now += 499;
+    assert.equal(await controller.expire(), 0, 'nothing expires before its time');
+    clock.now += 1;
+    const mark = pub.sent.length;
+    assert.equal(await controller.expire(), 1);
+    assert.equal(await store.getLease('n', 'a'), undefined);
+    assert.ok(await store.getLease('n', 'b'), 'the renewed lease stays');
+
+    const sent = pub.since(mark);
+    const onTopic = (t: string) => sent.filter((p) => p.topic === t);
+    assert.deepEqual(onTopic(topics.netLease('n', 'a')), [{ topic: topics.netLease('n', 'a'), payload: '', retain: true }], 'an empty retained payload removes the lease topic');
+    const own = onTopic(topics.nodeLease('n', 'a'));
+    assert.equal(own.length, 1);
+    assert.equal(own[0]!.retain, true);
+    assert.deepEqual(JSON.parse(own[0]!.payload), { v: 1, lease: null });
+    const manifests = onTopic(topics.netManifest('n'));
+    assert.equal(manifests.length, 1);
+    assert.equal(manifests[0]!.retain, true);
+    const net = await store.getNetwork('n');
+    assert.deepEqual(JSON.parse(manifests[0]!.payload), { v: 1, revision: net!.revision, count: 1, hash: leasesHash(await store.listLeases('n')) });
+    assert.equal(await controller.expire(), 0, 'an expired lease goes once');
+  });
+});
+
+describe('IPv6', () => {
+  test('a dual-stack network gives each node an IPv4 and an IPv6 subnet', async () => {
+    const { controller, store } = setup();
+    await controller.applyNetwork('dual', conf({ Network: '10.5.0.0/16', EnableIPv6: true, IPv6Network: 'fd00:5::/56' }));
+    const ranges = subnetRanges((await store.getNetwork('dual'))!.config);
+    const leases = [];
+    for (let i = 0; i < 10; i++) leases.push(await controller.join('dual', `n${i}`, { publicIP: `192.0.2.${i + 1}`, publicIPv6: `2001:db8::${i + 1}` }));
+    for (const [i, l] of leases.entries()) {
+      const v4 = parseCidr(l.subnet!, true)!;
+      const v6 = parseCidr(l.ipv6Subnet!, true)!;
+      assert.equal(v4.prefix, 24);
+      assert.equal(v6.prefix, 64);
+      assert.ok(v4.ip >= ranges.v4!.min && v4.ip <= ranges.v4!.max, `${l.subnet} in range`);
+      assert.ok(v6.ip >= ranges.v6!.min && v6.ip <= ranges.v6!.max, `${l.ipv6Subnet} in range`);
+      assert.equal(l.publicIPv6, `2001:db8::${i + 1}`);
+    }
+    assert.equal(new Set(leases.map((l) => l.subnet)).size, 10);
+    assert.equal(new Set(leases.map((l) => l.ipv6Subnet)).size, 10);
+  });
+
+  test('an IPv6-only network gives IPv6 subnets and no IPv4 subnet, and needs a public IPv6 address', async () => {
+    const { controller } = setup({ random: () => 0 });
+    await controller.applyNetwork('v6', conf({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:6::/56' }));
+    const a = await controller.join('v6', 'a', { publicIPv6: '2001:db8::1' });
+    const b = await controller.join('v6', 'b', { publicIPv6: '2001:db8::2' });
+    assert.equal(a.subnet, null);
+    assert.equal(b.subnet, null);
+    assert.equal(a.ipv6Subnet, 'fd00:6:0:1::/64', 'the first IPv6 subnet is skipped as in IPv4');
+    assert.equal(b.ipv6Subnet, 'fd00:6:0:2::/64');
+    await assert.rejects(controller.join('v6', 'c', IP), /sent no publicIPv6/);
+  });
+});
+
+describe('config changes', () => {
+  test('the backend type cannot change once the network has leases; it can while it has none', async () => {
+    const { controller, store } = setup();
+    await controller.applyNetwork('n', conf({ Network: '10.6.0.0/16' }));
+    const changed = await controller.applyNetwork('n', conf({ Network: '10.6.0.0/16', Backend: { Type: 'host-gw' } }));
+    assert.equal(changed.config.Backend.Type, 'host-gw', 'no leases yet: the type may change');
+    await controller.join('n', 'a', IP);
+    const before = await storeState(store, 'n');
+    await assert.rejects(controller.applyNetwork('n', conf({ Network: '10.6.0.0/16', Backend: { Type: 'vxlan' } })), (e: unknown) => {
+      assert.ok(e instanceof TwillError);
+      assert.match(e.message, /host-gw/);
+      assert.match(e.message, /vxlan/);
+      assert.match(e.message, /network n/);
+      return true;
+    });
+    assert.deepEqual(await storeState(store, 'n'), before);
+    await controller.release('n', 'a');
+    const again = await controller.applyNetwork('n', conf({ Network: '10.6.0.0/16', Backend: { Type: 'vxlan' } }));
+    assert.equal(again.config.Backend.Type, 'vxlan');
+  });
+
+  test('a range that shrinks moves a node to a subnet that fits on its next join', async () => {
+    const { controller, pub } = setup({ random: () => 0.999 });
+    await controller.applyNetwork('n', conf({ Network: '10.7.0.0/16' }));
+    const first = await controller.join('n', 'a', IP);
+    assert.equal(first.subnet, '10.7.100.0/24');
+    const kept = await controller.join('n', 'k', { ...IP, previousSubnet: '10.7.5.0/24' });
+    await controller.applyNetwork('n', conf({ Network: '10.7.0.0/16', SubnetMax: '10.7.50.0' }));
+    const own = JSON.parse(pub.retained(topics.nodeLease('n', 'a'))!) as NodeLeaseMessage;
+    assert.equal(own.config?.SubnetMax, '10.7.50.0', 'the node is told the new config');
+    const moved = await controller.join('n', 'a', IP);
+    assert.notEqual(moved.subnet, first.subnet);
+    const ip = ipOf(moved.subnet);
+    assert.ok(ip >= ipOf('10.7.1.0/24') && ip <= ipOf('10.7.50.0/24'), `${moved.subnet} fits the new range`);
+    assert.notEqual(moved.subnet, kept.subnet);
+    assert.equal((await controller.join('n', 'k', IP)).subnet, kept.subnet, 'a lease that still fits stays');
+  });
+
+  test('the shared config topic never carries the ipsec PSK; the node\'s own topic does', async () => {
+    const { controller, pub } = setup();
+    await controller.applyNetwork('sec', conf({ Network: '10.8.0.0/16', Backend: { Type: 'ipsec', PSK } }));
+    await controller.join('sec', 'a', IP);
+    await controller.join('sec', 'b', IP);
+    await controller.applyNetwork('sec', conf({ Network: '10.8.0.0/16', SubnetMax: '10.8.200.0', Backend: { Type: 'ipsec', PSK } }));
+    await controller.republishNetwork('sec');
+
+    const shared = pub.sent.filter((p) => p.topic.startsWith(`${topics.root}/net/`));
+    assert.ok(shared.some((p) => p.topic === topics.netConfig('sec')));
+    for (const p of shared) assert.ok(!p.payload.includes(PSK), `${p.topic} carries the PSK`);
+    const cfg = JSON.parse(pub.retained(topics.netConfig('sec'))!) as { config: { Backend: { Type: string; PSK: string } } };
+    assert.equal(cfg.config.Backend.Type, 'ipsec');
+    assert.notEqual(cfg.config.Backend.PSK, PSK);
+
+    for (const node of ['a', 'b']) {
+      const own = JSON.parse(pub.retained(topics.nodeLease('sec', node))!) as NodeLeaseMessage;
+      assert.equal((own.config?.Backend as { PSK?: string }).PSK, PSK, `${node}'s own topic has the PSK`);
+    }
+  });
+});
