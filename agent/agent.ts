@@ -24,7 +24,7 @@ import { VERSION } from '../core/version.js';
 import { backendFactory } from './backends/index.js';
 import type { Backend } from './backends/backend.js';
 import { findExternal, type External, type IfaceOptions } from './iface.js';
-import { Metrics } from './metrics.js';
+import { Metrics } from '../core/metrics.js';
 import { StateDir } from './state.js';
 import { writeSubnetEnv } from './subnet-env.js';
 

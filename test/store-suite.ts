@@ -378,6 +378,25 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
             { network: n, node: 'b', status: { v: 1, state: 'online', errors: ['route 10.0.2.0/24: File exists'] }, updatedAt: '2030-01-01T00:00:01.000Z' },
           ]);
         }));
+
+      test('route status records round-trip per network, the latest wins, and delete removes one', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const m = fresh('net');
+          await store.putRouteStatus({ network: n, node: 'i-1', state: 'pending', reason: 'route pending: route table full (50 of 50)', updatedAt: '2030-01-01T00:00:00.000Z' });
+          await store.putRouteStatus({ network: n, node: 'i-2', state: 'ok', reason: '', updatedAt: '2030-01-01T00:00:00.000Z' });
+          await store.putRouteStatus({ network: m, node: 'i-3', state: 'error', reason: 'instance has no canIpForward', updatedAt: '2030-01-01T00:00:00.000Z' });
+          await store.putRouteStatus({ network: n, node: 'i-1', state: 'ok', reason: '', updatedAt: '2030-01-01T00:00:05.000Z' });
+          const mine = (await store.listRouteStatus(n)).sort((x, y) => x.node.localeCompare(y.node));
+          assert.deepEqual(mine.map((r) => [r.node, r.state, r.reason, r.updatedAt]), [
+            ['i-1', 'ok', '', '2030-01-01T00:00:05.000Z'],
+            ['i-2', 'ok', '', '2030-01-01T00:00:00.000Z'],
+          ]);
+          assert.equal((await store.listRouteStatus()).filter((r) => r.network === m).length, 1);
+          await store.deleteRouteStatus(n, 'i-2');
+          await store.deleteRouteStatus(n, 'absent');
+          assert.deepEqual((await store.listRouteStatus(n)).map((r) => r.node), ['i-1']);
+        }));
     });
   });
 }

@@ -6,7 +6,7 @@ import type { BackendType, NetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
 import type { Logger } from '../../core/log.js';
 import type { External } from '../iface.js';
-import type { Metrics } from '../metrics.js';
+import type { Metrics } from '../../core/metrics.js';
 import type { StateDir } from '../state.js';
 
 export interface BackendContext {

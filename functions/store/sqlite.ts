@@ -8,7 +8,7 @@ import { parseCidr } from '../../core/cidr.js';
 import { ConflictError, NotFoundError } from '../../core/errors.js';
 import { digestHex, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
 import type { NetConf } from '../../core/config.js';
-import type { NetworkRecord, NodeRecord, StatusRecord, Store, TakenSubnets } from './store.js';
+import type { NetworkRecord, NodeRecord, RouteStatusRecord, StatusRecord, Store, TakenSubnets } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS networks (
@@ -37,6 +37,14 @@ CREATE TABLE IF NOT EXISTS nodes (
   network TEXT NOT NULL,
   password_hash TEXT NOT NULL,
   created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS route_status (
+  network TEXT NOT NULL,
+  node TEXT NOT NULL,
+  state TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY (network, node)
 );
 CREATE TABLE IF NOT EXISTS status (
   network TEXT NOT NULL,
@@ -254,6 +262,24 @@ export class SqliteStore implements Store {
   async listStatus(): Promise<StatusRecord[]> {
     const rows = this.q('SELECT * FROM status ORDER BY network, node').all() as { network: string; node: string; status: string; updated_at: string }[];
     return rows.map((r) => ({ network: r.network, node: r.node, status: JSON.parse(r.status), updatedAt: r.updated_at }));
+  }
+
+  async putRouteStatus(rec: RouteStatusRecord): Promise<void> {
+    this.q(
+      `INSERT INTO route_status (network, node, state, reason, updated_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (network, node) DO UPDATE SET state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at`,
+    ).run(rec.network, rec.node, rec.state, rec.reason, rec.updatedAt);
+  }
+
+  async deleteRouteStatus(network: string, node: string): Promise<void> {
+    this.q('DELETE FROM route_status WHERE network = ? AND node = ?').run(network, node);
+  }
+
+  async listRouteStatus(network?: string): Promise<RouteStatusRecord[]> {
+    const rows = (network === undefined
+      ? this.q('SELECT * FROM route_status ORDER BY network, node').all()
+      : this.q('SELECT * FROM route_status WHERE network = ? ORDER BY node').all(network)) as { network: string; node: string; state: string; reason: string; updated_at: string }[];
+    return rows.map((r) => ({ network: r.network, node: r.node, state: r.state as RouteStatusRecord['state'], reason: r.reason, updatedAt: r.updated_at }));
   }
 
   async close(): Promise<void> {

@@ -32,6 +32,16 @@ export interface StatusRecord {
   updatedAt: string;
 }
 
+/** Whether a cloud network's node has its VPC route, and why not when it has none. */
+export interface RouteStatusRecord {
+  network: string;
+  node: string;
+  state: 'ok' | 'pending' | 'error';
+  /** e.g. "route pending: route table full (50 of 50)"; empty when ok */
+  reason: string;
+  updatedAt: string;
+}
+
 export interface TakenSubnets {
   /** network addresses of leased IPv4 subnets, ascending */
   v4: bigint[];
@@ -70,6 +80,10 @@ export interface Store {
 
   putStatus(rec: StatusRecord): Promise<void>;
   listStatus(): Promise<StatusRecord[]>;
+
+  putRouteStatus(rec: RouteStatusRecord): Promise<void>;
+  deleteRouteStatus(network: string, node: string): Promise<void>;
+  listRouteStatus(network?: string): Promise<RouteStatusRecord[]>;
 
   close(): Promise<void>;
 }
