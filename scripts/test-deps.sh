@@ -3,7 +3,7 @@
 # broker, iproute2 and iptables for the kernel tests, the CNI plugins that
 # build pods, iperf3 and tcpdump. Only what is missing is installed.
 set -euo pipefail
-PACKAGES=(mosquitto iproute2 iptables containernetworking-plugins iperf3 tcpdump)
+PACKAGES=(mosquitto iproute2 iptables iputils-ping containernetworking-plugins iperf3 tcpdump)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
