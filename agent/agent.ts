@@ -27,6 +27,7 @@ import { findExternal, type External, type IfaceOptions } from './iface.js';
 import { Metrics } from '../core/metrics.js';
 import { StateDir } from './state.js';
 import { writeSubnetEnv } from './subnet-env.js';
+import { ensureRules, removeUnwanted } from './rules.js';
 
 export interface AgentOptions extends IfaceOptions {
   broker: string;
@@ -40,6 +41,8 @@ export interface AgentOptions extends IfaceOptions {
   /** host:port for /healthz, /readyz and /metrics; empty to disable */
   metricsAddr: string;
   ipMasq: boolean;
+  /** flannel's forward rules (on by default), so pod traffic passes a FORWARD policy of DROP */
+  forwardRules: boolean;
   resyncIntervalMs: number;
   /** renew when less than this is left of the lease (flannel renews an hour before expiry) */
   renewMarginMs: number;
@@ -49,6 +52,12 @@ export interface AgentOptions extends IfaceOptions {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+/**
+ * After a (re)connect the kernel is left alone until the retained snapshot is
+ * complete; if the manifest never matches (a broker that lost messages), the
+ * agent goes ahead after this long rather than stop repairing drift forever.
+ */
+const SNAPSHOT_GRACE_MS = 30_000;
 
 export class Agent {
   private readonly topics: Topics;
@@ -68,6 +77,9 @@ export class Agent {
   private manifest?: Manifest;
   private complete = false;
   private everComplete = false;
+  /** the snapshot has been complete at least once since the last connect */
+  private synced = false;
+  private connectedAt = 0;
   private applied = false;
   private lastStatus = '';
   private lastErrors: string[] = [];
@@ -75,6 +87,9 @@ export class Agent {
   private helloBackoff: number;
   private timers: NodeJS.Timeout[] = [];
   private reconcileQueued = false;
+  /** peers changed since the last pass; 'all' asks the backend to compare everything with the kernel */
+  private changed: Set<string> | 'all' = 'all';
+  private rulesLogged = false;
   private reconciling: Promise<void> = Promise.resolve();
   private reconnectAttempt = 0;
   private stopped = false;
@@ -129,7 +144,7 @@ export class Agent {
     });
     client.on('error', (e) => this.log.warn('broker connection error', { reason: e.message }));
 
-    this.timers.push(setInterval(() => this.scheduleReconcile(), this.opts.resyncIntervalMs));
+    this.timers.push(setInterval(() => this.scheduleReconcile('all'), this.opts.resyncIntervalMs));
     this.timers.push(setInterval(() => this.maybeRenew(), Math.max(250, Math.min(60_000, this.opts.renewMarginMs / 4))));
   }
 
@@ -138,6 +153,17 @@ export class Agent {
     if (!client) return;
     this.reconnectAttempt = 0;
     this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', 1);
+    // A clean session replays every retained lease, but a lease removed while we
+    // were away simply is not among them: rebuild the view from scratch. The
+    // kernel keeps the old state until the new snapshot is complete.
+    this.peers.clear();
+    this.ownSeen = undefined;
+    this.seenHash = 0n;
+    this.manifest = undefined;
+    this.complete = false;
+    this.synced = false;
+    this.connectedAt = Date.now();
+    this.changed = 'all';
     this.log.info('connected to broker', { broker: this.opts.broker });
     try {
       await client.subscribeAsync([this.topics.netAll(this.opts.network), this.topics.nodeLease(this.opts.network, this.opts.node)], { qos: 1 }).catch((e: Error) => {
@@ -176,7 +202,7 @@ export class Agent {
   private async onConfig(config: NetConf): Promise<void> {
     const changedType = this.sharedConfig?.Backend.Type !== config.Backend.Type;
     this.sharedConfig = config;
-    if (!changedType && this.backend) return this.scheduleReconcile();
+    if (!changedType && this.backend) return this.scheduleReconcile('all');
     try {
       await this.backend?.close();
       this.backend = await backendFactory(config.Backend.Type)({
@@ -186,6 +212,7 @@ export class Agent {
         log: this.log.child(config.Backend.Type),
         metrics: this.metrics,
       });
+      if (this.kernelBackends()) await removeUnwanted({ ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
       this.metrics.clear('twill_agent_info');
       this.metrics.set('twill_agent_info', 'twill agent version and identity', 1, { version: VERSION, network: this.opts.network, node: this.opts.node, backend: config.Backend.Type });
       this.sendHello();
@@ -211,7 +238,7 @@ export class Agent {
     }
     this.metrics.set('twill_agent_peers', 'peer leases known', this.peers.size);
     this.checkComplete();
-    this.scheduleReconcile();
+    if (node !== this.opts.node) this.scheduleReconcile(node);
   }
   private ownSeen?: Lease;
 
@@ -227,8 +254,14 @@ export class Agent {
       this.everComplete = true;
     }
     this.complete = complete;
+    if (complete) this.synced = true;
     this.metrics.set('twill_agent_snapshot_complete', '1 when every lease in the manifest has arrived', complete ? 1 : 0);
     if (complete) this.scheduleReconcile();
+  }
+
+  /** Backends that program the kernel get forward and masquerade rules; alloc has no traffic of its own. */
+  private kernelBackends(): boolean {
+    return this.sharedConfig?.Backend.Type !== 'alloc';
   }
 
   private onOwn(payload: Buffer): void {
@@ -257,7 +290,7 @@ export class Agent {
     this.helloBackoff = this.opts.helloRetryMs;
     this.state.saveLease(lease);
     this.metrics.set('twill_agent_lease_expiry_timestamp_seconds', 'when the lease expires (0: a reservation)', lease.expiresAt ? Date.parse(lease.expiresAt) / 1000 : 0);
-    this.scheduleReconcile();
+    this.scheduleReconcile('all');
   }
 
   private hello(): Hello {
@@ -306,7 +339,9 @@ export class Agent {
   }
 
   /** Coalesces bursts (a snapshot of thousands of leases) into one reconcile. */
-  private scheduleReconcile(): void {
+  private scheduleReconcile(peer?: string | 'all'): void {
+    if (peer === 'all') this.changed = 'all';
+    else if (peer !== undefined && this.changed !== 'all') this.changed.add(peer);
     if (this.reconcileQueued || this.stopped) return;
     this.reconcileQueued = true;
     this.reconciling = this.reconciling.then(async () => {
@@ -322,6 +357,8 @@ export class Agent {
     const config = this.fullConfig ?? this.sharedConfig;
     if (!lease || !backend || !config) return;
     const errors: string[] = [];
+    const changed = this.changed;
+    this.changed = new Set();
     try {
       writeSubnetEnv(this.opts.subnetFile, {
         network: config.EnableIPv4 ? config.Network : undefined,
@@ -331,9 +368,27 @@ export class Agent {
         mtu: backend.mtu(),
         ipMasq: this.opts.ipMasq,
       });
-      const report = await backend.reconcile(config, lease, this.peers);
-      errors.push(...report.errors);
-      this.applied = true;
+      // Until every peer lease of the snapshot has arrived, the kernel is left as
+      // it is: reconciling a partial view would delete the entries of peers not
+      // yet received (an agent restarting must not drop a packet). Once synced,
+      // the brief incompleteness of ordinary churn does not hold changes back.
+      const graceOver = this.connectedAt > 0 && Date.now() - this.connectedAt > SNAPSHOT_GRACE_MS;
+      if (!this.complete && graceOver) {
+        const m = this.manifest;
+        errors.push(`network snapshot incomplete: the manifest lists ${m?.count ?? '?'} leases, ${this.peers.size + (this.ownSeen ? 1 : 0)} received (revision ${m?.revision ?? '?'})`);
+      }
+      if (this.synced || graceOver) {
+        const report = await backend.reconcile(config, lease, this.peers, changed === 'all' ? undefined : changed);
+        errors.push(...report.errors);
+        if (changed === 'all' && this.kernelBackends()) {
+          const repaired = await ensureRules(config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
+          if (repaired.length && this.rulesLogged) this.log.warn('iptables rules were missing and are restored', { chains: repaired.join(',') });
+          this.rulesLogged = true;
+        }
+        this.applied = true;
+      } else {
+        this.changed = 'all';
+      }
     } catch (e) {
       errors.push(errorMessage(e));
     }

@@ -22,6 +22,7 @@ export const agentFileSchema = z.strictObject({
   stateDir: z.string().optional(),
   metricsAddr: z.string().optional(),
   ipMasq: z.boolean().optional(),
+  iptablesForwardRules: z.boolean().optional(),
   resyncInterval: z.string().optional(),
   renewMargin: z.string().optional(),
 });
@@ -77,6 +78,7 @@ export function agentOptions(file: Partial<AgentFile>, flags: Partial<AgentFile>
     stateDir: m.stateDir ?? AGENT_DEFAULTS.stateDir,
     metricsAddr: m.metricsAddr ?? AGENT_DEFAULTS.metricsAddr,
     ipMasq: m.ipMasq ?? false,
+    forwardRules: m.iptablesForwardRules ?? true,
     resyncIntervalMs: parseDuration(m.resyncInterval ?? AGENT_DEFAULTS.resyncInterval, 'resync interval'),
     renewMarginMs: parseDuration(m.renewMargin ?? AGENT_DEFAULTS.renewMargin, 'renew margin'),
     helloRetryMs: 5_000,

@@ -6,7 +6,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { z } from 'zod';
-import { parseIP } from '../core/cidr.js';
+import { containsIP, parseCidr, parseIP, type Cidr } from '../core/cidr.js';
 import { TwillError } from '../core/errors.js';
 
 const run = promisify(execFile);
@@ -27,6 +27,8 @@ export interface Interface {
   ipv4?: string;
   ipv4Prefix?: number;
   ipv6?: string;
+  /** every global address, both families */
+  addresses: string[];
   up: boolean;
 }
 
@@ -54,6 +56,7 @@ export async function listInterfaces(): Promise<Interface[]> {
       ipv4: global('inet')?.local,
       ipv4Prefix: global('inet')?.prefixlen,
       ipv6: global('inet6')?.local,
+      addresses: l.addr_info.filter((a) => (a.scope ?? 'global') === 'global').map((a) => a.local),
       up: l.flags.includes('UP'),
     };
   });
@@ -67,7 +70,7 @@ async function defaultRouteDev(family: '-4' | '-6'): Promise<string | undefined>
 function hasAddress(i: Interface, ip: string): boolean {
   const want = parseIP(ip);
   if (!want) return false;
-  return [i.ipv4, i.ipv6].some((a) => a !== undefined && parseIP(a)?.ip === want.ip);
+  return i.addresses.some((a) => parseIP(a)?.ip === want.ip);
 }
 
 export async function findExternal(opts: IfaceOptions, ifaces?: Interface[]): Promise<External> {
@@ -101,4 +104,29 @@ export async function findExternal(opts: IfaceOptions, ifaces?: Interface[]): Pr
     publicIP: opts.publicIP ?? chosenIP ?? chosen.ipv4,
     publicIPv6: opts.publicIPv6 ?? chosen.ipv6,
   };
+}
+
+/** The IPv4 prefixes directly connected to an interface: a peer inside one is on-link. */
+export async function connectedPrefixes(name: string): Promise<Cidr[]> {
+  const { stdout } = await run('ip', ['-j', '-4', 'addr', 'show', 'dev', name]);
+  const out: Cidr[] = [];
+  for (const l of addrSchema.parse(JSON.parse(stdout || '[]'))) {
+    for (const a of l.addr_info) {
+      const c = parseCidr(`${a.local}/${a.prefixlen}`);
+      if (c && (a.scope ?? 'global') === 'global') out.push(c);
+    }
+  }
+  return out;
+}
+
+export function isOnLink(prefixes: readonly Cidr[], ip: string | null | undefined): boolean {
+  const p = ip ? parseIP(ip) : undefined;
+  return !!p && prefixes.some((c) => containsIP(c, p.family, p.ip));
+}
+
+/** Is this address one of this host's own (on any interface)? */
+export async function isLocalAddress(ip: string): Promise<boolean> {
+  const want = parseIP(ip);
+  if (!want) return false;
+  return (await listInterfaces()).some((i) => hasAddress(i, ip));
 }

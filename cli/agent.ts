@@ -2,11 +2,18 @@ import { Agent } from '../agent/agent.js';
 import { agentOptions, readAgentFile } from '../agent/config.js';
 import { createLogger } from '../core/log.js';
 import { parse } from './args.js';
+import { TwillError } from '../core/errors.js';
 
 export const AGENT_USAGE = `twill agent --config FILE [--broker URL] [--network NET] [--node NAME] [--username U] [--password P]
-            [--iface NAME|ADDR]... [--iface-regex RE]... [--public-ip IP] [--ip-masq]
+            [--iface NAME|ADDR]... [--iface-regex RE]... [--public-ip IP] [--ip-masq] [--iptables-forward-rules=true|false]
             [--subnet-file /run/flannel/subnet.env] [--state-dir /var/lib/twill]
             [--metrics-addr 127.0.0.1:9464] [--resync-interval 10s]`;
+
+function parseBool(flag: string, v: string | undefined): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (v === 'true' || v === 'false') return v === 'true';
+  throw new TwillError('Usage', `${flag} must be true or false, not ${JSON.stringify(v)}`);
+}
 
 export async function agentCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
@@ -22,6 +29,7 @@ export async function agentCommand(args: string[]): Promise<number> {
     'public-ip': { type: 'string' },
     'public-ipv6': { type: 'string' },
     'ip-masq': { type: 'boolean' },
+    'iptables-forward-rules': { type: 'string' },
     'subnet-file': { type: 'string' },
     'state-dir': { type: 'string' },
     'metrics-addr': { type: 'string' },
@@ -44,6 +52,7 @@ export async function agentCommand(args: string[]): Promise<number> {
       publicIP: values['public-ip'],
       publicIPv6: values['public-ipv6'],
       ipMasq: values['ip-masq'],
+      iptablesForwardRules: parseBool('--iptables-forward-rules', values['iptables-forward-rules']),
       subnetFile: values['subnet-file'],
       stateDir: values['state-dir'],
       metricsAddr: values['metrics-addr'],

@@ -26,6 +26,11 @@ export class Metrics {
     this.series.get(name)?.values.clear();
   }
 
+  /** Drops one series, e.g. a node's gauge once the node is gone. */
+  remove(name: string, labels: Labels = {}): void {
+    this.series.get(name)?.values.delete(labelText(labels));
+  }
+
   set(name: string, help: string, value: number, labels: Labels = {}): void {
     this.get(name, help, 'gauge').values.set(labelText(labels), value);
   }

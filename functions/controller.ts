@@ -46,6 +46,8 @@ export class Controller {
   private readonly ttl: number;
   private readonly now: () => number;
   private readonly random: () => number;
+  /** Per network, the nodes whose lease topics this controller has published, so a republish can clear the ones that went. */
+  private readonly publishedNodes = new Map<string, Set<string>>();
   /** Told of every network revision this controller published itself. */
   onPublished: (network: string, revision: number) => void = () => {};
 
@@ -59,6 +61,11 @@ export class Controller {
     this.ttl = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
+  }
+
+  /** How long a join makes a lease last: whoever renews leases decides when by it. */
+  get leaseTtlMs(): number {
+    return this.ttl;
   }
 
   // ---- networks ----
@@ -273,7 +280,17 @@ export class Controller {
     if (net.revision === ownRevision) this.onPublished(network, net.revision);
   }
 
+  private published(network: string): Set<string> {
+    let set = this.publishedNodes.get(network);
+    if (!set) {
+      set = new Set();
+      this.publishedNodes.set(network, set);
+    }
+    return set;
+  }
+
   private async publishLeaseOnly(lease: Lease, config: NetConf): Promise<void> {
+    this.published(lease.network).add(lease.node);
     await this.publisher.publish(this.topics.netLease(lease.network, lease.node), JSON.stringify(lease), true);
     const own: NodeLeaseMessage = { v: 1, lease, config };
     await this.publisher.publish(this.topics.nodeLease(lease.network, lease.node), JSON.stringify(own), true);
@@ -285,10 +302,15 @@ export class Controller {
   }
 
   private async publishRemoval(lease: Lease, revision: number): Promise<void> {
-    await this.publisher.publish(this.topics.netLease(lease.network, lease.node), '', true);
-    const own: NodeLeaseMessage = { v: 1, lease: null };
-    await this.publisher.publish(this.topics.nodeLease(lease.network, lease.node), JSON.stringify(own), true);
+    await this.clearLeaseTopics(lease.network, lease.node);
     await this.publishManifest(lease.network, revision);
+  }
+
+  private async clearLeaseTopics(network: string, node: string): Promise<void> {
+    this.published(network).delete(node);
+    await this.publisher.publish(this.topics.netLease(network, node), '', true);
+    const own: NodeLeaseMessage = { v: 1, lease: null };
+    await this.publisher.publish(this.topics.nodeLease(network, node), JSON.stringify(own), true);
   }
 
   /** Config (secrets removed) on the shared topic; each node's topic carries its full config. */
@@ -306,7 +328,11 @@ export class Controller {
     const net = await this.store.getNetwork(name);
     if (!net) return;
     await this.publisher.publish(this.topics.netConfig(net.name), JSON.stringify({ v: 1, config: publicConfig(net.config) }), true);
-    for (const lease of await this.store.listLeases(net.name)) await this.publishLeaseOnly(lease, net.config);
+    const leases = await this.store.listLeases(net.name);
+    const present = new Set(leases.map((l) => l.node));
+    // Leases another writer removed (the CLI, or a peer controller) leave retained topics behind.
+    for (const node of [...this.published(net.name)]) if (!present.has(node)) await this.clearLeaseTopics(net.name, node);
+    for (const lease of leases) await this.publishLeaseOnly(lease, net.config);
     await this.publishManifest(net.name, net.revision);
   }
 

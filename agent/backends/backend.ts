@@ -32,8 +32,11 @@ export interface Backend {
   /**
    * Makes the kernel match the desired state: this node's lease and every
    * peer's. config is the full config from the node's own topic (with secrets).
+   * changed, when given, names the only peers whose leases changed since the
+   * last call: a backend may then apply just their entries; without it, the
+   * backend compares everything with the kernel (the periodic resync).
    */
-  reconcile(config: NetConf, own: Lease, peers: ReadonlyMap<string, Lease>): Promise<ReconcileReport>;
+  reconcile(config: NetConf, own: Lease, peers: ReadonlyMap<string, Lease>, changed?: ReadonlySet<string>): Promise<ReconcileReport>;
   /** Stops background work. Never removes kernel state: the data plane outlives the agent. */
   close(): Promise<void>;
 }

@@ -3,8 +3,12 @@ import type { BackendType } from '../../core/config.js';
 import { TwillError } from '../../core/errors.js';
 import { allocBackend } from './alloc.js';
 import type { BackendFactory } from './backend.js';
+import { hostGwBackend } from './host-gw.js';
+import { vxlanBackend } from './vxlan.js';
 
 const registry: Partial<Record<BackendType, BackendFactory>> = {
+  vxlan: vxlanBackend,
+  'host-gw': hostGwBackend,
   alloc: allocBackend('alloc'),
   'aws-vpc': allocBackend('aws-vpc'),
   gce: allocBackend('gce'),
