@@ -5,7 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import mqtt from 'mqtt';
 import type { NetConf } from '../core/config.js';
-import { errorMessage } from '../core/errors.js';
+import { TwillError, errorMessage } from '../core/errors.js';
 import { leaseDigest, digestHex, type Lease } from '../core/lease.js';
 import {
   leaseSchema,
@@ -93,6 +93,9 @@ export class Agent {
   private reconciling: Promise<void> = Promise.resolve();
   private reconnectAttempt = 0;
   private stopped = false;
+  private fail!: (e: Error) => void;
+  /** Rejects when the agent cannot run at all (a backend that refuses this host): the process should exit. */
+  readonly fatal = new Promise<never>((_, reject) => (this.fail = reject));
 
   constructor(readonly opts: AgentOptions) {
     this.topics = new Topics(opts.prefix);
@@ -219,6 +222,9 @@ export class Agent {
     } catch (e) {
       this.backend = undefined;
       this.reportErrors([errorMessage(e)]);
+      // A backend that refuses this host (NAT under host-gw, a device that is not
+      // ours) will refuse it again: stop with the reason rather than limp on.
+      if (e instanceof TwillError) this.fail(e);
     }
   }
 

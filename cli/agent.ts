@@ -64,10 +64,15 @@ export async function agentCommand(args: string[]): Promise<number> {
   const agent = new Agent(opts);
   await agent.start();
   if (agent.address) log.info('serving /healthz /readyz /metrics', { addr: agent.address });
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
-  });
+  agent.fatal.catch(() => {}); // observed below; keeps an early failure from being "unhandled"
+  const outcome = await Promise.race([
+    new Promise<'signal'>((resolve) => {
+      process.once('SIGINT', () => resolve('signal'));
+      process.once('SIGTERM', () => resolve('signal'));
+    }),
+    agent.fatal,
+  ]).catch((e: Error) => e);
   await agent.stop();
+  if (outcome instanceof Error) throw outcome;
   return 0;
 }

@@ -105,6 +105,9 @@ export function overlayScenario(o: ScenarioOptions): void {
       await pingAll(c);
     });
 
+    // Backend-specific checks run while every host is still in the network.
+    o.extra?.(() => c);
+
     test('kill -9 and restart of an agent while a ping runs: no packet lost, same subnet, no duplicates', async () => {
       const from = c.node(h2).pods[0];
       const to = c.node(h1).pods[0];
@@ -177,7 +180,5 @@ export function overlayScenario(o: ScenarioOptions): void {
         });
       });
     }
-
-    o.extra?.(() => c);
   });
 }
