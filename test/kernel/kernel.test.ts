@@ -18,7 +18,8 @@ import {
   type ReconcileReport,
 } from '../../agent/kernel/index.js';
 
-const skip = labUnavailable({});
+// In CI the kernel tests run as root and must run: a missing tool fails there rather than skipping.
+const skip = process.env.CI ? false : (labUnavailable({}) ?? false);
 const own: Ownership = { devices: FLANNEL_DEVICES };
 
 const hex2 = (n: number) => n.toString(16).padStart(2, '0');
