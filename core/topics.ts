@@ -19,9 +19,18 @@ export function checkName(kind: string, name: string): string {
   return name;
 }
 
+/**
+ * The longest topic is the prefix plus 143 bytes (".../v1/node/<63>/<63>/status"),
+ * so a prefix of at most 100 keeps every topic under IoT Core's 256 bytes.
+ */
+export const MAX_PREFIX_LENGTH = 100;
+
 export function checkPrefix(prefix: string): string {
-  if (!PREFIX_RE.test(prefix)) {
-    throw new TwillError('InvalidPrefix', `topic prefix ${JSON.stringify(prefix)} is not valid: one or two segments of letters, digits, '_' or '-', joined by '/'`);
+  if (!PREFIX_RE.test(prefix) || prefix.length > MAX_PREFIX_LENGTH) {
+    throw new TwillError(
+      'InvalidPrefix',
+      `topic prefix ${JSON.stringify(prefix)} is not valid: one or two segments of letters, digits, '_' or '-', joined by '/', at most ${MAX_PREFIX_LENGTH} characters in all`,
+    );
   }
   return prefix;
 }
