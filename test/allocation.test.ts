@@ -15,28 +15,9 @@ import { silentLogger } from '../core/log.js';
 import type { NodeLeaseMessage } from '../core/messages.js';
 import { Topics } from '../core/topics.js';
 import { Controller, type ControllerOptions } from '../functions/controller.js';
-import type { Publisher } from '../functions/publish/publisher.js';
+import { RecordingPublisher } from './helpers/recording-publisher.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
 
-interface Publication { topic: string; payload: string; retain: boolean }
-
-class RecordingPublisher implements Publisher {
-  readonly sent: Publication[] = [];
-  async publish(topic: string, payload: string, retain: boolean): Promise<void> {
-    this.sent.push({ topic, payload, retain });
-  }
-  /** What a subscriber joining now would get: the last retained payload per topic. */
-  retained(topic: string): string | undefined {
-    for (let i = this.sent.length - 1; i >= 0; i--) {
-      const p = this.sent[i]!;
-      if (p.topic === topic && p.retain) return p.payload;
-    }
-    return undefined;
-  }
-  since(mark: number): Publication[] {
-    return this.sent.slice(mark);
-  }
-}
 
 const topics = new Topics();
 const IP = { publicIP: '192.0.2.10' };

@@ -1,0 +1,144 @@
+// The HTTP API the twill CLI talks to (networks, nodes, leases, status). One
+// router, framework-free, over the same controller and store everything else
+// uses; the Lambda handler and the local controller only adapt requests to it.
+// Every call needs the admin token; it is compared in constant time and never
+// logged.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { parseNetConf } from '../core/config.js';
+import { ConfigError, ConflictError, NotFoundError, OutOfSubnetsError, TwillError, errorMessage } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { addNode, removeNode, statusReport } from './admin.js';
+import type { Controller } from './controller.js';
+import type { Store } from './store/store.js';
+
+export interface ApiRequest {
+  method: string;
+  /** path without the query string, e.g. /v1/nodes/h1 */
+  path: string;
+  headers: Record<string, string | undefined>;
+  body?: string;
+}
+
+export interface ApiResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface ApiDeps {
+  store: Store;
+  controller: Controller;
+  adminToken: string;
+  /** the broker URL written into agent configs */
+  broker: string;
+  prefix?: string;
+  log: Logger;
+}
+
+const MAX_BODY = 64 * 1024;
+
+function json(status: number, value: unknown): ApiResponse {
+  return { status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(value, null, 2) + '\n' };
+}
+
+function problem(status: number, message: string, extra: Record<string, unknown> = {}): ApiResponse {
+  return json(status, { error: message, ...extra });
+}
+
+/** Hashing first makes the comparison constant-time whatever the lengths. */
+function tokenMatches(given: string, expected: string): boolean {
+  const h = (s: string) => createHash('sha256').update(s).digest();
+  return expected.length > 0 && timingSafeEqual(h(given), h(expected));
+}
+
+function body(req: ApiRequest): unknown {
+  if (!req.body) throw new TwillError('InvalidRequest', 'the request needs a JSON body');
+  if (Buffer.byteLength(req.body) > MAX_BODY) throw new TwillError('InvalidRequest', `the body is larger than ${MAX_BODY} bytes`);
+  try {
+    return JSON.parse(req.body);
+  } catch (e) {
+    throw new TwillError('InvalidRequest', `the body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+function field(o: unknown, name: string, required: true): string;
+function field(o: unknown, name: string, required?: false): string | undefined;
+function field(o: unknown, name: string, required = false): string | undefined {
+  const v = typeof o === 'object' && o !== null ? (o as Record<string, unknown>)[name] : undefined;
+  if (v === undefined && !required) return undefined;
+  if (typeof v !== 'string') throw new TwillError('InvalidRequest', `field ${name} must be a string`);
+  return v;
+}
+
+type Handler = (req: ApiRequest, params: string[], deps: ApiDeps) => Promise<ApiResponse>;
+
+const routes: [string, RegExp, Handler][] = [
+  ['GET', /^\/v1\/status$/, async (_r, _p, d) => json(200, await statusReport(d.store))],
+  ['GET', /^\/v1\/networks$/, async (_r, _p, d) => json(200, (await d.store.listNetworks()).map((n) => ({ name: n.name, revision: n.revision, leases: n.leaseCount })))],
+  [
+    'PUT',
+    /^\/v1\/networks\/([^/]+)$/,
+    async (r, [name], d) => {
+      const rec = await d.controller.applyNetwork(name as string, parseNetConf(body(r)));
+      return json(200, { name: rec.name, revision: rec.revision });
+    },
+  ],
+  ['GET', /^\/v1\/nodes$/, async (_r, _p, d) => json(200, (await d.store.listNodes()).map((n) => ({ name: n.name, network: n.network, createdAt: n.createdAt })))],
+  [
+    'POST',
+    /^\/v1\/nodes$/,
+    async (r, _p, d) => {
+      const b = body(r);
+      return json(201, await addNode(d.store, { name: field(b, 'name', true), network: field(b, 'network', true), broker: d.broker, prefix: d.prefix }));
+    },
+  ],
+  [
+    'DELETE',
+    /^\/v1\/nodes\/([^/]+)$/,
+    async (_r, [name], d) => {
+      await removeNode(d.store, name as string);
+      return json(200, { removed: name });
+    },
+  ],
+  [
+    'PUT',
+    /^\/v1\/leases\/([^/]+)\/([^/]+)$/,
+    async (r, [network, node], d) => {
+      const b = body(r);
+      return json(200, await d.controller.reserve(network as string, node as string, field(b, 'subnet', true), field(b, 'publicIP')));
+    },
+  ],
+  [
+    'DELETE',
+    /^\/v1\/leases\/([^/]+)\/([^/]+)$/,
+    async (_r, [network, node], d) => {
+      if (!(await d.controller.release(network as string, node as string))) throw new NotFoundError(`node ${node} holds no lease in network ${network}`);
+      return json(200, { released: node });
+    },
+  ],
+];
+
+export async function handleApi(req: ApiRequest, deps: ApiDeps): Promise<ApiResponse> {
+  const auth = req.headers.authorization ?? req.headers.Authorization;
+  const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
+  if (!token) return { ...problem(401, 'missing admin token: send Authorization: Bearer <token>'), headers: { 'content-type': 'application/json', 'www-authenticate': 'Bearer' } };
+  if (!tokenMatches(token, deps.adminToken)) {
+    deps.log.warn('api call refused: wrong admin token', { method: req.method, path: req.path });
+    return problem(403, 'wrong admin token');
+  }
+  const known = routes.filter(([, re]) => re.test(req.path));
+  if (known.length === 0) return problem(404, `no such endpoint: ${req.path}`);
+  const match = known.find(([m]) => m === req.method);
+  if (!match) return { ...problem(405, `${req.method} is not allowed on ${req.path}`), headers: { 'content-type': 'application/json', allow: known.map(([m]) => m).join(', ') } };
+  const params = (match[1].exec(req.path) ?? []).slice(1).map((p) => decodeURIComponent(p));
+  try {
+    return await match[2](req, params, deps);
+  } catch (e) {
+    if (e instanceof ConfigError) return problem(400, 'invalid network config', { errors: e.errors });
+    if (e instanceof NotFoundError) return problem(404, e.message);
+    if (e instanceof ConflictError || e instanceof OutOfSubnetsError || (e instanceof TwillError && ['BackendTypeLocked', 'Exists'].includes(e.code))) return problem(409, e.message);
+    if (e instanceof TwillError) return problem(400, e.message);
+    deps.log.error('api call failed', { method: req.method, path: req.path, reason: errorMessage(e) });
+    return problem(500, 'internal error: see the controller log');
+  }
+}

@@ -1,0 +1,23 @@
+// The controller's output boundary, recorded: what it asked the broker to
+// publish, in order, so a test can assert what agents would receive.
+import type { Publisher } from '../../functions/publish/publisher.js';
+
+export interface Publication { topic: string; payload: string; retain: boolean }
+
+export class RecordingPublisher implements Publisher {
+  readonly sent: Publication[] = [];
+  async publish(topic: string, payload: string, retain: boolean): Promise<void> {
+    this.sent.push({ topic, payload, retain });
+  }
+  /** What a subscriber joining now would get: the last retained payload per topic. */
+  retained(topic: string): string | undefined {
+    for (let i = this.sent.length - 1; i >= 0; i--) {
+      const p = this.sent[i]!;
+      if (p.topic === topic && p.retain) return p.payload;
+    }
+    return undefined;
+  }
+  since(mark: number): Publication[] {
+    return this.sent.slice(mark);
+  }
+}
