@@ -4,12 +4,23 @@ import { parseDuration } from '../core/duration.js';
 import { ConfigError, TwillError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
 import { checkName } from '../core/topics.js';
+import { parseCloudKind } from '../functions/clouds/index.js';
 import { startLocalController } from '../functions/local/server.js';
 import { DEFAULT_DATA_DIR, parse } from './args.js';
 
 export const CONTROLLER_USAGE = `twill controller [--listen 127.0.0.1:1883] [--data-dir .twill] [--network NAME=FILE]...
                  [--broker URL --broker-username U --broker-password P] [--prefix twill]
-                 [--lease-ttl 24h] [--sync-interval 10s]`;
+                 [--lease-ttl 24h] [--sync-interval 10s] [--metrics-addr 127.0.0.1:9465]
+                 [--cloud aws|gce|ali|sim [--reconcile-interval 30s] [--cloud-endpoint URL]
+                  [--cloud-region REGION] [--cloud-project PROJECT]]
+
+  --cloud runs the route controller for the networks whose Backend.Type is
+  aws-vpc, gce or ali-vpc (sim: all three, against a simulated VPC kept in the
+  data directory and driven with twill sim). Credentials and endpoints come
+  from each SDK's usual configuration (AWS: the default chain, AWS_REGION,
+  AWS_ENDPOINT_URL; GCE: Application Default Credentials, GOOGLE_CLOUD_PROJECT,
+  GOOGLE_OAUTH_ACCESS_TOKEN; Ali: the network's AccessKeyID/AccessKeySecret or
+  ACCESS_KEY_ID/ACCESS_KEY_SECRET, ALIBABA_CLOUD_REGION_ID).`;
 
 /** --network NAME=FILE, read and validated before anything starts. */
 function readNetworks(specs: string[]) {
@@ -44,7 +55,17 @@ export async function controllerCommand(args: string[]): Promise<number> {
     prefix: { type: 'string' },
     'lease-ttl': { type: 'string', default: '24h' },
     'sync-interval': { type: 'string', default: '10s' },
+    'metrics-addr': { type: 'string' },
+    cloud: { type: 'string' },
+    'cloud-endpoint': { type: 'string' },
+    'cloud-region': { type: 'string' },
+    'cloud-project': { type: 'string' },
+    'reconcile-interval': { type: 'string', default: '30s' },
   });
+  const cloud = values.cloud === undefined ? undefined : parseCloudKind(values.cloud);
+  for (const flag of ['cloud-endpoint', 'cloud-region', 'cloud-project'] as const) {
+    if (values[flag] !== undefined && !cloud) throw new TwillError('Usage', `--${flag} needs --cloud`);
+  }
   const log = createLogger('controller');
   const ctl = await startLocalController({
     dataDir: values['data-dir'],
@@ -56,9 +77,13 @@ export async function controllerCommand(args: string[]): Promise<number> {
     networks: readNetworks(values.network),
     leaseTtlMs: parseDuration(values['lease-ttl'], '--lease-ttl'),
     syncIntervalMs: parseDuration(values['sync-interval'], '--sync-interval'),
+    reconcileIntervalMs: parseDuration(values['reconcile-interval'], '--reconcile-interval'),
+    metricsAddr: values['metrics-addr'],
+    ...(cloud ? { cloud: { kind: cloud, options: { endpoint: values['cloud-endpoint'], region: values['cloud-region'], project: values['cloud-project'] } } } : {}),
     log,
   });
-  process.stdout.write(`twill controller: broker ${ctl.url}, data in ${values['data-dir']}\n`);
+  const extras = [ctl.cloud ? `, routes on ${ctl.cloud.kind}` : '', ctl.metricsUrl ? `, metrics ${ctl.metricsUrl}/metrics` : ''].join('');
+  process.stdout.write(`twill controller: broker ${ctl.url}, data in ${values['data-dir']}${extras}\n`);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);

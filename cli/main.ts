@@ -11,7 +11,8 @@ const USAGE = `usage: twill COMMAND
   node add|list|remove manage node credentials (add prints the agent's config file)
   lease reserve|release
                        reserve a subnet for a node forever, or drop a node's lease
-  status               networks, leases and agents, as tables
+  status               networks, leases (with their VPC route) and agents, as tables
+  sim instance|routes  drive the simulated cloud of twill controller --cloud sim
   config check FILE    print the effective config of a net-conf.json, or every rule it breaks
   version              print twill's version
 
@@ -24,6 +25,7 @@ const commands: Record<string, () => Promise<{ run: Command; usage: string }>> =
   agent: async () => { const m = await import('./agent.js'); return { run: m.agentCommand, usage: m.AGENT_USAGE }; },
   node: async () => { const m = await import('./node.js'); return { run: m.nodeCommand, usage: m.NODE_USAGE }; },
   lease: async () => { const m = await import('./lease.js'); return { run: m.leaseCommand, usage: m.LEASE_USAGE }; },
+  sim: async () => { const m = await import('./sim.js'); return { run: m.simCommand, usage: m.SIM_USAGE }; },
   status: async () => { const m = await import('./status.js'); return { run: m.statusCommand, usage: 'twill status [--data-dir .twill]' }; },
 };
 

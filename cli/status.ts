@@ -22,12 +22,18 @@ export async function statusCommand(args: string[]): Promise<number> {
       networks.map((n) => [n.name, n.config.Network ?? '-', n.config.IPv6Network ?? '-', n.config.Backend.Type, String(n.leaseCount), String(n.revision)]),
     ));
     const rows: string[][] = [];
+    let pending = 0;
     for (const n of networks) {
+      // Cloud networks (aws-vpc, gce, ali-vpc) show whether each lease has its VPC route, and why not.
+      const routes = new Map((await store.listRouteStatus(n.name)).map((r) => [r.node, r]));
       for (const l of await store.listLeases(n.name)) {
-        rows.push([n.name, l.node, l.subnet ?? '-', l.ipv6Subnet ?? '-', l.publicIP ?? l.publicIPv6 ?? '-', l.backendType, expiry(l.expiresAt, now)]);
+        const r = routes.get(l.node);
+        if (r?.state === 'pending') pending++;
+        const route = !r ? '-' : r.state === 'ok' ? 'ok' : r.state === 'error' ? `error: ${r.reason}` : r.reason;
+        rows.push([n.name, l.node, l.subnet ?? '-', l.ipv6Subnet ?? '-', l.publicIP ?? l.publicIPv6 ?? '-', l.backendType, expiry(l.expiresAt, now), route]);
       }
     }
-    out.push('LEASES\n' + table(['NETWORK', 'NODE', 'SUBNET', 'IPV6 SUBNET', 'PUBLIC IP', 'BACKEND', 'EXPIRES'], rows));
+    out.push('LEASES\n' + table(['NETWORK', 'NODE', 'SUBNET', 'IPV6 SUBNET', 'PUBLIC IP', 'BACKEND', 'EXPIRES', 'ROUTE'], rows));
     const agents = await store.listStatus();
     out.push('AGENTS\n' + table(
       ['NETWORK', 'NODE', 'STATE', 'VERSION', 'APPLIED', 'PEERS', 'SEEN', 'ERRORS'],
@@ -43,7 +49,7 @@ export async function statusCommand(args: string[]): Promise<number> {
       ]),
     ));
     const online = agents.filter((a) => a.status.state === 'online').length;
-    out.push(`${networks.length} network(s), ${rows.length} lease(s), ${online} agent(s) online\n`);
+    out.push(`${networks.length} network(s), ${rows.length} lease(s), ${online} agent(s) online${pending ? `, ${pending} route(s) pending` : ''}\n`);
     process.stdout.write(out.join('\n'));
     return 0;
   } finally {

@@ -126,7 +126,10 @@ export class Controller {
         publicIP: req.publicIP ?? null,
         publicIPv6: req.publicIPv6 ?? null,
         backendType: config.Backend.Type,
-        backendData: req.backendData ?? {},
+        // Merged, not replaced: on a cloud network the route controller records
+        // the route target here, and the instance's own agent (which knows
+        // nothing of it) says hello too; neither may erase the other's keys.
+        backendData: { ...existing?.backendData, ...req.backendData },
         expiresAt,
       };
       let next: NewLease;

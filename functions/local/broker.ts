@@ -6,8 +6,12 @@ import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
 import type { Logger } from '../../core/log.js';
 import type { Topics } from '../../core/topics.js';
+import { nodeAcl } from '../../core/acl.js';
 import { verifyPassword } from '../credentials.js';
 import type { NodeRecord, Store } from '../store/store.js';
+
+// The ACL itself lives in core/acl.ts, shared with IoT Core's custom authorizer.
+export { nodeAcl };
 
 export interface BrokerOptions {
   store: Store;
@@ -17,19 +21,6 @@ export interface BrokerOptions {
 
 function authError(message: string, returnCode: 4 | 5): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
-}
-
-/** What a node may publish and subscribe to: the whole ACL, in one place. */
-export function nodeAcl(topics: Topics, node: { name: string; network: string }) {
-  const netPrefix = `${topics.root}/net/${node.network}/`;
-  const ownPrefix = `${topics.nodeBase(node.network, node.name)}/`;
-  return {
-    canPublish: (topic: string) =>
-      topic === topics.nodeHello(node.network, node.name) || topic === topics.nodeStatus(node.network, node.name),
-    // A filter is allowed only when its fixed leading part pins it inside the
-    // node's own subtrees; wildcards can then only narrow it further.
-    canSubscribe: (filter: string) => filter.startsWith(netPrefix) || filter.startsWith(ownPrefix),
-  };
 }
 
 export async function createBroker(opts: BrokerOptions): Promise<Aedes> {

@@ -2,6 +2,7 @@
 // under the data directory, an embedded MQTT broker (or a client of an
 // external one), the controller logic on the hello and status topics, lease
 // expiry, and a periodic sync that republishes what changed in the store.
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
@@ -9,8 +10,12 @@ import type { Aedes } from 'aedes';
 import type { NetConf } from '../../core/config.js';
 import { errorMessage } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
+import { Metrics } from '../../core/metrics.js';
 import { Topics } from '../../core/topics.js';
+import { backendTypesOf, type Cloud, type CloudKind } from '../clouds/cloud.js';
+import { createCloud, type CloudOptions } from '../clouds/index.js';
 import { Controller } from '../controller.js';
+import { reconcileNetwork, type ReconcileReport } from '../routes.js';
 import { AedesPublisher } from '../publish/aedes.js';
 import { MqttPublisher } from '../publish/mqtt.js';
 import { SqliteStore } from '../store/sqlite.js';
@@ -29,6 +34,12 @@ export interface LocalControllerOptions {
   leaseTtlMs?: number;
   /** how often expired leases are removed and store changes republished */
   syncIntervalMs?: number;
+  /** run the route controller for the networks whose Backend.Type this cloud serves */
+  cloud?: { kind: CloudKind; options?: CloudOptions };
+  /** how often every cloud network is reconciled; default 30 s */
+  reconcileIntervalMs?: number;
+  /** host:port for Prometheus metrics (/metrics) and /healthz; port 0 picks a free one */
+  metricsAddr?: string;
   log: Logger;
 }
 
@@ -38,6 +49,13 @@ export interface LocalController {
   /** the URL agents connect to */
   url: string;
   sync(): Promise<void>;
+  /** the cloud the route controller runs against, when one was asked for */
+  cloud?: Cloud;
+  /** reconciles every network of the cloud now, one after another; a run already going is joined */
+  reconcileRoutes(): Promise<ReconcileReport[]>;
+  metrics: Metrics;
+  /** the metrics URL, when metricsAddr was given */
+  metricsUrl?: string;
   close(): Promise<void>;
 }
 
@@ -147,8 +165,80 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     cleanups.push(() => clearInterval(timer));
     cleanups.push(() => queue);
 
-    log.info('controller ready', { broker: url, dataDir: opts.dataDir });
-    return { controller, store, url, sync, close };
+    // The route controller: level-triggered, on a schedule. Runs never
+    // overlap; a run asked for while one is going gets that run's result.
+    const metrics = new Metrics();
+    let cloud: Cloud | undefined;
+    let running: Promise<ReconcileReport[]> | undefined;
+    const reconcileRoutes = (): Promise<ReconcileReport[]> => {
+      if (!cloud) return Promise.resolve([]);
+      const c = cloud;
+      running ??= (async () => {
+        const reports: ReconcileReport[] = [];
+        try {
+          for (const n of await store.listNetworks()) {
+            if (!(backendTypesOf(c.kind) as readonly string[]).includes(n.config.Backend.Type)) continue;
+            try {
+              const r = await reconcileNetwork(n.name, { controller, store, cloud: c, log: log.child('routes'), metrics });
+              reports.push(r);
+              metrics.inc('twill_route_reconciles_total', 'route reconciles by network and result', 1, { network: n.name, result: 'ok' });
+              const changed = r.joined + r.released + r.created + r.replaced + r.deleted + r.prepared;
+              const fields = {
+                network: n.name, instances: r.instances, routes: r.routes, created: r.created, replaced: r.replaced, deleted: r.deleted,
+                joined: r.joined, released: r.released, pending: Object.keys(r.pending).length, errors: Object.keys(r.errors).length,
+              };
+              if (changed) log.info('network reconciled', fields);
+              else log.debug('network reconciled', fields);
+            } catch (e) {
+              metrics.inc('twill_route_reconciles_total', 'route reconciles by network and result', 1, { network: n.name, result: 'error' });
+              log.error('reconcile failed', { network: n.name, reason: errorMessage(e) });
+            }
+          }
+        } finally {
+          running = undefined;
+        }
+        return reports;
+      })();
+      return running;
+    };
+    if (opts.cloud) {
+      cloud = await createCloud(opts.cloud.kind, { dataDir: opts.dataDir, ...opts.cloud.options });
+      const c = cloud;
+      cleanups.push(() => c.close?.());
+      // Closed before the cloud, after a reconcile in flight has finished.
+      const routeTimer = setInterval(() => void reconcileRoutes(), opts.reconcileIntervalMs ?? 30_000);
+      cleanups.push(() => running?.then(() => {}));
+      cleanups.push(() => clearInterval(routeTimer));
+      void reconcileRoutes();
+      log.info('route controller running', { cloud: c.kind, everyMs: opts.reconcileIntervalMs ?? 30_000 });
+    }
+
+    let metricsUrl: string | undefined;
+    if (opts.metricsAddr) {
+      const { host, port } = parseListen(opts.metricsAddr);
+      const http = createHttpServer((req, res) => {
+        if (req.url === '/metrics') {
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+          res.end(metrics.render());
+        } else if (req.url === '/healthz') {
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          res.end('ok\n');
+        } else {
+          res.writeHead(404, { 'content-type': 'text/plain' });
+          res.end('not found: try /metrics or /healthz\n');
+        }
+      });
+      await new Promise<void>((resolve, reject) => {
+        http.once('error', reject);
+        http.listen(port, host, () => resolve());
+      });
+      cleanups.push(() => new Promise<void>((r) => { http.closeAllConnections(); http.close(() => r()); }));
+      const a = http.address();
+      metricsUrl = `http://${host.includes(':') ? `[${host}]` : host}:${typeof a === 'object' && a ? a.port : port}`;
+    }
+
+    log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}) });
+    return { controller, store, url, sync, cloud, reconcileRoutes, metrics, metricsUrl, close };
   } catch (e) {
     await close();
     throw e;

@@ -1,0 +1,61 @@
+// `twill sim`: drives the simulated cloud that `twill controller --cloud sim`
+// reconciles, from another process, through the same file in the data
+// directory. Instances start, stop and terminate as on a real cloud; the
+// controller's next reconcile gives them leases and routes, or takes them away.
+import { TwillError } from '../core/errors.js';
+import { SimVpc, simFile, simTable } from '../functions/clouds/sim.js';
+import { DEFAULT_DATA_DIR, parse } from './args.js';
+import { table } from './table.js';
+
+export const SIM_USAGE = `twill sim instance start|stop|terminate NAME --network NET [--data-dir .twill]
+       twill sim instance list [--network NET] [--data-dir .twill]
+       twill sim routes [--network NET] [--data-dir .twill]`;
+
+export async function simCommand(args: string[]): Promise<number> {
+  const [what, ...rest] = args;
+  if (what === 'instance') return instanceCommand(rest);
+  if (what === 'routes') return routesCommand(rest);
+  throw new TwillError('Usage', `${what === undefined ? 'no subcommand' : `${JSON.stringify(what)} is not a subcommand`}: expected instance or routes\nusage: ${SIM_USAGE}`);
+}
+
+function withVpc<T>(dataDir: string, fn: (vpc: SimVpc) => T): T {
+  const vpc = new SimVpc(simFile(dataDir));
+  try {
+    return fn(vpc);
+  } finally {
+    vpc.close();
+  }
+}
+
+async function instanceCommand(args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  const { values, positionals } = parse(rest, {
+    network: { type: 'string' },
+    'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
+  }, verb === 'list' ? 0 : 1);
+  const dataDir = values['data-dir'];
+  if (verb === 'list') {
+    const rows = withVpc(dataDir, (vpc) => vpc.instances(values.network));
+    process.stdout.write(table(['INSTANCE', 'NETWORK', 'STATE', 'PRIVATE IP'], rows.map((i) => [i.id, i.network, i.state, i.privateIP])));
+    return 0;
+  }
+  const name = positionals[0];
+  if (verb !== 'start' && verb !== 'stop' && verb !== 'terminate') {
+    throw new TwillError('Usage', `instance ${verb ?? ''}: expected start, stop, terminate or list`);
+  }
+  if (!name) throw new TwillError('Usage', `instance ${verb}: name the instance, e.g. twill sim instance ${verb} web-1 --network demo`);
+  if (verb === 'start' && !values.network) throw new TwillError('Usage', 'instance start: --network NET is required (the instance is tagged twill-network=NET)');
+  const inst = withVpc(dataDir, (vpc) => (verb === 'start' ? vpc.start(name, values.network as string) : verb === 'stop' ? vpc.stop(name, values.network) : vpc.terminate(name, values.network)));
+  process.stdout.write(`instance ${inst.id} (${inst.privateIP}) in network ${inst.network}: ${inst.state}\n`);
+  return 0;
+}
+
+async function routesCommand(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    network: { type: 'string' },
+    'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
+  });
+  const rows = withVpc(values['data-dir'], (vpc) => vpc.routes(values.network === undefined ? undefined : simTable(values.network)));
+  process.stdout.write(table(['TABLE', 'DESTINATION', 'TARGET', 'HOP'], rows.map((r) => [r.table, r.destination, r.target, r.hop])));
+  return 0;
+}

@@ -1,0 +1,136 @@
+// IoT Core's custom authorizer, as a pure function over the store: an agent
+// connects to IoT Core with the same username (its node name) and password
+// as to the embedded broker, and gets a policy that allows exactly what the
+// embedded broker allows it (core/acl.ts), under the deployment's topic
+// prefix (app/stage: IoT Core is shared by the whole account). The Lambda
+// handler around it only supplies the store, region and account.
+//
+// Event and response shapes: IoT Core's "Defining your Lambda function" for
+// custom authentication; typed by @types/aws-lambda. The password arrives
+// base64-encoded in protocolData.mqtt.password. Every refusal is logged with
+// its reason and the connection id; no log line carries the password, and a
+// wrong password and an unknown node cost the same scrypt time.
+import { createHash } from 'node:crypto';
+import type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult, PolicyDocument } from 'aws-lambda';
+import { nodeGrants } from '../core/acl.js';
+import type { Logger } from '../core/log.js';
+import { NAME_RE, type Topics } from '../core/topics.js';
+import { verifyPassword } from './credentials.js';
+import type { NodeRecord, Store } from './store/store.js';
+
+export type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult };
+
+export interface AuthorizerOptions {
+  store: Pick<Store, 'getNode'>;
+  topics: Topics;
+  log: Logger;
+  /** Where the policy's ARNs point: the Lambda's own region and account. */
+  region: string;
+  accountId: string;
+  /**
+   * IoT Core re-invokes the authorizer on a live connection after this many
+   * seconds (300 to 86400) and disconnects it when refused: how long a removed
+   * node keeps its connection at most.
+   */
+  refreshAfterInSeconds?: number;
+  /** Connections end after this many seconds (300 to 86400) and reconnect through the authorizer. */
+  disconnectAfterInSeconds?: number;
+}
+
+const DEFAULT_REFRESH_SECONDS = 3600;
+const DEFAULT_DISCONNECT_SECONDS = 86_400;
+/** Where the agent may put the authorizer's name: "node?x-amz-customauthorizer-name=twill". */
+const QUERY_START = '?';
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const MAX_PASSWORD_BYTES = 1024;
+/** Verified against when the node is unknown, so the answer takes as long as for a wrong password. */
+const DUMMY_HASH = 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
+
+function clamp(v: number, what: string): number {
+  if (!Number.isInteger(v) || v < 300 || v > 86_400) throw new Error(`${what} must be a whole number of seconds from 300 to 86400, not ${v}`);
+  return v;
+}
+
+/**
+ * IoT Core accepts only [a-zA-Z0-9]{1,128}: the node name, readable in IoT's
+ * logs, with every other character (and the escape letter x itself) as x and
+ * two hex digits, so two names never share an id.
+ */
+export function principalIdOf(node: string): string {
+  const id = node.replace(/[^A-Za-wyz0-9]/g, (c) => `x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return id.length <= 128 ? id : `h${createHash('sha256').update(node).digest('hex')}`;
+}
+
+/** The policy a node gets: its grants as IoT Core resources. */
+export function nodePolicy(topics: Topics, node: Pick<NodeRecord, 'name' | 'network'>, region: string, accountId: string): PolicyDocument {
+  const g = nodeGrants(topics, node);
+  const arn = (kind: 'client' | 'topic' | 'topicfilter', rest: string) => `arn:aws:iot:${region}:${accountId}:${kind}/${rest}`;
+  // In IoT policies '*' is the policy wildcard and MQTT's '+' and '#' are
+  // plain characters, so "prefix*" covers every topic (and every filter,
+  // wildcards included) under a prefix and nothing outside it. Names can hold
+  // neither '*' nor '?' nor '$' (NAME_RE), so no node can widen its own grant.
+  return {
+    Version: '2012-10-17',
+    Statement: [
+      { Effect: 'Allow', Action: 'iot:Connect', Resource: arn('client', g.clientId) },
+      { Effect: 'Allow', Action: 'iot:Publish', Resource: g.publish.map((t) => arn('topic', t)) },
+      { Effect: 'Allow', Action: 'iot:RetainPublish', Resource: g.retain.map((t) => arn('topic', t)) },
+      { Effect: 'Allow', Action: 'iot:Subscribe', Resource: g.read.map((p) => arn('topicfilter', `${p}*`)) },
+      { Effect: 'Allow', Action: 'iot:Receive', Resource: g.read.map((p) => arn('topic', `${p}*`)) },
+    ],
+  };
+}
+
+type Credentials = { ok: true; node: string; password: string; clientId?: string } | { ok: false; reason: string; node?: string };
+
+/** The node name and password from the CONNECT, or why they are unusable. */
+function readCredentials(event: IoTCustomAuthorizerEvent): Credentials {
+  const mqtt = event?.protocolData?.mqtt;
+  if (!mqtt) return { ok: false, reason: 'no MQTT credentials: connect over MQTT with the node name as username and its password' };
+  const clientId = typeof mqtt.clientId === 'string' ? mqtt.clientId : undefined;
+  if (typeof mqtt.username !== 'string' || mqtt.username === '') return { ok: false, reason: 'no username: it must be the node name' };
+  const q = mqtt.username.indexOf(QUERY_START);
+  const node = q >= 0 ? mqtt.username.slice(0, q) : mqtt.username;
+  if (!NAME_RE.test(node)) return { ok: false, reason: `username ${JSON.stringify(node.slice(0, 80))} is not a node name` };
+  if (typeof mqtt.password !== 'string' || mqtt.password === '') return { ok: false, node, reason: 'no password' };
+  if (mqtt.password.length > 2 * MAX_PASSWORD_BYTES || !BASE64_RE.test(mqtt.password)) {
+    return { ok: false, node, reason: 'password field is not base64, as IoT Core sends it' };
+  }
+  const bytes = Buffer.from(mqtt.password, 'base64');
+  const password = bytes.toString('utf8');
+  // A password that is not UTF-8 text cannot be one twill issued.
+  if (bytes.length === 0 || bytes.length > MAX_PASSWORD_BYTES || !Buffer.from(password, 'utf8').equals(bytes)) {
+    return { ok: false, node, reason: 'password is not a twill node password' };
+  }
+  return { ok: true, node, password, clientId };
+}
+
+export async function authorize(event: IoTCustomAuthorizerEvent, opts: AuthorizerOptions): Promise<IoTCustomAuthorizerResult> {
+  const refresh = clamp(opts.refreshAfterInSeconds ?? DEFAULT_REFRESH_SECONDS, 'refreshAfterInSeconds');
+  const disconnect = clamp(opts.disconnectAfterInSeconds ?? DEFAULT_DISCONNECT_SECONDS, 'disconnectAfterInSeconds');
+  const connection = event?.connectionMetadata?.id;
+  const clientField = event?.protocolData?.mqtt?.clientId;
+  const refuse = (reason: string, node?: string): IoTCustomAuthorizerResult => {
+    opts.log.warn('IoT connection refused', { connection, client: typeof clientField === 'string' ? clientField.slice(0, 128) : undefined, node, reason });
+    return { isAuthenticated: false, principalId: 'refused', disconnectAfterInSeconds: disconnect, refreshAfterInSeconds: refresh, policyDocuments: [] };
+  };
+
+  const creds = readCredentials(event);
+  if (!creds.ok) return refuse(creds.reason, creds.node);
+  const record = await opts.store.getNode(creds.node);
+  const matches = await verifyPassword(creds.password, record?.passwordHash ?? DUMMY_HASH);
+  if (!record) return refuse('unknown node: add it with twill node add', creds.node);
+  if (!matches) return refuse('wrong password', creds.node);
+  const expected = nodeGrants(opts.topics, record).clientId;
+  if (creds.clientId !== undefined && creds.clientId !== expected) {
+    return refuse(`client id ${JSON.stringify(creds.clientId.slice(0, 128))} is not this node's (${expected})`, creds.node);
+  }
+  opts.log.info('IoT connection authorized', { connection, node: record.name, network: record.network });
+  return {
+    isAuthenticated: true,
+    principalId: principalIdOf(record.name),
+    disconnectAfterInSeconds: disconnect,
+    refreshAfterInSeconds: refresh,
+    policyDocuments: [nodePolicy(opts.topics, record, opts.region, opts.accountId)],
+  };
+}

@@ -1,0 +1,39 @@
+// Publishes through AWS IoT Core's data plane (HTTPS Publish), for the
+// serverless controller: a Lambda holds no MQTT connection between
+// invocations, and one signed HTTPS request per message needs none.
+// QoS 1 and retain, as on every other broker: IoT Core keeps the last
+// retained message per topic for late subscribers, and an empty retained
+// payload deletes it, which is how a released lease disappears.
+import { IoTDataPlaneClient, PublishCommand, type IoTDataPlaneClientConfig } from '@aws-sdk/client-iot-data-plane';
+import type { Publisher } from './publisher.js';
+
+export interface IotPublisherOptions {
+  /** A client to use (and leave open on close); otherwise one is made from clientConfig. */
+  client?: IoTDataPlaneClient;
+  /**
+   * Must name the account's data endpoint (aws iot describe-endpoint
+   * --endpoint-type iot:Data-ATS), e.g. https://xxxx-ats.iot.eu-west-1.amazonaws.com:
+   * the SDK's default host is not the account's.
+   */
+  clientConfig?: IoTDataPlaneClientConfig;
+}
+
+export class IotPublisher implements Publisher {
+  private readonly client: IoTDataPlaneClient;
+  private readonly ownsClient: boolean;
+
+  constructor(opts: IotPublisherOptions) {
+    this.ownsClient = !opts.client;
+    this.client = opts.client ?? new IoTDataPlaneClient(opts.clientConfig ?? {});
+  }
+
+  async publish(topic: string, payload: string, retain: boolean): Promise<void> {
+    // Throttling and 5xx are retried by the SDK's standard retry strategy;
+    // anything left propagates, so the caller's reconcile publishes again.
+    await this.client.send(new PublishCommand({ topic, payload: Buffer.from(payload, 'utf8'), qos: 1, retain }));
+  }
+
+  close(): void {
+    if (this.ownsClient) this.client.destroy();
+  }
+}

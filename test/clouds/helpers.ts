@@ -1,0 +1,73 @@
+// Shared set-up for the cloud tests: a store, a controller and a reconcile
+// function for one network, with every write and publish countable.
+import { join } from 'node:path';
+import { parseNetConf } from '../../core/config.js';
+import { createLogger } from '../../core/log.js';
+import { Metrics } from '../../core/metrics.js';
+import { Topics } from '../../core/topics.js';
+import { Controller } from '../../functions/controller.js';
+import type { Cloud } from '../../functions/clouds/cloud.js';
+import type { Publisher } from '../../functions/publish/publisher.js';
+import { reconcileNetwork, type ReconcileReport, type RouteDeps } from '../../functions/routes.js';
+import { SqliteStore } from '../../functions/store/sqlite.js';
+import { tempDir } from '../helpers/procs.js';
+
+export const FAKE_CREDENTIALS = { accessKeyId: 'AKIDFAKEFAKEFAKE', secretAccessKey: 'fake-secret-for-tests' };
+
+export class CountingPublisher implements Publisher {
+  count = 0;
+  async publish(): Promise<void> {
+    this.count++;
+  }
+}
+
+export interface World {
+  dir: string;
+  store: SqliteStore;
+  controller: Controller;
+  publisher: CountingPublisher;
+  metrics: Metrics;
+  logs: string[];
+  deps: RouteDeps;
+  reconcile(network?: string): Promise<ReconcileReport>;
+  close(): Promise<void>;
+}
+
+export async function world(cloud: Cloud, networks: Record<string, object>, opts: { dir?: string; dbFile?: string } = {}): Promise<World> {
+  const dir = opts.dir ?? tempDir('twill-cloud-');
+  const store = new SqliteStore(opts.dbFile ?? join(dir, 'twill.db'));
+  const publisher = new CountingPublisher();
+  const controller = new Controller(store, publisher, { topics: new Topics(), log: createLogger('test', 'error'), leaseTtlMs: 3_600_000 });
+  for (const [name, conf] of Object.entries(networks)) await controller.applyNetwork(name, parseNetConf(conf, {}));
+  const metrics = new Metrics();
+  const logs: string[] = [];
+  const deps: RouteDeps = { controller, store, cloud, log: createLogger('routes', 'info', (l) => logs.push(l)), metrics };
+  const first = Object.keys(networks)[0] as string;
+  return {
+    dir, store, controller, publisher, metrics, logs, deps,
+    reconcile: (network = first) => reconcileNetwork(network, deps),
+    close: () => store.close(),
+  };
+}
+
+export async function subnetOf(w: World, network: string, node: string): Promise<string> {
+  const l = await w.store.getLease(network, node);
+  if (!l?.subnet) throw new Error(`${node} has no lease in ${network}`);
+  return l.subnet;
+}
+
+/** The calls made since a snapshot of the counters, without the zero ones. */
+export function callsSince(now: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(now).map(([k, v]) => [k, v - (before[k] ?? 0)] as const).filter(([, v]) => v !== 0));
+}
+
+/** `twill controller` as a process, with its environment given (cluster.ts's helper, plus env). */
+export async function startCloudController(opts: { dataDir: string; networks: Record<string, string>; extra: string[]; env?: NodeJS.ProcessEnv }) {
+  const { freePort, startProc, waitFor } = await import('../helpers/procs.js');
+  const port = await freePort();
+  const args = ['controller', '--data-dir', opts.dataDir, '--listen', `127.0.0.1:${port}`];
+  for (const [name, file] of Object.entries(opts.networks)) args.push('--network', `${name}=${file}`);
+  const p = startProc([...args, ...opts.extra], { env: { TWILL_LOG_LEVEL: 'debug', ...opts.env } });
+  await waitFor('controller ready', () => p.output().includes('controller ready') || (p.child.exitCode !== null && Promise.reject(new Error(p.output()))));
+  return p;
+}

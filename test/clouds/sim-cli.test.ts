@@ -1,0 +1,120 @@
+// The simulated cloud through the CLI, as a newcomer uses it: a controller
+// process with --cloud sim, instances started and stopped with twill sim in
+// other processes, and twill status showing routes appear, disappear and stop
+// at the limit.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { startController, writeNetConf, type ControllerProc } from '../helpers/cluster.js';
+import { freePort, removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
+
+describe('twill controller --cloud sim with twill sim and twill status', () => {
+  let dir: string;
+  let dataDir: string;
+  let ctl: ControllerProc;
+  let metricsUrl: string;
+
+  const extra = async () => {
+    const port = await freePort();
+    metricsUrl = `http://127.0.0.1:${port}/metrics`;
+    return ['--cloud', 'sim', '--reconcile-interval', '200ms', '--metrics-addr', `127.0.0.1:${port}`];
+  };
+  const sim = async (...args: string[]) => {
+    const r = await runTwill(['sim', ...args, '--data-dir', dataDir]);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout;
+  };
+  const status = async () => {
+    const r = await runTwill(['status', '--data-dir', dataDir]);
+    assert.equal(r.code, 0, r.stderr);
+    return r.stdout;
+  };
+  /** node -> ROUTE column of twill status, for the demo network */
+  const routes = async (): Promise<Record<string, string>> => {
+    const out: Record<string, string> = {};
+    for (const line of (await status()).split('\n')) {
+      const m = /^demo\s+(\S+)\s+10\.60\.\d+\.0\/24\s+-\s+\S+\s+aws-vpc\s+in \S+\s+(.*)$/.exec(line);
+      if (m) out[m[1] as string] = (m[2] as string).trim();
+    }
+    return out;
+  };
+
+  before(async () => {
+    dir = tempDir('twill-sim-');
+    dataDir = join(dir, 'data');
+    const conf = await writeNetConf(dir, 'demo', { Network: '10.60.0.0/16', Backend: { Type: 'aws-vpc', RouteLimit: 2 } });
+    const plain = await writeNetConf(dir, 'plain', { Network: '10.61.0.0/16', Backend: { Type: 'alloc' } });
+    ctl = await startController({ dataDir, networks: { demo: conf, plain }, extra: await extra() });
+  });
+
+  after(async () => {
+    await ctl?.kill();
+    removeTempDirs();
+  });
+
+  test('routes appear for running instances and stop at the limit, the rest marked pending once', async () => {
+    await sim('instance', 'start', 'web-1', '--network', 'demo');
+    await waitFor('web-1 routed', async () => (await routes())['web-1'] === 'ok');
+    await sim('instance', 'start', 'web-2', '--network', 'demo');
+    await waitFor('web-2 routed', async () => (await routes())['web-2'] === 'ok');
+    await sim('instance', 'start', 'web-3', '--network', 'demo');
+    await waitFor('web-3 pending', async () => (await routes())['web-3'] === 'route pending: route table full (2 of 2)');
+    assert.match(await status(), /1 route\(s\) pending/);
+    const table = await sim('routes', '--network', 'demo');
+    assert.equal(table.trim().split('\n').length, 3, table);
+    assert.match(table, /rtb-sim-demo\s+10\.60\.\d+\.0\/24\s+web-1\s+instance/);
+    const m = await (await fetch(metricsUrl)).text();
+    assert.match(m, /twill_route_pending\{network="demo",node="web-3"\} 1/);
+    assert.match(m, /twill_routes\{network="demo"\} 2/);
+    // Several reconciles later, the pending node was still logged once.
+    await new Promise((r) => setTimeout(r, 700));
+    assert.equal(ctl.output().split('\n').filter((l) => l.includes('route pending') && l.includes('node=web-3')).length, 1);
+  });
+
+  test('a terminated instance loses its route and lease; the pending one gets the room', async () => {
+    await sim('instance', 'terminate', 'web-1', '--network', 'demo');
+    await waitFor('web-3 routed', async () => {
+      const r = await routes();
+      return r['web-1'] === undefined && r['web-3'] === 'ok';
+    });
+    const table = await sim('routes', '--network', 'demo');
+    assert.doesNotMatch(table, /web-1/);
+    assert.match(table, /web-3/);
+    assert.doesNotMatch(await (await fetch(metricsUrl)).text(), /node="web-3"/);
+  });
+
+  test('a stopped instance keeps its lease without a route; started again it waits its turn', async () => {
+    await sim('instance', 'stop', 'web-2');
+    await waitFor('web-2 stopped', async () => (await routes())['web-2'] === 'route pending: instance is stopped');
+    assert.doesNotMatch(await sim('routes', '--network', 'demo'), /web-2/);
+    await sim('instance', 'start', 'web-2', '--network', 'demo');
+    await waitFor('web-2 routed again', async () => (await routes())['web-2'] === 'ok');
+    const list = await sim('instance', 'list', '--network', 'demo');
+    assert.match(list, /web-1\s+demo\s+terminated/);
+  });
+
+  test('a controller killed with SIGKILL is repaired by the next one; what changed meanwhile is caught up', async () => {
+    await ctl.kill();
+    await sim('instance', 'start', 'web-4', '--network', 'demo');
+    await sim('instance', 'terminate', 'web-3', '--network', 'demo');
+    ctl = await startController({ dataDir, networks: {}, extra: await extra() });
+    await waitFor('web-4 routed', async () => {
+      const r = await routes();
+      return r['web-4'] === 'ok' && r['web-3'] === undefined;
+    });
+  });
+
+  test('bad sim commands say what is wrong', async () => {
+    const r1 = await runTwill(['sim', 'instance', 'start', 'web-9', '--data-dir', dataDir]);
+    assert.equal(r1.code, 2);
+    assert.match(r1.stderr, /--network NET is required/);
+    const r2 = await runTwill(['sim', 'instance', 'stop', 'nope', '--data-dir', dataDir]);
+    assert.equal(r2.code, 1);
+    assert.match(r2.stderr, /instance nope does not exist/);
+    const r3 = await runTwill(['sim', 'instance', 'start', 'web-1', '--network', 'demo', '--data-dir', dataDir]);
+    assert.match(r3.stderr, /web-1 is terminated/);
+    const r4 = await runTwill(['controller', '--cloud', 'azure']);
+    assert.equal(r4.code, 2);
+    assert.match(r4.stderr, /--cloud "azure" is not known: use one of aws, gce, ali, sim/);
+  });
+});

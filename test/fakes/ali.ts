@@ -1,0 +1,287 @@
+// A small Alibaba Cloud endpoint speaking RPC: Action in the query string,
+// HMAC-SHA1 signature checked against the test's secret, JSON answers and
+// JSON Code errors (QuotaExceeded, TaskConflict, InvalidRouteEntry.NotFound,
+// Throttling.User). One endpoint serves both products twill uses: ECS
+// (DescribeInstances) and VPC (DescribeRouteTableList, DescribeRouteEntryList,
+// CreateRouteEntry, DeleteRouteEntry). A new entry is Pending for a while, and
+// while one entry of a VPC is Pending no other entry of that VPC can change:
+// the TaskConflict every Ali client must live with.
+import { createHmac, randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { FakeCloud } from './fake.js';
+
+export interface AliInstance {
+  id: string;
+  status: 'Pending' | 'Starting' | 'Running' | 'Stopping' | 'Stopped';
+  vpcId: string;
+  vSwitchId: string;
+  privateIp: string;
+  tags: Record<string, string>;
+}
+
+export interface AliTable {
+  id: string;
+  vpcId: string;
+  type: 'System' | 'Custom';
+  vSwitches: string[];
+}
+
+export interface AliEntry {
+  id: string;
+  tableId: string;
+  destination: string;
+  type: 'System' | 'Custom';
+  status: 'Pending' | 'Available';
+  nextHopType: string;
+  nextHopId: string;
+  name: string;
+  description: string;
+  /** describes left that still show it Pending */
+  pendingLeft: number;
+}
+
+const MUTATING = new Set(['CreateRouteEntry', 'DeleteRouteEntry']);
+
+class AliError extends Error {
+  constructor(readonly code: string, message: string, readonly status = 400) {
+    super(message);
+  }
+}
+
+/** RFC 3986 encoding as the RPC signature wants it. */
+function enc(s: string): string {
+  return encodeURIComponent(s).replace(/!/g, '%21').replace(/'/g, '%27').replace(/\(/g, '%28').replace(/\)/g, '%29').replace(/\*/g, '%2A');
+}
+
+export class FakeAli extends FakeCloud {
+  protected mutating = MUTATING;
+  readonly instances = new Map<string, AliInstance>();
+  readonly tables = new Map<string, AliTable>();
+  readonly entries = new Map<string, AliEntry>();
+  /** custom entries per route table */
+  routeLimit = 50;
+  /** describes that show a new entry Pending before it is Available */
+  pendingPolls = 1;
+  /** the next N calls of an action answer TaskConflict */
+  readonly conflict: Record<string, number> = {};
+  conflicts = 0;
+  private seq = 0;
+
+  constructor(readonly secrets: Record<string, string> = { AKIDFAKEFAKEFAKE: 'fake-secret-for-tests' }) {
+    super();
+  }
+
+  addTable(t: Partial<AliTable> & { id: string; vpcId: string }): AliTable {
+    const table: AliTable = { type: 'Custom', vSwitches: [], ...t };
+    this.tables.set(table.id, table);
+    // Every table has the system entries of its VPC's vSwitches, which do not count against the limit.
+    this.entries.set(`rte-sys-${table.id}`, {
+      id: `rte-sys-${table.id}`, tableId: table.id, destination: '192.168.0.0/24', type: 'System', status: 'Available',
+      nextHopType: 'local', nextHopId: '', name: '', description: '', pendingLeft: 0,
+    });
+    return table;
+  }
+
+  addInstance(i: Partial<AliInstance> & { id: string; network?: string }): AliInstance {
+    this.seq++;
+    const { network, ...rest } = i;
+    const inst: AliInstance = {
+      status: 'Running',
+      vpcId: 'vpc-1',
+      vSwitchId: 'vsw-a',
+      privateIp: `192.168.${this.seq >> 8}.${this.seq & 255}`,
+      tags: network ? { 'twill-network': network } : {},
+      ...rest,
+    };
+    this.instances.set(inst.id, inst);
+    return inst;
+  }
+
+  addEntry(e: Partial<AliEntry> & { tableId: string; destination: string; nextHopId: string }): AliEntry {
+    this.seq++;
+    const entry: AliEntry = { id: `rte-${this.seq}`, type: 'Custom', status: 'Available', nextHopType: 'Instance', name: '', description: '', pendingLeft: 0, ...e };
+    this.entries.set(entry.id, entry);
+    return entry;
+  }
+
+  /** destination -> next hop, of the custom entries of a table */
+  routeMap(tableId: string): Record<string, string> {
+    return Object.fromEntries([...this.entries.values()].filter((e) => e.tableId === tableId && e.type === 'Custom').map((e) => [e.destination, e.nextHopId]));
+  }
+
+  private checkSignature(q: URLSearchParams, method: string): void {
+    const id = q.get('AccessKeyId') ?? '';
+    const secret = this.secrets[id];
+    if (!secret) throw new AliError('InvalidAccessKeyId.NotFound', 'Specified access key is not found.', 404);
+    const pairs = [...q.entries()].filter(([k]) => k !== 'Signature').sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const canonical = pairs.map(([k, v]) => `${enc(k)}=${enc(v)}`).join('&');
+    const expected = createHmac('sha1', `${secret}&`).update(`${method}&${enc('/')}&${enc(canonical)}`).digest('base64');
+    if (q.get('Signature') !== expected) {
+      throw new AliError('SignatureDoesNotMatch', 'Specified signature is not matched with our calculation.', 400);
+    }
+  }
+
+  protected async handle(req: IncomingMessage, body: string, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://fake');
+    const q = req.method === 'POST' ? new URLSearchParams(body) : url.searchParams;
+    const action = q.get('Action') ?? '';
+    const requestId = randomUUID().toUpperCase();
+    const send = (status: number, json: object) => {
+      res.writeHead(status, { 'content-type': 'application/json;charset=utf-8' });
+      res.end(JSON.stringify({ RequestId: requestId, ...json }));
+    };
+    const fail = (e: AliError) => send(e.status, { HostId: 'vpc.aliyuncs.com', Code: e.code, Message: e.message, Recommend: 'https://api.aliyun.com/troubleshoot' });
+    // Waiting for one entry to be Available is counted apart from listing a table.
+    this.count(action === 'DescribeRouteEntryList' && q.get('RouteEntryId') ? 'DescribeRouteEntryList(wait)' : action);
+    if (await this.dropped(action)) return;
+    try {
+      this.checkSignature(q, req.method ?? 'GET');
+      if (this.takeThrottle(action)) throw new AliError('Throttling.User', 'Request was denied due to user flow control.', 400);
+      if ((this.conflict[action] ?? 0) > 0) {
+        this.conflict[action]!--;
+        this.conflicts++;
+        throw new AliError('TaskConflict', 'The operation conflicts with other tasks; please retry later.', 400);
+      }
+      send(200, this.act(action, q));
+    } catch (e) {
+      if (e instanceof AliError) return fail(e);
+      throw e;
+    }
+  }
+
+  private act(action: string, q: URLSearchParams): object {
+    if (!q.get('RegionId')) throw new AliError('MissingRegionId', 'RegionId is mandatory for this action.');
+    switch (action) {
+      case 'DescribeInstances': return this.describeInstances(q);
+      case 'DescribeRouteTableList': return this.describeTables(q);
+      case 'DescribeRouteEntryList': return this.describeEntries(q);
+      case 'CreateRouteEntry': return this.createEntry(q);
+      case 'DeleteRouteEntry': return this.deleteEntry(q);
+      default: throw new AliError('InvalidAction.NotFound', `Specified api is not found, please check your url and method.`, 404);
+    }
+  }
+
+  private describeInstances(q: URLSearchParams): object {
+    let list = [...this.instances.values()];
+    const ids = q.get('InstanceIds');
+    if (ids) {
+      const want = JSON.parse(ids) as string[];
+      list = list.filter((i) => want.includes(i.id));
+    }
+    for (let n = 1; q.has(`Tag.${n}.Key`); n++) {
+      const k = q.get(`Tag.${n}.Key`) as string;
+      const v = q.get(`Tag.${n}.Value`);
+      list = list.filter((i) => k in i.tags && (v === null || i.tags[k] === v));
+    }
+    const max = Math.min(Number(q.get('MaxResults') ?? '10'), 100);
+    const start = Number(q.get('NextToken') || '0');
+    const items = list.slice(start, start + max);
+    const next = start + max < list.length ? String(start + max) : '';
+    return {
+      TotalCount: list.length,
+      NextToken: next,
+      Instances: {
+        Instance: items.map((i) => ({
+          InstanceId: i.id,
+          InstanceName: i.id,
+          Status: i.status,
+          RegionId: 'cn-hangzhou',
+          InstanceNetworkType: 'vpc',
+          VpcAttributes: { VpcId: i.vpcId, VSwitchId: i.vSwitchId, PrivateIpAddress: { IpAddress: [i.privateIp] } },
+          Tags: { Tag: Object.entries(i.tags).map(([TagKey, TagValue]) => ({ TagKey, TagValue })) },
+        })),
+      },
+    };
+  }
+
+  private describeTables(q: URLSearchParams): object {
+    let list = [...this.tables.values()];
+    const vpc = q.get('VpcId');
+    if (vpc) list = list.filter((t) => t.vpcId === vpc);
+    const id = q.get('RouteTableId');
+    if (id) list = list.filter((t) => t.id === id);
+    const size = Math.min(Number(q.get('PageSize') ?? '10'), 50);
+    const pageNo = Number(q.get('PageNumber') ?? '1');
+    const items = list.slice((pageNo - 1) * size, pageNo * size);
+    return {
+      Success: true,
+      Code: '200',
+      TotalCount: list.length,
+      PageNumber: pageNo,
+      PageSize: size,
+      RouterTableList: {
+        RouterTableListType: items.map((t) => ({
+          RouteTableId: t.id, VpcId: t.vpcId, RouteTableType: t.type, RouterType: 'VRouter', RouterId: `vrt-${t.vpcId}`, Status: 'Available',
+          VSwitchIds: { VSwitchId: t.vSwitches },
+        })),
+      },
+    };
+  }
+
+  private describeEntries(q: URLSearchParams): object {
+    const tableId = q.get('RouteTableId') ?? '';
+    if (!this.tables.has(tableId)) throw new AliError('InvalidRouteTableId.NotFound', 'Specified route table does not exist.');
+    let list = [...this.entries.values()].filter((e) => e.tableId === tableId);
+    const id = q.get('RouteEntryId');
+    if (id) list = list.filter((e) => e.id === id);
+    const dest = q.get('DestinationCidrBlock');
+    if (dest) list = list.filter((e) => e.destination === dest);
+    const max = Math.min(Number(q.get('MaxResult') ?? '50'), 100);
+    const start = Number(q.get('NextToken') || '0');
+    const items = list.slice(start, start + max);
+    const next = start + max < list.length ? String(start + max) : '';
+    const out = items.map((e) => {
+      const shown = e.status;
+      // A Pending entry becomes Available after being seen Pending pendingPolls times.
+      if (e.status === 'Pending' && --e.pendingLeft <= 0) e.status = 'Available';
+      return {
+        RouteEntryId: e.id, RouteTableId: e.tableId, DestinationCidrBlock: e.destination, Type: e.type, Status: shown, IpVersion: 'ipv4',
+        RouteEntryName: e.name, Description: e.description,
+        NextHops: { NextHop: e.nextHopType === 'local' ? [] : [{ NextHopType: e.nextHopType, NextHopId: e.nextHopId, Enabled: 1, Weight: 0 }] },
+      };
+    });
+    return { NextToken: next, TotalCount: list.length, RouteEntrys: { RouteEntry: out } };
+  }
+
+  private busy(vpcId: string): boolean {
+    return [...this.entries.values()].some((e) => e.status === 'Pending' && this.tables.get(e.tableId)?.vpcId === vpcId);
+  }
+
+  private createEntry(q: URLSearchParams): object {
+    const tableId = q.get('RouteTableId') ?? '';
+    const table = this.tables.get(tableId);
+    if (!table) throw new AliError('InvalidRouteTableId.NotFound', 'Specified route table does not exist.');
+    const dest = q.get('DestinationCidrBlock') ?? '';
+    const hopType = q.get('NextHopType') ?? '';
+    const hop = q.get('NextHopId') ?? '';
+    if (hopType === 'Instance') {
+      const inst = this.instances.get(hop);
+      if (!inst || inst.vpcId !== table.vpcId) throw new AliError('InvalidInstanceId.NotFound', `The specified instance ${hop} does not exist in the VPC.`);
+    }
+    if (this.busy(table.vpcId)) throw new AliError('TaskConflict', 'The operation conflicts with other tasks; please retry later.');
+    if ([...this.entries.values()].some((e) => e.tableId === tableId && e.destination === dest)) {
+      throw new AliError('RouterEntryConflict.Duplicated', 'Specified CIDR block is already exists.');
+    }
+    const used = [...this.entries.values()].filter((e) => e.tableId === tableId && e.type === 'Custom').length;
+    if (used >= this.routeLimit) throw new AliError('QuotaExceeded', `Route entry quota exceeded in this route table (${this.routeLimit}).`);
+    this.seq++;
+    const entry: AliEntry = {
+      id: `rte-${this.seq}`, tableId, destination: dest, type: 'Custom', status: this.pendingPolls > 0 ? 'Pending' : 'Available',
+      nextHopType: hopType, nextHopId: hop, name: q.get('RouteEntryName') ?? '', description: q.get('Description') ?? '', pendingLeft: this.pendingPolls,
+    };
+    this.entries.set(entry.id, entry);
+    return { RouteEntryId: entry.id };
+  }
+
+  private deleteEntry(q: URLSearchParams): object {
+    const id = q.get('RouteEntryId');
+    const tableId = q.get('RouteTableId');
+    const dest = q.get('DestinationCidrBlock');
+    const entry = [...this.entries.values()].find((e) => (id ? e.id === id : e.tableId === tableId && e.destination === dest));
+    if (!entry || entry.type !== 'Custom') throw new AliError('InvalidRouteEntry.NotFound', 'Specified route entry does not exist.');
+    const vpc = this.tables.get(entry.tableId)?.vpcId ?? '';
+    if (this.busy(vpc)) throw new AliError('TaskConflict', 'The operation conflicts with other tasks; please retry later.');
+    this.entries.delete(entry.id);
+    return {};
+  }
+}

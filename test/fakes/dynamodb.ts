@@ -1,0 +1,314 @@
+// DynamoDB for tests: dynalite in-process, plus the two operations dynalite
+// 4.0.0 does not implement and the store needs: TransactWriteItems (dynalite
+// answers UnknownOperationException; architect/dynalite#151) and
+// UpdateTimeToLive / DescribeTimeToLive (accepted and reported, never acted
+// on: real TTL deletion is lazy, and nothing may rely on it).
+//
+// How the transaction is made atomic: every request passes through a
+// readers-writer lock in front of dynalite. Ordinary requests share it and run
+// inside dynalite as they would without the front. A TransactWriteItems takes
+// it exclusively, then applies its items one by one through dynalite's own
+// PutItem/UpdateItem/DeleteItem (so dynalite evaluates every condition and
+// update expression), keeping each item's old image; if any condition fails it
+// puts the old images back and answers TransactionCanceledException with a
+// CancellationReason per item, in order, as DynamoDB does. No other request
+// runs meanwhile, so nobody sees a half-applied transaction. That is stricter
+// than DynamoDB (whose Query may see part of a transaction), never looser.
+//
+// Fault injection: setTransactionConflictRate(p) cancels that share of
+// transactions with a TransactionConflict reason, which real DynamoDB returns
+// when two transactions touch one item at once and which dynalite, serialized
+// here, would otherwise never produce.
+import dynalite from 'dynalite';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import {
+  DeleteItemCommand,
+  DescribeTableCommand,
+  DynamoDBClient,
+  PutItemCommand,
+  UpdateItemCommand,
+  type AttributeValue,
+  type DynamoDBClientConfig,
+  type TransactWriteItem,
+} from '@aws-sdk/client-dynamodb';
+
+type Item = Record<string, AttributeValue>;
+
+/** Static fake credentials and a local endpoint: nothing here can reach AWS. */
+export function localClientConfig(endpoint: string): DynamoDBClientConfig {
+  return {
+    endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'AKIAFAKEFAKEFAKEFAKE', secretAccessKey: 'fake-secret-for-local-tests-only' },
+    maxAttempts: 3,
+  };
+}
+
+export interface FakeDynamo {
+  endpoint: string;
+  clientConfig: DynamoDBClientConfig;
+  setTransactionConflictRate(p: number): void;
+  readonly stats: { transactions: number; cancelled: number; injectedConflicts: number };
+  /** TimeToLive settings per table, as UpdateTimeToLive left them. */
+  readonly ttl: Map<string, string>;
+  close(): Promise<void>;
+}
+
+/** FIFO readers-writer lock: a waiting transaction is not starved by a stream of reads. */
+class RwLock {
+  private readers = 0;
+  private writer = false;
+  private queue: { exclusive: boolean; grant: () => void }[] = [];
+
+  acquire(exclusive: boolean): Promise<() => void> {
+    return new Promise((resolve) => {
+      this.queue.push({
+        exclusive,
+        grant: () => {
+          let released = false;
+          resolve(() => {
+            if (released) return;
+            released = true;
+            if (exclusive) this.writer = false;
+            else this.readers--;
+            this.pump();
+          });
+        },
+      });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0) {
+      const head = this.queue[0]!;
+      if (head.exclusive) {
+        if (this.writer || this.readers > 0) return;
+        this.writer = true;
+      } else {
+        if (this.writer) return;
+        this.readers++;
+      }
+      this.queue.shift();
+      head.grant();
+    }
+  }
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/x-amz-json-1.0', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+const validation = (message: string) => ({ __type: 'com.amazon.coral.validate#ValidationException', message });
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+}
+
+export async function startFakeDynamo(): Promise<FakeDynamo> {
+  // createTableMs 0: a test waits for ACTIVE like a deployment would, just not for long.
+  const inner = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  const dynaliteHandler = inner.listeners('request')[0] as (req: IncomingMessage, res: ServerResponse) => void;
+  const innerPort = await listen(inner);
+  // The transaction's own steps go straight to dynalite, past the lock it holds.
+  const direct = new DynamoDBClient({ ...localClientConfig(`http://127.0.0.1:${innerPort}`), maxAttempts: 1 });
+
+  const lock = new RwLock();
+  const stats = { transactions: 0, cancelled: 0, injectedConflicts: 0 };
+  const ttl = new Map<string, string>();
+  const keySchemas = new Map<string, string[]>();
+  let conflictRate = 0;
+
+  async function keyNames(table: string): Promise<string[]> {
+    let names = keySchemas.get(table);
+    if (!names) {
+      const d = await direct.send(new DescribeTableCommand({ TableName: table }));
+      names = (d.Table?.KeySchema ?? []).map((k) => k.AttributeName!);
+      keySchemas.set(table, names);
+    }
+    return names;
+  }
+
+  interface Step { table: string; key: Item; apply(): Promise<Item | undefined> }
+
+  async function stepOf(t: TransactWriteItem): Promise<Step> {
+    const ops = [t.Put, t.Update, t.Delete, t.ConditionCheck].filter(Boolean);
+    if (ops.length !== 1) throw validation('TransactItems can only contain one of Check, Put, Update or Delete');
+    if (t.Put) {
+      const { ReturnValuesOnConditionCheckFailure: _r, ...put } = t.Put;
+      const names = await keyNames(put.TableName!);
+      const k = Object.fromEntries(names.map((n) => [n, put.Item![n]!]));
+      return { table: put.TableName!, key: k, apply: async () => (await direct.send(new PutItemCommand({ ...put, ReturnValues: 'ALL_OLD' }))).Attributes };
+    }
+    if (t.Update) {
+      const { ReturnValuesOnConditionCheckFailure: _r, ...upd } = t.Update;
+      return { table: upd.TableName!, key: upd.Key!, apply: async () => (await direct.send(new UpdateItemCommand({ ...upd, ReturnValues: 'ALL_OLD' }))).Attributes };
+    }
+    if (t.Delete) {
+      const { ReturnValuesOnConditionCheckFailure: _r, ...del } = t.Delete;
+      return { table: del.TableName!, key: del.Key!, apply: async () => (await direct.send(new DeleteItemCommand({ ...del, ReturnValues: 'ALL_OLD' }))).Attributes };
+    }
+    // A condition check is a no-op update carrying the condition; the
+    // rollback below undoes the empty item it may create.
+    const c = t.ConditionCheck!;
+    return {
+      table: c.TableName!,
+      key: c.Key!,
+      apply: async () => (await direct.send(new UpdateItemCommand({
+        TableName: c.TableName,
+        Key: c.Key,
+        ConditionExpression: c.ConditionExpression,
+        ExpressionAttributeNames: { ...(c.ExpressionAttributeNames ?? {}), '#fakeProbe': 'fake_condition_probe' },
+        ExpressionAttributeValues: c.ExpressionAttributeValues,
+        UpdateExpression: 'REMOVE #fakeProbe',
+        ReturnValues: 'ALL_OLD',
+      }))).Attributes,
+    };
+  }
+
+  async function transactWrite(body: { TransactItems?: TransactWriteItem[] }): Promise<{ status: number; body: unknown }> {
+    const items = body.TransactItems ?? [];
+    if (items.length < 1 || items.length > 100) return { status: 400, body: validation('TransactItems must have between 1 and 100 items') };
+    let steps: Step[];
+    try {
+      steps = await Promise.all(items.map(stepOf));
+    } catch (e) {
+      return { status: 400, body: typeof e === 'object' && e && '__type' in e ? e : validation(String(e)) };
+    }
+    const seen = new Set<string>();
+    for (const s of steps) {
+      const id = `${s.table}\0${JSON.stringify(Object.entries(s.key).sort(([a], [b]) => a.localeCompare(b)))}`;
+      if (seen.has(id)) return { status: 400, body: validation('Transaction request cannot include multiple operations on one item') };
+      seen.add(id);
+    }
+    stats.transactions++;
+
+    if (conflictRate > 0 && Math.random() < conflictRate) {
+      stats.injectedConflicts++;
+      stats.cancelled++;
+      const victim = Math.floor(Math.random() * steps.length);
+      const reasons = steps.map((_, i) => (i === victim ? { Code: 'TransactionConflict', Message: 'Transaction is ongoing for the item' } : { Code: 'None' }));
+      return { status: 400, body: cancelled(reasons) };
+    }
+
+    const applied: { step: Step; old: Item | undefined }[] = [];
+    const reasons: { Code: string; Message?: string }[] = [];
+    let failure: unknown;
+    for (const step of steps) {
+      try {
+        applied.push({ step, old: await step.apply() });
+        reasons.push({ Code: 'None' });
+      } catch (e) {
+        if ((e as { name?: string }).name === 'ConditionalCheckFailedException') {
+          reasons.push({ Code: 'ConditionalCheckFailed', Message: 'The conditional request failed' });
+        } else {
+          failure = e;
+          break;
+        }
+      }
+    }
+    const ok = failure === undefined && reasons.every((r) => r.Code === 'None');
+    if (!ok) {
+      for (const { step, old } of applied.reverse()) {
+        if (old) await direct.send(new PutItemCommand({ TableName: step.table, Item: old }));
+        else await direct.send(new DeleteItemCommand({ TableName: step.table, Key: step.key }));
+      }
+    }
+    if (failure !== undefined) {
+      const name = (failure as { name?: string }).name ?? 'InternalServerError';
+      const message = (failure as Error).message;
+      return name === 'ValidationException'
+        ? { status: 400, body: validation(message) }
+        : { status: 500, body: { __type: `com.amazonaws.dynamodb.v20120810#${name}`, message } };
+    }
+    if (!ok) {
+      stats.cancelled++;
+      return { status: 400, body: cancelled(reasons) };
+    }
+    return { status: 200, body: {} };
+  }
+
+  function cancelled(reasons: { Code: string; Message?: string }[]) {
+    return {
+      __type: 'com.amazonaws.dynamodb.v20120810#TransactionCanceledException',
+      Message: `Transaction cancelled, please refer cancellation reasons for specific reasons [${reasons.map((r) => r.Code).join(', ')}]`,
+      CancellationReasons: reasons,
+    };
+  }
+
+  const front = createServer((req, res) => {
+    const op = String(req.headers['x-amz-target'] ?? '').split('.')[1];
+    if (op === 'TransactWriteItems') {
+      void (async () => {
+        const body = await readBody(req);
+        const release = await lock.acquire(true);
+        try {
+          const r = await transactWrite(JSON.parse(body) as { TransactItems?: TransactWriteItem[] });
+          send(res, r.status, r.body);
+        } catch (e) {
+          send(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: (e as Error).message });
+        } finally {
+          release();
+        }
+      })();
+      return;
+    }
+    if (op === 'UpdateTimeToLive' || op === 'DescribeTimeToLive') {
+      void readBody(req).then((text) => {
+        const body = JSON.parse(text) as { TableName: string; TimeToLiveSpecification?: { Enabled: boolean; AttributeName: string } };
+        if (op === 'UpdateTimeToLive') {
+          const spec = body.TimeToLiveSpecification!;
+          if (spec.Enabled) ttl.set(body.TableName, spec.AttributeName);
+          else ttl.delete(body.TableName);
+          send(res, 200, { TimeToLiveSpecification: spec });
+        } else {
+          const attr = ttl.get(body.TableName);
+          send(res, 200, { TimeToLiveDescription: attr ? { TimeToLiveStatus: 'ENABLED', AttributeName: attr } : { TimeToLiveStatus: 'DISABLED' } });
+        }
+      });
+      return;
+    }
+    void lock.acquire(false).then((release) => {
+      res.once('close', release);
+      res.once('finish', release);
+      dynaliteHandler(req, res);
+    });
+  });
+  const port = await listen(front);
+  const endpoint = `http://127.0.0.1:${port}`;
+
+  return {
+    endpoint,
+    clientConfig: localClientConfig(endpoint),
+    setTransactionConflictRate(p: number) { conflictRate = p; },
+    stats,
+    ttl,
+    async close() {
+      direct.destroy();
+      await closeServer(front);
+      await closeServer(inner);
+    },
+  };
+}

@@ -1,0 +1,101 @@
+// A fake AWS IoT data-plane endpoint: the REST shape of Publish
+// (POST /topics/{topic}?qos=1&retain=true, the payload as the body, SigV4
+// signed for the "iotdata" service), forwarded into a real MQTT broker so
+// that a subscriber there sees exactly what IoT Core subscribers would.
+// It refuses what IoT Core refuses, with IoT's error types, so a topic that
+// would break IoT's limits fails here too: wildcards or a leading '$' in a
+// published topic, more than 7 slashes, more than 256 bytes, a payload over
+// 128 KB, QoS other than 0 or 1, an unsigned request.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import mqtt, { type MqttClient } from 'mqtt';
+
+export interface ForwardedPublish {
+  topic: string;
+  payload: string;
+  qos: 0 | 1;
+  retain: boolean;
+}
+
+export interface FakeIotData {
+  endpoint: string;
+  /** Every publish forwarded to the broker, in order. */
+  readonly published: ForwardedPublish[];
+  close(): Promise<void>;
+}
+
+const MAX_PAYLOAD = 128 * 1024;
+const MAX_TOPIC_BYTES = 256;
+const MAX_SLASHES = 7;
+
+function fail(res: ServerResponse, status: number, type: string, message: string): void {
+  const body = JSON.stringify({ message });
+  res.writeHead(status, { 'content-type': 'application/json', 'x-amzn-errortype': type, 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+/** Why IoT Core would refuse to publish to this topic, if it would. */
+function topicProblem(topic: string): string | undefined {
+  if (topic.length === 0) return 'topic is empty';
+  if (/[+#]/.test(topic)) return `topic ${topic} contains a wildcard`;
+  if (topic.startsWith('$')) return `topic ${topic} is reserved`;
+  if (Buffer.byteLength(topic) > MAX_TOPIC_BYTES) return `topic is longer than ${MAX_TOPIC_BYTES} bytes`;
+  if ((topic.match(/\//g) ?? []).length > MAX_SLASHES) return `topic ${topic} has more than ${MAX_SLASHES} forward slashes`;
+  return undefined;
+}
+
+export async function startFakeIotData(brokerUrl: string): Promise<FakeIotData> {
+  const mq: MqttClient = await mqtt.connectAsync(brokerUrl, { clientId: `fake-iot-data-${process.pid}`, reconnectPeriod: 0 });
+  const published: ForwardedPublish[] = [];
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const m = /^\/topics\/(.+)$/.exec(url.pathname);
+    if (req.method !== 'POST' || !m) return fail(res, 405, 'MethodNotAllowedException', `${req.method} ${url.pathname} is not supported`);
+    const auth = String(req.headers.authorization ?? '');
+    if (!/^AWS4-HMAC-SHA256 Credential=[^/]+\/\d{8}\/[a-z0-9-]+\/iotdata\/aws4_request/.test(auth)) {
+      return fail(res, 403, 'ForbiddenException', 'request is not signed with SigV4 for the iotdata service');
+    }
+    const topic = decodeURIComponent(m[1]!);
+    const problem = topicProblem(topic);
+    if (problem) return fail(res, 400, 'InvalidRequestException', problem);
+    const qosText = url.searchParams.get('qos') ?? '0';
+    if (qosText !== '0' && qosText !== '1') return fail(res, 400, 'InvalidRequestException', `qos ${qosText} is not 0 or 1`);
+    const qos = Number(qosText) as 0 | 1;
+    const retain = url.searchParams.get('retain') === 'true';
+    const body = await readBody(req);
+    if (body.length > MAX_PAYLOAD) return fail(res, 413, 'RequestEntityTooLargeException', `payload of ${body.length} bytes is larger than ${MAX_PAYLOAD}`);
+    await mq.publishAsync(topic, body, { qos, retain });
+    published.push({ topic, payload: body.toString('utf8'), qos, retain });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 });
+    res.end('{}');
+  };
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => fail(res, 500, 'InternalFailureException', (e as Error).message));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    published,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await mq.endAsync();
+    },
+  };
+}
