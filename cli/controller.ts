@@ -11,6 +11,7 @@ import { DEFAULT_DATA_DIR, parse } from './args.js';
 export const CONTROLLER_USAGE = `twill controller [--listen 127.0.0.1:1883] [--data-dir .twill] [--network NAME=FILE]...
                  [--broker URL --broker-username U --broker-password P] [--prefix twill]
                  [--lease-ttl 24h] [--sync-interval 10s] [--metrics-addr 127.0.0.1:9465]
+                 [--api-listen 127.0.0.1:7080 [--admin-token-file DATA_DIR/admin-token]]
                  [--cloud aws|gce|ali|sim [--reconcile-interval 30s] [--cloud-endpoint URL]
                   [--cloud-region REGION] [--cloud-project PROJECT]]
 
@@ -56,6 +57,8 @@ export async function controllerCommand(args: string[]): Promise<number> {
     'lease-ttl': { type: 'string', default: '24h' },
     'sync-interval': { type: 'string', default: '10s' },
     'metrics-addr': { type: 'string' },
+    'api-listen': { type: 'string' },
+    'admin-token-file': { type: 'string' },
     cloud: { type: 'string' },
     'cloud-endpoint': { type: 'string' },
     'cloud-region': { type: 'string' },
@@ -79,10 +82,12 @@ export async function controllerCommand(args: string[]): Promise<number> {
     syncIntervalMs: parseDuration(values['sync-interval'], '--sync-interval'),
     reconcileIntervalMs: parseDuration(values['reconcile-interval'], '--reconcile-interval'),
     metricsAddr: values['metrics-addr'],
+    apiListen: values['api-listen'],
+    adminTokenFile: values['admin-token-file'],
     ...(cloud ? { cloud: { kind: cloud, options: { endpoint: values['cloud-endpoint'], region: values['cloud-region'], project: values['cloud-project'] } } } : {}),
     log,
   });
-  const extras = [ctl.cloud ? `, routes on ${ctl.cloud.kind}` : '', ctl.metricsUrl ? `, metrics ${ctl.metricsUrl}/metrics` : ''].join('');
+  const extras = [ctl.cloud ? `, routes on ${ctl.cloud.kind}` : '', ctl.metricsUrl ? `, metrics ${ctl.metricsUrl}/metrics` : '', ctl.apiUrl ? `, admin API ${ctl.apiUrl}` : ''].join('');
   process.stdout.write(`twill controller: broker ${ctl.url}, data in ${values['data-dir']}${extras}\n`);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

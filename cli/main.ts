@@ -8,6 +8,8 @@ const USAGE = `usage: twill COMMAND
 
   controller           run the control plane on this machine (embedded broker and store)
   agent                run the agent on a host: hold a lease, write subnet.env, program the kernel
+  network set NAME FILE
+                       create or update a network from flannel's net-conf.json
   node add|list|remove manage node credentials (add prints the agent's config file)
   lease reserve|release
                        reserve a subnet for a node forever, or drop a node's lease
@@ -15,6 +17,9 @@ const USAGE = `usage: twill COMMAND
   sim instance|routes  drive the simulated cloud of twill controller --cloud sim
   config check FILE    print the effective config of a net-conf.json, or every rule it breaks
   version              print twill's version
+
+network, node, lease and status work on the local data directory (--data-dir), or on a
+deployed control plane with --api URL (or TWILL_API) and the admin token in TWILL_API_TOKEN.
 
 Run twill COMMAND --help for a command's flags.`;
 
@@ -26,7 +31,8 @@ const commands: Record<string, () => Promise<{ run: Command; usage: string }>> =
   node: async () => { const m = await import('./node.js'); return { run: m.nodeCommand, usage: m.NODE_USAGE }; },
   lease: async () => { const m = await import('./lease.js'); return { run: m.leaseCommand, usage: m.LEASE_USAGE }; },
   sim: async () => { const m = await import('./sim.js'); return { run: m.simCommand, usage: m.SIM_USAGE }; },
-  status: async () => { const m = await import('./status.js'); return { run: m.statusCommand, usage: 'twill status [--data-dir .twill]' }; },
+  status: async () => { const m = await import('./status.js'); return { run: m.statusCommand, usage: m.STATUS_USAGE }; },
+  network: async () => { const m = await import('./network.js'); return { run: m.networkCommand, usage: m.NETWORK_USAGE }; },
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -2,9 +2,11 @@
 // under the data directory, an embedded MQTT broker (or a client of an
 // external one), the controller logic on the hello and status topics, lease
 // expiry, and a periodic sync that republishes what changed in the store.
-import { createServer as createHttpServer } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import mqtt from 'mqtt';
 import type { Aedes } from 'aedes';
 import type { NetConf } from '../../core/config.js';
@@ -14,6 +16,7 @@ import { Metrics } from '../../core/metrics.js';
 import { Topics } from '../../core/topics.js';
 import { backendTypesOf, type Cloud, type CloudKind } from '../clouds/cloud.js';
 import { createCloud, type CloudOptions } from '../clouds/index.js';
+import { handleApi, type ApiDeps } from '../api.js';
 import { Controller } from '../controller.js';
 import { reconcileNetwork, type ReconcileReport } from '../routes.js';
 import { AedesPublisher } from '../publish/aedes.js';
@@ -40,6 +43,10 @@ export interface LocalControllerOptions {
   reconcileIntervalMs?: number;
   /** host:port for Prometheus metrics (/metrics) and /healthz; port 0 picks a free one */
   metricsAddr?: string;
+  /** host:port for the admin HTTP API (/v1/...), the one the CLI uses with --api */
+  apiListen?: string;
+  /** the admin token; created (0600) with a random token when missing. Default <data-dir>/admin-token */
+  adminTokenFile?: string;
   log: Logger;
 }
 
@@ -56,7 +63,23 @@ export interface LocalController {
   metrics: Metrics;
   /** the metrics URL, when metricsAddr was given */
   metricsUrl?: string;
+  /** the admin API URL, when apiListen was given */
+  apiUrl?: string;
   close(): Promise<void>;
+}
+
+/** Reads the admin token, creating a random one (readable by the owner only) on first start. */
+export function adminTokenOf(file: string): string {
+  try {
+    const t = readFileSync(file, 'utf8').trim();
+    if (t) return t;
+  } catch {
+    // first start
+  }
+  const token = randomBytes(32).toString('base64url');
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, token + '\n', { mode: 0o600 });
+  return token;
 }
 
 export function parseListen(listen: string): { host: string; port: number } {
@@ -213,10 +236,21 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       log.info('route controller running', { cloud: c.kind, everyMs: opts.reconcileIntervalMs ?? 30_000 });
     }
 
+    const serve = async (addr: string, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> => {
+      const { host, port } = parseListen(addr);
+      const http = createHttpServer(handler);
+      await new Promise<void>((resolve, reject) => {
+        http.once('error', reject);
+        http.listen(port, host, () => resolve());
+      });
+      cleanups.push(() => new Promise<void>((r) => { http.closeAllConnections(); http.close(() => r()); }));
+      const a = http.address();
+      return `http://${host.includes(':') ? `[${host}]` : host}:${typeof a === 'object' && a ? a.port : port}`;
+    };
+
     let metricsUrl: string | undefined;
     if (opts.metricsAddr) {
-      const { host, port } = parseListen(opts.metricsAddr);
-      const http = createHttpServer((req, res) => {
+      metricsUrl = await serve(opts.metricsAddr, (req, res) => {
         if (req.url === '/metrics') {
           res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
           res.end(metrics.render());
@@ -228,17 +262,31 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
           res.end('not found: try /metrics or /healthz\n');
         }
       });
-      await new Promise<void>((resolve, reject) => {
-        http.once('error', reject);
-        http.listen(port, host, () => resolve());
-      });
-      cleanups.push(() => new Promise<void>((r) => { http.closeAllConnections(); http.close(() => r()); }));
-      const a = http.address();
-      metricsUrl = `http://${host.includes(':') ? `[${host}]` : host}:${typeof a === 'object' && a ? a.port : port}`;
     }
 
-    log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}) });
-    return { controller, store, url, sync, cloud, reconcileRoutes, metrics, metricsUrl, close };
+    // The admin API the CLI uses with --api: the same router the serverless deployment runs.
+    let apiUrl: string | undefined;
+    if (opts.apiListen) {
+      const adminToken = adminTokenOf(opts.adminTokenFile ?? join(opts.dataDir, 'admin-token'));
+      const deps: ApiDeps = { store, controller, adminToken, broker: url, prefix: opts.prefix, log: log.child('api') };
+      apiUrl = await serve(opts.apiListen, (req, res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        req.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size <= 1024 * 1024) chunks.push(c);
+        });
+        req.on('end', () => {
+          const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
+          handleApi({ method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0] as string, headers, body: chunks.length ? Buffer.concat(chunks).toString('utf8') : undefined }, deps)
+            .then((r) => res.writeHead(r.status, r.headers).end(r.body))
+            .catch(() => res.writeHead(500).end());
+        });
+      });
+    }
+
+    log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}), ...(apiUrl ? { api: apiUrl } : {}) });
+    return { controller, store, url, sync, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, close };
   } catch (e) {
     await close();
     throw e;

@@ -1,0 +1,73 @@
+// The CLI against the admin HTTP API of a running controller: what an
+// operator of the serverless deployment does, here against the local one.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import { Topics } from '../core/topics.js';
+import { startController, writeNetConf, type ControllerProc } from './helpers/cluster.js';
+import { freePort, removeTempDirs, runTwill, tempDir, waitFor } from './helpers/procs.js';
+
+describe('twill CLI with --api', () => {
+  let dir: string;
+  let ctl: ControllerProc;
+  let api: string;
+  let env: NodeJS.ProcessEnv;
+
+  before(async () => {
+    dir = tempDir();
+    const port = await freePort();
+    api = `http://127.0.0.1:${port}`;
+    ctl = await startController({ dataDir: join(dir, 'data'), networks: {}, extra: ['--api-listen', `127.0.0.1:${port}`] });
+    const tokenFile = join(dir, 'data', 'admin-token');
+    assert.equal(statSync(tokenFile).mode & 0o777, 0o600, 'the admin token is readable by its owner only');
+    env = { TWILL_API: api, TWILL_API_TOKEN: readFileSync(tokenFile, 'utf8').trim() };
+  });
+  after(async () => {
+    await ctl?.kill();
+    removeTempDirs();
+  });
+
+  test('network set, node add, lease reserve and status go through the API, and agents hear of it at once', async () => {
+    const file = await writeNetConf(dir, 'net', { Network: '10.70.0.0/16', Backend: { Type: 'host-gw' } });
+    const set = await runTwill(['network', 'set', 'lab', file], env);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, /network lab stored/);
+    const add = await runTwill(['node', 'add', 'n1', '--network', 'lab'], env);
+    assert.equal(add.code, 0, add.stderr);
+    const creds = JSON.parse(add.stdout) as { broker: string; username: string; password: string };
+    assert.equal(creds.broker, ctl.url);
+    // A subscriber sees the reservation without waiting for a sync: the API is the controller.
+    const c = await mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, reconnectPeriod: 0 });
+    const seen = new Map<string, string>();
+    c.on('message', (t, p) => seen.set(t, p.toString()));
+    await c.subscribeAsync(new Topics().netAll('lab'), { qos: 1 });
+    const r = await runTwill(['lease', 'reserve', 'lab', '--node', 'n1', '--subnet', '10.70.9.0/24'], env);
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor('lease published', () => seen.get(new Topics().netLease('lab', 'n1'))?.includes('10.70.9.0/24'), 3_000);
+    await c.endAsync();
+    const st = await runTwill(['status'], env);
+    assert.equal(st.code, 0, st.stderr);
+    assert.match(st.stdout, /lab\s+n1\s+10\.70\.9\.0\/24\s+-\s+-\s+host-gw\s+never \(reserved\)/);
+    const json = JSON.parse((await runTwill(['status', '--json'], env)).stdout) as { networks: { name: string }[] };
+    assert.deepEqual(json.networks.map((n) => n.name), ['lab']);
+  });
+
+  test('errors come back with the API\'s reason; a wrong or missing token is refused', async () => {
+    const bad = await writeNetConf(dir, 'bad', { Network: '10.70.0.0/16', SubnetLen: 31 });
+    const r = await runTwill(['network', 'set', 'lab2', bad], env);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /invalid network config: SubnetLen 31 is too long/);
+    const locked = await writeNetConf(dir, 'locked', { Network: '10.70.0.0/16', Backend: { Type: 'vxlan' } });
+    assert.match((await runTwill(['network', 'set', 'lab', locked], env)).stderr, /backend type cannot change to vxlan/);
+    const wrong = await runTwill(['status'], { ...env, TWILL_API_TOKEN: 'nope' });
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /wrong admin token/);
+    const none = await runTwill(['status'], { TWILL_API: api, TWILL_API_TOKEN: '' });
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /needs the admin token/);
+    assert.match(ctl.output(), /api call refused: wrong admin token/);
+    assert.doesNotMatch(ctl.output(), new RegExp(env.TWILL_API_TOKEN as string), 'the token is never logged');
+  });
+});
