@@ -53,8 +53,9 @@ describe('against Mosquitto', () => {
     const sb = await subnetOf(b);
     assert.notEqual(sa, sb);
     assert.match(sa, /^10\.40\./);
-    await waitFor('peers', async () => (await metric(a, 'twill_agent_peers')) === 1 && (await metric(b, 'twill_agent_peers')) === 1);
-    await waitFor('ready', async () => (await fetch(`${a.metrics}/readyz`)).status === 200);
+    // Generous waits: agents start through tsx, slow on a loaded 2-core machine.
+    await waitFor('peers', async () => (await metric(a, 'twill_agent_peers')) === 1 && (await metric(b, 'twill_agent_peers')) === 1, 30_000);
+    await waitFor('ready', async () => (await fetch(`${a.metrics}/readyz`)).status === 200, 30_000);
   });
 
   test('a lease released while the controller was down is cleared from the broker when it returns', async () => {

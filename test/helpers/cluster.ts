@@ -75,7 +75,7 @@ export async function startAgent(dir: string, creds: AgentCreds, extra: string[]
   return { ...p, node: creds.node, subnetFile, stateDir, metrics: `http://127.0.0.1:${metricsPort}`, configFile };
 }
 
-export async function subnetOf(agent: AgentProc, timeoutMs = 15_000): Promise<string> {
+export async function subnetOf(agent: AgentProc, timeoutMs = 30_000): Promise<string> {
   return waitFor(`${agent.node} subnet.env`, () => readSubnetEnv(agent.subnetFile).FLANNEL_SUBNET, timeoutMs);
 }
 
