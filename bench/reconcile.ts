@@ -11,6 +11,7 @@
 // a call is served no earlier than the last answer already sent and no earlier
 // than its action's budget allows. Wall time is the real time against the fakes.
 // Run: node --import tsx bench/reconcile.ts [sizes, default 100,1000]
+import { CountingPublisher, countWrites } from '../test/helpers/counting.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +24,6 @@ import { AwsCloud } from '../functions/clouds/aws.js';
 import type { Cloud } from '../functions/clouds/cloud.js';
 import { GceCloud } from '../functions/clouds/gce.js';
 import { Controller } from '../functions/controller.js';
-import type { Publisher } from '../functions/publish/publisher.js';
 import { reconcileNetwork, type ReconcileReport } from '../functions/routes.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
 import { FakeAli } from '../test/fakes/ali.js';
@@ -36,24 +36,7 @@ const SIZES = (process.argv[2] ?? '100,1000').split(',').map(Number);
 const BUDGET = 5;
 const CREDS = { accessKeyId: 'AKIDFAKEFAKEFAKE', secretAccessKey: 'fake-secret-for-tests' };
 
-class CountingPublisher implements Publisher {
-  count = 0;
-  async publish(): Promise<void> {
-    this.count++;
-  }
-}
 
-function countWrites(store: SqliteStore): { writes: number } {
-  const c = { writes: 0 };
-  for (const m of ['createLease', 'replaceLease', 'deleteLease', 'putRouteStatus', 'deleteRouteStatus'] as const) {
-    const orig = (store[m] as (...a: unknown[]) => Promise<unknown>).bind(store);
-    (store as unknown as Record<string, unknown>)[m] = async (...a: unknown[]) => {
-      c.writes++;
-      return orig(...a);
-    };
-  }
-  return c;
-}
 
 /** One cloud behind its fake: how to build it, add an instance, remove one. */
 interface Rig {

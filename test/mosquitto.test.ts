@@ -2,15 +2,14 @@
 // of the embedded broker: the controller is then a client like the agents.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { Topics } from '../core/topics.js';
 import { readSubnetEnv } from '../agent/subnet-env.js';
 import { addNode, metric, startAgent, startController, subnetOf, writeNetConf, type AgentProc, type ControllerProc } from './helpers/cluster.js';
-import { freePort, removeTempDirs, runTwill, startProc, tempDir, waitFor, type Proc } from './helpers/procs.js';
+import { startMosquitto } from './helpers/mosquitto.js';
+import { removeTempDirs, runTwill, tempDir, waitFor, type Proc } from './helpers/procs.js';
 
-const MOSQUITTO = '/usr/sbin/mosquitto';
 const topics = new Topics();
 
 describe('against Mosquitto', () => {
@@ -21,19 +20,8 @@ describe('against Mosquitto', () => {
   const agents: AgentProc[] = [];
 
   before(async () => {
-    // Installed by .ci/run; a missing broker is a failure, not a skip.
-    assert.ok(existsSync(MOSQUITTO), `${MOSQUITTO} is missing: apt-get install mosquitto`);
     dir = tempDir();
-    const port = await freePort();
-    const conf = join(dir, 'mosquitto.conf');
-    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
-    broker = startProc(['-c', conf], { cmd: [MOSQUITTO] });
-    url = `mqtt://127.0.0.1:${port}`;
-    await waitFor('mosquitto listening', async () => {
-      const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });
-      await c.endAsync();
-      return true;
-    });
+    ({ proc: broker, url } = await startMosquitto());
     const net = await writeNetConf(dir, 'net', { Network: '10.40.0.0/16', Backend: { Type: 'alloc' } });
     ctl = await startController({ dataDir: join(dir, 'data'), networks: { green: net }, broker: url, extra: ['--sync-interval', '300ms'] });
   });

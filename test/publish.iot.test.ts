@@ -4,7 +4,6 @@
 // state an agent needs, whenever they subscribe.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { parseNetConf } from '../core/config.js';
@@ -15,11 +14,11 @@ import { Controller } from '../functions/controller.js';
 import { IotPublisher } from '../functions/publish/iot.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
 import { startFakeIotData, type FakeIotData } from './fakes/iot-data.js';
-import { freePort, removeTempDirs, startProc, tempDir, waitFor, type Proc } from './helpers/procs.js';
+import { startMosquitto } from './helpers/mosquitto.js';
+import { removeTempDirs, tempDir, waitFor, type Proc } from './helpers/procs.js';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
-const MOSQUITTO = '/usr/sbin/mosquitto';
 // IoT Core is shared by the account: topics carry the app and stage.
 const topics = new Topics('twill/test');
 
@@ -42,18 +41,8 @@ describe('IoT data-plane publisher', () => {
   let controller: Controller;
 
   before(async () => {
-    assert.ok(existsSync(MOSQUITTO), `${MOSQUITTO} is missing: apt-get install mosquitto`);
     dir = tempDir();
-    const port = await freePort();
-    const conf = join(dir, 'mosquitto.conf');
-    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
-    broker = startProc(['-c', conf], { cmd: [MOSQUITTO] });
-    brokerUrl = `mqtt://127.0.0.1:${port}`;
-    await waitFor('mosquitto listening', async () => {
-      const c = await mqtt.connectAsync(brokerUrl, { reconnectPeriod: 0 });
-      await c.endAsync();
-      return true;
-    });
+    ({ proc: broker, url: brokerUrl } = await startMosquitto());
     iot = await startFakeIotData(brokerUrl);
     publisher = new IotPublisher({
       clientConfig: {

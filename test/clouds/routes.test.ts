@@ -1,5 +1,6 @@
 // The reconcile itself, cloud-agnostic, against the simulated cloud in this
 // process: leases, routes, the limit, ownership, renewal and crash repair.
+import { CountingPublisher, countWrites } from '../helpers/counting.js';
 import { after, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -10,30 +11,11 @@ import { Topics } from '../../core/topics.js';
 import { Controller } from '../../functions/controller.js';
 import type { Cloud } from '../../functions/clouds/cloud.js';
 import { SimCloud, SimVpc, simTable } from '../../functions/clouds/sim.js';
-import type { Publisher } from '../../functions/publish/publisher.js';
 import { reconcileNetwork, type RouteDeps } from '../../functions/routes.js';
 import { SqliteStore } from '../../functions/store/sqlite.js';
 import { removeTempDirs, tempDir } from '../helpers/procs.js';
 
-class CountingPublisher implements Publisher {
-  count = 0;
-  async publish(): Promise<void> {
-    this.count++;
-  }
-}
 
-/** A store that counts its writes, to prove a quiet reconcile makes none. */
-function countWrites(store: SqliteStore): { writes: number } {
-  const c = { writes: 0 };
-  for (const m of ['createLease', 'replaceLease', 'deleteLease', 'putRouteStatus', 'deleteRouteStatus', 'putNetwork'] as const) {
-    const orig = (store[m] as (...a: unknown[]) => Promise<unknown>).bind(store);
-    (store as unknown as Record<string, unknown>)[m] = async (...a: unknown[]) => {
-      c.writes++;
-      return orig(...a);
-    };
-  }
-  return c;
-}
 
 after(() => removeTempDirs());
 
