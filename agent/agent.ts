@@ -22,6 +22,7 @@ import type { Logger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
 import { VERSION } from '../core/version.js';
 import { backendFactory } from './backends/index.js';
+import { brokerConnection } from './connect.js';
 import type { Backend } from './backends/backend.js';
 import { findExternal, type External, type IfaceOptions } from './iface.js';
 import { Metrics } from '../core/metrics.js';
@@ -58,6 +59,8 @@ const MAX_BACKOFF_MS = 30_000;
  * agent goes ahead after this long rather than stop repairing drift forever.
  */
 const SNAPSHOT_GRACE_MS = 30_000;
+/** the state file holding the network's last shared config */
+const CONFIG_STATE = 'config.json';
 
 export class Agent {
   private readonly topics: Topics;
@@ -123,18 +126,23 @@ export class Agent {
     this.log.info('external interface', { iface: this.external.iface.name, publicIP: this.external.publicIP, publicIPv6: this.external.publicIPv6, mtu: this.external.iface.mtu });
     const last = this.state.lastLease(this.opts.network, this.opts.node);
     if (last) this.log.info('previous lease from state', { subnet: last.subnet ?? last.ipv6Subnet });
+    // The backend starts from the last config it ran with, before the broker
+    // answers: a data plane that lives in this process (udp) forwards again
+    // at once after a restart, and whether the broker is up or not.
+    const savedConfig = this.savedConfig();
+    if (savedConfig) await this.onConfig(savedConfig);
     if (this.opts.metricsAddr) await this.startHttp(this.opts.metricsAddr);
 
     const offline: Status = { v: 1, state: 'offline', agentVersion: VERSION, errors: [] };
-    const client = mqtt.connect(this.opts.broker, {
+    // The broker's address and credentials (IoT Core's authorizer included) come from agent/connect.ts.
+    const conn = brokerConnection(this.opts, {
       clientId: `twill-${this.opts.network}-${this.opts.node}`.slice(0, 128),
-      username: this.opts.username,
-      password: this.opts.password,
       clean: true,
       reconnectPeriod: 1000,
       connectTimeout: 10_000,
       will: { topic: this.topics.nodeStatus(this.opts.network, this.opts.node), payload: Buffer.from(JSON.stringify(offline)), qos: 1, retain: true },
     });
+    const client = mqtt.connect(conn.url, conn.options);
     this.client = client;
     client.on('connect', () => void this.onConnect());
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
@@ -187,7 +195,8 @@ export class Agent {
     try {
       if (t.kind === 'netConfig') {
         const msg = parseMessage(netConfigSchema, payload, 'network config');
-        void this.onConfig(parseNetConf(msg.config));
+        // the shared topic's copy: its secrets are masked (the full config comes with our own lease)
+        void this.onConfig(parseNetConf(msg.config, process.env, { masked: true }));
       } else if (t.kind === 'netManifest') {
         this.manifest = parseMessage(manifestSchema, payload, 'manifest');
         this.checkComplete();
@@ -202,9 +211,23 @@ export class Agent {
     }
   }
 
+  /** The network's config as last received (the shared one: it holds no secrets). */
+  private savedConfig(): NetConf | undefined {
+    const text = this.state.get(CONFIG_STATE);
+    if (!text) return undefined;
+    try {
+      const saved = JSON.parse(text) as { network?: string; config?: unknown };
+      return saved.network === this.opts.network ? parseNetConf(saved.config, process.env, { masked: true }) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   private async onConfig(config: NetConf): Promise<void> {
     const changedType = this.sharedConfig?.Backend.Type !== config.Backend.Type;
     this.sharedConfig = config;
+    const text = JSON.stringify({ network: this.opts.network, config });
+    if (this.state.get(CONFIG_STATE) !== text) this.state.set(CONFIG_STATE, text);
     if (!changedType && this.backend) return this.scheduleReconcile('all');
     try {
       await this.backend?.close();

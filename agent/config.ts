@@ -5,6 +5,7 @@ import { parseDuration } from '../core/duration.js';
 import { TwillError } from '../core/errors.js';
 import { checkName } from '../core/topics.js';
 import type { AgentOptions } from './agent.js';
+import { brokerConnection, type BrokerOptions } from './connect.js';
 import type { Logger } from '../core/log.js';
 
 export const agentFileSchema = z.strictObject({
@@ -13,6 +14,8 @@ export const agentFileSchema = z.strictObject({
   node: z.string(),
   username: z.string().optional(),
   password: z.string().optional(),
+  /** AWS IoT Core: the custom authorizer's name (see agent/connect.ts) */
+  authorizer: z.string().optional(),
   prefix: z.string().optional(),
   iface: z.union([z.string(), z.array(z.string())]).optional(),
   ifaceRegex: z.union([z.string(), z.array(z.string())]).optional(),
@@ -59,16 +62,19 @@ export function readAgentFile(path: string): Partial<AgentFile> {
 const list = (v: string | string[] | undefined) => (v === undefined ? undefined : Array.isArray(v) ? v : [v]);
 
 /** Merges file and flags (flags win) into the agent's options, with every default filled. */
-export function agentOptions(file: Partial<AgentFile>, flags: Partial<AgentFile>, log: Logger): AgentOptions {
+export function agentOptions(file: Partial<AgentFile>, flags: Partial<AgentFile>, log: Logger): AgentOptions & BrokerOptions {
   const m = { ...file, ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) } as Partial<AgentFile>;
   const missing = (['broker', 'network', 'node'] as const).filter((k) => !m[k]);
   if (missing.length) throw new TwillError('InvalidConfig', `agent needs ${missing.join(', ')}: give --config FILE (from twill node add) or --${missing[0]}`);
+  // A broker the agent could never connect to is refused here, not on every reconnect.
+  brokerConnection({ broker: m.broker as string, username: m.username, password: m.password, authorizer: m.authorizer });
   return {
     broker: m.broker as string,
     network: checkName('network', m.network as string),
     node: checkName('node', m.node as string),
     username: m.username,
     password: m.password,
+    authorizer: m.authorizer,
     prefix: m.prefix,
     iface: list(m.iface),
     ifaceRegex: list(m.ifaceRegex),

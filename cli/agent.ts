@@ -4,7 +4,7 @@ import { createLogger } from '../core/log.js';
 import { parse } from './args.js';
 import { TwillError } from '../core/errors.js';
 
-export const AGENT_USAGE = `twill agent --config FILE [--broker URL] [--network NET] [--node NAME] [--username U] [--password P]
+export const AGENT_USAGE = `twill agent --config FILE [--broker URL] [--network NET] [--node NAME] [--username U] [--password P] [--authorizer NAME]
             [--iface NAME|ADDR]... [--iface-regex RE]... [--public-ip IP] [--ip-masq] [--iptables-forward-rules=true|false]
             [--subnet-file /run/flannel/subnet.env] [--state-dir /var/lib/twill]
             [--metrics-addr 127.0.0.1:9464] [--resync-interval 10s]`;
@@ -23,6 +23,7 @@ export async function agentCommand(args: string[]): Promise<number> {
     node: { type: 'string' },
     username: { type: 'string' },
     password: { type: 'string' },
+    authorizer: { type: 'string' },
     prefix: { type: 'string' },
     iface: { type: 'string', multiple: true },
     'iface-regex': { type: 'string', multiple: true },
@@ -46,6 +47,7 @@ export async function agentCommand(args: string[]): Promise<number> {
       node: values.node,
       username: values.username,
       password: values.password,
+      authorizer: values.authorizer,
       prefix: values.prefix,
       iface: values.iface,
       ifaceRegex: values['iface-regex'],

@@ -461,6 +461,7 @@ function readBackendOptions(
   f: Fields,
   env: Record<string, string | undefined>,
   errors: string[],
+  masked = false,
 ): BackendConfig {
   const routeLimit = (): { RouteLimit?: number } => {
     const v = f.integer('RouteLimit');
@@ -493,7 +494,7 @@ function readBackendOptions(
         if (!f.has('PSK')) {
           errors.push(`Backend.PSK is required for type ipsec: a pre-shared key of at least ${MIN_PSK_LENGTH} characters, e.g. from "openssl rand -hex 48"`);
         }
-      } else if (psk.length < MIN_PSK_LENGTH) {
+      } else if (psk.length < MIN_PSK_LENGTH && !(masked && psk === SECRET_MASK)) {
         errors.push(`Backend.PSK is ${psk.length} characters: at least ${MIN_PSK_LENGTH} are required`);
       }
       const udpEncap = f.boolean('UDPEncap') ?? false;
@@ -548,6 +549,7 @@ function readBackend(
   ipv6: boolean,
   env: Record<string, string | undefined>,
   errors: string[],
+  masked = false,
 ): BackendConfig | undefined {
   // flannel's documentation promises vxlan when Backend is left out.
   const obj = value === undefined ? new JsonObject([['Type', 'vxlan']]) : value;
@@ -570,7 +572,7 @@ function readBackend(
   if (ipv6 && IPV4_ONLY.has(type)) {
     errors.push(`Backend.Type ${type} is IPv4 only: it cannot be used with EnableIPv6 true`);
   }
-  const backend = readBackendOptions(type, f, env, errors);
+  const backend = readBackendOptions(type, f, env, errors, masked);
   if (type === 'vxlan' && f.has('MacPrefix')) {
     errors.push('Backend.MacPrefix is a Windows-only vxlan option: twill runs on Linux, so remove it');
   }
@@ -596,9 +598,10 @@ const EXAMPLE = '{"Network": "10.244.0.0/16"}';
  * Reads flannel's net-conf.json (its text, or the value JSON.parse made of it)
  * and returns the effective config, every default filled in. Throws a
  * ConfigError listing every broken rule. env supplies ali-vpc's credentials
- * when the Backend does not.
+ * when the Backend does not. opts.masked reads a config as publicConfig()
+ * made it (the shared topic's copy): a masked PSK is then expected, not short.
  */
-export function parseNetConf(input: string | unknown, env: Record<string, string | undefined> = process.env): NetConf {
+export function parseNetConf(input: string | unknown, env: Record<string, string | undefined> = process.env, opts: { masked?: boolean } = {}): NetConf {
   let value = input;
   if (typeof input === 'string') {
     if (input.trim() === '') throw new ConfigError([`net-conf.json is empty: expected a JSON object such as ${EXAMPLE}`]);
@@ -624,7 +627,7 @@ export function parseNetConf(input: string | unknown, env: Record<string, string
   const ranges = FAMILIES.map((spec) => [spec, readFamily(spec, f, spec === V4 ? enable4 : enable6, errors)] as const);
   const backendValue = f.raw('Backend');
   for (const key of f.unknown()) errors.push(`${key} is not a known field (known: ${TOP_LEVEL_FIELDS.join(', ')})`);
-  const backend = readBackend(backendValue, enable6, env, errors);
+  const backend = readBackend(backendValue, enable6, env, errors, opts.masked);
   if (errors.length > 0 || !backend) throw new ConfigError(errors);
 
   const conf: Omit<NetConf, 'Backend'> = { EnableIPv4: enable4, EnableIPv6: enable6 };

@@ -4,11 +4,17 @@ import { TwillError } from '../../core/errors.js';
 import { allocBackend } from './alloc.js';
 import type { BackendFactory } from './backend.js';
 import { hostGwBackend } from './host-gw.js';
+import { ipipBackend } from './ipip.js';
+import { ipsecBackend } from './ipsec.js';
+import { udpBackend } from './udp.js';
 import { vxlanBackend } from './vxlan.js';
 
 const registry: Partial<Record<BackendType, BackendFactory>> = {
   vxlan: vxlanBackend,
   'host-gw': hostGwBackend,
+  ipip: ipipBackend,
+  ipsec: ipsecBackend,
+  udp: udpBackend,
   alloc: allocBackend('alloc'),
   'aws-vpc': allocBackend('aws-vpc'),
   gce: allocBackend('gce'),

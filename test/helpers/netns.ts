@@ -250,6 +250,19 @@ export function sweepLeftovers(): string[] {
   return removed;
 }
 
+/** SIGKILLs every process whose network namespace is ns. */
+async function killNsProcesses(ns: string): Promise<void> {
+  if (!existsSync(join(NETNS_DIR, ns))) return;
+  const pids = (await run(['ip', 'netns', 'pids', ns])).stdout.split(/\s+/).filter(Boolean).map(Number);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
 export class Lab {
   readonly id: string;
   readonly dir: string;
@@ -503,6 +516,9 @@ export class Lab {
       }
     };
     await Promise.all([...this.procs].map((p) => attempt('stop process', () => p.stop())));
+    // Daemons that outlive their agent on purpose (the ipsec backend's charon)
+    // would keep a deleted namespace alive: end whatever still runs inside.
+    for (const ns of this.namespaces) await attempt(`kill processes in ${ns}`, () => killNsProcesses(ns));
     for (const pod of [...this.pods].reverse()) {
       // DEL first, so host-local releases the address and the bridge plugin
       // removes its iptables rules, as a runtime would.
@@ -527,6 +543,13 @@ export class Lab {
         if (p.child.pid) process.kill(-p.child.pid, 'SIGKILL');
       } catch {
         // already gone
+      }
+    }
+    for (const ns of this.namespaces) {
+      try {
+        for (const pid of execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split(/\s+/).filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // nothing more can be done at exit
       }
     }
     for (const ns of [...this.namespaces].reverse()) {

@@ -1,0 +1,111 @@
+// The main thread's handle on the udp data plane: owns the UDP socket and the
+// TUN descriptor, runs one worker thread per direction, hands them each new
+// forwarding table, and sums their counters. Nothing here touches a packet.
+import { Worker } from 'node:worker_threads';
+import type { Logger } from '../../core/log.js';
+import { c, openTun, openUdp } from './libc.js';
+import { COUNTER_SLOTS, COUNTERS, GEN, type Direction, type TableMessage, type WorkerData, type WorkerMessage } from './worker.mjs';
+
+export type CounterName = keyof typeof COUNTERS;
+export type Counters = Record<Direction, Record<CounterName, number>>;
+
+/** worker.mjs is plain JavaScript, so it starts without tsx (see there). */
+function spawnWorker(data: WorkerData): Worker {
+  return new Worker(new URL('./worker.mjs', import.meta.url), { workerData: data });
+}
+
+interface Running {
+  direction: Direction;
+  worker: Worker;
+  counters: Float64Array;
+  exited: Promise<void>;
+}
+
+const zero = (): Record<CounterName, number> => Object.fromEntries(Object.keys(COUNTERS).map((k) => [k, 0])) as Record<CounterName, number>;
+
+export class Forwarder {
+  private readonly control = new Int32Array(new SharedArrayBuffer(4));
+  private running: Running[] = [];
+  private tunFd = -1;
+  private readonly udpFd: number;
+  private table: TableMessage;
+  /** counts of workers that have stopped, so totals survive a reattach */
+  private readonly past: Counters = { out: zero(), in: zero() };
+  /** set when a worker died: the next ensureTun() starts them again */
+  private broken = false;
+
+  constructor(
+    private readonly tunName: string,
+    ip: number,
+    port: number,
+    private readonly log: Logger,
+  ) {
+    this.udpFd = openUdp(ip, port);
+    this.table = { port, peers: [] };
+  }
+
+  get attached(): boolean {
+    return this.tunFd >= 0 && !this.broken;
+  }
+
+  /** (Re)attaches to the TUN device and (re)starts the workers on it. */
+  async attach(): Promise<void> {
+    await this.stopWorkers();
+    if (this.tunFd >= 0) c.close(this.tunFd);
+    this.tunFd = -1;
+    this.tunFd = openTun(this.tunName);
+    this.broken = false;
+    for (const direction of ['out', 'in'] as const) this.running.push(this.start(direction));
+  }
+
+  private start(direction: Direction): Running {
+    const counters = new SharedArrayBuffer(COUNTER_SLOTS * 8);
+    const worker = spawnWorker({ direction, tunFd: this.tunFd, udpFd: this.udpFd, control: this.control.buffer as SharedArrayBuffer, counters, table: this.table });
+    const exited = new Promise<void>((resolve) => {
+      worker.once('exit', () => resolve());
+      worker.once('error', (e) => {
+        this.log.error('udp forwarding worker failed; restarting it at the next reconcile', { direction, reason: e.message });
+        this.broken = true;
+        resolve();
+      });
+    });
+    worker.unref();
+    return { direction, worker, counters: new Float64Array(counters), exited };
+  }
+
+  private post(msg: WorkerMessage): void {
+    for (const r of this.running) r.worker.postMessage(msg);
+    Atomics.add(this.control, GEN, 1);
+    Atomics.notify(this.control, GEN);
+  }
+
+  /** Gives the workers a new table; takes effect before their next packet. */
+  update(table: TableMessage): void {
+    this.table = table;
+    this.post({ type: 'table', table });
+  }
+
+  private async stopWorkers(): Promise<void> {
+    if (!this.running.length) return;
+    this.post({ type: 'stop' });
+    await Promise.all(this.running.map((r) => Promise.race([r.exited, new Promise((res) => setTimeout(res, 2000))])));
+    for (const r of this.running) {
+      for (const k of Object.keys(COUNTERS) as CounterName[]) this.past[r.direction][k] += r.counters[COUNTERS[k]] ?? 0;
+      await r.worker.terminate().catch(() => {});
+    }
+    this.running = [];
+  }
+
+  counters(): Counters {
+    const out: Counters = { out: { ...this.past.out }, in: { ...this.past.in } };
+    for (const r of this.running) for (const k of Object.keys(COUNTERS) as CounterName[]) out[r.direction][k] += r.counters[COUNTERS[k]] ?? 0;
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.stopWorkers();
+    if (this.tunFd >= 0) c.close(this.tunFd);
+    this.tunFd = -1;
+    c.close(this.udpFd);
+  }
+}

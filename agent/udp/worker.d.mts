@@ -1,0 +1,54 @@
+// Types of worker.mjs, the udp data plane's worker thread (plain JavaScript
+// so that it starts without tsx; see there).
+
+export type Direction = 'out' | 'in';
+
+/** The forwarding table as the main thread sends it (structured-cloneable). */
+export interface TableMessage {
+  /** this node's subnet: base address and prefix length */
+  own?: { base: number; prefix: number };
+  /** the UDP port every node listens on (the network's Backend.Port) */
+  port: number;
+  peers: { base: number; prefix: number; ip: number }[];
+}
+
+export interface WorkerData {
+  direction: Direction;
+  tunFd: number;
+  udpFd: number;
+  /** Int32Array view: [GEN] bumped by the main thread when a message waits */
+  control: SharedArrayBuffer;
+  /** Float64Array view, indexed by COUNTERS */
+  counters: SharedArrayBuffer;
+  table: TableMessage;
+}
+
+export type WorkerMessage = { type: 'table'; table: TableMessage } | { type: 'stop' };
+
+export const GEN: 0;
+export const COUNTERS: {
+  readonly packets: 0;
+  readonly bytes: 1;
+  readonly noLease: 2;
+  readonly notPeer: 3;
+  readonly notForUs: 4;
+  readonly spoofed: 5;
+  readonly malformed: 6;
+  readonly errors: 7;
+  readonly readErrors: 8;
+};
+export const COUNTER_SLOTS: 9;
+
+export function maskOf(prefix: number): number;
+
+export interface Peer {
+  ip: number;
+  addr: Buffer;
+}
+
+export class ForwardingTable {
+  constructor(m: TableMessage);
+  readonly bySource: Map<number, Peer>;
+  lookup(dst: number): Peer | undefined;
+  isOwn(dst: number): boolean;
+}
