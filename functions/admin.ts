@@ -14,6 +14,8 @@ export interface AgentConfig {
   username: string;
   password: string;
   prefix?: string;
+  /** AWS IoT Core's custom authorizer, when the broker is IoT Core (agent/connect.ts) */
+  authorizer?: string;
 }
 
 /**
@@ -21,7 +23,7 @@ export interface AgentConfig {
  * place the password ever appears. Adding an existing node again issues a new
  * password: the old one stops working.
  */
-export async function addNode(store: Store, opts: { name: string; network: string; broker: string; prefix?: string }): Promise<AgentConfig> {
+export async function addNode(store: Store, opts: { name: string; network: string; broker: string; prefix?: string; authorizer?: string }): Promise<AgentConfig> {
   const name = checkName('node', opts.name);
   checkName('network', opts.network);
   if (!(await store.getNetwork(opts.network))) {
@@ -33,7 +35,11 @@ export async function addNode(store: Store, opts: { name: string; network: strin
   }
   const password = generatePassword();
   await store.putNode({ name, network: opts.network, passwordHash: await hashPassword(password), createdAt: existing?.createdAt ?? new Date().toISOString() });
-  return { broker: opts.broker, network: opts.network, node: name, username: name, password, ...(opts.prefix ? { prefix: opts.prefix } : {}) };
+  return {
+    broker: opts.broker, network: opts.network, node: name, username: name, password,
+    ...(opts.prefix ? { prefix: opts.prefix } : {}),
+    ...(opts.authorizer ? { authorizer: opts.authorizer } : {}),
+  };
 }
 
 export async function removeNode(store: Store, name: string): Promise<void> {

@@ -32,6 +32,8 @@ export interface ApiDeps {
   /** the broker URL written into agent configs */
   broker: string;
   prefix?: string;
+  /** AWS IoT Core's custom authorizer, written into agent configs beside the broker */
+  authorizer?: string;
   log: Logger;
 }
 
@@ -89,7 +91,7 @@ const routes: [string, RegExp, Handler][] = [
     /^\/v1\/nodes$/,
     async (r, _p, d) => {
       const b = body(r);
-      return json(201, await addNode(d.store, { name: field(b, 'name', true), network: field(b, 'network', true), broker: d.broker, prefix: d.prefix }));
+      return json(201, await addNode(d.store, { name: field(b, 'name', true), network: field(b, 'network', true), broker: d.broker, prefix: d.prefix, authorizer: d.authorizer }));
     },
   ],
   [

@@ -4,7 +4,9 @@
 // QoS 1 and retain, as on every other broker: IoT Core keeps the last
 // retained message per topic for late subscribers, and an empty retained
 // payload deletes it, which is how a released lease disappears.
-import { IoTDataPlaneClient, PublishCommand, type IoTDataPlaneClientConfig } from '@aws-sdk/client-iot-data-plane';
+import {
+  GetRetainedMessageCommand, IoTDataPlaneClient, ListRetainedMessagesCommand, PublishCommand, type IoTDataPlaneClientConfig,
+} from '@aws-sdk/client-iot-data-plane';
 import type { Publisher } from './publisher.js';
 
 export interface IotPublisherOptions {
@@ -31,6 +33,39 @@ export class IotPublisher implements Publisher {
     // Throttling and 5xx are retried by the SDK's standard retry strategy;
     // anything left propagates, so the caller's reconcile publishes again.
     await this.client.send(new PublishCommand({ topic, payload: Buffer.from(payload, 'utf8'), qos: 1, retain }));
+  }
+
+  /**
+   * The retained message on a topic as IoT Core holds it, or undefined when
+   * there is none: how the scheduled republish tells whether the broker is
+   * behind the store without publishing anything (functions/republish.ts).
+   */
+  async retained(topic: string): Promise<string | undefined> {
+    try {
+      const r = await this.client.send(new GetRetainedMessageCommand({ topic }));
+      return r.payload ? Buffer.from(r.payload).toString('utf8') : '';
+    } catch (e) {
+      if ((e as { name?: string }).name === 'ResourceNotFoundException') return undefined;
+      throw e;
+    }
+  }
+
+  /**
+   * The retained topics under a prefix with their payload sizes (IoT Core
+   * lists the whole account's, so this filters): the topics a republish must
+   * clear when the store no longer backs them.
+   */
+  async listRetained(prefix: string): Promise<{ topic: string; payloadSize: number }[]> {
+    const out: { topic: string; payloadSize: number }[] = [];
+    let nextToken: string | undefined;
+    do {
+      const r = await this.client.send(new ListRetainedMessagesCommand({ maxResults: 200, nextToken }));
+      for (const t of r.retainedTopics ?? []) {
+        if (t.topic?.startsWith(prefix)) out.push({ topic: t.topic, payloadSize: t.payloadSize ?? 0 });
+      }
+      nextToken = r.nextToken;
+    } while (nextToken);
+    return out;
   }
 
   close(): void {

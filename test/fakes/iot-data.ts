@@ -6,6 +6,10 @@
 // would break IoT's limits fails here too: wildcards or a leading '$' in a
 // published topic, more than 7 slashes, more than 256 bytes, a payload over
 // 128 KB, QoS other than 0 or 1, an unsigned request.
+// GetRetainedMessage (GET /retainedMessage/{topic}) and ListRetainedMessages
+// (GET /retainedMessage) answer from the retained state this endpoint itself
+// published (an empty retained payload deletes it, as on IoT Core); retained
+// messages that MQTT clients publish straight to the broker are not seen.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -21,6 +25,8 @@ export interface FakeIotData {
   endpoint: string;
   /** Every publish forwarded to the broker, in order. */
   readonly published: ForwardedPublish[];
+  /** The retained messages published through this endpoint, by topic. */
+  readonly retained: Map<string, { payload: Buffer; qos: 0 | 1; at: number }>;
   close(): Promise<void>;
 }
 
@@ -56,15 +62,38 @@ function topicProblem(topic: string): string | undefined {
 export async function startFakeIotData(brokerUrl: string): Promise<FakeIotData> {
   const mq: MqttClient = await mqtt.connectAsync(brokerUrl, { clientId: `fake-iot-data-${process.pid}`, reconnectPeriod: 0 });
   const published: ForwardedPublish[] = [];
+  const retained = new Map<string, { payload: Buffer; qos: 0 | 1; at: number }>();
+  const json = (res: ServerResponse, value: unknown) => {
+    const body = JSON.stringify(value);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  };
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    const m = /^\/topics\/(.+)$/.exec(url.pathname);
-    if (req.method !== 'POST' || !m) return fail(res, 405, 'MethodNotAllowedException', `${req.method} ${url.pathname} is not supported`);
     const auth = String(req.headers.authorization ?? '');
     if (!/^AWS4-HMAC-SHA256 Credential=[^/]+\/\d{8}\/[a-z0-9-]+\/iotdata\/aws4_request/.test(auth)) {
       return fail(res, 403, 'ForbiddenException', 'request is not signed with SigV4 for the iotdata service');
     }
+    if (req.method === 'GET' && url.pathname === '/retainedMessage') {
+      const topics = [...retained.keys()].sort();
+      const start = Number(url.searchParams.get('nextToken') ?? '0');
+      const max = Math.min(200, Number(url.searchParams.get('maxResults') ?? '200'));
+      const page = topics.slice(start, start + max).map((topic) => {
+        const r = retained.get(topic)!;
+        return { topic, payloadSize: r.payload.length, qos: r.qos, lastModifiedTime: r.at };
+      });
+      return json(res, { retainedTopics: page, ...(start + max < topics.length ? { nextToken: String(start + max) } : {}) });
+    }
+    const g = /^\/retainedMessage\/(.+)$/.exec(url.pathname);
+    if (req.method === 'GET' && g) {
+      const topic = decodeURIComponent(g[1]!);
+      const r = retained.get(topic);
+      if (!r) return fail(res, 404, 'ResourceNotFoundException', `no retained message on ${topic}`);
+      return json(res, { topic, payload: r.payload.toString('base64'), qos: r.qos, lastModifiedTime: r.at });
+    }
+    const m = /^\/topics\/(.+)$/.exec(url.pathname);
+    if (req.method !== 'POST' || !m) return fail(res, 405, 'MethodNotAllowedException', `${req.method} ${url.pathname} is not supported`);
     const topic = decodeURIComponent(m[1]!);
     const problem = topicProblem(topic);
     if (problem) return fail(res, 400, 'InvalidRequestException', problem);
@@ -76,6 +105,8 @@ export async function startFakeIotData(brokerUrl: string): Promise<FakeIotData> 
     if (body.length > MAX_PAYLOAD) return fail(res, 413, 'RequestEntityTooLargeException', `payload of ${body.length} bytes is larger than ${MAX_PAYLOAD}`);
     await mq.publishAsync(topic, body, { qos, retain });
     published.push({ topic, payload: body.toString('utf8'), qos, retain });
+    if (retain && body.length === 0) retained.delete(topic);
+    else if (retain) retained.set(topic, { payload: body, qos, at: Date.now() });
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 });
     res.end('{}');
   };
@@ -92,6 +123,7 @@ export async function startFakeIotData(brokerUrl: string): Promise<FakeIotData> 
   return {
     endpoint: `http://127.0.0.1:${port}`,
     published,
+    retained,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -1,0 +1,30 @@
+// Lambda behind a function URL: the admin HTTP API the twill CLI talks to
+// (--api URL). functions/api.ts routes and checks the admin token; this only
+// turns the function URL's request into its ApiRequest and back. The token
+// is read from SSM (a SecureString, cached a few minutes), never from code or
+// the function's configuration. Agent configs it issues point at IoT Core
+// over wss with the custom authorizer, so they work as printed.
+import type { LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
+import { handleApi } from '../api.js';
+import { runtime } from './runtime.js';
+
+export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunctionURLResult> {
+  const rt = runtime();
+  const log = rt.log('api');
+  const adminToken = await rt.secret(rt.env.adminTokenParam);
+  if (!adminToken) {
+    log.error('admin API has no token: set it with sst secret set AdminToken and deploy');
+    return { statusCode: 503, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ error: 'the admin token is not configured' }) + '\n' };
+  }
+  const host = new URL(rt.env.iotEndpoint).host;
+  const res = await handleApi(
+    {
+      method: event.requestContext?.http?.method ?? 'GET',
+      path: event.rawPath ?? '/',
+      headers: event.headers ?? {},
+      body: event.body === undefined ? undefined : event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body,
+    },
+    { store: rt.store, controller: rt.controller, adminToken, broker: `wss://${host}/mqtt`, prefix: rt.env.prefix, authorizer: rt.env.iotAuthorizer, log },
+  );
+  return { statusCode: res.status, headers: res.headers, body: res.body };
+}

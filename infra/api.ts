@@ -1,0 +1,22 @@
+// The admin HTTP API the twill CLI talks to (twill ... --api URL). A function
+// URL rather than API Gateway: one route table in functions/api.ts already,
+// no per-request charge beyond Lambda's, and the admin token (read from SSM)
+// is checked in constant time by the function on every call.
+import { parameters } from './config.js';
+import { defaults, environment, grants } from './functions.js';
+import { realtime } from './realtime.js';
+
+export const api = new sst.aws.Function('Api', {
+  handler: 'functions/handlers/api.handler',
+  ...defaults,
+  // No CORS: the CLI is not a browser. A dashboard served from another origin would need its origin allowed here.
+  url: { cors: false },
+  environment: environment({
+    TWILL_ADMIN_TOKEN_PARAM: parameters.adminToken.name,
+    // Written into the agent configs that `twill node add --api` prints.
+    TWILL_IOT_AUTHORIZER: realtime.authorizer,
+  }),
+  // Adding a node hashes its password with scrypt, like the authorizer.
+  memory: '512 MB',
+  permissions: [grants.tableReadWrite, grants.iotPublish, grants.adminToken],
+});

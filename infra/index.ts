@@ -1,0 +1,18 @@
+// The whole deployment, in the order its parts depend on each other.
+import { prefix } from './config.js';
+import { table } from './storage.js';
+import { iotEndpoint } from './functions.js';
+import { realtime } from './realtime.js';
+import './events.js';
+import { push } from './push.js';
+import './schedule.js';
+import { api } from './api.js';
+
+export const outputs = {
+  api: api.url,
+  push: push.url,
+  iotEndpoint,
+  authorizer: realtime.authorizer,
+  prefix,
+  table: table.name,
+};

@@ -1,0 +1,22 @@
+// The periodic, level-triggered loop: lease expiry, a full reconcile of every
+// cloud network, and a republish of any network whose retained state on IoT
+// Core is behind the store (functions/handlers/schedule.ts). Events only make
+// it faster; this alone would keep everything right.
+import { cloudEnvironment, defaults, environment, grants, reconcileGrants } from './functions.js';
+
+export const maintenance = new sst.aws.CronV2('Maintenance', {
+  // Once a minute: a route lost or a lease expired is repaired within a
+  // minute even with no event, for about 43,000 short invocations a month.
+  schedule: 'rate(1 minute)',
+  event: { tasks: ['expire', 'reconcile', 'republish'] },
+  function: {
+    handler: 'functions/handlers/schedule.handler',
+    ...defaults,
+    // A reconcile may wait out a cloud's rate limits; runs never pile up, as
+    // one still running when the next starts only repeats the same work.
+    timeout: '5 minutes',
+    memory: '512 MB',
+    environment: environment(cloudEnvironment),
+    permissions: [...reconcileGrants, grants.iotGetRetained, grants.iotListRetained],
+  },
+});

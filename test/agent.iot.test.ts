@@ -1,0 +1,107 @@
+// The agent against AWS IoT Core's way of connecting, end to end on this
+// machine: `twill agent` with the config file the admin API prints (broker,
+// authorizer, prefix, node credentials) connects over TLS with ALPN "mqtt"
+// or over WebSocket on /mqtt to a stand-in for IoT Core (test/fakes/iot-core.ts)
+// that runs the real authorizer handler on its CONNECT and enforces the
+// policy it returns; its hello goes through the IoT rule to the real hello
+// handler, whose lease comes back through the IoT data plane, and the agent
+// writes subnet.env. Nothing else in the agent's setup differs from a broker
+// of its own.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseNetConf } from '../core/config.js';
+import { addNode } from '../functions/admin.js';
+import { handler as authorizerHandler } from '../functions/handlers/authorizer.js';
+import { handler as iotHandler } from '../functions/handlers/iot.js';
+import { runtime } from '../functions/handlers/runtime.js';
+import { startFakeIotCore, type FakeIotCore } from './fakes/iot-core.js';
+import { startAgent, subnetOf, type AgentProc } from './helpers/cluster.js';
+import { removeTempDirs, tempDir, waitFor } from './helpers/procs.js';
+import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from './helpers/serverless.js';
+
+describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
+  let dir: string;
+  let iotCore: FakeIotCore;
+  let w: ServerlessWorld;
+  const agents: AgentProc[] = [];
+  const savedCa = process.env.NODE_EXTRA_CA_CERTS;
+
+  before(async () => {
+    dir = tempDir('twill-agent-iot-');
+    // A certificate for localhost, made here; the agent trusts it the way a
+    // host trusts a private CA (NODE_EXTRA_CA_CERTS), its options untouched.
+    const key = join(dir, 'key.pem');
+    const cert = join(dir, 'cert.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
+    process.env.NODE_EXTRA_CA_CERTS = cert;
+
+    iotCore = await startFakeIotCore({
+      cert: readFileSync(cert, 'utf8'),
+      key: readFileSync(key, 'utf8'),
+      authorizerName: AUTHORIZER,
+      region: REGION,
+      accountId: ACCOUNT,
+      authorize: (event) => authorizerHandler(event, lambdaContext('twill-test-RealtimeAuthorizerHandler')),
+      // What infra/realtime.ts's two rules do.
+      rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v1/node/+/+/${kind}`, invoke: (e) => iotHandler(e) })),
+    });
+    w = await startServerless(iotCore.internalUrl);
+    await runtime().controller.applyNetwork('edge', parseNetConf({ Network: '10.90.0.0/16', Backend: { Type: 'alloc' } }, {}));
+  });
+
+  after(async () => {
+    for (const a of agents) await a.kill();
+    await w?.close();
+    await iotCore?.close();
+    if (savedCa === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
+    else process.env.NODE_EXTRA_CA_CERTS = savedCa;
+    removeTempDirs();
+  });
+
+  async function agentFor(node: string, broker: string, password?: string): Promise<AgentProc> {
+    const creds = await addNode(w.store, { name: node, network: 'edge', broker, prefix: PREFIX, authorizer: AUTHORIZER });
+    const a = await startAgent(dir, { ...creds, ...(password ? { password } : {}) } as never);
+    agents.push(a);
+    return a;
+  }
+
+  for (const transport of ['wss', 'mqtts'] as const) {
+    test(`over ${transport}: connects through the authorizer and gets its lease`, async () => {
+      const node = `edge-${transport}`;
+      const agent = await agentFor(node, transport === 'wss' ? iotCore.wssUrl : iotCore.mqttsUrl);
+      // subnet.env names the subnet by its first address, as flannel's does.
+      const envSubnet = await subnetOf(agent);
+      const subnet = (await w.store.getLease('edge', node))?.subnet;
+      assert.equal(subnet?.replace(/\.0\//, '.1/'), envSubnet);
+
+      const conn = iotCore.connections.find((c) => c.clientId === `twill-edge-${node}` && c.accepted);
+      assert.ok(conn, `an accepted connection: ${JSON.stringify(iotCore.connections)}`);
+      assert.equal(conn.transport, transport);
+      assert.equal(conn.username, `${node}?x-amz-customauthorizer-name=${AUTHORIZER}`);
+      assert.equal(conn.authorizer, AUTHORIZER);
+      assert.equal(conn.sni, 'localhost', 'the endpoint name goes in SNI, which IoT Core routes on');
+      if (transport === 'mqtts') assert.equal(conn.alpn, 'mqtt', 'ALPN mqtt, as IoT Core requires for custom authentication on 443');
+      // Its status went through the status rule into the store.
+      await waitFor('status in the store', async () => (await w.store.listStatus()).some((s) => s.node === node && s.status.subnet === subnet));
+      assert.deepEqual(iotCore.refusals, [], 'the agent stays within its policy');
+      assert.deepEqual(iotCore.ruleErrors, []);
+    });
+  }
+
+  test("each agent receives the other's lease through IoT Core", async () => {
+    await waitFor('both agents report a peer', async () => {
+      const peers = (await w.store.listStatus()).filter((s) => s.node.startsWith('edge-') && s.status.state === 'online').map((s) => s.status.peers);
+      return peers.length === 2 && peers.every((p) => p === 1);
+    });
+  });
+
+  test('a wrong password is refused by the authorizer, and the agent gets nothing', async () => {
+    const agent = await agentFor('edge-bad', iotCore.wssUrl, 'not-the-password');
+    await waitFor('refused connection', () => iotCore.connections.some((c) => c.clientId === 'twill-edge-edge-bad' && !c.accepted && /authorizer refused/.test(c.reason ?? '')));
+    assert.equal(await w.store.getLease('edge', 'edge-bad'), undefined);
+    assert.ok(!/FLANNEL_SUBNET/.test((() => { try { return readFileSync(agent.subnetFile, 'utf8'); } catch { return ''; } })()));
+  });
+});

@@ -1,0 +1,249 @@
+// A stand-in for AWS IoT Core's device side, on loopback, so an agent can be
+// tested with exactly the connection it would open to IoT Core:
+//   - MQTT over TLS that requires the ALPN protocol "mqtt" (what IoT Core
+//     requires for custom authentication on 443) and records the SNI name;
+//   - MQTT over WebSocket over TLS on the path /mqtt;
+//   - a custom authorizer: every CONNECT becomes the event IoT Core sends
+//     (protocols, protocolData.tls/mqtt/http, connectionMetadata; the
+//     password base64-encoded) and the given authorizer's answer decides;
+//     the authorizer must be named (username query string, or the WebSocket
+//     URL's query string) and must be the one configured;
+//   - the returned policy enforced on connect (iot:Connect on the client
+//     id), publish, retained publish, subscribe and receive, with IoT
+//     policy wildcards ('*' any characters, '?' one);
+//   - topic rules: a publish matching a rule's filter invokes it with what
+//     `SELECT topic() AS topic, clientid() AS clientId, encode(*, 'base64')
+//     AS payload` gives;
+//   - a plain, unauthenticated listener for the fake data plane
+//     (test/fakes/iot-data.ts) to publish through, as IoT Core's HTTP
+//     Publish does behind the scenes.
+// aedes does the MQTT. The TLS certificate is made by the caller.
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult } from 'aws-lambda';
+import { WebSocketServer, createWebSocketStream } from 'ws';
+
+export interface IotRule {
+  /** MQTT topic filter, as in the rule's FROM */
+  filter: string;
+  invoke(event: { topic: string; clientId: string; payload: string }): Promise<void>;
+}
+
+export interface FakeIotCoreOptions {
+  cert: string;
+  key: string;
+  authorizerName: string;
+  /** where the authorizer's policy ARNs point */
+  region: string;
+  accountId: string;
+  authorize(event: IoTCustomAuthorizerEvent): Promise<IoTCustomAuthorizerResult>;
+  rules?: IotRule[];
+}
+
+export interface ConnectionSeen {
+  transport: 'mqtts' | 'wss';
+  sni?: string;
+  alpn?: string | false | null;
+  username?: string;
+  clientId: string;
+  authorizer?: string;
+  accepted: boolean;
+  reason?: string;
+}
+
+export interface FakeIotCore {
+  /** mqtts://localhost:PORT */
+  mqttsUrl: string;
+  /** wss://localhost:PORT/mqtt */
+  wssUrl: string;
+  /** mqtt://127.0.0.1:PORT, unauthenticated: for the data-plane fake only */
+  internalUrl: string;
+  readonly connections: ConnectionSeen[];
+  /** publishes and subscriptions the policy refused */
+  readonly refusals: string[];
+  /** rule invocations that failed */
+  readonly ruleErrors: string[];
+  close(): Promise<void>;
+}
+
+const AUTHORIZER_QUERY = 'x-amz-customauthorizer-name';
+
+/** IoT policy resource pattern -> RegExp ('*' any run of characters, '?' exactly one). */
+function policyRegex(pattern: string): RegExp {
+  const body = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${body}$`);
+}
+
+function allowed(result: IoTCustomAuthorizerResult, action: string, resource: string): boolean {
+  let allow = false;
+  for (const doc of result.policyDocuments) {
+    for (const st of doc.Statement) {
+      const actions = ([] as string[]).concat((st as { Action?: string | string[] }).Action ?? []);
+      const resources = ([] as string[]).concat((st as { Resource?: string | string[] }).Resource ?? []);
+      if (!actions.some((a) => policyRegex(a).test(action))) continue;
+      if (!resources.some((r) => policyRegex(r).test(resource))) continue;
+      if (st.Effect === 'Deny') return false;
+      allow = true;
+    }
+  }
+  return allow;
+}
+
+/** MQTT filter matching, '+' one level and '#' the rest. */
+export function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true;
+    if (i >= t.length) return false;
+    if (f[i] !== '+' && f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+function authError(message: string, code: 4 | 5): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode: code }) as AuthenticateError;
+}
+
+function listen(server: NetServer | TlsServer | HttpsServer, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIotCore> {
+  const connections: ConnectionSeen[] = [];
+  const refusals: string[] = [];
+  const ruleErrors: string[] = [];
+  const trusted = new WeakSet<object>();
+  const policies = new WeakMap<Client, IoTCustomAuthorizerResult>();
+  const arnPrefix = `arn:aws:iot:${opts.region}:${opts.accountId}:`;
+  let nextConnection = 1;
+
+  const broker = await Aedes.createBroker({
+    authenticate(client, username, password, done) {
+      if (trusted.has(client.conn)) return done(null, true);
+      const tls = (client.req ? (client.req.socket as TLSSocket) : (client.conn as TLSSocket));
+      const wsUrl = client.req ? new URL(client.req.url ?? '/', 'https://localhost') : undefined;
+      const seen: ConnectionSeen = {
+        transport: client.req ? 'wss' : 'mqtts',
+        sni: (tls as TLSSocket & { servername?: string }).servername || undefined,
+        alpn: tls.alpnProtocol,
+        username,
+        clientId: client.id,
+        accepted: false,
+      };
+      connections.push(seen);
+      const refuse = (reason: string, code: 4 | 5 = 5) => {
+        seen.reason = reason;
+        done(authError(reason, code), false);
+      };
+      const q = username?.indexOf('?') ?? -1;
+      const fromUsername = username && q >= 0 ? new URLSearchParams(username.slice(q + 1)).get(AUTHORIZER_QUERY) ?? undefined : undefined;
+      seen.authorizer = fromUsername ?? wsUrl?.searchParams.get(AUTHORIZER_QUERY) ?? undefined;
+      if (!seen.authorizer) return refuse('no authorizer named and no default authorizer');
+      if (seen.authorizer !== opts.authorizerName) return refuse(`authorizer ${seen.authorizer} does not exist`);
+      const event: IoTCustomAuthorizerEvent = {
+        signatureVerified: false,
+        protocols: client.req ? ['tls', 'http', 'mqtt'] : ['tls', 'mqtt'],
+        protocolData: {
+          tls: { serverName: seen.sni ?? '' },
+          ...(client.req
+            ? { http: { headers: Object.fromEntries(Object.entries(client.req.headers).map(([k, v]) => [k, String(v)])), queryString: wsUrl?.search.slice(1) ?? '' } }
+            : {}),
+          mqtt: { username: username as string, password: password ? password.toString('base64') : (undefined as unknown as string), clientId: client.id },
+        },
+        connectionMetadata: { id: `fake-connection-${nextConnection++}` },
+      };
+      opts
+        .authorize(event)
+        .then((result) => {
+          if (!result.isAuthenticated) return refuse('authorizer refused the connection', 4);
+          if (!allowed(result, 'iot:Connect', `${arnPrefix}client/${client.id}`)) return refuse(`policy does not allow iot:Connect for client ${client.id}`);
+          policies.set(client, result);
+          seen.accepted = true;
+          done(null, true);
+        })
+        .catch((e: Error) => refuse(`authorizer failed: ${e.message}`, 5));
+    },
+    authorizePublish(client, packet, done) {
+      if (!client || trusted.has(client.conn)) return done(null);
+      const p = policies.get(client);
+      const topicArn = `${arnPrefix}topic/${packet.topic}`;
+      if (!p || !allowed(p, 'iot:Publish', topicArn) || (packet.retain && !allowed(p, 'iot:RetainPublish', topicArn))) {
+        refusals.push(`publish ${client.id} ${packet.topic}${packet.retain ? ' (retained)' : ''}`);
+        return done(new Error('not authorized'));
+      }
+      done(null);
+    },
+    authorizeSubscribe(client, sub, done) {
+      if (trusted.has(client.conn)) return done(null, sub);
+      const p = policies.get(client);
+      if (!p || !allowed(p, 'iot:Subscribe', `${arnPrefix}topicfilter/${sub.topic}`)) {
+        refusals.push(`subscribe ${client.id} ${sub.topic}`);
+        return done(null, null);
+      }
+      done(null, sub);
+    },
+    authorizeForward(client, packet) {
+      if (trusted.has(client.conn)) return packet;
+      const p = policies.get(client);
+      if (!p || !allowed(p, 'iot:Receive', `${arnPrefix}topic/${packet.topic}`)) return null;
+      return packet;
+    },
+  });
+
+  // Topic rules: on publishes from devices, as IoT Core runs them.
+  broker.on('publish', (packet, client) => {
+    if (!client || trusted.has(client.conn)) return;
+    for (const rule of opts.rules ?? []) {
+      if (!topicMatches(rule.filter, packet.topic)) continue;
+      rule
+        .invoke({ topic: packet.topic, clientId: client.id, payload: Buffer.from(packet.payload).toString('base64') })
+        .catch((e: Error) => ruleErrors.push(`${rule.filter}: ${e.message}`));
+    }
+  });
+
+  const tlsServer = createTlsServer({ cert: opts.cert, key: opts.key, ALPNProtocols: ['mqtt'] }, (socket) => {
+    // IoT Core closes a custom-auth connection on 443 that did not negotiate "mqtt".
+    if (socket.alpnProtocol !== 'mqtt') {
+      connections.push({ transport: 'mqtts', sni: (socket as TLSSocket & { servername?: string }).servername, alpn: socket.alpnProtocol, clientId: '', accepted: false, reason: 'no ALPN mqtt' });
+      socket.destroy();
+      return;
+    }
+    broker.handle(socket);
+  });
+  const https: HttpsServer = createHttpsServer({ cert: opts.cert, key: opts.key });
+  const wss = new WebSocketServer({ server: https, path: '/mqtt' });
+  wss.on('connection', (ws, req: IncomingMessage) => broker.handle(createWebSocketStream(ws), req));
+  const internal: NetServer = createNetServer((socket: Socket) => {
+    trusted.add(socket);
+    broker.handle(socket);
+  });
+
+  const tlsPort = await listen(tlsServer, '127.0.0.1');
+  const httpsPort = await listen(https, '127.0.0.1');
+  const internalPort = await listen(internal, '127.0.0.1');
+
+  return {
+    mqttsUrl: `mqtts://localhost:${tlsPort}`,
+    wssUrl: `wss://localhost:${httpsPort}/mqtt`,
+    internalUrl: `mqtt://127.0.0.1:${internalPort}`,
+    connections,
+    refusals,
+    ruleErrors,
+    async close() {
+      for (const c of wss.clients) c.terminate();
+      await new Promise<void>((r) => broker.close(() => r()));
+      for (const s of [tlsServer, internal] as NetServer[]) await new Promise<void>((r) => s.close(() => r()));
+      https.closeAllConnections();
+      await new Promise<void>((r) => wss.close(() => r()));
+      await new Promise<void>((r) => https.close(() => r()));
+    },
+  };
+}

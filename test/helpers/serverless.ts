@@ -1,0 +1,119 @@
+// The serverless control plane on this machine: DynamoDB (dynalite), SSM and
+// IoT Core's data plane as local fakes, and the environment the Lambda
+// handlers read (functions/handlers/runtime.ts), so a test invokes the real
+// exported handlers as Lambda would. Every AWS SDK client finds a local
+// endpoint: the service-specific ones for the services used, and a dead
+// loopback port for any other, so nothing can leave the machine.
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { Context } from 'aws-lambda';
+import { Topics } from '../../core/topics.js';
+import { resetRuntime } from '../../functions/handlers/runtime.js';
+import { createTable, DynamoStore } from '../../functions/store/dynamo.js';
+import { startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
+import { startFakeIotData, type FakeIotData } from '../fakes/iot-data.js';
+import { startFakeSsm, type FakeSsm } from '../fakes/ssm.js';
+
+export const REGION = 'us-east-1';
+export const ACCOUNT = '123456789012';
+export const PREFIX = 'twill/test';
+export const AUTHORIZER = 'twill-test-Authorizer';
+export const ADMIN_TOKEN = 'admin-token-for-tests-only';
+export const ALI_TOKEN = 'ali-shared-token-for-tests-only';
+export const ADMIN_PARAM = '/twill/test/admin-token';
+export const ALI_PARAM = '/twill/test/ali-event-token';
+const TABLE = 'twill-test';
+
+/** What Lambda passes a handler as its context, as far as twill's handlers read it. */
+export function lambdaContext(name = 'twill-test-Function'): Context {
+  return {
+    callbackWaitsForEmptyEventLoop: false,
+    functionName: name,
+    functionVersion: '$LATEST',
+    invokedFunctionArn: `arn:aws:lambda:${REGION}:${ACCOUNT}:function:${name}`,
+    memoryLimitInMB: '256',
+    awsRequestId: 'c6af9ac6-7b61-11e6-9a41-93e812345678',
+    logGroupName: `/aws/lambda/${name}`,
+    logStreamName: '2026/11/25/[$LATEST]abcdef',
+    getRemainingTimeInMillis: () => 30_000,
+    done: () => {},
+    fail: () => {},
+    succeed: () => {},
+  };
+}
+
+export interface ServerlessWorld {
+  dynamo: FakeDynamo;
+  ssm: FakeSsm;
+  iot: FakeIotData;
+  /** a store of its own on the same table, to look at (and tamper with) what the handlers did */
+  store: DynamoStore;
+  topics: Topics;
+  /** sets more environment for the handlers (and resets the runtime so they read it) */
+  setEnv(vars: Record<string, string | undefined>): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startServerless(brokerUrl: string, extraEnv: Record<string, string> = {}): Promise<ServerlessWorld> {
+  const dynamo = await startFakeDynamo();
+  const ssm = await startFakeSsm();
+  const iot = await startFakeIotData(brokerUrl);
+  const client = new DynamoDBClient(dynamo.clientConfig);
+  await createTable(client, TABLE);
+  ssm.parameters.set(ADMIN_PARAM, { value: ADMIN_TOKEN, type: 'SecureString' });
+  ssm.parameters.set(ALI_PARAM, { value: ALI_TOKEN, type: 'SecureString' });
+
+  const saved = new Map<string, string | undefined>();
+  const set = (vars: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(vars)) {
+      if (!saved.has(k)) saved.set(k, process.env[k]);
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  };
+  set({
+    AWS_EC2_METADATA_DISABLED: 'true',
+    AWS_REGION: REGION,
+    AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE',
+    AWS_SECRET_ACCESS_KEY: 'fake-secret-for-local-tests-only',
+    AWS_SESSION_TOKEN: undefined,
+    AWS_PROFILE: undefined,
+    // Any AWS client without an endpoint of its own hits a closed loopback port.
+    AWS_ENDPOINT_URL: 'http://127.0.0.1:9',
+    AWS_ENDPOINT_URL_DYNAMODB: dynamo.endpoint,
+    AWS_ENDPOINT_URL_SSM: ssm.endpoint,
+    TWILL_TABLE: TABLE,
+    TWILL_PREFIX: PREFIX,
+    TWILL_IOT_ENDPOINT: iot.endpoint,
+    TWILL_IOT_AUTHORIZER: AUTHORIZER,
+    TWILL_ADMIN_TOKEN_PARAM: ADMIN_PARAM,
+    TWILL_ALI_TOKEN_PARAM: ALI_PARAM,
+    TWILL_LOG_LEVEL: process.env.TWILL_LOG_LEVEL ?? 'error',
+    ...extraEnv,
+  });
+  await resetRuntime();
+  const store = new DynamoStore({ tableName: TABLE, client });
+
+  return {
+    dynamo,
+    ssm,
+    iot,
+    store,
+    topics: new Topics(PREFIX),
+    async setEnv(vars) {
+      set(vars);
+      await resetRuntime();
+    },
+    async close() {
+      await resetRuntime().catch(() => {});
+      await store.close();
+      client.destroy();
+      await iot.close();
+      await ssm.close();
+      await dynamo.close();
+      for (const [k, v] of saved) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    },
+  };
+}
