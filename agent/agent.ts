@@ -36,6 +36,8 @@ export interface AgentOptions extends IfaceOptions {
   node: string;
   username?: string;
   password?: string;
+  /** AWS IoT Core custom authorizer name, when the broker is IoT Core */
+  authorizer?: string;
   prefix?: string;
   subnetFile: string;
   stateDir: string;

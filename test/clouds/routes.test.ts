@@ -194,9 +194,10 @@ describe('route reconcile (simulated cloud)', () => {
     big.vpc.replaceRoute(table, sa, 'b');
     big.vpc.start('gone', 'net');
     big.vpc.terminate('gone');
-    big.vpc.addRoute({ table, destination: '10.10.99.0/24', target: 'gone', hop: 'instance', description: '' }, 50);
+    // (Subnets past the first 100 candidates, so the allocator never gives them to a or b.)
+    big.vpc.addRoute({ table, destination: '10.10.251.0/24', target: 'gone', hop: 'instance', description: '' }, 50);
     // A route twill made for a subnet nobody holds any more (a member's target).
-    big.vpc.addRoute({ table, destination: '10.10.98.0/24', target: 'b', hop: 'instance', description: '' }, 50);
+    big.vpc.addRoute({ table, destination: '10.10.250.0/24', target: 'b', hop: 'instance', description: '' }, 50);
     const r = await big.run();
     assert.equal(r.replaced, 1);
     assert.equal(r.deleted, 2);
