@@ -1,9 +1,10 @@
 // The main thread's handle on the udp data plane: owns the UDP socket and the
 // TUN descriptor, runs one worker thread per direction, hands them each new
 // forwarding table, and sums their counters. Nothing here touches a packet.
+import { execFile } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../core/log.js';
-import { c, openTun, openUdp } from './libc.js';
+import { c, openTun, openUdp, TUN_GSO_MAX_SIZE } from './libc.js';
 import { COUNTER_SLOTS, COUNTERS, GEN, type Direction, type TableMessage, type WorkerData, type WorkerMessage } from './worker.mjs';
 
 export type CounterName = keyof typeof COUNTERS;
@@ -56,6 +57,13 @@ export class Forwarder {
     this.tunFd = openTun(this.tunName);
     this.broken = false;
     for (const direction of ['out', 'in'] as const) this.running.push(this.start(direction));
+    // A super-packet plus its virtio_net_hdr must fit one UDP datagram; TCP's
+    // own ~64 KB GSO limit already keeps within it, this makes sure (bigger
+    // ones are segmented by the kernel instead). Not on the resume path: the
+    // workers already run.
+    execFile('ip', ['link', 'set', 'dev', this.tunName, 'gso_max_size', String(TUN_GSO_MAX_SIZE)], (e) => {
+      if (e) this.log.warn('cannot cap the TUN device\'s gso_max_size', { device: this.tunName, reason: e.message });
+    });
   }
 
   private start(direction: Direction): Running {

@@ -10,6 +10,16 @@
 // would count directly against how soon forwarding resumes after a restart.
 // Its types are in worker.d.mts. It needs nothing but koffi.
 //
+// Wire format (twill's own; flannel's udp backend is not interoperable anyway):
+// each UDP datagram carries one packet exactly as the TUN hands it over, a
+// 10-byte struct virtio_net_hdr (flags, gso_type, hdr_len, gso_size,
+// csum_start, csum_offset; little-endian) followed by the IPv4 packet. With
+// GSO the packet is a TCP super-packet of up to ~64 KB: the sender's kernel
+// IP-fragments the datagram on the underlay, the receiver's kernel reassembles
+// it, and writing it to the TUN as is lets the receiver's kernel segment it.
+// The peer and destination checks read the inner IPv4 header after the
+// virtio_net_hdr.
+//
 // The loop is synchronous: non-blocking reads straight from the descriptor
 // until it runs dry, then poll() for at most 100 ms. Table updates and the
 // stop request arrive as messages, picked up between packets whenever the
@@ -40,7 +50,9 @@ export const COUNTERS = Object.freeze({
 });
 export const COUNTER_SLOTS = 9;
 
-const MAX_PACKET = 65_535;
+/** sizeof(struct virtio_net_hdr), before every packet on the TUN and on the wire */
+const VNET = 10;
+const MAX_PACKET = 65_535 + VNET;
 const EAGAIN = 11;
 const EINTR = 4;
 const POLLIN = 1;
@@ -136,13 +148,12 @@ function run(d) {
       }
       continue;
     }
-    if (len < 20 || buf[0] >> 4 !== 4) {
-      n[COUNTERS.malformed]++;
-      continue;
-    }
-
     if (out) {
-      const peer = table.lookup(buf.readUInt32BE(16));
+      if (len < VNET + 20 || buf[VNET] >> 4 !== 4) {
+        n[COUNTERS.malformed]++;
+        continue;
+      }
+      const peer = table.lookup(buf.readUInt32BE(VNET + 16));
       if (!peer) {
         n[COUNTERS.noLease]++;
         continue;
@@ -157,12 +168,16 @@ function run(d) {
         n[COUNTERS.notPeer]++;
         continue;
       }
-      if (!table.isOwn(buf.readUInt32BE(16))) {
+      if (len < VNET + 20 || buf[VNET] >> 4 !== 4) {
+        n[COUNTERS.malformed]++;
+        continue;
+      }
+      if (!table.isOwn(buf.readUInt32BE(VNET + 16))) {
         n[COUNTERS.notForUs]++;
         continue;
       }
       // A peer speaks for its own subnet only.
-      if (table.lookup(buf.readUInt32BE(12)) !== peer) {
+      if (table.lookup(buf.readUInt32BE(VNET + 12)) !== peer) {
         n[COUNTERS.spoofed]++;
         continue;
       }

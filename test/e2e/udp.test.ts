@@ -104,7 +104,9 @@ overlayScenario({
       packet.writeUInt8(17, 9);
       Buffer.from([10, 249, 200, 1]).copy(packet, 12);
       Buffer.from(pod.ip.split('.').map(Number)).copy(packet, 16);
-      const send = `const s=require("dgram").createSocket("udp4");s.send(Buffer.from("${packet.toString('hex')}","hex"),8285,"${c.node('h1').host.ip}",()=>s.close())`;
+      // the wire format: a 10-byte virtio_net_hdr (all zero: no offload), then the IP packet
+      const datagram = Buffer.concat([Buffer.alloc(10), packet]);
+      const send = `const s=require("dgram").createSocket("udp4");s.send(Buffer.from("${datagram.toString('hex')}","hex"),8285,"${c.node('h1').host.ip}",()=>s.close())`;
       await c.lab.exec(stranger, [process.execPath, '-e', send]);
       await waitFor('drops counted', async () => {
         const after = await metrics(c, 'h1');

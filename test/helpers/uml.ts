@@ -99,8 +99,17 @@ mount -t tmpfs shm /dev/shm
 # Everything written from here on goes to memory, never through hostfs to the host's disk.
 mount -t tmpfs run /run || fail "tmpfs on /run"
 mkdir -p /run/lock /run/netns
+# A checkout under the host's /tmp would vanish
+# under the tmpfs: keep the host's /tmp reachable and bind it back in place.
+mkdir -p /run/host-tmp
+mount --bind /tmp /run/host-tmp || fail "bind the host's /tmp"
 mount -t tmpfs tmp /tmp || fail "tmpfs on /tmp"
 mount -t tmpfs vartmp /var/tmp || fail "tmpfs on /var/tmp"
+for p in ${q(o.cwd)}; do
+  case "$p" in
+    /tmp/*) rel=\${p#/tmp/}; mkdir -p "/tmp/$rel" && mount --bind "/run/host-tmp/$rel" "/tmp/$rel" || fail "bind $p" ;;
+  esac
+done
 # The host has no /lib/modules/<version> for this kernel, and creating one
 # would write to the host: modprobe gets a root of its own in tmpfs instead,
 # also for the modules the kernel asks for by itself (nf_tables, crypto, ...).
