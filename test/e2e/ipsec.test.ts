@@ -122,8 +122,8 @@ if (!insideUml()) {
         const pods = [...c.nodes.values()].flatMap((n) => n.pods.map((p) => p.ip));
         const leaks = lines.filter((l) => /ICMP|proto ICMP/.test(l) || pods.some((ip) => l.includes(` ${ip}`) || l.includes(`${ip} `) || l.includes(`${ip}:`)));
         assert.deepEqual(leaks, [], 'pod traffic in the clear on the underlay');
-        // IKE (UDP 500) may pass too; nothing else does.
-        const other = packets.filter((l) => !/ESP\(spi=/.test(l) && !/\.500 > .*\.500: (isakmp|UDP)/.test(l));
+        // IKE (UDP 500) may pass too, and ARP (not IP: it carries no pod data); nothing else does.
+        const other = packets.filter((l) => !/ESP\(spi=/.test(l) && !/\.500 > .*\.500: (isakmp|UDP)/.test(l) && !/ ARP, /.test(l));
         assert.deepEqual(other, [], 'packets other than ESP and IKE between the nodes');
       });
 
