@@ -56,16 +56,9 @@ export function labUnavailable(needs: { ping?: boolean; cni?: boolean } = { ping
 
 // ---- subnet.env and the CNI config flannel derives from it --------------------
 
-export interface SubnetEnv {
-  /** FLANNEL_NETWORK, e.g. 10.244.0.0/16 */
-  network?: string;
-  /** the node's subnet as a network (10.244.1.0/24), from FLANNEL_SUBNET's 10.244.1.1/24 */
-  subnet?: string;
-  ipv6Network?: string;
-  ipv6Subnet?: string;
-  mtu: number;
-  ipMasq: boolean;
-}
+// The fields are agent/subnet-env.ts's: the harness reads what the agent writes.
+export type { SubnetEnv } from '../../agent/subnet-env.js';
+import type { SubnetEnv } from '../../agent/subnet-env.js';
 
 /** Reads subnet.env text the way flannel's CNI plugin does (net.ParseCIDR keeps the network). */
 export function parseSubnetEnv(text: string): SubnetEnv {
