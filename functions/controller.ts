@@ -15,6 +15,8 @@ import type { NetworkRecord, Store } from './store/store.js';
 export const DEFAULT_LEASE_TTL_MS = 24 * 3600 * 1000;
 /** Conditional writes that lose a race are retried this many times with fresh reads. */
 const WRITE_ATTEMPTS = 16;
+/** how often a publish overtaken by a concurrent write is redone before the sync loop is left to it */
+const PUBLISH_ROUNDS = 4;
 
 export interface ControllerOptions {
   topics: Topics;
@@ -274,13 +276,15 @@ export class Controller {
   /**
    * ownRevision is the revision of the write just published; when the store is
    * still there, nothing else changed meanwhile and the sync loop can skip it.
+   * Returns the network as it was read for the manifest.
    */
-  private async publishManifest(network: string, ownRevision?: number): Promise<void> {
+  private async publishManifest(network: string, ownRevision?: number): Promise<NetworkRecord | undefined> {
     const net = await this.store.getNetwork(network);
-    if (!net) return;
+    if (!net) return undefined;
     const manifest = { v: 1, revision: net.revision, count: net.leaseCount, hash: net.leaseHash };
     await this.publisher.publish(this.topics.netManifest(network), JSON.stringify(manifest), true);
     if (net.revision === ownRevision) this.onPublished(network, net.revision);
+    return net;
   }
 
   private published(network: string): Set<string> {
@@ -299,14 +303,37 @@ export class Controller {
     await this.publisher.publish(this.topics.nodeLease(lease.network, lease.node), JSON.stringify(own), true);
   }
 
+  /**
+   * Publishes a node's lease (or its removal, for null) as of `revision`, then
+   * the manifest. Publishing is not atomic with the store write: another
+   * writer (a sync, a renewal, another function) may write the same node in
+   * between and publish first, and then this older message would stay
+   * retained, behind a manifest that already counts the newer one. Every
+   * write bumps the network's revision, so a revision past ours after the
+   * publish means the node may have moved: its lease is read again and
+   * published once more until the two agree.
+   */
+  private async publishNode(network: string, node: string, lease: Lease | null, revision: number, config?: NetConf): Promise<void> {
+    for (let round = 0; round < PUBLISH_ROUNDS; round++) {
+      // (config comes with every lease: from the caller, then from the network read below)
+      if (lease && config) await this.publishLeaseOnly(lease, config);
+      else await this.clearLeaseTopics(network, node);
+      const net = await this.publishManifest(network, revision);
+      if (!net || net.revision === revision) return;
+      const now = (await this.store.getLease(network, node)) ?? null;
+      if (now?.revision === lease?.revision) return;
+      lease = now;
+      revision = net.revision;
+      config = net.config;
+    }
+  }
+
   private async publishLease(lease: Lease, config: NetConf): Promise<void> {
-    await this.publishLeaseOnly(lease, config);
-    await this.publishManifest(lease.network, lease.revision);
+    await this.publishNode(lease.network, lease.node, lease, lease.revision, config);
   }
 
   private async publishRemoval(lease: Lease, revision: number): Promise<void> {
-    await this.clearLeaseTopics(lease.network, lease.node);
-    await this.publishManifest(lease.network, revision);
+    await this.publishNode(lease.network, lease.node, null, revision);
   }
 
   private async clearLeaseTopics(network: string, node: string): Promise<void> {
@@ -326,17 +353,25 @@ export class Controller {
     await this.publishManifest(net.name, net.revision);
   }
 
-  /** Rebuilds a network's retained messages from the store: the broker is only a cache. */
+  /**
+   * Rebuilds a network's retained messages from the store: the broker is only
+   * a cache. A write landing while this runs may be overtaken by the older
+   * copy read here (see publishNode), so a network whose revision moved
+   * meanwhile is rebuilt again.
+   */
   async republishNetwork(name: string): Promise<void> {
-    const net = await this.store.getNetwork(name);
-    if (!net) return;
-    await this.publisher.publish(this.topics.netConfig(net.name), JSON.stringify({ v: 1, config: publicConfig(net.config) }), true);
-    const leases = await this.store.listLeases(net.name);
-    const present = new Set(leases.map((l) => l.node));
-    // Leases another writer removed (the CLI, or a peer controller) leave retained topics behind.
-    for (const node of [...this.published(net.name)]) if (!present.has(node)) await this.clearLeaseTopics(net.name, node);
-    for (const lease of leases) await this.publishLeaseOnly(lease, net.config);
-    await this.publishManifest(net.name, net.revision);
+    for (let round = 0; round < PUBLISH_ROUNDS; round++) {
+      const net = await this.store.getNetwork(name);
+      if (!net) return;
+      await this.publisher.publish(this.topics.netConfig(net.name), JSON.stringify({ v: 1, config: publicConfig(net.config) }), true);
+      const leases = await this.store.listLeases(net.name);
+      const present = new Set(leases.map((l) => l.node));
+      // Leases another writer removed (the CLI, or a peer controller) leave retained topics behind.
+      for (const node of [...this.published(net.name)]) if (!present.has(node)) await this.clearLeaseTopics(net.name, node);
+      for (const lease of leases) await this.publishLeaseOnly(lease, net.config);
+      const after = await this.publishManifest(net.name, net.revision);
+      if (!after || after.revision === net.revision) return;
+    }
   }
 
   async republishAll(): Promise<void> {

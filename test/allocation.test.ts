@@ -350,3 +350,84 @@ describe('config changes', () => {
     }
   });
 });
+
+/** Records like RecordingPublisher, but holds the next publish to a topic until the test lets it go. */
+class GatedPublisher extends RecordingPublisher {
+  private gates = new Map<string, { reached: () => void; go: Promise<void> }>();
+  /** Holds the next publish to `topic`; resolves `reached` when it arrives, and it goes on when `release` is called. */
+  hold(topic: string): { reached: Promise<void>; release: () => void } {
+    let release!: () => void;
+    let reached!: () => void;
+    const go = new Promise<void>((r) => (release = r));
+    const arrived = new Promise<void>((r) => (reached = r));
+    this.gates.set(topic, { reached, go });
+    return { reached: arrived, release };
+  }
+  override async publish(topic: string, payload: string, retain: boolean): Promise<void> {
+    const gate = this.gates.get(topic);
+    if (gate) {
+      this.gates.delete(topic);
+      gate.reached();
+      await gate.go;
+    }
+    await super.publish(topic, payload, retain);
+  }
+}
+
+describe('publishing races', () => {
+  function gated() {
+    const store = new SqliteStore(join(dir, `alloc-${++dbs}.db`));
+    opened.push(store);
+    const pub = new GatedPublisher();
+    const controller = new Controller(store, pub, { topics, log: silentLogger });
+    return { store, pub, controller };
+  }
+  const retainedLease = (pub: RecordingPublisher, node: string) => JSON.parse(pub.retained(topics.netLease('n', node)) || 'null') as { revision: number } | null;
+
+  test('a republish overtaken by a renewal of the same node does not leave the older lease retained', async () => {
+    const { store, pub, controller } = gated();
+    await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
+    await controller.join('n', 'a', IP);
+    await controller.join('n', 'b', IP);
+    // the republish has read b's lease and is about to publish it when b renews
+    const gate = pub.hold(topics.netLease('n', 'b'));
+    const republish = controller.republishNetwork('n');
+    await gate.reached;
+    const renewed = await controller.join('n', 'b', IP);
+    assert.equal(retainedLease(pub, 'b')?.revision, renewed.revision);
+    gate.release();
+    await republish;
+    const net = await store.getNetwork('n');
+    assert.equal(retainedLease(pub, 'b')?.revision, renewed.revision, 'the broker ends with the store\'s lease');
+    const manifest = JSON.parse(pub.retained(topics.netManifest('n'))!) as { revision: number; hash: string };
+    assert.equal(manifest.revision, net!.revision);
+    assert.equal(manifest.hash, leasesHash(await store.listLeases('n')));
+  });
+
+  test('two joins of one node whose publishes cross end with the newer lease retained', async () => {
+    const { store, pub, controller } = gated();
+    await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
+    const gate = pub.hold(topics.netLease('n', 'a'));
+    const first = controller.join('n', 'a', IP);
+    await gate.reached;
+    const second = await controller.join('n', 'a', { publicIP: '192.0.2.11' });
+    gate.release();
+    await first;
+    assert.equal(retainedLease(pub, 'a')?.revision, second.revision);
+    assert.deepEqual(JSON.parse(pub.retained(topics.netLease('n', 'a'))!), await store.getLease('n', 'a'));
+  });
+
+  test('a join published after a concurrent release does not bring the removed lease back', async () => {
+    const { store, pub, controller } = gated();
+    await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
+    await controller.join('n', 'other', IP);
+    const gate = pub.hold(topics.netLease('n', 'a'));
+    const joined = controller.join('n', 'a', IP);
+    await gate.reached;
+    await controller.release('n', 'a');
+    gate.release();
+    await joined;
+    assert.equal(await store.getLease('n', 'a'), undefined);
+    assert.equal(pub.retained(topics.netLease('n', 'a')), '', 'the retained lease is cleared');
+  });
+});
