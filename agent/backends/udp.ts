@@ -35,6 +35,7 @@ const DROP_REASONS: Partial<Record<CounterName, string>> = {
   malformed: 'not_ipv4',
   errors: 'send_or_write_error',
   readErrors: 'read_error',
+  incomplete: 'incomplete_packet',
 };
 
 function v4(ip: string): number {
@@ -93,7 +94,8 @@ export async function udpBackend(ctx: BackendContext): Promise<Backend> {
   const port = (ctx.config.Backend as UdpBackend).Port;
   const mtu = ext.iface.mtu - UDP_OVERHEAD;
   // Binding first: a port in use (flannel still running) stops the agent with the reason.
-  const fwd = new Forwarder(UDP_DEVICE, v4(local), port, ctx.log);
+  // Each datagram fills the underlay MTU: the TUN's MTU is exactly the UDP payload that fits.
+  const fwd = new Forwarder(UDP_DEVICE, v4(local), port, mtu, ctx.log);
   let attachedIndex: number | undefined;
   let savedText = ctx.state.get(STATE_KEY);
   let saved: Saved | undefined;

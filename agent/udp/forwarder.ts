@@ -1,10 +1,10 @@
 // The main thread's handle on the udp data plane: owns the UDP socket and the
 // TUN descriptor, runs one worker thread per direction, hands them each new
 // forwarding table, and sums their counters. Nothing here touches a packet.
-import { execFile } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../core/log.js';
-import { c, openTun, openUdp, TUN_GSO_MAX_SIZE } from './libc.js';
+import { c, openTun, openUdp, udpOffloads } from './libc.js';
+import { layout } from './wire.mjs';
 import { COUNTER_SLOTS, COUNTERS, GEN, type Direction, type TableMessage, type WorkerData, type WorkerMessage } from './worker.mjs';
 
 export type CounterName = keyof typeof COUNTERS;
@@ -29,6 +29,7 @@ export class Forwarder {
   private running: Running[] = [];
   private tunFd = -1;
   private readonly udpFd: number;
+  private readonly gso: boolean;
   private table: TableMessage;
   /** counts of workers that have stopped, so totals survive a reattach */
   private readonly past: Counters = { out: zero(), in: zero() };
@@ -39,9 +40,15 @@ export class Forwarder {
     private readonly tunName: string,
     ip: number,
     port: number,
+    /** UDP payload bytes per datagram: the underlay MTU less the outer IPv4 and UDP headers */
+    private readonly segment: number,
     private readonly log: Logger,
   ) {
+    layout(segment); // refuses an underlay too small to carry anything
     this.udpFd = openUdp(ip, port);
+    const { gso, gro } = udpOffloads(this.udpFd, segment);
+    this.gso = gso;
+    if (!gso || !gro) log.warn('the kernel lacks UDP GSO or GRO: the udp backend sends and reads one datagram at a time', { gso, gro });
     this.table = { port, peers: [] };
   }
 
@@ -57,18 +64,11 @@ export class Forwarder {
     this.tunFd = openTun(this.tunName);
     this.broken = false;
     for (const direction of ['out', 'in'] as const) this.running.push(this.start(direction));
-    // A super-packet plus its virtio_net_hdr must fit one UDP datagram; TCP's
-    // own ~64 KB GSO limit already keeps within it, this makes sure (bigger
-    // ones are segmented by the kernel instead). Not on the resume path: the
-    // workers already run.
-    execFile('ip', ['link', 'set', 'dev', this.tunName, 'gso_max_size', String(TUN_GSO_MAX_SIZE)], (e) => {
-      if (e) this.log.warn('cannot cap the TUN device\'s gso_max_size', { device: this.tunName, reason: e.message });
-    });
   }
 
   private start(direction: Direction): Running {
     const counters = new SharedArrayBuffer(COUNTER_SLOTS * 8);
-    const worker = spawnWorker({ direction, tunFd: this.tunFd, udpFd: this.udpFd, control: this.control.buffer as SharedArrayBuffer, counters, table: this.table });
+    const worker = spawnWorker({ direction, tunFd: this.tunFd, udpFd: this.udpFd, control: this.control.buffer as SharedArrayBuffer, counters, table: this.table, segment: this.segment, gso: this.gso });
     const exited = new Promise<void>((resolve) => {
       worker.once('exit', () => resolve());
       worker.once('error', (e) => {

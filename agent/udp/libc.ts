@@ -47,11 +47,6 @@ const TUN_F_TSO6 = 0x04;
 const TUN_F_TSO_ECN = 0x08;
 /** sizeof(struct virtio_net_hdr): what precedes every packet read from or written to the TUN */
 export const VNET_HDR_LEN = 10;
-/**
- * The largest packet the TUN may hand over (its gso_max_size): a super-packet
- * plus the virtio_net_hdr must fit one UDP datagram (65,535 - 20 - 8 bytes).
- */
-export const TUN_GSO_MAX_SIZE = 65_507 - VNET_HDR_LEN;
 const IFNAMSIZ = 16;
 
 export function describeErrno(e: number): string {
@@ -91,6 +86,27 @@ export function openTun(name: string): number {
     throw new TwillError('TunUnavailable', `cannot set up offloads on TUN device ${name}: ${describeErrno(e)}`);
   }
   return fd;
+}
+
+// <linux/udp.h>
+const SOL_UDP = 17;
+const UDP_SEGMENT = 103;
+const UDP_GRO = 104;
+
+/**
+ * Turns on UDP GSO for sends (every send longer than `segment` bytes leaves
+ * as datagrams of `segment` bytes, cut by the kernel or the NIC) and UDP GRO
+ * for receives (datagrams of one size from one sender arrive together in one
+ * read). Either may be missing on an old kernel: the data plane then sends
+ * and reads one datagram at a time.
+ */
+export function udpOffloads(fd: number, segment: number): { gso: boolean; gro: boolean } {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(segment);
+  const gso = (c.setsockopt(fd, SOL_UDP, UDP_SEGMENT, v, 4) as number) === 0;
+  v.writeInt32LE(1);
+  const gro = (c.setsockopt(fd, SOL_UDP, UDP_GRO, v, 4) as number) === 0;
+  return { gso, gro };
 }
 
 /** struct sockaddr_in for an IPv4 address (as a 32-bit number) and port. */

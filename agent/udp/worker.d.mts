@@ -21,6 +21,10 @@ export interface WorkerData {
   /** Float64Array view, indexed by COUNTERS */
   counters: SharedArrayBuffer;
   table: TableMessage;
+  /** UDP payload bytes per datagram on the underlay (the underlay MTU less 28) */
+  segment: number;
+  /** whether the socket does UDP GSO (UDP_SEGMENT set to `segment`) */
+  gso: boolean;
 }
 
 export type WorkerMessage = { type: 'table'; table: TableMessage } | { type: 'stop' };
@@ -36,8 +40,9 @@ export const COUNTERS: {
   readonly malformed: 6;
   readonly errors: 7;
   readonly readErrors: 8;
+  readonly incomplete: 9;
 };
-export const COUNTER_SLOTS: 9;
+export const COUNTER_SLOTS: 10;
 
 export function maskOf(prefix: number): number;
 

@@ -10,14 +10,14 @@
 // would count directly against how soon forwarding resumes after a restart.
 // Its types are in worker.d.mts. It needs nothing but koffi.
 //
-// Wire format (twill's own; flannel's udp backend is not interoperable anyway):
-// each UDP datagram carries one packet exactly as the TUN hands it over, a
-// 10-byte struct virtio_net_hdr (flags, gso_type, hdr_len, gso_size,
-// csum_start, csum_offset; little-endian) followed by the IPv4 packet. With
-// GSO the packet is a TCP super-packet of up to ~64 KB: the sender's kernel
-// IP-fragments the datagram on the underlay, the receiver's kernel reassembles
-// it, and writing it to the TUN as is lets the receiver's kernel segment it.
-// The peer and destination checks read the inner IPv4 header after the
+// The wire format, and how a TUN packet (a TCP super-packet of up to ~64 KB,
+// thanks to the TUN device's offloads) is cut into underlay-sized datagrams
+// and put together again, is in wire.mjs. Both directions move the bytes
+// without copying them: out reads the TUN packet with readv() straight into
+// its chunks' places between the datagram headers and sends them all with
+// one UDP GSO sendto(); in receives a UDP GRO batch with recvmsg() and hands
+// a packet whose chunks came together to the TUN with one writev(). The peer
+// and destination checks read the inner IPv4 header after the
 // virtio_net_hdr.
 //
 // The loop is synchronous: non-blocking reads straight from the descriptor
@@ -27,6 +27,7 @@
 // return to the event loop.
 import { isMainThread, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import koffi from 'koffi';
+import { HEADER, layout, readHeader, Reassembler, VNET, writeHeader } from './wire.mjs';
 
 export const GEN = 0;
 /** Slots of the shared counters array; the main thread exports them as metrics. */
@@ -45,15 +46,19 @@ export const COUNTERS = Object.freeze({
   malformed: 6,
   /** sendto / write refused (full socket buffer, peer unreachable) */
   errors: 7,
-  /** read / recvfrom failed other than "nothing to read" (e.g. the device was deleted) */
+  /** read / recvmsg failed other than "nothing to read" (e.g. the device was deleted) */
   readErrors: 8,
+  /** in: a packet given up with chunks missing (lost or reordered too far on the underlay) */
+  incomplete: 9,
 });
-export const COUNTER_SLOTS = 9;
+export const COUNTER_SLOTS = 10;
 
-/** sizeof(struct virtio_net_hdr), before every packet on the TUN and on the wire */
-const VNET = 10;
-const MAX_PACKET = 65_535 + VNET;
 const EAGAIN = 11;
+const EINVAL = 22;
+const EMSGSIZE = 90;
+const SOL_UDP = 17;
+const UDP_GRO = 104;
+const MSG_TRUNC = 0x20;
 const EINTR = 4;
 const POLLIN = 1;
 const AF_INET = 2;
@@ -97,12 +102,39 @@ export class ForwardingTable {
   }
 }
 
+/** Every pinned buffer, so that none is collected while the kernel may still be handed its address. */
+const PINNED = [];
+
+/**
+ * A buffer whose address may go to the kernel, also inside an iovec or a
+ * msghdr: V8 never moves an ArrayBuffer's memory once it is off its heap,
+ * which an unpooled buffer of this size always is. Kept for the life of the
+ * thread: an address written into another buffer is no reference the
+ * garbage collector knows of (a collected iovec turned into EFAULT here).
+ */
+function pinned(size) {
+  const buf = Buffer.allocUnsafeSlow(Math.max(size, 256));
+  PINNED.push(buf);
+  return { buf, addr: Number(koffi.address(buf)), u32: new Uint32Array(buf.buffer, buf.byteOffset, buf.length >>> 2) };
+}
+
+/** struct iovec number i of an array of them, written through its Uint32Array (little-endian, as on every 64-bit Linux twill runs on) */
+function setIov(u32, i, addr, len) {
+  u32[i * 4] = addr % 0x1_0000_0000;
+  u32[i * 4 + 1] = Math.floor(addr / 0x1_0000_0000);
+  u32[i * 4 + 2] = len;
+  u32[i * 4 + 3] = 0;
+}
+
 function run(d) {
+  // Pointers go to libc as plain addresses (uintptr_t) into pinned buffers:
+  // no typed array is made per packet.
   const libc = koffi.load('libc.so.6');
-  const read = libc.func('long read(int fd, void *buf, size_t n)');
-  const write = libc.func('long write(int fd, const void *buf, size_t n)');
-  const recvfrom = libc.func('long recvfrom(int fd, void *buf, size_t n, int flags, void *addr, void *addrlen)');
-  const sendto = libc.func('long sendto(int fd, const void *buf, size_t n, int flags, const void *addr, uint32_t addrlen)');
+  const readv = libc.func('long readv(int fd, uintptr_t iov, int n)');
+  const write = libc.func('long write(int fd, uintptr_t buf, size_t n)');
+  const writev = libc.func('long writev(int fd, uintptr_t iov, int n)');
+  const recvmsg = libc.func('long recvmsg(int fd, uintptr_t msg, int flags)');
+  const sendto = libc.func('long sendto(int fd, uintptr_t buf, size_t n, int flags, uintptr_t addr, uint32_t addrlen)');
   const poll = libc.func('int poll(void *fds, unsigned long nfds, int timeout)');
 
   const control = new Int32Array(d.control);
@@ -110,14 +142,168 @@ function run(d) {
   let table = new ForwardingTable(d.table);
   // -1: drain the queue before the first packet, for messages posted while this worker was starting
   let gen = -1;
-  const buf = Buffer.alloc(MAX_PACKET);
   const out = d.direction === 'out';
   const readFd = out ? d.tunFd : d.udpFd;
   const pfd = Buffer.alloc(8); // struct pollfd
   pfd.writeInt32LE(readFd, 0);
   pfd.writeInt16LE(POLLIN, 4);
-  const from = Buffer.alloc(16); // struct sockaddr_in of the sender
-  const fromLen = Buffer.alloc(4);
+  const L = layout(d.segment);
+
+  // out: chunk i of a TUN packet is read straight into its place behind
+  // datagram header i, so that the datagrams lie at a stride of L.segment.
+  const tx = pinned(L.maxChunks * L.segment);
+  const txIov = pinned(L.maxChunks * 16);
+  for (let i = 0; i < L.maxChunks; i++) setIov(txIov.u32, i, tx.addr + i * L.segment + HEADER, L.chunk);
+  // one UDP GSO send carries up to L.perSend datagrams; without GSO, one each
+  const perSend = d.gso ? L.perSend : 1;
+  let seq = (Math.random() * 2 ** 32) >>> 0;
+  const to = pinned(16); // struct sockaddr_in of the peer sent to last
+  let toPeer;
+
+  // in: one recvmsg() takes a whole GRO batch, up to 64 KB of datagrams of
+  // one size (the UDP_GRO control message says which), from one sender.
+  const RX = 65_536;
+  const rx = pinned(RX);
+  const from = pinned(16); // struct sockaddr_in of the sender
+  const rxIov = pinned(16);
+  setIov(rxIov.u32, 0, rx.addr, RX);
+  const CTL = 64;
+  const ctl = pinned(CTL);
+  const msg = pinned(56); // struct msghdr
+  setIov(msg.u32, 0, from.addr, 0); // msg_name; msg_namelen is set before each call
+  setIov(msg.u32, 1, rxIov.addr, 1); // msg_iov, msg_iovlen
+  setIov(msg.u32, 2, ctl.addr, 0); // msg_control; msg_controllen is set before each call
+  const outIov = pinned((Math.ceil(RX / (HEADER + 1)) + 1) * 16);
+  const reassembler = new Reassembler();
+  const addressOf = new WeakMap();
+  const addrOf = (buf) => {
+    let a = addressOf.get(buf);
+    if (a === undefined) addressOf.set(buf, (a = Number(koffi.address(buf))));
+    return a;
+  };
+
+  /** the checks on a whole packet for this node, before it goes to the TUN */
+  const admissible = (peer, buf, at) => {
+    if (buf[at + VNET] >> 4 !== 4) {
+      n[COUNTERS.malformed]++;
+      return false;
+    }
+    if (!table.isOwn(buf.readUInt32BE(at + VNET + 16))) {
+      n[COUNTERS.notForUs]++;
+      return false;
+    }
+    // A peer speaks for its own subnet only.
+    if (table.lookup(buf.readUInt32BE(at + VNET + 12)) !== peer) {
+      n[COUNTERS.spoofed]++;
+      return false;
+    }
+    return true;
+  };
+  const delivered = (ok, total) => {
+    if (!ok) n[COUNTERS.errors]++;
+    else {
+      n[COUNTERS.packets]++;
+      n[COUNTERS.bytes] += total;
+    }
+  };
+
+  const forwardOut = (len) => {
+    if (len < VNET + 20 || tx.buf[HEADER + VNET] >> 4 !== 4) {
+      n[COUNTERS.malformed]++;
+      return;
+    }
+    const peer = table.lookup(tx.buf.readUInt32BE(HEADER + VNET + 16));
+    if (!peer) {
+      n[COUNTERS.noLease]++;
+      return;
+    }
+    if (peer !== toPeer) {
+      peer.addr.copy(to.buf, 0);
+      toPeer = peer;
+    }
+    const chunks = Math.ceil(len / L.chunk);
+    seq = (seq + 1) >>> 0;
+    for (let i = 0; i < chunks; i++) writeHeader(tx.buf, i * L.segment, seq, i * L.chunk, len);
+    const wire = (chunks - 1) * L.segment + HEADER + (len - (chunks - 1) * L.chunk);
+    let ok = true;
+    // The last send first: a 64 KB super-packet takes a send of 44 datagrams
+    // and one of a single datagram, and the receiver, having kept that one
+    // aside, writes the packet out straight from its read buffer when the 44 arrive.
+    for (let first = Math.floor((chunks - 1) / perSend) * perSend; first >= 0; first -= perSend) {
+      const start = first * L.segment;
+      const end = first + perSend >= chunks ? wire : (first + perSend) * L.segment;
+      if (sendto(d.udpFd, tx.addr + start, end - start, 0, to.addr, 16) >= 0) continue;
+      const e = koffi.errno();
+      // A route with a smaller MTU than the device's refuses a GSO send: one datagram at a time then.
+      if (perSend > 1 && (e === EINVAL || e === EMSGSIZE)) {
+        for (let at = start; at < end; at += L.segment) if (sendto(d.udpFd, tx.addr + at, Math.min(L.segment, end - at), 0, to.addr, 16) < 0) ok = false;
+      } else ok = false;
+    }
+    delivered(ok, len);
+  };
+
+  const forwardIn = (len) => {
+    const peer = table.bySource.get(from.buf.readUInt32BE(4));
+    let seg = len;
+    const ctlLen = msg.u32[10]; // msg_controllen, as the kernel left it
+    for (let at = 0; at + 16 <= ctlLen; ) {
+      const cmsgLen = ctl.buf.readUInt32LE(at);
+      if (cmsgLen < 16) break;
+      if (ctl.buf.readInt32LE(at + 8) === SOL_UDP && ctl.buf.readInt32LE(at + 12) === UDP_GRO && cmsgLen >= 20) seg = ctl.buf.readInt32LE(at + 16);
+      at += (cmsgLen + 7) & ~7;
+    }
+    if (!peer) {
+      n[COUNTERS.notPeer] += Math.ceil(len / seg);
+      return;
+    }
+    if (msg.u32[12] & MSG_TRUNC) {
+      n[COUNTERS.malformed]++;
+      return;
+    }
+    for (let at = 0; at < len; ) {
+      const size = Math.min(seg, len - at);
+      const h = readHeader(rx.buf, at, size);
+      if (!h) {
+        n[COUNTERS.malformed]++;
+        at += seg;
+        continue;
+      }
+      if (h.offset === 0 && h.size >= VNET + 20) {
+        // The usual case: the packet's chunks follow in this batch, in order...
+        let count = 1;
+        let got = h.size;
+        let next = at + seg;
+        while (got < h.total && next < len) {
+          const g = readHeader(rx.buf, next, Math.min(seg, len - next));
+          if (!g || g.seq !== h.seq || g.offset !== got || g.total !== h.total) break;
+          got += g.size;
+          count++;
+          next += seg;
+        }
+        // ...or they end here and the rest, sent first, waits in the reassembler
+        const rest = got < h.total ? reassembler.takeRest(peer.ip, h.seq, h.total, got) : undefined;
+        if (got === h.total || rest) {
+          if (admissible(peer, rx.buf, at + HEADER)) {
+            if (count === 1 && !rest) delivered(write(d.tunFd, rx.addr + at + HEADER, h.size) >= 0, h.total);
+            else {
+              for (let i = 0; i < count; i++) {
+                const o = at + i * seg;
+                setIov(outIov.u32, i, rx.addr + o + HEADER, Math.min(seg, len - o) - HEADER);
+              }
+              if (rest) setIov(outIov.u32, count, addrOf(rest) + got, h.total - got);
+              delivered(writev(d.tunFd, outIov.addr, rest ? count + 1 : count) >= 0, h.total);
+            }
+          }
+          at = next;
+          continue;
+        }
+      }
+      const whole = reassembler.add(peer.ip, h, rx.buf, at + HEADER, at + size);
+      n[COUNTERS.incomplete] = reassembler.incomplete;
+      if (whole && admissible(peer, whole, 0)) delivered(write(d.tunFd, addrOf(whole), whole.length) >= 0, whole.length);
+      at += seg;
+    }
+  };
 
   for (;;) {
     if (Atomics.load(control, GEN) !== gen) {
@@ -125,17 +311,21 @@ function run(d) {
       let stop = false;
       for (let m = receiveMessageOnPort(parentPort); m; m = receiveMessageOnPort(parentPort)) {
         if (m.message.type === 'stop') stop = true;
-        else table = new ForwardingTable(m.message.table);
+        else {
+          table = new ForwardingTable(m.message.table);
+          toPeer = undefined;
+        }
       }
       if (stop) return;
     }
 
     let len;
-    if (out) {
-      len = read(readFd, buf, MAX_PACKET);
-    } else {
-      fromLen.writeUInt32LE(16, 0);
-      len = recvfrom(readFd, buf, MAX_PACKET, 0, from, fromLen);
+    if (out) len = readv(readFd, txIov.addr, L.maxChunks);
+    else {
+      msg.u32[2] = 16; // msg_namelen
+      msg.u32[10] = CTL; // msg_controllen
+      msg.u32[11] = 0;
+      len = recvmsg(readFd, msg.addr, 0);
     }
     if (len < 0) {
       const e = koffi.errno();
@@ -148,46 +338,8 @@ function run(d) {
       }
       continue;
     }
-    if (out) {
-      if (len < VNET + 20 || buf[VNET] >> 4 !== 4) {
-        n[COUNTERS.malformed]++;
-        continue;
-      }
-      const peer = table.lookup(buf.readUInt32BE(VNET + 16));
-      if (!peer) {
-        n[COUNTERS.noLease]++;
-        continue;
-      }
-      if (sendto(d.udpFd, buf, len, 0, peer.addr, 16) < 0) {
-        n[COUNTERS.errors]++;
-        continue;
-      }
-    } else {
-      const peer = table.bySource.get(from.readUInt32BE(4));
-      if (!peer) {
-        n[COUNTERS.notPeer]++;
-        continue;
-      }
-      if (len < VNET + 20 || buf[VNET] >> 4 !== 4) {
-        n[COUNTERS.malformed]++;
-        continue;
-      }
-      if (!table.isOwn(buf.readUInt32BE(VNET + 16))) {
-        n[COUNTERS.notForUs]++;
-        continue;
-      }
-      // A peer speaks for its own subnet only.
-      if (table.lookup(buf.readUInt32BE(VNET + 12)) !== peer) {
-        n[COUNTERS.spoofed]++;
-        continue;
-      }
-      if (write(d.tunFd, buf, len) < 0) {
-        n[COUNTERS.errors]++;
-        continue;
-      }
-    }
-    n[COUNTERS.packets]++;
-    n[COUNTERS.bytes] += len;
+    if (out) forwardOut(len);
+    else forwardIn(len);
   }
 }
 

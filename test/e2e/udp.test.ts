@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { waitFor } from '../helpers/procs.js';
 import { base, type Cluster } from './cluster.js';
 import { overlayScenario } from './scenario.js';
+import { HEADER, writeHeader } from '../../agent/udp/wire.mjs';
 
 const NETWORK = '10.249.0.0/16';
 
@@ -104,8 +105,10 @@ overlayScenario({
       packet.writeUInt8(17, 9);
       Buffer.from([10, 249, 200, 1]).copy(packet, 12);
       Buffer.from(pod.ip.split('.').map(Number)).copy(packet, 16);
-      // the wire format: a 10-byte virtio_net_hdr (all zero: no offload), then the IP packet
-      const datagram = Buffer.concat([Buffer.alloc(10), packet]);
+      // the wire format: twill's 16-byte chunk header, a 10-byte virtio_net_hdr (all zero: no offload), then the IP packet
+      const payload = Buffer.concat([Buffer.alloc(10), packet]);
+      const datagram = Buffer.concat([Buffer.alloc(HEADER), payload]);
+      writeHeader(datagram, 0, 7, 0, payload.length);
       const send = `const s=require("dgram").createSocket("udp4");s.send(Buffer.from("${datagram.toString('hex')}","hex"),8285,"${c.node('h1').host.ip}",()=>s.close())`;
       await c.lab.exec(stranger, [process.execPath, '-e', send]);
       await waitFor('drops counted', async () => {
