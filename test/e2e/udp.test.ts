@@ -64,12 +64,21 @@ overlayScenario({
       assert.match((await c.lab.exec(c.node('h1').host, ['ss', '-uln'])).stdout, new RegExp(`${c.node('h1').host.ip.replace(/\./g, '\\.')}:8285`));
     });
 
-    test('iperf3 runs between pods on different hosts, and the agent keeps answering while it does', async (t) => {
+    test('iperf3 runs between pods on different hosts without IP fragments on the underlay, and the agent keeps answering while it does', async (t) => {
       const c = get();
       const server = c.node('h1').pods[0]!;
       const client = c.node('h2').pods[0]!;
       const srv = c.lab.spawn(server, ['iperf3', '-s', '-1']);
       await waitFor('iperf3 server', async () => (await c.lab.exec(server, ['ss', '-tln'])).stdout.includes(':5201'), 10_000, 100);
+      const fragments = async () => {
+        let n = 0;
+        for (const h of ['h1', 'h2']) {
+          const out = (await c.lab.exec(c.node(h).host, ['nstat', '-saz', 'IpFragCreates', 'IpReasmReqds'])).stdout;
+          for (const m of out.matchAll(/^Ip(?:FragCreates|ReasmReqds)\s+(\d+)/gm)) n += Number(m[1]);
+        }
+        return n;
+      };
+      const fragmentsBefore = await fragments();
       const run = c.lab.exec(client, ['iperf3', '-c', server.ip, '-t', '3', '-J'], { timeoutMs: 30_000 });
       // A burst of packets is the workers' business: the agent's event loop still answers at once.
       const latencies: number[] = [];
@@ -86,6 +95,8 @@ overlayScenario({
       assert.ok(report.end.sum_received.bytes > 1_000_000, `iperf3 moved ${report.end.sum_received.bytes} bytes`);
       // node -e itself takes a few hundred ms to start; a stalled loop would take seconds
       assert.ok(Math.max(...latencies) < 3000, `metrics answered in ${latencies.join(', ')} ms during the transfer`);
+      // 64 KB TCP super-packets leave as MTU-sized datagrams: nothing is IP-fragmented on the underlay
+      assert.equal(await fragments(), fragmentsBefore, 'IP fragments made or reassembled on the hosts');
       const m = await metrics(c, 'h2');
       assert.ok(metric(m, 'twill_udp_packets_total', 'direction="out"') > 1000, m);
     });
