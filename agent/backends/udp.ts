@@ -1,8 +1,9 @@
 // udp: flannel's user-space backend. A TUN device flannel0 (address
 // subnet.0/32, a route for the whole Network through it, MTU 28 below the
 // underlay) hands every packet for another node's pods to this process,
-// which sends it in a UDP datagram to that node's public IP on Port (8285);
-// datagrams from current peers go back into flannel0. The packets move in
+// which sends it in UDP datagrams to that node's public IP on Port (8285);
+// what current peers send goes back into flannel0 (the wire format is in
+// agent/udp/wire.mjs). The packets move in
 // two worker threads (agent/udp/), so the agent's own event loop never
 // carries them.
 //
