@@ -4,8 +4,8 @@
 // which sends it in UDP datagrams to that node's public IP on Port (8285);
 // what current peers send goes back into flannel0 (the wire format is in
 // agent/udp/wire.mjs). The packets move in
-// two worker threads (agent/udp/), so the agent's own event loop never
-// carries them.
+// a worker thread (agent/udp/), so the agent's own event loop never carries
+// them.
 //
 // The data plane lives in this process, unlike every kernel backend's: it
 // stops while the agent is down. flannel0 is made persistent, so the device,

@@ -1,6 +1,7 @@
 // The main thread's handle on the udp data plane: owns the UDP socket and the
-// TUN descriptor, runs one worker thread per direction, hands them each new
-// forwarding table, and sums their counters. Nothing here touches a packet.
+// TUN descriptor, runs the worker thread that forwards both ways, hands it
+// each new forwarding table, and sums its counters. Nothing here touches a
+// packet.
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../core/log.js';
 import { c, openTun, openUdp, udpOffloads } from './libc.js';
@@ -16,12 +17,12 @@ function spawnWorker(data: WorkerData): Worker {
 }
 
 interface Running {
-  direction: Direction;
   worker: Worker;
-  counters: Float64Array;
+  counters: Record<Direction, Float64Array>;
   exited: Promise<void>;
 }
 
+const DIRECTIONS = ['out', 'in'] as const;
 const zero = (): Record<CounterName, number> => Object.fromEntries(Object.keys(COUNTERS).map((k) => [k, 0])) as Record<CounterName, number>;
 
 export class Forwarder {
@@ -33,7 +34,7 @@ export class Forwarder {
   private table: TableMessage;
   /** counts of workers that have stopped, so totals survive a reattach */
   private readonly past: Counters = { out: zero(), in: zero() };
-  /** set when a worker died: the next ensureTun() starts them again */
+  /** set when the worker died: the next attach() starts it again */
   private broken = false;
 
   constructor(
@@ -56,29 +57,29 @@ export class Forwarder {
     return this.tunFd >= 0 && !this.broken;
   }
 
-  /** (Re)attaches to the TUN device and (re)starts the workers on it. */
+  /** (Re)attaches to the TUN device and (re)starts the worker on it. */
   async attach(): Promise<void> {
     await this.stopWorkers();
     if (this.tunFd >= 0) c.close(this.tunFd);
     this.tunFd = -1;
     this.tunFd = openTun(this.tunName);
     this.broken = false;
-    for (const direction of ['out', 'in'] as const) this.running.push(this.start(direction));
+    this.running.push(this.start());
   }
 
-  private start(direction: Direction): Running {
-    const counters = new SharedArrayBuffer(COUNTER_SLOTS * 8);
-    const worker = spawnWorker({ direction, tunFd: this.tunFd, udpFd: this.udpFd, control: this.control.buffer as SharedArrayBuffer, counters, table: this.table, segment: this.segment, gso: this.gso });
+  private start(): Running {
+    const counters = { out: new SharedArrayBuffer(COUNTER_SLOTS * 8), in: new SharedArrayBuffer(COUNTER_SLOTS * 8) };
+    const worker = spawnWorker({ tunFd: this.tunFd, udpFd: this.udpFd, control: this.control.buffer as SharedArrayBuffer, counters, table: this.table, segment: this.segment, gso: this.gso });
     const exited = new Promise<void>((resolve) => {
       worker.once('exit', () => resolve());
       worker.once('error', (e) => {
-        this.log.error('udp forwarding worker failed; restarting it at the next reconcile', { direction, reason: e.message });
+        this.log.error('udp forwarding worker failed; restarting it at the next reconcile', { reason: e.message });
         this.broken = true;
         resolve();
       });
     });
     worker.unref();
-    return { direction, worker, counters: new Float64Array(counters), exited };
+    return { worker, counters: { out: new Float64Array(counters.out), in: new Float64Array(counters.in) }, exited };
   }
 
   private post(msg: WorkerMessage): void {
@@ -87,7 +88,7 @@ export class Forwarder {
     Atomics.notify(this.control, GEN);
   }
 
-  /** Gives the workers a new table; takes effect before their next packet. */
+  /** Gives the worker a new table; takes effect before its next packet. */
   update(table: TableMessage): void {
     this.table = table;
     this.post({ type: 'table', table });
@@ -98,7 +99,7 @@ export class Forwarder {
     this.post({ type: 'stop' });
     await Promise.all(this.running.map((r) => Promise.race([r.exited, new Promise((res) => setTimeout(res, 2000))])));
     for (const r of this.running) {
-      for (const k of Object.keys(COUNTERS) as CounterName[]) this.past[r.direction][k] += r.counters[COUNTERS[k]] ?? 0;
+      for (const dir of DIRECTIONS) for (const k of Object.keys(COUNTERS) as CounterName[]) this.past[dir][k] += r.counters[dir][COUNTERS[k]] ?? 0;
       await r.worker.terminate().catch(() => {});
     }
     this.running = [];
@@ -106,7 +107,7 @@ export class Forwarder {
 
   counters(): Counters {
     const out: Counters = { out: { ...this.past.out }, in: { ...this.past.in } };
-    for (const r of this.running) for (const k of Object.keys(COUNTERS) as CounterName[]) out[r.direction][k] += r.counters[COUNTERS[k]] ?? 0;
+    for (const r of this.running) for (const dir of DIRECTIONS) for (const k of Object.keys(COUNTERS) as CounterName[]) out[dir][k] += r.counters[dir][COUNTERS[k]] ?? 0;
     return out;
   }
 

@@ -13,13 +13,12 @@ export interface TableMessage {
 }
 
 export interface WorkerData {
-  direction: Direction;
   tunFd: number;
   udpFd: number;
   /** Int32Array view: [GEN] bumped by the main thread when a message waits */
   control: SharedArrayBuffer;
-  /** Float64Array view, indexed by COUNTERS */
-  counters: SharedArrayBuffer;
+  /** per direction, a Float64Array view indexed by COUNTERS */
+  counters: Record<Direction, SharedArrayBuffer>;
   table: TableMessage;
   /** UDP payload bytes per datagram on the underlay (the underlay MTU less 28) */
   segment: number;
