@@ -20,6 +20,7 @@ import type { Lease } from '../../core/lease.js';
 import { readLinks, reconcile, type DeviceSpec, type Ownership } from '../kernel/index.js';
 import { Forwarder, type CounterName } from '../udp/forwarder.js';
 import type { TableMessage } from '../udp/worker.mjs';
+import { MAX_UDP_PAYLOAD } from '../udp/wire.mjs';
 import type { Backend, BackendContext } from './backend.js';
 
 export const UDP_DEVICE = 'flannel0';
@@ -95,8 +96,9 @@ export async function udpBackend(ctx: BackendContext): Promise<Backend> {
   const port = (ctx.config.Backend as UdpBackend).Port;
   const mtu = ext.iface.mtu - UDP_OVERHEAD;
   // Binding first: a port in use (flannel still running) stops the agent with the reason.
-  // Each datagram fills the underlay MTU: the TUN's MTU is exactly the UDP payload that fits.
-  const fwd = new Forwarder(UDP_DEVICE, v4(local), port, mtu, ctx.log);
+  // Each datagram fills the underlay MTU: the TUN's MTU is exactly the UDP
+  // payload that fits (up to the largest datagram there is: lo's MTU is 64 KB).
+  const fwd = new Forwarder(UDP_DEVICE, v4(local), port, Math.min(mtu, MAX_UDP_PAYLOAD), ctx.log);
   let attachedIndex: number | undefined;
   let savedText = ctx.state.get(STATE_KEY);
   let saved: Saved | undefined;
