@@ -9,24 +9,16 @@
 // per network namespace). It stays down and carries nothing of twill's:
 // packets for our public IP match flannel.ipip, the more specific tunnel.
 import type { IpipBackend, NetConf } from '../../core/config.js';
-import { formatIP, parseCidr, parseIP } from '../../core/cidr.js';
-import { TwillError } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
 import { connectedPrefixes, isOnLink } from '../iface.js';
-import { readLinks, type DeviceSpec } from '../kernel/index.js';
+import type { DeviceSpec } from '../kernel/index.js';
+import { ipv4Underlay, refuseForeignDevice, subnetBase } from './common.js';
 import type { Backend, BackendContext } from './backend.js';
 import { PeerSync, type PeerEntries } from './peer-sync.js';
 
 export const IPIP_DEVICE = 'flannel.ipip';
 /** the outer IPv4 header */
 const IPIP_OVERHEAD = 20;
-
-/** The network address of a subnet: flannel's address for it on the tunnel device. */
-function subnetBase(subnet: string): string {
-  const c = parseCidr(subnet, true);
-  if (!c) throw new Error(`not a subnet: ${subnet}`);
-  return formatIP(c.family, c.ip);
-}
 
 /** Turns the kernel's terse refusal into what to do about it. */
 function explain(error: string): string {
@@ -38,23 +30,8 @@ function explain(error: string): string {
 
 export async function ipipBackend(ctx: BackendContext): Promise<Backend> {
   const ext = ctx.external;
-  const local = ext.publicIP;
-  if (!local) throw new TwillError('NoPublicIP', `ipip needs an IPv4 address on ${ext.iface.name} or --public-ip`);
-  if (parseIP(local)?.family !== 4) {
-    throw new TwillError('IPv4Only', `ipip carries IPv4 over IPv4 only, and the public IP ${local} is not IPv4: give --public-ip an IPv4 address, or use vxlan for an IPv6 underlay`);
-  }
-  if (ctx.config.EnableIPv6) {
-    throw new TwillError('IPv4Only', 'ipip carries IPv4 only: set EnableIPv6 to false, or use vxlan for IPv6 pod networks');
-  }
-  // The kernel layer would only report a device in the way on every pass;
-  // one that is not ipip is someone else's, so refuse to start, saying why.
-  const existing = (await readLinks()).find((l) => l.name === IPIP_DEVICE);
-  if (existing && existing.link?.kind !== 'ipip') {
-    throw new TwillError(
-      'DeviceInUse',
-      `a ${existing.kind ?? 'plain'} device named ${IPIP_DEVICE} exists and is not an ipip tunnel: twill leaves it alone and cannot run the ipip backend beside it; remove or rename it (ip link del ${IPIP_DEVICE}) if nothing needs it`,
-    );
-  }
+  const local = ipv4Underlay(ctx, 'ipip');
+  await refuseForeignDevice(IPIP_DEVICE, 'ipip', 'an ipip tunnel', 'ipip');
   const mtu = ext.iface.mtu - IPIP_OVERHEAD;
   const sync = new PeerSync({ devices: [{ name: IPIP_DEVICE, kind: 'ipip' }] }, ctx.log);
 

@@ -26,11 +26,12 @@ import { createHash } from 'node:crypto';
 import { DEFAULT_ESP_PROPOSAL, SECRET_MASK, type IpsecBackend, type NetConf } from '../../core/config.js';
 import { contains, parseCidr, parseIP } from '../../core/cidr.js';
 import { parseDuration } from '../../core/duration.js';
-import { TwillError, errorMessage } from '../../core/errors.js';
+import { errorMessage } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
 import { Charon } from '../ipsec/charon.js';
 import type { ViciMessage } from '../ipsec/vici.js';
 import { deletePolicy, readPolicies, updatePolicy, type XfrmPolicy } from '../ipsec/xfrm.js';
+import { ipv4Underlay } from './common.js';
 import type { Backend, BackendContext } from './backend.js';
 
 /** ESP in tunnel mode: outer IPv4 header, ESP header and IV, padding, trailer, ICV. */
@@ -68,12 +69,7 @@ interface Desired {
 
 export async function ipsecBackend(ctx: BackendContext): Promise<Backend> {
   const ext = ctx.external;
-  const local = ext.publicIP;
-  if (!local) throw new TwillError('NoPublicIP', `ipsec needs an IPv4 address on ${ext.iface.name} or --public-ip`);
-  if (v4(local) === undefined) {
-    throw new TwillError('IPv4Only', `ipsec tunnels IPv4 over IPv4 only, and the public IP ${local} is not IPv4: give --public-ip an IPv4 address`);
-  }
-  if (ctx.config.EnableIPv6) throw new TwillError('IPv4Only', 'ipsec carries IPv4 only: set EnableIPv6 to false');
+  const local = ipv4Underlay(ctx, 'ipsec', '');
   let udpEncap = (ctx.config.Backend as IpsecBackend).UDPEncap;
   const rekey = rekeyTimes();
   const charon = new Charon(ctx.state.dir, ctx.log);

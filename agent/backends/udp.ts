@@ -15,12 +15,13 @@
 import { readFileSync } from 'node:fs';
 import type { NetConf, UdpBackend } from '../../core/config.js';
 import { parseCidr, parseIP } from '../../core/cidr.js';
-import { TwillError, errorMessage } from '../../core/errors.js';
+import { errorMessage } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
-import { readLinks, reconcile, type DeviceSpec, type Ownership } from '../kernel/index.js';
+import { reconcile, type DeviceSpec, type Ownership } from '../kernel/index.js';
 import { Forwarder, type CounterName } from '../udp/forwarder.js';
 import type { TableMessage } from '../udp/worker.mjs';
 import { MAX_UDP_PAYLOAD } from '../udp/wire.mjs';
+import { ipv4Underlay, refuseForeignDevice, subnetBase } from './common.js';
 import type { Backend, BackendContext } from './backend.js';
 
 export const UDP_DEVICE = 'flannel0';
@@ -80,19 +81,8 @@ function ifindex(name: string): number | undefined {
 
 export async function udpBackend(ctx: BackendContext): Promise<Backend> {
   const ext = ctx.external;
-  const local = ext.publicIP;
-  if (!local) throw new TwillError('NoPublicIP', `udp needs an IPv4 address on ${ext.iface.name} or --public-ip`);
-  if (parseIP(local)?.family !== 4) {
-    throw new TwillError('IPv4Only', `udp carries IPv4 over IPv4 only, and the public IP ${local} is not IPv4: give --public-ip an IPv4 address, or use vxlan for an IPv6 underlay`);
-  }
-  if (ctx.config.EnableIPv6) throw new TwillError('IPv4Only', 'udp carries IPv4 only: set EnableIPv6 to false, or use vxlan for IPv6 pod networks');
-  const existing = (await readLinks()).find((l) => l.name === UDP_DEVICE);
-  if (existing && existing.link?.kind !== 'tun') {
-    throw new TwillError(
-      'DeviceInUse',
-      `a ${existing.kind ?? 'plain'} device named ${UDP_DEVICE} exists and is not a TUN device: twill leaves it alone and cannot run the udp backend beside it; remove or rename it (ip link del ${UDP_DEVICE}) if nothing needs it`,
-    );
-  }
+  const local = ipv4Underlay(ctx, 'udp');
+  const existing = await refuseForeignDevice(UDP_DEVICE, 'tun', 'a TUN device', 'udp');
   const port = (ctx.config.Backend as UdpBackend).Port;
   const mtu = ext.iface.mtu - UDP_OVERHEAD;
   // Binding first: a port in use (flannel still running) stops the agent with the reason.
@@ -154,7 +144,7 @@ export async function udpBackend(ctx: BackendContext): Promise<Backend> {
       const b = config.Backend as UdpBackend;
       if (b.Port !== port) errors.push(`udp: Port changed from ${port} to ${b.Port}: restart the agent to listen on the new port`);
       if (!changed) {
-        const device: DeviceSpec = { name: UDP_DEVICE, link: { kind: 'tun' }, mtu, addresses: [`${own.subnet.split('/')[0]}/32`], up: true };
+        const device: DeviceSpec = { name: UDP_DEVICE, link: { kind: 'tun' }, mtu, addresses: [`${subnetBase(own.subnet)}/32`], up: true };
         const report = await reconcile({ devices: [device], routes: [{ dst: config.Network, dev: UDP_DEVICE }] }, OWNERSHIP);
         errors.push(
           ...report.failures.map((f) => `${f.tool} ${f.command}: ${f.error}`),

@@ -5,11 +5,12 @@
 // its public IP instead, decided afresh on every pass.
 import { randomBytes } from 'node:crypto';
 import type { NetConf, VxlanBackend } from '../../core/config.js';
-import { formatIP, parseCidr, parseIP } from '../../core/cidr.js';
+import { parseIP } from '../../core/cidr.js';
 import { TwillError } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
 import { connectedPrefixes, isOnLink } from '../iface.js';
 import type { DeviceSpec } from '../kernel/index.js';
+import { subnetBase } from './common.js';
 import type { Backend, BackendContext } from './backend.js';
 import { PeerSync, type PeerEntries } from './peer-sync.js';
 
@@ -25,13 +26,6 @@ export function vtepMac(ctx: BackendContext, vni: number): string {
   const mac = [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
   ctx.state.set(key, mac);
   return mac;
-}
-
-/** The network address of a subnet: flannel's gateway for it on the vxlan device. */
-function subnetBase(subnet: string): string {
-  const c = parseCidr(subnet, true);
-  if (!c) throw new Error(`not a subnet: ${subnet}`);
-  return formatIP(c.family, c.ip);
 }
 
 export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {

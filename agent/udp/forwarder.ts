@@ -27,13 +27,13 @@ const zero = (): Record<CounterName, number> => Object.fromEntries(Object.keys(C
 
 export class Forwarder {
   private readonly control = new Int32Array(new SharedArrayBuffer(4));
-  private running: Running[] = [];
+  private running?: Running;
   private tunFd = -1;
   private readonly udpFd: number;
   private readonly gso: boolean;
   private table: TableMessage;
-  /** counts of workers that have stopped, so totals survive a reattach */
-  private readonly past: Counters = { out: zero(), in: zero() };
+  /** counts of the workers that have stopped, so totals survive a reattach */
+  private past: Counters = { out: zero(), in: zero() };
   /** set when the worker died: the next attach() starts it again */
   private broken = false;
 
@@ -59,12 +59,12 @@ export class Forwarder {
 
   /** (Re)attaches to the TUN device and (re)starts the worker on it. */
   async attach(): Promise<void> {
-    await this.stopWorkers();
+    await this.stopWorker();
     if (this.tunFd >= 0) c.close(this.tunFd);
     this.tunFd = -1;
     this.tunFd = openTun(this.tunName);
     this.broken = false;
-    this.running.push(this.start());
+    this.running = this.start();
   }
 
   private start(): Running {
@@ -83,7 +83,7 @@ export class Forwarder {
   }
 
   private post(msg: WorkerMessage): void {
-    for (const r of this.running) r.worker.postMessage(msg);
+    this.running?.worker.postMessage(msg);
     Atomics.add(this.control, GEN, 1);
     Atomics.notify(this.control, GEN);
   }
@@ -94,25 +94,25 @@ export class Forwarder {
     this.post({ type: 'table', table });
   }
 
-  private async stopWorkers(): Promise<void> {
-    if (!this.running.length) return;
+  private async stopWorker(): Promise<void> {
+    const r = this.running;
+    if (!r) return;
     this.post({ type: 'stop' });
-    await Promise.all(this.running.map((r) => Promise.race([r.exited, new Promise((res) => setTimeout(res, 2000))])));
-    for (const r of this.running) {
-      for (const dir of DIRECTIONS) for (const k of Object.keys(COUNTERS) as CounterName[]) this.past[dir][k] += r.counters[dir][COUNTERS[k]] ?? 0;
-      await r.worker.terminate().catch(() => {});
-    }
-    this.running = [];
+    await Promise.race([r.exited, new Promise((res) => setTimeout(res, 2000))]);
+    this.past = this.counters();
+    this.running = undefined;
+    await r.worker.terminate().catch(() => {});
   }
 
   counters(): Counters {
     const out: Counters = { out: { ...this.past.out }, in: { ...this.past.in } };
-    for (const r of this.running) for (const dir of DIRECTIONS) for (const k of Object.keys(COUNTERS) as CounterName[]) out[dir][k] += r.counters[dir][COUNTERS[k]] ?? 0;
+    const r = this.running;
+    if (r) for (const dir of DIRECTIONS) for (const k of Object.keys(COUNTERS) as CounterName[]) out[dir][k] += r.counters[dir][COUNTERS[k]] ?? 0;
     return out;
   }
 
   async close(): Promise<void> {
-    await this.stopWorkers();
+    await this.stopWorker();
     if (this.tunFd >= 0) c.close(this.tunFd);
     this.tunFd = -1;
     c.close(this.udpFd);

@@ -182,8 +182,10 @@ function run(d) {
   setIov(msg.u32, 2, ctl.addr, 0); // msg_control; msg_controllen is set before each call
   const outIov = pinned((Math.ceil(RX / (HEADER + 1)) + 1) * 16);
   const reassembler = new Reassembler();
+  // The reassembler's buffers are few and reused (each its own ArrayBuffer, at offset 0): their addresses are looked up once.
   const addressOf = new WeakMap();
-  const addrOf = (buf) => {
+  const addrOf = (view) => {
+    const buf = view.buffer;
     let a = addressOf.get(buf);
     if (a === undefined) addressOf.set(buf, (a = Number(koffi.address(buf))));
     return a;

@@ -1,0 +1,44 @@
+// Start-up checks and helpers that several backends share.
+import { formatIP, parseCidr, parseIP } from '../../core/cidr.js';
+import { TwillError } from '../../core/errors.js';
+import { readLinks } from '../kernel/index.js';
+import type { BackendContext } from './backend.js';
+
+/** The network address of a subnet: flannel's address for it on an overlay device, and its gateway. */
+export function subnetBase(subnet: string): string {
+  const c = parseCidr(subnet, true);
+  if (!c) throw new Error(`not a subnet: ${subnet}`);
+  return formatIP(c.family, c.ip);
+}
+
+/**
+ * The public IPv4 address of a backend that carries IPv4 over IPv4 only
+ * (ipip, ipsec, udp); refuses, saying what to do instead, an IPv6 public
+ * address or an IPv6 pod network.
+ */
+export function ipv4Underlay(ctx: BackendContext, backend: string, instead = ', or use vxlan'): string {
+  const ext = ctx.external;
+  const local = ext.publicIP;
+  if (!local) throw new TwillError('NoPublicIP', `${backend} needs an IPv4 address on ${ext.iface.name} or --public-ip`);
+  if (parseIP(local)?.family !== 4) {
+    throw new TwillError('IPv4Only', `${backend} carries IPv4 over IPv4 only, and the public IP ${local} is not IPv4: give --public-ip an IPv4 address${instead ? `${instead} for an IPv6 underlay` : ''}`);
+  }
+  if (ctx.config.EnableIPv6) throw new TwillError('IPv4Only', `${backend} carries IPv4 only: set EnableIPv6 to false${instead ? `${instead} for IPv6 pod networks` : ''}`);
+  return local;
+}
+
+/**
+ * Refuses to start beside a device of our name that is of another kind: it
+ * is someone else's, and the kernel layer would only report it in the way on
+ * every pass. Returns the device when it is ours to reuse.
+ */
+export async function refuseForeignDevice(name: string, kind: string, what: string, backend: string): Promise<Awaited<ReturnType<typeof readLinks>>[number] | undefined> {
+  const existing = (await readLinks()).find((l) => l.name === name);
+  if (existing && existing.link?.kind !== kind) {
+    throw new TwillError(
+      'DeviceInUse',
+      `a ${existing.kind ?? 'plain'} device named ${name} exists and is not ${what}: twill leaves it alone and cannot run the ${backend} backend beside it; remove or rename it (ip link del ${name}) if nothing needs it`,
+    );
+  }
+  return existing;
+}
