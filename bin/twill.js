@@ -1,7 +1,17 @@
 #!/usr/bin/env node
-// The twill command. Sources are TypeScript, loaded through tsx so that there
-// is no build step between a checkout and a running controller or agent.
-import { register } from 'tsx/esm/api';
-register();
-const { main } = await import('../cli/main.ts');
+// The twill command runs the JavaScript that `npm run build` writes to dist/
+// (npm start, npm test and CI build first), so a command starts without
+// compiling anything. A checkout that was never built falls back to the
+// TypeScript sources through tsx, which is slower to start.
+import { existsSync } from 'node:fs';
+
+const built = new URL('../dist/cli/main.js', import.meta.url);
+let main;
+if (existsSync(built)) {
+  ({ main } = await import(built.href));
+} else {
+  const { register } = await import('tsx/esm/api');
+  register();
+  ({ main } = await import('../cli/main.ts'));
+}
 process.exitCode = await main(process.argv.slice(2));

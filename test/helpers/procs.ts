@@ -96,3 +96,6 @@ export async function runTwill(args: string[], env?: NodeJS.ProcessEnv): Promise
   const code = await new Promise<number | null>((r) => child.once('exit', r));
   return { code, stdout, stderr };
 }
+
+/** Sample cloud events in the clouds' documented shapes, in shared/ beside the checkout. */
+export const EVENT_FIXTURES = join(ROOT, '..', 'shared', 'fixtures', 'events');

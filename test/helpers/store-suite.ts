@@ -5,14 +5,14 @@
 // own network and node names, so a shared backing table does no harm.
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseCidr } from '../core/cidr.js';
-import { parseNetConf, type NetConf } from '../core/config.js';
-import { ConflictError } from '../core/errors.js';
-import { leasesHash, type Lease, type NewLease } from '../core/lease.js';
-import { silentLogger } from '../core/log.js';
-import { Topics } from '../core/topics.js';
-import { Controller } from '../functions/controller.js';
-import type { Store } from '../functions/store/store.js';
+import { parseCidr } from '../../core/cidr.js';
+import { parseNetConf, type NetConf } from '../../core/config.js';
+import { ConflictError } from '../../core/errors.js';
+import { leasesHash, type Lease, type NewLease } from '../../core/lease.js';
+import { silentLogger } from '../../core/log.js';
+import { Topics } from '../../core/topics.js';
+import { Controller } from '../../functions/controller.js';
+import type { Store } from '../../functions/store/store.js';
 
 export interface OpenedStore {
   store: Store;

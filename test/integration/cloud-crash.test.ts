@@ -17,7 +17,7 @@ import { reconcileNetwork } from '../../functions/routes.js';
 import { SqliteStore } from '../../functions/store/sqlite.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { ROOT, removeTempDirs, tempDir } from '../helpers/procs.js';
-import { CountingPublisher, FAKE_CREDENTIALS } from './helpers.js';
+import { CountingPublisher, FAKE_CREDENTIALS } from '../helpers/clouds.js';
 
 const CHILD = `
   const m = (p) => import(new URL(p, process.env.TWILL_ROOT_URL).href);

@@ -11,9 +11,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GSI1, TTL_ATTRIBUTE, tableDefinition } from '../functions/store/dynamo.js';
-import { TABLE_SCHEMA } from '../infra/schema.js';
-import { ROOT, removeTempDirs, tempDir } from './helpers/procs.js';
+import { GSI1, TTL_ATTRIBUTE, tableDefinition } from '../../functions/store/dynamo.js';
+import { TABLE_SCHEMA } from '../../infra/schema.js';
+import { ROOT, removeTempDirs, tempDir } from '../helpers/procs.js';
 
 const TSC = join(ROOT, 'node_modules/typescript/bin/tsc');
 const SST_ENV = {

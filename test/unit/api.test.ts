@@ -2,14 +2,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { silentLogger } from '../core/log.js';
-import { Topics } from '../core/topics.js';
-import { handleApi, type ApiDeps } from '../functions/api.js';
-import { Controller } from '../functions/controller.js';
-import { verifyPassword } from '../functions/credentials.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
-import { removeTempDirs, tempDir } from './helpers/procs.js';
-import { RecordingPublisher } from './helpers/recording-publisher.js';
+import { silentLogger } from '../../core/log.js';
+import { Topics } from '../../core/topics.js';
+import { handleApi, type ApiDeps } from '../../functions/api.js';
+import { Controller } from '../../functions/controller.js';
+import { verifyPassword } from '../../functions/credentials.js';
+import { SqliteStore } from '../../functions/store/sqlite.js';
+import { removeTempDirs, tempDir } from '../helpers/procs.js';
+import { RecordingPublisher } from '../helpers/recording-publisher.js';
 
 const TOKEN = 'admin-token-for-tests-0123456789';
 

@@ -6,17 +6,17 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CANDIDATES } from '../core/allocator.js';
-import { parseCidr, subnetStep } from '../core/cidr.js';
-import { parseNetConf, subnetRanges } from '../core/config.js';
-import { OutOfSubnetsError, TwillError } from '../core/errors.js';
-import { leasesHash } from '../core/lease.js';
-import { silentLogger } from '../core/log.js';
-import type { NodeLeaseMessage } from '../core/messages.js';
-import { Topics } from '../core/topics.js';
-import { Controller, type ControllerOptions } from '../functions/controller.js';
-import { RecordingPublisher } from './helpers/recording-publisher.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
+import { CANDIDATES } from '../../core/allocator.js';
+import { parseCidr, subnetStep } from '../../core/cidr.js';
+import { parseNetConf, subnetRanges } from '../../core/config.js';
+import { OutOfSubnetsError, TwillError } from '../../core/errors.js';
+import { leasesHash } from '../../core/lease.js';
+import { silentLogger } from '../../core/log.js';
+import type { NodeLeaseMessage } from '../../core/messages.js';
+import { Topics } from '../../core/topics.js';
+import { Controller, type ControllerOptions } from '../../functions/controller.js';
+import { RecordingPublisher } from '../helpers/recording-publisher.js';
+import { SqliteStore } from '../../functions/store/sqlite.js';
 
 
 const topics = new Topics();

@@ -7,7 +7,7 @@ import { ROUTE_DESCRIPTION } from '../../functions/clouds/cloud.js';
 import { AliCloud } from '../../functions/clouds/ali.js';
 import { FakeAli } from '../fakes/ali.js';
 import { removeTempDirs } from '../helpers/procs.js';
-import { FAKE_CREDENTIALS, callsSince, subnetOf, world, type World } from './helpers.js';
+import { FAKE_CREDENTIALS, callsSince, subnetOf, world, type World } from '../helpers/clouds.js';
 
 after(() => removeTempDirs());
 

@@ -12,15 +12,15 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseNetConf } from '../core/config.js';
-import { addNode } from '../functions/admin.js';
-import { handler as authorizerHandler } from '../functions/handlers/authorizer.js';
-import { handler as iotHandler } from '../functions/handlers/iot.js';
-import { runtime } from '../functions/handlers/runtime.js';
-import { startFakeIotCore, type FakeIotCore } from './fakes/iot-core.js';
-import { startAgent, subnetOf, type AgentProc } from './helpers/cluster.js';
-import { removeTempDirs, tempDir, waitFor } from './helpers/procs.js';
-import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from './helpers/serverless.js';
+import { parseNetConf } from '../../core/config.js';
+import { addNode } from '../../functions/admin.js';
+import { handler as authorizerHandler } from '../../functions/handlers/authorizer.js';
+import { handler as iotHandler } from '../../functions/handlers/iot.js';
+import { runtime } from '../../functions/handlers/runtime.js';
+import { startFakeIotCore, type FakeIotCore } from '../fakes/iot-core.js';
+import { startAgent, subnetOf, type AgentProc } from '../helpers/cluster.js';
+import { removeTempDirs, tempDir, waitFor } from '../helpers/procs.js';
+import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from '../helpers/serverless.js';
 
 describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
   let dir: string;

@@ -6,16 +6,16 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { parseNetConf } from '../core/config.js';
-import { silentLogger } from '../core/log.js';
-import type { Lease } from '../core/lease.js';
-import { Topics } from '../core/topics.js';
-import { Controller } from '../functions/controller.js';
-import { IotPublisher } from '../functions/publish/iot.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
-import { startFakeIotData, type FakeIotData } from './fakes/iot-data.js';
-import { startMosquitto } from './helpers/mosquitto.js';
-import { removeTempDirs, tempDir, waitFor, type Proc } from './helpers/procs.js';
+import { parseNetConf } from '../../core/config.js';
+import { silentLogger } from '../../core/log.js';
+import type { Lease } from '../../core/lease.js';
+import { Topics } from '../../core/topics.js';
+import { Controller } from '../../functions/controller.js';
+import { IotPublisher } from '../../functions/publish/iot.js';
+import { SqliteStore } from '../../functions/store/sqlite.js';
+import { startFakeIotData, type FakeIotData } from '../fakes/iot-data.js';
+import { startMosquitto } from '../helpers/mosquitto.js';
+import { removeTempDirs, tempDir, waitFor, type Proc } from '../helpers/procs.js';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 

@@ -3,11 +3,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { readSubnetEnv } from '../agent/subnet-env.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
-import { Topics } from '../core/topics.js';
-import { addNode, metric, startAgent, startController, subnetOf, writeNetConf, type AgentProc, type ControllerProc } from './helpers/cluster.js';
-import { removeTempDirs, runTwill, tempDir, waitFor } from './helpers/procs.js';
+import { readSubnetEnv } from '../../agent/subnet-env.js';
+import { SqliteStore } from '../../functions/store/sqlite.js';
+import { Topics } from '../../core/topics.js';
+import { addNode, metric, startAgent, startController, subnetOf, writeNetConf, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
+import { removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
 
 const topics = new Topics();
 
@@ -241,7 +241,7 @@ describe('controller and agents over MQTT', () => {
   test('changing a network\'s backend type once it has leases is refused', async () => {
     const vx = await writeNetConf(dir, 'vx', { Network: '10.20.0.0/16', Backend: { Type: 'vxlan' } });
     await ctl.kill();
-    const p = await import('./helpers/procs.js');
+    const p = await import('../helpers/procs.js');
     const r = p.startProc(['controller', '--data-dir', ctl.dataDir, '--listen', '127.0.0.1:0', '--network', `blue=${vx}`]);
     const code = await r.exited;
     assert.equal(code, 1);

@@ -1,7 +1,7 @@
 // External interface selection, as flannel does it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { findExternal, type Interface } from '../agent/iface.js';
+import { findExternal, type Interface } from '../../agent/iface.js';
 
 const ifaces: Interface[] = [
   { name: 'lo', mtu: 65536, addresses: ['127.0.0.1'], up: true },

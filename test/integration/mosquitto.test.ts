@@ -4,11 +4,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { Topics } from '../core/topics.js';
-import { readSubnetEnv } from '../agent/subnet-env.js';
-import { addNode, metric, startAgent, startController, subnetOf, writeNetConf, type AgentProc, type ControllerProc } from './helpers/cluster.js';
-import { startMosquitto } from './helpers/mosquitto.js';
-import { removeTempDirs, runTwill, tempDir, waitFor, type Proc } from './helpers/procs.js';
+import { Topics } from '../../core/topics.js';
+import { readSubnetEnv } from '../../agent/subnet-env.js';
+import { addNode, metric, startAgent, startController, subnetOf, writeNetConf, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
+import { startMosquitto } from '../helpers/mosquitto.js';
+import { removeTempDirs, runTwill, tempDir, waitFor, type Proc } from '../helpers/procs.js';
 
 const topics = new Topics();
 

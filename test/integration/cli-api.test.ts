@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { Topics } from '../core/topics.js';
-import { startController, writeNetConf, type ControllerProc } from './helpers/cluster.js';
-import { freePort, removeTempDirs, runTwill, tempDir, waitFor } from './helpers/procs.js';
+import { Topics } from '../../core/topics.js';
+import { startController, writeNetConf, type ControllerProc } from '../helpers/cluster.js';
+import { freePort, removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
 
 describe('twill CLI with --api', () => {
   let dir: string;

@@ -8,7 +8,7 @@ import { ROUTE_DESCRIPTION, routeName } from '../../functions/clouds/cloud.js';
 import { GceCloud } from '../../functions/clouds/gce.js';
 import { FakeGce } from '../fakes/gce.js';
 import { removeTempDirs } from '../helpers/procs.js';
-import { callsSince, subnetOf, world, type World } from './helpers.js';
+import { callsSince, subnetOf, world, type World } from '../helpers/clouds.js';
 
 after(() => removeTempDirs());
 

@@ -2,8 +2,8 @@
 // `ip xfrm policy`. No root, no charon.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeMessage, encodeMessage, type ViciMessage } from '../agent/ipsec/vici.js';
-import { parsePolicies } from '../agent/ipsec/xfrm.js';
+import { decodeMessage, encodeMessage, type ViciMessage } from '../../agent/ipsec/vici.js';
+import { parsePolicies } from '../../agent/ipsec/xfrm.js';
 
 test('vici messages survive encoding and decoding: keys, lists, nested sections', () => {
   const msg: ViciMessage = {

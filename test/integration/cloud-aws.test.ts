@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { AwsCloud } from '../../functions/clouds/aws.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { removeTempDirs } from '../helpers/procs.js';
-import { FAKE_CREDENTIALS, callsSince, subnetOf, world, type World } from './helpers.js';
+import { FAKE_CREDENTIALS, callsSince, subnetOf, world, type World } from '../helpers/clouds.js';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 after(() => removeTempDirs());

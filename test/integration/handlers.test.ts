@@ -12,28 +12,28 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { SignJWT, exportJWK, generateKeyPair, type JWTPayload } from 'jose';
 import type { IoTCustomAuthorizerEvent, LambdaFunctionURLEvent, LambdaFunctionURLResult, SQSEvent, SQSRecord, ScheduledEvent } from 'aws-lambda';
-import { parseNetConf } from '../core/config.js';
-import type { Lease } from '../core/lease.js';
-import { silentLogger } from '../core/log.js';
-import { agentOptions } from '../agent/config.js';
-import { addNode } from '../functions/admin.js';
-import { handler as apiHandler } from '../functions/handlers/api.js';
-import { handler as authorizerHandler } from '../functions/handlers/authorizer.js';
-import { handler as eventsHandler } from '../functions/handlers/cloud-events.js';
-import { handler as iotHandler } from '../functions/handlers/iot.js';
-import { handler as pushHandler } from '../functions/handlers/push.js';
-import { runtime } from '../functions/handlers/runtime.js';
-import { handler as scheduleHandler, type ScheduleReport } from '../functions/handlers/schedule.js';
-import { FakeAli } from './fakes/ali.js';
-import { FakeEc2 } from './fakes/ec2.js';
-import { FakeGce } from './fakes/gce.js';
-import { freePort, removeTempDirs, startProc, tempDir, waitFor, type Proc } from './helpers/procs.js';
+import { parseNetConf } from '../../core/config.js';
+import type { Lease } from '../../core/lease.js';
+import { silentLogger } from '../../core/log.js';
+import { agentOptions } from '../../agent/config.js';
+import { addNode } from '../../functions/admin.js';
+import { handler as apiHandler } from '../../functions/handlers/api.js';
+import { handler as authorizerHandler } from '../../functions/handlers/authorizer.js';
+import { handler as eventsHandler } from '../../functions/handlers/cloud-events.js';
+import { handler as iotHandler } from '../../functions/handlers/iot.js';
+import { handler as pushHandler } from '../../functions/handlers/push.js';
+import { runtime } from '../../functions/handlers/runtime.js';
+import { handler as scheduleHandler, type ScheduleReport } from '../../functions/handlers/schedule.js';
+import { FakeAli } from '../fakes/ali.js';
+import { FakeEc2 } from '../fakes/ec2.js';
+import { FakeGce } from '../fakes/gce.js';
+import { EVENT_FIXTURES, freePort, removeTempDirs, startProc, tempDir, waitFor, type Proc } from '../helpers/procs.js';
 import {
   ACCOUNT, ADMIN_TOKEN, ALI_PARAM, ALI_TOKEN, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld,
-} from './helpers/serverless.js';
+} from '../helpers/serverless.js';
 
 const MOSQUITTO = '/usr/sbin/mosquitto';
-const FIXTURES = '/work/shared/fixtures/events';
+const FIXTURES = EVENT_FIXTURES;
 const fixture = (name: string): Record<string, unknown> => JSON.parse(readFileSync(join(FIXTURES, name), 'utf8'));
 
 const AUDIENCE = 'https://push.twill.example/gce';

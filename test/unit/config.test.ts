@@ -8,9 +8,9 @@ import { fileURLToPath } from 'node:url';
 import {
   BACKEND_OPTIONS, BACKEND_TYPES, DEFAULT_ESP_PROPOSAL, SECRET_MASK,
   maskSecrets, parseNetConf, publicConfig, subnetRanges, type NetConf,
-} from '../core/config.js';
-import { ConfigError } from '../core/errors.js';
-import { parseIP } from '../core/cidr.js';
+} from '../../core/config.js';
+import { ConfigError } from '../../core/errors.js';
+import { parseIP } from '../../core/cidr.js';
 
 const NO_ENV = {};
 const PSK = 'k'.repeat(96);
@@ -459,7 +459,7 @@ describe('subnetRanges', () => {
 });
 
 describe('twill config check', () => {
-  const root = fileURLToPath(new URL('..', import.meta.url));
+  const root = fileURLToPath(new URL('../..', import.meta.url));
   let dir = '';
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'twill-config-'));

@@ -1,8 +1,8 @@
 // Topic names are a contract with every agent and with AWS IoT Core's limits.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Topics, checkName } from '../core/topics.js';
-import { MAX_PAYLOAD_BYTES, MessageError, helloSchema, parseMessage } from '../core/messages.js';
+import { Topics, checkName } from '../../core/topics.js';
+import { MAX_PAYLOAD_BYTES, MessageError, helloSchema, parseMessage } from '../../core/messages.js';
 
 const longest = 'n'.repeat(63);
 

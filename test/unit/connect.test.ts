@@ -4,9 +4,9 @@
 // SNI, and refusals for what IoT Core would never accept.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { agentOptions } from '../agent/config.js';
-import { brokerConnection } from '../agent/connect.js';
-import { silentLogger } from '../core/log.js';
+import { agentOptions } from '../../agent/config.js';
+import { brokerConnection } from '../../agent/connect.js';
+import { silentLogger } from '../../core/log.js';
 
 const ENDPOINT = 'a1b2c3d4e5f6g7-ats.iot.eu-west-1.amazonaws.com';
 const creds = { username: 'edge-1', password: 'secret-password' };

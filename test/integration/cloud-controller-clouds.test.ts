@@ -11,7 +11,7 @@ import { freePort, removeTempDirs, tempDir, waitFor } from '../helpers/procs.js'
 import { FakeAli } from '../fakes/ali.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { FakeGce } from '../fakes/gce.js';
-import { FAKE_CREDENTIALS, startCloudController } from './helpers.js';
+import { FAKE_CREDENTIALS, startCloudController } from '../helpers/clouds.js';
 
 after(() => removeTempDirs());
 

@@ -1,7 +1,7 @@
 // The udp backend's forwarding table, as its worker threads use it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ForwardingTable, maskOf } from '../agent/udp/worker.mjs';
+import { ForwardingTable, maskOf } from '../../agent/udp/worker.mjs';
 
 const ip = (s: string) => s.split('.').reduce((a, b) => a * 256 + Number(b), 0);
 

@@ -16,9 +16,10 @@ import {
 import { reconcileNetwork } from '../../functions/routes.js';
 import { SqliteStore } from '../../functions/store/sqlite.js';
 import { FakeEc2 } from '../fakes/ec2.js';
-import { FAKE_CREDENTIALS, CountingPublisher } from './helpers.js';
+import { FAKE_CREDENTIALS, CountingPublisher } from '../helpers/clouds.js';
+import { EVENT_FIXTURES } from '../helpers/procs.js';
 
-const FIXTURES = '/work/shared/fixtures/events';
+const FIXTURES = EVENT_FIXTURES;
 const fixture = (name: string): unknown => JSON.parse(readFileSync(`${FIXTURES}/${name}`, 'utf8'));
 const push = (entry: unknown) => ({ message: { data: Buffer.from(JSON.stringify(entry)).toString('base64'), messageId: '1', publishTime: '2026-11-20T10:00:01Z' }, subscription: 'projects/p/subscriptions/twill' });
 const ec2Event = (id: string, state: string) => ({

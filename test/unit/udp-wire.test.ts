@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { HEADER, layout, MAX_PACKET, readHeader, Reassembler, VNET, writeHeader } from '../agent/udp/wire.mjs';
+import { HEADER, layout, MAX_PACKET, readHeader, Reassembler, VNET, writeHeader } from '../../agent/udp/wire.mjs';
 
 /** The datagrams a sender puts on the wire for `packet`, as worker.mjs lays them out. */
 function datagrams(packet: Buffer, segment: number, seq: number): Buffer[] {

@@ -6,15 +6,15 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
-import { parseNetConf } from '../core/config.js';
-import { ConflictError } from '../core/errors.js';
-import { leasesHash, type NewLease } from '../core/lease.js';
-import { silentLogger } from '../core/log.js';
-import { Topics } from '../core/topics.js';
-import { Controller } from '../functions/controller.js';
-import { createTable, DynamoStore, TTL_ATTRIBUTE } from '../functions/store/dynamo.js';
-import { localClientConfig, startFakeDynamo, type FakeDynamo } from './fakes/dynamodb.js';
-import { storeSuite } from './store-suite.js';
+import { parseNetConf } from '../../core/config.js';
+import { ConflictError } from '../../core/errors.js';
+import { leasesHash, type NewLease } from '../../core/lease.js';
+import { silentLogger } from '../../core/log.js';
+import { Topics } from '../../core/topics.js';
+import { Controller } from '../../functions/controller.js';
+import { createTable, DynamoStore, TTL_ATTRIBUTE } from '../../functions/store/dynamo.js';
+import { localClientConfig, startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
+import { storeSuite } from '../helpers/store-suite.js';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 

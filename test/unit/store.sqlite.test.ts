@@ -6,12 +6,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseNetConf } from '../core/config.js';
-import { leasesHash } from '../core/lease.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
-import { storeSuite } from './store-suite.js';
+import { parseNetConf } from '../../core/config.js';
+import { leasesHash } from '../../core/lease.js';
+import { SqliteStore } from '../../functions/store/sqlite.js';
+import { storeSuite } from '../helpers/store-suite.js';
 
-const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const CONF = parseNetConf({ Network: '10.0.0.0/8' }, {});
 
 let dir = '';
