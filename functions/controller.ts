@@ -50,8 +50,12 @@ export class Controller {
   private readonly random: () => number;
   /** Per network, the nodes whose lease topics this controller has published, so a republish can clear the ones that went. */
   private readonly publishedNodes = new Map<string, Set<string>>();
-  /** Told of every network revision this controller published itself. */
-  onPublished: (network: string, revision: number) => void = () => {};
+  /**
+   * Told of every write this controller has published: the write at revision
+   * (or, with upTo, every write up to it, after a whole republish). The sync
+   * loop republishes what it was not told of (functions/sync.ts).
+   */
+  onPublished: (network: string, revision: number, upTo: boolean) => void = () => {};
 
   constructor(
     readonly store: Store,
@@ -273,17 +277,12 @@ export class Controller {
     await this.publisher.publish(this.topics.nodeLease(network, node), JSON.stringify(msg), true);
   }
 
-  /**
-   * ownRevision is the revision of the write just published; when the store is
-   * still there, nothing else changed meanwhile and the sync loop can skip it.
-   * Returns the network as it was read for the manifest.
-   */
-  private async publishManifest(network: string, ownRevision?: number): Promise<NetworkRecord | undefined> {
+  /** Returns the network as it was read for the manifest. */
+  private async publishManifest(network: string): Promise<NetworkRecord | undefined> {
     const net = await this.store.getNetwork(network);
     if (!net) return undefined;
     const manifest = { v: 1, revision: net.revision, count: net.leaseCount, hash: net.leaseHash };
     await this.publisher.publish(this.topics.netManifest(network), JSON.stringify(manifest), true);
-    if (net.revision === ownRevision) this.onPublished(network, net.revision);
     return net;
   }
 
@@ -314,15 +313,19 @@ export class Controller {
    * published once more until the two agree.
    */
   private async publishNode(network: string, node: string, lease: Lease | null, revision: number, config?: NetConf): Promise<void> {
+    // the write whose publication this round completes; unknown for a removal found on a re-read
+    let written: number | undefined = revision;
     for (let round = 0; round < PUBLISH_ROUNDS; round++) {
       // (config comes with every lease: from the caller, then from the network read below)
       if (lease && config) await this.publishLeaseOnly(lease, config);
       else await this.clearLeaseTopics(network, node);
-      const net = await this.publishManifest(network, revision);
+      if (written !== undefined) this.onPublished(network, written, false);
+      const net = await this.publishManifest(network);
       if (!net || net.revision === revision) return;
       const now = (await this.store.getLease(network, node)) ?? null;
       if (now?.revision === lease?.revision) return;
       lease = now;
+      written = now?.revision;
       revision = net.revision;
       config = net.config;
     }
@@ -350,7 +353,8 @@ export class Controller {
       const own: NodeLeaseMessage = { v: 1, lease, config: net.config };
       await this.publisher.publish(this.topics.nodeLease(net.name, lease.node), JSON.stringify(own), true);
     }
-    await this.publishManifest(net.name, net.revision);
+    this.onPublished(net.name, net.revision, false);
+    await this.publishManifest(net.name);
   }
 
   /**
@@ -369,8 +373,11 @@ export class Controller {
       // Leases another writer removed (the CLI, or a peer controller) leave retained topics behind.
       for (const node of [...this.published(net.name)]) if (!present.has(node)) await this.clearLeaseTopics(net.name, node);
       for (const lease of leases) await this.publishLeaseOnly(lease, net.config);
-      const after = await this.publishManifest(net.name, net.revision);
-      if (!after || after.revision === net.revision) return;
+      const after = await this.publishManifest(net.name);
+      if (!after || after.revision === net.revision) {
+        this.onPublished(net.name, net.revision, true);
+        return;
+      }
     }
   }
 

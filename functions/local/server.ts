@@ -17,6 +17,7 @@ import { Topics } from '../../core/topics.js';
 import { backendTypesOf, type Cloud, type CloudKind } from '../clouds/cloud.js';
 import { createCloud, type CloudOptions } from '../clouds/index.js';
 import { handleApi, type ApiDeps } from '../api.js';
+import { Sync } from '../sync.js';
 import { Controller } from '../controller.js';
 import { reconcileNetwork, type ReconcileReport } from '../routes.js';
 import { AedesPublisher } from '../publish/aedes.js';
@@ -115,7 +116,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
   try {
     let url: string;
     let controller: Controller;
-    const published = new Map<string, number>();
+    let sync: Sync | undefined;
     // Messages are handled one at a time: each is a short store transaction,
     // and order per node is what agents expect.
     let queue = Promise.resolve();
@@ -133,7 +134,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       });
       cleanups.push(() => client.endAsync());
       controller = new Controller(store, new MqttPublisher(client), { topics, log, leaseTtlMs: opts.leaseTtlMs });
-      controller.onPublished = (network, revision) => published.set(network, revision);
+      sync = new Sync(controller, store);
       const stale = await collectRetained(client, [topics.allNetLeases(), topics.allNodeLeases()], 500);
       for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
       await controller.republishAll();
@@ -146,7 +147,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       const broker: Aedes = await createBroker({ store, topics, log });
       cleanups.push(() => new Promise<void>((r) => broker.close(() => r())));
       controller = new Controller(store, new AedesPublisher(broker), { topics, log, leaseTtlMs: opts.leaseTtlMs });
-      controller.onPublished = (network, revision) => published.set(network, revision);
+      sync = new Sync(controller, store);
       for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
       await controller.republishAll();
       for (const filter of [topics.allHellos(), topics.allStatus()]) {
@@ -167,21 +168,13 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       url = `mqtt://${host.includes(':') ? `[${host}]` : host}:${bound}`;
     }
 
-    // Level-triggered sync: expire leases, and republish any network whose
-    // store revision moved without this process publishing it (the CLI writes
-    // reservations and releases straight to the store).
-    const sync = async () => {
-      await controller.expire();
-      for (const n of await store.listNetworks()) {
-        if (published.get(n.name) === n.revision) continue;
-        await controller.republishNetwork(n.name);
-      }
-    };
+    // Level-triggered: expire leases, republish what another writer wrote.
+    const syncOnce = async () => { await (sync as Sync).run(); };
     let syncing = false;
     const timer = setInterval(() => {
       if (syncing) return;
       syncing = true;
-      sync()
+      syncOnce()
         .catch((e) => log.error('sync failed', { reason: errorMessage(e) }))
         .finally(() => { syncing = false; });
     }, opts.syncIntervalMs ?? 10_000);
@@ -286,7 +279,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     }
 
     log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}), ...(apiUrl ? { api: apiUrl } : {}) });
-    return { controller, store, url, sync, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, close };
+    return { controller, store, url, sync: syncOnce, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, close };
   } catch (e) {
     await close();
     throw e;
