@@ -90,6 +90,31 @@ export class Cluster {
     return n.agent;
   }
 
+  /** GET path from the agent's HTTP server inside its host's namespace. */
+  async agentHttp(name: string, path: string): Promise<{ status: number; body: string }> {
+    const script = `fetch("http://127.0.0.1:9464${path}").then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), () => process.stdout.write("null"))`;
+    const out = (await this.lab.exec(this.node(name).host, [process.execPath, '-e', script], { timeoutMs: 30_000 })).stdout;
+    return (JSON.parse(out || 'null') as { status: number; body: string } | null) ?? { status: 0, body: 'no answer' };
+  }
+
+  /**
+   * Waits until the agent says it is ready (/readyz): it holds its lease and
+   * has applied a complete view of the network. The bound only keeps a hung
+   * agent from hanging the test: how long a process takes to start on a
+   * busy machine (several times longer inside user-mode-linux) is not
+   * something the agent promises; what it has done once ready is.
+   */
+  async waitReady(name: string): Promise<void> {
+    let last = '';
+    await waitFor(`${name} ready`, async () => {
+      const r = await this.agentHttp(name, '/readyz');
+      last = r.body.trim();
+      return r.status === 200;
+    }, 120_000, 250).catch((e: Error) => {
+      throw new Error(`${e.message} (last /readyz: ${last})\n${this.node(name).agent?.output().slice(-3000)}`);
+    });
+  }
+
   subnetEnv(name: string): string | undefined {
     try {
       const text = readFileSync(this.node(name).subnetFile, 'utf8');

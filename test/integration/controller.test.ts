@@ -10,6 +10,11 @@ import { addNode, metric, startAgent, startController, subnetOf, writeNetConf, t
 import { removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
 
 const topics = new Topics();
+// Leases are short so that the expiry test is quick; live agents renew with
+// most of the lease still left (at 2 s of 8), so a renewal delayed by a busy
+// machine still lands in time.
+const TTL = ['--lease-ttl', '8s', '--sync-interval', '300ms'];
+const RENEW = ['--renew-margin', '6s'];
 
 async function withStore<T>(dataDir: string, fn: (s: SqliteStore) => Promise<T>): Promise<T> {
   const s = new SqliteStore(join(dataDir, 'twill.db'));
@@ -37,7 +42,7 @@ describe('controller and agents over MQTT', () => {
     dir = tempDir();
     const net = await writeNetConf(dir, 'net', { Network: '10.20.0.0/16', Backend: { Type: 'alloc' } });
     const small = await writeNetConf(dir, 'small', { Network: '10.30.0.0/22', Backend: { Type: 'alloc' } });
-    ctl = await startController({ dataDir: join(dir, 'data'), networks: { blue: net, tiny: small }, extra: ['--lease-ttl', '4s', '--sync-interval', '300ms'] });
+    ctl = await startController({ dataDir: join(dir, 'data'), networks: { blue: net, tiny: small }, extra: TTL });
   });
 
   after(async () => {
@@ -50,7 +55,7 @@ describe('controller and agents over MQTT', () => {
     const creds = await addNode(ctl.dataDir, 'alpha', 'blue', ctl.url);
     assert.equal(creds.username, 'alpha');
     assert.ok(creds.password.length >= 24);
-    const a = await startAgent(dir, creds, ['--renew-margin', '3s']);
+    const a = await startAgent(dir, creds, RENEW);
     agents.push(a);
     const subnet = await subnetOf(a);
     assert.match(subnet, /^10\.20\.\d+\.1\/24$/);
@@ -77,13 +82,13 @@ describe('controller and agents over MQTT', () => {
 
   test('a peer appears in every agent, and a restart keeps the subnet', async () => {
     const creds = await addNode(ctl.dataDir, 'beta', 'blue', ctl.url);
-    let b = await startAgent(dir, creds, ['--renew-margin', '3s']);
+    let b = await startAgent(dir, creds, RENEW);
     agents.push(b);
     const first = await subnetOf(b);
     const alpha = agents[0] as AgentProc;
     await waitFor('alpha sees beta', async () => (await metric(alpha, 'twill_agent_peers')) === 1);
     await b.kill();
-    b = await startAgent(dir, creds, ['--renew-margin', '3s'], b);
+    b = await startAgent(dir, creds, RENEW, b);
     agents.push(b);
     await waitFor('beta ready again', async () => (await fetch(`${b.metrics}/readyz`).catch(() => undefined))?.status === 200);
     assert.equal(readSubnetEnv(b.subnetFile).FLANNEL_SUBNET, first);
@@ -91,7 +96,7 @@ describe('controller and agents over MQTT', () => {
     await b.kill();
     const r = await runTwill(['lease', 'release', 'blue', '--node', 'beta', '--data-dir', ctl.dataDir]);
     assert.equal(r.code, 0, r.stderr);
-    b = await startAgent(dir, creds, ['--renew-margin', '3s'], b);
+    b = await startAgent(dir, creds, RENEW, b);
     agents.push(b);
     await waitFor('beta lease again', () => withStore(ctl.dataDir, (s) => s.getLease('blue', 'beta')));
     assert.equal((await withStore(ctl.dataDir, (s) => s.getLease('blue', 'beta')))?.subnet, first.replace('.1/', '.0/'));
@@ -99,14 +104,14 @@ describe('controller and agents over MQTT', () => {
 
   test('a live agent renews; a dead one expires and every agent sees the removal', async () => {
     const creds = await addNode(ctl.dataDir, 'gamma', 'blue', ctl.url);
-    const g = await startAgent(dir, creds, ['--renew-margin', '3s']);
+    const g = await startAgent(dir, creds, RENEW);
     agents.push(g);
     await subnetOf(g);
     const alpha = agents[0] as AgentProc;
     await waitFor('alpha sees gamma', async () => (await metric(alpha, 'twill_agent_peers')) === 2);
     await g.kill();
-    // TTL is 4 s: gamma expires; alpha, which renews, keeps its lease and drops gamma.
-    await waitFor('gamma expired', async () => !(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'gamma'))), 15_000);
+    // gamma expires one TTL after its last renewal (plus a sync pass); alpha, which renews, keeps its lease and drops gamma.
+    await waitFor('gamma expired', async () => !(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'gamma'))), 30_000);
     await waitFor('alpha drops gamma', async () => (await metric(alpha, 'twill_agent_peers')) === 1);
     assert.ok(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'alpha')), 'alpha renewed its lease');
     assert.match(ctl.output(), /lease expired network=blue node=gamma/);
@@ -193,7 +198,7 @@ describe('controller and agents over MQTT', () => {
   test('out of subnets is a clear error to that node only', async () => {
     const started: AgentProc[] = [];
     for (const n of ['t1', 't2', 't3']) {
-      const a = await startAgent(dir, await addNode(ctl.dataDir, n, 'tiny', ctl.url), ['--renew-margin', '3s']);
+      const a = await startAgent(dir, await addNode(ctl.dataDir, n, 'tiny', ctl.url), RENEW);
       agents.push(a);
       started.push(a);
     }
@@ -212,24 +217,29 @@ describe('controller and agents over MQTT', () => {
   test('a controller killed with SIGKILL comes back and republishes everything from the store', async () => {
     const alpha = agents[0] as AgentProc;
     const subnet = readSubnetEnv(alpha.subnetFile).FLANNEL_SUBNET;
-    const leases = await withStore(ctl.dataDir, (s) => s.listLeases('blue'));
     await ctl.kill();
     const port = ctl.port;
     ctl = await startController({
       dataDir: ctl.dataDir,
       port,
       networks: {},
-      extra: ['--lease-ttl', '4s', '--sync-interval', '300ms'],
+      extra: TTL,
     });
-    // A fresh subscriber sees every lease, the manifest and the config retained.
+    // A fresh subscriber sees every lease the store holds, the manifest and
+    // the config retained. (Leases renew meanwhile, and one whose agent was
+    // slow to come back may expire: the broker must match the store as it is
+    // now, not as it was before the kill.)
     const creds = await addNode(ctl.dataDir, 'observer', 'blue', ctl.url);
     const o = await client(ctl.url, creds.username, creds.password);
     await o.c.subscribeAsync(topics.netAll('blue'), { qos: 1 });
-    await waitFor('retained snapshot', () => leases.every((l) => o.seen.has(topics.netLease('blue', l.node))) && o.seen.has(topics.netManifest('blue')));
-    const manifest = JSON.parse(o.seen.get(topics.netManifest('blue')) as string);
-    const net = await withStore(ctl.dataDir, (s) => s.getNetwork('blue'));
-    assert.equal(manifest.count, net?.leaseCount);
-    assert.equal(manifest.hash, net?.leaseHash);
+    await waitFor('retained snapshot matching the store', () =>
+      withStore(ctl.dataDir, async (s) => {
+        const net = await s.getNetwork('blue');
+        const manifest = JSON.parse(o.seen.get(topics.netManifest('blue')) ?? 'null') as { count: number; hash: string } | null;
+        const leases = await s.listLeases('blue');
+        return leases.length > 0 && manifest?.count === net?.leaseCount && manifest?.hash === net?.leaseHash && leases.every((l) => (JSON.parse(o.seen.get(topics.netLease('blue', l.node)) || 'null') as { revision?: number } | null)?.revision === l.revision);
+      }),
+    );
     const cfg = JSON.parse(o.seen.get(topics.netConfig('blue')) as string);
     assert.equal(cfg.config.Network, '10.20.0.0/16');
     await o.c.endAsync();
