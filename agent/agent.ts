@@ -29,6 +29,8 @@ import { Metrics } from '../core/metrics.js';
 import { StateDir } from './state.js';
 import { writeSubnetEnv } from './subnet-env.js';
 import { ensureRules, removeUnwanted } from './rules.js';
+import { iproute2, type KernelIO } from './kernel/io.js';
+import { iptables, type IptablesIO } from './iptables.js';
 
 export interface AgentOptions extends IfaceOptions {
   broker: string;
@@ -52,6 +54,9 @@ export interface AgentOptions extends IfaceOptions {
   /** ask again when a hello gets no answer in this time */
   helloRetryMs: number;
   log: Logger;
+  /** the kernel and iptables the agent programs; default this host's (tests hand in fakes) */
+  kernel?: KernelIO;
+  iptables?: IptablesIO;
 }
 
 const MAX_BACKOFF_MS = 30_000;
@@ -68,6 +73,8 @@ export class Agent {
   private readonly topics: Topics;
   private readonly log: Logger;
   private readonly state: StateDir;
+  private readonly kernel: KernelIO;
+  private readonly iptables: IptablesIO;
   readonly metrics = new Metrics();
   private client?: mqtt.MqttClient;
   private http?: Server;
@@ -106,6 +113,8 @@ export class Agent {
     this.topics = new Topics(opts.prefix);
     this.log = opts.log;
     this.state = new StateDir(opts.stateDir);
+    this.kernel = opts.kernel ?? iproute2();
+    this.iptables = opts.iptables ?? iptables;
     this.helloBackoff = opts.helloRetryMs;
     this.metrics.set('twill_agent_info', 'twill agent version and identity', 1, { version: VERSION, network: opts.network, node: opts.node });
     this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', 0);
@@ -124,7 +133,7 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    this.external = await findExternal(this.opts);
+    this.external = await findExternal(this.opts, this.kernel);
     this.log.info('external interface', { iface: this.external.iface.name, publicIP: this.external.publicIP, publicIPv6: this.external.publicIPv6, mtu: this.external.iface.mtu });
     const last = this.state.lastLease(this.opts.network, this.opts.node);
     if (last) this.log.info('previous lease from state', { subnet: last.subnet ?? last.ipv6Subnet });
@@ -200,7 +209,11 @@ export class Agent {
         // the shared topic's copy: its secrets are masked (the full config comes with our own lease)
         void this.onConfig(parseNetConf(msg.config, process.env, { masked: true }));
       } else if (t.kind === 'netManifest') {
-        this.manifest = parseMessage(manifestSchema, payload, 'manifest');
+        const m = parseMessage(manifestSchema, payload, 'manifest');
+        // A broker may hand out a retained copy after a newer live message (aedes
+        // does, right after a subscribe): never go back to an older revision.
+        if (this.manifest && m.revision < this.manifest.revision) return;
+        this.manifest = m;
         this.checkComplete();
       } else if (t.kind === 'netLease') {
         this.onPeer(t.node, payload);
@@ -239,8 +252,9 @@ export class Agent {
         state: this.state,
         log: this.log.child(config.Backend.Type),
         metrics: this.metrics,
+        kernel: this.kernel,
       });
-      if (this.kernelBackends()) await removeUnwanted({ ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
+      if (this.kernelBackends()) await removeUnwanted(this.iptables, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
       this.metrics.clear('twill_agent_info');
       this.metrics.set('twill_agent_info', 'twill agent version and identity', 1, { version: VERSION, network: this.opts.network, node: this.opts.node, backend: config.Backend.Type });
       this.sendHello();
@@ -255,12 +269,14 @@ export class Agent {
 
   private onPeer(node: string, payload: Buffer): void {
     const old = this.peers.get(node) ?? (node === this.opts.node ? this.ownSeen : undefined);
+    const lease = payload.length === 0 ? undefined : (parseMessage(leaseSchema, payload, `lease of ${node}`) as Lease);
+    // An older copy arriving after a newer one (a retained copy delivered late) is dropped.
+    if (lease && old && lease.revision < old.revision) return;
     if (old) this.seenHash ^= leaseDigest(old.node, old.revision);
-    if (payload.length === 0) {
+    if (!lease) {
       this.peers.delete(node);
       if (node === this.opts.node) this.ownSeen = undefined;
     } else {
-      const lease = parseMessage(leaseSchema, payload, `lease of ${node}`) as Lease;
       if (lease.node !== node || lease.network !== this.opts.network) throw new Error(`lease on the topic of ${node} names ${lease.network}/${lease.node}`);
       this.seenHash ^= leaseDigest(lease.node, lease.revision);
       // Our own lease is in the network snapshot too; the backend gets it from the node topic.
@@ -314,6 +330,7 @@ export class Agent {
     }
     const lease = msg.lease as Lease;
     if (lease.node !== this.opts.node) return;
+    if (this.lease && lease.revision < this.lease.revision) return; // a late older copy
     if (!this.lease || this.lease.subnet !== lease.subnet || this.lease.ipv6Subnet !== lease.ipv6Subnet) {
       this.log.info('lease acquired', { subnet: lease.subnet ?? undefined, ipv6Subnet: lease.ipv6Subnet ?? undefined, expires: lease.expiresAt ?? 'never' });
     }
@@ -412,7 +429,7 @@ export class Agent {
         const report = await backend.reconcile(config, lease, this.peers, changed === 'all' ? undefined : changed);
         errors.push(...report.errors);
         if (changed === 'all' && this.kernelBackends()) {
-          const repaired = await ensureRules(config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
+          const repaired = await ensureRules(this.iptables, config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
           if (repaired.length && this.rulesLogged) this.log.warn('iptables rules were missing and are restored', { chains: repaired.join(',') });
           this.rulesLogged = true;
         }

@@ -3,23 +3,10 @@
 // names and addresses), else the interface of the default route. The address
 // published to peers is the interface's first global address unless
 // --public-ip overrides it.
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { z } from 'zod';
 import { containsIP, parseCidr, parseIP, type Cidr } from '../core/cidr.js';
 import { TwillError } from '../core/errors.js';
-
-const run = promisify(execFile);
-
-const addrSchema = z.array(
-  z.object({
-    ifname: z.string(),
-    mtu: z.number().optional(),
-    flags: z.array(z.string()).default([]),
-    addr_info: z.array(z.object({ family: z.string(), local: z.string(), prefixlen: z.number(), scope: z.string().optional() })).default([]),
-  }),
-);
-const routeSchema = z.array(z.object({ dev: z.string().optional(), dst: z.string().optional() }));
+import type { KernelIO } from './kernel/io.js';
+import { MAIN_TABLE, type LinkRecord } from './kernel/types.js';
 
 export interface Interface {
   name: string;
@@ -46,25 +33,26 @@ export interface External {
   publicIPv6?: string;
 }
 
-export async function listInterfaces(): Promise<Interface[]> {
-  const { stdout } = await run('ip', ['-j', 'addr', 'show']);
-  return addrSchema.parse(JSON.parse(stdout)).map((l) => {
-    const global = (fam: string) => l.addr_info.find((a) => a.family === fam && (a.scope ?? 'global') === 'global');
+/** The host's interfaces as the kernel layer reads them (global addresses only). */
+export function interfacesOf(links: readonly LinkRecord[]): Interface[] {
+  return links.map((l) => {
+    const global = l.addresses.filter((a) => a.scope === 'global');
+    const first = (fam: 4 | 6) => global.find((a) => a.family === fam)?.cidr.split('/');
     return {
-      name: l.ifname,
-      mtu: l.mtu ?? 1500,
-      ipv4: global('inet')?.local,
-      ipv4Prefix: global('inet')?.prefixlen,
-      ipv6: global('inet6')?.local,
-      addresses: l.addr_info.filter((a) => (a.scope ?? 'global') === 'global').map((a) => a.local),
-      up: l.flags.includes('UP'),
+      name: l.name,
+      mtu: l.mtu || 1500,
+      ipv4: first(4)?.[0],
+      ipv4Prefix: first(4) ? Number(first(4)?.[1]) : undefined,
+      ipv6: first(6)?.[0],
+      addresses: global.map((a) => a.cidr.split('/')[0] as string),
+      up: l.up,
     };
   });
 }
 
-async function defaultRouteDev(family: '-4' | '-6'): Promise<string | undefined> {
-  const { stdout } = await run('ip', ['-j', family, 'route', 'show', 'default']);
-  return routeSchema.parse(JSON.parse(stdout || '[]'))[0]?.dev;
+async function defaultRouteDev(kernel: KernelIO): Promise<string | undefined> {
+  const routes = (await kernel.read()).routes.filter((r) => r.table === MAIN_TABLE && r.dev);
+  return (routes.find((r) => r.dst === '0.0.0.0/0') ?? routes.find((r) => r.dst === '::/0'))?.dev;
 }
 
 function hasAddress(i: Interface, ip: string): boolean {
@@ -73,8 +61,9 @@ function hasAddress(i: Interface, ip: string): boolean {
   return i.addresses.some((a) => parseIP(a)?.ip === want.ip);
 }
 
-export async function findExternal(opts: IfaceOptions, ifaces?: Interface[]): Promise<External> {
-  const all = ifaces ?? (await listInterfaces());
+/** ifaces, when given, stand for the kernel's (the unit tests of the rules above). */
+export async function findExternal(opts: IfaceOptions, kernel: KernelIO, ifaces?: Interface[]): Promise<External> {
+  const all = ifaces ?? interfacesOf(await kernel.readLinks());
   let chosen: Interface | undefined;
   let chosenIP: string | undefined;
   if (opts.iface?.length) {
@@ -95,7 +84,7 @@ export async function findExternal(opts: IfaceOptions, ifaces?: Interface[]): Pr
     }
     if (!chosen) throw new TwillError('NoInterface', `no interface name or address matches --iface-regex ${opts.ifaceRegex.join(', ')}`);
   } else {
-    const dev = (await defaultRouteDev('-4')) ?? (await defaultRouteDev('-6'));
+    const dev = await defaultRouteDev(kernel);
     chosen = dev ? all.find((i) => i.name === dev) : undefined;
     if (!chosen) throw new TwillError('NoInterface', 'this host has no default route: name the external interface with --iface');
   }
@@ -107,14 +96,12 @@ export async function findExternal(opts: IfaceOptions, ifaces?: Interface[]): Pr
 }
 
 /** The IPv4 prefixes directly connected to an interface: a peer inside one is on-link. */
-export async function connectedPrefixes(name: string): Promise<Cidr[]> {
-  const { stdout } = await run('ip', ['-j', '-4', 'addr', 'show', 'dev', name]);
+export async function connectedPrefixes(kernel: KernelIO, name: string): Promise<Cidr[]> {
+  const link = (await kernel.readLinks()).find((l) => l.name === name);
   const out: Cidr[] = [];
-  for (const l of addrSchema.parse(JSON.parse(stdout || '[]'))) {
-    for (const a of l.addr_info) {
-      const c = parseCidr(`${a.local}/${a.prefixlen}`);
-      if (c && (a.scope ?? 'global') === 'global') out.push(c);
-    }
+  for (const a of link?.addresses ?? []) {
+    const c = a.family === 4 && a.scope === 'global' ? parseCidr(a.cidr) : undefined;
+    if (c) out.push(c);
   }
   return out;
 }
@@ -125,8 +112,8 @@ export function isOnLink(prefixes: readonly Cidr[], ip: string | null | undefine
 }
 
 /** Is this address one of this host's own (on any interface)? */
-export async function isLocalAddress(ip: string): Promise<boolean> {
+export async function isLocalAddress(kernel: KernelIO, ip: string): Promise<boolean> {
   const want = parseIP(ip);
   if (!want) return false;
-  return (await listInterfaces()).some((i) => hasAddress(i, ip));
+  return interfacesOf(await kernel.readLinks()).some((i) => hasAddress(i, ip));
 }

@@ -11,6 +11,17 @@ import type { Family } from '../core/cidr.js';
 
 const run = promisify(execFile);
 
+/**
+ * iptables' only I/O: one table as iptables-save prints it, a restore
+ * --noflush of some lines, the version. Planning what to write is pure
+ * (planChain), so a fake of this (test/fakes/iptables.ts) runs it without root.
+ */
+export interface IptablesIO {
+  save(family: Family, table: string): Promise<string>;
+  restore(family: Family, input: string): Promise<void>;
+  version(family: Family): Promise<string>;
+}
+
 export const MASQ_CHAIN = 'TWILL-POSTRTG';
 export const FWD_CHAIN = 'TWILL-FWD';
 /** kube-proxy marks packets it will masquerade itself; masquerading them twice breaks them on some kernels */
@@ -74,10 +85,9 @@ function tool(family: Family, what: 'save' | 'restore' | ''): string {
 }
 
 /** --random-fully needs iptables 1.6.2 or later (and a kernel that has it, as every supported one does). */
-export async function supportsRandomFully(family: Family = 4): Promise<boolean> {
+export async function supportsRandomFully(io: IptablesIO, family: Family = 4): Promise<boolean> {
   try {
-    const { stdout } = await run(tool(family, ''), ['--version']);
-    const m = /v(\d+)\.(\d+)\.(\d+)/.exec(stdout);
+    const m = /v(\d+)\.(\d+)\.(\d+)/.exec(await io.version(family));
     if (!m) return false;
     const [a, b, c] = [Number(m[1]), Number(m[2]), Number(m[3])];
     return a > 1 || (a === 1 && (b > 6 || (b === 6 && c >= 2)));
@@ -121,6 +131,13 @@ export function planChain(spec: ChainSpec, current: Map<string, string[]>): stri
   return lines;
 }
 
+/** The host's iptables and ip6tables. */
+export const iptables: IptablesIO = {
+  save: async (family, table) => (await run(tool(family, 'save'), ['-t', table])).stdout,
+  restore,
+  version: async (family) => (await run(tool(family, ''), ['--version'])).stdout,
+};
+
 async function restore(family: Family, input: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const p = spawn(tool(family, 'restore'), ['--noflush', '-w'], { stdio: ['pipe', 'ignore', 'pipe'] });
@@ -136,31 +153,29 @@ async function restore(family: Family, input: string): Promise<void> {
  * Makes each chain match its spec. Returns the chains that had to be
  * repaired, so the caller can log drift once.
  */
-export async function ensureChains(family: Family, specs: ChainSpec[]): Promise<string[]> {
+export async function ensureChains(io: IptablesIO, family: Family, specs: ChainSpec[]): Promise<string[]> {
   const repaired: string[] = [];
   const byTable = new Map<string, ChainSpec[]>();
   for (const s of specs) byTable.set(s.table, [...(byTable.get(s.table) ?? []), s]);
   for (const [table, list] of byTable) {
-    const { stdout } = await run(tool(family, 'save'), ['-t', table]);
-    const current = parseSave(stdout);
+    const current = parseSave(await io.save(family, table));
     const lines: string[] = [];
     for (const spec of list) {
       const plan = planChain(spec, current);
       if (plan.length) repaired.push(`${table}/${spec.chain}`);
       lines.push(...plan);
     }
-    if (lines.length) await restore(family, `*${table}\n${lines.join('\n')}\nCOMMIT\n`);
+    if (lines.length) await io.restore(family, `*${table}\n${lines.join('\n')}\nCOMMIT\n`);
   }
   return repaired;
 }
 
 /** Removes a chain and its jump (when masquerading is turned off). */
-export async function removeChain(family: Family, spec: ChainSpec): Promise<boolean> {
-  const { stdout } = await run(tool(family, 'save'), ['-t', spec.table]);
-  const current = parseSave(stdout);
+export async function removeChain(io: IptablesIO, family: Family, spec: ChainSpec): Promise<boolean> {
+  const current = parseSave(await io.save(family, spec.table));
   if (!current.has(spec.chain)) return false;
   const jumps = (current.get(spec.parent) ?? []).filter((r) => r === jump(spec)).length;
   const lines = [...Array.from({ length: jumps }, () => `-D ${spec.parent} ${jump(spec)}`), `-F ${spec.chain}`, `-X ${spec.chain}`];
-  await restore(family, `*${spec.table}\n${lines.join('\n')}\nCOMMIT\n`);
+  await io.restore(family, `*${spec.table}\n${lines.join('\n')}\nCOMMIT\n`);
   return true;
 }

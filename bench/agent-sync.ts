@@ -14,7 +14,7 @@ import { Metrics } from '../core/metrics.js';
 import { vxlanBackend } from '../agent/backends/vxlan.js';
 import { findExternal } from '../agent/iface.js';
 import { StateDir } from '../agent/state.js';
-import { applyBatch } from '../agent/kernel/index.js';
+import { applyBatch, iproute2 } from '../agent/kernel/index.js';
 
 const SIZES = [1000, 5000];
 const ROUNDS = 3;
@@ -41,7 +41,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 async function inner(): Promise<void> {
   const config = parseNetConf({ Network: '10.0.0.0/8', Backend: { Type: 'vxlan' } });
-  const external = await findExternal({ iface: ['eth0'] });
+  const external = await findExternal({ iface: ['eth0'] }, iproute2());
   const dir = mkdtempSync(join(tmpdir(), 'twill-bench-'));
   const own: Lease = { ...peer(60000), node: 'self', subnet: '10.250.0.0/24', publicIP: '192.168.200.1' };
   const reset = () => spawnSync('ip', ['link', 'del', 'flannel.1']);
@@ -76,7 +76,7 @@ async function inner(): Promise<void> {
       let remove = NaN;
       for (let r = 0; r < ROUNDS; r++) {
         reset();
-        const backend = await vxlanBackend({ config, external, state: new StateDir(dir), log: silentLogger, metrics: new Metrics() });
+        const backend = await vxlanBackend({ config, external, state: new StateDir(dir), log: silentLogger, metrics: new Metrics(), kernel: iproute2() });
         let t0 = performance.now();
         const rep = await backend.reconcile(config, own, peers);
         converge.push(ms(t0));

@@ -8,6 +8,7 @@ import type { Logger } from '../../core/log.js';
 import type { External } from '../iface.js';
 import type { Metrics } from '../../core/metrics.js';
 import type { StateDir } from '../state.js';
+import type { KernelIO } from '../kernel/io.js';
 
 export interface BackendContext {
   /** the network's config as every node sees it (secrets arrive in reconcile) */
@@ -16,6 +17,8 @@ export interface BackendContext {
   state: StateDir;
   log: Logger;
   metrics: Metrics;
+  /** where routes, neighbours, fdb entries and devices are read and written */
+  kernel: KernelIO;
 }
 
 export interface ReconcileReport {

@@ -1,7 +1,7 @@
 // Start-up checks and helpers that several backends share.
 import { formatIP, parseCidr, parseIP } from '../../core/cidr.js';
 import { TwillError } from '../../core/errors.js';
-import { readLinks } from '../kernel/index.js';
+import type { KernelIO, LinkRecord } from '../kernel/index.js';
 import type { BackendContext } from './backend.js';
 
 /** The network address of a subnet: flannel's address for it on an overlay device, and its gateway. */
@@ -32,8 +32,8 @@ export function ipv4Underlay(ctx: BackendContext, backend: string, instead = ', 
  * is someone else's, and the kernel layer would only report it in the way on
  * every pass. Returns the device when it is ours to reuse.
  */
-export async function refuseForeignDevice(name: string, kind: string, what: string, backend: string): Promise<Awaited<ReturnType<typeof readLinks>>[number] | undefined> {
-  const existing = (await readLinks()).find((l) => l.name === name);
+export async function refuseForeignDevice(kernel: KernelIO, name: string, kind: string, what: string, backend: string): Promise<LinkRecord | undefined> {
+  const existing = (await kernel.readLinks()).find((l) => l.name === name);
   if (existing && existing.link?.kind !== kind) {
     throw new TwillError(
       'DeviceInUse',

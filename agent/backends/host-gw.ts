@@ -13,19 +13,19 @@ export async function hostGwBackend(ctx: BackendContext): Promise<Backend> {
   const ext = ctx.external;
   const local = ext.publicIP;
   if (!local) throw new TwillError('NoPublicIP', `host-gw needs an IPv4 address on ${ext.iface.name} or --public-ip`);
-  if (!(await isLocalAddress(local))) {
+  if (!(await isLocalAddress(ctx.kernel, local))) {
     throw new TwillError(
       'PublicIPNotLocal',
       `host-gw cannot start: public IP ${local} is not an address of this host (behind NAT?); peers would route to an address that does not reach us. Use vxlan, or give --public-ip an address of this host`,
     );
   }
-  const sync = new PeerSync({ devices: [] }, ctx.log);
+  const sync = new PeerSync({ devices: [] }, ctx.log, ctx.kernel);
   return {
     type: 'host-gw',
     mtu: () => ext.iface.mtu,
     backendData: () => ({}),
     async reconcile(_config: NetConf, own: Lease, peers, changed) {
-      const prefixes = await connectedPrefixes(ext.iface.name);
+      const prefixes = await connectedPrefixes(ctx.kernel, ext.iface.name);
       const entriesFor = (peer: Lease): PeerEntries => {
         if (!peer.subnet || !peer.publicIP) return {};
         if (!isOnLink(prefixes, peer.publicIP)) {

@@ -31,9 +31,9 @@ function explain(error: string): string {
 export async function ipipBackend(ctx: BackendContext): Promise<Backend> {
   const ext = ctx.external;
   const local = ipv4Underlay(ctx, 'ipip');
-  await refuseForeignDevice(IPIP_DEVICE, 'ipip', 'an ipip tunnel', 'ipip');
+  await refuseForeignDevice(ctx.kernel, IPIP_DEVICE, 'ipip', 'an ipip tunnel', 'ipip');
   const mtu = ext.iface.mtu - IPIP_OVERHEAD;
-  const sync = new PeerSync({ devices: [{ name: IPIP_DEVICE, kind: 'ipip' }] }, ctx.log);
+  const sync = new PeerSync({ devices: [{ name: IPIP_DEVICE, kind: 'ipip' }] }, ctx.log, ctx.kernel);
 
   return {
     type: 'ipip',
@@ -42,7 +42,7 @@ export async function ipipBackend(ctx: BackendContext): Promise<Backend> {
     async reconcile(config: NetConf, own: Lease, peers, changed) {
       const b = config.Backend as IpipBackend;
       if (!own.subnet) return { errors: ['ipip: this node has no IPv4 subnet (ipip carries IPv4 only)'] };
-      const prefixes = b.DirectRouting ? await connectedPrefixes(ext.iface.name) : [];
+      const prefixes = b.DirectRouting ? await connectedPrefixes(ctx.kernel, ext.iface.name) : [];
       const device: DeviceSpec = {
         name: IPIP_DEVICE,
         link: { kind: 'ipip', local },

@@ -5,7 +5,7 @@
 // (config, lease, underlay) makes the next pass a full one again.
 import type { Lease } from '../../core/lease.js';
 import type { Logger } from '../../core/log.js';
-import { applyDelta, reconcile, type DeviceSpec, type Entries, type Ownership } from '../kernel/index.js';
+import { applyDelta, reconcile, type DeviceSpec, type Entries, type KernelIO, type Ownership } from '../kernel/index.js';
 
 export interface PeerEntries {
   entries?: Entries;
@@ -40,6 +40,7 @@ export class PeerSync {
   constructor(
     private readonly ownership: Ownership,
     private readonly log: Logger,
+    private readonly io: KernelIO,
   ) {}
 
   async sync(input: SyncInput): Promise<string[]> {
@@ -62,7 +63,7 @@ export class PeerSync {
       merge(next, pe?.entries);
       updated.set(node, pe);
     }
-    const report = await applyDelta(prev, next, this.ownership);
+    const report = await applyDelta(prev, next, this.ownership, { io: this.io });
     if (!report.ok) {
       this.log.warn('incremental change failed; comparing everything with the kernel', { failures: report.failures.length });
       this.clean = false;
@@ -83,7 +84,7 @@ export class PeerSync {
       this.cache.set(node, pe);
       merge(all, pe.entries);
     }
-    const report = await reconcile({ devices: input.devices, ...all }, this.ownership);
+    const report = await reconcile({ devices: input.devices, ...all }, this.ownership, { io: this.io });
     const errors = [
       ...report.failures.map((f) => `${f.tool} ${f.command}: ${f.error}`),
       ...report.plan.conflicts.map((c) => `${c.kind} ${c.key} is not twill's and is in the way: ${c.reason}`),

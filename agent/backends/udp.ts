@@ -82,7 +82,7 @@ function ifindex(name: string): number | undefined {
 export async function udpBackend(ctx: BackendContext): Promise<Backend> {
   const ext = ctx.external;
   const local = ipv4Underlay(ctx, 'udp');
-  const existing = await refuseForeignDevice(UDP_DEVICE, 'tun', 'a TUN device', 'udp');
+  const existing = await refuseForeignDevice(ctx.kernel, UDP_DEVICE, 'tun', 'a TUN device', 'udp');
   const port = (ctx.config.Backend as UdpBackend).Port;
   const mtu = ext.iface.mtu - UDP_OVERHEAD;
   // Binding first: a port in use (flannel still running) stops the agent with the reason.
@@ -145,7 +145,7 @@ export async function udpBackend(ctx: BackendContext): Promise<Backend> {
       if (b.Port !== port) errors.push(`udp: Port changed from ${port} to ${b.Port}: restart the agent to listen on the new port`);
       if (!changed) {
         const device: DeviceSpec = { name: UDP_DEVICE, link: { kind: 'tun' }, mtu, addresses: [`${subnetBase(own.subnet)}/32`], up: true };
-        const report = await reconcile({ devices: [device], routes: [{ dst: config.Network, dev: UDP_DEVICE }] }, OWNERSHIP);
+        const report = await reconcile({ devices: [device], routes: [{ dst: config.Network, dev: UDP_DEVICE }] }, OWNERSHIP, { io: ctx.kernel });
         errors.push(
           ...report.failures.map((f) => `${f.tool} ${f.command}: ${f.error}`),
           ...report.plan.conflicts.map((c) => `${c.kind} ${c.key} is not twill's and is in the way: ${c.reason}`),

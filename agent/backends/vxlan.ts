@@ -37,7 +37,7 @@ export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
   const underlayV6 = parseIP(local)?.family === 6;
   const mtu = ext.iface.mtu - (underlayV6 ? 70 : 50);
   const mac = vtepMac(ctx, opts.VNI);
-  const sync = new PeerSync({ devices: [{ name: dev, kind: 'vxlan' }] }, ctx.log);
+  const sync = new PeerSync({ devices: [{ name: dev, kind: 'vxlan' }] }, ctx.log, ctx.kernel);
 
   return {
     type: 'vxlan',
@@ -46,7 +46,7 @@ export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
     async reconcile(config: NetConf, own: Lease, peers, changed) {
       const b = config.Backend as VxlanBackend;
       if (!own.subnet) return { errors: ['vxlan: this node has no IPv4 subnet (twill runs vxlan over IPv4 subnets only)'] };
-      const prefixes = b.DirectRouting ? await connectedPrefixes(ext.iface.name) : [];
+      const prefixes = b.DirectRouting ? await connectedPrefixes(ctx.kernel, ext.iface.name) : [];
       const device: DeviceSpec = {
         name: dev,
         link: { kind: 'vxlan', vni: b.VNI, port: b.Port, local, dev: ext.iface.name, learning: false, gbp: b.GBP },

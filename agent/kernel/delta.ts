@@ -4,7 +4,8 @@
 // every table of a host with 5,000 peers costs far more than the change. The
 // periodic full reconcile still compares against the kernel and repairs any
 // drift this path cannot see.
-import { applyBatch, type BatchFailure, type BatchTool } from './batch.js';
+import type { BatchFailure, BatchTool } from './batch.js';
+import { iproute2, type KernelIO } from './io.js';
 import * as cmd from './commands.js';
 import { normalizeState } from './desired.js';
 import { fdbKey, neighbourKey, routeKey } from './keys.js';
@@ -68,13 +69,14 @@ export async function applyDelta(
   prev: Partial<Entries>,
   next: Partial<Entries>,
   ownership: Ownership,
-  opts: { netns?: string; timeoutMs?: number } = {},
+  opts: { netns?: string; timeoutMs?: number; io?: KernelIO } = {},
 ): Promise<DeltaReport> {
+  const io = opts.io ?? iproute2(opts);
   const steps = planDelta(prev, next, ownership);
   const failures: DeltaReport['failures'] = [];
   let commands = 0;
   for (const step of steps) {
-    const r = await applyBatch(step.tool, step.commands, opts);
+    const r = await io.apply(step.tool, step.commands);
     commands += step.commands.length;
     failures.push(...r.failures.map((f) => ({ ...f, tool: step.tool })));
   }

@@ -2,6 +2,7 @@
 // call reconcile(), read the report.
 
 export * from './types.js';
+export { iproute2, type KernelIO } from './io.js';
 export { reconcile, type ReconcileOptions, type ReconcileReport } from './reconcile.js';
 export { planReconcile, type Plan, type PlanStep, type Changes, type ChangeSet, type Conflict } from './plan.js';
 export { normalizeState, DEFAULT_VXLAN_PORT } from './desired.js';

@@ -2,10 +2,10 @@
 // desired state, apply the difference in at most three batches. Safe to call
 // as often as wanted; with nothing to change it only reads.
 
-import { applyBatch, type BatchFailure, type BatchResult, type BatchTool } from './batch.js';
+import type { BatchFailure, BatchResult, BatchTool } from './batch.js';
+import { iproute2, type KernelIO } from './io.js';
 import { normalizeState } from './desired.js';
 import { planReconcile, type Plan } from './plan.js';
-import { readKernel } from './read.js';
 import type { ActualState, KernelState, Ownership } from './types.js';
 
 export interface ReconcileOptions {
@@ -15,6 +15,8 @@ export interface ReconcileOptions {
   timeoutMs?: number;
   /** plan only: read and diff, apply nothing */
   dryRun?: boolean;
+  /** the kernel to act on; default iproute2 with netns and timeoutMs above */
+  io?: KernelIO;
 }
 
 export interface ReconcileReport {
@@ -38,7 +40,8 @@ export async function reconcile(
   const t0 = performance.now();
   // The dumps run in child processes while the desired state is checked
   // here; a bad desired state then fails before anything is changed.
-  const reading = readKernel(opts);
+  const io = opts.io ?? iproute2(opts);
+  const reading = io.read();
   let want;
   try {
     want = normalizeState(desired);
@@ -55,7 +58,7 @@ export async function reconcile(
     for (const step of plan.steps) {
       // A refused line does not stop the later steps: each line stands alone,
       // and what did not apply is reported and retried by the next pass.
-      batches.push(await applyBatch(step.tool, step.commands, opts));
+      batches.push(await io.apply(step.tool, step.commands));
     }
   }
   const t3 = performance.now();

@@ -1,0 +1,185 @@
+// The agent's loop in one process, without root: the real local controller
+// (SQLite, the embedded broker over TCP on a free port) and real agents whose
+// kernel and iptables are the in-memory fakes (test/fakes/kernel.ts,
+// iptables.ts). Joins, peers in every kernel, a departure, drift, a restart
+// that finds a peer gone, and a broker that delivers an older copy after a
+// newer one. The same flows run as processes against the real kernel in
+// test/e2e.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Aedes } from 'aedes';
+import mqtt from 'mqtt';
+import { parseNetConf } from '../../core/config.js';
+import { digestHex, leaseDigest, type Lease } from '../../core/lease.js';
+import { createLogger, silentLogger } from '../../core/log.js';
+import { Topics } from '../../core/topics.js';
+import { Agent, type AgentOptions } from '../../agent/agent.js';
+import { addNode } from '../../functions/admin.js';
+import { startLocalController, type LocalController } from '../../functions/local/server.js';
+import { FakeIptables } from '../fakes/iptables.js';
+import { FakeKernel } from '../fakes/kernel.js';
+import { waitFor } from '../helpers/procs.js';
+
+const topics = new Topics();
+const dirs: string[] = [];
+const tmp = (p: string) => {
+  const d = mkdtempSync(join(tmpdir(), p));
+  dirs.push(d);
+  return d;
+};
+after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+
+interface Host { name: string; agent: Agent; kernel: FakeKernel; iptables: FakeIptables; dir: string; logs: string[]; opts: AgentOptions }
+
+function agentOptions(h: { name: string; dir: string; kernel: FakeKernel; iptables: FakeIptables; logs: string[] }, creds: { broker: string; username: string; password: string }, network: string): AgentOptions {
+  return {
+    broker: creds.broker, network, node: h.name, username: creds.username, password: creds.password,
+    subnetFile: join(h.dir, 'subnet.env'), stateDir: join(h.dir, 'state'), metricsAddr: '',
+    ipMasq: true, forwardRules: true, resyncIntervalMs: 200, renewMarginMs: 3600_000, helloRetryMs: 2000,
+    iface: ['eth0'], log: createLogger(h.name, 'debug', (l) => h.logs.push(l)), kernel: h.kernel, iptables: h.iptables,
+  };
+}
+
+describe('the agent loop against the local controller, on in-memory kernels', () => {
+  let lc: LocalController;
+  const hosts = new Map<string, Host>();
+  let n = 0;
+
+  before(async () => {
+    lc = await startLocalController({
+      dataDir: tmp('twill-agent-unit-'), listen: '127.0.0.1:0', syncIntervalMs: 200, log: silentLogger,
+      networks: [{ name: 'net', config: parseNetConf({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }, {}) }],
+    });
+  });
+  after(async () => {
+    for (const h of hosts.values()) await h.agent.stop();
+    await lc?.close();
+  });
+
+  async function start(name: string, existing?: Host): Promise<Host> {
+    const i = ++n;
+    const base = existing ?? { name, dir: tmp(`twill-${name}-`), kernel: FakeKernel.host({ cidr: `192.168.1.${i}/24`, gateway: '192.168.1.254' }), iptables: new FakeIptables(), logs: [] };
+    const opts = existing?.opts ?? agentOptions(base, await addNode(lc.store, { name, network: 'net', broker: lc.url }), 'net');
+    const h: Host = { ...base, opts, agent: new Agent(opts) };
+    await h.agent.start();
+    hosts.set(name, h);
+    return h;
+  }
+  const lease = (name: string) => lc.store.getLease('net', name) as Promise<Lease | undefined>;
+  /** h's kernel holds a route, a neighbour and an fdb entry for each of peers, and nothing for anyone else */
+  async function holds(h: Host, peers: string[]): Promise<boolean> {
+    const want = await Promise.all(peers.map(lease));
+    const routes = h.kernel.routesVia('flannel.1').map((r) => r.dst).sort();
+    return want.every((l) => !!l) &&
+      JSON.stringify(routes) === JSON.stringify(want.map((l) => l!.subnet).sort()) &&
+      h.kernel.neighbours.length === peers.length && h.kernel.fdb.length === peers.length;
+  }
+
+  test('agents join: each writes subnet.env, holds every peer in its kernel, keeps its rules, and is ready', async () => {
+    const a = await start('a');
+    const b = await start('b');
+    await waitFor('both ready', () => a.agent.isReady() && b.agent.isReady());
+    await waitFor('a holds b and b holds a', async () => (await holds(a, ['b'])) && (await holds(b, ['a'])));
+    const la = await lease('a');
+    const env = readFileSync(a.opts.subnetFile, 'utf8');
+    assert.match(env, /^FLANNEL_NETWORK=10\.244\.0\.0\/16$/m);
+    assert.match(env, new RegExp(`^FLANNEL_SUBNET=${la!.subnet!.replace('.0/', '.1/').replaceAll('.', '\\.')}$`, 'm'));
+    assert.match(env, /^FLANNEL_MTU=1450$/m);
+    assert.match(env, /^FLANNEL_IPMASQ=true$/m);
+    const nat = await a.iptables.save(4, 'nat');
+    assert.match(nat, /^-A POSTROUTING -m comment --comment "twill masq" -j TWILL-POSTRTG$/m);
+    assert.match(nat, new RegExp(`^-A TWILL-POSTRTG -s ${la!.subnet!.replaceAll('.', '\\.')} -d 10\\.244\\.0\\.0/16 `, 'm'));
+    assert.match(await a.iptables.save(4, 'filter'), /^-A FORWARD -m comment --comment "twill forward" -j TWILL-FWD$/m);
+  });
+
+  test('a peer that leaves is dropped from every kernel', async () => {
+    const c = await start('c');
+    const [a, b] = [hosts.get('a')!, hosts.get('b')!];
+    await waitFor('everyone holds c', async () => (await holds(a, ['b', 'c'])) && (await holds(b, ['a', 'c'])) && c.agent.isReady());
+    await c.agent.stop();
+    hosts.delete('c');
+    assert.equal(await lc.controller.release('net', 'c'), true);
+    await waitFor('a and b drop c', async () => (await holds(a, ['b'])) && (await holds(b, ['a'])));
+  });
+
+  test('a route and a masquerade rule deleted by hand come back by the periodic resync', async () => {
+    const a = hosts.get('a')!;
+    const lb = await lease('b');
+    a.kernel.deleteRoute(lb!.subnet!);
+    a.iptables.deleteRule(4, 'nat', 'TWILL-POSTRTG', 0);
+    await waitFor('route and rules restored', async () => (await holds(a, ['b'])) && (await a.iptables.save(4, 'nat')).split('\n').filter((l) => l.startsWith('-A TWILL-POSTRTG')).length === 6);
+    await waitFor('drift logged', () => a.logs.some((l) => /repaired kernel drift/.test(l)) && a.logs.some((l) => /iptables rules were missing and are restored/.test(l)));
+  });
+
+  test('a restarted agent is ready only once the peer that left while it was down is gone from its kernel', async () => {
+    const b = hosts.get('b')!;
+    const d = await start('d');
+    await waitFor('b holds d', async () => (await holds(b, ['a', 'd'])) && d.agent.isReady());
+    await b.agent.stop();
+    await d.agent.stop();
+    hosts.delete('d');
+    await lc.controller.release('net', 'd');
+    // the kernel and the state directory are as the old process left them
+    const again = await start('b', b);
+    await waitFor('b ready again', () => again.agent.isReady(), 30_000);
+    assert.equal(await holds(again, ['a']), true, JSON.stringify(again.kernel.routesVia()));
+  });
+});
+
+describe('the agent keeps the newest copy of what the broker sends', () => {
+  let broker: Aedes;
+  let server: Server;
+  let url = '';
+  before(async () => {
+    broker = await Aedes.createBroker();
+    server = createServer(broker.handle);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    url = `mqtt://127.0.0.1:${(server.address() as { port: number }).port}`;
+  });
+  after(async () => {
+    await new Promise<void>((r) => broker.close(() => r()));
+    server.close();
+  });
+
+  test('an older lease or manifest arriving after a newer one (a late retained copy) changes nothing', async () => {
+    // The test plays the controller by hand, so it chooses the order of delivery.
+    const ctl = await mqtt.connectAsync(url, { clientId: 'ctl' });
+    const config = parseNetConf({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }, {});
+    const base = { network: 'n', ipv6Subnet: null, publicIPv6: null, backendType: 'vxlan' as const, expiresAt: null, createdAt: '2030-01-01T00:00:00.000Z' };
+    const own: Lease = { ...base, node: 'me', subnet: '10.244.1.0/24', publicIP: '192.168.1.1', backendData: { VtepMAC: '0a:00:00:00:00:01' }, revision: 1 };
+    const peer = (revision: number, ip: string): Lease => ({ ...base, node: 'p', subnet: '10.244.2.0/24', publicIP: ip, backendData: { VtepMAC: '0a:00:00:00:00:02' }, revision });
+    const manifest = (revision: number, leases: Lease[]) => JSON.stringify({ v: 1, revision, count: leases.length, hash: digestHex(leases.reduce((h, l) => h ^ leaseDigest(l.node, l.revision), 0n)) });
+    const pub = (t: string, p: string) => ctl.publishAsync(t, p, { qos: 1, retain: true });
+    await pub(topics.netConfig('n'), JSON.stringify({ v: 1, config }));
+    await pub(topics.nodeLease('n', 'me'), JSON.stringify({ v: 1, lease: own, config }));
+    await pub(topics.netLease('n', 'me'), JSON.stringify(own));
+    await pub(topics.netLease('n', 'p'), JSON.stringify(peer(2, '192.168.1.2')));
+    await pub(topics.netManifest('n'), manifest(2, [own, peer(2, '192.168.1.2')]));
+
+    const h = { name: 'me', dir: tmp('twill-order-'), kernel: FakeKernel.host({ cidr: '192.168.1.1/24', gateway: '192.168.1.254' }), iptables: new FakeIptables(), logs: [] as string[] };
+    const agent = new Agent(agentOptions(h, { broker: url, username: '', password: '' }, 'n'));
+    try {
+      await agent.start();
+      await waitFor('ready with the peer', () => agent.isReady() && h.kernel.fdb.some((f) => f.dst === '192.168.1.2'));
+      // the peer moves (revision 3), then a stale copy of revision 2 arrives
+      await ctl.publishAsync(topics.netLease('n', 'p'), JSON.stringify(peer(3, '192.168.1.3')), { qos: 1 });
+      await ctl.publishAsync(topics.netManifest('n'), manifest(3, [own, peer(3, '192.168.1.3')]), { qos: 1 });
+      await ctl.publishAsync(topics.netLease('n', 'p'), JSON.stringify(peer(2, '192.168.1.2')), { qos: 1 });
+      await ctl.publishAsync(topics.netManifest('n'), manifest(2, [own, peer(2, '192.168.1.2')]), { qos: 1 });
+      await waitFor('the fdb entry points at revision 3\'s address', () => h.kernel.fdb.some((f) => f.dst === '192.168.1.3'));
+      // Everything after the stale copies has been handled once this marker arrives (one connection, one order).
+      const q: Lease = { ...peer(4, '192.168.1.4'), node: 'q', subnet: '10.244.4.0/24', backendData: { VtepMAC: '0a:00:00:00:00:04' } };
+      await ctl.publishAsync(topics.netLease('n', 'q'), JSON.stringify(q), { qos: 1 });
+      await ctl.publishAsync(topics.netManifest('n'), manifest(4, [own, peer(3, '192.168.1.3'), q]), { qos: 1 });
+      await waitFor('q arrives and the view is complete again', () => agent.isReady() && h.kernel.fdb.some((f) => f.dst === '192.168.1.4'));
+      assert.deepEqual(h.kernel.fdb.map((f) => f.dst).sort(), ['192.168.1.3', '192.168.1.4']);
+    } finally {
+      await agent.stop();
+      await ctl.endAsync();
+    }
+  });
+});
