@@ -66,6 +66,15 @@ const MAX_BACKOFF_MS = 30_000;
  * agent goes ahead after this long rather than stop repairing drift forever.
  */
 const SNAPSHOT_GRACE_MS = 30_000;
+/** how long each step of stop() may take before it is abandoned */
+const STOP_STEP_MS = 2_000;
+
+async function within(ms: number, p: Promise<unknown> | undefined): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
 /** the state file holding the network's last shared config */
 const CONFIG_STATE = 'config.json';
 
@@ -106,8 +115,9 @@ export class Agent {
   private reconnectAttempt = 0;
   private stopped = false;
   private fail!: (e: Error) => void;
+  private failed = false;
   /** Rejects when the agent cannot run at all (a backend that refuses this host): the process should exit. */
-  readonly fatal = new Promise<never>((_, reject) => (this.fail = reject));
+  readonly fatal = new Promise<never>((_, reject) => (this.fail = (e) => { this.failed = true; reject(e); }));
 
   constructor(readonly opts: AgentOptions) {
     this.topics = new Topics(opts.prefix);
@@ -143,6 +153,8 @@ export class Agent {
     const savedConfig = this.savedConfig();
     if (savedConfig) await this.onConfig(savedConfig);
     if (this.opts.metricsAddr) await this.startHttp(this.opts.metricsAddr);
+    // A backend that refused this host ends the agent: no session to open.
+    if (this.stopped || this.failed) return;
 
     const offline: Status = { v: 1, state: 'offline', agentVersion: VERSION, errors: [] };
     // The broker's address and credentials (IoT Core's authorizer included) come from agent/connect.ts.
@@ -173,6 +185,8 @@ export class Agent {
   private async onConnect(): Promise<void> {
     const client = this.client;
     if (!client) return;
+    // end() while the connection was still being made does not stop mqtt.js from completing it
+    if (this.stopped) return void client.end(true);
     this.reconnectAttempt = 0;
     this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', 1);
     // A clean session replays every retained lease, but a lease removed while we
@@ -504,13 +518,16 @@ export class Agent {
     this.stopped = true;
     this.clearHelloTimer();
     for (const t of this.timers) clearInterval(t);
-    await this.reconciling.catch(() => {});
+    // Every step is bounded: a broker that never acknowledges, or a reconcile
+    // stuck on a wedged command, must not keep the process from exiting.
+    await within(STOP_STEP_MS, this.reconciling.catch(() => {}));
     const client = this.client;
     if (client?.connected) {
       const offline: Status = { v: 1, state: 'offline', agentVersion: VERSION, errors: [] };
-      await client.publishAsync(this.topics.nodeStatus(this.opts.network, this.opts.node), JSON.stringify(offline), { qos: 1, retain: true }).catch(() => {});
+      await within(STOP_STEP_MS, client.publishAsync(this.topics.nodeStatus(this.opts.network, this.opts.node), JSON.stringify(offline), { qos: 1, retain: true }).catch(() => {}));
     }
-    await client?.endAsync().catch(() => {});
+    await within(STOP_STEP_MS, client?.endAsync().catch(() => {}));
+    client?.end(true);
     await this.backend?.close();
     await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
   }

@@ -75,6 +75,9 @@ export async function agentCommand(args: string[]): Promise<number> {
     agent.fatal,
   ]).catch((e: Error) => e);
   await agent.stop();
+  // The agent has stopped: nothing left (a socket a library still holds, a
+  // timer) may keep the process alive past this.
+  setTimeout(() => process.exit(), 1000).unref();
   if (outcome instanceof Error) throw outcome;
   return 0;
 }

@@ -20,6 +20,7 @@
 // test's after() hook, and again synchronously at process exit for whatever
 // a crash left behind.
 
+import './procs.js'; // its signal handlers make a stopped test run the cleanup below
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';

@@ -16,6 +16,11 @@ process.on('exit', () => {
   for (const c of children) c.kill('SIGKILL');
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
+// A test file stopped by a signal (the runner's timeout, ^C) cleans up too:
+// the 'exit' handlers here and in netns.ts and uml.ts run on process.exit.
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+  process.once(sig, () => process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGHUP' ? 1 : 15)));
+}
 
 export function tempDir(prefix = 'twill-test-'): string {
   const d = mkdtempSync(join(tmpdir(), prefix));
