@@ -105,6 +105,7 @@ export class Agent {
   private lastStatus = '';
   private lastErrors: string[] = [];
   private helloTimer?: NodeJS.Timeout;
+  private renewJitter = Math.random() / 2;
   private helloBackoff: number;
   private timers: NodeJS.Timeout[] = [];
   private reconcileQueued = false;
@@ -348,6 +349,7 @@ export class Agent {
     if (!this.lease || this.lease.subnet !== lease.subnet || this.lease.ipv6Subnet !== lease.ipv6Subnet) {
       this.log.info('lease acquired', { subnet: lease.subnet ?? undefined, ipv6Subnet: lease.ipv6Subnet ?? undefined, expires: lease.expiresAt ?? 'never' });
     }
+    if (lease.expiresAt !== this.lease?.expiresAt) this.renewJitter = Math.random() / 2;
     this.lease = lease;
     this.helloBackoff = this.opts.helloRetryMs;
     this.state.saveLease(lease);
@@ -394,7 +396,9 @@ export class Agent {
   private maybeRenew(): void {
     const exp = this.lease?.expiresAt;
     if (!exp || this.helloTimer) return;
-    if (Date.parse(exp) - Date.now() < this.opts.renewMarginMs) {
+    // Up to half the margin earlier, drawn per lease: a fleet whose leases were
+    // granted in one storm does not renew in the same minute a day later.
+    if (Date.parse(exp) - Date.now() < this.opts.renewMarginMs * (1 + this.renewJitter)) {
       this.log.info('renewing lease', { expires: exp });
       this.sendHello();
     }

@@ -35,6 +35,12 @@ export interface JoinRequest {
   previousIPv6Subnet?: string;
 }
 
+/** Whether a join changes nothing a peer uses (its addresses, backend and backend data). */
+function samePeerView(lease: Lease, next: Pick<NewLease, 'publicIP' | 'publicIPv6' | 'backendType' | 'backendData'>): boolean {
+  const data = (d: Record<string, unknown>) => JSON.stringify(Object.entries(d).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return lease.publicIP === next.publicIP && lease.publicIPv6 === next.publicIPv6 && lease.backendType === next.backendType && data(lease.backendData) === data(next.backendData);
+}
+
 function leaseFits(lease: Lease, config: NetConf, ranges: { v4?: SubnetRange; v6?: SubnetRange }): boolean {
   if (lease.backendType !== config.Backend.Type) return false;
   const v4ok = ranges.v4 ? fitsRange(ranges.v4, lease.subnet) : lease.subnet === null;
@@ -139,6 +145,18 @@ export class Controller {
         expiresAt,
       };
       let next: NewLease;
+      if (existing && leaseFits(existing, config, ranges) && samePeerView(existing, base)) {
+        // A renewal: nothing peers use changed, so neither does any revision,
+        // and only the node's own topic hears of it (O(1) at any size).
+        const renewed = expiresAt === null ? existing : await this.store.renewLease(network, node, existing.revision, expiresAt);
+        if (!renewed) {
+          // changed meanwhile: read again
+          if (attempt >= WRITE_ATTEMPTS) throw new ConflictError(`lease of node ${node} in network ${network} kept changing while it renewed`);
+          continue;
+        }
+        await this.publishOwn(renewed, config);
+        return renewed;
+      }
       if (existing && leaseFits(existing, config, ranges)) {
         next = { ...base, subnet: existing.subnet, ipv6Subnet: existing.ipv6Subnet, createdAt: existing.createdAt };
       } else {
@@ -211,8 +229,8 @@ export class Controller {
   }
 
   /** Removes a node's lease (reservations included) and publishes the removal. */
-  async release(network: string, node: string, expectedRevision?: number): Promise<boolean> {
-    const removed = await this.store.deleteLease(network, node, expectedRevision);
+  async release(network: string, node: string, expectedRevision?: number, expiredBy?: number): Promise<boolean> {
+    const removed = await this.store.deleteLease(network, node, expectedRevision, expiredBy);
     if (!removed) return false;
     await this.publishRemoval(removed.lease, removed.revision);
     return true;
@@ -221,9 +239,10 @@ export class Controller {
   /** Removes every lease past its expiry; returns how many went. */
   async expire(): Promise<number> {
     let n = 0;
-    for (const lease of await this.store.listExpired(this.now())) {
-      // Conditional on the revision read: a renewal that lands meanwhile wins.
-      if (await this.release(lease.network, lease.node, lease.revision)) {
+    const now = this.now();
+    for (const lease of await this.store.listExpired(now)) {
+      // Conditional on the revision read and on the expiry: a change or a renewal that lands meanwhile wins.
+      if (await this.release(lease.network, lease.node, lease.revision, now)) {
         this.log.info('lease expired', { network: lease.network, node: lease.node, subnet: lease.subnet ?? lease.ipv6Subnet });
         n++;
       }
@@ -298,6 +317,11 @@ export class Controller {
   private async publishLeaseOnly(lease: Lease, config: NetConf): Promise<void> {
     this.published(lease.network).add(lease.node);
     await this.publisher.publish(this.topics.netLease(lease.network, lease.node), JSON.stringify(lease), true);
+    await this.publishOwn(lease, config);
+  }
+
+  /** The node's own topic: its lease and the full config. */
+  private async publishOwn(lease: Lease, config: NetConf): Promise<void> {
     const own: NodeLeaseMessage = { v: 1, lease, config };
     await this.publisher.publish(this.topics.nodeLease(lease.network, lease.node), JSON.stringify(own), true);
   }

@@ -7,7 +7,7 @@
 // | item         | pk             | sk                     | gsi1pk / gsi1sk                          | other attributes |
 // |--------------|----------------|------------------------|------------------------------------------|------------------|
 // | network      | NET#<network>  | NETWORK                | NETWORKS / <network>                     | name, config (JSON), revision (N), leaseCount (N), leaseHash, updatedAt |
-// | lease        | NET#<network>  | LEASE#<node>           | EXPIRY#<network> / <16-digit ms>#<node>  | lease (JSON), revision (N), node, ttl (N, only when it expires) |
+// | lease        | NET#<network>  | LEASE#<node>           | EXPIRY#<network> / <16-digit ms>#<node>  | lease (JSON), revision (N), node, expiresMs and ttl (N, only when it expires) |
 // |              |                |                        |   (only when the lease expires)          | |
 // | subnet claim | NET#<network>  | CLAIM#4#<8 hex digits> | -                                        | node |
 // |              |                | CLAIM#6#<32 hex digits>|                                          | |
@@ -57,6 +57,10 @@
 // so the store re-reads the network and tries again itself, with jittered
 // backoff. Anything else (throttling past the SDK's retries, a missing table,
 // a validation error) propagates as it is.
+// A renewal (renewLease) is the exception: it moves only the lease item's
+// expiry (conditioned on its revision), never the network item, since nothing
+// peers use changed; the delete at expiry is therefore conditioned on the
+// expiry (expiresMs) as well as the revision.
 // The price: the lease writes of one network are serialized through its
 // network item, one commit per round trip (tens per second). That is plenty
 // for joins and renewals; 64 simultaneous joins settle in seconds.
@@ -365,13 +369,18 @@ export class DynamoStore implements Store {
       revision: N(lease.revision),
       lease: S(JSON.stringify(lease)),
     };
-    if (lease.expiresAt !== null) {
-      const ms = Date.parse(lease.expiresAt);
-      item.gsi1pk = S(`EXPIRY#${lease.network}`);
-      item.gsi1sk = S(`${expiryKey(ms)}#${lease.node}`);
-      item[TTL_ATTRIBUTE] = N(Math.ceil(ms / 1000) + this.ttlGrace);
-    }
+    if (lease.expiresAt !== null) Object.assign(item, this.expiryAttributes(lease.network, lease.node, Date.parse(lease.expiresAt)));
     return item;
+  }
+
+  /** expiresMs is what a delete at expiry is conditioned on; the index keys and ttl follow it. */
+  private expiryAttributes(network: string, node: string, ms: number): Item {
+    return {
+      expiresMs: N(ms),
+      gsi1pk: S(`EXPIRY#${network}`),
+      gsi1sk: S(`${expiryKey(ms)}#${node}`),
+      [TTL_ATTRIBUTE]: N(Math.ceil(ms / 1000) + this.ttlGrace),
+    };
   }
 
   /** The network item update of a lease write: conditioned on the revision read. */
@@ -559,10 +568,35 @@ export class DynamoStore implements Store {
     }
   }
 
-  async deleteLease(network: string, node: string, expectedRevision?: number): Promise<{ lease: Lease; revision: number } | undefined> {
+  async renewLease(network: string, node: string, revision: number, expiresAt: string): Promise<Lease | undefined> {
+    const prev = await this.getLease(network, node);
+    if (!prev || prev.revision !== revision || prev.expiresAt === null) return undefined;
+    const full: Lease = { ...prev, expiresAt };
+    const attrs = this.expiryAttributes(network, node, Date.parse(expiresAt));
+    try {
+      // One item, no transaction: the network item is not touched.
+      await this.client.send(new UpdateItemCommand({
+        TableName: this.table,
+        Key: key(netPk(network), LEASE_PREFIX + node),
+        UpdateExpression: 'SET #lease = :lease, #exp = :exp, #g1pk = :g1pk, #g1sk = :g1sk, #ttl = :ttl',
+        ConditionExpression: '#rev = :rev',
+        ExpressionAttributeNames: { '#lease': 'lease', '#exp': 'expiresMs', '#g1pk': 'gsi1pk', '#g1sk': 'gsi1sk', '#ttl': TTL_ATTRIBUTE, '#rev': 'revision' },
+        ExpressionAttributeValues: {
+          ':lease': S(JSON.stringify(full)), ':exp': attrs.expiresMs!, ':g1pk': attrs.gsi1pk!, ':g1sk': attrs.gsi1sk!, ':ttl': attrs[TTL_ATTRIBUTE]!, ':rev': N(revision),
+        },
+      }));
+      return full;
+    } catch (e) {
+      if (errorName(e) === 'ConditionalCheckFailedException') return undefined;
+      throw e;
+    }
+  }
+
+  async deleteLease(network: string, node: string, expectedRevision?: number, expiredBy?: number): Promise<{ lease: Lease; revision: number } | undefined> {
     for (let attempt = 0; ; attempt++) {
       const prev = await this.getLease(network, node);
       if (!prev || (expectedRevision !== undefined && prev.revision !== expectedRevision)) return undefined;
+      if (expiredBy !== undefined && (prev.expiresAt === null || Date.parse(prev.expiresAt) > expiredBy)) return undefined;
       const net = await this.getNetwork(network);
       if (!net) throw new NotFoundError(`network ${network} does not exist`);
       const revision = net.revision + 1;
@@ -575,9 +609,10 @@ export class DynamoStore implements Store {
         Delete: {
           TableName: this.table,
           Key: key(netPk(network), LEASE_PREFIX + node),
-          ConditionExpression: '#rev = :expected',
-          ExpressionAttributeNames: { '#rev': 'revision' },
-          ExpressionAttributeValues: { ':expected': N(prev.revision) },
+          // At expiry, also on the expiry read: a renewal meanwhile moves it but not the revision.
+          ConditionExpression: expiredBy === undefined ? '#rev = :expected' : '#rev = :expected AND (attribute_not_exists(#exp) OR #exp <= :by)',
+          ExpressionAttributeNames: { '#rev': 'revision', ...(expiredBy !== undefined && { '#exp': 'expiresMs' }) },
+          ExpressionAttributeValues: { ':expected': N(prev.revision), ...(expiredBy !== undefined && { ':by': N(expiredBy) }) },
         },
       });
       const claims = claimKeys(prev);

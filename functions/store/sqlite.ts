@@ -210,11 +210,23 @@ export class SqliteStore implements Store {
     })();
   }
 
-  async deleteLease(network: string, node: string, expectedRevision?: number): Promise<{ lease: Lease; revision: number } | undefined> {
+  async renewLease(network: string, node: string, revision: number, expiresAt: string): Promise<Lease | undefined> {
+    return this.db.transaction(() => {
+      const cur = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
+      const prev = cur && (JSON.parse(cur.lease) as Lease);
+      if (!prev || prev.revision !== revision || prev.expiresAt === null) return undefined;
+      const full: Lease = { ...prev, expiresAt };
+      this.q('UPDATE leases SET expires_at = ?, lease = ? WHERE network = ? AND node = ?').run(Date.parse(expiresAt), JSON.stringify(full), network, node);
+      return full;
+    })();
+  }
+
+  async deleteLease(network: string, node: string, expectedRevision?: number, expiredBy?: number): Promise<{ lease: Lease; revision: number } | undefined> {
     return this.db.transaction(() => {
       const cur = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
       const prev = cur && (JSON.parse(cur.lease) as Lease);
       if (!prev || (expectedRevision !== undefined && prev.revision !== expectedRevision)) return undefined;
+      if (expiredBy !== undefined && (prev.expiresAt === null || Date.parse(prev.expiresAt) > expiredBy)) return undefined;
       this.q('DELETE FROM leases WHERE network = ? AND node = ?').run(network, node);
       return { lease: prev, revision: this.bump(network, prev, undefined) };
     })();

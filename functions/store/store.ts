@@ -66,10 +66,21 @@ export interface Store {
   /** ConflictError unless the node's lease is still at expectedRevision, or if a new subnet is taken. */
   replaceLease(lease: NewLease, expectedRevision: number): Promise<Lease>;
   /**
-   * Returns the deleted lease and the network's revision after the delete;
-   * undefined if absent or (with expectedRevision) changed meanwhile.
+   * Moves a lease's expiry and nothing else: its revision, the network's
+   * revision, count and hash stay as they are, since nothing a peer uses
+   * changed (a renewal costs O(1), never a message to every peer). Returns
+   * the renewed lease; undefined when the lease is gone, is no longer at
+   * revision, or is a reservation.
    */
-  deleteLease(network: string, node: string, expectedRevision?: number): Promise<{ lease: Lease; revision: number } | undefined>;
+  renewLease(network: string, node: string, revision: number, expiresAt: string): Promise<Lease | undefined>;
+  /**
+   * Returns the deleted lease and the network's revision after the delete;
+   * undefined if absent, (with expectedRevision) changed meanwhile, or (with
+   * expiredBy, epoch ms) not expired by then: a renewal that lands between
+   * the expiry scan and the delete keeps the lease, though its revision did
+   * not move.
+   */
+  deleteLease(network: string, node: string, expectedRevision?: number, expiredBy?: number): Promise<{ lease: Lease; revision: number } | undefined>;
   /** Leases whose expiry is at or before now, in every network. */
   listExpired(now: number): Promise<Lease[]>;
 

@@ -10,7 +10,7 @@ export class CountingPublisher implements Publisher {
   }
 }
 
-const WRITES = ['createLease', 'replaceLease', 'deleteLease', 'putRouteStatus', 'deleteRouteStatus', 'putNetwork'] as const;
+const WRITES = ['createLease', 'replaceLease', 'renewLease', 'deleteLease', 'putRouteStatus', 'deleteRouteStatus', 'putNetwork'] as const;
 
 /** Wraps the store's write methods in place; the returned counter goes up on each call. */
 export function countWrites(store: Store): { writes: number } {

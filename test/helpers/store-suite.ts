@@ -277,6 +277,48 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
           await assertManifest(store, n);
         }));
 
+      test('renewLease moves the expiry only: the revision, count and hash stay, listExpired follows it', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          const now = Date.parse('2030-06-01T00:00:00.000Z');
+          const a = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24', expiresAt: new Date(now - 1000).toISOString() }));
+          const net = await store.getNetwork(n);
+          const later = new Date(now + 3_600_000).toISOString();
+          const renewed = await store.renewLease(n, 'a', a.revision, later);
+          assert.deepEqual(renewed, { ...a, expiresAt: later });
+          assert.deepEqual(await store.getLease(n, 'a'), renewed);
+          const after = await store.getNetwork(n);
+          assert.deepEqual([after?.revision, after?.leaseCount, after?.leaseHash], [net?.revision, net?.leaseCount, net?.leaseHash]);
+          assert.deepEqual((await store.listExpired(now)).filter((l) => l.network === n), []);
+          await assertManifest(store, n);
+          // at a stale revision, for a missing lease, or for a reservation: nothing
+          await store.replaceLease(newLease(n, 'a', { subnet: '10.0.1.0/24', publicIP: '192.0.2.9' }), a.revision);
+          const before = await snapshot(store, n);
+          assert.equal(await store.renewLease(n, 'a', a.revision, later), undefined);
+          assert.equal(await store.renewLease(n, 'nobody', 1, later), undefined);
+          const r = await store.createLease(newLease(n, 'r', { subnet: '10.0.2.0/24', expiresAt: null }));
+          assert.equal(await store.renewLease(n, 'r', r.revision, later), undefined);
+          assert.deepEqual((await store.getLease(n, 'r'))?.expiresAt, null);
+          assert.deepEqual((await snapshot(store, n) as { leases: Lease[] }).leases.find((l) => l.node === 'a'), (before as { leases: Lease[] }).leases.find((l) => l.node === 'a'));
+        }));
+
+      test('deleteLease at expiry keeps a lease renewed after the expiry was read', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          const now = Date.parse('2030-06-01T00:00:00.000Z');
+          const a = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24', expiresAt: new Date(now - 1000).toISOString() }));
+          const b = await store.createLease(newLease(n, 'b', { subnet: '10.0.2.0/24', expiresAt: new Date(now - 1000).toISOString() }));
+          await store.renewLease(n, 'a', a.revision, new Date(now + 60_000).toISOString());
+          const before = await snapshot(store, n);
+          assert.equal(await store.deleteLease(n, 'a', a.revision, now), undefined);
+          assert.deepEqual(await snapshot(store, n), before);
+          const gone = await store.deleteLease(n, 'b', b.revision, now);
+          assert.equal(gone?.lease.node, 'b');
+          await assertManifest(store, n);
+        }));
+
       test('listExpired returns leases whose expiry has passed, never reservations', () =>
         withStore(async (store) => {
           const n = fresh('net');

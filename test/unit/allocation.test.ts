@@ -117,6 +117,43 @@ describe('a node keeps what it has', () => {
   });
 });
 
+describe('renewal', () => {
+  test('a renewal moves the expiry and publishes the node\'s own topic only: no revision moves, peers hear nothing', async () => {
+    const { controller, store, pub, clock } = setup({ leaseTtlMs: 60_000 });
+    await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16', Backend: { Type: 'vxlan' } }));
+    await controller.join('n', 'peer', { ...IP, backendData: { VtepMAC: '02:00:00:00:00:02' } });
+    const first = await controller.join('n', 'a', { ...IP, backendData: { VtepMAC: '02:00:00:00:00:01' } });
+    const net = await store.getNetwork('n');
+    const mark = pub.sent.length;
+    clock.now += 30_000;
+    const renewed = await controller.join('n', 'a', { ...IP, backendData: { VtepMAC: '02:00:00:00:00:01' } });
+    assert.equal(renewed.revision, first.revision);
+    assert.equal(Date.parse(renewed.expiresAt!), clock.now + 60_000);
+    assert.deepEqual(await store.getNetwork('n'), { ...net, updatedAt: (await store.getNetwork('n'))!.updatedAt }, 'the network revision, count and hash are unchanged');
+    assert.deepEqual(pub.since(mark).map((p) => p.topic), [topics.nodeLease('n', 'a')]);
+    const own = JSON.parse(pub.since(mark)[0]!.payload) as NodeLeaseMessage;
+    assert.equal(own.lease?.expiresAt, renewed.expiresAt);
+    assert.deepEqual(await store.getLease('n', 'a'), renewed);
+    // a changed public IP is a change peers use: a new revision, published to the network
+    const moved = await controller.join('n', 'a', { publicIP: '192.0.2.99', backendData: { VtepMAC: '02:00:00:00:00:01' } });
+    assert.ok(moved.revision > first.revision);
+    assert.ok(pub.since(mark).some((p) => p.topic === topics.netLease('n', 'a')));
+  });
+
+  test('a lease renewed after the expiry scan read it is not expired', async () => {
+    const { controller, store, clock } = setup({ leaseTtlMs: 60_000 });
+    await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
+    const a = await controller.join('n', 'a', IP);
+    clock.now += 61_000;
+    const stale = await store.listExpired(clock.now);
+    assert.deepEqual(stale.map((l) => l.node), ['a']);
+    await controller.join('n', 'a', IP); // renewed between the scan and the delete
+    assert.equal(await controller.release('n', 'a', a.revision, clock.now), false);
+    assert.ok(await store.getLease('n', 'a'));
+    assert.equal(await controller.expire(), 0);
+  });
+});
+
 describe('picking a new subnet', () => {
   test('every pick lies within SubnetMin..SubnetMax and among the first 100 free subnets', async () => {
     const { controller, store } = setup();
@@ -384,7 +421,7 @@ describe('publishing races', () => {
   }
   const retainedLease = (pub: RecordingPublisher, node: string) => JSON.parse(pub.retained(topics.netLease('n', node)) || 'null') as { revision: number } | null;
 
-  test('a republish overtaken by a renewal of the same node does not leave the older lease retained', async () => {
+  test('a republish overtaken by a new public IP of the same node does not leave the older lease retained', async () => {
     const { store, pub, controller } = gated();
     await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
     await controller.join('n', 'a', IP);
@@ -393,7 +430,7 @@ describe('publishing races', () => {
     const gate = pub.hold(topics.netLease('n', 'b'));
     const republish = controller.republishNetwork('n');
     await gate.reached;
-    const renewed = await controller.join('n', 'b', IP);
+    const renewed = await controller.join('n', 'b', { publicIP: '192.0.2.12' });
     assert.equal(retainedLease(pub, 'b')?.revision, renewed.revision);
     gate.release();
     await republish;
