@@ -13,6 +13,7 @@
 // |              |                | CLAIM#6#<32 hex digits>|                                          | |
 // | route status | NET#<network>  | ROUTE#<node>           | ROUTES / <network>#<node>                | network, node, state, reason, updatedAt |
 // | node status  | NET#<network>  | STATUS#<node>          | STATUS / <network>#<node>                | network, node, status (JSON), updatedAt |
+// | change       | NET#<network>  | CHG#<15-digit revision>| -                                        | change (JSON), ttl (N: a day after the write) |
 // | node         | NODE#<name>    | NODE                   | NODES / <name>                           | name, network, passwordHash, createdAt |
 //
 // Why this shape:
@@ -57,6 +58,10 @@
 // so the store re-reads the network and tries again itself, with jittered
 // backoff. Anything else (throttling past the SDK's retries, a missing table,
 // a validation error) propagates as it is.
+// Every write that bumps a network's revision also puts that revision's
+// change item in the same transaction, so the change log never misses or
+// invents a revision; changesSince reads it with one Query and checks that
+// no revision is missing (TTL removes old changes lazily and in any order).
 // A renewal (renewLease) is the exception: it moves only the lease item's
 // expiry (conditioned on its revision), never the network item, since nothing
 // peers use changed; the delete at expiry is therefore conditioned on the
@@ -86,7 +91,7 @@ import { parseCidr } from '../../core/cidr.js';
 import { ConflictError, NotFoundError } from '../../core/errors.js';
 import { digestHex, isExpired, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
 import type { NetConf } from '../../core/config.js';
-import type { NetworkRecord, NodeRecord, RouteStatusRecord, StatusRecord, Store, TakenSubnets } from './store.js';
+import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type StatusRecord, type Store, type TakenSubnets } from './store.js';
 
 type Item = Record<string, AttributeValue>;
 type Key = { pk: AttributeValue; sk: AttributeValue };
@@ -176,6 +181,9 @@ const netPk = (network: string) => `NET#${network}`;
 const NETWORK_SK = 'NETWORK';
 const LEASE_PREFIX = 'LEASE#';
 const CLAIM_PREFIX = 'CLAIM#';
+const CHANGE_PREFIX = 'CHG#';
+/** Fixed width, so the sort key orders changes by revision. */
+const changeSk = (revision: number) => `${CHANGE_PREFIX}${String(revision).padStart(15, '0')}`;
 const ROUTE_PREFIX = 'ROUTE#';
 const STATUS_PREFIX = 'STATUS#';
 const nodePk = (name: string) => `NODE#${name}`;
@@ -265,7 +273,7 @@ function errorName(e: unknown): string | undefined {
 }
 
 /** What each item of a lease transaction is, to read its cancellation reason. */
-type Role = 'lease' | 'claim' | 'release' | 'network';
+type Role = 'lease' | 'claim' | 'release' | 'network' | 'change';
 
 /** How a cancelled lease transaction should be answered. */
 type Outcome = { kind: 'lease' } | { kind: 'claim' } | { kind: 'release' } | { kind: 'retry' };
@@ -403,6 +411,36 @@ export class DynamoStore implements Store {
     };
   }
 
+  private changePut(network: string, change: Change): TransactWriteItem {
+    return {
+      Put: {
+        TableName: this.table,
+        Item: { ...key(netPk(network), changeSk(change.revision)), change: S(JSON.stringify(change)), [TTL_ATTRIBUTE]: N(Math.ceil((Date.now() + CHANGE_RETENTION_MS) / 1000)) },
+      },
+    };
+  }
+
+  async changesSince(network: string, after: number, limit: number): Promise<ChangesSince | undefined> {
+    const net = await this.getNetwork(network);
+    if (!net) return undefined;
+    const rows: Change[] = [];
+    let start: Item | undefined;
+    // (BETWEEN refuses an empty range, as DynamoDB does)
+    if (after < net.revision) do {
+      const r = await this.client.send(new QueryCommand({
+        TableName: this.table,
+        KeyConditionExpression: 'pk = :pk AND sk BETWEEN :from AND :to',
+        ExpressionAttributeValues: { ':pk': S(netPk(network)), ':from': S(changeSk(after + 1)), ':to': S(changeSk(net.revision)) },
+        ConsistentRead: true,
+        Limit: limit + 1 - rows.length,
+        ExclusiveStartKey: start,
+      }));
+      for (const item of r.Items ?? []) rows.push(JSON.parse(str(item, 'change')) as Change);
+      start = r.LastEvaluatedKey;
+    } while (start && rows.length < limit + 1);
+    return changeRun(after, net.revision, rows, limit);
+  }
+
   private claimPut(network: string, sk: string, node: string): TransactWriteItem {
     return {
       Put: {
@@ -441,35 +479,45 @@ export class DynamoStore implements Store {
     const now = new Date().toISOString();
     const conflict = () =>
       new ConflictError(`network ${name} changed meanwhile (expected ${expectedRevision === undefined ? 'no network' : `revision ${expectedRevision}`})`);
-    try {
-      if (expectedRevision === undefined) {
-        const item: Item = {
-          ...key(netPk(name), NETWORK_SK),
-          gsi1pk: S('NETWORKS'),
-          gsi1sk: S(name),
-          name: S(name),
-          config: S(JSON.stringify(config)),
-          revision: N(1),
-          leaseCount: N(0),
-          leaseHash: S(digestHex(0n)),
-          updatedAt: S(now),
-        };
-        await this.client.send(new PutItemCommand({ TableName: this.table, Item: item, ConditionExpression: 'attribute_not_exists(pk)' }));
-        return toNetwork(item);
-      }
+    let rec: NetworkRecord;
+    let write: TransactWriteItem;
+    if (expectedRevision === undefined) {
+      const item: Item = {
+        ...key(netPk(name), NETWORK_SK),
+        gsi1pk: S('NETWORKS'),
+        gsi1sk: S(name),
+        name: S(name),
+        config: S(JSON.stringify(config)),
+        revision: N(1),
+        leaseCount: N(0),
+        leaseHash: S(digestHex(0n)),
+        updatedAt: S(now),
+      };
+      rec = toNetwork(item);
+      write = { Put: { TableName: this.table, Item: item, ConditionExpression: 'attribute_not_exists(pk)' } };
+    } else {
+      // The condition keeps this read true at the write, lease count and hash included.
+      const cur = await this.getNetwork(name);
+      if (!cur || cur.revision !== expectedRevision) throw conflict();
+      rec = { ...cur, config, revision: expectedRevision + 1, updatedAt: now };
       // Only config and revision: the lease count and hash belong to the lease writes.
-      const r = await this.client.send(new UpdateItemCommand({
-        TableName: this.table,
-        Key: key(netPk(name), NETWORK_SK),
-        UpdateExpression: 'SET #config = :config, #rev = #rev + :one, #updated = :updated',
-        ConditionExpression: '#rev = :expected',
-        ExpressionAttributeNames: { '#config': 'config', '#rev': 'revision', '#updated': 'updatedAt' },
-        ExpressionAttributeValues: { ':config': S(JSON.stringify(config)), ':one': N(1), ':updated': S(now), ':expected': N(expectedRevision) },
-        ReturnValues: 'ALL_NEW',
-      }));
-      return toNetwork(r.Attributes!);
+      write = {
+        Update: {
+          TableName: this.table,
+          Key: key(netPk(name), NETWORK_SK),
+          UpdateExpression: 'SET #config = :config, #rev = :rev, #updated = :updated',
+          ConditionExpression: '#rev = :expected',
+          ExpressionAttributeNames: { '#config': 'config', '#rev': 'revision', '#updated': 'updatedAt' },
+          ExpressionAttributeValues: { ':config': S(JSON.stringify(config)), ':rev': N(rec.revision), ':updated': S(now), ':expected': N(expectedRevision) },
+        },
+      };
+    }
+    try {
+      await this.client.send(new TransactWriteItemsCommand({ TransactItems: [write, this.changePut(name, { revision: rec.revision, config: true })] }));
+      return rec;
     } catch (e) {
-      if (errorName(e) === 'ConditionalCheckFailedException') throw conflict();
+      // The network's condition failed or another transaction crossed it: the caller reads again.
+      if (classifyCancellation(e, ['network', 'change'])) throw conflict();
       throw e;
     }
   }
@@ -542,6 +590,7 @@ export class DynamoStore implements Store {
         if (next[fam]) add('claim', this.claimPut(lease.network, next[fam], lease.node));
       }
       add('network', this.networkUpdate(lease.network, net, revision, net.leaseCount + (prev ? 0 : 1), hash));
+      add('change', this.changePut(lease.network, { revision, node: lease.node, lease: full }));
 
       try {
         await this.client.send(new TransactWriteItemsCommand({ TransactItems: items }));
@@ -618,6 +667,7 @@ export class DynamoStore implements Store {
       const claims = claimKeys(prev);
       for (const sk of [claims.v4, claims.v6]) if (sk) add('release', this.claimDelete(network, sk, node));
       add('network', this.networkUpdate(network, net, revision, net.leaseCount - 1, hash));
+      add('change', this.changePut(network, { revision, node, lease: null }));
 
       try {
         await this.client.send(new TransactWriteItemsCommand({ TransactItems: items }));

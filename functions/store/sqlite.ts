@@ -8,7 +8,7 @@ import { parseCidr } from '../../core/cidr.js';
 import { ConflictError, NotFoundError } from '../../core/errors.js';
 import { digestHex, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
 import type { NetConf } from '../../core/config.js';
-import type { NetworkRecord, NodeRecord, RouteStatusRecord, StatusRecord, Store, TakenSubnets } from './store.js';
+import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type StatusRecord, type Store, type TakenSubnets } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS networks (
@@ -32,6 +32,14 @@ CREATE TABLE IF NOT EXISTS leases (
 CREATE UNIQUE INDEX IF NOT EXISTS leases_subnet ON leases (network, subnet_key) WHERE subnet_key IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS leases_ipv6 ON leases (network, ipv6_key) WHERE ipv6_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS leases_expiry ON leases (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS changes (
+  network TEXT NOT NULL,
+  revision INTEGER NOT NULL,
+  at INTEGER NOT NULL,
+  change TEXT NOT NULL,
+  PRIMARY KEY (network, revision)
+);
+CREATE INDEX IF NOT EXISTS changes_at ON changes (network, at);
 CREATE TABLE IF NOT EXISTS nodes (
   name TEXT PRIMARY KEY,
   network TEXT NOT NULL,
@@ -134,7 +142,9 @@ export class SqliteStore implements Store {
           .q('INSERT INTO networks (name, config, revision, lease_count, lease_hash, updated_at) VALUES (?, ?, 1, 0, ?, ?)')
           .run(name, JSON.stringify(config), digestHex(0n), now);
       }
-      return SqliteStore.toNetwork(this.networkRow(name) as NetworkRow);
+      const rec = SqliteStore.toNetwork(this.networkRow(name) as NetworkRow);
+      this.logChange(name, { revision: rec.revision, config: true });
+      return rec;
     })();
   }
 
@@ -170,9 +180,26 @@ export class SqliteStore implements Store {
     return revision;
   }
 
+  /** The change of the write at revision, in its transaction; changes past their retention go. */
+  private logChange(network: string, change: Change): void {
+    const now = Date.now();
+    this.q('INSERT INTO changes (network, revision, at, change) VALUES (?, ?, ?, ?)').run(network, change.revision, now, JSON.stringify(change));
+    this.q('DELETE FROM changes WHERE network = ? AND at < ?').run(network, now - CHANGE_RETENTION_MS);
+  }
+
+  async changesSince(network: string, after: number, limit: number): Promise<ChangesSince | undefined> {
+    return this.db.transaction(() => {
+      const net = this.networkRow(network);
+      if (!net) return undefined;
+      const rows = this.q('SELECT change FROM changes WHERE network = ? AND revision > ? ORDER BY revision LIMIT ?').pluck().all(network, after, limit + 1) as string[];
+      return changeRun(after, net.revision, rows.map((r) => JSON.parse(r) as Change), limit);
+    })();
+  }
+
   private writeLease(lease: NewLease, previous: Lease | undefined): Lease {
     const revision = this.bump(lease.network, previous, lease);
     const full: Lease = { ...lease, revision };
+    this.logChange(lease.network, { revision, node: lease.node, lease: full });
     const keys = subnetKeys(lease);
     const expires = lease.expiresAt === null ? null : Date.parse(lease.expiresAt);
     try {
@@ -228,7 +255,9 @@ export class SqliteStore implements Store {
       if (!prev || (expectedRevision !== undefined && prev.revision !== expectedRevision)) return undefined;
       if (expiredBy !== undefined && (prev.expiresAt === null || Date.parse(prev.expiresAt) > expiredBy)) return undefined;
       this.q('DELETE FROM leases WHERE network = ? AND node = ?').run(network, node);
-      return { lease: prev, revision: this.bump(network, prev, undefined) };
+      const revision = this.bump(network, prev, undefined);
+      this.logChange(network, { revision, node, lease: null });
+      return { lease: prev, revision };
     })();
   }
 

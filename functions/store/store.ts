@@ -42,6 +42,31 @@ export interface RouteStatusRecord {
   updatedAt: string;
 }
 
+/**
+ * One peer-visible write: a lease created, changed (lease) or removed (null),
+ * or the network's config replaced (config). Every write that bumps a
+ * network's revision leaves exactly one, so a run of changes with no gap in
+ * its revisions is the whole story between two revisions.
+ */
+export interface Change {
+  revision: number;
+  node?: string;
+  lease?: Lease | null;
+  config?: true;
+}
+
+/** How long the change log keeps a change: an agent away longer fetches the snapshot instead. */
+export const CHANGE_RETENTION_MS = 24 * 3600 * 1000;
+
+export interface ChangesSince {
+  /** the network's revision when read */
+  revision: number;
+  /** every change after the asked revision, in order, up to revision (or the limit) */
+  changes: Change[];
+  /** the limit cut the list: ask again after the last one */
+  more: boolean;
+}
+
 export interface TakenSubnets {
   /** network addresses of leased IPv4 subnets, ascending */
   v4: bigint[];
@@ -83,6 +108,12 @@ export interface Store {
   deleteLease(network: string, node: string, expectedRevision?: number, expiredBy?: number): Promise<{ lease: Lease; revision: number } | undefined>;
   /** Leases whose expiry is at or before now, in every network. */
   listExpired(now: number): Promise<Lease[]>;
+  /**
+   * The changes of a network after revision `after`, oldest first, at most
+   * `limit`; undefined when the log no longer reaches back that far (or
+   * `after` is ahead of the network): the caller needs the whole snapshot.
+   */
+  changesSince(network: string, after: number, limit: number): Promise<ChangesSince | undefined>;
 
   putNode(node: NodeRecord): Promise<void>;
   getNode(name: string): Promise<NodeRecord | undefined>;
@@ -97,4 +128,20 @@ export interface Store {
   listRouteStatus(network?: string): Promise<RouteStatusRecord[]>;
 
   close(): Promise<void>;
+}
+
+/**
+ * The answer to changesSince from the rows a store read after `after`
+ * (ascending, at most limit + 1 of them): complete only when the first is
+ * after + 1 and none is missing, since each revision has exactly one change.
+ */
+export function changeRun(after: number, current: number, rows: Change[], limit: number): ChangesSince | undefined {
+  if (after > current) return undefined;
+  const changes = rows.slice(0, limit);
+  for (let i = 0; i < changes.length; i++) if (changes[i]!.revision !== after + 1 + i) return undefined;
+  const last = changes.length ? changes[changes.length - 1]!.revision : after;
+  const more = last < current;
+  // Short of the current revision without hitting the limit: the log has a hole at its end.
+  if (more && changes.length < limit) return undefined;
+  return { revision: current, changes, more };
 }

@@ -319,6 +319,38 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
           await assertManifest(store, n);
         }));
 
+      test('every write that moves the revision leaves one change, in order; a renewal leaves none', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          const a = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          const b = await store.createLease(newLease(n, 'b', { subnet: '10.0.2.0/24' }));
+          const a2 = await store.replaceLease(newLease(n, 'a', { subnet: '10.0.1.0/24', publicIP: '192.0.2.7' }), a.revision);
+          await store.renewLease(n, 'b', b.revision, new Date(Date.now() + 7_200_000).toISOString());
+          const gone = await store.deleteLease(n, 'b');
+          const net = await store.putNetwork(n, V4_CONF, gone!.revision);
+          const all = await store.changesSince(n, 0, 100);
+          assert.deepEqual(all, {
+            revision: net.revision,
+            more: false,
+            changes: [
+              { revision: 1, config: true },
+              { revision: a.revision, node: 'a', lease: a },
+              { revision: b.revision, node: 'b', lease: b },
+              { revision: a2.revision, node: 'a', lease: a2 },
+              { revision: gone!.revision, node: 'b', lease: null },
+              { revision: net.revision, config: true },
+            ],
+          });
+          assert.deepEqual(await store.changesSince(n, net.revision, 100), { revision: net.revision, changes: [], more: false });
+          const page = await store.changesSince(n, 1, 2);
+          assert.deepEqual(page?.changes.map((c) => c.revision), [a.revision, b.revision]);
+          assert.equal(page?.more, true);
+          assert.deepEqual((await store.changesSince(n, b.revision, 2))?.changes.map((c) => c.revision), [a2.revision, gone!.revision]);
+          assert.equal(await store.changesSince(n, net.revision + 1, 100), undefined, 'a revision ahead of the network cannot be answered');
+          assert.equal(await store.changesSince(fresh('none'), 0, 100), undefined);
+        }));
+
       test('listExpired returns leases whose expiry has passed, never reservations', () =>
         withStore(async (store) => {
           const n = fresh('net');
