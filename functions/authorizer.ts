@@ -15,7 +15,7 @@ import type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult, PolicyDocumen
 import { nodeGrants } from '../core/acl.js';
 import type { Logger } from '../core/log.js';
 import { NAME_RE, type Topics } from '../core/topics.js';
-import { verifyPassword } from './credentials.js';
+import { DUMMY_HASH, verifyPassword } from './credentials.js';
 import type { NodeRecord, Store } from './store/store.js';
 
 export type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult };
@@ -43,8 +43,6 @@ const DEFAULT_DISCONNECT_SECONDS = 86_400;
 const QUERY_START = '?';
 const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const MAX_PASSWORD_BYTES = 1024;
-/** Verified against when the node is unknown, so the answer takes as long as for a wrong password. */
-const DUMMY_HASH = 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
 
 function clamp(v: number, what: string): number {
   if (!Number.isInteger(v) || v < 300 || v > 86_400) throw new Error(`${what} must be a whole number of seconds from 300 to 86400, not ${v}`);

@@ -17,6 +17,8 @@ import { Topics } from '../../core/topics.js';
 import { backendTypesOf, type Cloud, type CloudKind } from '../clouds/cloud.js';
 import { createCloud, type CloudOptions } from '../clouds/index.js';
 import { handleApi, type ApiDeps } from '../api.js';
+import { VerifiedCredentials } from '../credentials.js';
+import { handleNodeApi, type NodeApiDeps } from '../node-api.js';
 import { Sync } from '../sync.js';
 import { Controller } from '../controller.js';
 import { reconcileNetwork, type ReconcileReport } from '../routes.js';
@@ -262,7 +264,18 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     if (opts.apiListen) {
       const adminToken = adminTokenOf(opts.adminTokenFile ?? join(opts.dataDir, 'admin-token'));
       const deps: ApiDeps = { store, controller, adminToken, broker: url, prefix: opts.prefix, log: log.child('api') };
+      const nodeDeps: NodeApiDeps = { store, credentials: new VerifiedCredentials(store), log: log.child('node-api') };
       apiUrl = await serve(opts.apiListen, (req, res) => {
+        const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
+        const url = new URL(req.url ?? '/', 'http://api');
+        // Agents read their network's snapshot and changes here (protocol v2), with their own credentials.
+        if (url.pathname.startsWith('/v2/')) {
+          req.resume();
+          handleNodeApi({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers }, nodeDeps)
+            .then((r) => res.writeHead(r.status, r.headers).end(r.body))
+            .catch(() => res.writeHead(500).end());
+          return;
+        }
         const chunks: Buffer[] = [];
         let size = 0;
         req.on('data', (c: Buffer) => {
@@ -270,7 +283,6 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
           if (size <= 1024 * 1024) chunks.push(c);
         });
         req.on('end', () => {
-          const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
           handleApi({ method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0] as string, headers, body: chunks.length ? Buffer.concat(chunks).toString('utf8') : undefined }, deps)
             .then((r) => res.writeHead(r.status, r.headers).end(r.body))
             .catch(() => res.writeHead(500).end());

@@ -534,6 +534,25 @@ export class DynamoStore implements Store {
     return (await this.queryPartition(network, LEASE_PREFIX)).map(toLease);
   }
 
+  async listLeasesPage(network: string, after: string | undefined, limit: number): Promise<Lease[]> {
+    const out: Lease[] = [];
+    let start: Item | undefined;
+    do {
+      const r = await this.client.send(new QueryCommand({
+        TableName: this.table,
+        // Node names are printable ASCII, so the page runs from just past `after` to the end of LEASE#.
+        KeyConditionExpression: 'pk = :pk AND sk BETWEEN :from AND :to',
+        ExpressionAttributeValues: { ':pk': S(netPk(network)), ':from': S(`${LEASE_PREFIX}${after ?? ''}\u0001`), ':to': S(`${LEASE_PREFIX}\u007f`) },
+        ConsistentRead: true,
+        Limit: limit - out.length,
+        ExclusiveStartKey: start,
+      }));
+      out.push(...(r.Items ?? []).map(toLease));
+      start = r.LastEvaluatedKey;
+    } while (start && out.length < limit);
+    return out;
+  }
+
   async takenSubnets(network: string): Promise<TakenSubnets> {
     const taken: TakenSubnets = { v4: [], v6: [] };
     for (const item of await this.queryPartition(network, CLAIM_PREFIX, 'sk')) {

@@ -158,6 +158,11 @@ export class SqliteStore implements Store {
     return rows.map((r) => JSON.parse(r.lease) as Lease);
   }
 
+  async listLeasesPage(network: string, after: string | undefined, limit: number): Promise<Lease[]> {
+    const rows = this.q('SELECT lease FROM leases WHERE network = ? AND node > ? ORDER BY node LIMIT ?').all(network, after ?? '', limit) as LeaseRow[];
+    return rows.map((r) => JSON.parse(r.lease) as Lease);
+  }
+
   async takenSubnets(network: string): Promise<TakenSubnets> {
     const keys = (sql: string) => this.q(sql).pluck().all(network) as (number | string)[];
     const v4 = keys('SELECT subnet_key FROM leases WHERE network = ? AND subnet_key IS NOT NULL ORDER BY subnet_key').map((k) => BigInt(k));

@@ -85,6 +85,8 @@ export interface Store {
 
   getLease(network: string, node: string): Promise<Lease | undefined>;
   listLeases(network: string): Promise<Lease[]>;
+  /** Up to limit leases of the nodes named after `after` (all when undefined), by node name. */
+  listLeasesPage(network: string, after: string | undefined, limit: number): Promise<Lease[]>;
   takenSubnets(network: string): Promise<TakenSubnets>;
   /** ConflictError if the node already holds a lease or a subnet is taken. */
   createLease(lease: NewLease): Promise<Lease>;

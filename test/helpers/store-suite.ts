@@ -351,6 +351,26 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
           assert.equal(await store.changesSince(fresh('none'), 0, 100), undefined);
         }));
 
+      test('listLeasesPage walks the leases by node name, a page at a time', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          for (const [i, node] of ['b', 'a-1', 'a', 'c.x', 'a1'].entries()) await store.createLease(newLease(n, node, { subnet: `10.0.${i + 1}.0/24` }));
+          const all = await store.listLeases(n);
+          const walked: string[] = [];
+          let after: string | undefined;
+          for (;;) {
+            const page = await store.listLeasesPage(n, after, 2);
+            walked.push(...page.map((l) => l.node));
+            if (page.length < 2) break;
+            after = page[page.length - 1]!.node;
+          }
+          assert.deepEqual(walked, all.map((l) => l.node));
+          assert.deepEqual(walked, ['a', 'a-1', 'a1', 'b', 'c.x']);
+          assert.deepEqual(await store.listLeasesPage(n, 'c.x', 2), []);
+          assert.deepEqual(await store.listLeasesPage(n, undefined, 10), all);
+        }));
+
       test('listExpired returns leases whose expiry has passed, never reservations', () =>
         withStore(async (store) => {
           const n = fresh('net');

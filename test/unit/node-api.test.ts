@@ -1,0 +1,117 @@
+// The API agents read their network from (protocol v2's list): the local
+// controller's HTTP server, real SQLite, real HTTP, node credentials.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseNetConf } from '../../core/config.js';
+import type { Lease } from '../../core/lease.js';
+import { silentLogger } from '../../core/log.js';
+import { addNode } from '../../functions/admin.js';
+import { startLocalController, type LocalController } from '../../functions/local/server.js';
+
+const PSK = 'a1b2c3d4'.repeat(12);
+
+describe('node API: snapshot and changes', () => {
+  let dir: string;
+  let lc: LocalController;
+  let api: string;
+  let creds: { username: string; password: string };
+  let other: { username: string; password: string };
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'twill-node-api-'));
+    lc = await startLocalController({
+      dataDir: dir, listen: '127.0.0.1:0', apiListen: '127.0.0.1:0', log: silentLogger,
+      networks: [
+        { name: 'sec', config: parseNetConf({ Network: '10.60.0.0/16', Backend: { Type: 'ipsec', PSK } }, {}) },
+        { name: 'else', config: parseNetConf({ Network: '10.61.0.0/16', Backend: { Type: 'alloc' } }, {}) },
+      ],
+    });
+    api = lc.apiUrl as string;
+    for (let i = 0; i < 5; i++) await lc.controller.join('sec', `n${i}`, { publicIP: `192.0.2.${i + 1}` });
+    creds = await addNode(lc.store, { name: 'reader', network: 'sec', broker: lc.url });
+    other = await addNode(lc.store, { name: 'outsider', network: 'else', broker: lc.url });
+  });
+  after(async () => {
+    await lc?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const basic = (c: { username: string; password: string }) => `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
+  const get = (path: string, c: { username: string; password: string } | null = creds, headers: Record<string, string> = {}) =>
+    fetch(`${api}${path}`, { headers: { ...(c && { authorization: basic(c) }), ...headers } });
+
+  test('the snapshot comes in pages by node name, with the revision read before each page, and the PSK masked', async () => {
+    const leases: Lease[] = [];
+    let after: string | null = null;
+    let pages = 0;
+    let revision = 0;
+    do {
+      const r = await get(`/v2/networks/sec/snapshot?limit=2${after ? `&after=${after}` : ''}`);
+      assert.equal(r.status, 200);
+      const page = (await r.json()) as { revision: number; config: { Backend: { PSK: string } }; leases: Lease[]; next: string | null };
+      assert.notEqual(page.config.Backend.PSK, PSK);
+      assert.ok(!JSON.stringify(page).includes(PSK), 'the PSK is nowhere in the snapshot');
+      leases.push(...page.leases);
+      revision = page.revision;
+      after = page.next;
+      pages++;
+    } while (after);
+    assert.equal(pages, 3);
+    assert.deepEqual(leases, await lc.store.listLeases('sec'));
+    assert.equal(revision, (await lc.store.getNetwork('sec'))?.revision);
+  });
+
+  test('a large answer is gzipped when the agent asks for it', async () => {
+    const r = await get('/v2/networks/sec/snapshot', creds, { 'accept-encoding': 'gzip' });
+    assert.equal(r.headers.get('content-encoding'), 'gzip');
+    const page = (await r.json()) as { leases: Lease[] };
+    assert.equal(page.leases.length, 5);
+  });
+
+  test('changes since a revision: every peer-visible write after it, in order; a renewal is none', async () => {
+    const since = (await lc.store.getNetwork('sec'))!.revision;
+    await lc.controller.join('sec', 'n1', { publicIP: '192.0.2.2' }); // a renewal
+    await lc.controller.join('sec', 'late', { publicIP: '192.0.2.50' });
+    await lc.controller.release('sec', 'n2');
+    const r = await get(`/v2/networks/sec/changes?since=${since}`);
+    assert.equal(r.status, 200);
+    const body = (await r.json()) as { revision: number; changes: { revision: number; node: string; lease: Lease | null }[]; more: boolean };
+    assert.deepEqual(body.changes.map((c) => [c.revision, c.node, c.lease?.subnet ?? null]), [
+      [since + 1, 'late', (await lc.store.getLease('sec', 'late'))!.subnet],
+      [since + 2, 'n2', null],
+    ]);
+    assert.equal(body.revision, since + 2);
+    assert.equal(body.more, false);
+    const ahead = await get(`/v2/networks/sec/changes?since=${since + 99}`);
+    assert.equal(ahead.status, 410);
+    assert.match(((await ahead.json()) as { error: string }).error, /no longer reaches back to revision \d+: fetch the snapshot/);
+  });
+
+  test('only a node of the network, with its own password, reads it; bad requests say what is wrong', async () => {
+    const none = await get('/v2/networks/sec/snapshot', null);
+    assert.equal(none.status, 401);
+    assert.match(none.headers.get('www-authenticate') ?? '', /^Basic/);
+    assert.equal((await get('/v2/networks/sec/snapshot', { username: 'reader', password: 'wrong' })).status, 403);
+    assert.equal((await get('/v2/networks/sec/snapshot', { username: 'nobody', password: 'x' })).status, 403);
+    assert.equal((await get('/v2/networks/sec/snapshot', other)).status, 403, 'a node of another network');
+    assert.equal((await get('/v2/networks/else/snapshot', other)).status, 200);
+    const bad = await get('/v2/networks/sec/snapshot?limit=0');
+    assert.equal(bad.status, 400);
+    assert.match(((await bad.json()) as { error: string }).error, /limit must be a whole number from 1 to 5000, not "0"/);
+    assert.equal((await get('/v2/networks/sec/changes')).status, 400);
+    assert.equal((await get('/v2/networks/sec/snapshot?after=../x')).status, 400);
+    assert.equal((await get('/v2/networks/sec/nothing')).status, 404);
+    assert.equal((await fetch(`${api}/v2/networks/sec/snapshot`, { method: 'POST', headers: { authorization: basic(creds) } })).status, 405);
+  });
+
+  test('a rotated password is checked afresh: the old one, though verified before, is refused', async () => {
+    assert.equal((await get('/v2/networks/sec/snapshot')).status, 200);
+    const rotated = await addNode(lc.store, { name: 'reader', network: 'sec', broker: lc.url });
+    assert.equal((await get('/v2/networks/sec/snapshot')).status, 403);
+    assert.equal((await get('/v2/networks/sec/snapshot', rotated)).status, 200);
+    creds = rotated;
+  });
+});
