@@ -3,26 +3,16 @@
 // tears anything down when the broker goes away: the data plane does not
 // depend on the control plane being up.
 import { createServer, type Server } from 'node:http';
-import mqtt from 'mqtt';
 import type { NetConf } from '../core/config.js';
 import { TwillError, errorMessage } from '../core/errors.js';
-import { leaseDigest, digestHex, type Lease } from '../core/lease.js';
-import {
-  leaseSchema,
-  manifestSchema,
-  netConfigSchema,
-  nodeLeaseSchema,
-  parseMessage,
-  type Hello,
-  type Manifest,
-  type Status,
-} from '../core/messages.js';
+import type { Lease } from '../core/lease.js';
+import type { Hello, Status } from '../core/messages.js';
 import { parseNetConf } from '../core/config.js';
 import type { Logger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
+import { nodeClientId } from '../core/acl.js';
 import { VERSION } from '../core/version.js';
 import { backendFactory } from './backends/index.js';
-import { brokerConnection } from './connect.js';
 import type { Backend } from './backends/backend.js';
 import { findExternal, type External, type IfaceOptions } from './iface.js';
 import { Metrics } from '../core/metrics.js';
@@ -31,6 +21,7 @@ import { writeSubnetEnv } from './subnet-env.js';
 import { ensureRules, removeUnwanted } from './rules.js';
 import { iproute2, type KernelIO } from './kernel/io.js';
 import { iptables, type IptablesIO } from './iptables.js';
+import { Watch } from './watch.js';
 
 export interface AgentOptions extends IfaceOptions {
   broker: string;
@@ -53,21 +44,20 @@ export interface AgentOptions extends IfaceOptions {
   renewMarginMs: number;
   /** ask again when a hello gets no answer in this time */
   helloRetryMs: number;
+  /** how often the agent asks the node API for changes it may have missed; default 5 min */
+  pollMs?: number;
   log: Logger;
   /** the kernel and iptables the agent programs; default this host's (tests hand in fakes) */
   kernel?: KernelIO;
   iptables?: IptablesIO;
 }
 
-const MAX_BACKOFF_MS = 30_000;
-/**
- * After a (re)connect the kernel is left alone until the retained snapshot is
- * complete; if the manifest never matches (a broker that lost messages), the
- * agent goes ahead after this long rather than stop repairing drift forever.
- */
-const SNAPSHOT_GRACE_MS = 30_000;
 /** how long each step of stop() may take before it is abandoned */
 const STOP_STEP_MS = 2_000;
+/** the state file holding the network's last shared config */
+const CONFIG_STATE = 'config.json';
+/** a status whose only news is a newer applied revision is sent at most this often */
+const REVISION_STATUS_MS = 60_000;
 
 async function within(ms: number, p: Promise<unknown> | undefined): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
@@ -75,8 +65,11 @@ async function within(ms: number, p: Promise<unknown> | undefined): Promise<void
   clearTimeout(timer);
 }
 
-/** the state file holding the network's last shared config */
-const CONFIG_STATE = 'config.json';
+/**
+ * Readiness, one state at a time: the agent is ready when it holds its lease
+ * and has applied a complete view of its network (agent/watch.ts).
+ */
+export type Readiness = 'starting' | 'no lease yet' | 'listing the network' | 'applying' | 'ready';
 
 export class Agent {
   private readonly topics: Topics;
@@ -85,35 +78,25 @@ export class Agent {
   private readonly kernel: KernelIO;
   private readonly iptables: IptablesIO;
   readonly metrics = new Metrics();
-  private client?: mqtt.MqttClient;
+  private watch?: Watch;
   private http?: Server;
   private external?: External;
   private backend?: Backend;
   private sharedConfig?: NetConf;
   private fullConfig?: NetConf;
-  private lease?: Lease;
-  private readonly peers = new Map<string, Lease>();
-  /** XOR digest of every lease seen on the network topic (self included), compared with the manifest */
-  private seenHash = 0n;
-  private manifest?: Manifest;
-  private complete = false;
-  private everComplete = false;
-  /** the snapshot has been complete at least once since the last connect */
-  private synced = false;
-  private connectedAt = 0;
-  private applied = false;
-  private lastStatus = '';
+  /** the view revision the last pass applied (0: none yet) */
+  private appliedRevision = 0;
+  private lastStatus?: Status;
+  private lastStatusAt = 0;
+  private statusTimer?: NodeJS.Timeout;
   private lastErrors: string[] = [];
-  private helloTimer?: NodeJS.Timeout;
-  private renewJitter = Math.random() / 2;
-  private helloBackoff: number;
+  private problems = new Map<string, string>();
   private timers: NodeJS.Timeout[] = [];
   private reconcileQueued = false;
   /** peers changed since the last pass; 'all' asks the backend to compare everything with the kernel */
   private changed: Set<string> | 'all' = 'all';
   private rulesLogged = false;
   private reconciling: Promise<void> = Promise.resolve();
-  private reconnectAttempt = 0;
   private stopped = false;
   private fail!: (e: Error) => void;
   private failed = false;
@@ -126,12 +109,10 @@ export class Agent {
     this.state = new StateDir(opts.stateDir);
     this.kernel = opts.kernel ?? iproute2();
     this.iptables = opts.iptables ?? iptables;
-    this.helloBackoff = opts.helloRetryMs;
     this.metrics.set('twill_agent_info', 'twill agent version and identity', 1, { version: VERSION, network: opts.network, node: opts.node });
     this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', 0);
     this.metrics.declare('twill_agent_reconciles_total', 'reconciles of the kernel state');
     this.metrics.declare('twill_agent_reconcile_errors_total', 'reconciles that reported errors');
-    this.metrics.declare('twill_agent_messages_refused_total', 'messages from the broker that failed to parse');
   }
 
   get address(): string | undefined {
@@ -139,15 +120,24 @@ export class Agent {
     return a && typeof a === 'object' ? `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}` : undefined;
   }
 
+  readiness(): Readiness {
+    const v = this.watch?.view();
+    if (!v) return 'starting';
+    if (!v.lease) return 'no lease yet';
+    if (v.revision === 0) return 'listing the network';
+    if (this.appliedRevision === 0) return 'applying';
+    return 'ready';
+  }
+
   isReady(): boolean {
-    return this.applied && this.complete;
+    return this.readiness() === 'ready';
   }
 
   async start(): Promise<void> {
     this.external = await findExternal(this.opts, this.kernel);
     this.log.info('external interface', { iface: this.external.iface.name, publicIP: this.external.publicIP, publicIPv6: this.external.publicIPv6, mtu: this.external.iface.mtu });
-    const last = this.state.lastLease(this.opts.network, this.opts.node);
-    if (last) this.log.info('previous lease from state', { subnet: last.subnet ?? last.ipv6Subnet });
+    const previous = this.state.lastLease(this.opts.network, this.opts.node);
+    if (previous) this.log.info('previous lease from state', { subnet: previous.subnet ?? previous.ipv6Subnet });
     // The backend starts from the last config it ran with, before the broker
     // answers: a data plane that lives in this process (udp) forwards again
     // at once after a restart, and whether the broker is up or not.
@@ -157,88 +147,42 @@ export class Agent {
     // A backend that refused this host ends the agent: no session to open.
     if (this.stopped || this.failed) return;
 
-    const offline: Status = { v: 1, state: 'offline', agentVersion: VERSION, errors: [] };
-    // The broker's address and credentials (IoT Core's authorizer included) come from agent/connect.ts.
-    const conn = brokerConnection(this.opts, {
-      clientId: `twill-${this.opts.network}-${this.opts.node}`.slice(0, 128),
-      clean: true,
-      reconnectPeriod: 1000,
-      connectTimeout: 10_000,
-      will: { topic: this.topics.nodeStatus(this.opts.network, this.opts.node), payload: Buffer.from(JSON.stringify(offline)), qos: 1, retain: true },
-    });
-    const client = mqtt.connect(conn.url, conn.options);
-    this.client = client;
-    client.on('connect', () => void this.onConnect());
-    client.on('message', (topic, payload) => this.onMessage(topic, payload));
-    client.on('close', () => {
-      this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', 0);
-      // Exponential backoff with jitter, so a fleet does not reconnect in lockstep
-      // after the broker comes back.
-      const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.reconnectAttempt++, 10));
-      client.options.reconnectPeriod = Math.round(base / 2 + Math.random() * (base / 2));
-    });
-    client.on('error', (e) => this.log.warn('broker connection error', { reason: e.message }));
-
+    const offline: Status = { v: 2, state: 'offline', agentVersion: VERSION, errors: [] };
+    this.watch = new Watch(
+      {
+        ...this.opts,
+        clientId: nodeClientId(this.opts.network, this.opts.node),
+        topics: this.topics,
+        pollMs: this.opts.pollMs ?? 5 * 60_000,
+        will: offline,
+        previous: previous ?? undefined,
+        hello: (last) => this.hello(last),
+      },
+      {
+        onConfig: (config) => {
+          try {
+            // the shared topic's copy: its secrets are masked (the full config comes with our own lease)
+            void this.onConfig(parseNetConf(config, process.env, { masked: true }));
+          } catch (e) {
+            this.log.warn('network config refused', { reason: errorMessage(e) });
+          }
+        },
+        onOwn: (m) => this.onOwn(m),
+        onView: (changed) => {
+          this.metrics.set('twill_agent_peers', 'peer leases known', this.watch?.view().peers.size ?? 0);
+          this.scheduleReconcile(changed === 'all' ? 'all' : changed);
+        },
+        onProblem: (kind, problem) => {
+          if (problem) this.problems.set(kind, problem);
+          else this.problems.delete(kind);
+          this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', this.watch?.connected ? 1 : 0);
+          void this.publishStatus();
+        },
+      },
+    );
+    this.watch.start();
     this.timers.push(setInterval(() => this.scheduleReconcile('all'), this.opts.resyncIntervalMs));
-    this.timers.push(setInterval(() => this.maybeRenew(), Math.max(250, Math.min(60_000, this.opts.renewMarginMs / 4))));
-  }
-
-  private async onConnect(): Promise<void> {
-    const client = this.client;
-    if (!client) return;
-    // end() while the connection was still being made does not stop mqtt.js from completing it
-    if (this.stopped) return void client.end(true);
-    this.reconnectAttempt = 0;
-    this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', 1);
-    // A clean session replays every retained lease, but a lease removed while we
-    // were away simply is not among them: rebuild the view from scratch. The
-    // kernel keeps the old state until the new snapshot is complete.
-    this.peers.clear();
-    this.ownSeen = undefined;
-    this.seenHash = 0n;
-    this.manifest = undefined;
-    this.complete = false;
-    this.synced = false;
-    this.connectedAt = Date.now();
-    this.changed = 'all';
-    this.log.info('connected to broker', { broker: this.opts.broker });
-    try {
-      await client.subscribeAsync([this.topics.netAll(this.opts.network), this.topics.nodeLease(this.opts.network, this.opts.node)], { qos: 1 }).catch((e: Error) => {
-        // A refused subscription (granted 128) means the credentials are not for this node and network.
-        this.reportErrors([`broker refused the subscriptions (${e.message}): check network and node in the agent config`]);
-      });
-      this.lastStatus = '';
-      await this.publishStatus();
-      if (this.backend) this.sendHello();
-    } catch (e) {
-      this.log.warn('subscribe failed', { reason: errorMessage(e) });
-    }
-  }
-
-  private onMessage(topic: string, payload: Buffer): void {
-    const t = this.topics.parse(topic);
-    if (!t || t.network !== this.opts.network) return;
-    try {
-      if (t.kind === 'netConfig') {
-        const msg = parseMessage(netConfigSchema, payload, 'network config');
-        // the shared topic's copy: its secrets are masked (the full config comes with our own lease)
-        void this.onConfig(parseNetConf(msg.config, process.env, { masked: true }));
-      } else if (t.kind === 'netManifest') {
-        const m = parseMessage(manifestSchema, payload, 'manifest');
-        // A broker may hand out a retained copy after a newer live message (aedes
-        // does, right after a subscribe): never go back to an older revision.
-        if (this.manifest && m.revision < this.manifest.revision) return;
-        this.manifest = m;
-        this.checkComplete();
-      } else if (t.kind === 'netLease') {
-        this.onPeer(t.node, payload);
-      } else if (t.kind === 'nodeLease' && t.node === this.opts.node) {
-        this.onOwn(payload);
-      }
-    } catch (e) {
-      this.metrics.inc('twill_agent_messages_refused_total', 'messages from the broker that failed to parse');
-      this.log.warn('message refused', { topic, reason: errorMessage(e) });
-    }
+    this.timers.push(setInterval(() => this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', this.watch?.connected ? 1 : 0), 1000));
   }
 
   /** The network's config as last received (the shared one: it holds no secrets). */
@@ -272,7 +216,7 @@ export class Agent {
       if (this.kernelBackends()) await removeUnwanted(this.iptables, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
       this.metrics.clear('twill_agent_info');
       this.metrics.set('twill_agent_info', 'twill agent version and identity', 1, { version: VERSION, network: this.opts.network, node: this.opts.node, backend: config.Backend.Type });
-      this.sendHello();
+      this.watch?.sendHello();
     } catch (e) {
       this.backend = undefined;
       this.reportErrors([errorMessage(e)]);
@@ -282,132 +226,58 @@ export class Agent {
     }
   }
 
-  private onPeer(node: string, payload: Buffer): void {
-    const old = this.peers.get(node) ?? (node === this.opts.node ? this.ownSeen : undefined);
-    const lease = payload.length === 0 ? undefined : (parseMessage(leaseSchema, payload, `lease of ${node}`) as Lease);
-    // An older copy arriving after a newer one (a retained copy delivered late) is dropped.
-    if (lease && old && lease.revision < old.revision) return;
-    if (old) this.seenHash ^= leaseDigest(old.node, old.revision);
-    if (!lease) {
-      this.peers.delete(node);
-      if (node === this.opts.node) this.ownSeen = undefined;
-    } else {
-      if (lease.node !== node || lease.network !== this.opts.network) throw new Error(`lease on the topic of ${node} names ${lease.network}/${lease.node}`);
-      this.seenHash ^= leaseDigest(lease.node, lease.revision);
-      // Our own lease is in the network snapshot too; the backend gets it from the node topic.
-      if (node === this.opts.node) this.ownSeen = lease;
-      else this.peers.set(node, lease);
-    }
-    this.metrics.set('twill_agent_peers', 'peer leases known', this.peers.size);
-    this.checkComplete();
-    if (node !== this.opts.node) this.scheduleReconcile(node);
-  }
-  private ownSeen?: Lease;
-
-  private checkComplete(): void {
-    const m = this.manifest;
-    const count = this.peers.size + (this.ownSeen ? 1 : 0);
-    const complete = !!m && m.count === count && m.hash === digestHex(this.seenHash);
-    if (complete && !this.complete) {
-      const fields = { revision: m?.revision, leases: count };
-      // Every change passes through a brief incomplete state; only the first snapshot is news.
-      if (this.everComplete) this.log.debug('network snapshot complete', fields);
-      else this.log.info('network snapshot complete', fields);
-      this.everComplete = true;
-    }
-    this.complete = complete;
-    if (complete) this.synced = true;
-    this.metrics.set('twill_agent_snapshot_complete', '1 when every lease in the manifest has arrived', complete ? 1 : 0);
-    if (complete) this.scheduleReconcile();
-  }
-
   /** Backends that program the kernel get forward and masquerade rules; alloc has no traffic of its own. */
   private kernelBackends(): boolean {
     return this.sharedConfig?.Backend.Type !== 'alloc';
   }
 
-  private onOwn(payload: Buffer): void {
-    const msg = parseMessage(nodeLeaseSchema, payload, 'own lease');
-    this.clearHelloTimer();
-    if (msg.config) this.fullConfig = parseNetConf(msg.config);
-    if (msg.error) {
-      this.reportErrors([msg.error]);
-      this.log.error('controller refused this node', { reason: msg.error });
-      // Ask again later: the operator may fix the cause (add the node, free a subnet).
-      this.armHelloRetry(Math.max(this.opts.helloRetryMs, 10_000));
+  private onOwn(m: { lease: Lease | null; config?: Record<string, unknown>; error?: string }): void {
+    if (m.config) {
+      try {
+        this.fullConfig = parseNetConf(m.config);
+      } catch (e) {
+        this.log.warn('config on the own topic refused', { reason: errorMessage(e) });
+      }
+    }
+    if (m.error) {
+      this.problems.set('controller', m.error);
+      this.log.error('controller refused this node', { reason: m.error });
+      void this.publishStatus();
       return;
     }
-    if (!msg.lease) {
-      if (this.lease) this.log.warn('lease removed by the controller: asking for a new one', { subnet: this.lease.subnet });
-      this.lease = undefined;
-      this.sendHello();
-      return;
+    this.problems.delete('controller');
+    if (!m.lease) return;
+    const old = this.state.lastLease(this.opts.network, this.opts.node);
+    if (!old || old.subnet !== m.lease.subnet || old.ipv6Subnet !== m.lease.ipv6Subnet || !this.appliedRevision) {
+      if (old?.subnet !== m.lease.subnet || old?.ipv6Subnet !== m.lease.ipv6Subnet) {
+        this.log.info('lease acquired', { subnet: m.lease.subnet ?? undefined, ipv6Subnet: m.lease.ipv6Subnet ?? undefined, expires: m.lease.expiresAt ?? 'never' });
+      }
     }
-    const lease = msg.lease as Lease;
-    if (lease.node !== this.opts.node) return;
-    if (this.lease && lease.revision < this.lease.revision) return; // a late older copy
-    if (!this.lease || this.lease.subnet !== lease.subnet || this.lease.ipv6Subnet !== lease.ipv6Subnet) {
-      this.log.info('lease acquired', { subnet: lease.subnet ?? undefined, ipv6Subnet: lease.ipv6Subnet ?? undefined, expires: lease.expiresAt ?? 'never' });
-    }
-    if (lease.expiresAt !== this.lease?.expiresAt) this.renewJitter = Math.random() / 2;
-    this.lease = lease;
-    this.helloBackoff = this.opts.helloRetryMs;
-    this.state.saveLease(lease);
-    this.metrics.set('twill_agent_lease_expiry_timestamp_seconds', 'when the lease expires (0: a reservation)', lease.expiresAt ? Date.parse(lease.expiresAt) / 1000 : 0);
+    this.state.saveLease(m.lease);
+    this.metrics.set('twill_agent_lease_expiry_timestamp_seconds', 'when the lease expires (0: a reservation)', m.lease.expiresAt ? Date.parse(m.lease.expiresAt) / 1000 : 0);
     this.scheduleReconcile('all');
   }
 
-  private hello(): Hello {
-    const last = this.lease ?? this.state.lastLease(this.opts.network, this.opts.node);
-    const ext = this.external as External;
+  private hello(last?: Lease): Hello | undefined {
+    if (!this.backend || !this.external) return undefined;
+    const ext = this.external;
     const cfg = this.sharedConfig;
     return {
-      v: 1,
+      v: 2,
       agentVersion: VERSION,
       publicIP: cfg?.EnableIPv4 === false ? undefined : ext.publicIP,
       publicIPv6: cfg?.EnableIPv6 ? ext.publicIPv6 : undefined,
       backendType: cfg?.Backend.Type,
-      backendData: this.backend?.backendData() ?? {},
+      backendData: this.backend.backendData(),
       previousSubnet: last?.subnet ?? undefined,
       previousIPv6Subnet: last?.ipv6Subnet ?? undefined,
     };
   }
 
-  private sendHello(): void {
-    const client = this.client;
-    if (!client?.connected || !this.backend || this.stopped) return;
-    client.publish(this.topics.nodeHello(this.opts.network, this.opts.node), JSON.stringify(this.hello()), { qos: 1 }, (err) => {
-      if (err) this.log.warn('hello not sent', { reason: err.message });
-    });
-    this.armHelloRetry(this.helloBackoff);
-    this.helloBackoff = Math.min(this.helloBackoff * 2, 60_000);
-  }
-
-  private armHelloRetry(ms: number): void {
-    this.clearHelloTimer();
-    this.helloTimer = setTimeout(() => this.sendHello(), ms);
-  }
-
-  private clearHelloTimer(): void {
-    if (this.helloTimer) clearTimeout(this.helloTimer);
-    this.helloTimer = undefined;
-  }
-
-  private maybeRenew(): void {
-    const exp = this.lease?.expiresAt;
-    if (!exp || this.helloTimer) return;
-    // Up to half the margin earlier, drawn per lease: a fleet whose leases were
-    // granted in one storm does not renew in the same minute a day later.
-    if (Date.parse(exp) - Date.now() < this.opts.renewMarginMs * (1 + this.renewJitter)) {
-      this.log.info('renewing lease', { expires: exp });
-      this.sendHello();
-    }
-  }
-
   /** Coalesces bursts (a snapshot of thousands of leases) into one reconcile. */
-  private scheduleReconcile(peer?: string | 'all'): void {
-    if (peer === 'all') this.changed = 'all';
-    else if (peer !== undefined && this.changed !== 'all') this.changed.add(peer);
+  private scheduleReconcile(peers?: ReadonlySet<string> | 'all'): void {
+    if (peers === 'all') this.changed = 'all';
+    else if (peers !== undefined && this.changed !== 'all') for (const p of peers) this.changed.add(p);
     if (this.reconcileQueued || this.stopped) return;
     this.reconcileQueued = true;
     this.reconciling = this.reconciling.then(async () => {
@@ -418,10 +288,11 @@ export class Agent {
   }
 
   private async reconcile(): Promise<void> {
-    const lease = this.lease;
+    const view = this.watch?.view();
+    const lease = view?.lease;
     const backend = this.backend;
     const config = this.fullConfig ?? this.sharedConfig;
-    if (!lease || !backend || !config) return;
+    if (!view || !lease || !backend || !config) return;
     const errors: string[] = [];
     const changed = this.changed;
     this.changed = new Set();
@@ -434,38 +305,32 @@ export class Agent {
         mtu: backend.mtu(),
         ipMasq: this.opts.ipMasq,
       });
-      // Until every peer lease of the snapshot has arrived, the kernel is left as
-      // it is: reconciling a partial view would delete the entries of peers not
-      // yet received (an agent restarting must not drop a packet). Once synced,
-      // the brief incompleteness of ordinary churn does not hold changes back.
-      const graceOver = this.connectedAt > 0 && Date.now() - this.connectedAt > SNAPSHOT_GRACE_MS;
-      if (!this.complete && graceOver) {
-        const m = this.manifest;
-        errors.push(`network snapshot incomplete: the manifest lists ${m?.count ?? '?'} leases, ${this.peers.size + (this.ownSeen ? 1 : 0)} received (revision ${m?.revision ?? '?'})`);
-      }
-      if (this.synced || graceOver) {
-        const report = await backend.reconcile(config, lease, this.peers, changed === 'all' ? undefined : changed);
+      // Until the view is complete the kernel is left as it is: a partial
+      // view would delete the entries of peers not yet listed (an agent
+      // restarting must not drop a packet). The watch never hands over a
+      // partial view, so there is nothing to wait out.
+      if (view.revision > 0) {
+        const revision = view.revision;
+        const report = await backend.reconcile(config, lease, view.peers, changed === 'all' ? undefined : changed);
         errors.push(...report.errors);
         if (changed === 'all' && this.kernelBackends()) {
           const repaired = await ensureRules(this.iptables, config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
           if (repaired.length && this.rulesLogged) this.log.warn('iptables rules were missing and are restored', { chains: repaired.join(',') });
           this.rulesLogged = true;
         }
-        this.applied = true;
+        if (changed === 'all' || this.appliedRevision > 0) this.appliedRevision = revision;
       } else {
         this.changed = 'all';
       }
     } catch (e) {
       errors.push(errorMessage(e));
+      this.changed = 'all';
     }
     this.metrics.inc('twill_agent_reconciles_total', 'reconciles of the kernel state');
     if (errors.length) this.metrics.inc('twill_agent_reconcile_errors_total', 'reconciles that reported errors');
-    this.metrics.set('twill_agent_applied_revision', 'the network revision last applied', this.appliedRevision());
+    this.metrics.set('twill_agent_applied_revision', 'the network revision last applied', this.appliedRevision);
+    this.metrics.set('twill_agent_ready', '1 when the agent holds its lease and has applied a complete view', this.isReady() ? 1 : 0);
     this.reportErrors(errors);
-  }
-
-  private appliedRevision(): number {
-    return Math.max(this.lease?.revision ?? 0, this.complete && this.manifest ? this.manifest.revision : 0);
   }
 
   private reportErrors(errors: string[]): void {
@@ -475,24 +340,41 @@ export class Agent {
     void this.publishStatus();
   }
 
+  /**
+   * The retained status, sent when its meaning changes (online, in sync or
+   * not, errors, subnet); a newer applied revision alone is sent at most
+   * once a minute, so a busy network costs each agent O(1) status messages.
+   */
   private async publishStatus(): Promise<void> {
-    const client = this.client;
-    if (!client?.connected) return;
+    const watch = this.watch;
+    if (!watch?.connected) return;
+    const view = watch.view();
     const status: Status = {
-      v: 1,
+      v: 2,
       state: 'online',
       agentVersion: VERSION,
       backend: this.sharedConfig?.Backend.Type,
-      subnet: this.lease?.subnet ?? null,
-      ipv6Subnet: this.lease?.ipv6Subnet ?? null,
-      appliedRevision: this.appliedRevision(),
-      peers: this.peers.size,
-      errors: this.lastErrors.slice(0, 32).map((e) => e.slice(0, 1024)),
+      subnet: view.lease?.subnet ?? null,
+      ipv6Subnet: view.lease?.ipv6Subnet ?? null,
+      revision: this.appliedRevision,
+      inSync: this.isReady() && view.state === 'in-sync',
+      peers: view.peers.size,
+      errors: [...this.problems.values(), ...this.lastErrors].slice(0, 32).map((e) => e.slice(0, 1024)),
     };
-    const text = JSON.stringify(status);
-    if (text === this.lastStatus) return;
-    this.lastStatus = text;
-    await client.publishAsync(this.topics.nodeStatus(this.opts.network, this.opts.node), text, { qos: 1, retain: true }).catch(() => {});
+    const last = this.lastStatus;
+    const meaning = (x: Status | undefined) => JSON.stringify(x && { ...x, revision: undefined, peers: undefined });
+    if (last && meaning(last) === meaning(status)) {
+      if (last.revision === status.revision && last.peers === status.peers) return;
+      // only the revision moved: at most once a minute
+      const wait = this.lastStatusAt + REVISION_STATUS_MS - Date.now();
+      if (wait > 0) {
+        this.statusTimer ??= setTimeout(() => { this.statusTimer = undefined; void this.publishStatus(); }, wait);
+        return;
+      }
+    }
+    this.lastStatus = status;
+    this.lastStatusAt = Date.now();
+    await watch.publishStatus(status);
   }
 
   private async startHttp(addr: string): Promise<void> {
@@ -503,8 +385,8 @@ export class Agent {
       if (path === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       } else if (path === '/readyz') {
-        const ready = this.isReady();
-        res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : `not ready: ${!this.lease ? 'no lease yet' : !this.complete ? 'network snapshot incomplete' : 'not applied yet'}\n`);
+        const r = this.readiness();
+        res.writeHead(r === 'ready' ? 200 : 503, { 'content-type': 'text/plain' }).end(r === 'ready' ? 'ready\n' : `not ready: ${r}\n`);
       } else if (path === '/metrics') {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
       } else {
@@ -520,18 +402,12 @@ export class Agent {
   /** Leaves the kernel and subnet.env as they are; tells the broker we are going. */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.clearHelloTimer();
     for (const t of this.timers) clearInterval(t);
+    if (this.statusTimer) clearTimeout(this.statusTimer);
     // Every step is bounded: a broker that never acknowledges, or a reconcile
     // stuck on a wedged command, must not keep the process from exiting.
     await within(STOP_STEP_MS, this.reconciling.catch(() => {}));
-    const client = this.client;
-    if (client?.connected) {
-      const offline: Status = { v: 1, state: 'offline', agentVersion: VERSION, errors: [] };
-      await within(STOP_STEP_MS, client.publishAsync(this.topics.nodeStatus(this.opts.network, this.opts.node), JSON.stringify(offline), { qos: 1, retain: true }).catch(() => {}));
-    }
-    await within(STOP_STEP_MS, client?.endAsync().catch(() => {}));
-    client?.end(true);
+    await this.watch?.stop({ v: 2, state: 'offline', agentVersion: VERSION, errors: [] });
     await this.backend?.close();
     await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
   }

@@ -29,7 +29,7 @@ export function renderStatus(r: StatusReport, now = Date.now()): string {
       a.node,
       a.status.state,
       a.status.agentVersion ?? '-',
-      a.status.appliedRevision === undefined ? '-' : String(a.status.appliedRevision),
+      a.status.revision === undefined ? '-' : String(a.status.revision),
       a.status.peers === undefined ? '-' : String(a.status.peers),
       `${formatDuration(now - Date.parse(a.updatedAt))} ago`,
       a.status.errors.join('; ') || '-',

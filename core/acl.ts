@@ -2,7 +2,7 @@
 // each publish and subscribe against it (nodeAcl), and IoT Core's custom
 // authorizer turns the same grants into a policy document. A node publishes
 // only its own hello and status, and reads only its network's topics and its
-// own node topics; only the controller writes leases and config.
+// own lease, by exact topic; only the controller writes leases and config.
 import type { Topics } from './topics.js';
 
 export interface NodeIdentity {
@@ -18,9 +18,9 @@ export interface NodeGrants {
   /** the subset it may publish retained: its status, which its last will also sets */
   retain: string[];
   /**
-   * Topic prefixes, each ending in '/', under which the node may subscribe and
-   * receive. A filter is allowed only when its fixed leading part pins it
-   * inside one of them, so wildcards can only narrow it further.
+   * Exact topics the node may subscribe to and receive: its network's config
+   * and changes, its own lease. No wildcard is needed (and on IoT Core a
+   * wildcard subscription would get no retained message).
    */
   read: string[];
 }
@@ -36,15 +36,26 @@ export function nodeGrants(topics: Topics, node: NodeIdentity): NodeGrants {
     clientId: nodeClientId(node.network, node.name),
     publish: [topics.nodeHello(node.network, node.name), status],
     retain: [status],
-    read: [`${topics.root}/net/${node.network}/`, `${topics.nodeBase(node.network, node.name)}/`],
+    read: topics.agentTopics(node.network, node.name),
   };
+}
+
+/**
+ * What an agent of the previous protocol may still do on the embedded
+ * broker, so that it hears why it is refused: say hello and its status, and
+ * read its own lease topic, where the controller tells it to upgrade.
+ */
+export function legacyGrants(topics: Topics, node: NodeIdentity): Pick<NodeGrants, 'publish' | 'read'> {
+  const base = `${topics.legacyRoot}/node/${node.network}/${node.name}`;
+  return { publish: [`${base}/hello`, `${base}/status`], read: [`${base}/lease`] };
 }
 
 /** The embedded broker's checks, from the same grants. */
 export function nodeAcl(topics: Topics, node: NodeIdentity) {
   const g = nodeGrants(topics, node);
+  const legacy = legacyGrants(topics, node);
   return {
-    canPublish: (topic: string) => g.publish.includes(topic),
-    canSubscribe: (filter: string) => g.read.some((prefix) => filter.startsWith(prefix)),
+    canPublish: (topic: string) => g.publish.includes(topic) || legacy.publish.includes(topic),
+    canSubscribe: (filter: string) => g.read.includes(filter) || legacy.read.includes(filter),
   };
 }

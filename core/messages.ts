@@ -37,7 +37,7 @@ export const leaseSchema = z.object({
 });
 
 export const helloSchema = z.strictObject({
-  v: z.literal(1),
+  v: z.literal(2),
   agentVersion: z.string().max(64),
   publicIP: ipv4.optional(),
   publicIPv6: ipv6.optional(),
@@ -48,22 +48,48 @@ export const helloSchema = z.strictObject({
 });
 export type Hello = z.infer<typeof helloSchema>;
 
-export const manifestSchema = z.object({
-  v: z.literal(1),
+/**
+ * On a network's changes topic, and in the node API's changes: one write a
+ * peer uses, with the network revision it made. A lease of null is a removal;
+ * config says the network's config changed (read it from its topic).
+ */
+export const changeSchema = z.strictObject({
+  v: z.literal(2).optional(),
+  revision: z.number().int().positive(),
+  node: name.optional(),
+  lease: leaseSchema.nullable().optional(),
+  config: z.literal(true).optional(),
+}).refine((c) => (c.config === true) !== (c.node !== undefined && c.lease !== undefined), 'must name a node and its lease (or null), or say config: true');
+export type ChangeMessage = z.infer<typeof changeSchema>;
+
+/** The node API's answers (functions/node-api.ts), as an agent parses them. */
+export const snapshotPageSchema = z.object({
+  v: z.literal(2),
+  network: name,
   revision: z.number().int().nonnegative(),
-  count: z.number().int().nonnegative(),
-  hash: z.string().regex(/^[0-9a-f]{16}$/),
+  config: z.record(z.string(), z.unknown()),
+  leases: z.array(leaseSchema).max(5000),
+  next: name.nullable(),
 });
-export type Manifest = z.infer<typeof manifestSchema>;
+export const changesPageSchema = z.object({
+  v: z.literal(2),
+  network: name,
+  revision: z.number().int().nonnegative(),
+  changes: z.array(changeSchema).max(5000),
+  more: z.boolean(),
+});
 
 export const statusSchema = z.strictObject({
-  v: z.literal(1),
+  v: z.literal(2),
   state: z.enum(['online', 'offline']),
   agentVersion: z.string().max(64).optional(),
   backend: z.enum(BACKEND_TYPES).optional(),
   subnet: cidr4.nullable().optional(),
   ipv6Subnet: cidr6.nullable().optional(),
-  appliedRevision: z.number().int().nonnegative().optional(),
+  /** the network revision whose view the agent applied last */
+  revision: z.number().int().nonnegative().optional(),
+  /** the agent holds a complete view of the network and has applied it */
+  inSync: z.boolean().optional(),
   peers: z.number().int().nonnegative().optional(),
   errors: z.array(z.string().max(1024)).max(32).default([]),
   time: isoTime.optional(),
@@ -72,19 +98,22 @@ export type Status = z.infer<typeof statusSchema>;
 
 /** On a node's own topic: its lease and the full config (with secrets), or why it has none. */
 export interface NodeLeaseMessage {
-  v: 1;
+  v: 2;
   lease: Lease | null;
   config?: NetConf;
+  /** where the node API is (functions/node-api.ts): the agent lists its network there */
+  api?: string;
   error?: string;
 }
 export const nodeLeaseSchema = z.object({
-  v: z.literal(1),
+  v: z.literal(2),
   lease: leaseSchema.nullable(),
   config: z.record(z.string(), z.unknown()).optional(),
-  error: z.string().optional(),
+  api: z.string().max(2048).refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL').optional(),
+  error: z.string().max(4096).optional(),
 });
 
-export const netConfigSchema = z.object({ v: z.literal(1), config: z.record(z.string(), z.unknown()) });
+export const netConfigSchema = z.object({ v: z.literal(2), revision: z.number().int().nonnegative(), config: z.record(z.string(), z.unknown()) });
 
 export class MessageError extends Error {
   constructor(what: string, detail: string) {

@@ -4,7 +4,9 @@
 
 import { TwillError } from './errors.js';
 
-export const PROTOCOL = 'v1';
+export const PROTOCOL = 'v2';
+/** The protocol before list-then-watch; its agents are told to upgrade (Controller.handleMessage). */
+export const LEGACY_PROTOCOL = 'v1';
 export const NAME_RE = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 const PREFIX_RE = /^[A-Za-z0-9_-]{1,64}(?:\/[A-Za-z0-9_-]{1,64})?$/;
 export const DEFAULT_PREFIX = 'twill';
@@ -37,42 +39,54 @@ export function checkPrefix(prefix: string): string {
 
 export type TopicKind =
   | { kind: 'netConfig'; network: string }
-  | { kind: 'netManifest'; network: string }
-  | { kind: 'netLease'; network: string; node: string }
+  | { kind: 'netChanges'; network: string }
   | { kind: 'nodeHello'; network: string; node: string }
+  | { kind: 'legacyHello'; network: string; node: string }
   | { kind: 'nodeLease'; network: string; node: string }
   | { kind: 'nodeStatus'; network: string; node: string };
 
 export class Topics {
   readonly root: string;
+  /** where agents of the previous protocol say hello */
+  readonly legacyRoot: string;
   constructor(readonly prefix: string = DEFAULT_PREFIX) {
     this.root = `${checkPrefix(prefix)}/${PROTOCOL}`;
+    this.legacyRoot = `${prefix}/${LEGACY_PROTOCOL}`;
   }
+  /** retained: the network's config, secrets masked */
   netConfig(network: string): string { return `${this.root}/net/${network}/config`; }
-  netManifest(network: string): string { return `${this.root}/net/${network}/manifest`; }
-  netLease(network: string, node: string): string { return `${this.root}/net/${network}/lease/${node}`; }
-  /** Everything a member of the network may read. */
-  netAll(network: string): string { return `${this.root}/net/${network}/#`; }
+  /** not retained: one message per change of the network, each with its revision */
+  netChanges(network: string): string { return `${this.root}/net/${network}/changes`; }
   nodeBase(network: string, node: string): string { return `${this.root}/node/${network}/${node}`; }
   nodeHello(network: string, node: string): string { return `${this.nodeBase(network, node)}/hello`; }
+  /** retained: the node's lease and the full config, read by that node alone */
   nodeLease(network: string, node: string): string { return `${this.nodeBase(network, node)}/lease`; }
   nodeStatus(network: string, node: string): string { return `${this.nodeBase(network, node)}/status`; }
+  /** What an agent subscribes to: exact topics only, since IoT Core sends retained messages to no wildcard. */
+  agentTopics(network: string, node: string): string[] {
+    return [this.netConfig(network), this.netChanges(network), this.nodeLease(network, node)];
+  }
   /** Filters the controller subscribes to. */
   allHellos(): string { return `${this.root}/node/+/+/hello`; }
   allStatus(): string { return `${this.root}/node/+/+/status`; }
-  allNetLeases(): string { return `${this.root}/net/+/lease/+`; }
   allNodeLeases(): string { return `${this.root}/node/+/+/lease`; }
+  legacyHellos(): string { return `${this.legacyRoot}/node/+/+/hello`; }
+  /** The previous protocol's own-lease topic, where a legacy agent reads why it is refused. */
+  legacyNodeLease(network: string, node: string): string { return `${this.legacyRoot}/node/${network}/${node}/lease`; }
 
   parse(topic: string): TopicKind | undefined {
+    const valid = (s: string | undefined): s is string => s !== undefined && NAME_RE.test(s);
+    if (topic.startsWith(this.legacyRoot + '/')) {
+      const [scope, network, node, what, ...rest] = topic.slice(this.legacyRoot.length + 1).split('/');
+      return scope === 'node' && valid(network) && valid(node) && what === 'hello' && rest.length === 0 ? { kind: 'legacyHello', network, node } : undefined;
+    }
     if (!topic.startsWith(this.root + '/')) return undefined;
     const parts = topic.slice(this.root.length + 1).split('/');
-    const valid = (s: string | undefined): s is string => s !== undefined && NAME_RE.test(s);
     const [scope, network, a, b] = parts;
     if (!valid(network)) return undefined;
     if (scope === 'net') {
       if (parts.length === 3 && a === 'config') return { kind: 'netConfig', network };
-      if (parts.length === 3 && a === 'manifest') return { kind: 'netManifest', network };
-      if (parts.length === 4 && a === 'lease' && valid(b)) return { kind: 'netLease', network, node: b };
+      if (parts.length === 3 && a === 'changes') return { kind: 'netChanges', network };
     } else if (scope === 'node' && parts.length === 4 && valid(a)) {
       if (b === 'hello') return { kind: 'nodeHello', network, node: a };
       if (b === 'lease') return { kind: 'nodeLease', network, node: a };

@@ -59,24 +59,62 @@ export function principalIdOf(node: string): string {
   return id.length <= 128 ? id : `h${createHash('sha256').update(node).digest('hex')}`;
 }
 
-/** The policy a node gets: its grants as IoT Core resources. */
+/**
+ * The policy a node gets: its grants as IoT Core resources. Every resource is
+ * an exact topic (in IoT policies '*' is the wildcard and MQTT's '+' and '#'
+ * are plain characters, and the agent needs none), so the document stays far
+ * below IoT Core's 2,048 characters per policy document at the longest names
+ * and prefix twill allows (test/unit/authorizer.test.ts measures it). The
+ * agent sets a retained last will on its status, which IoT Core allows only
+ * with the LastWill connect attribute granted ("Using connectAttributes").
+ */
 export function nodePolicy(topics: Topics, node: Pick<NodeRecord, 'name' | 'network'>, region: string, accountId: string): PolicyDocument {
   const g = nodeGrants(topics, node);
   const arn = (kind: 'client' | 'topic' | 'topicfilter', rest: string) => `arn:aws:iot:${region}:${accountId}:${kind}/${rest}`;
-  // In IoT policies '*' is the policy wildcard and MQTT's '+' and '#' are
-  // plain characters, so "prefix*" covers every topic (and every filter,
-  // wildcards included) under a prefix and nothing outside it. Names can hold
-  // neither '*' nor '?' nor '$' (NAME_RE), so no node can widen its own grant.
   return {
     Version: '2012-10-17',
     Statement: [
-      { Effect: 'Allow', Action: 'iot:Connect', Resource: arn('client', g.clientId) },
+      {
+        Effect: 'Allow',
+        Action: 'iot:Connect',
+        Resource: arn('client', g.clientId),
+        Condition: { 'ForAllValues:StringEquals': { 'iot:ConnectAttributes': ['LastWill'] } },
+      },
       { Effect: 'Allow', Action: 'iot:Publish', Resource: g.publish.map((t) => arn('topic', t)) },
       { Effect: 'Allow', Action: 'iot:RetainPublish', Resource: g.retain.map((t) => arn('topic', t)) },
-      { Effect: 'Allow', Action: 'iot:Subscribe', Resource: g.read.map((p) => arn('topicfilter', `${p}*`)) },
-      { Effect: 'Allow', Action: 'iot:Receive', Resource: g.read.map((p) => arn('topic', `${p}*`)) },
+      { Effect: 'Allow', Action: 'iot:Subscribe', Resource: g.read.map((t) => arn('topicfilter', t)) },
+      { Effect: 'Allow', Action: 'iot:Receive', Resource: g.read.map((t) => arn('topic', t)) },
     ],
   };
+}
+
+/** IoT Core's custom authorizer limits: each policy document at most 2,048 characters, at most 10 of them. */
+export const MAX_POLICY_CHARS = 2048;
+export const MAX_POLICY_DOCUMENTS = 10;
+
+/**
+ * The policy as IoT Core accepts it from an authorizer: its statements packed
+ * into as few documents as keep each within MAX_POLICY_CHARS (at the longest
+ * names and prefix twill allows, one document would not).
+ */
+export function splitPolicy(policy: PolicyDocument): PolicyDocument[] {
+  const docs: PolicyDocument[] = [];
+  let current: PolicyDocument = { Version: policy.Version, Statement: [] };
+  for (const st of policy.Statement) {
+    const next: PolicyDocument = { Version: policy.Version, Statement: [...current.Statement, st] };
+    if (current.Statement.length > 0 && JSON.stringify(next).length > MAX_POLICY_CHARS) {
+      docs.push(current);
+      current = { Version: policy.Version, Statement: [st] };
+    } else {
+      current = next;
+    }
+  }
+  if (current.Statement.length) docs.push(current);
+  for (const d of docs) {
+    if (JSON.stringify(d).length > MAX_POLICY_CHARS) throw new Error(`a policy statement alone is ${JSON.stringify(d).length} characters: IoT Core takes at most ${MAX_POLICY_CHARS} per document`);
+  }
+  if (docs.length > MAX_POLICY_DOCUMENTS) throw new Error(`the policy needs ${docs.length} documents: IoT Core takes at most ${MAX_POLICY_DOCUMENTS}`);
+  return docs;
 }
 
 type Credentials = { ok: true; node: string; password: string; clientId?: string } | { ok: false; reason: string; node?: string };
@@ -129,6 +167,6 @@ export async function authorize(event: IoTCustomAuthorizerEvent, opts: Authorize
     principalId: principalIdOf(record.name),
     disconnectAfterInSeconds: disconnect,
     refreshAfterInSeconds: refresh,
-    policyDocuments: [nodePolicy(opts.topics, record, opts.region, opts.accountId)],
+    policyDocuments: splitPolicy(nodePolicy(opts.topics, record, opts.region, opts.accountId)),
   };
 }

@@ -7,15 +7,16 @@ import { formatIP, parseCidr } from '../core/cidr.js';
 import { ConflictError, NotFoundError, OutOfSubnetsError, TwillError, errorMessage } from '../core/errors.js';
 import type { Lease, NewLease } from '../core/lease.js';
 import { helloSchema, parseMessage, statusSchema, type Hello, type NodeLeaseMessage } from '../core/messages.js';
-import { checkName, type Topics } from '../core/topics.js';
+import { checkName, LEGACY_PROTOCOL, PROTOCOL, type Topics } from '../core/topics.js';
+import { VERSION } from '../core/version.js';
 import type { Logger } from '../core/log.js';
 import type { Publisher } from './publish/publisher.js';
-import type { NetworkRecord, Store } from './store/store.js';
+import type { Change, NetworkRecord, Store } from './store/store.js';
 
 export const DEFAULT_LEASE_TTL_MS = 24 * 3600 * 1000;
 /** Conditional writes that lose a race are retried this many times with fresh reads. */
 const WRITE_ATTEMPTS = 16;
-/** how often a publish overtaken by a concurrent write is redone before the sync loop is left to it */
+/** how often an own-lease publish overtaken by a concurrent write is redone */
 const PUBLISH_ROUNDS = 4;
 
 export interface ControllerOptions {
@@ -54,14 +55,14 @@ export class Controller {
   private readonly ttl: number;
   private readonly now: () => number;
   private readonly random: () => number;
-  /** Per network, the nodes whose lease topics this controller has published, so a republish can clear the ones that went. */
-  private readonly publishedNodes = new Map<string, Set<string>>();
   /**
    * Told of every write this controller has published: the write at revision
    * (or, with upTo, every write up to it, after a whole republish). The sync
    * loop republishes what it was not told of (functions/sync.ts).
    */
   onPublished: (network: string, revision: number, upTo: boolean) => void = () => {};
+  /** The node API's URL, told to every node on its own topic (it lists its network there). */
+  api?: string;
 
   constructor(
     readonly store: Store,
@@ -264,12 +265,24 @@ export class Controller {
       } else if (t?.kind === 'nodeStatus') {
         const status = parseMessage(statusSchema, payload, `status of ${t.node}`);
         await this.store.putStatus({ network: t.network, node: t.node, status, updatedAt: new Date(this.now()).toISOString() });
+      } else if (t?.kind === 'legacyHello') {
+        await this.announceUpgrade(t.network, t.node);
+        this.log.warn('agent of an older protocol refused: it must be upgraded', { network: t.network, node: t.node, client });
       } else {
         this.log.warn('message on an unexpected topic ignored', { topic, client });
       }
     } catch (e) {
       this.log.warn('message refused', { topic, client, reason: errorMessage(e) });
     }
+  }
+
+  /**
+   * Tells an agent of the previous protocol, on the own-lease topic it reads,
+   * that it must be upgraded (retained: it reads it on connect).
+   */
+  async announceUpgrade(network: string, node: string): Promise<void> {
+    const error = `this control plane speaks twill protocol ${PROTOCOL} and this agent speaks ${LEGACY_PROTOCOL}: upgrade the agent to twill ${VERSION} or later`;
+    await this.publisher.publish(this.topics.legacyNodeLease(network, node), JSON.stringify({ v: 1, lease: null, error }), true);
   }
 
   private async handleHello(network: string, node: string, payload: Uint8Array): Promise<void> {
@@ -289,69 +302,54 @@ export class Controller {
   }
 
   // ---- publishing: everything is derived from the store ----
+  //
+  // Per network, a retained config topic, and a changes topic that carries
+  // each peer-visible write once, with its revision (not retained: an agent
+  // lists the network over the node API and then applies the changes newer
+  // than its list; a gap in the revisions sends it back to the API). Per
+  // node, a retained topic with its own lease and the full config.
 
   private async publishNodeError(network: string, node: string, error: string): Promise<void> {
     const lease = (await this.store.getLease(network, node)) ?? null;
-    const msg: NodeLeaseMessage = { v: 1, lease, error };
+    const msg: NodeLeaseMessage = { v: 2, lease, error, ...(this.api && { api: this.api }) };
     await this.publisher.publish(this.topics.nodeLease(network, node), JSON.stringify(msg), true);
   }
 
-  /** Returns the network as it was read for the manifest. */
-  private async publishManifest(network: string): Promise<NetworkRecord | undefined> {
-    const net = await this.store.getNetwork(network);
-    if (!net) return undefined;
-    const manifest = { v: 1, revision: net.revision, count: net.leaseCount, hash: net.leaseHash };
-    await this.publisher.publish(this.topics.netManifest(network), JSON.stringify(manifest), true);
-    return net;
+  private async publishChange(network: string, change: Change): Promise<void> {
+    await this.publisher.publish(this.topics.netChanges(network), JSON.stringify({ v: 2, ...change }), false);
   }
 
-  private published(network: string): Set<string> {
-    let set = this.publishedNodes.get(network);
-    if (!set) {
-      set = new Set();
-      this.publishedNodes.set(network, set);
-    }
-    return set;
-  }
-
-  private async publishLeaseOnly(lease: Lease, config: NetConf): Promise<void> {
-    this.published(lease.network).add(lease.node);
-    await this.publisher.publish(this.topics.netLease(lease.network, lease.node), JSON.stringify(lease), true);
-    await this.publishOwn(lease, config);
-  }
-
-  /** The node's own topic: its lease and the full config. */
+  /** The node's own topic: its lease (or none) and the full config. */
   private async publishOwn(lease: Lease, config: NetConf): Promise<void> {
-    const own: NodeLeaseMessage = { v: 1, lease, config };
+    const own: NodeLeaseMessage = { v: 2, lease, config, ...(this.api && { api: this.api }) };
     await this.publisher.publish(this.topics.nodeLease(lease.network, lease.node), JSON.stringify(own), true);
   }
 
+  private async clearOwn(network: string, node: string): Promise<void> {
+    const own: NodeLeaseMessage = { v: 2, lease: null, ...(this.api && { api: this.api }) };
+    await this.publisher.publish(this.topics.nodeLease(network, node), JSON.stringify(own), true);
+  }
+
   /**
-   * Publishes a node's lease (or its removal, for null) as of `revision`, then
-   * the manifest. Publishing is not atomic with the store write: another
-   * writer (a sync, a renewal, another function) may write the same node in
-   * between and publish first, and then this older message would stay
-   * retained, behind a manifest that already counts the newer one. Every
-   * write bumps the network's revision, so a revision past ours after the
-   * publish means the node may have moved: its lease is read again and
-   * published once more until the two agree.
+   * Publishes a node's write at `revision`: the change to every member, the
+   * lease to the node's own topic. Publishing is not atomic with the store
+   * write: another writer may write the same node in between and publish
+   * first, and then this older own-lease message would stay retained. The
+   * changes need no care (each carries its revision, and agents order them),
+   * but the own topic is read again after the publish and published once more
+   * until it agrees with the store.
    */
-  private async publishNode(network: string, node: string, lease: Lease | null, revision: number, config?: NetConf): Promise<void> {
-    // the write whose publication this round completes; unknown for a removal found on a re-read
-    let written: number | undefined = revision;
+  private async publishNode(network: string, node: string, lease: Lease | null, revision: number, config: NetConf): Promise<void> {
+    await this.publishChange(network, { revision, node, lease });
+    this.onPublished(network, revision, false);
+    let own = lease;
     for (let round = 0; round < PUBLISH_ROUNDS; round++) {
-      // (config comes with every lease: from the caller, then from the network read below)
-      if (lease && config) await this.publishLeaseOnly(lease, config);
-      else await this.clearLeaseTopics(network, node);
-      if (written !== undefined) this.onPublished(network, written, false);
-      const net = await this.publishManifest(network);
-      if (!net || net.revision === revision) return;
+      if (own) await this.publishOwn(own, config);
+      else await this.clearOwn(network, node);
       const now = (await this.store.getLease(network, node)) ?? null;
-      if (now?.revision === lease?.revision) return;
-      lease = now;
-      written = now?.revision;
-      revision = net.revision;
-      config = net.config;
+      if (now?.revision === own?.revision && now?.expiresAt === own?.expiresAt) return;
+      own = now;
+      config = (await this.store.getNetwork(network))?.config ?? config;
     }
   }
 
@@ -360,49 +358,80 @@ export class Controller {
   }
 
   private async publishRemoval(lease: Lease, revision: number): Promise<void> {
-    await this.publishNode(lease.network, lease.node, null, revision);
-  }
-
-  private async clearLeaseTopics(network: string, node: string): Promise<void> {
-    this.published(network).delete(node);
-    await this.publisher.publish(this.topics.netLease(network, node), '', true);
-    const own: NodeLeaseMessage = { v: 1, lease: null };
-    await this.publisher.publish(this.topics.nodeLease(network, node), JSON.stringify(own), true);
+    const config = (await this.store.getNetwork(lease.network))?.config;
+    if (config) await this.publishNode(lease.network, lease.node, null, revision, config);
+    else await this.publishChange(lease.network, { revision, node: lease.node, lease: null });
   }
 
   /** Config (secrets removed) on the shared topic; each node's topic carries its full config. */
   private async publishNetwork(net: NetworkRecord): Promise<void> {
-    await this.publisher.publish(this.topics.netConfig(net.name), JSON.stringify({ v: 1, config: publicConfig(net.config) }), true);
-    for (const lease of await this.store.listLeases(net.name)) {
-      const own: NodeLeaseMessage = { v: 1, lease, config: net.config };
-      await this.publisher.publish(this.topics.nodeLease(net.name, lease.node), JSON.stringify(own), true);
-    }
+    await this.publishConfig(net);
+    for (const lease of await this.store.listLeases(net.name)) await this.publishOwn(lease, net.config);
+    await this.publishChange(net.name, { revision: net.revision, config: true });
     this.onPublished(net.name, net.revision, false);
-    await this.publishManifest(net.name);
+  }
+
+  private async publishConfig(net: NetworkRecord): Promise<void> {
+    await this.publisher.publish(this.topics.netConfig(net.name), JSON.stringify({ v: 2, revision: net.revision, config: publicConfig(net.config) }), true);
   }
 
   /**
-   * Rebuilds a network's retained messages from the store: the broker is only
-   * a cache. A write landing while this runs may be overtaken by the older
-   * copy read here (see publishNode), so a network whose revision moved
-   * meanwhile is rebuilt again.
+   * Catches the broker up with the store after writes this process did not
+   * publish (the CLI writes releases and reservations straight to the store,
+   * a function died between its write and its publish): the changes after
+   * `after` from the store's change log, each once, and the own topics of
+   * the nodes they touched. Returns false when the log no longer reaches back
+   * (the agents' own gap rule then sends them to the node API).
+   */
+  async publishChangesSince(name: string, after: number, published: (revision: number) => boolean = () => false): Promise<boolean> {
+    let from = after;
+    for (;;) {
+      const run = await this.store.changesSince(name, from, 1000);
+      const net = await this.store.getNetwork(name);
+      if (!run || !net) return false;
+      for (const c of run.changes) {
+        if (published(c.revision)) continue;
+        await this.publishChange(name, c);
+        if (c.config) {
+          await this.publishConfig(net);
+          for (const lease of await this.store.listLeases(name)) await this.publishOwn(lease, net.config);
+        } else if (c.node) {
+          const now = (await this.store.getLease(name, c.node)) ?? null;
+          if (now) await this.publishOwn(now, net.config);
+          else await this.clearOwn(name, c.node);
+        }
+      }
+      const last = run.changes.length ? run.changes[run.changes.length - 1]!.revision : from;
+      this.onPublished(name, last, true);
+      if (!run.more) return true;
+      from = last;
+    }
+  }
+
+  /**
+   * Rebuilds a network's retained messages from the store (on start: the
+   * broker is only a cache): its config, and every node's own topic.
    */
   async republishNetwork(name: string): Promise<void> {
+    let net = await this.store.getNetwork(name);
+    if (!net) return;
+    await this.publishConfig(net);
+    for (const lease of await this.store.listLeases(name)) await this.publishOwn(lease, net.config);
+    // A write landing meanwhile may have been overtaken by the older copy
+    // read here: the nodes written since are published again as they are now.
     for (let round = 0; round < PUBLISH_ROUNDS; round++) {
-      const net = await this.store.getNetwork(name);
-      if (!net) return;
-      await this.publisher.publish(this.topics.netConfig(net.name), JSON.stringify({ v: 1, config: publicConfig(net.config) }), true);
-      const leases = await this.store.listLeases(net.name);
-      const present = new Set(leases.map((l) => l.node));
-      // Leases another writer removed (the CLI, or a peer controller) leave retained topics behind.
-      for (const node of [...this.published(net.name)]) if (!present.has(node)) await this.clearLeaseTopics(net.name, node);
-      for (const lease of leases) await this.publishLeaseOnly(lease, net.config);
-      const after = await this.publishManifest(net.name);
-      if (!after || after.revision === net.revision) {
-        this.onPublished(net.name, net.revision, true);
-        return;
+      const now = await this.store.getNetwork(name);
+      if (!now || now.revision === net.revision) break;
+      const run = await this.store.changesSince(name, net.revision, 1000);
+      const nodes = run ? new Set(run.changes.flatMap((c) => (c.node ? [c.node] : []))) : new Set((await this.store.listLeases(name)).map((l) => l.node));
+      for (const node of nodes) {
+        const lease = await this.store.getLease(name, node);
+        if (lease) await this.publishOwn(lease, now.config);
+        else await this.clearOwn(name, node);
       }
+      net = now;
     }
+    this.onPublished(name, net.revision, true);
   }
 
   async republishAll(): Promise<void> {
@@ -410,18 +439,23 @@ export class Controller {
   }
 
   /**
-   * Clears retained lease topics the store does not back (an external broker
-   * keeps them across controller restarts, including leases that expired while
-   * the controller was down).
+   * Clears retained own-lease topics the store does not back (an external
+   * broker keeps them across controller restarts, including leases that
+   * expired while the controller was down).
    */
   async clearStale(retained: Map<string, string>): Promise<number> {
     let n = 0;
-    const none = JSON.stringify({ v: 1, lease: null } satisfies NodeLeaseMessage);
     for (const [topic, payload] of retained) {
       const t = this.topics.parse(topic);
-      if (!t || (t.kind !== 'netLease' && t.kind !== 'nodeLease')) continue;
-      if (payload === '' || payload === none || (await this.store.getLease(t.network, t.node))) continue;
-      await this.publisher.publish(topic, t.kind === 'netLease' ? '' : none, true);
+      if (t?.kind !== 'nodeLease' || payload === '') continue;
+      let none = false;
+      try {
+        none = (JSON.parse(payload) as { lease?: unknown }).lease === null;
+      } catch {
+        // unreadable: cleared below unless the store backs it
+      }
+      if (none || (await this.store.getLease(t.network, t.node))) continue;
+      await this.clearOwn(t.network, t.node);
       n++;
     }
     return n;

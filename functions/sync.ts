@@ -33,7 +33,18 @@ export class PublishedWatermark {
 
   /** Whether every write up to revision has been published. */
   covers(network: string, revision: number): boolean {
-    return (this.marks.get(network)?.upTo ?? 0) >= revision;
+    return this.upTo(network) >= revision;
+  }
+
+  /** Whether the write at revision has been published (at or below the mark, or above it on its own). */
+  has(network: string, revision: number): boolean {
+    const m = this.marks.get(network);
+    return !!m && (revision <= m.upTo || m.above.has(revision));
+  }
+
+  /** The revision up to which every write has been published. */
+  upTo(network: string): number {
+    return this.marks.get(network)?.upTo ?? 0;
   }
 }
 
@@ -53,7 +64,9 @@ export class Sync {
     const republished: string[] = [];
     for (const n of await this.store.listNetworks()) {
       if (this.published.covers(n.name, n.revision)) continue;
-      await this.controller.republishNetwork(n.name);
+      // The writes not published here, from the change log, each once; a log
+      // too short to reach back leaves the agents to their own gap rule.
+      if (!(await this.controller.publishChangesSince(n.name, this.published.upTo(n.name), (r) => this.published.has(n.name, r)))) await this.controller.republishNetwork(n.name);
       republished.push(n.name);
     }
     return republished;

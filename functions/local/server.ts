@@ -127,6 +127,52 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       return queue;
     };
 
+    const serve = async (addr: string, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> => {
+      const { host, port } = parseListen(addr);
+      const http = createHttpServer(handler);
+      await new Promise<void>((resolve, reject) => {
+        http.once('error', reject);
+        http.listen(port, host, () => resolve());
+      });
+      cleanups.push(() => new Promise<void>((r) => { http.closeAllConnections(); http.close(() => r()); }));
+      const a = http.address();
+      return `http://${host.includes(':') ? `[${host}]` : host}:${typeof a === 'object' && a ? a.port : port}`;
+    };
+
+    // The admin API the CLI uses with --api: the same router the serverless deployment runs.
+    // It always runs: agents list their network there (protocol v2). Started
+    // before anything is published, since every node's own topic names it.
+    let apiUrl: string;
+    {
+      const adminToken = adminTokenOf(opts.adminTokenFile ?? join(opts.dataDir, 'admin-token'));
+      // controller and url are set below, before the first request can matter.
+      const deps = { store, get controller() { return controller; }, adminToken, get broker() { return url; }, prefix: opts.prefix, log: log.child('api') } as ApiDeps;
+      const nodeDeps: NodeApiDeps = { store, credentials: new VerifiedCredentials(store), log: log.child('node-api') };
+      apiUrl = await serve(opts.apiListen ?? `${parseListen(opts.brokerUrl ? '127.0.0.1:0' : (opts.listen ?? '127.0.0.1:1883')).host}:0`, (req, res) => {
+        const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
+        const url = new URL(req.url ?? '/', 'http://api');
+        // Agents read their network's snapshot and changes here (protocol v2), with their own credentials.
+        if (url.pathname.startsWith('/v2/')) {
+          req.resume();
+          handleNodeApi({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers }, nodeDeps)
+            .then((r) => res.writeHead(r.status, r.headers).end(r.body))
+            .catch(() => res.writeHead(500).end());
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        req.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size <= 1024 * 1024) chunks.push(c);
+        });
+        req.on('end', () => {
+          handleApi({ method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0] as string, headers, body: chunks.length ? Buffer.concat(chunks).toString('utf8') : undefined }, deps)
+            .then((r) => res.writeHead(r.status, r.headers).end(r.body))
+            .catch(() => res.writeHead(500).end());
+        });
+      });
+    }
+
     if (opts.brokerUrl) {
       const client = await mqtt.connectAsync(opts.brokerUrl, {
         username: opts.brokerUsername,
@@ -136,23 +182,27 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       });
       cleanups.push(() => client.endAsync());
       controller = new Controller(store, new MqttPublisher(client), { topics, log, leaseTtlMs: opts.leaseTtlMs });
+      controller.api = apiUrl;
       sync = new Sync(controller, store);
-      const stale = await collectRetained(client, [topics.allNetLeases(), topics.allNodeLeases()], 500);
+      const stale = await collectRetained(client, [topics.allNodeLeases()], 500);
       for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
       await controller.republishAll();
+      for (const n of await store.listNodes()) await controller.announceUpgrade(n.network, n.name);
       const cleared = await controller.clearStale(stale);
       if (cleared) log.info('cleared retained leases the store does not hold', { count: cleared });
       client.on('message', (topic, payload) => void handle(topic, payload));
-      await client.subscribeAsync([topics.allHellos(), topics.allStatus()], { qos: 1 });
+      await client.subscribeAsync([topics.allHellos(), topics.allStatus(), topics.legacyHellos()], { qos: 1 });
       url = opts.brokerUrl;
     } else {
       const broker: Aedes = await createBroker({ store, topics, log });
       cleanups.push(() => new Promise<void>((r) => broker.close(() => r())));
       controller = new Controller(store, new AedesPublisher(broker), { topics, log, leaseTtlMs: opts.leaseTtlMs });
+      controller.api = apiUrl;
       sync = new Sync(controller, store);
       for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
       await controller.republishAll();
-      for (const filter of [topics.allHellos(), topics.allStatus()]) {
+      for (const n of await store.listNodes()) await controller.announceUpgrade(n.network, n.name);
+      for (const filter of [topics.allHellos(), topics.allStatus(), topics.legacyHellos()]) {
         await new Promise<void>((r) =>
           broker.subscribe(filter, (packet, cb) => { cb(); void handle(packet.topic, packet.payload as Buffer); }, r),
         );
@@ -231,18 +281,6 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       log.info('route controller running', { cloud: c.kind, everyMs: opts.reconcileIntervalMs ?? 30_000 });
     }
 
-    const serve = async (addr: string, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> => {
-      const { host, port } = parseListen(addr);
-      const http = createHttpServer(handler);
-      await new Promise<void>((resolve, reject) => {
-        http.once('error', reject);
-        http.listen(port, host, () => resolve());
-      });
-      cleanups.push(() => new Promise<void>((r) => { http.closeAllConnections(); http.close(() => r()); }));
-      const a = http.address();
-      return `http://${host.includes(':') ? `[${host}]` : host}:${typeof a === 'object' && a ? a.port : port}`;
-    };
-
     let metricsUrl: string | undefined;
     if (opts.metricsAddr) {
       metricsUrl = await serve(opts.metricsAddr, (req, res) => {
@@ -259,38 +297,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       });
     }
 
-    // The admin API the CLI uses with --api: the same router the serverless deployment runs.
-    let apiUrl: string | undefined;
-    if (opts.apiListen) {
-      const adminToken = adminTokenOf(opts.adminTokenFile ?? join(opts.dataDir, 'admin-token'));
-      const deps: ApiDeps = { store, controller, adminToken, broker: url, prefix: opts.prefix, log: log.child('api') };
-      const nodeDeps: NodeApiDeps = { store, credentials: new VerifiedCredentials(store), log: log.child('node-api') };
-      apiUrl = await serve(opts.apiListen, (req, res) => {
-        const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
-        const url = new URL(req.url ?? '/', 'http://api');
-        // Agents read their network's snapshot and changes here (protocol v2), with their own credentials.
-        if (url.pathname.startsWith('/v2/')) {
-          req.resume();
-          handleNodeApi({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers }, nodeDeps)
-            .then((r) => res.writeHead(r.status, r.headers).end(r.body))
-            .catch(() => res.writeHead(500).end());
-          return;
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        req.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size <= 1024 * 1024) chunks.push(c);
-        });
-        req.on('end', () => {
-          handleApi({ method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0] as string, headers, body: chunks.length ? Buffer.concat(chunks).toString('utf8') : undefined }, deps)
-            .then((r) => res.writeHead(r.status, r.headers).end(r.body))
-            .catch(() => res.writeHead(500).end());
-        });
-      });
-    }
-
-    log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}), ...(apiUrl ? { api: apiUrl } : {}) });
+    log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}), api: apiUrl });
     return { controller, store, url, sync: syncOnce, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, close };
   } catch (e) {
     await close();

@@ -20,4 +20,8 @@ export class RecordingPublisher implements Publisher {
   since(mark: number): Publication[] {
     return this.sent.slice(mark);
   }
+  /** The change messages published on a topic (protocol v2's changes), in order. */
+  changes(topic: string, mark = 0): { revision: number; node?: string; lease?: { revision: number; subnet: string | null } | null; config?: true }[] {
+    return this.sent.slice(mark).filter((p) => p.topic === topic).map((p) => JSON.parse(p.payload));
+  }
 }

@@ -463,13 +463,13 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
       test('status records round-trip and the latest one per node wins', () =>
         withStore(async (store) => {
           const n = fresh('net');
-          await store.putStatus({ network: n, node: 'a', status: { v: 1, state: 'online', subnet: '10.0.1.0/24', appliedRevision: 7, peers: 3, errors: [] }, updatedAt: '2030-01-01T00:00:00.000Z' });
-          await store.putStatus({ network: n, node: 'b', status: { v: 1, state: 'online', errors: ['route 10.0.2.0/24: File exists'] }, updatedAt: '2030-01-01T00:00:01.000Z' });
-          await store.putStatus({ network: n, node: 'a', status: { v: 1, state: 'offline', errors: [] }, updatedAt: '2030-01-01T00:00:02.000Z' });
+          await store.putStatus({ network: n, node: 'a', status: { v: 2, state: 'online', subnet: '10.0.1.0/24', revision: 7, inSync: true, peers: 3, errors: [] }, updatedAt: '2030-01-01T00:00:00.000Z' });
+          await store.putStatus({ network: n, node: 'b', status: { v: 2, state: 'online', errors: ['route 10.0.2.0/24: File exists'] }, updatedAt: '2030-01-01T00:00:01.000Z' });
+          await store.putStatus({ network: n, node: 'a', status: { v: 2, state: 'offline', errors: [] }, updatedAt: '2030-01-01T00:00:02.000Z' });
           const mine = (await store.listStatus()).filter((r) => r.network === n).sort((x, y) => x.node.localeCompare(y.node));
           assert.deepEqual(mine, [
-            { network: n, node: 'a', status: { v: 1, state: 'offline', errors: [] }, updatedAt: '2030-01-01T00:00:02.000Z' },
-            { network: n, node: 'b', status: { v: 1, state: 'online', errors: ['route 10.0.2.0/24: File exists'] }, updatedAt: '2030-01-01T00:00:01.000Z' },
+            { network: n, node: 'a', status: { v: 2, state: 'offline', errors: [] }, updatedAt: '2030-01-01T00:00:02.000Z' },
+            { network: n, node: 'b', status: { v: 2, state: 'online', errors: ['route 10.0.2.0/24: File exists'] }, updatedAt: '2030-01-01T00:00:01.000Z' },
           ]);
         }));
 

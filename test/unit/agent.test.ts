@@ -8,23 +8,19 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Aedes } from 'aedes';
-import mqtt from 'mqtt';
 import { parseNetConf } from '../../core/config.js';
-import { digestHex, leaseDigest, type Lease } from '../../core/lease.js';
+import type { Lease } from '../../core/lease.js';
 import { createLogger, silentLogger } from '../../core/log.js';
-import { Topics } from '../../core/topics.js';
 import { Agent, type AgentOptions } from '../../agent/agent.js';
 import { addNode } from '../../functions/admin.js';
 import { startLocalController, type LocalController } from '../../functions/local/server.js';
+import { SqliteStore } from '../../functions/store/sqlite.js';
 import { FakeIptables } from '../fakes/iptables.js';
 import { FakeKernel } from '../fakes/kernel.js';
 import { waitFor } from '../helpers/procs.js';
 
-const topics = new Topics();
 const dirs: string[] = [];
 const tmp = (p: string) => {
   const d = mkdtempSync(join(tmpdir(), p));
@@ -39,7 +35,7 @@ function agentOptions(h: { name: string; dir: string; kernel: FakeKernel; iptabl
   return {
     broker: creds.broker, network, node: h.name, username: creds.username, password: creds.password,
     subnetFile: join(h.dir, 'subnet.env'), stateDir: join(h.dir, 'state'), metricsAddr: '',
-    ipMasq: true, forwardRules: true, resyncIntervalMs: 200, renewMarginMs: 3600_000, helloRetryMs: 2000,
+    ipMasq: true, forwardRules: true, resyncIntervalMs: 200, renewMarginMs: 3600_000, helloRetryMs: 2000, pollMs: 3600_000,
     iface: ['eth0'], log: createLogger(h.name, 'debug', (l) => h.logs.push(l)), kernel: h.kernel, iptables: h.iptables,
   };
 }
@@ -130,56 +126,38 @@ describe('the agent loop against the local controller, on in-memory kernels', ()
   });
 });
 
-describe('the agent keeps the newest copy of what the broker sends', () => {
-  let broker: Aedes;
-  let server: Server;
-  let url = '';
+describe('the agent\'s view when the broker loses a change', () => {
+  let lc: LocalController;
+  let dir: string;
   before(async () => {
-    broker = await Aedes.createBroker();
-    server = createServer(broker.handle);
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    url = `mqtt://127.0.0.1:${(server.address() as { port: number }).port}`;
+    dir = tmp('twill-agent-gap-');
+    // No sync pass during the test: the lost change must be found by the agent alone.
+    lc = await startLocalController({
+      dataDir: dir, listen: '127.0.0.1:0', syncIntervalMs: 3600_000, log: silentLogger,
+      networks: [{ name: 'net', config: parseNetConf({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }, {}) }],
+    });
   });
-  after(async () => {
-    await new Promise<void>((r) => broker.close(() => r()));
-    server.close();
-  });
+  after(async () => { await lc?.close(); });
 
-  test('an older lease or manifest arriving after a newer one (a late retained copy) changes nothing', async () => {
-    // The test plays the controller by hand, so it chooses the order of delivery.
-    const ctl = await mqtt.connectAsync(url, { clientId: 'ctl' });
-    const config = parseNetConf({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }, {});
-    const base = { network: 'n', ipv6Subnet: null, publicIPv6: null, backendType: 'vxlan' as const, expiresAt: null, createdAt: '2030-01-01T00:00:00.000Z' };
-    const own: Lease = { ...base, node: 'me', subnet: '10.244.1.0/24', publicIP: '192.168.1.1', backendData: { VtepMAC: '0a:00:00:00:00:01' }, revision: 1 };
-    const peer = (revision: number, ip: string): Lease => ({ ...base, node: 'p', subnet: '10.244.2.0/24', publicIP: ip, backendData: { VtepMAC: '0a:00:00:00:00:02' }, revision });
-    const manifest = (revision: number, leases: Lease[]) => JSON.stringify({ v: 1, revision, count: leases.length, hash: digestHex(leases.reduce((h, l) => h ^ leaseDigest(l.node, l.revision), 0n)) });
-    const pub = (t: string, p: string) => ctl.publishAsync(t, p, { qos: 1, retain: true });
-    await pub(topics.netConfig('n'), JSON.stringify({ v: 1, config }));
-    await pub(topics.nodeLease('n', 'me'), JSON.stringify({ v: 1, lease: own, config }));
-    await pub(topics.netLease('n', 'me'), JSON.stringify(own));
-    await pub(topics.netLease('n', 'p'), JSON.stringify(peer(2, '192.168.1.2')));
-    await pub(topics.netManifest('n'), manifest(2, [own, peer(2, '192.168.1.2')]));
-
-    const h = { name: 'me', dir: tmp('twill-order-'), kernel: FakeKernel.host({ cidr: '192.168.1.1/24', gateway: '192.168.1.254' }), iptables: new FakeIptables(), logs: [] as string[] };
-    const agent = new Agent(agentOptions(h, { broker: url, username: '', password: '' }, 'n'));
+  test('a change that skips a revision is held, and what the broker never brought is fetched from the node API', async () => {
+    const h = { name: 'me', dir: tmp('twill-gap-'), kernel: FakeKernel.host({ cidr: '192.168.1.1/24', gateway: '192.168.1.254' }), iptables: new FakeIptables(), logs: [] as string[] };
+    const agent = new Agent(agentOptions(h, await addNode(lc.store, { name: 'me', network: 'net', broker: lc.url }), 'net'));
+    const cli = new SqliteStore(join(dir, 'twill.db'));
     try {
       await agent.start();
-      await waitFor('ready with the peer', () => agent.isReady() && h.kernel.fdb.some((f) => f.dst === '192.168.1.2'));
-      // the peer moves (revision 3), then a stale copy of revision 2 arrives
-      await ctl.publishAsync(topics.netLease('n', 'p'), JSON.stringify(peer(3, '192.168.1.3')), { qos: 1 });
-      await ctl.publishAsync(topics.netManifest('n'), manifest(3, [own, peer(3, '192.168.1.3')]), { qos: 1 });
-      await ctl.publishAsync(topics.netLease('n', 'p'), JSON.stringify(peer(2, '192.168.1.2')), { qos: 1 });
-      await ctl.publishAsync(topics.netManifest('n'), manifest(2, [own, peer(2, '192.168.1.2')]), { qos: 1 });
-      await waitFor('the fdb entry points at revision 3\'s address', () => h.kernel.fdb.some((f) => f.dst === '192.168.1.3'));
-      // Everything after the stale copies has been handled once this marker arrives (one connection, one order).
-      const q: Lease = { ...peer(4, '192.168.1.4'), node: 'q', subnet: '10.244.4.0/24', backendData: { VtepMAC: '0a:00:00:00:00:04' } };
-      await ctl.publishAsync(topics.netLease('n', 'q'), JSON.stringify(q), { qos: 1 });
-      await ctl.publishAsync(topics.netManifest('n'), manifest(4, [own, peer(3, '192.168.1.3'), q]), { qos: 1 });
-      await waitFor('q arrives and the view is complete again', () => agent.isReady() && h.kernel.fdb.some((f) => f.dst === '192.168.1.4'));
-      assert.deepEqual(h.kernel.fdb.map((f) => f.dst).sort(), ['192.168.1.3', '192.168.1.4']);
+      await lc.controller.join('net', 'p1', { publicIP: '192.168.1.21', backendData: { VtepMAC: '0a:00:00:00:00:21' } });
+      await waitFor('ready with p1', () => agent.isReady() && h.kernel.fdb.some((f) => f.dst === '192.168.1.21'));
+      // A write nobody publishes (as if its message were lost), then one that is published.
+      const p1 = await cli.getLease('net', 'p1');
+      await cli.replaceLease({ ...p1!, publicIP: '192.168.1.31' }, p1!.revision);
+      await lc.controller.join('net', 'p2', { publicIP: '192.168.1.22', backendData: { VtepMAC: '0a:00:00:00:00:22' } });
+      await waitFor('p1 moved and p2 arrived', () => h.kernel.fdb.some((f) => f.dst === '192.168.1.31') && h.kernel.fdb.some((f) => f.dst === '192.168.1.22'));
+      assert.equal(h.kernel.fdb.some((f) => f.dst === '192.168.1.21'), false);
+      assert.ok(h.logs.some((l) => /change arrived past a gap/.test(l)), 'the gap was seen');
+      await waitFor('ready again', () => agent.isReady());
     } finally {
       await agent.stop();
-      await ctl.endAsync();
+      await cli.close();
     }
   });
 });

@@ -137,7 +137,7 @@ describe('renewal', () => {
     // a changed public IP is a change peers use: a new revision, published to the network
     const moved = await controller.join('n', 'a', { publicIP: '192.0.2.99', backendData: { VtepMAC: '02:00:00:00:00:01' } });
     assert.ok(moved.revision > first.revision);
-    assert.ok(pub.since(mark).some((p) => p.topic === topics.netLease('n', 'a')));
+    assert.deepEqual(pub.changes(topics.netChanges('n'), mark).map((c) => [c.revision, c.node]), [[moved.revision, 'a']]);
   });
 
   test('a lease renewed after the expiry scan read it is not expired', async () => {
@@ -222,8 +222,9 @@ describe('picking a new subnet', () => {
     for (const l of stored) {
       const own = JSON.parse(pub.retained(topics.nodeLease('n', l.node))!) as NodeLeaseMessage;
       assert.deepEqual(own.lease, l, `${l.node} was told its lease as stored`);
-      assert.deepEqual(JSON.parse(pub.retained(topics.netLease('n', l.node))!), l, `peers were told ${l.node}'s lease`);
     }
+    const told = new Map(pub.changes(topics.netChanges('n')).filter((c) => c.node).map((c) => [c.node, c.lease]));
+    for (const l of stored) assert.deepEqual(told.get(l.node), l, `peers were told ${l.node}'s lease`);
   });
 });
 
@@ -281,16 +282,13 @@ describe('expiry', () => {
 
     const sent = pub.since(mark);
     const onTopic = (t: string) => sent.filter((p) => p.topic === t);
-    assert.deepEqual(onTopic(topics.netLease('n', 'a')), [{ topic: topics.netLease('n', 'a'), payload: '', retain: true }], 'an empty retained payload removes the lease topic');
+    const net = await store.getNetwork('n');
+    assert.deepEqual(pub.changes(topics.netChanges('n'), mark), [{ v: 2, revision: net!.revision, node: 'a', lease: null }], 'every member hears of the removal once, with its revision');
+    assert.equal(onTopic(topics.netChanges('n'))[0]!.retain, false, 'changes are not retained: agents list the network, then follow');
     const own = onTopic(topics.nodeLease('n', 'a'));
     assert.equal(own.length, 1);
     assert.equal(own[0]!.retain, true);
-    assert.deepEqual(JSON.parse(own[0]!.payload), { v: 1, lease: null });
-    const manifests = onTopic(topics.netManifest('n'));
-    assert.equal(manifests.length, 1);
-    assert.equal(manifests[0]!.retain, true);
-    const net = await store.getNetwork('n');
-    assert.deepEqual(JSON.parse(manifests[0]!.payload), { v: 1, revision: net!.revision, count: 1, hash: leasesHash(await store.listLeases('n')) });
+    assert.deepEqual(JSON.parse(own[0]!.payload), { v: 2, lease: null });
     assert.equal(await controller.expire(), 0, 'an expired lease goes once');
   });
 });
@@ -419,52 +417,47 @@ describe('publishing races', () => {
     const controller = new Controller(store, pub, { topics, log: silentLogger });
     return { store, pub, controller };
   }
-  const retainedLease = (pub: RecordingPublisher, node: string) => JSON.parse(pub.retained(topics.netLease('n', node)) || 'null') as { revision: number } | null;
+  const retainedLease = (pub: RecordingPublisher, node: string) => (JSON.parse(pub.retained(topics.nodeLease('n', node)) || 'null') as { lease: { revision: number } | null } | null)?.lease ?? null;
 
   test('a republish overtaken by a new public IP of the same node does not leave the older lease retained', async () => {
     const { store, pub, controller } = gated();
     await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
     await controller.join('n', 'a', IP);
     await controller.join('n', 'b', IP);
-    // the republish has read b's lease and is about to publish it when b renews
-    const gate = pub.hold(topics.netLease('n', 'b'));
+    // the republish has read b's lease and is about to publish it when b moves
+    const gate = pub.hold(topics.nodeLease('n', 'b'));
     const republish = controller.republishNetwork('n');
     await gate.reached;
-    const renewed = await controller.join('n', 'b', { publicIP: '192.0.2.12' });
-    assert.equal(retainedLease(pub, 'b')?.revision, renewed.revision);
+    await controller.join('n', 'b', { publicIP: '192.0.2.12' });
     gate.release();
     await republish;
-    const net = await store.getNetwork('n');
-    assert.equal(retainedLease(pub, 'b')?.revision, renewed.revision, 'the broker ends with the store\'s lease');
-    const manifest = JSON.parse(pub.retained(topics.netManifest('n'))!) as { revision: number; hash: string };
-    assert.equal(manifest.revision, net!.revision);
-    assert.equal(manifest.hash, leasesHash(await store.listLeases('n')));
+    assert.equal(retainedLease(pub, 'b')?.revision, (await store.getLease('n', 'b'))?.revision, 'the broker ends with the store\'s lease');
   });
 
   test('two joins of one node whose publishes cross end with the newer lease retained', async () => {
     const { store, pub, controller } = gated();
     await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
-    const gate = pub.hold(topics.netLease('n', 'a'));
+    const gate = pub.hold(topics.nodeLease('n', 'a'));
     const first = controller.join('n', 'a', IP);
     await gate.reached;
     const second = await controller.join('n', 'a', { publicIP: '192.0.2.11' });
     gate.release();
     await first;
     assert.equal(retainedLease(pub, 'a')?.revision, second.revision);
-    assert.deepEqual(JSON.parse(pub.retained(topics.netLease('n', 'a'))!), await store.getLease('n', 'a'));
+    assert.deepEqual(retainedLease(pub, 'a'), await store.getLease('n', 'a'));
   });
 
   test('a join published after a concurrent release does not bring the removed lease back', async () => {
     const { store, pub, controller } = gated();
     await controller.applyNetwork('n', conf({ Network: '10.1.0.0/16' }));
     await controller.join('n', 'other', IP);
-    const gate = pub.hold(topics.netLease('n', 'a'));
+    const gate = pub.hold(topics.nodeLease('n', 'a'));
     const joined = controller.join('n', 'a', IP);
     await gate.reached;
     await controller.release('n', 'a');
     gate.release();
     await joined;
     assert.equal(await store.getLease('n', 'a'), undefined);
-    assert.equal(pub.retained(topics.netLease('n', 'a')), '', 'the retained lease is cleared');
+    assert.equal(retainedLease(pub, 'a'), null, 'the own topic ends with no lease');
   });
 });

@@ -8,7 +8,7 @@ import type { IoTCustomAuthorizerEvent } from 'aws-lambda';
 import { nodeAcl } from '../../core/acl.js';
 import { createLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
-import { authorize, principalIdOf, type AuthorizerOptions } from '../../functions/authorizer.js';
+import { MAX_POLICY_CHARS, authorize, nodePolicy, principalIdOf, splitPolicy, type AuthorizerOptions } from '../../functions/authorizer.js';
 import { generatePassword, hashPassword } from '../../functions/credentials.js';
 import { SqliteStore } from '../../functions/store/sqlite.js';
 import { removeTempDirs, tempDir } from '../helpers/procs.js';
@@ -64,22 +64,27 @@ describe('IoT custom authorizer', () => {
       {
         Version: '2012-10-17',
         Statement: [
-          { Effect: 'Allow', Action: 'iot:Connect', Resource: arn('client/twill-blue-edge-1') },
+          {
+            Effect: 'Allow',
+            Action: 'iot:Connect',
+            Resource: arn('client/twill-blue-edge-1'),
+            Condition: { 'ForAllValues:StringEquals': { 'iot:ConnectAttributes': ['LastWill'] } },
+          },
           {
             Effect: 'Allow',
             Action: 'iot:Publish',
-            Resource: [arn('topic/twill/prod/v1/node/blue/edge-1/hello'), arn('topic/twill/prod/v1/node/blue/edge-1/status')],
+            Resource: [arn('topic/twill/prod/v2/node/blue/edge-1/hello'), arn('topic/twill/prod/v2/node/blue/edge-1/status')],
           },
-          { Effect: 'Allow', Action: 'iot:RetainPublish', Resource: [arn('topic/twill/prod/v1/node/blue/edge-1/status')] },
+          { Effect: 'Allow', Action: 'iot:RetainPublish', Resource: [arn('topic/twill/prod/v2/node/blue/edge-1/status')] },
           {
             Effect: 'Allow',
             Action: 'iot:Subscribe',
-            Resource: [arn('topicfilter/twill/prod/v1/net/blue/*'), arn('topicfilter/twill/prod/v1/node/blue/edge-1/*')],
+            Resource: [arn('topicfilter/twill/prod/v2/net/blue/config'), arn('topicfilter/twill/prod/v2/net/blue/changes'), arn('topicfilter/twill/prod/v2/node/blue/edge-1/lease')],
           },
           {
             Effect: 'Allow',
             Action: 'iot:Receive',
-            Resource: [arn('topic/twill/prod/v1/net/blue/*'), arn('topic/twill/prod/v1/node/blue/edge-1/*')],
+            Resource: [arn('topic/twill/prod/v2/net/blue/config'), arn('topic/twill/prod/v2/net/blue/changes'), arn('topic/twill/prod/v2/node/blue/edge-1/lease')],
           },
         ],
       },
@@ -87,6 +92,17 @@ describe('IoT custom authorizer', () => {
     // The authorizer name an agent appends to its username is not part of the name.
     const named = await authorize(connectEvent({ username: 'edge-1?x-amz-customauthorizer-name=twill-prod', password: pw['edge-1'] }), opts);
     assert.equal(named.isAuthenticated, true);
+  });
+
+  test('at the longest names and prefix twill allows, every policy document is within IoT Core\'s 2,048 characters, and they are at most 10', () => {
+    const longTopics = new Topics(`${'p'.repeat(50)}/${'s'.repeat(49)}`);
+    const node = { name: 'n'.repeat(63), network: 'w'.repeat(63) };
+    const policy = nodePolicy(longTopics, node, 'ap-southeast-2', '123456789012');
+    assert.ok(JSON.stringify(policy).length > MAX_POLICY_CHARS, 'one document would be too long here');
+    const docs = splitPolicy(policy);
+    assert.ok(docs.length <= 10);
+    for (const d of docs) assert.ok(JSON.stringify(d).length <= MAX_POLICY_CHARS, `${JSON.stringify(d).length} characters`);
+    assert.deepEqual(docs.flatMap((d) => d.Statement), policy.Statement, 'nothing lost or added');
   });
 
   test('the policy and the embedded broker agree on every topic an agent or an intruder might try', async () => {
@@ -102,9 +118,9 @@ describe('IoT custom authorizer', () => {
     const tried = [
       topics.nodeHello('blue', 'edge-1'), topics.nodeStatus('blue', 'edge-1'), topics.nodeLease('blue', 'edge-1'),
       topics.nodeHello('blue', 'edge-9'), topics.nodeStatus('green', 'edge-2'), topics.nodeLease('green', 'edge-2'),
-      topics.netLease('blue', 'edge-1'), topics.netConfig('blue'), topics.netManifest('blue'),
-      topics.netConfig('green'), topics.netManifest('green'), topics.netLease('green', 'edge-2'),
-      topics.netAll('blue'), topics.netAll('green'), `${topics.root}/net/+/config`, `${topics.root}/#`, `${topics.root}/node/blue/+/lease`,
+      topics.netChanges('blue'), topics.netConfig('blue'), `${topics.root}/net/blue/#`, `${topics.root}/net/blue/+`,
+      topics.netConfig('green'), topics.netChanges('green'),
+      `${topics.root}/net/+/config`, `${topics.root}/#`, `${topics.root}/node/blue/+/lease`,
       `${topics.root}/node/blue/edge-1/#`, `${topics.root}/net/blue-2/config`, 'twill/v1/net/blue/config', 'twill/dev/v1/net/blue/config',
     ];
     for (const t of tried) {
@@ -147,7 +163,7 @@ describe('IoT custom authorizer', () => {
       lines.length = 0;
       const r = await authorize(event, opts);
       assert.equal(r.isAuthenticated, false, what);
-      assert.deepEqual(r.policyDocuments, [], what);
+      assert.deepEqual(r.policyDocuments.flatMap((d) => d.Statement), [], what);
       assert.match(r.principalId, /^[a-zA-Z0-9]{1,128}$/, what);
       assert.equal(lines.length, 1, `${what}: one log line`);
       assert.match(lines[0]!, reason, what);

@@ -42,11 +42,12 @@ describe('sync loop', () => {
     const { cli, pub, controller, sync } = await setup();
     await controller.join('n', 'a', IP);
     await controller.join('n', 'b', IP);
-    assert.ok(pub.retained(topics.netLease('n', 'b')));
-    await cli.deleteLease('n', 'b');
-    await controller.join('n', 'a', IP); // a renewal lands before the next pass
+    const released = await cli.deleteLease('n', 'b');
+    await controller.join('n', 'a', { publicIP: '192.0.2.99' }); // a write of the controller lands before the next pass
+    const mark = pub.sent.length;
     assert.deepEqual(await sync.run(), ['n']);
-    assert.equal(pub.retained(topics.netLease('n', 'b')), '', 'b\'s retained lease is cleared');
+    assert.deepEqual(pub.changes(topics.netChanges('n'), mark), [{ v: 2, revision: released!.revision, node: 'b', lease: null }], 'the removal, once, with its revision');
+    assert.equal(JSON.parse(pub.retained(topics.nodeLease('n', 'b'))!).lease, null, 'b\'s own topic says it has no lease');
     assert.deepEqual(await sync.run(), [], 'once published, the next pass has nothing to do');
   });
 
@@ -64,9 +65,11 @@ describe('sync loop', () => {
     const { store, cli, pub, sync } = await setup();
     const cliController = new Controller(cli, new RecordingPublisher(), { topics, log: silentLogger });
     await cliController.reserve('n', 'r', '10.1.7.0/24', '192.0.2.7');
-    assert.equal(pub.retained(topics.netLease('n', 'r')), undefined);
+    assert.equal(pub.retained(topics.nodeLease('n', 'r')), undefined);
     await sync.run();
-    assert.deepEqual(JSON.parse(pub.retained(topics.netLease('n', 'r')) ?? 'null'), await store.getLease('n', 'r'));
+    const lease = await store.getLease('n', 'r');
+    assert.deepEqual(JSON.parse(pub.retained(topics.nodeLease('n', 'r')) ?? 'null').lease, lease);
+    assert.deepEqual(pub.changes(topics.netChanges('n')).at(-1), { v: 2, revision: lease!.revision, node: 'r', lease });
   });
 });
 

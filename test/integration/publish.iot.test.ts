@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { parseNetConf } from '../../core/config.js';
 import { silentLogger } from '../../core/log.js';
-import type { Lease } from '../../core/lease.js';
 import { Topics } from '../../core/topics.js';
 import { Controller } from '../../functions/controller.js';
 import { IotPublisher } from '../../functions/publish/iot.js';
@@ -64,58 +63,48 @@ describe('IoT data-plane publisher', () => {
     removeTempDirs();
   });
 
-  test('a join publishes the lease, the node topic and the manifest, retained, through IoT Core', async () => {
+  test('a join publishes the change to every member (not retained), the node\'s own lease and the config (retained), through IoT Core', async () => {
     const early = await subscriber(brokerUrl, `${topics.root}/#`);
     await controller.applyNetwork('blue', parseNetConf({ Network: '10.50.0.0/16', Backend: { Type: 'vxlan' } }, {}));
     const lease = await controller.join('blue', 'n1', { publicIP: '192.0.2.10', backendData: { VtepMAC: '02:00:00:00:00:10' } });
-    const net = await store.getNetwork('blue');
 
-    // Every publish went out as QoS 1, retained.
-    assert.ok(iot.published.length >= 4);
-    for (const p of iot.published) assert.deepEqual([p.qos, p.retain], [1, true], p.topic);
-
-    const expectOn = (seen: Map<string, { payload: string; retain: boolean }>) => {
-      const netLease = seen.get(topics.netLease('blue', 'n1'));
-      assert.ok(netLease, 'the network lease topic arrived');
-      assert.deepEqual(JSON.parse(netLease.payload) as Lease, lease);
-      const own = seen.get(topics.nodeLease('blue', 'n1'));
-      assert.ok(own, "the node's own topic arrived");
-      assert.deepEqual(JSON.parse(own.payload).lease, lease);
-      assert.equal(JSON.parse(own.payload).config.Network, '10.50.0.0/16');
-      const manifest = seen.get(topics.netManifest('blue'));
-      assert.ok(manifest, 'the manifest arrived');
-      assert.deepEqual(JSON.parse(manifest.payload), { v: 1, revision: net!.revision, count: 1, hash: net!.leaseHash });
-      assert.ok(seen.get(topics.netConfig('blue')), 'the config arrived');
-    };
-    await waitFor('live messages', () => early.seen.has(topics.netManifest('blue')) && early.seen.get(topics.netManifest('blue'))!.payload.includes('"count":1'));
-    expectOn(early.seen);
+    // Every publish went out as QoS 1; only the changes are not retained.
+    for (const p of iot.published) assert.deepEqual([p.qos, p.retain], [1, p.topic !== topics.netChanges('blue')], p.topic);
+    await waitFor('the change', () => early.seen.get(topics.netChanges('blue'))?.payload.includes('"n1"'));
+    assert.deepEqual(JSON.parse(early.seen.get(topics.netChanges('blue'))!.payload), { v: 2, revision: lease.revision, node: 'n1', lease });
     await early.end();
 
-    // A subscriber arriving later gets the same state from the broker's retained messages.
-    const late = await subscriber(brokerUrl, topics.netAll('blue'));
-    const lateOwn = await subscriber(brokerUrl, `${topics.nodeBase('blue', 'n1')}/#`);
+    // A subscriber arriving later, on exact topics as an agent subscribes, gets the retained ones, and no change.
+    const late = await subscriber(brokerUrl, topics.netConfig('blue'));
+    const own = await subscriber(brokerUrl, topics.nodeLease('blue', 'n1'));
+    const changes = await subscriber(brokerUrl, topics.netChanges('blue'));
     try {
-      await waitFor('retained messages', () => late.seen.has(topics.netManifest('blue')) && lateOwn.seen.has(topics.nodeLease('blue', 'n1')));
-      const merged = new Map([...late.seen, ...lateOwn.seen]);
-      expectOn(merged);
-      for (const [topic, m] of merged) assert.equal(m.retain, true, `${topic} was delivered as retained`);
+      await waitFor('retained messages', () => late.seen.has(topics.netConfig('blue')) && own.seen.has(topics.nodeLease('blue', 'n1')));
+      const mine = JSON.parse(own.seen.get(topics.nodeLease('blue', 'n1'))!.payload);
+      assert.deepEqual(mine.lease, lease);
+      assert.equal(mine.config.Network, '10.50.0.0/16');
+      assert.equal(JSON.parse(late.seen.get(topics.netConfig('blue'))!.payload).config.Network, '10.50.0.0/16');
+      assert.equal(changes.seen.size, 0, 'a change is news once, never retained');
     } finally {
       await late.end();
-      await lateOwn.end();
+      await own.end();
+      await changes.end();
     }
   });
 
-  test('a release clears the retained lease: a late subscriber no longer gets it', async () => {
+  test('a release: every member hears the removal, and the node\'s own topic says it has no lease', async () => {
+    const members = await subscriber(brokerUrl, topics.netChanges('blue'));
     await controller.join('blue', 'n2', { publicIP: '192.0.2.11' });
     assert.equal(await controller.release('blue', 'n2'), true);
-    const late = await subscriber(brokerUrl, topics.netAll('blue'));
+    const own = await subscriber(brokerUrl, topics.nodeLease('blue', 'n2'));
     try {
-      await waitFor('manifest', () => late.seen.get(topics.netManifest('blue'))?.payload.includes('"count":1'));
-      await new Promise((r) => setTimeout(r, 200));
-      assert.equal(late.seen.has(topics.netLease('blue', 'n2')), false, 'the empty retained payload removed the lease topic');
-      assert.ok(late.seen.has(topics.netLease('blue', 'n1')));
+      await waitFor('removal', () => members.seen.get(topics.netChanges('blue'))?.payload.includes('"lease":null'));
+      assert.equal(JSON.parse(members.seen.get(topics.netChanges('blue'))!.payload).node, 'n2');
+      await waitFor('own topic', () => own.seen.has(topics.nodeLease('blue', 'n2')));
+      assert.equal(JSON.parse(own.seen.get(topics.nodeLease('blue', 'n2'))!.payload).lease, null);
     } finally {
-      await late.end();
+      await members.end();
+      await own.end();
     }
   });
 
