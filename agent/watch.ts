@@ -181,6 +181,9 @@ export class Watch {
       if (t.kind === 'netConfig') {
         const msg = parseMessage(netConfigSchema, payload, 'network config');
         this.hooks.onConfig(msg.config, msg.revision);
+        // The config carries the network's revision when it was published (on
+        // every controller start too): past the view, something was missed.
+        if (this.revision > 0 && msg.revision > this.revision) this.resync();
       } else if (t.kind === 'netChanges') {
         this.onChange(parseMessage(changeSchema, payload, 'change'));
       } else if (t.kind === 'nodeLease' && t.node === o.node) {

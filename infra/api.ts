@@ -5,6 +5,7 @@
 import { parameters } from './config.js';
 import { defaults, environment, grants } from './functions.js';
 import { realtime } from './realtime.js';
+import { nodeApiEnvironment } from './node-api.js';
 
 export const api = new sst.aws.Function('Api', {
   handler: 'functions/handlers/api.handler',
@@ -12,6 +13,7 @@ export const api = new sst.aws.Function('Api', {
   // No CORS: the CLI is not a browser. A dashboard served from another origin would need its origin allowed here.
   url: { cors: false },
   environment: environment({
+    ...nodeApiEnvironment,
     TWILL_ADMIN_TOKEN_PARAM: parameters.adminToken.name,
     // Written into the agent configs that `twill node add --api` prints.
     TWILL_IOT_AUTHORIZER: realtime.authorizer,

@@ -11,6 +11,7 @@
 // there: the scheduled reconcile repairs whatever it was about, and the
 // messages can be moved back (SQS "start DLQ redrive") once the cause is fixed.
 import { defaults, environment, reconcileGrants } from './functions.js';
+import { nodeApiEnvironment } from './node-api.js';
 
 export const deadLetters = new sst.aws.Queue('ReconcileDeadLetters', {
   transform: { queue: { messageRetentionSeconds: 14 * 24 * 3600 } },
@@ -28,7 +29,7 @@ instanceEvents.subscribe(
     handler: 'functions/handlers/cloud-events.handler',
     ...defaults,
     timeout: '60 seconds',
-    environment: environment(),
+    environment: environment(nodeApiEnvironment),
     permissions: reconcileGrants,
   },
   {

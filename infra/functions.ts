@@ -48,6 +48,8 @@ const topicArn = $interpolate`arn:${partition}:iot:${region}:${account}:topic/${
 export const grants = {
   /** The authorizer reads a node's credentials: one item at a time. */
   tableGetItem: { actions: ['dynamodb:GetItem'], resources: tableResources } satisfies Statement,
+  /** The node API reads leases and the change log, consistently. */
+  tableRead: { actions: ['dynamodb:GetItem', 'dynamodb:Query'], resources: tableResources } satisfies Statement,
   /** Everything functions/store/dynamo.ts does (TransactWriteItems is authorized per item as these). */
   tableReadWrite: {
     actions: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
@@ -55,10 +57,8 @@ export const grants = {
   } satisfies Statement,
   /** Publishing retained state, under this deployment's prefix only (retained publishes need both actions). */
   iotPublish: { actions: ['iot:Publish', 'iot:RetainPublish'], resources: [topicArn] } satisfies Statement,
-  /** The scheduled republish reads the retained manifest under the prefix... */
+  /** The scheduled republish reads each network's retained config under the prefix. */
   iotGetRetained: { actions: ['iot:GetRetainedMessage'], resources: [topicArn] } satisfies Statement,
-  /** ...and lists retained topic names (no payloads); this action has no resource-level permissions. */
-  iotListRetained: { actions: ['iot:ListRetainedMessages'], resources: ['*'] } satisfies Statement,
   /** EC2's Describe calls have no resource-level permissions. */
   ec2Describe: { actions: ['ec2:DescribeInstances', 'ec2:DescribeRouteTables'], resources: ['*'] } satisfies Statement,
   /** Route changes, in this account and region's route tables. */

@@ -7,9 +7,11 @@ import './events.js';
 import { push } from './push.js';
 import './schedule.js';
 import { api } from './api.js';
+import { nodeApi } from './node-api.js';
 
 export const outputs = {
   api: api.url,
+  nodeApi: nodeApi.url,
   push: push.url,
   iotEndpoint,
   authorizer: realtime.authorizer,

@@ -6,6 +6,7 @@
 // (functions/push-auth.ts).
 import { parameters, settings } from './config.js';
 import { cloudEnvironment, defaults, environment, grants, reconcileGrants } from './functions.js';
+import { nodeApiEnvironment } from './node-api.js';
 
 export const push = new sst.aws.Function('Push', {
   handler: 'functions/handlers/push.handler',
@@ -15,6 +16,7 @@ export const push = new sst.aws.Function('Push', {
   url: { cors: false },
   environment: environment({
     ...cloudEnvironment,
+    ...nodeApiEnvironment,
     TWILL_ALI_TOKEN_PARAM: parameters.aliEventToken.name,
     TWILL_GCE_PUSH_AUDIENCE: settings.gcePushAudience.value,
     TWILL_GCE_PUSH_SERVICE_ACCOUNT: settings.gcePushServiceAccount.value,

@@ -2,6 +2,7 @@
 // rules that hand their hello and status messages to the controller.
 import { prefix } from './config.js';
 import { defaults, environment, grants } from './functions.js';
+import { nodeApiEnvironment } from './node-api.js';
 
 const REALTIME = 'Realtime';
 
@@ -42,7 +43,7 @@ export const realtime = new sst.aws.Realtime(REALTIME, {
 export const agentMessages = new sst.aws.Function('AgentMessages', {
   handler: 'functions/handlers/iot.handler',
   ...defaults,
-  environment: environment(),
+  environment: environment(nodeApiEnvironment),
   permissions: [grants.tableReadWrite, grants.iotPublish],
   // handleMessage never throws, so a retry would only repeat a logged refusal;
   // an agent whose hello went unanswered sends it again by itself.
@@ -56,7 +57,7 @@ export const agentMessages = new sst.aws.Function('AgentMessages', {
  * exactly as the local controller would.
  */
 function agentRule(kind: 'hello' | 'status') {
-  const filter = `${prefix}/v1/node/+/+/${kind}`;
+  const filter = `${prefix}/v2/node/+/+/${kind}`;
   return realtime.subscribe(agentMessages.arn, {
     filter,
     transform: {

@@ -3,6 +3,7 @@
 // Core is behind the store (functions/handlers/schedule.ts). Events only make
 // it faster; this alone would keep everything right.
 import { cloudEnvironment, defaults, environment, grants, reconcileGrants } from './functions.js';
+import { nodeApiEnvironment } from './node-api.js';
 
 export const maintenance = new sst.aws.CronV2('Maintenance', {
   // Once a minute: a route lost or a lease expired is repaired within a
@@ -16,7 +17,7 @@ export const maintenance = new sst.aws.CronV2('Maintenance', {
     // one still running when the next starts only repeats the same work.
     timeout: '5 minutes',
     memory: '512 MB',
-    environment: environment(cloudEnvironment),
-    permissions: [...reconcileGrants, grants.iotGetRetained, grants.iotListRetained],
+    environment: environment({ ...cloudEnvironment, ...nodeApiEnvironment }),
+    permissions: [...reconcileGrants, grants.iotGetRetained],
   },
 });

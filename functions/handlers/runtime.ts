@@ -9,6 +9,7 @@
 //   TWILL_PREFIX              topic prefix, "<app>/<stage>" (IoT Core is shared by the account)
 //   TWILL_IOT_ENDPOINT        https://<id>-ats.iot.<region>.amazonaws.com (the account's data endpoint)
 //   TWILL_IOT_AUTHORIZER      the custom authorizer's name, written into agent configs
+//   TWILL_NODE_API_URL        the node API's function URL, told to every agent on its own topic
 //   TWILL_LEASE_TTL           lease lifetime, e.g. 24h (default 24h)
 //   TWILL_ADMIN_TOKEN_PARAM   SSM SecureString holding the admin API token
 //   TWILL_ALI_TOKEN_PARAM     SSM SecureString holding Alibaba EventBridge's shared token
@@ -39,6 +40,7 @@ export interface RuntimeEnv {
   prefix: string;
   iotEndpoint: string;
   iotAuthorizer?: string;
+  nodeApiUrl?: string;
   leaseTtlMs?: number;
   region?: string;
   adminTokenParam?: string;
@@ -75,6 +77,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): RuntimeEnv {
     prefix: required(env, 'TWILL_PREFIX', 'the topic prefix (app/stage)'),
     iotEndpoint: /^https?:\/\//.test(endpoint) ? endpoint : `https://${endpoint}`,
     iotAuthorizer: value(env, 'TWILL_IOT_AUTHORIZER'),
+    nodeApiUrl: value(env, 'TWILL_NODE_API_URL'),
     leaseTtlMs: ttl ? parseDuration(ttl, 'TWILL_LEASE_TTL') : undefined,
     region: value(env, 'AWS_REGION'),
     adminTokenParam: value(env, 'TWILL_ADMIN_TOKEN_PARAM'),
@@ -110,6 +113,7 @@ export function createRuntime(env: RuntimeEnv): Runtime {
   const store = new DynamoStore({ tableName: env.table });
   const publisher = new IotPublisher({ clientConfig: { endpoint: env.iotEndpoint, ...(env.region ? { region: env.region } : {}) } });
   const controller = new Controller(store, publisher, { topics, log: root.child('controller'), leaseTtlMs: env.leaseTtlMs });
+  controller.api = env.nodeApiUrl?.replace(/\/$/, '');
   const clouds = new Map<CloudKind, Promise<Cloud>>();
   const secrets = new Map<string, { value: string | undefined; at: number }>();
   let ssm: SSMClient | undefined;

@@ -131,15 +131,20 @@ export class Cluster {
     await this.waitPeers(this.nodes.size - 1);
   }
 
-  /** Every running agent reports `peers` peers in its status, online. */
+  /**
+   * Every agent named holds `peers` peers and says it is ready (its own
+   * metrics and /readyz: the status it publishes reports a change of peers
+   * at most once a minute, by design).
+   */
   async waitPeers(peers: number, names = [...this.nodes.keys()]): Promise<void> {
-    await waitFor(`agents see ${peers} peers`, () =>
-      this.withStore(async (s) => {
-        const st = await s.listStatus();
-        return names.every((n) => st.some((r) => r.node === n && r.status.state === 'online' && r.status.peers === peers));
-      }),
-      30_000,
-    );
+    await waitFor(`agents see ${peers} peers`, async () => {
+      for (const n of names) {
+        const m = await this.agentHttp(n, '/metrics');
+        if (Number(/^twill_agent_peers (\d+)/m.exec(m.body)?.[1]) !== peers) return false;
+        if ((await this.agentHttp(n, '/readyz')).status !== 200) return false;
+      }
+      return true;
+    }, 60_000, 250);
   }
 
   async addPod(name: string): Promise<Pod> {

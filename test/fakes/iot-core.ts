@@ -17,6 +17,21 @@
 //   - a plain, unauthenticated listener for the fake data plane
 //     (test/fakes/iot-data.ts) to publish through, as IoT Core's HTTP
 //     Publish does behind the scenes.
+//   - IoT Core's own rules where they differ from MQTT or set a limit, each
+//     enforced as IoT Core does or stricter (developer guide: "MQTT", its
+//     "AWS IoT differences from MQTT specifications", "Using
+//     connectAttributes", and the IoT Core quotas page):
+//       * a retained message goes only to a subscription whose filter is
+//         exactly its topic, never to a filter with '+' or '#';
+//       * at most 50 subscriptions per connection and 8 topic filters per
+//         SUBSCRIBE (past either, the connection is closed);
+//       * a publish larger than 128 KB is refused and the connection closed;
+//       * at most 100 publishes a second are delivered to one connection
+//         (IoT Core throttles; here the excess is dropped and counted);
+//       * a CONNECT with a last will needs the policy's iot:Connect to grant
+//         iot:ConnectAttributes LastWill;
+//       * an authorizer answer with a policy document over 2,048 characters,
+//         or more than 10 documents, refuses the connection.
 // aedes does the MQTT. The TLS certificate is made by the caller.
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
@@ -67,6 +82,10 @@ export interface FakeIotCore {
   readonly refusals: string[];
   /** rule invocations that failed */
   readonly ruleErrors: string[];
+  /** deliveries dropped by the per-connection publish rate */
+  readonly throttled: number;
+  /** retained messages withheld from wildcard subscriptions */
+  readonly withheldRetained: number;
   close(): Promise<void>;
 }
 
@@ -105,6 +124,24 @@ export function topicMatches(filter: string, topic: string): boolean {
   return f.length === t.length;
 }
 
+/** IoT Core's limits (the quotas page). */
+export const IOT_LIMITS = { subscriptionsPerConnection: 50, filtersPerSubscribe: 8, payloadBytes: 128 * 1024, outboundPerSecond: 100, policyChars: 2048, policyDocuments: 10 };
+
+/** The connect attributes a CONNECT uses, and whether the policy's iot:Connect grants them all. */
+function connectAttributesAllowed(result: IoTCustomAuthorizerResult, clientArn: string, used: string[]): boolean {
+  if (used.length === 0) return true;
+  for (const doc of result.policyDocuments) {
+    for (const st of doc.Statement as { Effect: string; Action?: string | string[]; Resource?: string | string[]; Condition?: Record<string, Record<string, string[]>> }[]) {
+      const actions = ([] as string[]).concat(st.Action ?? []);
+      const resources = ([] as string[]).concat(st.Resource ?? []);
+      if (st.Effect !== 'Allow' || !actions.some((a) => policyRegex(a).test('iot:Connect')) || !resources.some((r) => policyRegex(r).test(clientArn))) continue;
+      const granted = st.Condition?.['ForAllValues:StringEquals']?.['iot:ConnectAttributes'] ?? [];
+      if (used.every((u) => granted.includes(u))) return true;
+    }
+  }
+  return false;
+}
+
 function authError(message: string, code: 4 | 5): AuthenticateError {
   return Object.assign(new Error(message), { returnCode: code }) as AuthenticateError;
 }
@@ -122,10 +159,26 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
   const ruleErrors: string[] = [];
   const trusted = new WeakSet<object>();
   const policies = new WeakMap<Client, IoTCustomAuthorizerResult>();
+  const connectPackets = new WeakMap<Client, { will: boolean; clean: boolean }>();
+  const subscriptions = new WeakMap<Client, Set<string>>();
+  const rate = new WeakMap<Client, { second: number; count: number }>();
+  let throttled = 0;
+  let withheldRetained = 0;
   const arnPrefix = `arn:aws:iot:${opts.region}:${opts.accountId}:`;
   let nextConnection = 1;
 
   const broker = await Aedes.createBroker({
+    preConnect(client, packet, done) {
+      connectPackets.set(client, { will: !!(packet as { will?: unknown }).will, clean: (packet as { clean?: boolean }).clean !== false });
+      // One SUBSCRIBE of more than 8 filters closes the connection (seen before aedes handles it).
+      (client as unknown as { _parser: { prependListener(e: string, f: (p: { cmd: string; subscriptions?: unknown[] }) => void): void } })._parser.prependListener('packet', (p) => {
+        if (p.cmd === 'subscribe' && (p.subscriptions?.length ?? 0) > IOT_LIMITS.filtersPerSubscribe && !trusted.has(client.conn)) {
+          refusals.push(`subscribe ${client.id}: ${p.subscriptions?.length} filters in one SUBSCRIBE (at most ${IOT_LIMITS.filtersPerSubscribe})`);
+          client.close();
+        }
+      });
+      done(null, true);
+    },
     authenticate(client, username, password, done) {
       if (trusted.has(client.conn)) return done(null, true);
       const tls = (client.req ? (client.req.socket as TLSSocket) : (client.conn as TLSSocket));
@@ -164,7 +217,14 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
         .authorize(event)
         .then((result) => {
           if (!result.isAuthenticated) return refuse('authorizer refused the connection', 4);
+          if (result.policyDocuments.length > IOT_LIMITS.policyDocuments) return refuse(`the authorizer returned ${result.policyDocuments.length} policy documents (at most ${IOT_LIMITS.policyDocuments})`);
+          for (const d of result.policyDocuments) {
+            if (JSON.stringify(d).length > IOT_LIMITS.policyChars) return refuse(`a policy document of ${JSON.stringify(d).length} characters (at most ${IOT_LIMITS.policyChars})`);
+          }
           if (!allowed(result, 'iot:Connect', `${arnPrefix}client/${client.id}`)) return refuse(`policy does not allow iot:Connect for client ${client.id}`);
+          const cp = connectPackets.get(client);
+          const used = [...(cp?.will ? ['LastWill'] : []), ...(cp && !cp.clean ? ['PersistentConnect'] : [])];
+          if (!connectAttributesAllowed(result, `${arnPrefix}client/${client.id}`, used)) return refuse(`policy does not grant iot:ConnectAttributes ${used.join(', ')} for client ${client.id}`);
           policies.set(client, result);
           seen.accepted = true;
           done(null, true);
@@ -173,6 +233,10 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
     },
     authorizePublish(client, packet, done) {
       if (!client || trusted.has(client.conn)) return done(null);
+      if (Buffer.byteLength(packet.payload as Buffer) > IOT_LIMITS.payloadBytes) {
+        refusals.push(`publish ${client.id} ${packet.topic}: ${Buffer.byteLength(packet.payload as Buffer)} bytes (at most ${IOT_LIMITS.payloadBytes})`);
+        return done(new Error('payload too large'));
+      }
       const p = policies.get(client);
       const topicArn = `${arnPrefix}topic/${packet.topic}`;
       if (!p || !allowed(p, 'iot:Publish', topicArn) || (packet.retain && !allowed(p, 'iot:RetainPublish', topicArn))) {
@@ -188,12 +252,32 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
         refusals.push(`subscribe ${client.id} ${sub.topic}`);
         return done(null, null);
       }
+      const subs = subscriptions.get(client) ?? new Set<string>();
+      subscriptions.set(client, subs);
+      subs.add(sub.topic);
+      if (subs.size > IOT_LIMITS.subscriptionsPerConnection) {
+        refusals.push(`subscribe ${client.id}: more than ${IOT_LIMITS.subscriptionsPerConnection} subscriptions`);
+        client.close();
+        return done(null, null);
+      }
       done(null, sub);
     },
     authorizeForward(client, packet) {
       if (trusted.has(client.conn)) return packet;
       const p = policies.get(client);
       if (!p || !allowed(p, 'iot:Receive', `${arnPrefix}topic/${packet.topic}`)) return null;
+      // A retained message only to an exact-topic subscription, never through a wildcard.
+      if (packet.retain && !subscriptions.get(client)?.has(packet.topic)) {
+        withheldRetained++;
+        return null;
+      }
+      const second = Math.floor(Date.now() / 1000);
+      const r = rate.get(client);
+      if (!r || r.second !== second) rate.set(client, { second, count: 1 });
+      else if (++r.count > IOT_LIMITS.outboundPerSecond) {
+        throttled++;
+        return null;
+      }
       return packet;
     },
   });
@@ -237,6 +321,8 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
     connections,
     refusals,
     ruleErrors,
+    get throttled() { return throttled; },
+    get withheldRetained() { return withheldRetained; },
     async close() {
       for (const c of wss.clients) c.terminate();
       await new Promise<void>((r) => broker.close(() => r()));

@@ -7,6 +7,8 @@ import { freePort, runTwill, startProc, waitFor, type Proc } from './procs.js';
 
 export interface ControllerProc extends Proc {
   url: string;
+  /** the node and admin API (a free port unless --api-listen says otherwise) */
+  api: string;
   port: number;
   dataDir: string;
 }
@@ -31,7 +33,8 @@ export async function startController(opts: {
   args.push(...(opts.extra ?? []));
   const p = startProc(args, { env: { TWILL_LOG_LEVEL: 'debug' } });
   await waitFor('controller ready', () => p.output().includes('controller ready') || (p.child.exitCode !== null && Promise.reject(new Error(p.output()))));
-  return { ...p, url: opts.broker ?? `mqtt://127.0.0.1:${port}`, port, dataDir: opts.dataDir };
+  const api = /controller ready .*api=(http:\/\/\S+)/.exec(p.output())?.[1] ?? '';
+  return { ...p, url: opts.broker ?? `mqtt://127.0.0.1:${port}`, api, port, dataDir: opts.dataDir };
 }
 
 export interface AgentCreds { broker: string; network: string; node: string; username: string; password: string }
@@ -51,6 +54,13 @@ export interface AgentProc extends Proc {
 }
 
 let nextIP = 1;
+
+/** A page of the network's snapshot from the node API, read as the node `creds`. */
+export async function snapshotAs(api: string, creds: { username: string; password: string }, network: string): Promise<{ revision: number; leases: { node: string; revision: number }[] }> {
+  const r = await fetch(`${api}/v2/networks/${network}/snapshot?limit=5000`, { headers: { authorization: `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}` } });
+  if (r.status !== 200) throw new Error(`snapshot: HTTP ${r.status} ${await r.text()}`);
+  return (await r.json()) as { revision: number; leases: { node: string; revision: number }[] };
+}
 
 /** Starts `twill agent --config FILE` with its files under dir; alloc needs no kernel. */
 export async function startAgent(dir: string, creds: AgentCreds, extra: string[] = [], existing?: AgentProc): Promise<AgentProc> {

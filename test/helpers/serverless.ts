@@ -4,8 +4,11 @@
 // exported handlers as Lambda would. Every AWS SDK client finds a local
 // endpoint: the service-specific ones for the services used, and a dead
 // loopback port for any other, so nothing can leave the machine.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { Context } from 'aws-lambda';
+import type { Context, LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
+import { handler as nodeApiHandler } from '../../functions/handlers/node-api.js';
 import { Topics } from '../../core/topics.js';
 import { resetRuntime } from '../../functions/handlers/runtime.js';
 import { createTable, DynamoStore } from '../../functions/store/dynamo.js';
@@ -48,12 +51,47 @@ export interface ServerlessWorld {
   /** a store of its own on the same table, to look at (and tamper with) what the handlers did */
   store: DynamoStore;
   topics: Topics;
+  /** the node API Lambda behind a function URL on loopback, as agents reach it (TWILL_NODE_API_URL) */
+  nodeApiUrl: string;
   /** sets more environment for the handlers (and resets the runtime so they read it) */
   setEnv(vars: Record<string, string | undefined>): Promise<void>;
   close(): Promise<void>;
 }
 
+/**
+ * A Lambda function URL on loopback: each HTTP request becomes the payload
+ * format 2.0 event a function URL sends, and the handler's answer (body
+ * base64-decoded when it says so) goes back.
+ */
+export async function functionUrl(handler: (e: LambdaFunctionURLEvent) => Promise<LambdaFunctionURLResult>): Promise<{ url: string; close(): Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    req.resume();
+    const url = new URL(req.url ?? '/', 'http://fn');
+    const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : (v ?? '')]));
+    const event = {
+      version: '2.0', routeKey: '$default', rawPath: url.pathname, rawQueryString: url.search.slice(1), headers, isBase64Encoded: false,
+      requestContext: { http: { method: req.method ?? 'GET', path: url.pathname, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: headers['user-agent'] ?? '' } },
+    } as unknown as LambdaFunctionURLEvent;
+    handler(event)
+      .then((r) => {
+        const result = typeof r === 'string' ? { statusCode: 200, body: r } : r;
+        const body = result.body === undefined ? '' : result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body;
+        res.writeHead(result.statusCode ?? 200, (result.headers ?? {}) as Record<string, string>).end(body);
+      })
+      .catch(() => res.writeHead(502).end());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
 export async function startServerless(brokerUrl: string, extraEnv: Record<string, string> = {}): Promise<ServerlessWorld> {
+  const nodeApi = await functionUrl(nodeApiHandler);
   const dynamo = await startFakeDynamo();
   const ssm = await startFakeSsm();
   const iot = await startFakeIotData(brokerUrl);
@@ -88,6 +126,7 @@ export async function startServerless(brokerUrl: string, extraEnv: Record<string
     TWILL_ADMIN_TOKEN_PARAM: ADMIN_PARAM,
     TWILL_ALI_TOKEN_PARAM: ALI_PARAM,
     TWILL_LOG_LEVEL: process.env.TWILL_LOG_LEVEL ?? 'error',
+    TWILL_NODE_API_URL: nodeApi.url,
     ...extraEnv,
   });
   await resetRuntime();
@@ -99,11 +138,14 @@ export async function startServerless(brokerUrl: string, extraEnv: Record<string
     iot,
     store,
     topics: new Topics(PREFIX),
+    nodeApiUrl: extraEnv.TWILL_NODE_API_URL ?? nodeApi.url,
     async setEnv(vars) {
       set(vars);
       await resetRuntime();
     },
     async close() {
+      // First: no request of an agent may reach the store once it is closed.
+      await nodeApi.close();
       await resetRuntime().catch(() => {});
       await store.close();
       client.destroy();

@@ -18,7 +18,7 @@ import { handler as authorizerHandler } from '../../functions/handlers/authorize
 import { handler as iotHandler } from '../../functions/handlers/iot.js';
 import { runtime } from '../../functions/handlers/runtime.js';
 import { startFakeIotCore, type FakeIotCore } from '../fakes/iot-core.js';
-import { startAgent, subnetOf, type AgentProc } from '../helpers/cluster.js';
+import { metric, startAgent, subnetOf, type AgentProc } from '../helpers/cluster.js';
 import { removeTempDirs, tempDir, waitFor } from '../helpers/procs.js';
 import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from '../helpers/serverless.js';
 
@@ -46,7 +46,7 @@ describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
       accountId: ACCOUNT,
       authorize: (event) => authorizerHandler(event, lambdaContext('twill-test-RealtimeAuthorizerHandler')),
       // What infra/realtime.ts's two rules do.
-      rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v1/node/+/+/${kind}`, invoke: (e) => iotHandler(e) })),
+      rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v2/node/+/+/${kind}`, invoke: (e) => iotHandler(e) })),
     });
     w = await startServerless(iotCore.internalUrl);
     await runtime().controller.applyNetwork('edge', parseNetConf({ Network: '10.90.0.0/16', Backend: { Type: 'alloc' } }, {}));
@@ -92,9 +92,12 @@ describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
   }
 
   test("each agent receives the other's lease through IoT Core", async () => {
-    await waitFor('both agents report a peer', async () => {
-      const peers = (await w.store.listStatus()).filter((s) => s.node.startsWith('edge-') && s.status.state === 'online').map((s) => s.status.peers);
-      return peers.length === 2 && peers.every((p) => p === 1);
+    // (The status reports a change of peers at most once a minute: each agent's own metrics say it at once.)
+    const both = agents.filter((a) => a.node === 'edge-wss' || a.node === 'edge-mqtts');
+    assert.equal(both.length, 2);
+    await waitFor('both agents hold the other', async () => {
+      for (const a of both) if ((await metric(a, 'twill_agent_peers')) !== 1 || (await fetch(`${a.metrics}/readyz`)).status !== 200) return false;
+      return true;
     });
   });
 

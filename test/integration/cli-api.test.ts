@@ -42,10 +42,10 @@ describe('twill CLI with --api', () => {
     const c = await mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, reconnectPeriod: 0 });
     const seen = new Map<string, string>();
     c.on('message', (t, p) => seen.set(t, p.toString()));
-    await c.subscribeAsync(new Topics().netAll('lab'), { qos: 1 });
+    await c.subscribeAsync(new Topics().netChanges('lab'), { qos: 1 });
     const r = await runTwill(['lease', 'reserve', 'lab', '--node', 'n1', '--subnet', '10.70.9.0/24'], env);
     assert.equal(r.code, 0, r.stderr);
-    await waitFor('lease published', () => seen.get(new Topics().netLease('lab', 'n1'))?.includes('10.70.9.0/24'), 3_000);
+    await waitFor('change published', () => seen.get(new Topics().netChanges('lab'))?.includes('10.70.9.0/24'), 3_000);
     await c.endAsync();
     const st = await runTwill(['status'], env);
     assert.equal(st.code, 0, st.stderr);

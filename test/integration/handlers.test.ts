@@ -21,6 +21,7 @@ import { handler as apiHandler } from '../../functions/handlers/api.js';
 import { handler as authorizerHandler } from '../../functions/handlers/authorizer.js';
 import { handler as eventsHandler } from '../../functions/handlers/cloud-events.js';
 import { handler as iotHandler } from '../../functions/handlers/iot.js';
+import { handler as nodeApiHandler } from '../../functions/handlers/node-api.js';
 import { handler as pushHandler } from '../../functions/handlers/push.js';
 import { runtime } from '../../functions/handlers/runtime.js';
 import { handler as scheduleHandler, type ScheduleReport } from '../../functions/handlers/schedule.js';
@@ -216,18 +217,18 @@ describe('Lambda handlers', () => {
   };
 
   describe('IoT rule (hello and status)', () => {
-    const hello = (extra: object = {}) => JSON.stringify({ v: 1, agentVersion: 'test', publicIP: '192.0.2.10', backendData: { VtepMAC: '02:00:00:00:00:10' }, ...extra });
+    const hello = (extra: object = {}) => JSON.stringify({ v: 2, agentVersion: 'test', publicIP: '192.0.2.10', backendData: { VtepMAC: '02:00:00:00:00:10' }, ...extra });
 
     test('a hello gets a lease, and the agent receives it through IoT Core', async () => {
       await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), clientId: 'twill-edge-edge-1', payload: b64(hello()) });
       const lease = await w.store.getLease('edge', 'edge-1');
       assert.ok(lease?.subnet, 'the lease is in DynamoDB');
-      await waitFor('lease topics on the broker', () => payloadOf<{ lease: Lease }>(w.topics.nodeLease('edge', 'edge-1'))?.lease?.subnet === lease.subnet);
-      assert.equal(payloadOf<Lease>(w.topics.netLease('edge', 'edge-1'))?.subnet, lease.subnet);
+      await waitFor('own lease on the broker', () => payloadOf<{ lease: Lease }>(w.topics.nodeLease('edge', 'edge-1'))?.lease?.subnet === lease.subnet);
       assert.equal(payloadOf<{ config: { Network: string } }>(w.topics.nodeLease('edge', 'edge-1'))?.config.Network, '10.60.0.0/16');
-      const net = await w.store.getNetwork('edge');
-      await waitFor('manifest', () => payloadOf<{ revision: number }>(w.topics.netManifest('edge'))?.revision === net?.revision);
-      for (const p of w.iot.published) assert.deepEqual([p.qos, p.retain], [1, true]);
+      assert.equal(payloadOf<{ api: string }>(w.topics.nodeLease('edge', 'edge-1'))?.api, w.nodeApiUrl, 'the agent is told where to list its network');
+      await waitFor('the change to every member', () => payloadOf<{ node: string; lease: Lease }>(w.topics.netChanges('edge'))?.node === 'edge-1');
+      assert.equal(payloadOf<{ revision: number }>(w.topics.netChanges('edge'))?.revision, lease.revision);
+      for (const p of w.iot.published) assert.deepEqual([p.qos, p.retain], [1, p.topic !== w.topics.netChanges(p.topic.split('/')[4] ?? '')], p.topic);
 
       // The same hello again (IoT Core delivers at least once): the same subnet.
       await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), clientId: 'twill-edge-edge-1', payload: b64(hello()) });
@@ -235,16 +236,16 @@ describe('Lambda handlers', () => {
     });
 
     test('a status lands in the store, for twill status', async () => {
-      const status = { v: 1, state: 'online', agentVersion: 'test', backend: 'vxlan', subnet: null, ipv6Subnet: null, appliedRevision: 3, peers: 0, errors: [] };
+      const status = { v: 2, state: 'online', agentVersion: 'test', backend: 'vxlan', subnet: null, ipv6Subnet: null, revision: 3, inSync: true, peers: 0, errors: [] };
       await iotHandler({ topic: w.topics.nodeStatus('edge', 'edge-1'), clientId: 'twill-edge-edge-1', payload: b64(JSON.stringify(status)) });
       const rec = (await w.store.listStatus()).find((s) => s.node === 'edge-1');
       assert.equal(rec?.status.state, 'online');
-      assert.equal(rec?.status.appliedRevision, 3);
+      assert.equal(rec?.status.revision, 3);
     });
 
     test('a malformed hello and an unknown node change nothing and are answered on the node topic', async () => {
       const before = await w.store.getNetwork('edge');
-      await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), payload: b64('{"v":1,') });
+      await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), payload: b64('{"v":2,') });
       await waitFor('error on the node topic', () => /hello from edge-1/.test(payloadOf<{ error?: string }>(w.topics.nodeLease('edge', 'edge-1'))?.error ?? ''));
       await iotHandler({ topic: w.topics.nodeHello('edge', 'stranger'), payload: b64(hello()) });
       await waitFor('error for the stranger', () => /not registered in network edge/.test(payloadOf<{ error?: string }>(w.topics.nodeLease('edge', 'stranger'))?.error ?? ''));
@@ -268,8 +269,8 @@ describe('Lambda handlers', () => {
       const r = await authorizerHandler(connect(`edge-1?x-amz-customauthorizer-name=${AUTHORIZER}`, edgePassword, 'twill-edge-edge-1'), lambdaContext('twill-test-RealtimeAuthorizerHandler'));
       assert.equal(r.isAuthenticated, true);
       const doc = JSON.stringify(r.policyDocuments);
-      assert.match(doc, new RegExp(`arn:aws:iot:${REGION}:${ACCOUNT}:topic/${PREFIX}/v1/node/edge/edge-1/hello`));
-      assert.match(doc, new RegExp(`arn:aws:iot:${REGION}:${ACCOUNT}:topicfilter/${PREFIX}/v1/net/edge/\\*`));
+      assert.match(doc, new RegExp(`arn:aws:iot:${REGION}:${ACCOUNT}:topic/${PREFIX}/v2/node/edge/edge-1/hello`));
+      assert.match(doc, new RegExp(`arn:aws:iot:${REGION}:${ACCOUNT}:topicfilter/${PREFIX}/v2/net/edge/changes"`));
     });
 
     test('a wrong password is refused', async () => {
@@ -286,7 +287,7 @@ describe('Lambda handlers', () => {
       const lease = await w.store.getLease('aws', 'i-1234567890abcdef0');
       assert.ok(lease?.subnet);
       assert.equal(ec2.routeMap('rtb-main')[lease.subnet], 'eni-1234567890abcdef0');
-      await waitFor('the lease published', () => payloadOf<Lease>(w.topics.netLease('aws', 'i-1234567890abcdef0'))?.subnet === lease.subnet);
+      await waitFor('the lease published', () => payloadOf<{ lease: Lease }>(w.topics.netChanges('aws'))?.lease?.subnet === lease.subnet);
     });
 
     test('a batch reconciles each network once; a poison record is dropped without holding up the rest', async () => {
@@ -340,40 +341,36 @@ describe('Lambda handlers', () => {
       backendData: {}, expiresAt, createdAt: new Date().toISOString(),
     });
 
-    test('republish: a lease written to the store without its publish reaches the broker', async () => {
-      // As if a function wrote the store and died before publishing.
-      await w.store.createLease(newLease('quiet-1', '10.60.200.0/24', null));
-      const net = await w.store.getNetwork('edge');
-      assert.notEqual(payloadOf<{ revision: number }>(w.topics.netManifest('edge'))?.revision, net?.revision);
+    test('a lease written to the store without its publish reaches agents through the node API', async () => {
+      // As if a function wrote the store and died before publishing: the next
+      // change shows agents a gap, and the node API has what they missed.
+      const before = (await w.store.getNetwork('edge'))!.revision;
+      const quiet = await w.store.createLease(newLease('quiet-1', '10.60.200.0/24', null));
+      const res = (await nodeApiHandler(urlEvent('GET', '/v2/networks/edge/changes', { query: { since: String(before) }, headers: { authorization: `Basic ${Buffer.from(`edge-1:${edgePassword}`).toString('base64')}` } }) as never)) as { statusCode: number; body: string };
+      assert.equal(res.statusCode, 200);
+      const body = JSON.parse(Buffer.from(res.body as string, 'base64').toString('utf8')) as { changes: { revision: number; node: string; lease: Lease }[] };
+      assert.deepEqual(body.changes.map((c) => [c.revision, c.node, c.lease.subnet]), [[quiet.revision, 'quiet-1', '10.60.200.0/24']]);
+      const wrong = (await nodeApiHandler(urlEvent('GET', '/v2/networks/edge/changes', { query: { since: String(before) }, headers: { authorization: `Basic ${Buffer.from('edge-1:wrong').toString('base64')}` } }) as never)) as { statusCode: number; body: string };
+      assert.equal(wrong.statusCode, 403);
+      await w.store.deleteLease('edge', 'quiet-1');
+    });
+
+    test('republish: a retained network config missing from the broker is published again, and only then', async () => {
+      w.iot.retained.delete(w.topics.netConfig('edge'));
       const r = await scheduleHandler({ tasks: ['republish'] });
       assert.deepEqual(r.republish?.republished, ['edge']);
       assert.equal(r.expired, undefined, 'only the task asked for ran');
-      await waitFor('the lease and the manifest published', () =>
-        payloadOf<Lease>(w.topics.netLease('edge', 'quiet-1'))?.subnet === '10.60.200.0/24' &&
-        payloadOf<{ revision: number }>(w.topics.netManifest('edge'))?.revision === net?.revision);
-      // In step again: nothing is republished.
+      await waitFor('config published', () => payloadOf<{ config: { Network: string } }>(w.topics.netConfig('edge'))?.config.Network === '10.60.0.0/16');
       const again = await scheduleHandler({ tasks: ['republish'] });
       assert.deepEqual(again.republish?.republished, []);
     });
 
-    test('republish: a lease removed from the store without its clearing publish is cleared from the broker', async () => {
-      assert.equal(payloadOf<Lease>(w.topics.netLease('edge', 'quiet-1'))?.node, 'quiet-1');
-      await w.store.deleteLease('edge', 'quiet-1');
-      const r = await scheduleHandler({ tasks: ['republish'] });
-      assert.deepEqual(r.republish?.republished, ['edge']);
-      await waitFor('lease topics cleared', () =>
-        seen.get(w.topics.netLease('edge', 'quiet-1')) === '' && payloadOf<{ lease: Lease | null }>(w.topics.nodeLease('edge', 'quiet-1'))?.lease === null);
-      assert.ok(!w.iot.retained.has(w.topics.netLease('edge', 'quiet-1')), 'IoT Core holds no retained lease for it');
-    });
-
-    test('expire: an expired lease is removed and its topics cleared', async () => {
+    test('expire: an expired lease is removed and every member hears of it', async () => {
       await w.store.createLease(newLease('gone-1', '10.60.201.0/24', new Date(Date.now() - 60_000).toISOString()));
-      await scheduleHandler({ tasks: ['republish'] });
-      await waitFor('published', () => payloadOf<Lease>(w.topics.netLease('edge', 'gone-1'))?.node === 'gone-1');
       const r = await scheduleHandler({ tasks: ['expire'] });
       assert.equal(r.expired, 1);
       assert.equal(await w.store.getLease('edge', 'gone-1'), undefined);
-      await waitFor('lease topic cleared', () => seen.get(w.topics.netLease('edge', 'gone-1')) === '');
+      await waitFor('removal published', () => { const c = payloadOf<{ node: string; lease: null }>(w.topics.netChanges('edge')); return c?.node === 'gone-1' && c.lease === null; });
     });
 
     test("EventBridge's Scheduled Event runs everything: an instance no event told of gets its route", async () => {

@@ -1,0 +1,28 @@
+// Lambda behind a function URL: the node API agents list their network from
+// (protocol v2). functions/node-api.ts routes and checks the node's own
+// credentials against the store; this only turns the function URL's request
+// into its NodeApiRequest and back. Its URL reaches every agent on its own
+// lease topic (TWILL_NODE_API_URL in the other functions' environment).
+import type { LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
+import { VerifiedCredentials } from '../credentials.js';
+import { handleNodeApi } from '../node-api.js';
+import { runtime } from './runtime.js';
+
+let credentials: VerifiedCredentials | undefined;
+
+export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunctionURLResult> {
+  const rt = runtime();
+  // Per warm container: a password verified once is not verified again with scrypt.
+  credentials ??= new VerifiedCredentials(rt.store);
+  const res = await handleNodeApi(
+    {
+      method: event.requestContext?.http?.method ?? 'GET',
+      path: event.rawPath ?? '/',
+      query: new URLSearchParams(event.rawQueryString ?? ''),
+      headers: event.headers ?? {},
+    },
+    { store: rt.store, credentials, log: rt.log('node-api') },
+  );
+  // A function URL takes a binary body base64-encoded; the gzipped pages are binary.
+  return { statusCode: res.status, headers: res.headers, body: res.body.toString('base64'), isBase64Encoded: true };
+}
