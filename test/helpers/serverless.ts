@@ -80,6 +80,11 @@ export async function functionUrl(handler: (e: LambdaFunctionURLEvent) => Promis
       })
       .catch(() => res.writeHead(502).end());
   });
+  return onLoopback(server);
+}
+
+/** Serves on a free loopback port; close() ends every connection first. */
+export async function onLoopback(server: Server): Promise<{ url: string; close(): Promise<void> }> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,

@@ -30,7 +30,7 @@ import { FakeEc2 } from '../fakes/ec2.js';
 import { FakeGce } from '../fakes/gce.js';
 import { EVENT_FIXTURES, freePort, removeTempDirs, startProc, tempDir, waitFor, type Proc } from '../helpers/procs.js';
 import {
-  ACCOUNT, ADMIN_TOKEN, ALI_PARAM, ALI_TOKEN, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld,
+  ACCOUNT, ADMIN_TOKEN, ALI_PARAM, ALI_TOKEN, AUTHORIZER, PREFIX, REGION, lambdaContext, onLoopback, startServerless, type ServerlessWorld,
 } from '../helpers/serverless.js';
 
 const MOSQUITTO = '/usr/sbin/mosquitto';
@@ -103,14 +103,7 @@ async function deniedEc2(): Promise<{ url: string; close(): Promise<void> }> {
     res.writeHead(403, { 'content-type': 'text/xml' });
     res.end('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation.</Message></Error></Errors><RequestID>r-1</RequestID></Response>');
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
+  return onLoopback(server);
 }
 
 describe('Lambda handlers', () => {
