@@ -21,7 +21,7 @@ import { writeSubnetEnv } from './subnet-env.js';
 import { ensureRules, removeUnwanted } from './rules.js';
 import { iproute2, type KernelIO } from './kernel/io.js';
 import { iptables, type IptablesIO } from './iptables.js';
-import { Watch } from './watch.js';
+import { Watch, within } from './watch.js';
 
 export interface AgentOptions extends IfaceOptions {
   broker: string;
@@ -58,12 +58,6 @@ const STOP_STEP_MS = 2_000;
 const CONFIG_STATE = 'config.json';
 /** a status whose only news is a newer applied revision is sent at most this often */
 const REVISION_STATUS_MS = 60_000;
-
-async function within(ms: number, p: Promise<unknown> | undefined): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
-  clearTimeout(timer);
-}
 
 /**
  * Readiness, one state at a time: the agent is ready when it holds its lease
@@ -248,10 +242,8 @@ export class Agent {
     this.problems.delete('controller');
     if (!m.lease) return;
     const old = this.state.lastLease(this.opts.network, this.opts.node);
-    if (!old || old.subnet !== m.lease.subnet || old.ipv6Subnet !== m.lease.ipv6Subnet || !this.appliedRevision) {
-      if (old?.subnet !== m.lease.subnet || old?.ipv6Subnet !== m.lease.ipv6Subnet) {
-        this.log.info('lease acquired', { subnet: m.lease.subnet ?? undefined, ipv6Subnet: m.lease.ipv6Subnet ?? undefined, expires: m.lease.expiresAt ?? 'never' });
-      }
+    if (old?.subnet !== m.lease.subnet || old?.ipv6Subnet !== m.lease.ipv6Subnet) {
+      this.log.info('lease acquired', { subnet: m.lease.subnet ?? undefined, ipv6Subnet: m.lease.ipv6Subnet ?? undefined, expires: m.lease.expiresAt ?? 'never' });
     }
     this.state.saveLease(m.lease);
     this.metrics.set('twill_agent_lease_expiry_timestamp_seconds', 'when the lease expires (0: a reservation)', m.lease.expiresAt ? Date.parse(m.lease.expiresAt) / 1000 : 0);

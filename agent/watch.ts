@@ -240,7 +240,7 @@ export class Watch {
     if (this.held.size > 0) {
       // a revision is missing: fetch what the broker did not bring
       this.opts.log.debug('change arrived past a gap', { have: this.revision, got: c.revision });
-      this.setState('catching-up');
+      this.state = 'catching-up';
       this.resync();
     }
   }
@@ -269,11 +269,6 @@ export class Watch {
     changed.add(c.node);
   }
 
-  private setState(s: WatchState): void {
-    if (s === this.state) return;
-    this.state = s;
-  }
-
   /** Lists (no view yet) or catches up (a view at some revision); one at a time. */
   private resync(): void {
     if (this.stopped) return;
@@ -295,7 +290,7 @@ export class Watch {
         if (this.revision === 0) return;
         // The store had every change the broker brought by the time it was asked.
         this.held.clear();
-        this.setState('in-sync');
+        this.state = 'in-sync';
         this.listBackoff = 500;
         this.hooks.onProblem('list', undefined);
       } catch (e) {
@@ -312,7 +307,7 @@ export class Watch {
   }
 
   private async list(): Promise<void> {
-    this.setState('listing');
+    this.state = 'listing';
     const leases = new Map<string, Lease>();
     let after: string | null = null;
     let start: number | undefined;
@@ -436,7 +431,8 @@ class GoneError extends Error {
   }
 }
 
-async function within(ms: number, p: Promise<unknown> | undefined): Promise<void> {
+/** Waits for p, or ms, whichever comes first: a shutdown step that may never end is abandoned. */
+export async function within(ms: number, p: Promise<unknown> | undefined): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([p, new Promise((r) => (timer = setTimeout(r, ms)))]);
   clearTimeout(timer);
