@@ -439,6 +439,17 @@ export class Controller {
   }
 
   /**
+   * What a controller publishes when it starts: every network's retained
+   * messages rebuilt from the store, and each registered node told on the
+   * previous protocol's topic to upgrade (an agent of that protocol already
+   * connected says no new hello until its renewal).
+   */
+  async publishOnStart(): Promise<void> {
+    await this.republishAll();
+    for (const n of await this.store.listNodes()) await this.announceUpgrade(n.network, n.name);
+  }
+
+  /**
    * Clears retained own-lease topics the store does not back (an external
    * broker keeps them across controller restarts, including leases that
    * expired while the controller was down).

@@ -186,8 +186,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       sync = new Sync(controller, store);
       const stale = await collectRetained(client, [topics.allNodeLeases()], 500);
       for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
-      await controller.republishAll();
-      for (const n of await store.listNodes()) await controller.announceUpgrade(n.network, n.name);
+      await controller.publishOnStart();
       const cleared = await controller.clearStale(stale);
       if (cleared) log.info('cleared retained leases the store does not hold', { count: cleared });
       client.on('message', (topic, payload) => void handle(topic, payload));
@@ -200,8 +199,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       controller.api = apiUrl;
       sync = new Sync(controller, store);
       for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
-      await controller.republishAll();
-      for (const n of await store.listNodes()) await controller.announceUpgrade(n.network, n.name);
+      await controller.publishOnStart();
       for (const filter of [topics.allHellos(), topics.allStatus(), topics.legacyHellos()]) {
         await new Promise<void>((r) =>
           broker.subscribe(filter, (packet, cb) => { cb(); void handle(packet.topic, packet.payload as Buffer); }, r),
