@@ -21,7 +21,7 @@ import { errorMessage } from '../core/errors.js';
 import type { Lease } from '../core/lease.js';
 import type { Logger } from '../core/log.js';
 import {
-  changesPageSchema, changeSchema, netConfigSchema, nodeLeaseSchema, parseMessage, snapshotPageSchema,
+  changesIn, changesMessageSchema, changesPageSchema, MAX_CHANGES_BYTES, netConfigSchema, nodeLeaseSchema, parseMessage, snapshotPageSchema,
   type ChangeMessage, type Hello, type Status,
 } from '../core/messages.js';
 import type { Topics } from '../core/topics.js';
@@ -185,7 +185,7 @@ export class Watch {
         // every controller start too): past the view, something was missed.
         if (this.revision > 0 && msg.revision > this.revision) this.resync();
       } else if (t.kind === 'netChanges') {
-        this.onChange(parseMessage(changeSchema, payload, 'change'));
+        for (const c of changesIn(parseMessage(changesMessageSchema, payload, 'changes', MAX_CHANGES_BYTES))) this.onChange(c);
       } else if (t.kind === 'nodeLease' && t.node === o.node) {
         this.onOwn(payload);
       }
@@ -313,8 +313,10 @@ export class Watch {
     let start: number | undefined;
     do {
       const page = snapshotPageSchema.parse(await this.get(`snapshot?limit=${PAGE}${after ? `&after=${encodeURIComponent(after)}` : ''}`));
-      // Whatever moved while the pages were read is among the changes since the first.
-      start ??= page.revision;
+      // Whatever moved while the pages were read is among the changes since
+      // the oldest page (pages may come from the API's cache, each read at
+      // its own revision; changes since the oldest redo what any page lacks).
+      start = Math.min(start ?? page.revision, page.revision);
       for (const l of page.leases) if (l.network === this.opts.network) leases.set(l.node, l as Lease);
       after = page.next;
     } while (after);

@@ -32,7 +32,7 @@ import { parseNetConf } from '../core/config.js';
 import type { Lease } from '../core/lease.js';
 import { silentLogger } from '../core/log.js';
 import {
-  changesPageSchema, changeSchema, netConfigSchema, nodeLeaseSchema, parseMessage, snapshotPageSchema,
+  changesIn, changesMessageSchema, changesPageSchema, MAX_CHANGES_BYTES, netConfigSchema, nodeLeaseSchema, parseMessage, snapshotPageSchema,
   type ChangeMessage, type Hello, type Status,
 } from '../core/messages.js';
 import { Topics } from '../core/topics.js';
@@ -187,9 +187,9 @@ class LightAgent {
       const m = parseMessage(netConfigSchema, Buffer.from(payload), 'config');
       if (this.revision > 0 && m.revision > this.revision) this.resync();
     } else if (t?.kind === 'netChanges') {
-      const c = parseMessage(changeSchema, Buffer.from(payload), 'change');
-      if (c.revision <= this.revision) return;
-      this.held.set(c.revision, c);
+      for (const c of changesIn(parseMessage(changesMessageSchema, Buffer.from(payload), 'changes', MAX_CHANGES_BYTES))) {
+        if (c.revision > this.revision) this.held.set(c.revision, c);
+      }
       if (this.revision === 0 || this.syncing) return;
       this.drain();
       if (this.held.size) {
@@ -225,7 +225,7 @@ class LightAgent {
         let start: number | undefined;
         do {
           const page = snapshotPageSchema.parse(await this.w.get(this.node, `snapshot?limit=1000${after ? `&after=${after}` : ''}`));
-          start ??= page.revision;
+          start = Math.min(start ?? page.revision, page.revision);
           after = page.next;
         } while (after);
         this.revision = start as number;

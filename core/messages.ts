@@ -9,6 +9,12 @@ import type { NetConf } from './config.js';
 
 /** Larger payloads are refused before parsing; a lease is well under 2 KB. */
 export const MAX_PAYLOAD_BYTES = 16 * 1024;
+/**
+ * A batch of changes on a network's changes topic may be larger: under AWS
+ * IoT Core's 128 KB per message ("AWS IoT Core message broker and protocol
+ * limits and quotas"), with room for the topic.
+ */
+export const MAX_CHANGES_BYTES = 96 * 1024;
 
 const name = z.string().regex(NAME_RE, 'must be 1 to 63 letters, digits, ".", "_" or "-"');
 const ipv4 = z.string().refine((s) => parseIPv4(s) !== undefined, 'must be an IPv4 address');
@@ -61,6 +67,20 @@ export const changeSchema = z.strictObject({
   config: z.literal(true).optional(),
 }).refine((c) => (c.config === true) !== (c.node !== undefined && c.lease !== undefined), 'must name a node and its lease (or null), or say config: true');
 export type ChangeMessage = z.infer<typeof changeSchema>;
+
+/**
+ * What the changes topic carries: one change, or (when writes come faster
+ * than the broker takes them) a batch of changes in one message, so that a
+ * storm of joins costs each member a message per batch, not per join.
+ */
+export const changesMessageSchema = z.union([
+  changeSchema,
+  z.strictObject({ v: z.literal(2), changes: z.array(changeSchema).min(1).max(1000) }),
+]);
+/** The changes in a message of the changes topic. */
+export function changesIn(m: z.infer<typeof changesMessageSchema>): ChangeMessage[] {
+  return 'changes' in m ? m.changes : [m];
+}
 
 /** The node API's answers (functions/node-api.ts), as an agent parses them. */
 export const snapshotPageSchema = z.object({
@@ -123,9 +143,9 @@ export class MessageError extends Error {
 }
 
 /** Parses JSON bytes with a schema; errors name the message and the field. */
-export function parseMessage<T extends z.ZodType>(schema: T, payload: Uint8Array | string, what: string): z.infer<T> {
+export function parseMessage<T extends z.ZodType>(schema: T, payload: Uint8Array | string, what: string, maxBytes = MAX_PAYLOAD_BYTES): z.infer<T> {
   const size = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength;
-  if (size > MAX_PAYLOAD_BYTES) throw new MessageError(what, `${size} bytes is too large: at most ${MAX_PAYLOAD_BYTES}`);
+  if (size > maxBytes) throw new MessageError(what, `${size} bytes is too large: at most ${maxBytes}`);
   let value: unknown;
   try {
     value = JSON.parse(typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'));

@@ -9,7 +9,7 @@
 // custom authentication; typed by @types/aws-lambda. The password arrives
 // base64-encoded in protocolData.mqtt.password. Every refusal is logged with
 // its reason and the connection id; no log line carries the password, and a
-// wrong password and an unknown node cost the same scrypt time.
+// wrong password and an unknown node cost the same hash time.
 import { createHash } from 'node:crypto';
 import type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult, PolicyDocument } from 'aws-lambda';
 import { nodeGrants } from '../core/acl.js';

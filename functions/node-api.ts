@@ -32,6 +32,39 @@ export interface NodeApiDeps {
   store: Store;
   credentials: CredentialCheck;
   log: Logger;
+  /** snapshot pages answered in the last second, shared by the nodes of a network */
+  cache?: SnapshotCache;
+  now?: () => number;
+}
+
+/**
+ * Snapshot pages, kept for a second. When a fleet joins or reconnects at
+ * once, each member asks for the same pages within moments of the others;
+ * building each (a page of 1,000 leases is ~400 KB of JSON to gzip) for every
+ * one of 5,000 agents is 5,000 times the work. A page a second old is as good
+ * as a new one: it says the revision it was read at, the agent starts from
+ * the oldest of its pages, and the changes since then bring it up to date
+ * (agent/watch.ts). Change answers are never cached: an agent asks for them
+ * after subscribing, and must get everything up to then.
+ */
+export class SnapshotCache {
+  private readonly pages = new Map<string, { at: number; res: NodeApiResponse }>();
+  constructor(
+    readonly ttlMs = 1000,
+    private readonly maxPages = 256,
+  ) {}
+
+  get(key: string, now: number): NodeApiResponse | undefined {
+    const hit = this.pages.get(key);
+    if (hit && now - hit.at < this.ttlMs) return hit.res;
+    if (hit) this.pages.delete(key);
+    return undefined;
+  }
+
+  set(key: string, res: NodeApiResponse, now: number): void {
+    if (this.pages.size >= this.maxPages) this.pages.delete(this.pages.keys().next().value as string);
+    this.pages.set(key, { at: now, res });
+  }
 }
 
 export const DEFAULT_PAGE = 1000;
@@ -99,11 +132,17 @@ export async function handleNodeApi(req: NodeApiRequest, deps: NodeApiDeps): Pro
     }
     const after = req.query.get('after') ?? undefined;
     if (after !== undefined && !NAME_RE.test(after)) return problem(req, 400, 'query parameter after must be a node name');
+    const now = (deps.now ?? Date.now)();
+    const key = [network, after ?? '', limit, /\bgzip\b/.test(req.headers['accept-encoding'] ?? '')].join('\0');
+    const cached = deps.cache?.get(key, now);
+    if (cached) return cached;
     // The revision is read before the page: whatever changes while an agent
     // pages through is among the changes since it (see agent/watch.ts).
     const page = await deps.store.listLeasesPage(network, after, limit);
     const next = page.length === limit ? page[page.length - 1]!.node : null;
-    return reply(req, 200, { v: 2, network, revision: net.revision, config: publicConfig(net.config), leases: page, next });
+    const res = reply(req, 200, { v: 2, network, revision: net.revision, config: publicConfig(net.config), leases: page, next });
+    deps.cache?.set(key, res, now);
+    return res;
   } catch (e) {
     deps.log.error('snapshot failed', { network, reason: errorMessage(e) });
     return problem(req, 500, 'internal error: see the controller log');

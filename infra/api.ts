@@ -18,7 +18,7 @@ export const api = new sst.aws.Function('Api', {
     // Written into the agent configs that `twill node add --api` prints.
     TWILL_IOT_AUTHORIZER: realtime.authorizer,
   }),
-  // Adding a node hashes its password with scrypt, like the authorizer.
+  // Nodes added by earlier versions have scrypt hashes (16 MB and a CPU to verify).
   memory: '512 MB',
   permissions: [grants.tableReadWrite, grants.iotPublish, grants.adminToken],
 });

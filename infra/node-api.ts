@@ -10,7 +10,7 @@ export const nodeApi = new sst.aws.Function('NodeApi', {
   ...defaults,
   url: { cors: false },
   environment: environment(),
-  // A first request of a node verifies its password with scrypt.
+  // A node added by an earlier version has a scrypt hash: its first request verifies it (16 MB, a CPU).
   memory: '512 MB',
   permissions: [grants.tableGetItem, grants.tableRead],
 });

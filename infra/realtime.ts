@@ -19,8 +19,9 @@ export const realtime = new sst.aws.Realtime(REALTIME, {
   authorizer: {
     handler: 'functions/handlers/authorizer.handler',
     ...defaults,
-    // scrypt (N=16384) needs 16 MB and a CPU; 512 MB gets a third of a vCPU
-    // and keeps a CONNECT well under IoT Core's 5 s authorizer deadline.
+    // Nodes added by earlier versions have scrypt hashes (N=16384: 16 MB and a
+    // CPU); 512 MB gets a third of a vCPU and keeps their CONNECT well under
+    // IoT Core's 5 s authorizer deadline.
     memory: '512 MB',
     timeout: '5 seconds',
     environment: environment(),

@@ -5,14 +5,16 @@
 // lease topic (TWILL_NODE_API_URL in the other functions' environment).
 import type { LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
 import { VerifiedCredentials } from '../credentials.js';
-import { handleNodeApi } from '../node-api.js';
+import { handleNodeApi, SnapshotCache } from '../node-api.js';
 import { runtime } from './runtime.js';
 
 let credentials: VerifiedCredentials | undefined;
+// Per warm container too: the pages a fleet asks for at once are built once a second.
+const cache = new SnapshotCache();
 
 export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunctionURLResult> {
   const rt = runtime();
-  // Per warm container: a password verified once is not verified again with scrypt.
+  // Per warm container: a password verified once is not hashed again (an earlier version's scrypt hash costs tens of ms).
   credentials ??= new VerifiedCredentials(rt.store);
   const res = await handleNodeApi(
     {
@@ -21,7 +23,7 @@ export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunc
       query: new URLSearchParams(event.rawQueryString ?? ''),
       headers: event.headers ?? {},
     },
-    { store: rt.store, credentials, log: rt.log('node-api') },
+    { store: rt.store, credentials, log: rt.log('node-api'), cache },
   );
   // A function URL takes a binary body base64-encoded; the gzipped pages are binary.
   return { statusCode: res.status, headers: res.headers, body: res.body.toString('base64'), isBase64Encoded: true };

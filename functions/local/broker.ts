@@ -7,16 +7,17 @@ import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
 import type { Logger } from '../../core/log.js';
 import type { Topics } from '../../core/topics.js';
 import { nodeAcl } from '../../core/acl.js';
-import { verifyPassword } from '../credentials.js';
-import type { NodeRecord, Store } from '../store/store.js';
+import type { CredentialCheck } from '../credentials.js';
+import type { NodeRecord } from '../store/store.js';
 
 // The ACL itself lives in core/acl.ts, shared with IoT Core's custom authorizer.
 export { nodeAcl };
 
 export interface BrokerOptions {
-  store: Store;
   topics: Topics;
   log: Logger;
+  /** the node API's too: a password verified on one is not hashed again on the other */
+  credentials: CredentialCheck;
 }
 
 function authError(message: string, returnCode: 4 | 5): AuthenticateError {
@@ -24,7 +25,7 @@ function authError(message: string, returnCode: 4 | 5): AuthenticateError {
 }
 
 export async function createBroker(opts: BrokerOptions): Promise<Aedes> {
-  const { store, topics, log } = opts;
+  const { credentials, topics, log } = opts;
   const identities = new WeakMap<Client, NodeRecord>();
 
   const broker = await Aedes.createBroker({
@@ -34,10 +35,10 @@ export async function createBroker(opts: BrokerOptions): Promise<Aedes> {
         done(authError(reason, 4), false);
       };
       if (!username || !password) return refuse('no username or password');
-      store
-        .getNode(username)
-        .then(async (node) => {
-          if (!node || !(await verifyPassword(password.toString('utf8'), node.passwordHash))) return refuse('bad username or password');
+      credentials
+        .check(username, password.toString('utf8'))
+        .then((node) => {
+          if (!node) return refuse('bad username or password');
           identities.set(client, node);
           done(null, true);
         })

@@ -18,7 +18,7 @@ import { backendTypesOf, type Cloud, type CloudKind } from '../clouds/cloud.js';
 import { createCloud, type CloudOptions } from '../clouds/index.js';
 import { handleApi, type ApiDeps } from '../api.js';
 import { VerifiedCredentials } from '../credentials.js';
-import { handleNodeApi, type NodeApiDeps } from '../node-api.js';
+import { handleNodeApi, SnapshotCache, type NodeApiDeps } from '../node-api.js';
 import { Sync } from '../sync.js';
 import { Controller } from '../controller.js';
 import { reconcileNetwork, type ReconcileReport } from '../routes.js';
@@ -26,6 +26,50 @@ import { AedesPublisher } from '../publish/aedes.js';
 import { MqttPublisher } from '../publish/mqtt.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { createBroker } from './broker.js';
+
+/** agents' messages handled at once (each a few store reads and one write) */
+const MESSAGE_CONCURRENCY = 64;
+
+/**
+ * Runs tasks in order per key and at most `limit` at a time in all: the
+ * controller's inbox.
+ */
+export class KeyedQueue {
+  private readonly tails = new Map<string, Promise<void>>();
+  private running = 0;
+  private readonly ready: (() => void)[] = [];
+  private all = new Set<Promise<void>>();
+
+  constructor(private readonly limit: number) {}
+
+  run(key: string, task: () => Promise<void>): Promise<void> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const p = prev.then(async () => {
+      if (this.running < this.limit) this.running++;
+      else await new Promise<void>((r) => this.ready.push(r)); // handed a slot by a task that ended
+      try {
+        await task();
+      } finally {
+        const next = this.ready.shift();
+        if (next) next();
+        else this.running--;
+      }
+    });
+    const tail = p.catch(() => {});
+    this.tails.set(key, tail);
+    this.all.add(tail);
+    void tail.then(() => {
+      this.all.delete(tail);
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return p;
+  }
+
+  /** Resolves when every task queued so far has finished. */
+  async idle(): Promise<void> {
+    while (this.all.size) await Promise.all([...this.all]);
+  }
+}
 
 export interface LocalControllerOptions {
   dataDir: string;
@@ -119,13 +163,13 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     let url: string;
     let controller: Controller;
     let sync: Sync | undefined;
-    // Messages are handled one at a time: each is a short store transaction,
-    // and order per node is what agents expect.
-    let queue = Promise.resolve();
-    const handle = (topic: string, payload: Buffer, client?: string) => {
-      queue = queue.then(() => controller.handleMessage(topic, payload, client));
-      return queue;
-    };
+    // One node's messages are handled in the order they came (its hello
+    // before its status); different nodes' run side by side, up to a bound,
+    // so a join storm is not one long line behind each publish to the broker
+    // (and their changes leave in batches, Controller.publishChange).
+    const inbox = new KeyedQueue(MESSAGE_CONCURRENCY);
+    const handle = (topic: string, payload: Buffer, client?: string) =>
+      inbox.run(topic.slice(0, topic.lastIndexOf('/')), () => controller.handleMessage(topic, payload, client));
 
     const serve = async (addr: string, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> => {
       const { host, port } = parseListen(addr);
@@ -143,11 +187,12 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     // It always runs: agents list their network there (protocol v2). Started
     // before anything is published, since every node's own topic names it.
     let apiUrl: string;
+    const credentials = new VerifiedCredentials(store);
     {
       const adminToken = adminTokenOf(opts.adminTokenFile ?? join(opts.dataDir, 'admin-token'));
       // controller and url are set below, before the first request can matter.
       const deps = { store, get controller() { return controller; }, adminToken, get broker() { return url; }, prefix: opts.prefix, log: log.child('api') } as ApiDeps;
-      const nodeDeps: NodeApiDeps = { store, credentials: new VerifiedCredentials(store), log: log.child('node-api') };
+      const nodeDeps: NodeApiDeps = { store, credentials, log: log.child('node-api'), cache: new SnapshotCache() };
       apiUrl = await serve(opts.apiListen ?? `${parseListen(opts.brokerUrl ? '127.0.0.1:0' : (opts.listen ?? '127.0.0.1:1883')).host}:0`, (req, res) => {
         const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
         const url = new URL(req.url ?? '/', 'http://api');
@@ -193,7 +238,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       await client.subscribeAsync([topics.allHellos(), topics.allStatus(), topics.legacyHellos()], { qos: 1 });
       url = opts.brokerUrl;
     } else {
-      const broker: Aedes = await createBroker({ store, topics, log });
+      const broker: Aedes = await createBroker({ credentials, topics, log });
       cleanups.push(() => new Promise<void>((r) => broker.close(() => r())));
       controller = new Controller(store, new AedesPublisher(broker), { topics, log, leaseTtlMs: opts.leaseTtlMs });
       controller.api = apiUrl;
@@ -229,7 +274,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         .finally(() => { syncing = false; });
     }, opts.syncIntervalMs ?? 10_000);
     cleanups.push(() => clearInterval(timer));
-    cleanups.push(() => queue);
+    cleanups.push(() => inbox.idle());
 
     // The route controller: level-triggered, on a schedule. Runs never
     // overlap; a run asked for while one is going gets that run's result.

@@ -20,7 +20,7 @@ export interface NetworkRecord {
 export interface NodeRecord {
   name: string;
   network: string;
-  /** scrypt hash; the password itself is never stored */
+  /** salted hash (functions/credentials.ts); the password itself is never stored */
   passwordHash: string;
   createdAt: string;
 }

@@ -20,8 +20,11 @@ export class RecordingPublisher implements Publisher {
   since(mark: number): Publication[] {
     return this.sent.slice(mark);
   }
-  /** The change messages published on a topic (protocol v2's changes), in order. */
+  /** The changes published on a topic (protocol v2's changes), in order, batches opened (each change with its v). */
   changes(topic: string, mark = 0): { revision: number; node?: string; lease?: { revision: number; subnet: string | null } | null; config?: true }[] {
-    return this.sent.slice(mark).filter((p) => p.topic === topic).map((p) => JSON.parse(p.payload));
+    return this.sent.slice(mark).filter((p) => p.topic === topic).flatMap((p) => {
+      const m = JSON.parse(p.payload);
+      return m.changes ? m.changes.map((c: object) => ({ v: m.v, ...c })) : [m];
+    });
   }
 }

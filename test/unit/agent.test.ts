@@ -162,6 +162,34 @@ describe('the agent\'s view when the broker loses a change', () => {
   });
 });
 
+describe('the agent\'s view when peers join faster than the broker takes their changes', () => {
+  let lc: LocalController;
+  let dir: string;
+  before(async () => {
+    dir = tmp('twill-agent-batch-');
+    lc = await startLocalController({
+      dataDir: dir, listen: '127.0.0.1:0', syncIntervalMs: 3600_000, log: silentLogger,
+      networks: [{ name: 'net', config: parseNetConf({ Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }, {}) }],
+    });
+  });
+  after(async () => { await lc?.close(); });
+
+  test('40 peers joining at once (their changes batched) all reach the kernel', async () => {
+    const h = { name: 'me', dir: tmp('twill-batch-'), kernel: FakeKernel.host({ cidr: '192.168.1.1/24', gateway: '192.168.1.254' }), iptables: new FakeIptables(), logs: [] as string[] };
+    const agent = new Agent(agentOptions(h, await addNode(lc.store, { name: 'me', network: 'net', broker: lc.url }), 'net'));
+    try {
+      await agent.start();
+      await waitFor('ready alone', () => agent.isReady());
+      const hex = (i: number) => i.toString(16).padStart(2, '0');
+      await Promise.all(Array.from({ length: 40 }, (_, i) => lc.controller.join('net', `p${i}`, { publicIP: `192.168.1.${100 + i}`, backendData: { VtepMAC: `0a:00:00:00:01:${hex(i)}` } })));
+      await waitFor('every peer in the fdb', () => Array.from({ length: 40 }, (_, i) => `192.168.1.${100 + i}`).every((ip) => h.kernel.fdb.some((f) => f.dst === ip)));
+      await waitFor('ready', () => agent.isReady());
+    } finally {
+      await agent.stop();
+    }
+  });
+});
+
 describe('an agent of protocol v1', () => {
   test('is told, on the v1 topic it reads, that the control plane speaks v2 and it must be upgraded', async () => {
     const lc = await startLocalController({

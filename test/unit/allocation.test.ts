@@ -226,6 +226,26 @@ describe('picking a new subnet', () => {
     const told = new Map(pub.changes(topics.netChanges('n')).filter((c) => c.node).map((c) => [c.node, c.lease]));
     for (const l of stored) assert.deepEqual(told.get(l.node), l, `peers were told ${l.node}'s lease`);
   });
+
+  test('changes written while one is being published leave together, in revision order, each member told each change once', async () => {
+    const { controller, pub } = setup();
+    await controller.applyNetwork('n', conf({ Network: '10.4.0.0/16' }));
+    // A broker that takes its time: every join lands while a publish is in flight.
+    const publish = pub.publish.bind(pub);
+    pub.publish = async (t, p, r) => { await new Promise((res) => setTimeout(res, 5)); return publish(t, p, r); };
+    const mark = pub.sent.length;
+    await Promise.all(Array.from({ length: 40 }, (_, i) => controller.join('n', `node-${i}`, IP)));
+    const messages = pub.since(mark).filter((p) => p.topic === topics.netChanges('n'));
+    assert.ok(messages.length < 40 / 4, `40 joins went out in ${messages.length} messages`);
+    const revs = pub.changes(topics.netChanges('n'), mark).map((c) => c.revision);
+    assert.equal(revs.length, 40, 'every join is in one message, once');
+    for (const m of messages) {
+      const body = JSON.parse(m.payload) as { changes?: { revision: number }[] };
+      const inside = body.changes?.map((c) => c.revision) ?? [];
+      assert.deepEqual(inside, [...inside].sort((a, b) => a - b), 'a batch is in revision order');
+    }
+    assert.equal(new Set(revs).size, 40);
+  });
 });
 
 describe('reservations', () => {

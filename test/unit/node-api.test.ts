@@ -10,6 +10,12 @@ import type { Lease } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
 import { addNode } from '../../functions/admin.js';
 import { startLocalController, type LocalController } from '../../functions/local/server.js';
+import { Topics } from '../../core/topics.js';
+import { Controller } from '../../functions/controller.js';
+import { VerifiedCredentials } from '../../functions/credentials.js';
+import { handleNodeApi, SnapshotCache } from '../../functions/node-api.js';
+import { SqliteStore } from '../../functions/store/sqlite.js';
+import { RecordingPublisher } from '../helpers/recording-publisher.js';
 
 const PSK = 'a1b2c3d4'.repeat(12);
 
@@ -113,5 +119,41 @@ describe('node API: snapshot and changes', () => {
     assert.equal((await get('/v2/networks/sec/snapshot')).status, 403);
     assert.equal((await get('/v2/networks/sec/snapshot', rotated)).status, 200);
     creds = rotated;
+  });
+});
+
+describe('node API: a fleet asking at once', () => {
+  test('a snapshot page is built once a second and says the revision it was read at; changes are always fresh', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'twill-node-api-cache-'));
+    const store = new SqliteStore(join(dir, 'twill.db'));
+    try {
+      const controller = new Controller(store, new RecordingPublisher(), { topics: new Topics(), log: silentLogger });
+      await controller.applyNetwork('net', parseNetConf({ Network: '10.62.0.0/16', Backend: { Type: 'alloc' } }, {}));
+      const me = await addNode(store, { name: 'me', network: 'net', broker: 'mqtt://127.0.0.1:1' });
+      let now = 1_000_000;
+      const deps = { store, credentials: new VerifiedCredentials(store), log: silentLogger, cache: new SnapshotCache(1000), now: () => now };
+      const ask = async (path: string, query = '') => {
+        const r = await handleNodeApi({ method: 'GET', path: `/v2/networks/net/${path}`, query: new URLSearchParams(query), headers: { authorization: `Basic ${Buffer.from(`me:${me.password}`).toString('base64')}` } }, deps);
+        assert.equal(r.status, 200, r.body.toString());
+        return JSON.parse(r.body.toString()) as { revision: number; leases?: Lease[]; changes?: { node: string }[] };
+      };
+      await controller.join('net', 'a', { publicIP: '192.0.2.1' });
+      const first = await ask('snapshot');
+      await controller.join('net', 'b', { publicIP: '192.0.2.2' });
+      const again = await ask('snapshot');
+      assert.deepEqual(again, first, 'within the second: the same page, at its own revision');
+      const since = await ask('changes', `since=${again.revision}`);
+      assert.deepEqual(since.changes?.map((c) => c.node), ['b'], 'the changes since it bring the rest');
+      now += 1000;
+      const later = await ask('snapshot');
+      assert.deepEqual(later.leases?.map((l) => l.node).sort(), ['a', 'b']);
+      assert.ok(later.revision > first.revision);
+      // the credentials are still checked on a cached page
+      const r = await handleNodeApi({ method: 'GET', path: '/v2/networks/net/snapshot', query: new URLSearchParams(), headers: { authorization: `Basic ${Buffer.from('me:wrong').toString('base64')}` } }, deps);
+      assert.equal(r.status, 403);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
