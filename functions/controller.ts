@@ -21,6 +21,13 @@ const PUBLISH_ROUNDS = 4;
 /** a batch of changes stays under this (core/messages.ts MAX_CHANGES_BYTES, with room for the wrapper) */
 const BATCH_BYTES = MAX_CHANGES_BYTES - 1024;
 const BATCH_CHANGES = 1000;
+/**
+ * When changes were waiting while one went out, the network is busy (a storm
+ * of joins): the next batch waits this long to gather more. A writer that
+ * waits for its own publish before the next write never sees a backlog, so
+ * at a trickle and for sequential writers nothing is delayed.
+ */
+const BUSY_GATHER_MS = 100;
 
 /** Changes of one network waiting for the publish in flight to finish. */
 interface Outbox {
@@ -344,7 +351,9 @@ export class Controller {
 
   private async flushChanges(network: string, box: Outbox): Promise<void> {
     box.busy = true;
+    let busy = false;
     while (box.waiting.length) {
+      if (busy) await new Promise((r) => setTimeout(r, BUSY_GATHER_MS));
       const batch: Outbox['waiting'] = [];
       let bytes = 0;
       for (const w of box.waiting) {
@@ -362,6 +371,7 @@ export class Controller {
       } catch (e) {
         for (const w of batch) w.done(e ?? new Error('publish failed'));
       }
+      busy = box.waiting.length > 0;
     }
     box.busy = false;
   }

@@ -27,8 +27,12 @@ import { MqttPublisher } from '../publish/mqtt.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { createBroker } from './broker.js';
 
-/** agents' messages handled at once (each a few store reads and one write) */
-const MESSAGE_CONCURRENCY = 64;
+/**
+ * Agents' messages handled at once: each is a few store reads and a write,
+ * then waits for its change to be published, so this bounds how many joins
+ * of a storm share one batch of changes.
+ */
+const MESSAGE_CONCURRENCY = 256;
 
 /**
  * Runs tasks in order per key and at most `limit` at a time in all: the
