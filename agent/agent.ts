@@ -56,8 +56,14 @@ export interface AgentOptions extends IfaceOptions {
 const STOP_STEP_MS = 2_000;
 /** the state file holding the network's last shared config */
 const CONFIG_STATE = 'config.json';
-/** a status whose only news is a newer applied revision is sent at most this often */
-const REVISION_STATUS_MS = 60_000;
+/**
+ * A status whose only news is a newer applied revision (a peer came or went)
+ * is sent at most this often: each membership change would otherwise cost
+ * every member a status, N messages, rule runs and store writes per change
+ * (bench/fanout). Falling behind and catching up change the status's meaning
+ * (inSync), and those are sent at once; `twill status` shows them.
+ */
+const REVISION_STATUS_MS = 10 * 60_000;
 
 /**
  * Readiness, one state at a time: the agent is ready when it holds its lease
@@ -335,7 +341,7 @@ export class Agent {
   /**
    * The retained status, sent when its meaning changes (online, in sync or
    * not, errors, subnet); a newer applied revision alone is sent at most
-   * once a minute, so a busy network costs each agent O(1) status messages.
+   * every REVISION_STATUS_MS, so a busy network costs each agent O(1) status messages.
    */
   private async publishStatus(): Promise<void> {
     const watch = this.watch;
@@ -357,7 +363,7 @@ export class Agent {
     const meaning = (x: Status | undefined) => JSON.stringify(x && { ...x, revision: undefined, peers: undefined });
     if (last && meaning(last) === meaning(status)) {
       if (last.revision === status.revision && last.peers === status.peers) return;
-      // only the revision moved: at most once a minute
+      // only the revision moved: at most every REVISION_STATUS_MS
       const wait = this.lastStatusAt + REVISION_STATUS_MS - Date.now();
       if (wait > 0) {
         this.statusTimer ??= setTimeout(() => { this.statusTimer = undefined; void this.publishStatus(); }, wait);

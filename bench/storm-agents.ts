@@ -30,6 +30,8 @@ export interface WorkerReport {
   complete: number;
   agents: number;
   hellos: number;
+  /** why the others are not complete yet: no lease, listing, catching up, peers short */
+  why?: Record<string, number>;
   leases?: [string, string | null][];
 }
 
@@ -97,6 +99,14 @@ process.on('message', (m: WorkerCmd) => {
 
 setInterval(() => {
   let n = 0;
-  for (const l of lights.values()) if (complete(l)) n++;
-  process.send?.({ epoch, complete: n, agents: lights.size, hellos } satisfies WorkerReport);
-}, 200);
+  const why: Record<string, number> = {};
+  for (const l of lights.values()) {
+    if (complete(l)) n++;
+    else {
+      const v = l.watch.view();
+      const k = !v.lease ? 'no lease' : v.state !== 'in-sync' ? v.state : v.peers.size < expect.peers ? 'peers short' : v.peers.size > expect.peers ? 'peers over' : 'no new session';
+      why[k] = (why[k] ?? 0) + 1;
+    }
+  }
+  process.send?.({ epoch, complete: n, agents: lights.size, hellos, why } satisfies WorkerReport);
+}, 1000);

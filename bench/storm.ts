@@ -75,9 +75,14 @@ class Proc {
   }
 }
 
-async function waitUntil(what: string, fn: () => boolean | Promise<boolean>, timeoutMs: number): Promise<number> {
+async function waitUntil(what: string, fn: () => boolean | Promise<boolean>, timeoutMs: number, progress?: () => string): Promise<number> {
   const t0 = performance.now();
+  let shown = 0;
   for (;;) {
+    if (progress && performance.now() - shown > 10_000) {
+      shown = performance.now();
+      console.error(`  ${what} ${((shown - t0) / 1000).toFixed(0)} s: ${progress()}`);
+    }
     if (await fn()) return performance.now() - t0;
     if (performance.now() - t0 > timeoutMs) throw new Error(`${what}: not within ${timeoutMs / 1000} s`);
     await sleep(100);
@@ -137,7 +142,8 @@ async function scenario(brokerKind: string, n: number): Promise<Row[]> {
       const args = ['bin/twill.js', 'controller', '--data-dir', dataDir, '--network', `${NET}=${join(dir, 'net.json')}`, '--api-listen', `127.0.0.1:${apiPort}`];
       if (brokerKind === 'mosquitto') args.push('--broker', brokerUrl);
       else args.push('--listen', `127.0.0.1:${mqttPort}`);
-      controller = new Proc(process.execPath, args);
+      // STORM_PROFILE=DIR writes the controller's CPU profiles there (node --cpu-prof)
+      controller = new Proc(process.execPath, [...(process.env.STORM_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.STORM_PROFILE] : []), ...args]);
       procs.push(controller);
       await waitUntil('controller ready', () => controller.out.includes('controller ready'), 60_000);
     };
@@ -180,7 +186,11 @@ async function scenario(brokerKind: string, n: number): Promise<Row[]> {
       const t0 = performance.now();
       try {
         await act();
-        await waitUntil(name, () => complete() === expected, PHASE_TIMEOUT_MS);
+        await waitUntil(name, () => complete() === expected, PHASE_TIMEOUT_MS, () => {
+          const why: Record<string, number> = {};
+          for (const r of reports) for (const [k, v] of Object.entries(r?.why ?? {})) why[k] = (why[k] ?? 0) + v;
+          return `${complete()} complete, ${hellos()} hellos; ${Object.entries(why).map(([k, v]) => `${k} ${v}`).join(', ')}`;
+        });
         seconds = (performance.now() - t0) / 1000;
       } catch {
         seconds = `> ${PHASE_TIMEOUT_MS / 1000} (${complete()} of ${expected})`;

@@ -23,11 +23,15 @@ export function renderStatus(r: StatusReport, now = Date.now()): string {
   });
   out.push('LEASES\n' + table(['NETWORK', 'NODE', 'SUBNET', 'IPV6 SUBNET', 'PUBLIC IP', 'BACKEND', 'EXPIRES', 'ROUTE'], rows));
   out.push('AGENTS\n' + table(
-    ['NETWORK', 'NODE', 'STATE', 'VERSION', 'APPLIED', 'PEERS', 'SEEN', 'ERRORS'],
+    ['NETWORK', 'NODE', 'STATE', 'IN SYNC', 'VERSION', 'APPLIED', 'PEERS', 'SEEN', 'ERRORS'],
     r.agents.map((a) => [
       a.network,
       a.node,
       a.status.state,
+      // Sent the moment it changes: an agent online and in sync holds and has
+      // applied the newest revision. APPLIED and PEERS are refreshed at most
+      // every 10 minutes (agent/agent.ts REVISION_STATUS_MS).
+      a.status.state !== 'online' || a.status.inSync === undefined ? '-' : a.status.inSync ? 'yes' : 'no',
       a.status.agentVersion ?? '-',
       a.status.revision === undefined ? '-' : String(a.status.revision),
       a.status.peers === undefined ? '-' : String(a.status.peers),

@@ -10,8 +10,11 @@ export const nodeApi = new sst.aws.Function('NodeApi', {
   ...defaults,
   url: { cors: false },
   environment: environment(),
-  // A node added by an earlier version has a scrypt hash: its first request verifies it (16 MB, a CPU).
-  memory: '512 MB',
+  // Every poll of every agent lands here (most of the deployment's
+  // invocations, docs/serverless.md), so it runs small: a salted SHA-256 and
+  // a few reads. A node added by an earlier version has a scrypt hash (16 MB);
+  // its first request in a container verifies it, a few hundred ms here.
+  memory: '256 MB',
   permissions: [grants.tableGetItem, grants.tableRead],
 });
 

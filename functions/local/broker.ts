@@ -2,7 +2,10 @@
 // publish only its own hello and status, and read only its network's topics
 // and its own node topics; only the controller (in-process, no client) writes
 // leases and config. Every refusal is logged with the client id.
+import { Readable } from 'node:stream';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
+import { createRequire } from 'node:module';
+import type { AedesPersistence } from 'aedes-persistence';
 import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
 import type { Logger } from '../../core/log.js';
 import type { Topics } from '../../core/topics.js';
@@ -24,11 +27,40 @@ function authError(message: string, returnCode: 4 | 5): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
 }
 
+/**
+ * aedes' in-memory persistence, with retained messages found by topic when a
+ * SUBSCRIBE names exact topics (as every agent's does). Its own lookup tests
+ * every retained message against every filter: with a retained own lease
+ * and status per node, each agent's subscribe cost O(N), and a fleet
+ * reconnecting at once O(N²), most of the controller's CPU in bench/storm.
+ */
+// CommonJS, module.exports = factory (its types declare an ES default export instead).
+const memoryPersistence = createRequire(import.meta.url)('aedes-persistence') as () => AedesPersistence;
+type Packet = { topic: string; payload: Buffer };
+
+export function retainedByTopic(): AedesPersistence {
+  const p = memoryPersistence();
+  const byTopic = new Map<string, Packet>();
+  const store = p.storeRetained.bind(p) as (packet: Packet, cb?: (err?: Error | null) => void) => unknown;
+  (p as { storeRetained: unknown }).storeRetained = (packet: Packet, cb?: (err?: Error | null) => void) => {
+    if (packet.payload.length === 0) byTopic.delete(packet.topic);
+    else byTopic.set(packet.topic, { ...packet });
+    return store(packet, cb);
+  };
+  const combi = p.createRetainedStreamCombi.bind(p);
+  p.createRetainedStreamCombi = (patterns: string[]) =>
+    patterns.some((t) => t.includes('+') || t.includes('#'))
+      ? combi(patterns)
+      : Readable.from(patterns.flatMap((t) => { const r = byTopic.get(t); return r ? [r] : []; }), { objectMode: true });
+  return p;
+}
+
 export async function createBroker(opts: BrokerOptions): Promise<Aedes> {
   const { credentials, topics, log } = opts;
   const identities = new WeakMap<Client, NodeRecord>();
 
   const broker = await Aedes.createBroker({
+    persistence: retainedByTopic(),
     authenticate(client, username, password, done) {
       const refuse = (reason: string) => {
         log.warn('connection refused', { client: client.id, username, reason });
