@@ -12,7 +12,7 @@
 // where its broker went away). Printed: the time that took, the controller's
 // CPU and peak memory, hellos per node, and whether any lease changed subnet.
 // Run after `npm run build`:
-//   node --import tsx bench/storm.ts [sizes, default 1000,5000] [brokers, default embedded,mosquitto]
+//   node --import tsx bench/storm.ts [sizes, default 1000,5000] [brokers, default embedded,mosquitto] [light|watch]
 import { execSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -25,6 +25,8 @@ import type { ExpectCmd, WorkerCmd, WorkerReport } from './storm-agents.js';
 
 const SIZES = (process.argv[2] ?? '1000,5000').split(',').map(Number);
 const BROKERS = (process.argv[3] ?? 'embedded,mosquitto').split(',');
+/** light (default) or watch: the agents (bench/storm-agents.ts) */
+const KIND = (process.argv[4] ?? 'light') as 'light' | 'watch';
 const ROOT = resolve(import.meta.dirname, '..');
 const NET = 'storm';
 const WORKERS = 4;
@@ -152,7 +154,8 @@ async function scenario(brokerKind: string, n: number): Promise<Row[]> {
     const reports: WorkerReport[] = [];
     let epoch = 0;
     for (let w = 0; w < WORKERS; w++) {
-      const child = fork(join(ROOT, 'bench/storm-agents.ts'), [], { execArgv: ['--import', 'tsx'], cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const prof = process.env.STORM_PROFILE && w === 0 ? ['--cpu-prof', '--cpu-prof-dir', process.env.STORM_PROFILE] : [];
+      const child = fork(join(ROOT, 'bench/storm-agents.ts'), [], { execArgv: ['--import', 'tsx', ...prof], cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       const k = w;
       child.on('message', (m: WorkerReport) => {
         if (m.complete >= 0) reports[k] = m;
@@ -211,7 +214,7 @@ async function scenario(brokerKind: string, n: number): Promise<Row[]> {
       for (let w = 0; w < WORKERS; w++) {
         const agents = [];
         for (let i = w; i < n; i += WORKERS) agents.push({ node: `node-${i}`, i });
-        send(w, { cmd: 'start', broker: brokerUrl, password: PASSWORD, network: NET, agents });
+        send(w, { cmd: 'start', kind: KIND, broker: brokerUrl, password: PASSWORD, network: NET, agents });
       }
     });
     const granted = await leases();
@@ -225,7 +228,7 @@ async function scenario(brokerKind: string, n: number): Promise<Row[]> {
         fetch(`http://127.0.0.1:${apiPort}/v1/leases/${NET}/node-0`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } }).then((r) => {
           if (r.status !== 200) throw new Error(`release: HTTP ${r.status}`);
         }),
-        Promise.resolve(send(0, { cmd: 'start', broker: brokerUrl, password: PASSWORD, network: NET, agents: [{ node: `node-${n}`, i: n }] })),
+        Promise.resolve(send(0, { cmd: 'start', kind: KIND, broker: brokerUrl, password: PASSWORD, network: NET, agents: [{ node: `node-${n}`, i: n }] })),
       ]);
     }, granted);
 

@@ -27,7 +27,7 @@ const BATCH_CHANGES = 1000;
  * waits for its own publish before the next write never sees a backlog, so
  * at a trickle and for sequential writers nothing is delayed.
  */
-const BUSY_GATHER_MS = 100;
+const BUSY_GATHER_MS = 250;
 
 /** Changes of one network waiting for the publish in flight to finish. */
 interface Outbox {
