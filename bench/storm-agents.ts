@@ -127,7 +127,8 @@ class LightAgent implements Agent {
     if (t?.kind === 'netConfig') {
       if (this.revision > 0 && m.revision > this.revision) this.resync();
     } else if (t?.kind === 'netChanges') {
-      for (const ch of m.changes ?? [m]) if (ch.revision > this.revision) this.held.set(ch.revision, ch);
+      // kept as what applying needs, not the lease: a storm's worth held by each of thousands of agents
+      for (const ch of m.changes ?? [m]) if (ch.revision > this.revision) this.held.set(ch.revision, { revision: ch.revision, node: ch.node, lease: ch.lease ? { revision: ch.lease.revision } : ch.lease });
       if (this.revision === 0 || this.syncing) return;
       this.drain();
       if (this.held.size) {
