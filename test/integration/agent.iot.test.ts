@@ -9,55 +9,33 @@
 // of its own.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseNetConf } from '../../core/config.js';
 import { addNode } from '../../functions/admin.js';
-import { handler as authorizerHandler } from '../../functions/handlers/authorizer.js';
-import { handler as iotHandler } from '../../functions/handlers/iot.js';
 import { runtime } from '../../functions/handlers/runtime.js';
-import { startFakeIotCore, type FakeIotCore } from '../fakes/iot-core.js';
+import type { FakeIotCore } from '../fakes/iot-core.js';
+import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { metric, startAgent, subnetOf, type AgentProc } from '../helpers/cluster.js';
 import { removeTempDirs, tempDir, waitFor } from '../helpers/procs.js';
-import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from '../helpers/serverless.js';
+import { AUTHORIZER, PREFIX, type ServerlessWorld } from '../helpers/serverless.js';
 
 describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
   let dir: string;
   let iotCore: FakeIotCore;
   let w: ServerlessWorld;
+  let world: Awaited<ReturnType<typeof startIotCoreWorld>>;
   const agents: AgentProc[] = [];
-  const savedCa = process.env.NODE_EXTRA_CA_CERTS;
 
   before(async () => {
     dir = tempDir('twill-agent-iot-');
-    // A certificate for localhost, made here; the agent trusts it the way a
-    // host trusts a private CA (NODE_EXTRA_CA_CERTS), its options untouched.
-    const key = join(dir, 'key.pem');
-    const cert = join(dir, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
-    process.env.NODE_EXTRA_CA_CERTS = cert;
-
-    iotCore = await startFakeIotCore({
-      cert: readFileSync(cert, 'utf8'),
-      key: readFileSync(key, 'utf8'),
-      authorizerName: AUTHORIZER,
-      region: REGION,
-      accountId: ACCOUNT,
-      authorize: (event) => authorizerHandler(event, lambdaContext('twill-test-RealtimeAuthorizerHandler')),
-      // What infra/realtime.ts's two rules do.
-      rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v2/node/+/+/${kind}`, invoke: (e) => iotHandler(e) })),
-    });
-    w = await startServerless(iotCore.internalUrl);
+    world = await startIotCoreWorld(dir);
+    ({ iot: iotCore, w } = world);
     await runtime().controller.applyNetwork('edge', parseNetConf({ Network: '10.90.0.0/16', Backend: { Type: 'alloc' } }, {}));
   });
 
   after(async () => {
     for (const a of agents) await a.kill();
-    await w?.close();
-    await iotCore?.close();
-    if (savedCa === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
-    else process.env.NODE_EXTRA_CA_CERTS = savedCa;
+    await world?.close();
     removeTempDirs();
   });
 

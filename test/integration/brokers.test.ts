@@ -13,19 +13,16 @@
 // (embedded broker).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseNetConf } from '../../core/config.js';
 import { addNode as addNodeTo } from '../../functions/admin.js';
-import { handler as authorizerHandler } from '../../functions/handlers/authorizer.js';
-import { handler as iotHandler } from '../../functions/handlers/iot.js';
 import { runtime } from '../../functions/handlers/runtime.js';
-import { startFakeIotCore, type FakeIotCore } from '../fakes/iot-core.js';
+import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { addNode, metric, startAgent, startController, writeNetConf, type AgentCreds, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
 import { startMosquitto } from '../helpers/mosquitto.js';
 import { freePort, removeTempDirs, runTwill, tempDir, waitFor, type Proc } from '../helpers/procs.js';
-import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from '../helpers/serverless.js';
+import { AUTHORIZER, PREFIX } from '../helpers/serverless.js';
 
 const NET = 'matrix';
 const CONF = { Network: '10.95.0.0/16', Backend: { Type: 'alloc' } };
@@ -72,23 +69,8 @@ async function localPlane(dir: string, broker?: 'mosquitto'): Promise<Plane> {
 }
 
 async function iotPlane(dir: string): Promise<Plane> {
-  // A certificate for localhost, trusted by the agents the way a host trusts
-  // a private CA (NODE_EXTRA_CA_CERTS, read by each agent process at start).
-  const key = join(dir, 'key.pem');
-  const cert = join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
-  const savedCa = process.env.NODE_EXTRA_CA_CERTS;
-  process.env.NODE_EXTRA_CA_CERTS = cert;
-  const iot: FakeIotCore = await startFakeIotCore({
-    cert: readFileSync(cert, 'utf8'),
-    key: readFileSync(key, 'utf8'),
-    authorizerName: AUTHORIZER,
-    region: REGION,
-    accountId: ACCOUNT,
-    authorize: (event) => authorizerHandler(event, lambdaContext('twill-test-RealtimeAuthorizerHandler')),
-    rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v2/node/+/+/${kind}`, invoke: (e) => iotHandler(e) })),
-  });
-  const w: ServerlessWorld = await startServerless(iot.internalUrl);
+  const world = await startIotCoreWorld(dir);
+  const { iot, w } = world;
   await runtime().controller.applyNetwork(NET, parseNetConf(CONF, {}));
   return {
     creds: async (node) => ({ ...(await addNodeTo(w.store, { name: node, network: NET, broker: iot.mqttsUrl, prefix: PREFIX, authorizer: AUTHORIZER })), node }) as AgentCreds,
@@ -96,7 +78,7 @@ async function iotPlane(dir: string): Promise<Plane> {
       assert.equal(await runtime().controller.release(NET, node), true);
     },
     // Lambda has no controller to restart: every container is new (a cold
-    // start after a deployment), and the scheduled task runs.
+    // start after a deployment), and it publishes what a start publishes.
     async restartController() {
       await w.setEnv({});
       await runtime().controller.publishOnStart();
@@ -105,10 +87,7 @@ async function iotPlane(dir: string): Promise<Plane> {
     async close() {
       assert.deepEqual(iot.refusals, [], 'the agents stayed within their IoT policy and IoT Core\'s limits');
       assert.deepEqual(iot.ruleErrors, []);
-      await w.close();
-      await iot.close();
-      if (savedCa === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
-      else process.env.NODE_EXTRA_CA_CERTS = savedCa;
+      await world.close();
     },
   };
 }

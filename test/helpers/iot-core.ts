@@ -1,0 +1,42 @@
+// AWS IoT Core's stand-in wired as the deployment wires the real one: TLS
+// with a certificate for localhost that agent processes trust the way a host
+// trusts a private CA (NODE_EXTRA_CA_CERTS, read by each process at start,
+// its options untouched), the real authorizer handler on every CONNECT, the
+// two IoT rules (infra/realtime.ts) into the real hello and status handler,
+// and the serverless world behind it (DynamoDB, the IoT data plane, the node
+// API function URL).
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { handler as authorizerHandler } from '../../functions/handlers/authorizer.js';
+import { handler as iotHandler } from '../../functions/handlers/iot.js';
+import { startFakeIotCore, type FakeIotCore } from '../fakes/iot-core.js';
+import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from './serverless.js';
+
+export async function startIotCoreWorld(dir: string): Promise<{ iot: FakeIotCore; w: ServerlessWorld; close(): Promise<void> }> {
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
+  const savedCa = process.env.NODE_EXTRA_CA_CERTS;
+  process.env.NODE_EXTRA_CA_CERTS = cert;
+  const iot = await startFakeIotCore({
+    cert: readFileSync(cert, 'utf8'),
+    key: readFileSync(key, 'utf8'),
+    authorizerName: AUTHORIZER,
+    region: REGION,
+    accountId: ACCOUNT,
+    authorize: (event) => authorizerHandler(event, lambdaContext('twill-test-RealtimeAuthorizerHandler')),
+    rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v2/node/+/+/${kind}`, invoke: (e) => iotHandler(e) })),
+  });
+  const w = await startServerless(iot.internalUrl);
+  return {
+    iot,
+    w,
+    async close() {
+      await w.close();
+      await iot.close();
+      if (savedCa === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
+      else process.env.NODE_EXTRA_CA_CERTS = savedCa;
+    },
+  };
+}
