@@ -204,8 +204,9 @@ async function scenario(brokerKind: string, n: number): Promise<Row[]> {
         const now = await leases();
         for (const [node, subnet] of before) if (subnet && now.has(node) && now.get(node) !== subnet) moved++;
       }
-      rows.push({ broker: brokerKind, n, phase: name, seconds, cpu: controller.child.pid === pid ? u.cpu - c0 : u.cpu, agentsCpu: workersCpu() - a0, peakMb: u.peakMb, hellosPerNode: (hellos() - h0) / expected, moved });
-      console.error(`${brokerKind} N=${n} ${name}: ${typeof seconds === 'number' ? seconds.toFixed(1) + ' s' : seconds}`);
+      const row: Row = { broker: brokerKind, n, phase: name, seconds, cpu: controller.child.pid === pid ? u.cpu - c0 : u.cpu, agentsCpu: workersCpu() - a0, peakMb: u.peakMb, hellosPerNode: (hellos() - h0) / expected, moved };
+      rows.push(row);
+      printRow(row);
     };
 
     // ---- join storm ----
@@ -258,17 +259,18 @@ async function scenario(brokerKind: string, n: number): Promise<Row[]> {
   }
 }
 
+function printRow(r: Row): void {
+  const s = typeof r.seconds === 'number' ? r.seconds.toFixed(1) : r.seconds;
+  console.log(`| ${r.broker} | ${r.n.toLocaleString('en-US')} | ${r.phase} | ${s} | ${r.cpu.toFixed(1)} | ${Math.round(r.peakMb)} | ${r.agentsCpu.toFixed(0)} | ${r.hellosPerNode.toFixed(2)} | ${r.moved} |`);
+}
+
 async function main(): Promise<void> {
   if (!existsSync(join(ROOT, 'dist/cli/main.js'))) throw new Error('run npm run build first: the bench runs twill as built');
-  const rows: Row[] = [];
-  for (const b of BROKERS) for (const n of SIZES) rows.push(...(await scenario(b, n)));
-  console.log('\nbench/storm: until every agent holds the complete view\n');
+  // Each row as its phase ends: a run stopped midway keeps what it measured.
+  console.log(`\nbench/storm (${KIND} agents): until every agent holds the complete view\n`);
   console.log('| broker | agents | phase | seconds | controller CPU s | controller peak MB | agents\' CPU s (all) | hellos per node | leases moved |');
   console.log('|---|---|---|---|---|---|---|---|---|');
-  for (const r of rows) {
-    const s = typeof r.seconds === 'number' ? r.seconds.toFixed(1) : r.seconds;
-    console.log(`| ${r.broker} | ${r.n.toLocaleString('en-US')} | ${r.phase} | ${s} | ${r.cpu.toFixed(1)} | ${Math.round(r.peakMb)} | ${r.agentsCpu.toFixed(0)} | ${r.hellosPerNode.toFixed(2)} | ${r.moved} |`);
-  }
+  for (const b of BROKERS) for (const n of SIZES) await scenario(b, n);
 }
 
 await main();

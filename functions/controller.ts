@@ -22,10 +22,11 @@ const PUBLISH_ROUNDS = 4;
 const BATCH_BYTES = MAX_CHANGES_BYTES - 1024;
 const BATCH_CHANGES = 1000;
 /**
- * When changes were waiting while one went out, the network is busy (a storm
- * of joins): the next batch waits this long to gather more. A writer that
- * waits for its own publish before the next write never sees a backlog, so
- * at a trickle and for sequential writers nothing is delayed.
+ * While other writes of the network are in flight (a storm of joins handled
+ * side by side), a batch waits this long to gather theirs: a broker that
+ * acknowledges at once (Mosquitto) would otherwise get one message per join.
+ * A writer alone, or one that waits for its publish before its next write,
+ * is never delayed.
  */
 const BUSY_GATHER_MS = 250;
 
@@ -80,6 +81,7 @@ export class Controller {
   /** The node API's URL, told to every node on its own topic (it lists its network there). */
   api?: string;
   private readonly outboxes = new Map<string, Outbox>();
+  private readonly writers = new Map<string, number>();
 
   constructor(
     readonly store: Store,
@@ -139,6 +141,26 @@ export class Controller {
    * the first free subnets. Renewing extends the expiry; reservations never expire.
    */
   async join(network: string, node: string, req: JoinRequest): Promise<Lease> {
+    return this.writing(network, () => this.joinNow(network, node, req));
+  }
+
+  /**
+   * Counts the writes of a network in flight: while others are writing it
+   * (a storm of hellos handled side by side), its next batch of changes waits
+   * a moment for theirs (flushChanges). A lone writer is never held up.
+   */
+  private async writing<T>(network: string, write: () => Promise<T>): Promise<T> {
+    this.writers.set(network, (this.writers.get(network) ?? 0) + 1);
+    try {
+      return await write();
+    } finally {
+      const n = (this.writers.get(network) ?? 1) - 1;
+      if (n > 0) this.writers.set(network, n);
+      else this.writers.delete(network);
+    }
+  }
+
+  private async joinNow(network: string, node: string, req: JoinRequest): Promise<Lease> {
     checkName('node', node);
     for (let attempt = 0; ; attempt++) {
       const net = await this.requireNetwork(network);
@@ -248,6 +270,10 @@ export class Controller {
 
   /** Removes a node's lease (reservations included) and publishes the removal. */
   async release(network: string, node: string, expectedRevision?: number, expiredBy?: number): Promise<boolean> {
+    return this.writing(network, () => this.releaseNow(network, node, expectedRevision, expiredBy));
+  }
+
+  private async releaseNow(network: string, node: string, expectedRevision?: number, expiredBy?: number): Promise<boolean> {
     const removed = await this.store.deleteLease(network, node, expectedRevision, expiredBy);
     if (!removed) return false;
     await this.publishRemoval(removed.lease, removed.revision);
@@ -351,9 +377,9 @@ export class Controller {
 
   private async flushChanges(network: string, box: Outbox): Promise<void> {
     box.busy = true;
-    let busy = false;
     while (box.waiting.length) {
-      if (busy) await new Promise((r) => setTimeout(r, BUSY_GATHER_MS));
+      // More writers of this network in flight than changes waiting: theirs are coming.
+      if ((this.writers.get(network) ?? 0) > box.waiting.length) await new Promise((r) => setTimeout(r, BUSY_GATHER_MS));
       const batch: Outbox['waiting'] = [];
       let bytes = 0;
       for (const w of box.waiting) {
@@ -371,7 +397,6 @@ export class Controller {
       } catch (e) {
         for (const w of batch) w.done(e ?? new Error('publish failed'));
       }
-      busy = box.waiting.length > 0;
     }
     box.busy = false;
   }
