@@ -2,7 +2,7 @@
 // WAL with synchronous=FULL: every committed transaction is on disk before the
 // call returns, so SIGKILL (or a power cut) loses nothing that was answered.
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseCidr } from '../../core/cidr.js';
 import { ConflictError, NotFoundError } from '../../core/errors.js';
@@ -95,7 +95,14 @@ export class SqliteStore implements Store {
   }
 
   constructor(readonly file: string) {
-    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    if (file !== ':memory:') {
+      // The store holds node password hashes and network secrets (an ipsec
+      // PSK, cloud keys): its directory and files are the owner's alone.
+      // SQLite gives the -wal and -shm files the database file's mode.
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      closeSync(openSync(file, 'a', 0o600));
+      for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+    }
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');

@@ -191,3 +191,25 @@ describe('sqlite: durability', () => {
     t.diagnostic(`${totalAcked} acknowledged writes over 6 kills; ${acked.size} leases at the end`);
   });
 });
+
+describe('sqlite: who can read it', () => {
+  test('the data directory it makes and every file of the database are the owner\'s alone, even where they were not', async () => {
+    const { chmodSync, statSync, writeFileSync } = await import('node:fs');
+    const fresh = join(dir, 'private', 'data');
+    const store = new SqliteStore(join(fresh, 'twill.db'));
+    await store.putNode({ name: 'n1', network: 'n', passwordHash: 'sha256$x$y', createdAt: '2030-01-01T00:00:00.000Z' });
+    const mode = (p: string) => statSync(p).mode & 0o777;
+    assert.equal(mode(fresh), 0o700);
+    for (const f of ['twill.db', 'twill.db-wal', 'twill.db-shm']) assert.equal(mode(join(fresh, f)), 0o600, f);
+    await store.close();
+    // A database an earlier version left readable by others is closed up when opened.
+    const old = join(dir, 'old.db');
+    writeFileSync(old, '');
+    chmodSync(old, 0o644);
+    const again = new SqliteStore(old);
+    await again.putNode({ name: 'n2', network: 'n', passwordHash: 'sha256$x$y', createdAt: '2030-01-01T00:00:00.000Z' });
+    assert.equal(mode(old), 0o600);
+    assert.equal(mode(`${old}-wal`), 0o600);
+    await again.close();
+  });
+});
