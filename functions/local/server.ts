@@ -27,6 +27,9 @@ import { MqttPublisher } from '../publish/mqtt.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { createBroker } from './broker.js';
 
+/** the admin API's largest request body: a network config or a node is a few KB */
+const MAX_API_BODY = 1024 * 1024;
+
 /**
  * Agents' messages handled at once: each is a few store reads and a write,
  * then waits for its change to be published, so this bounds how many joins
@@ -210,11 +213,20 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         }
         const chunks: Buffer[] = [];
         let size = 0;
+        let refused = false;
         req.on('data', (c: Buffer) => {
           size += c.length;
-          if (size <= 1024 * 1024) chunks.push(c);
+          if (size <= MAX_API_BODY) chunks.push(c);
+          else if (!refused) {
+            // Answered at once; the rest is read and dropped, so the client
+            // sees the answer, unless it keeps sending far past the limit.
+            refused = true;
+            res.writeHead(413, { 'content-type': 'application/json', connection: 'close' })
+              .end(JSON.stringify({ error: `request body larger than ${MAX_API_BODY} bytes: nothing was changed` }) + '\n');
+          } else if (size > 16 * MAX_API_BODY) req.destroy();
         });
         req.on('end', () => {
+          if (refused) return;
           handleApi({ method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0] as string, headers, body: chunks.length ? Buffer.concat(chunks).toString('utf8') : undefined }, deps)
             .then((r) => res.writeHead(r.status, r.headers).end(r.body))
             .catch(() => res.writeHead(500).end());

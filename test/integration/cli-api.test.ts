@@ -70,4 +70,15 @@ describe('twill CLI with --api', () => {
     assert.match(ctl.output(), /api call refused: wrong admin token/);
     assert.doesNotMatch(ctl.output(), new RegExp(env.TWILL_API_TOKEN as string), 'the token is never logged');
   });
+
+  test('a request body over 1 MiB is refused with 413 and changes nothing', async () => {
+    const before = await (await fetch(`${api}/v1/networks`, { headers: { authorization: `Bearer ${env.TWILL_API_TOKEN}` } })).json();
+    const huge = JSON.stringify({ Network: '10.71.0.0/16', Padding: 'x'.repeat(2 * 1024 * 1024) });
+    const r = await fetch(`${api}/v1/networks/huge`, { method: 'PUT', headers: { authorization: `Bearer ${env.TWILL_API_TOKEN}`, 'content-type': 'application/json' }, body: huge }).catch((e: Error) => e);
+    assert.ok(!(r instanceof Error), `an answer, not a dropped connection: ${r instanceof Error ? r.message : ''}`);
+    assert.equal(r.status, 413);
+    assert.match(((await r.json()) as { error: string }).error, /larger than 1048576 bytes: nothing was changed/);
+    const after = await (await fetch(`${api}/v1/networks`, { headers: { authorization: `Bearer ${env.TWILL_API_TOKEN}` } })).json();
+    assert.deepEqual(after, before);
+  });
 });
