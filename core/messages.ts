@@ -19,6 +19,22 @@ export const MAX_CHANGES_BYTES = 96 * 1024;
 const name = z.string().regex(NAME_RE, 'must be 1 to 63 letters, digits, ".", "_" or "-"');
 const ipv4 = z.string().refine((s) => parseIPv4(s) !== undefined, 'must be an IPv4 address');
 const ipv6 = z.string().refine((s) => parseIPv6(s) !== undefined, 'must be an IPv6 address');
+/**
+ * A node's public address, which every peer sends the overlay to: one host's
+ * unicast address. "This network" (0.0.0.0/8), multicast (224.0.0.0/4) and
+ * the reserved block with the broadcast address (240.0.0.0/4) would have
+ * every peer send its pods' traffic to no host, or to all of them.
+ * Loopback stays allowed: a single-host lab runs every node on 127.0.0.0/8.
+ */
+const unicast4 = z.string().refine((s) => parseIPv4(s) !== undefined, 'must be an IPv4 address').refine((s) => {
+  const v = parseIPv4(s);
+  // (not an address at all is said above)
+  return v === undefined || (v >> 24n !== 0n && v >> 28n < 0xen);
+}, 'must be a unicast address of the host: not 0.0.0.0/8, multicast 224.0.0.0/4, or reserved and broadcast 240.0.0.0/4');
+const unicast6 = z.string().refine((s) => parseIPv6(s) !== undefined, 'must be an IPv6 address').refine((s) => {
+  const v = parseIPv6(s);
+  return v === undefined || (v !== 0n && v >> 120n !== 0xffn);
+}, 'must be a unicast address of the host: not :: or multicast ff00::/8');
 const cidr4 = z.string().refine((s) => parseCidr(s, true)?.family === 4, 'must be an IPv4 subnet like 10.1.2.0/24');
 const cidr6 = z.string().refine((s) => parseCidr(s, true)?.family === 6, 'must be an IPv6 subnet like fc00:0:0:1::/64');
 const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO time');
@@ -45,8 +61,8 @@ export const leaseSchema = z.object({
 export const helloSchema = z.strictObject({
   v: z.literal(2),
   agentVersion: z.string().max(64),
-  publicIP: ipv4.optional(),
-  publicIPv6: ipv6.optional(),
+  publicIP: unicast4.optional(),
+  publicIPv6: unicast6.optional(),
   backendType: z.enum(BACKEND_TYPES).optional(),
   backendData: backendData.default({}),
   previousSubnet: cidr4.optional(),
