@@ -28,6 +28,8 @@ export const agentFileSchema = z.strictObject({
   iptablesForwardRules: z.boolean().optional(),
   resyncInterval: z.string().optional(),
   renewMargin: z.string().optional(),
+  /** how often the agent asks the node API for a change its broker may have lost (5m: every 5 to 10 minutes) */
+  pollInterval: z.string().optional(),
 });
 export type AgentFile = z.infer<typeof agentFileSchema>;
 
@@ -37,7 +39,11 @@ export const AGENT_DEFAULTS = {
   metricsAddr: '127.0.0.1:9464',
   resyncInterval: '10s',
   renewMargin: '1h',
+  pollInterval: '5m',
 };
+
+/** Polling more often than this buys nothing the revision rule does not already give, and loads the node API. */
+const MIN_POLL_MS = 30_000;
 
 export function readAgentFile(path: string): Partial<AgentFile> {
   let text: string;
@@ -88,6 +94,13 @@ export function agentOptions(file: Partial<AgentFile>, flags: Partial<AgentFile>
     resyncIntervalMs: parseDuration(m.resyncInterval ?? AGENT_DEFAULTS.resyncInterval, 'resync interval'),
     renewMarginMs: parseDuration(m.renewMargin ?? AGENT_DEFAULTS.renewMargin, 'renew margin'),
     helloRetryMs: 5_000,
+    pollMs: pollInterval(m.pollInterval ?? AGENT_DEFAULTS.pollInterval),
     log,
   };
+}
+
+function pollInterval(text: string): number {
+  const ms = parseDuration(text, 'poll interval');
+  if (ms < MIN_POLL_MS) throw new TwillError('InvalidConfig', `poll interval ${text} is too short: at least 30s (a lost change shows as a gap at the next change anyway)`);
+  return ms;
 }

@@ -7,7 +7,7 @@ import { TwillError } from '../core/errors.js';
 export const AGENT_USAGE = `twill agent --config FILE [--broker URL] [--network NET] [--node NAME] [--username U] [--password P] [--authorizer NAME]
             [--iface NAME|ADDR]... [--iface-regex RE]... [--public-ip IP] [--ip-masq] [--iptables-forward-rules=true|false]
             [--subnet-file /run/flannel/subnet.env] [--state-dir /var/lib/twill]
-            [--metrics-addr 127.0.0.1:9464] [--resync-interval 10s]`;
+            [--metrics-addr 127.0.0.1:9464] [--resync-interval 10s] [--renew-margin 1h] [--poll-interval 5m]`;
 
 function parseBool(flag: string, v: string | undefined): boolean | undefined {
   if (v === undefined) return undefined;
@@ -36,6 +36,7 @@ export async function agentCommand(args: string[]): Promise<number> {
     'metrics-addr': { type: 'string' },
     'resync-interval': { type: 'string' },
     'renew-margin': { type: 'string' },
+    'poll-interval': { type: 'string' },
   });
   const log = createLogger('agent');
   const file = values.config ? readAgentFile(values.config) : {};
@@ -60,6 +61,7 @@ export async function agentCommand(args: string[]): Promise<number> {
       metricsAddr: values['metrics-addr'],
       resyncInterval: values['resync-interval'],
       renewMargin: values['renew-margin'],
+      pollInterval: values['poll-interval'],
     },
     log,
   );
