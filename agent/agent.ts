@@ -4,7 +4,7 @@
 // depend on the control plane being up.
 import { createServer, type Server } from 'node:http';
 import type { NetConf } from '../core/config.js';
-import { TwillError, errorMessage } from '../core/errors.js';
+import { TwillError, errorMessage, listenError } from '../core/errors.js';
 import type { Lease } from '../core/lease.js';
 import type { Hello, Status } from '../core/messages.js';
 import { parseNetConf } from '../core/config.js';
@@ -392,7 +392,7 @@ export class Agent {
       }
     });
     await new Promise<void>((resolve, reject) => {
-      this.http?.once('error', reject);
+      this.http?.once('error', (e) => reject(listenError(e, addr, '--metrics-addr')));
       this.http?.listen(Number(m[3]), m[1] ?? m[2] ?? '127.0.0.1', () => resolve());
     });
   }

@@ -40,3 +40,16 @@ export class NotFoundError extends TwillError {
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/**
+ * A listen that failed, said with the flag that chose the address: a port
+ * already taken is the usual first-hour mistake (a second controller, an
+ * agent's metrics port beside another agent's).
+ */
+export function listenError(e: unknown, addr: string, flag: string): TwillError {
+  const code = (e as { code?: string }).code;
+  if (code === 'EADDRINUSE') return new TwillError('AddressInUse', `${addr} is already in use (${flag}): stop what listens there, or give ${flag} another HOST:PORT (port 0 picks a free one)`);
+  if (code === 'EADDRNOTAVAIL') return new TwillError('AddressNotAvailable', `${addr} is not an address of this host (${flag})`);
+  if (code === 'EACCES') return new TwillError('AddressNotAllowed', `${addr} needs privileges to listen on (${flag}): use a port above 1023`);
+  return new TwillError('ListenFailed', `cannot listen on ${addr} (${flag}): ${errorMessage(e)}`);
+}

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import mqtt from 'mqtt';
 import type { Aedes } from 'aedes';
 import type { NetConf } from '../../core/config.js';
-import { errorMessage } from '../../core/errors.js';
+import { errorMessage, listenError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { Metrics } from '../../core/metrics.js';
 import { Topics } from '../../core/topics.js';
@@ -178,11 +178,11 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     const handle = (topic: string, payload: Buffer, client?: string) =>
       inbox.run(topic.slice(0, topic.lastIndexOf('/')), () => controller.handleMessage(topic, payload, client));
 
-    const serve = async (addr: string, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> => {
+    const serve = async (addr: string, flag: string, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> => {
       const { host, port } = parseListen(addr);
       const http = createHttpServer(handler);
       await new Promise<void>((resolve, reject) => {
-        http.once('error', reject);
+        http.once('error', (e) => reject(listenError(e, addr, flag)));
         http.listen(port, host, () => resolve());
       });
       cleanups.push(() => new Promise<void>((r) => { http.closeAllConnections(); http.close(() => r()); }));
@@ -200,7 +200,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       // controller and url are set below, before the first request can matter.
       const deps = { store, get controller() { return controller; }, adminToken, get broker() { return url; }, prefix: opts.prefix, log: log.child('api') } as ApiDeps;
       const nodeDeps: NodeApiDeps = { store, credentials, log: log.child('node-api'), cache: new SnapshotCache() };
-      apiUrl = await serve(opts.apiListen ?? `${parseListen(opts.brokerUrl ? '127.0.0.1:0' : (opts.listen ?? '127.0.0.1:1883')).host}:0`, (req, res) => {
+      apiUrl = await serve(opts.apiListen ?? `${parseListen(opts.brokerUrl ? '127.0.0.1:0' : (opts.listen ?? '127.0.0.1:1883')).host}:0`, '--api-listen', (req, res) => {
         const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
         const url = new URL(req.url ?? '/', 'http://api');
         // Agents read their network's snapshot and changes here (protocol v2), with their own credentials.
@@ -266,10 +266,11 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
           broker.subscribe(filter, (packet, cb) => { cb(); void handle(packet.topic, packet.payload as Buffer); }, r),
         );
       }
-      const { host, port } = parseListen(opts.listen ?? '127.0.0.1:1883');
+      const listen = opts.listen ?? '127.0.0.1:1883';
+      const { host, port } = parseListen(listen);
       const server: Server = createServer(broker.handle);
       await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
+        server.once('error', (e) => reject(listenError(e, listen, '--listen')));
         server.listen(port, host, () => resolve());
       });
       // Not waited for: the broker's close ends the open connections.
@@ -342,7 +343,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
 
     let metricsUrl: string | undefined;
     if (opts.metricsAddr) {
-      metricsUrl = await serve(opts.metricsAddr, (req, res) => {
+      metricsUrl = await serve(opts.metricsAddr, '--metrics-addr', (req, res) => {
         if (req.url === '/metrics') {
           res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
           res.end(metrics.render());
