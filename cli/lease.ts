@@ -1,12 +1,11 @@
-import { join } from 'node:path';
 import { TwillError } from '../core/errors.js';
 import type { Lease } from '../core/lease.js';
 import { createLogger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
 import { Controller } from '../functions/controller.js';
 import type { Publisher } from '../functions/publish/publisher.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
 import { DEFAULT_DATA_DIR, parse } from './args.js';
+import { openDataDir } from './data-dir.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 
 export const LEASE_USAGE = `twill lease reserve NETWORK --node NAME --subnet CIDR [--public-ip IP] [--data-dir .twill | --api URL]
@@ -33,7 +32,7 @@ export async function leaseCommand(args: string[]): Promise<number> {
   if (!network || !values.node || (sub !== 'reserve' && sub !== 'release')) throw new TwillError('Usage', LEASE_USAGE);
   const path = `/v1/leases/${encodeURIComponent(network)}/${encodeURIComponent(values.node)}`;
   const remote = remoteFrom(values);
-  const store = remote ? undefined : new SqliteStore(join(values['data-dir'], 'twill.db'));
+  const store = remote ? undefined : openDataDir(values['data-dir']);
   const controller = store && new Controller(store, publishedByController, { topics: new Topics(), log: createLogger('lease') });
   try {
     if (sub === 'reserve') {

@@ -1,8 +1,8 @@
-import { join } from 'node:path';
 import { TwillError } from '../core/errors.js';
 import { addNode, removeNode, type AgentConfig } from '../functions/admin.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
 import { DEFAULT_DATA_DIR, parse } from './args.js';
+import { openDataDir } from './data-dir.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
 
@@ -24,7 +24,7 @@ export async function nodeCommand(args: string[]): Promise<number> {
     1,
   );
   const remote = remoteFrom(values);
-  const store = remote ? undefined : new SqliteStore(join(values['data-dir'], 'twill.db'));
+  const store = remote ? undefined : openDataDir(values['data-dir']);
   try {
     if (sub === 'add') {
       const name = positionals[0] ?? '';

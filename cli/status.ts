@@ -1,8 +1,7 @@
-import { join } from 'node:path';
 import { formatDuration } from '../core/duration.js';
 import { expiryText, statusReport, type StatusReport } from '../functions/admin.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
 import { DEFAULT_DATA_DIR, parse } from './args.js';
+import { openDataDir } from './data-dir.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
 
@@ -51,7 +50,7 @@ export async function statusCommand(args: string[]): Promise<number> {
   if (remote) {
     report = await callApi<StatusReport>(remote, 'GET', '/v1/status');
   } else {
-    const store = new SqliteStore(join(values['data-dir'], 'twill.db'));
+    const store = openDataDir(values['data-dir']);
     try {
       report = await statusReport(store);
     } finally {

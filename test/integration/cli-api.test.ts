@@ -82,3 +82,18 @@ describe('twill CLI with --api', () => {
     assert.deepEqual(after, before);
   });
 });
+
+describe('twill CLI on a data directory that is not there', () => {
+  test('status, node and lease say where they looked, exit 1, and create nothing', async () => {
+    const { existsSync } = await import('node:fs');
+    const base = tempDir();
+    const missing = join(base, 'not-here');
+    for (const args of [['status'], ['node', 'list'], ['node', 'add', 'n1', '--network', 'net'], ['lease', 'release', 'net', '--node', 'n1']]) {
+      const r = await runTwill([...args, '--data-dir', missing]);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`no twill data directory at ${missing.replaceAll('/', '\\/')} \\(no twill\\.db there\\): start twill controller --data-dir`));
+      assert.equal(existsSync(missing), false, `${args.join(' ')} created ${missing}`);
+    }
+    removeTempDirs();
+  });
+});

@@ -1,0 +1,20 @@
+// The local data directory the CLI works on. Only `twill controller` and
+// `twill network set` make one; every other command needs it to exist
+// already, so a typo in --data-dir (or a command run in the wrong
+// directory) says where it looked instead of answering from an empty,
+// freshly made store.
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { TwillError } from '../core/errors.js';
+import { SqliteStore } from '../functions/store/sqlite.js';
+
+export function openDataDir(dataDir: string): SqliteStore {
+  const file = join(dataDir, 'twill.db');
+  if (!existsSync(file)) {
+    throw new TwillError(
+      'NoDataDir',
+      `no twill data directory at ${resolve(dataDir)} (no twill.db there): start twill controller --data-dir ${dataDir} first, or give --data-dir (or --api) the one it uses`,
+    );
+  }
+  return new SqliteStore(file);
+}
