@@ -282,14 +282,20 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
     },
   });
 
-  // Topic rules: on publishes from devices, as IoT Core runs them.
+  // Topic rules: on publishes from devices, as IoT Core runs them. Those in
+  // flight are waited for on close, and none starts after it (a will
+  // published as the last agent goes must not reach a store already closed).
+  const running = new Set<Promise<void>>();
+  let closing = false;
   broker.on('publish', (packet, client) => {
-    if (!client || trusted.has(client.conn)) return;
+    if (!client || trusted.has(client.conn) || closing) return;
     for (const rule of opts.rules ?? []) {
       if (!topicMatches(rule.filter, packet.topic)) continue;
-      rule
+      const run = rule
         .invoke({ topic: packet.topic, clientId: client.id, payload: Buffer.from(packet.payload).toString('base64') })
-        .catch((e: Error) => ruleErrors.push(`${rule.filter}: ${e.message}`));
+        .catch((e: Error) => { ruleErrors.push(`${rule.filter}: ${e.message}`); });
+      running.add(run);
+      void run.finally(() => running.delete(run));
     }
   });
 
@@ -324,6 +330,8 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
     get throttled() { return throttled; },
     get withheldRetained() { return withheldRetained; },
     async close() {
+      closing = true;
+      await Promise.all([...running]);
       for (const c of wss.clients) c.terminate();
       await new Promise<void>((r) => broker.close(() => r()));
       for (const s of [tlsServer, internal] as NetServer[]) await new Promise<void>((r) => s.close(() => r()));

@@ -33,8 +33,9 @@ export async function startIotCoreWorld(dir: string): Promise<{ iot: FakeIotCore
     iot,
     w,
     async close() {
-      await w.close();
+      // IoT Core first: its rules in flight finish while the store is open, and no new one starts.
       await iot.close();
+      await w.close();
       if (savedCa === undefined) delete process.env.NODE_EXTRA_CA_CERTS;
       else process.env.NODE_EXTRA_CA_CERTS = savedCa;
     },
