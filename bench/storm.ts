@@ -103,10 +103,9 @@ interface Row {
   moved: number;
 }
 
-async function scenario(brokerKind: string, n: number): Promise<Row[]> {
+async function scenario(brokerKind: string, n: number): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'twill-storm-'));
   const dataDir = join(dir, 'data');
-  const rows: Row[] = [];
   const procs: Proc[] = [];
   const workers: ChildProcess[] = [];
   try {
@@ -205,7 +204,6 @@ async function scenario(brokerKind: string, n: number): Promise<Row[]> {
         for (const [node, subnet] of before) if (subnet && now.has(node) && now.get(node) !== subnet) moved++;
       }
       const row: Row = { broker: brokerKind, n, phase: name, seconds, cpu: controller.child.pid === pid ? u.cpu - c0 : u.cpu, agentsCpu: workersCpu() - a0, peakMb: u.peakMb, hellosPerNode: (hellos() - h0) / expected, moved };
-      rows.push(row);
       printRow(row);
     };
 
@@ -249,7 +247,6 @@ async function scenario(brokerKind: string, n: number): Promise<Row[]> {
       }, granted);
     }
     if (agentsUp() !== n) console.error(`(${agentsUp()} agents up at the end, of ${n})`);
-    return rows;
   } finally {
     for (const w of workers) w.connected && w.send({ cmd: 'stop' });
     await sleep(3000);

@@ -69,12 +69,16 @@ export class SnapshotCache {
 
 export const DEFAULT_PAGE = 1000;
 export const MAX_PAGE = 5000;
+/** leases' JSON in one snapshot page at most: 4 MB is 5.3 MB as base64, under a function URL's 6 MB */
+export const MAX_PAGE_BYTES = 4 * 1024 * 1024;
 /** Below this a body is sent as it is: gzip costs more than it saves. */
 const GZIP_FROM = 1024;
 
+const acceptsGzip = (req: NodeApiRequest) => /\bgzip\b/.test(req.headers['accept-encoding'] ?? '');
+
 function reply(req: NodeApiRequest, status: number, value: unknown, extra: Record<string, string> = {}): NodeApiResponse {
   const text = Buffer.from(JSON.stringify(value) + '\n');
-  const gzip = text.length >= GZIP_FROM && /\bgzip\b/.test(req.headers['accept-encoding'] ?? '');
+  const gzip = text.length >= GZIP_FROM && acceptsGzip(req);
   return {
     status,
     headers: { 'content-type': 'application/json', ...(gzip && { 'content-encoding': 'gzip' }), vary: 'accept-encoding', ...extra },
@@ -133,13 +137,23 @@ export async function handleNodeApi(req: NodeApiRequest, deps: NodeApiDeps): Pro
     const after = req.query.get('after') ?? undefined;
     if (after !== undefined && !NAME_RE.test(after)) return problem(req, 400, 'query parameter after must be a node name');
     const now = (deps.now ?? Date.now)();
-    const key = [network, after ?? '', limit, /\bgzip\b/.test(req.headers['accept-encoding'] ?? '')].join('\0');
+    const key = [network, after ?? '', limit, acceptsGzip(req)].join('\0');
     const cached = deps.cache?.get(key, now);
     if (cached) return cached;
     // The revision is read before the page: whatever changes while an agent
     // pages through is among the changes since it (see agent/watch.ts).
-    const page = await deps.store.listLeasesPage(network, after, limit);
-    const next = page.length === limit ? page[page.length - 1]!.node : null;
+    const listed = await deps.store.listLeasesPage(network, after, limit);
+    // A page also ends before MAX_PAGE_BYTES of leases: the deployment's
+    // function URL answers at most 6 MB, base64 included, whatever the
+    // leases' backend data weigh.
+    const page: typeof listed = [];
+    let bytes = 0;
+    for (const l of listed) {
+      bytes += JSON.stringify(l).length + 1;
+      if (page.length > 0 && bytes > MAX_PAGE_BYTES) break;
+      page.push(l);
+    }
+    const next = page.length === limit || page.length < listed.length ? page[page.length - 1]!.node : null;
     const res = reply(req, 200, { v: 2, network, revision: net.revision, config: publicConfig(net.config), leases: page, next });
     deps.cache?.set(key, res, now);
     return res;

@@ -26,6 +26,7 @@ import { AedesPublisher } from '../publish/aedes.js';
 import { MqttPublisher } from '../publish/mqtt.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { createBroker } from './broker.js';
+import { KeyedQueue } from './inbox.js';
 
 /** the admin API's largest request body: a network config or a node is a few KB */
 const MAX_API_BODY = 1024 * 1024;
@@ -36,47 +37,6 @@ const MAX_API_BODY = 1024 * 1024;
  * of a storm share one batch of changes.
  */
 const MESSAGE_CONCURRENCY = 256;
-
-/**
- * Runs tasks in order per key and at most `limit` at a time in all: the
- * controller's inbox.
- */
-export class KeyedQueue {
-  private readonly tails = new Map<string, Promise<void>>();
-  private running = 0;
-  private readonly ready: (() => void)[] = [];
-  private all = new Set<Promise<void>>();
-
-  constructor(private readonly limit: number) {}
-
-  run(key: string, task: () => Promise<void>): Promise<void> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    const p = prev.then(async () => {
-      if (this.running < this.limit) this.running++;
-      else await new Promise<void>((r) => this.ready.push(r)); // handed a slot by a task that ended
-      try {
-        await task();
-      } finally {
-        const next = this.ready.shift();
-        if (next) next();
-        else this.running--;
-      }
-    });
-    const tail = p.catch(() => {});
-    this.tails.set(key, tail);
-    this.all.add(tail);
-    void tail.then(() => {
-      this.all.delete(tail);
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return p;
-  }
-
-  /** Resolves when every task queued so far has finished. */
-  async idle(): Promise<void> {
-    while (this.all.size) await Promise.all([...this.all]);
-  }
-}
 
 export interface LocalControllerOptions {
   dataDir: string;

@@ -58,6 +58,9 @@ export interface ServerlessWorld {
   close(): Promise<void>;
 }
 
+/** Lambda's response payload limit for a function URL in BUFFERED mode */
+export const FUNCTION_URL_MAX_BYTES = 6 * 1024 * 1024;
+
 /**
  * A Lambda function URL on loopback: each HTTP request becomes the payload
  * format 2.0 event a function URL sends, and the handler's answer (body
@@ -74,6 +77,11 @@ export async function functionUrl(handler: (e: LambdaFunctionURLEvent) => Promis
     } as unknown as LambdaFunctionURLEvent;
     handler(event)
       .then((r) => {
+        // A function URL in its default BUFFERED mode carries at most 6 MB of
+        // response payload (the handler's JSON result, base64 body included);
+        // past that the caller gets a 502 ("Invoking a response streaming
+        // enabled function using Lambda function URLs", Lambda developer guide).
+        if (Buffer.byteLength(JSON.stringify(r)) > FUNCTION_URL_MAX_BYTES) return void res.writeHead(502).end('{"Message":"response payload size exceeded"}');
         const result = typeof r === 'string' ? { statusCode: 200, body: r } : r;
         const body = result.body === undefined ? '' : result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body;
         res.writeHead(result.statusCode ?? 200, (result.headers ?? {}) as Record<string, string>).end(body);

@@ -13,7 +13,8 @@ import { startLocalController, type LocalController } from '../../functions/loca
 import { Topics } from '../../core/topics.js';
 import { Controller } from '../../functions/controller.js';
 import { VerifiedCredentials } from '../../functions/credentials.js';
-import { handleNodeApi, SnapshotCache } from '../../functions/node-api.js';
+import { handleNodeApi, MAX_PAGE_BYTES, SnapshotCache } from '../../functions/node-api.js';
+import { FUNCTION_URL_MAX_BYTES } from '../helpers/serverless.js';
 import { SqliteStore } from '../../functions/store/sqlite.js';
 import { RecordingPublisher } from '../helpers/recording-publisher.js';
 
@@ -122,14 +123,24 @@ describe('node API: snapshot and changes', () => {
   });
 });
 
+/** A SQLite store with network `net` (Network as given) and node `me`, for the router alone; removed afterwards. */
+async function withNetwork(network: string, run: (w: { store: SqliteStore; controller: Controller; me: { password: string } }) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'twill-node-api-router-'));
+  const store = new SqliteStore(join(dir, 'twill.db'));
+  try {
+    const controller = new Controller(store, new RecordingPublisher(), { topics: new Topics(), log: silentLogger });
+    await controller.applyNetwork('net', parseNetConf({ Network: network, SubnetLen: 24, Backend: { Type: 'alloc' } }, {}));
+    const me = await addNode(store, { name: 'me', network: 'net', broker: 'mqtt://127.0.0.1:1' });
+    await run({ store, controller, me });
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe('node API: a fleet asking at once', () => {
   test('a snapshot page is built once a second and says the revision it was read at; changes are always fresh', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'twill-node-api-cache-'));
-    const store = new SqliteStore(join(dir, 'twill.db'));
-    try {
-      const controller = new Controller(store, new RecordingPublisher(), { topics: new Topics(), log: silentLogger });
-      await controller.applyNetwork('net', parseNetConf({ Network: '10.62.0.0/16', Backend: { Type: 'alloc' } }, {}));
-      const me = await addNode(store, { name: 'me', network: 'net', broker: 'mqtt://127.0.0.1:1' });
+    await withNetwork('10.62.0.0/16', async ({ store, controller, me }) => {
       let now = 1_000_000;
       const deps = { store, credentials: new VerifiedCredentials(store), log: silentLogger, cache: new SnapshotCache(1000), now: () => now };
       const ask = async (path: string, query = '') => {
@@ -151,9 +162,33 @@ describe('node API: a fleet asking at once', () => {
       // the credentials are still checked on a cached page
       const r = await handleNodeApi({ method: 'GET', path: '/v2/networks/net/snapshot', query: new URLSearchParams(), headers: { authorization: `Basic ${Buffer.from('me:wrong').toString('base64')}` } }, deps);
       assert.equal(r.status, 403);
-    } finally {
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
+  });
+});
+
+describe('node API: heavy leases', () => {
+  test('a snapshot page stops before 4 MB of leases, so the function URL can carry it, and the pages still hold every lease once', async () => {
+    await withNetwork('10.0.0.0/8', async ({ store, controller, me }) => {
+      // 16 fields of 500 characters: the most backend data a hello may carry, ~8 KB a lease
+      const heavy = Object.fromEntries(Array.from({ length: 16 }, (_, k) => [`k${k}`, 'x'.repeat(500)]));
+      for (let i = 0; i < 700; i++) await controller.join('net', `n${i}`, { publicIP: '192.0.2.1', backendData: heavy });
+      const deps = { store, credentials: new VerifiedCredentials(store), log: silentLogger };
+      const seen: string[] = [];
+      let after: string | null = null;
+      let pages = 0;
+      do {
+        const r = await handleNodeApi({ method: 'GET', path: '/v2/networks/net/snapshot', query: new URLSearchParams({ limit: '5000', ...(after ? { after } : {}) }), headers: { authorization: `Basic ${Buffer.from(`me:${me.password}`).toString('base64')}` } }, deps);
+        assert.equal(r.status, 200);
+        assert.ok(r.body.length <= MAX_PAGE_BYTES + 64 * 1024, `page of ${r.body.length} bytes`);
+        assert.ok(Buffer.byteLength(r.body.toString('base64')) < FUNCTION_URL_MAX_BYTES);
+        const page = JSON.parse(r.body.toString()) as { leases: Lease[]; next: string | null };
+        seen.push(...page.leases.map((l) => l.node));
+        after = page.next;
+        pages++;
+      } while (after);
+      assert.ok(pages >= 2, `${pages} pages`);
+      assert.equal(seen.length, 700);
+      assert.equal(new Set(seen).size, 700);
+    });
   });
 });
