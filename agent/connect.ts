@@ -15,9 +15,11 @@
 //     "node?x-amz-customauthorizer-name=NAME". Over WebSocket it is also put
 //     in the upgrade request's query string, which IoT Core reads there.
 //   - IoT Core routes on SNI, so the hostname must go in the TLS handshake
-//     (mqtt.js does this for names; it is set explicitly here all the same).
+//     (mqtt.js does this for names; it is set explicitly here all the same,
+//     and never to an address, which SNI cannot carry).
 // The authorizer (functions/authorizer.ts) strips that query string before it
 // reads the node name, and IoT Core base64-encodes the password for it.
+import { isIP } from 'node:net';
 import type { IClientOptions } from 'mqtt';
 import { TwillError } from '../core/errors.js';
 
@@ -81,7 +83,8 @@ export function brokerConnection(opts: BrokerOptions, base: IClientOptions = {})
   }
   const query = `${AUTHORIZER_QUERY}=${encodeURIComponent(name)}`;
   options.username = `${opts.username}?${query}`;
-  options.servername = url.hostname;
+  // SNI names a host, never an address (RFC 6066); IoT Core's endpoint is always a name.
+  if (!isIP(url.hostname)) options.servername = url.hostname;
   if (!url.port) url.port = String(IOT_PORT);
   if (scheme === 'mqtts') {
     options.ALPNProtocols = [IOT_ALPN];

@@ -317,6 +317,11 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       });
     }
 
+    // With an external broker, agents on other hosts still list their
+    // network from this process: a loopback node API is one they never reach.
+    if (opts.brokerUrl && !opts.apiListen) {
+      log.warn('the node API listens on loopback: agents on other hosts cannot list their network; set --api-listen HOST:PORT to an address they reach', { api: apiUrl });
+    }
     log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}), api: apiUrl });
     return { controller, store, url, sync: syncOnce, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, close };
   } catch (e) {

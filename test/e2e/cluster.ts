@@ -1,12 +1,24 @@
-// A twill cluster in a netns lab: the controller runs in the router
+// A twill cluster in a netns lab: the control plane runs in the router
 // namespace (every host reaches it through its default gateway), an agent
 // runs in each host namespace, and pods are made by the real CNI plugins from
 // each host's subnet.env, as a container runtime would make them.
-import { readFileSync, writeFileSync } from 'node:fs';
+//
+// The control plane is one of the three an agent meets: the controller with
+// its embedded broker (the default), the controller with Mosquitto beside it
+// (Debian's package, its defaults), or AWS IoT Core's stand-in with the
+// serverless world behind it (test/e2e/iot-world.ts, a process of its own).
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Lease } from '../../core/lease.js';
 import { SqliteStore } from '../../functions/store/sqlite.js';
+import { MOSQUITTO } from '../helpers/mosquitto.js';
 import { Lab, type Host, type LabProcess, type Pod } from '../helpers/netns.js';
-import { freePort, runTwill, TWILL, waitFor } from '../helpers/procs.js';
+import { freePort, ROOT, runTwill, TWILL, waitFor } from '../helpers/procs.js';
+
+export type Broker = 'embedded' | 'mosquitto' | 'iot';
+
+/** How test/e2e/iot-world.ts tags the lines it answers on. */
+export const WORLD_TAG = '@@iot-world ';
 
 export interface Node {
   host: Host;
@@ -20,9 +32,15 @@ export interface Node {
 
 export class Cluster {
   readonly nodes = new Map<string, Node>();
+  /** the controller, or on IoT Core the stand-in's world */
   controller?: LabProcess;
+  mosquitto?: LabProcess;
   readonly dataDir: string;
-  readonly url: string;
+  /** the broker agents are given */
+  url: string;
+  /** what every agent's environment adds (on IoT Core: the CA that signed the endpoint's certificate) */
+  private agentEnv: NodeJS.ProcessEnv = {};
+  private world?: { next: number; waiting: Map<number, { resolve(v: unknown): void; reject(e: Error): void }> };
 
   private constructor(
     readonly lab: Lab,
@@ -30,19 +48,25 @@ export class Cluster {
     readonly netconf: string,
     readonly agentArgs: string[],
     readonly port: number,
+    readonly broker: Broker,
   ) {
     this.dataDir = join(lab.dir, 'controller');
     this.url = `mqtt://${lab.underlays[0]?.gateway}:${port}`;
   }
 
   /** hosts: name -> underlay index. */
-  static async create(opts: { underlays?: string[]; hosts: Record<string, number>; conf: unknown; agentArgs?: string[]; leaseTtl?: string }): Promise<Cluster> {
+  static async create(opts: { underlays?: string[]; hosts: Record<string, number>; conf: unknown; agentArgs?: string[]; leaseTtl?: string; broker?: Broker }): Promise<Cluster> {
     const lab = await Lab.create({ underlays: opts.underlays });
     try {
       const netconf = join(lab.dir, 'net.json');
       writeFileSync(netconf, JSON.stringify(opts.conf));
-      const c = new Cluster(lab, 'pods', netconf, opts.agentArgs ?? [], await freePort());
-      await c.startController(opts.leaseTtl);
+      const c = new Cluster(lab, 'pods', netconf, opts.agentArgs ?? [], await freePort(), opts.broker ?? 'embedded');
+      if (c.broker === 'iot') {
+        await c.startWorld();
+      } else {
+        if (c.broker === 'mosquitto') await c.startMosquitto();
+        await c.startController(opts.leaseTtl);
+      }
       for (const [name, underlay] of Object.entries(opts.hosts)) {
         const host = await lab.addHost(name, { underlay });
         const node: Node = {
@@ -53,9 +77,7 @@ export class Cluster {
           configFile: join(lab.dir, `${name}.agent.json`),
           pods: [],
         };
-        const r = await runTwill(['node', 'add', name, '--network', c.network, '--data-dir', c.dataDir, '--broker', c.url]);
-        if (r.code !== 0) throw new Error(`node add: ${r.stderr}`);
-        writeFileSync(node.configFile, r.stdout);
+        writeFileSync(node.configFile, await c.addNode(name));
         c.nodes.set(name, node);
       }
       return c;
@@ -65,13 +87,126 @@ export class Cluster {
     }
   }
 
-  async startController(leaseTtl = '24h'): Promise<void> {
-    const listen = `${this.lab.underlays[0]?.gateway}:${this.port}`;
-    this.controller = this.lab.spawn(this.lab.routerNs, [
+  private get gateway(): string {
+    return this.lab.underlays[0]?.gateway as string;
+  }
+
+  private leaseTtl = '24h';
+
+  async startController(leaseTtl = this.leaseTtl): Promise<void> {
+    this.leaseTtl = leaseTtl;
+    const listen = `${this.gateway}:${this.port}`;
+    const controller = this.lab.spawn(this.lab.routerNs, [
       process.execPath, TWILL, 'controller', '--data-dir', this.dataDir, '--listen', listen,
       '--network', `${this.network}=${this.netconf}`, '--sync-interval', '300ms', '--lease-ttl', leaseTtl,
+      // beside Mosquitto, agents reach the node API only where it is told to listen
+      ...(this.broker === 'mosquitto' ? ['--broker', this.url, '--api-listen', `${this.gateway}:0`] : []),
     ]);
-    await waitFor('controller ready', () => this.controller?.output().includes('controller ready') || (this.controller?.child.exitCode !== null && Promise.reject(new Error(this.controller?.output()))));
+    this.controller = controller;
+    await waitFor('controller ready', () => controller.output().includes('controller ready') || (controller.child.exitCode !== null && Promise.reject(new Error(controller.output()))));
+  }
+
+  /** Mosquitto on the router's address, as Debian ships it (defaults but the listener). */
+  private async startMosquitto(): Promise<void> {
+    const port = await freePort();
+    const conf = join(this.lab.dir, 'mosquitto.conf');
+    writeFileSync(conf, `listener ${port} ${this.gateway}\nallow_anonymous true\npersistence false\nlog_dest stderr\n`);
+    const m = this.lab.spawn(this.lab.routerNs, [MOSQUITTO, '-c', conf]);
+    this.mosquitto = m;
+    this.url = `mqtt://${this.gateway}:${port}`;
+    await waitFor('mosquitto listening', () => / running$/m.test(m.output()) || (m.child.exitCode !== null && Promise.reject(new Error(m.output()))));
+  }
+
+  /** IoT Core's stand-in and the serverless world, on the router's address. */
+  private async startWorld(): Promise<void> {
+    mkdirSync(join(this.lab.dir, 'iot'));
+    const p = this.lab.spawn(
+      this.lab.routerNs,
+      [process.execPath, '--import', 'tsx', join(ROOT, 'test/e2e/iot-world.ts'), join(this.lab.dir, 'iot'), this.gateway, this.network, this.netconf],
+      { stdin: true, cwd: ROOT, env: { ...process.env, TWILL_LOG_LEVEL: 'error' } },
+    );
+    this.controller = p;
+    const world = { next: 1, waiting: new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>() };
+    this.world = world;
+    let ready: { broker: string; ca: string } | undefined;
+    let buf = '';
+    p.child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (!line.startsWith(WORLD_TAG)) continue;
+        const msg = JSON.parse(line.slice(WORLD_TAG.length)) as { ready?: { broker: string; ca: string }; id?: number; result?: unknown; error?: string };
+        if (msg.ready) ready = msg.ready;
+        const w = msg.id === undefined ? undefined : world.waiting.get(msg.id);
+        if (!w) continue;
+        world.waiting.delete(msg.id as number);
+        if (msg.error !== undefined) w.reject(new Error(msg.error));
+        else w.resolve(msg.result);
+      }
+    });
+    await waitFor('IoT Core stand-in ready', () => ready ?? (p.child.exitCode !== null && Promise.reject(new Error(p.output()))), 60_000);
+    this.url = ready!.broker;
+    this.agentEnv = { NODE_EXTRA_CA_CERTS: ready!.ca };
+  }
+
+  /** One request to the IoT world (test/e2e/iot-world.ts says which). */
+  private ask<T>(op: string, node?: string): Promise<T> {
+    const world = this.world;
+    if (!world || !this.controller) throw new Error('no IoT world');
+    const id = world.next++;
+    return new Promise<T>((resolve, reject) => {
+      world.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.controller!.child.stdin!.write(`${JSON.stringify({ id, op, node })}\n`);
+    });
+  }
+
+  /** A node's agent config, as `twill node add` prints it. */
+  async addNode(name: string): Promise<string> {
+    if (this.broker === 'iot') return this.ask<string>('addNode', name);
+    const r = await runTwill(['node', 'add', name, '--network', this.network, '--data-dir', this.dataDir, '--broker', this.url]);
+    if (r.code !== 0) throw new Error(`node add: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  async lease(name: string): Promise<Lease | undefined> {
+    if (this.broker === 'iot') return (await this.ask<Lease | null>('lease', name)) ?? undefined;
+    return this.withStore((s) => s.getLease(this.network, name));
+  }
+
+  /**
+   * Removes a node's lease as an operator does: `twill lease release` on the
+   * controller's data directory (a write the running controller did not
+   * make), or the release function on IoT Core.
+   */
+  async release(name: string): Promise<void> {
+    if (this.broker === 'iot') {
+      if (!(await this.ask<boolean>('release', name))) throw new Error(`${name} had no lease`);
+      return;
+    }
+    const r = await runTwill(['lease', 'release', this.network, '--node', name, '--data-dir', this.dataDir]);
+    if (r.code !== 0) throw new Error(`lease release: ${r.stderr}`);
+  }
+
+  /**
+   * Restarts the control plane: the controller process (with the embedded
+   * broker, the broker too), or on IoT Core every Lambda container new and
+   * what a start publishes (there is no process to restart).
+   */
+  async restartController(): Promise<void> {
+    if (this.broker === 'iot') {
+      await this.ask('restart');
+      return;
+    }
+    await this.controller?.stop();
+    await this.startController();
+  }
+
+  /** What the agents did that IoT Core refused (empty on the other brokers). */
+  async refusals(): Promise<string[]> {
+    if (this.broker !== 'iot') return [];
+    const r = await this.ask<{ refusals: string[]; ruleErrors: string[] }>('refusals');
+    return [...r.refusals, ...r.ruleErrors];
   }
 
   node(name: string): Node {
@@ -86,7 +221,7 @@ export class Cluster {
       process.execPath, TWILL, 'agent', '--config', n.configFile, '--iface', n.host.iface,
       '--subnet-file', n.subnetFile, '--state-dir', n.stateDir, '--metrics-addr', '127.0.0.1:9464',
       '--resync-interval', '1s', ...this.agentArgs, ...extra,
-    ]);
+    ], { env: { ...process.env, ...this.agentEnv } });
     return n.agent;
   }
 
@@ -166,7 +301,7 @@ export class Cluster {
   }
 
   async subnetOf(name: string): Promise<string | null | undefined> {
-    return (await this.withStore((s) => s.getLease(this.network, name)))?.subnet;
+    return (await this.lease(name))?.subnet;
   }
 
   async ip(host: string, args: string[]): Promise<string> {

@@ -38,7 +38,7 @@ overlayScenario({
   device: 'flannel0',
   present: async (c, on, peer) => {
     const subnet = await c.subnetOf(peer);
-    const lease = await c.withStore((s) => s.getLease(c.network, peer));
+    const lease = await c.lease(peer);
     const route = await c.ip(on, ['route', 'show', NETWORK]);
     const link = await c.ip(on, ['link', 'show', 'flannel0']).catch(() => '');
     // LOWER_UP: the agent has the TUN device open (its carrier is off while no process does)

@@ -19,7 +19,7 @@ overlayScenario({
         mtu: number; address: string; linkinfo: { info_kind: string; info_data: { id: number; port: number; local: string; learning: boolean; link?: string } };
       }[];
       const [eth0] = JSON.parse(await c.ip('h1', ['-j', 'link', 'show', 'eth0'])) as { mtu: number; ifindex: number }[];
-      const lease = await c.withStore((s) => s.getLease(c.network, 'h1'));
+      const lease = await c.lease('h1');
       assert.ok(link && eth0 && lease);
       assert.equal(link.linkinfo.info_kind, 'vxlan');
       assert.equal(link.linkinfo.info_data.id, 1);

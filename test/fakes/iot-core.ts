@@ -57,6 +57,12 @@ export interface FakeIotCoreOptions {
   accountId: string;
   authorize(event: IoTCustomAuthorizerEvent): Promise<IoTCustomAuthorizerResult>;
   rules?: IotRule[];
+  /**
+   * The address every listener binds (default 127.0.0.1); the certificate
+   * must name it. The end-to-end tests serve hosts in network namespaces
+   * from their router's address.
+   */
+  host?: string;
 }
 
 export interface ConnectionSeen {
@@ -71,7 +77,7 @@ export interface ConnectionSeen {
 }
 
 export interface FakeIotCore {
-  /** mqtts://localhost:PORT */
+  /** mqtts://localhost:PORT (or the host given) */
   mqttsUrl: string;
   /** wss://localhost:PORT/mqtt */
   wssUrl: string;
@@ -316,13 +322,15 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
     broker.handle(socket);
   });
 
-  const tlsPort = await listen(tlsServer, '127.0.0.1');
-  const httpsPort = await listen(https, '127.0.0.1');
+  const host = opts.host ?? '127.0.0.1';
+  const name = opts.host ?? 'localhost';
+  const tlsPort = await listen(tlsServer, host);
+  const httpsPort = await listen(https, host);
   const internalPort = await listen(internal, '127.0.0.1');
 
   return {
-    mqttsUrl: `mqtts://localhost:${tlsPort}`,
-    wssUrl: `wss://localhost:${httpsPort}/mqtt`,
+    mqttsUrl: `mqtts://${name}:${tlsPort}`,
+    wssUrl: `wss://${name}:${httpsPort}/mqtt`,
     internalUrl: `mqtt://127.0.0.1:${internalPort}`,
     connections,
     refusals,

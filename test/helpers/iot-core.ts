@@ -13,10 +13,19 @@ import { handler as iotHandler } from '../../functions/handlers/iot.js';
 import { startFakeIotCore, type FakeIotCore } from '../fakes/iot-core.js';
 import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from './serverless.js';
 
-export async function startIotCoreWorld(dir: string): Promise<{ iot: FakeIotCore; w: ServerlessWorld; close(): Promise<void> }> {
+export interface IotCoreWorld {
+  iot: FakeIotCore;
+  w: ServerlessWorld;
+  /** the CA file agents trust (NODE_EXTRA_CA_CERTS) */
+  ca: string;
+  close(): Promise<void>;
+}
+
+/** host: the address agents reach the endpoint and the node API at (default localhost). */
+export async function startIotCoreWorld(dir: string, host?: string): Promise<IotCoreWorld> {
   const key = join(dir, 'key.pem');
   const cert = join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', `subjectAltName=DNS:localhost${host ? `,IP:${host}` : ''}`], { stdio: 'ignore' });
   const savedCa = process.env.NODE_EXTRA_CA_CERTS;
   process.env.NODE_EXTRA_CA_CERTS = cert;
   const iot = await startFakeIotCore({
@@ -26,12 +35,14 @@ export async function startIotCoreWorld(dir: string): Promise<{ iot: FakeIotCore
     region: REGION,
     accountId: ACCOUNT,
     authorize: (event) => authorizerHandler(event, lambdaContext('twill-test-RealtimeAuthorizerHandler')),
+    host,
     rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v2/node/+/+/${kind}`, invoke: (e) => iotHandler(e) })),
   });
-  const w = await startServerless(iot.internalUrl);
+  const w = await startServerless(iot.internalUrl, {}, host);
   return {
     iot,
     w,
+    ca: cert,
     async close() {
       // IoT Core first: its rules in flight finish while the store is open, and no new one starts.
       await iot.close();

@@ -428,10 +428,10 @@ export class Lab {
   }
 
   /** Starts a long-running process in ns; cleanup stops it. */
-  spawn(ns: string | Host | Pod, argv: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): LabProcess {
+  spawn(ns: string | Host | Pod, argv: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; stdin?: boolean } = {}): LabProcess {
     const where = typeof ns === 'string' ? ns : ns.ns;
     const child = spawn('ip', ['netns', 'exec', where, ...argv], {
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
       env: opts.env ?? process.env,
       cwd: opts.cwd,
       detached: true, // its own process group, so stop() reaches its children too

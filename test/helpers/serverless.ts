@@ -66,7 +66,7 @@ export const FUNCTION_URL_MAX_BYTES = 6 * 1024 * 1024;
  * format 2.0 event a function URL sends, and the handler's answer (body
  * base64-decoded when it says so) goes back.
  */
-export async function functionUrl(handler: (e: LambdaFunctionURLEvent) => Promise<LambdaFunctionURLResult>): Promise<{ url: string; close(): Promise<void> }> {
+export async function functionUrl(handler: (e: LambdaFunctionURLEvent) => Promise<LambdaFunctionURLResult>, host = '127.0.0.1'): Promise<{ url: string; close(): Promise<void> }> {
   const server: Server = createServer((req, res) => {
     req.resume();
     const url = new URL(req.url ?? '/', 'http://fn');
@@ -88,14 +88,14 @@ export async function functionUrl(handler: (e: LambdaFunctionURLEvent) => Promis
       })
       .catch(() => res.writeHead(502).end());
   });
-  return onLoopback(server);
+  return onLoopback(server, host);
 }
 
-/** Serves on a free loopback port; close() ends every connection first. */
-export async function onLoopback(server: Server): Promise<{ url: string; close(): Promise<void> }> {
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+/** Serves on a free loopback port (or one of host); close() ends every connection first. */
+export async function onLoopback(server: Server, host = '127.0.0.1'): Promise<{ url: string; close(): Promise<void> }> {
+  await new Promise<void>((r) => server.listen(0, host, () => r()));
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url: `http://${host}:${(server.address() as AddressInfo).port}`,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
@@ -103,8 +103,9 @@ export async function onLoopback(server: Server): Promise<{ url: string; close()
   };
 }
 
-export async function startServerless(brokerUrl: string, extraEnv: Record<string, string> = {}): Promise<ServerlessWorld> {
-  const nodeApi = await functionUrl(nodeApiHandler);
+/** host: where the node API's function URL listens (default loopback). */
+export async function startServerless(brokerUrl: string, extraEnv: Record<string, string> = {}, host?: string): Promise<ServerlessWorld> {
+  const nodeApi = await functionUrl(nodeApiHandler, host);
   const dynamo = await startFakeDynamo();
   const ssm = await startFakeSsm();
   const iot = await startFakeIotData(brokerUrl);

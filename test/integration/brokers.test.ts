@@ -9,8 +9,8 @@
 // for retained leases through a wildcard subscription, which IoT Core (and
 // its stand-in, test/integration/iot-core-rules.test.ts) never serves; and a
 // v1 agent meeting a v2 control plane is told to upgrade (test/unit/agent.test.ts).
-// The same flows with real pods and pings in network namespaces are test/e2e
-// (embedded broker).
+// The same flows with real pods and pings in network namespaces, on the
+// same three brokers, are test/e2e/vxlan.test.ts and test/e2e/brokers.test.ts.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
