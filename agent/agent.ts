@@ -8,6 +8,7 @@ import { TwillError, errorMessage, listenError } from '../core/errors.js';
 import type { Lease } from '../core/lease.js';
 import type { Hello, Status } from '../core/messages.js';
 import { parseNetConf } from '../core/config.js';
+import { backendSpec } from '../core/backends/index.js';
 import type { Logger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
 import { nodeClientId } from '../core/acl.js';
@@ -226,9 +227,10 @@ export class Agent {
     }
   }
 
-  /** Backends that program the kernel get forward and masquerade rules; alloc has no traffic of its own. */
+  /** Backends that carry pods' traffic get forward and masquerade rules (their spec says; alloc carries none). */
   private kernelBackends(): boolean {
-    return this.sharedConfig?.Backend.Type !== 'alloc';
+    const type = this.sharedConfig?.Backend.Type;
+    return type !== undefined && backendSpec(type).podTraffic;
   }
 
   private onOwn(m: { lease: Lease | null; config?: Record<string, unknown>; error?: string }): void {

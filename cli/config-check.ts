@@ -1,11 +1,12 @@
 // `twill config check FILE`: reads a net-conf.json as the controller would and
 // shows the effective config, so a mistake is found before it reaches a network.
 //
-// Exit codes: 0 the file is valid (effective config on stdout, secrets masked);
+// Exit codes: 0 the file is valid (effective config on stdout, secrets masked;
+// what flannel ignores, such as unknown fields, as warnings on stderr);
 // 1 the file is invalid or cannot be read (reasons on stderr, one a line);
 // 2 the command was used wrongly (usage on stderr).
 import { readFile } from 'node:fs/promises';
-import { maskSecrets, parseNetConf } from '../core/config.js';
+import { maskSecrets, readNetConf } from '../core/config.js';
 import { ConfigError, errorMessage } from '../core/errors.js';
 
 const USAGE = 'usage: twill config check FILE';
@@ -36,8 +37,9 @@ export async function configCheck(args: string[]): Promise<number> {
     return 1;
   }
   try {
-    const conf = parseNetConf(text, process.env);
-    process.stdout.write(`${JSON.stringify(maskSecrets(conf), null, 2)}\n`);
+    const { config, warnings } = readNetConf(text, process.env);
+    process.stderr.write(warnings.map((line) => `${file}: warning: ${line}\n`).join(''));
+    process.stdout.write(`${JSON.stringify(maskSecrets(config), null, 2)}\n`);
     return 0;
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;

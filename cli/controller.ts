@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parseNetConf } from '../core/config.js';
+import { readNetConf } from '../core/config.js';
 import { parseDuration } from '../core/duration.js';
 import { ConfigError, TwillError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
@@ -37,7 +37,8 @@ function readNetworks(specs: string[]) {
       throw new TwillError('NoConfig', `--network ${name}: cannot read ${file}: ${(e as Error).message}`);
     }
     try {
-      return { name, config: parseNetConf(text) };
+      const { config, warnings } = readNetConf(text);
+      return { name, file, config, warnings };
     } catch (e) {
       if (e instanceof ConfigError) throw new TwillError('InvalidConfig', `--network ${name}: ${file}: ${e.errors.join('; ')}`);
       throw e;
@@ -70,6 +71,9 @@ export async function controllerCommand(args: string[]): Promise<number> {
     if (values[flag] !== undefined && !cloud) throw new TwillError('Usage', `--${flag} needs --cloud`);
   }
   const log = createLogger('controller');
+  const networks = readNetworks(values.network);
+  // Once, at start: what flannel would have ignored silently.
+  for (const n of networks) for (const w of n.warnings) log.warn('net-conf.json accepted with a warning', { network: n.name, file: n.file, warning: w });
   const ctl = await startLocalController({
     dataDir: values['data-dir'],
     listen: values.listen,
@@ -77,7 +81,7 @@ export async function controllerCommand(args: string[]): Promise<number> {
     brokerUsername: values['broker-username'],
     brokerPassword: values['broker-password'],
     prefix: values.prefix,
-    networks: readNetworks(values.network),
+    networks,
     leaseTtlMs: parseDuration(values['lease-ttl'], '--lease-ttl'),
     syncIntervalMs: parseDuration(values['sync-interval'], '--sync-interval'),
     reconcileIntervalMs: parseDuration(values['reconcile-interval'], '--reconcile-interval'),

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseNetConf } from '../core/config.js';
+import { readNetConf } from '../core/config.js';
 import { TwillError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
@@ -32,14 +32,17 @@ export async function networkCommand(args: string[]): Promise<number> {
     } catch (e) {
       throw new TwillError('InvalidConfig', `${file} is not valid JSON: ${(e as Error).message}`);
     }
-    const r = await callApi<{ revision: number }>(remote, 'PUT', `/v1/networks/${encodeURIComponent(name)}`, body);
+    const r = await callApi<{ revision: number; warnings?: string[] }>(remote, 'PUT', `/v1/networks/${encodeURIComponent(name)}`, body);
+    process.stderr.write((r.warnings ?? []).map((w) => `${file}: warning: ${w}\n`).join(''));
     process.stdout.write(`network ${name} stored (revision ${r.revision})\n`);
     return 0;
   }
   const store = new SqliteStore(join(values['data-dir'], 'twill.db'));
   try {
     const controller = new Controller(store, publishedByController, { topics: new Topics(), log: createLogger('network') });
-    const rec = await controller.applyNetwork(name, parseNetConf(text));
+    const { config, warnings } = readNetConf(text);
+    process.stderr.write(warnings.map((w) => `${file}: warning: ${w}\n`).join(''));
+    const rec = await controller.applyNetwork(name, config);
     process.stdout.write(`network ${name} stored (revision ${rec.revision})\n`);
     return 0;
   } finally {

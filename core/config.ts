@@ -6,23 +6,16 @@ import {
   containsIP, formatCidr, formatIP, mask, parseCidr, parseIP, subnetStep,
   type Cidr, type Family,
 } from './cidr.js';
+import { BACKEND_SPECS, BACKEND_TYPES, FLANNEL_ONLY_BACKENDS, backendSpec, isBackendType, type BackendConfig, type BackendType, type ReadContext } from './backends/index.js';
 import { ConfigError } from './errors.js';
+import { SECRET_MASK } from './secret.js';
+import { Fields, JsonObject, JsonSyntaxError, closestName, isObject, parseJson, position, typeMessage } from './go-json.js';
 
-export const BACKEND_TYPES = ['vxlan', 'host-gw', 'udp', 'ipip', 'ipsec', 'alloc', 'aws-vpc', 'gce', 'ali-vpc'] as const;
-export type BackendType = (typeof BACKEND_TYPES)[number];
-
-export interface VxlanBackend { Type: 'vxlan'; VNI: number; Port: number; GBP: boolean; DirectRouting: boolean }
-export interface HostGwBackend { Type: 'host-gw' }
-export interface UdpBackend { Type: 'udp'; Port: number }
-export interface IpipBackend { Type: 'ipip'; DirectRouting: boolean }
-export interface IpsecBackend { Type: 'ipsec'; PSK: string; UDPEncap: boolean; ESPProposal: string }
-export interface AllocBackend { Type: 'alloc' }
-export interface AwsVpcBackend { Type: 'aws-vpc'; RouteTableID: string[]; RouteLimit?: number }
-export interface GceBackend { Type: 'gce'; RouteLimit?: number }
-export interface AliVpcBackend { Type: 'ali-vpc'; AccessKeyID: string; AccessKeySecret: string; RouteLimit?: number }
-export type BackendConfig =
-  | VxlanBackend | HostGwBackend | UdpBackend | IpipBackend | IpsecBackend
-  | AllocBackend | AwsVpcBackend | GceBackend | AliVpcBackend;
+export {
+  BACKEND_TYPES, DEFAULT_ESP_PROPOSAL, type AliVpcBackend, type AllocBackend, type AwsVpcBackend, type BackendConfig,
+  type BackendType, type GceBackend, type HostGwBackend, type IpipBackend, type IpsecBackend, type UdpBackend, type VxlanBackend,
+} from './backends/index.js';
+export { SECRET_MASK } from './secret.js';
 
 /** The effective config: every default filled in, field names as flannel spells them. */
 export interface NetConf {
@@ -36,272 +29,13 @@ export interface NetConf {
   IPv6SubnetLen?: number;
   IPv6SubnetMin?: string;
   IPv6SubnetMax?: string;
+  /** flannel's EnableNFTables: masquerade and forward rules in an nftables table instead of iptables */
+  EnableNFTables?: boolean;
   Backend: BackendConfig;
 }
 
 /** One family's allocation space: subnets of length len from min to max (network addresses). */
 export interface SubnetRange { network: Cidr; len: number; min: bigint; max: bigint }
-
-/** What replaces a secret wherever a config is shown or shared. */
-export const SECRET_MASK = '********';
-
-// ---------------------------------------------------------------------------
-// JSON text. JSON.parse is not enough: its messages sometimes quote the whole
-// input (and with it a PSK), and it silently merges duplicate keys, while Go's
-// decoder, whose behaviour a flannel user relies on, applies every occurrence
-// in document order. So objects keep their entries as written.
-
-class JsonObject {
-  constructor(readonly entries: Array<[string, unknown]>) {}
-}
-
-class JsonSyntaxError extends Error {
-  constructor(readonly at: number, reason: string) {
-    super(reason);
-  }
-}
-
-// Far beyond any real net-conf.json, well within the JS stack.
-const MAX_DEPTH = 1000;
-const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
-const ESCAPES: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' };
-
-function parseJson(text: string): unknown {
-  let i = 0;
-  const fail = (reason: string, at = i): never => {
-    throw new JsonSyntaxError(at, reason);
-  };
-  // Only ever called outside strings, so the character shown is structure, not content.
-  const found = (): string => (i >= text.length ? 'the end of the input' : JSON.stringify(text[i]));
-  const skipSpace = (): void => {
-    while (i < text.length && ' \t\n\r'.includes(text[i] as string)) i++;
-  };
-
-  const readString = (): string => {
-    const start = i++;
-    let out = '';
-    for (;;) {
-      if (i >= text.length) fail('unterminated string', start);
-      const c = text.charCodeAt(i);
-      if (c === 0x22) {
-        i++;
-        return out;
-      }
-      if (c < 0x20) fail('control character inside a string: write it as an escape such as \\n');
-      if (c !== 0x5c) {
-        out += text[i++];
-        continue;
-      }
-      const e = text[i + 1] ?? '';
-      if (e === 'u') {
-        const hex = text.slice(i + 2, i + 6);
-        if (!/^[0-9a-fA-F]{4}$/.test(hex)) fail('invalid \\u escape: expected four hex digits');
-        out += String.fromCharCode(parseInt(hex, 16));
-        i += 6;
-      } else if (e in ESCAPES) {
-        out += ESCAPES[e];
-        i += 2;
-      } else {
-        fail('invalid escape in a string');
-      }
-    }
-  };
-
-  const readValue = (depth: number): unknown => {
-    if (depth > MAX_DEPTH) fail('values are nested too deeply');
-    skipSpace();
-    const c = text[i];
-    if (c === undefined) return fail('unexpected end of input: expected a value');
-    if (c === '"') return readString();
-    if (c === '{') {
-      i++;
-      const entries: Array<[string, unknown]> = [];
-      skipSpace();
-      if (text[i] === '}') {
-        i++;
-        return new JsonObject(entries);
-      }
-      for (;;) {
-        skipSpace();
-        if (text[i] !== '"') {
-          const hint = text[i] === '}' ? ' (JSON allows no comma before })' : '';
-          fail(`expected a double-quoted property name, found ${found()}${hint}`);
-        }
-        const key = readString();
-        skipSpace();
-        if (text[i] !== ':') fail(`expected ':' after property name ${JSON.stringify(key)}, found ${found()}`);
-        i++;
-        entries.push([key, readValue(depth + 1)]);
-        skipSpace();
-        if (text[i] === ',') {
-          i++;
-          continue;
-        }
-        if (text[i] === '}') {
-          i++;
-          return new JsonObject(entries);
-        }
-        fail(`expected ',' or '}' after the value of ${JSON.stringify(key)}, found ${found()}`);
-      }
-    }
-    if (c === '[') {
-      i++;
-      const items: unknown[] = [];
-      skipSpace();
-      if (text[i] === ']') {
-        i++;
-        return items;
-      }
-      for (;;) {
-        items.push(readValue(depth + 1));
-        skipSpace();
-        if (text[i] === ',') {
-          i++;
-          skipSpace();
-          if (text[i] === ']') fail('JSON allows no comma before ]');
-          continue;
-        }
-        if (text[i] === ']') {
-          i++;
-          return items;
-        }
-        fail(`expected ',' or ']' in an array, found ${found()}`);
-      }
-    }
-    if (c === '-' || (c >= '0' && c <= '9')) {
-      NUMBER.lastIndex = i;
-      const m = NUMBER.exec(text);
-      if (!m) return fail('invalid number');
-      i += m[0].length;
-      return Number(m[0]);
-    }
-    for (const [word, value] of [['true', true], ['false', false], ['null', null]] as const) {
-      if (text.startsWith(word, i)) {
-        i += word.length;
-        return value;
-      }
-    }
-    if (/[A-Za-z_]/.test(c)) return fail('unquoted word: expected a value (strings are written in double quotes)');
-    return fail(`expected a value, found ${found()}`);
-  };
-
-  const value = readValue(0);
-  skipSpace();
-  if (i < text.length) fail(`unexpected ${found()} after the end of the JSON value`);
-  return value;
-}
-
-function position(text: string, at: number): string {
-  const before = text.slice(0, at);
-  const line = before.split('\n').length;
-  const column = at - (before.lastIndexOf('\n') + 1) + 1;
-  return `line ${line}, column ${column}`;
-}
-
-// ---------------------------------------------------------------------------
-// Typed fields of an object, looked up as Go's encoding/json does: keys match
-// case-insensitively and, when several keys land on one field, the last wins.
-// null is Go's "leave the default", so it reads as absent.
-
-function isObject(v: unknown): v is object {
-  return v instanceof JsonObject || (typeof v === 'object' && v !== null && !Array.isArray(v));
-}
-
-function kindOf(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  if (isObject(v)) return 'an object';
-  const t = typeof v;
-  return /^[aeiou]/.test(t) ? `an ${t}` : `a ${t}`;
-}
-
-/** A short rendering of a scalar for an error message; containers are only named by kind. */
-function shown(v: unknown): string {
-  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
-  if (typeof v === 'number' || typeof v === 'boolean') return String(v);
-  return '';
-}
-
-function typeMessage(label: string, v: unknown, expected: string, secret = false): string {
-  const value = secret ? '' : shown(v);
-  return `${label}${value ? ` ${value}` : ''} is ${kindOf(v)}: expected ${expected}`;
-}
-
-class Fields {
-  private readonly byKey = new Map<string, { key: string; value: unknown }>();
-  private readonly taken = new Set<string>();
-
-  constructor(
-    obj: object,
-    private readonly errors: string[],
-    private readonly prefix = '',
-  ) {
-    const entries = obj instanceof JsonObject ? obj.entries : Object.entries(obj);
-    for (const [key, value] of entries) {
-      const folded = key.toLowerCase();
-      // Re-inserting moves the key to the end, so leftovers are listed in the order last written.
-      this.byKey.delete(folded);
-      this.byKey.set(folded, { key, value });
-    }
-  }
-
-  private label(name: string): string {
-    return this.prefix + name;
-  }
-
-  /** The value, undefined when absent or null; marks the field as known. */
-  raw(name: string): unknown {
-    const folded = name.toLowerCase();
-    this.taken.add(folded);
-    const v = this.byKey.get(folded)?.value;
-    return v === null ? undefined : v;
-  }
-
-  has(name: string): boolean {
-    return this.raw(name) !== undefined;
-  }
-
-  private typeError(name: string, v: unknown, expected: string, secret = false): undefined {
-    this.errors.push(typeMessage(this.label(name), v, expected, secret));
-    return undefined;
-  }
-
-  string(name: string, secret = false): string | undefined {
-    const v = this.raw(name);
-    if (v === undefined || typeof v === 'string') return v;
-    return this.typeError(name, v, 'a string', secret);
-  }
-
-  boolean(name: string): boolean | undefined {
-    const v = this.raw(name);
-    if (v === undefined || typeof v === 'boolean') return v;
-    return this.typeError(name, v, 'a boolean (true or false)');
-  }
-
-  integer(name: string): number | undefined {
-    const v = this.raw(name);
-    if (v === undefined) return undefined;
-    if (typeof v !== 'number') return this.typeError(name, v, 'an integer');
-    if (!Number.isSafeInteger(v)) {
-      this.errors.push(`${this.label(name)} ${v} ${Number.isInteger(v) ? 'is too large' : 'is not an integer'}`);
-      return undefined;
-    }
-    return v;
-  }
-
-  /** An integer within [lo, hi]; undefined (with an error) when outside. */
-  integerIn(name: string, lo: number, hi: number): number | undefined {
-    const v = this.integer(name);
-    if (v === undefined || (v >= lo && v <= hi)) return v;
-    this.errors.push(`${this.label(name)} ${v} is out of range: it must be from ${lo} to ${hi}`);
-    return undefined;
-  }
-
-  /** Keys never asked for, as the user wrote them. */
-  unknown(): string[] {
-    return [...this.byKey].filter(([folded]) => !this.taken.has(folded)).map(([, e]) => e.key);
-  }
-}
 
 // ---------------------------------------------------------------------------
 // The address families. Both follow one rule set that differs only in names and
@@ -432,154 +166,52 @@ function readFamily(spec: FamilySpec, f: Fields, enabled: boolean, errors: strin
 }
 
 // ---------------------------------------------------------------------------
-// Backend.
+// Backend: the type's spec (core/backends/) reads its options.
 
 /** The options each backend type takes besides Type. */
-export const BACKEND_OPTIONS: Readonly<Record<BackendType, readonly string[]>> = {
-  vxlan: ['VNI', 'Port', 'GBP', 'DirectRouting'],
-  'host-gw': [],
-  udp: ['Port'],
-  ipip: ['DirectRouting'],
-  ipsec: ['PSK', 'UDPEncap', 'ESPProposal'],
-  alloc: [],
-  'aws-vpc': ['RouteTableID', 'RouteLimit'],
-  gce: ['RouteLimit'],
-  'ali-vpc': ['AccessKeyID', 'AccessKeySecret', 'RouteLimit'],
-};
+export const BACKEND_OPTIONS: Readonly<Record<BackendType, readonly string[]>> = Object.fromEntries(
+  BACKEND_TYPES.map((t) => [t, BACKEND_SPECS[t].options]),
+) as Record<BackendType, readonly string[]>;
 
-const IPV4_ONLY: ReadonlySet<BackendType> = new Set(['udp', 'ipip', 'ipsec']);
-export const DEFAULT_ESP_PROPOSAL = 'aes128gcm16-sha256-prfsha256-ecp256';
-const MIN_PSK_LENGTH = 96;
-const MAX_VNI = 2 ** 24 - 1;
-
-function isBackendType(s: string): s is BackendType {
-  return (BACKEND_TYPES as readonly string[]).includes(s);
+/** A warning for a key no field asks for: ignored, as Go's decoder ignores it, with the closest known name. */
+function unknownKey(label: string, key: string, known: readonly string[], what: string): string {
+  const near = closestName(key, known);
+  return `${label}${key}: unknown ${what}, ignored as flannel does${near ? `; did you mean ${near}?` : ''}`;
 }
 
-function readBackendOptions(
-  type: BackendType,
-  f: Fields,
-  env: Record<string, string | undefined>,
-  errors: string[],
-  masked = false,
-): BackendConfig {
-  const routeLimit = (): { RouteLimit?: number } => {
-    const v = f.integer('RouteLimit');
-    if (v === undefined) return {};
-    if (v >= 1) return { RouteLimit: v };
-    errors.push(`Backend.RouteLimit ${v} is not positive: it must be at least 1`);
-    return {};
-  };
-
-  switch (type) {
-    case 'vxlan':
-      return {
-        Type: type,
-        VNI: f.integerIn('VNI', 1, MAX_VNI) ?? 1,
-        Port: f.integerIn('Port', 1, 65535) ?? 8472,
-        GBP: f.boolean('GBP') ?? false,
-        DirectRouting: f.boolean('DirectRouting') ?? false,
-      };
-    case 'udp':
-      return { Type: type, Port: f.integerIn('Port', 1, 65535) ?? 8285 };
-    case 'ipip':
-      return { Type: type, DirectRouting: f.boolean('DirectRouting') ?? false };
-    case 'host-gw':
-    case 'alloc':
-      return { Type: type };
-    case 'ipsec': {
-      // The key itself never appears in a message, only its length.
-      const psk = f.string('PSK', true);
-      if (psk === undefined) {
-        if (!f.has('PSK')) {
-          errors.push(`Backend.PSK is required for type ipsec: a pre-shared key of at least ${MIN_PSK_LENGTH} characters, e.g. from "openssl rand -hex 48"`);
-        }
-      } else if (psk.length < MIN_PSK_LENGTH && !(masked && psk === SECRET_MASK)) {
-        errors.push(`Backend.PSK is ${psk.length} characters: at least ${MIN_PSK_LENGTH} are required`);
-      }
-      const udpEncap = f.boolean('UDPEncap') ?? false;
-      const esp = f.string('ESPProposal');
-      if (esp !== undefined && esp.trim() === '') {
-        errors.push(`Backend.ESPProposal is empty: name an ESP proposal, or leave it out for ${DEFAULT_ESP_PROPOSAL}`);
-      }
-      return { Type: type, PSK: psk ?? '', UDPEncap: udpEncap, ESPProposal: esp || DEFAULT_ESP_PROPOSAL };
-    }
-    case 'aws-vpc': {
-      // flannel takes one ID or a list; the effective form is always the list.
-      const v = f.raw('RouteTableID');
-      const ids: string[] = [];
-      if (v !== undefined && typeof v !== 'string' && !Array.isArray(v)) {
-        errors.push(typeMessage('Backend.RouteTableID', v, 'a route table ID or an array of them'));
-      } else if (v !== undefined) {
-        const list: unknown[] = Array.isArray(v) ? v : [v];
-        list.forEach((id, i) => {
-          const label = Array.isArray(v) ? `Backend.RouteTableID[${i}]` : 'Backend.RouteTableID';
-          if (typeof id !== 'string') errors.push(typeMessage(label, id, 'a string'));
-          else if (id.trim() === '') errors.push(`${label} is empty: expected a route table ID such as rtb-0123456789abcdef0`);
-          else ids.push(id);
-        });
-      }
-      return { Type: type, RouteTableID: ids, ...routeLimit() };
-    }
-    case 'gce':
-      return { Type: type, ...routeLimit() };
-    case 'ali-vpc': {
-      // As flannel does: an empty or absent key falls back to the environment.
-      const credential = (name: 'AccessKeyID' | 'AccessKeySecret', envName: string, secret: boolean): string => {
-        const given = f.string(name, secret);
-        if (given) return given;
-        if (given === undefined && f.has(name)) return ''; // wrong type, already reported
-        const fromEnv = env[envName];
-        if (fromEnv) return fromEnv;
-        errors.push(`Backend.${name} is missing for type ali-vpc: set it in the Backend or in the environment variable ${envName}`);
-        return '';
-      };
-      return {
-        Type: type,
-        AccessKeyID: credential('AccessKeyID', 'ACCESS_KEY_ID', false),
-        AccessKeySecret: credential('AccessKeySecret', 'ACCESS_KEY_SECRET', true),
-        ...routeLimit(),
-      };
-    }
-  }
-}
-
-function readBackend(
-  value: unknown,
-  ipv6: boolean,
-  env: Record<string, string | undefined>,
-  errors: string[],
-  masked = false,
-): BackendConfig | undefined {
+function readBackend(value: unknown, families: { v4: boolean; v6: boolean }, ctx: ReadContext): BackendConfig | undefined {
   // flannel's documentation promises vxlan when Backend is left out.
   const obj = value === undefined ? new JsonObject([['Type', 'vxlan']]) : value;
   if (!isObject(obj)) {
-    errors.push(typeMessage('Backend', obj, 'an object such as {"Type": "vxlan"}'));
+    ctx.errors.push(typeMessage('Backend', obj, 'an object such as {"Type": "vxlan"}'));
     return undefined;
   }
-  const f = new Fields(obj, errors, 'Backend.');
-  const type = f.string('Type');
-  if (type === undefined) {
-    if (!f.has('Type')) errors.push(`Backend.Type is missing: it must be one of ${BACKEND_TYPES.join(', ')}`);
+  const f = new Fields(obj, ctx.errors, 'Backend.');
+  const given = f.string('Type');
+  if (given === undefined) {
+    if (!f.has('Type')) ctx.errors.push(`Backend.Type is missing: it must be one of ${BACKEND_TYPES.join(', ')}`);
     return undefined;
   }
+  // flanneld lowercases the type before it looks the backend up.
+  const type = given.toLowerCase();
   if (!isBackendType(type)) {
-    const lower = type.toLowerCase();
-    const hint = isBackendType(lower) ? ` (did you mean ${lower}?)` : '';
-    errors.push(`Backend.Type ${JSON.stringify(type)} is not known${hint}: it must be one of ${BACKEND_TYPES.join(', ')}`);
+    const instead = FLANNEL_ONLY_BACKENDS[type];
+    const near = instead ? undefined : closestName(type, BACKEND_TYPES);
+    const hint = instead ? `: ${instead}` : `${near ? ` (did you mean ${near}?)` : ''}: it must be one of ${BACKEND_TYPES.join(', ')}`;
+    ctx.errors.push(`Backend.Type ${JSON.stringify(given)} is not known${hint}`);
     return undefined;
   }
-  if (ipv6 && IPV4_ONLY.has(type)) {
-    errors.push(`Backend.Type ${type} is IPv4 only: it cannot be used with EnableIPv6 true`);
+  const spec = backendSpec(type);
+  if (families.v6 && !spec.families.includes(6)) {
+    ctx.errors.push(`Backend.Type ${type} is IPv4 only: it cannot be used with EnableIPv6 true (${spec.ipv4OnlyWhy ?? 'it carries IPv4 only'})`);
   }
-  const backend = readBackendOptions(type, f, env, errors, masked);
-  if (type === 'vxlan' && f.has('MacPrefix')) {
-    errors.push('Backend.MacPrefix is a Windows-only vxlan option: twill runs on Linux, so remove it');
+  const backend = spec.read(f, ctx) as BackendConfig;
+  for (const key of spec.windowsOnly ?? []) {
+    if (f.has(key)) ctx.warnings.push(`Backend.${key}: a Windows-only ${type} option, ignored on Linux as flannel does`);
   }
-  const known = BACKEND_OPTIONS[type];
+  const known = ['Type', ...spec.options, ...(spec.windowsOnly ?? [])];
   for (const key of f.unknown()) {
-    const list = known.length > 0 ? `known: ${known.join(', ')}` : `${type} takes no options`;
-    errors.push(`Backend option ${key} is not known for type ${type} (${list})`);
+    ctx.warnings.push(unknownKey('Backend.', key, known, `option of ${type}${spec.options.length ? '' : ' (it takes none)'}`));
   }
   return backend;
 }
@@ -591,17 +223,30 @@ const TOP_LEVEL_FIELDS = [
   'Network', 'SubnetLen', 'SubnetMin', 'SubnetMax', 'EnableIPv4', 'EnableIPv6',
   'IPv6Network', 'IPv6SubnetLen', 'IPv6SubnetMin', 'IPv6SubnetMax', 'Backend', 'EnableNFTables',
 ];
+/** Fields flannel's Config has and flanneld never uses for a node's subnet (it reads Network): warned about, ignored. */
+const UNUSED_FLANNEL_FIELDS: Readonly<Record<string, string>> = {
+  Networks: 'Network',
+  IPv6Networks: 'IPv6Network',
+};
 
 const EXAMPLE = '{"Network": "10.244.0.0/16"}';
 
+/** The effective config, and what was accepted but deserves a word: unknown fields, Windows-only options. */
+export interface ReadNetConf {
+  config: NetConf;
+  warnings: string[];
+}
+
 /**
  * Reads flannel's net-conf.json (its text, or the value JSON.parse made of it)
- * and returns the effective config, every default filled in. Throws a
- * ConfigError listing every broken rule. env supplies ali-vpc's credentials
- * when the Backend does not. opts.masked reads a config as publicConfig()
- * made it (the shared topic's copy): a masked PSK is then expected, not short.
+ * as flanneld reads it and returns the effective config, every default
+ * filled in, with warnings for what flannel ignores (unknown fields, with the
+ * closest known name; Windows-only options). Throws a ConfigError listing
+ * every broken rule. env supplies ali-vpc's credentials when the Backend does
+ * not. opts.masked reads a config as publicConfig() made it (the shared
+ * topic's copy): a masked PSK is then expected, not short.
  */
-export function parseNetConf(input: string | unknown, env: Record<string, string | undefined> = process.env, opts: { masked?: boolean } = {}): NetConf {
+export function readNetConf(input: string | unknown, env: Record<string, string | undefined> = process.env, opts: { masked?: boolean } = {}): ReadNetConf {
   let value = input;
   if (typeof input === 'string') {
     if (input.trim() === '') throw new ConfigError([`net-conf.json is empty: expected a JSON object such as ${EXAMPLE}`]);
@@ -617,6 +262,7 @@ export function parseNetConf(input: string | unknown, env: Record<string, string
   }
 
   const errors: string[] = [];
+  const warnings: string[] = [];
   const f = new Fields(value, errors);
   const enable4 = f.boolean('EnableIPv4') ?? true;
   const enable6 = f.boolean('EnableIPv6') ?? false;
@@ -626,8 +272,11 @@ export function parseNetConf(input: string | unknown, env: Record<string, string
   if (!enable4 && !enable6) errors.push('EnableIPv4 and EnableIPv6 are both false: enable at least one');
   const ranges = FAMILIES.map((spec) => [spec, readFamily(spec, f, spec === V4 ? enable4 : enable6, errors)] as const);
   const backendValue = f.raw('Backend');
-  for (const key of f.unknown()) errors.push(`${key} is not a known field (known: ${TOP_LEVEL_FIELDS.join(', ')})`);
-  const backend = readBackend(backendValue, enable6, env, errors, opts.masked);
+  for (const [name, instead] of Object.entries(UNUSED_FLANNEL_FIELDS)) {
+    if (f.has(name)) warnings.push(`${name}: flanneld does not allocate from it (it uses ${instead}), and neither does twill: ignored`);
+  }
+  for (const key of f.unknown()) warnings.push(unknownKey('', key, TOP_LEVEL_FIELDS, 'field'));
+  const backend = readBackend(backendValue, { v4: enable4, v6: enable6 }, { env, errors, warnings, masked: opts.masked ?? false });
   if (errors.length > 0 || !backend) throw new ConfigError(errors);
 
   const conf: Omit<NetConf, 'Backend'> = { EnableIPv4: enable4, EnableIPv6: enable6 };
@@ -638,7 +287,12 @@ export function parseNetConf(input: string | unknown, env: Record<string, string
     conf[spec.min] = formatIP(spec.family, r.min);
     conf[spec.max] = formatIP(spec.family, r.max);
   }
-  return { ...conf, Backend: backend };
+  return { config: { ...conf, Backend: backend }, warnings };
+}
+
+/** readNetConf's config alone, for a caller with nowhere to show warnings (a config read back from the store). */
+export function parseNetConf(input: string | unknown, env: Record<string, string | undefined> = process.env, opts: { masked?: boolean } = {}): NetConf {
+  return readNetConf(input, env, opts).config;
 }
 
 /**
@@ -654,24 +308,11 @@ export function subnetRanges(c: NetConf): { v4?: SubnetRange; v6?: SubnetRange }
   return { ...(v4 && { v4 }), ...(v6 && { v6 }) };
 }
 
-/** A copy fit to print, log or show: the PSK and the access key secret are masked. */
+/** A copy fit to print, log or show: every secret option of the backend (its spec says which) masked. */
 export function maskSecrets(c: NetConf): NetConf {
-  const b = c.Backend;
-  let Backend: BackendConfig;
-  switch (b.Type) {
-    case 'ipsec':
-      Backend = { ...b, PSK: SECRET_MASK };
-      break;
-    case 'ali-vpc':
-      Backend = { ...b, AccessKeySecret: SECRET_MASK };
-      break;
-    case 'aws-vpc':
-      Backend = { ...b, RouteTableID: [...b.RouteTableID] };
-      break;
-    default:
-      Backend = { ...b };
-  }
-  return { ...c, Backend };
+  const Backend = structuredClone(c.Backend) as unknown as Record<string, unknown>;
+  for (const key of backendSpec(c.Backend.Type).secrets) Backend[key] = SECRET_MASK;
+  return { ...c, Backend: Backend as unknown as BackendConfig };
 }
 
 /**

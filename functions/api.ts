@@ -4,7 +4,7 @@
 // Every call needs the admin token; it is compared in constant time and never
 // logged.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { parseNetConf } from '../core/config.js';
+import { readNetConf } from '../core/config.js';
 import { ConfigError, ConflictError, NotFoundError, OutOfSubnetsError, TwillError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { addNode, removeNode, statusReport } from './admin.js';
@@ -81,8 +81,9 @@ const routes: [string, RegExp, Handler][] = [
     'PUT',
     /^\/v1\/networks\/([^/]+)$/,
     async (r, [name], d) => {
-      const rec = await d.controller.applyNetwork(name as string, parseNetConf(body(r)));
-      return json(200, { name: rec.name, revision: rec.revision });
+      const { config, warnings } = readNetConf(body(r));
+      const rec = await d.controller.applyNetwork(name as string, config);
+      return json(200, { name: rec.name, revision: rec.revision, ...(warnings.length ? { warnings } : {}) });
     },
   ],
   ['GET', /^\/v1\/nodes$/, async (_r, _p, d) => json(200, (await d.store.listNodes()).map((n) => ({ name: n.name, network: n.network, createdAt: n.createdAt })))],

@@ -73,6 +73,12 @@ export const MAX_PAGE = 5000;
 export const MAX_PAGE_BYTES = 4 * 1024 * 1024;
 /** Below this a body is sent as it is: gzip costs more than it saves. */
 const GZIP_FROM = 1024;
+/**
+ * Leases' JSON is repetitive: level 3 makes a 5,000-lease page (1.4 MB) 101 KB
+ * in under 3 ms, where the default level 6 takes 5 ms for 92 KB; in a join
+ * storm the node API compresses a new snapshot for nearly every revision.
+ */
+const GZIP_LEVEL = 3;
 
 const acceptsGzip = (req: NodeApiRequest) => /\bgzip\b/.test(req.headers['accept-encoding'] ?? '');
 
@@ -82,7 +88,7 @@ function reply(req: NodeApiRequest, status: number, value: unknown, extra: Recor
   return {
     status,
     headers: { 'content-type': 'application/json', ...(gzip && { 'content-encoding': 'gzip' }), vary: 'accept-encoding', ...extra },
-    body: gzip ? gzipSync(text) : text,
+    body: gzip ? gzipSync(text, { level: GZIP_LEVEL }) : text,
   };
 }
 

@@ -1,5 +1,7 @@
-// Backend.Type -> backend. One file per backend beside this one.
-import type { BackendType } from '../../core/config.js';
+// Backend.Type -> backend. One file per backend beside this one; a type
+// whose spec (core/backends/) programs nothing in the kernel only holds its
+// lease and writes subnet.env (alloc.ts).
+import { BACKEND_SPECS, BACKEND_TYPES, type BackendType } from '../../core/backends/index.js';
 import { TwillError } from '../../core/errors.js';
 import { allocBackend } from './alloc.js';
 import type { BackendFactory } from './backend.js';
@@ -9,17 +11,21 @@ import { ipsecBackend } from './ipsec.js';
 import { udpBackend } from './udp.js';
 import { vxlanBackend } from './vxlan.js';
 
-const registry: Partial<Record<BackendType, BackendFactory>> = {
+const kernel: Partial<Record<BackendType, BackendFactory>> = {
   vxlan: vxlanBackend,
   'host-gw': hostGwBackend,
   ipip: ipipBackend,
   ipsec: ipsecBackend,
   udp: udpBackend,
-  alloc: allocBackend('alloc'),
-  'aws-vpc': allocBackend('aws-vpc'),
-  gce: allocBackend('gce'),
-  'ali-vpc': allocBackend('ali-vpc'),
 };
+
+const registry: Partial<Record<BackendType, BackendFactory>> = Object.fromEntries(
+  BACKEND_TYPES.flatMap((t) => {
+    if (!BACKEND_SPECS[t].programsKernel) return [[t, allocBackend(t)]];
+    const f = kernel[t];
+    return f ? [[t, f]] : [];
+  }),
+);
 
 export function backendFactory(type: BackendType): BackendFactory {
   const f = registry[type];

@@ -3,6 +3,7 @@
 // few list calls as the API allows), and change one route at a time. The
 // reconcile (functions/routes.ts) decides everything else, the same way for
 // every cloud; a cloud file only translates.
+import { BACKEND_SPECS, BACKEND_TYPES } from '../../core/backends/index.js';
 import type { BackendType, NetConf } from '../../core/config.js';
 import { TwillError, errorMessage } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
@@ -10,16 +11,12 @@ import type { Lease } from '../../core/lease.js';
 export const CLOUD_KINDS = ['aws', 'gce', 'ali', 'sim'] as const;
 export type CloudKind = (typeof CLOUD_KINDS)[number];
 export type CloudBackendType = 'aws-vpc' | 'gce' | 'ali-vpc';
-export const CLOUD_BACKEND_TYPES: readonly CloudBackendType[] = ['aws-vpc', 'gce', 'ali-vpc'];
+/** The backend types a cloud's route table carries: those whose spec (core/backends/) names a cloud. */
+export const CLOUD_BACKEND_TYPES = BACKEND_TYPES.filter((t) => BACKEND_SPECS[t].cloud) as readonly CloudBackendType[];
 
 /** The backend types whose networks a cloud serves. The sim stands in for any of them. */
 export function backendTypesOf(kind: CloudKind): readonly CloudBackendType[] {
-  switch (kind) {
-    case 'aws': return ['aws-vpc'];
-    case 'gce': return ['gce'];
-    case 'ali': return ['ali-vpc'];
-    case 'sim': return CLOUD_BACKEND_TYPES;
-  }
+  return kind === 'sim' ? CLOUD_BACKEND_TYPES : CLOUD_BACKEND_TYPES.filter((t) => BACKEND_SPECS[t].cloud?.kind === kind);
 }
 
 export function isCloudBackend(type: BackendType): type is CloudBackendType {
@@ -30,11 +27,14 @@ export function isCloudBackend(type: BackendType): type is CloudBackendType {
 export const MEMBER_TAG = 'twill-network';
 
 /**
- * Route limits as the clouds document their defaults: AWS 50 routes per route
- * table, GCE 100 routes per project, Ali 50 custom entries per route table.
- * Backend.RouteLimit overrides them for accounts with a raised quota.
+ * Route limits as the clouds document their defaults (each type's spec says
+ * where): AWS 50 routes per route table, GCE 100 routes per project, Ali 50
+ * custom entries per route table. Backend.RouteLimit overrides them for
+ * accounts with a raised quota.
  */
-export const DEFAULT_ROUTE_LIMIT: Record<CloudBackendType, number> = { 'aws-vpc': 50, gce: 100, 'ali-vpc': 50 };
+export const DEFAULT_ROUTE_LIMIT = Object.fromEntries(
+  CLOUD_BACKEND_TYPES.map((t) => [t, BACKEND_SPECS[t].cloud?.routeLimit as number]),
+) as Record<CloudBackendType, number>;
 
 export function routeLimit(config: NetConf): number {
   const b = config.Backend;

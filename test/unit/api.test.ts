@@ -44,7 +44,10 @@ describe('admin API', () => {
     const ok = await read(call('PUT', '/v1/networks/blue', { Network: '10.1.0.0/16', Backend: { Type: 'vxlan' } }));
     assert.equal(ok.status, 200);
     assert.equal((await store.getNetwork('blue'))?.config.SubnetLen, 24);
-    const bad = await read(call('PUT', '/v1/networks/red', { Network: '10.1.0.0/16', SubnetLen: 31, Bogus: 1 }));
+    const warned = await read(call('PUT', '/v1/networks/green', { Network: '10.2.0.0/16', Netwrk: 1 }));
+    assert.equal(warned.status, 200);
+    assert.deepEqual(warned.json.warnings, ['Netwrk: unknown field, ignored as flannel does; did you mean Network?']);
+    const bad = await read(call('PUT', '/v1/networks/red', { Network: '10.1.0.0/16', SubnetLen: 31, Bogus: 1, Backend: { Type: 'vxlan', VNI: 0 } }));
     assert.equal(bad.status, 400);
     assert.equal((bad.json.errors as string[]).length, 2);
     assert.match((bad.json.errors as string[]).join('\n'), /SubnetLen 31 is too long/);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   BACKEND_OPTIONS, BACKEND_TYPES, DEFAULT_ESP_PROPOSAL, SECRET_MASK,
-  maskSecrets, parseNetConf, publicConfig, subnetRanges, type NetConf,
+  maskSecrets, parseNetConf, publicConfig, readNetConf, subnetRanges, type NetConf,
 } from '../../core/config.js';
 import { ConfigError } from '../../core/errors.js';
 import { parseIP } from '../../core/cidr.js';
@@ -32,6 +32,11 @@ function errorsOf(input: unknown, env: Record<string, string | undefined> = NO_E
   assert.fail(`expected ${JSON.stringify(input)} to be refused`);
 }
 
+/** The warnings of a config that parses. */
+function warningsOf(input: unknown): string[] {
+  return readNetConf(JSON.stringify(input), NO_ENV).warnings;
+}
+
 function assertError(input: unknown, expected: string | RegExp): void {
   const errors = errorsOf(input);
   const hit = errors.some((e) => (typeof expected === 'string' ? e === expected : expected.test(e)));
@@ -53,7 +58,7 @@ describe('flannel test vectors', () => {
       SubnetLen: 24,
       SubnetMin: '10.3.1.0',
       SubnetMax: '10.3.255.0',
-      Backend: { Type: 'vxlan', VNI: 1, Port: 8472, GBP: false, DirectRouting: false },
+      Backend: { Type: 'vxlan', VNI: 1, Port: 8472, GBP: false, DirectRouting: false, Learning: false },
     });
   });
 
@@ -66,7 +71,7 @@ describe('flannel test vectors', () => {
       IPv6SubnetLen: 64,
       IPv6SubnetMin: 'fc00:0:0:1::',
       IPv6SubnetMax: 'fc00:0:0:ffff::',
-      Backend: { Type: 'vxlan', VNI: 1, Port: 8472, GBP: false, DirectRouting: false },
+      Backend: { Type: 'vxlan', VNI: 1, Port: 8472, GBP: false, DirectRouting: false, Learning: false },
     });
     assert.equal(c.Network, undefined);
     assert.equal(c.SubnetLen, undefined);
@@ -196,7 +201,7 @@ describe('keys and types, as Go decodes them', () => {
     assert.equal(c.Network, '10.3.0.0/16');
     assert.equal(c.SubnetLen, 20);
     assert.equal(c.SubnetMin, '10.3.16.0');
-    assert.deepEqual(c.Backend, { Type: 'vxlan', VNI: 7, Port: 4789, GBP: false, DirectRouting: false });
+    assert.deepEqual(c.Backend, { Type: 'vxlan', VNI: 7, Port: 4789, GBP: false, DirectRouting: false, Learning: false });
   });
   test('when one field is written twice the last occurrence wins, even with an exact duplicate in between', () => {
     assert.equal(parseNetConf('{"Network":"10.1.0.0/16","network":"10.2.0.0/16"}', NO_ENV).Network, '10.2.0.0/16');
@@ -218,8 +223,22 @@ describe('keys and types, as Go decodes them', () => {
     assert.equal(c.EnableIPv4, true);
     assert.equal(c.Backend.Type, 'vxlan');
   });
-  test('an unknown top-level key is named', () => {
-    assertError({ ...NET, Netwrok: '10.0.0.0/8' }, /^Netwrok is not a known field \(known: Network, SubnetLen/);
+  test('an unknown top-level key is ignored as Go ignores it, with a warning naming the closest field', () => {
+    const r = readNetConf(JSON.stringify({ ...NET, SubnetLne: 20, Foo: 1 }), NO_ENV);
+    assert.equal(r.config.SubnetLen, 24);
+    assert.deepEqual(r.warnings, ['SubnetLne: unknown field, ignored as flannel does; did you mean SubnetLen?', 'Foo: unknown field, ignored as flannel does']);
+    // a typo of the one required field still fails, on the rule it breaks
+    assertError({ Netwrok: '10.0.0.0/8' }, /^Network is required when EnableIPv4 is true/);
+    assert.deepEqual(warningsOf({ Netwrok: '10.0.0.0/8', ...NET }), ['Netwrok: unknown field, ignored as flannel does; did you mean Network?']);
+  });
+  test("a real user's IPv6-only file with flannel's unknown IPv6Subnet starts, with a warning", () => {
+    const r = readNetConf('{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd76:cac2:6150::/56","IPv6Subnet":"fd76:cac2:6150::1/64","EnableNFTables":false,"Backend":{"Type":"vxlan"}}', NO_ENV);
+    assert.equal(r.config.IPv6Network, 'fd76:cac2:6150::/56');
+    assert.equal(r.config.IPv6SubnetLen, 64);
+    assert.deepEqual(r.warnings, ['IPv6Subnet: unknown field, ignored as flannel does; did you mean IPv6SubnetLen?']);
+  });
+  test("flannel's Networks and IPv6Networks are read by flannel and never allocated from: warned about, ignored", () => {
+    assert.deepEqual(warningsOf({ ...NET, Networks: ['10.9.0.0/16'] }), ['Networks: flanneld does not allocate from it (it uses Network), and neither does twill: ignored']);
   });
   test('EnableNFTables false is accepted, true refused with the reason', () => {
     assert.equal(parse({ ...NET, EnableNFTables: false }).Network, '10.3.0.0/16');
@@ -227,7 +246,7 @@ describe('keys and types, as Go decodes them', () => {
   });
   test('every broken rule is listed at once', () => {
     const errors = errorsOf({ Network: '10.3.1.0/16', SubnetLen: 31, SubnetMin: 'x', Foo: 1, Backend: { Type: 'vxlan', VNI: 0, Bar: 1 } });
-    assert.equal(errors.length, 6, errors.join('\n'));
+    assert.equal(errors.length, 4, errors.join('\n'));
   });
   test('an already-parsed value is accepted', () => {
     assert.equal(parseNetConf({ Network: '10.3.0.0/16' }, NO_ENV).SubnetLen, 24);
@@ -268,7 +287,7 @@ describe('backends', () => {
     parse({ ...NET, ...extra, Backend: b }, env).Backend;
 
   test('each type has its defaults', () => {
-    assert.deepEqual(backend({ Type: 'vxlan' }), { Type: 'vxlan', VNI: 1, Port: 8472, GBP: false, DirectRouting: false });
+    assert.deepEqual(backend({ Type: 'vxlan' }), { Type: 'vxlan', VNI: 1, Port: 8472, GBP: false, DirectRouting: false, Learning: false });
     assert.deepEqual(backend({ Type: 'host-gw' }), { Type: 'host-gw' });
     assert.deepEqual(backend({ Type: 'udp' }), { Type: 'udp', Port: 8285 });
     assert.deepEqual(backend({ Type: 'ipip' }), { Type: 'ipip', DirectRouting: false });
@@ -286,9 +305,13 @@ describe('backends', () => {
   });
 
   test('vxlan options and their bounds', () => {
-    assert.deepEqual(backend({ Type: 'vxlan', VNI: 16777215, Port: 1, GBP: true, DirectRouting: true }), {
-      Type: 'vxlan', VNI: 16777215, Port: 1, GBP: true, DirectRouting: true,
+    assert.deepEqual(backend({ Type: 'vxlan', VNI: 16777215, Port: 1, GBP: true, DirectRouting: true, MTU: 1400, Learning: true }), {
+      Type: 'vxlan', VNI: 16777215, Port: 1, GBP: true, DirectRouting: true, MTU: 1400, Learning: true,
     });
+    // flannel's MTU: the device gets MTU - 50; 0 (Go's zero) is the underlay's, as absent
+    assert.equal((backend({ Type: 'vxlan', MTU: 0 }) as { MTU?: number }).MTU, undefined);
+    assertError({ ...NET, Backend: { Type: 'vxlan', MTU: 600 } }, 'Backend.MTU 600 is out of range: from 626 to 65535 (the device gets MTU - 50, and IPv4 needs at least 576)');
+    assertError({ ...NET, Backend: { Type: 'vxlan', Learning: 'on' } }, /^Backend\.Learning "on" is a string: expected a boolean/);
     assert.equal((backend({ Type: 'vxlan', VNI: 1, Port: 65535 }) as { Port: number }).Port, 65535);
     assertError({ ...NET, Backend: { Type: 'vxlan', VNI: 0 } }, 'Backend.VNI 0 is out of range: it must be from 1 to 16777215');
     assertError({ ...NET, Backend: { Type: 'vxlan', VNI: 16777216 } }, /^Backend\.VNI 16777216 is out of range/);
@@ -297,8 +320,16 @@ describe('backends', () => {
     assertError({ ...NET, Backend: { Type: 'vxlan', GBP: 'yes' } }, /^Backend\.GBP "yes" is a string: expected a boolean/);
     assertError({ ...NET, Backend: { Type: 'vxlan', DirectRouting: 1 } }, /^Backend\.DirectRouting 1 is a number: expected a boolean/);
   });
-  test('vxlan refuses the Windows-only MacPrefix with that reason', () => {
-    assertError({ ...NET, Backend: { Type: 'vxlan', MacPrefix: '0E-2A' } }, /^Backend\.MacPrefix is a Windows-only vxlan option: twill runs on Linux/);
+  test("Windows-only options (vxlan's MacPrefix and Name, host-gw's Name) are accepted with a warning, as flannel ignores them on Linux", () => {
+    const r = readNetConf(JSON.stringify({ ...NET, Backend: { Type: 'vxlan', MacPrefix: '0E-2A', Name: 'vxlan0' } }), NO_ENV);
+    assert.deepEqual(r.config.Backend, { Type: 'vxlan', VNI: 1, Port: 8472, GBP: false, DirectRouting: false, Learning: false });
+    assert.deepEqual(r.warnings, [
+      'Backend.MacPrefix: a Windows-only vxlan option, ignored on Linux as flannel does',
+      'Backend.Name: a Windows-only vxlan option, ignored on Linux as flannel does',
+    ]);
+    assert.deepEqual(readNetConf(JSON.stringify({ ...NET, Backend: { Type: 'host-gw', name: 'cbr0' } }), NO_ENV).warnings, [
+      'Backend.Name: a Windows-only host-gw option, ignored on Linux as flannel does',
+    ]);
   });
   test('vxlan works with IPv6', () => {
     assert.equal(backend({ Type: 'vxlan' }, { EnableIPv6: true, IPv6Network: 'fc00::/48' }).Type, 'vxlan');
@@ -316,7 +347,7 @@ describe('backends', () => {
     for (const Type of ['udp', 'ipip', 'ipsec']) {
       assertError(
         { ...NET, EnableIPv6: true, IPv6Network: 'fc00::/48', Backend: { Type, PSK } },
-        `Backend.Type ${Type} is IPv4 only: it cannot be used with EnableIPv6 true`,
+        new RegExp(`^Backend\\.Type ${Type} is IPv4 only: it cannot be used with EnableIPv6 true \\(.+\\)$`),
       );
     }
   });
@@ -352,7 +383,7 @@ describe('backends', () => {
     assertError({ ...NET, Backend: { Type: 'gce', RouteLimit: 0 } }, 'Backend.RouteLimit 0 is not positive: it must be at least 1');
     assertError({ ...NET, Backend: { Type: 'aws-vpc', RouteLimit: -5 } }, /^Backend\.RouteLimit -5 is not positive/);
     assertError({ ...NET, Backend: { Type: 'ali-vpc', AccessKeyID: 'a', AccessKeySecret: 'b', RouteLimit: 1.5 } }, 'Backend.RouteLimit 1.5 is not an integer');
-    assertError({ ...NET, Backend: { Type: 'vxlan', RouteLimit: 5 } }, /^Backend option RouteLimit is not known for type vxlan/);
+    assert.deepEqual(warningsOf({ ...NET, Backend: { Type: 'vxlan', RouteLimit: 5 } }), ['Backend.RouteLimit: unknown option of vxlan, ignored as flannel does']);
   });
 
   test('ali-vpc: credentials from the Backend, else the environment', () => {
@@ -387,20 +418,24 @@ describe('backends', () => {
     }
   });
 
-  test('unknown options name the option and the type', () => {
-    assert.deepEqual(errorsOf({ ...NET, Backend: { Type: 'vxlan', Foo: 1 } }), [
-      'Backend option Foo is not known for type vxlan (known: VNI, Port, GBP, DirectRouting)',
+  test('unknown options are ignored as Go ignores them, each warned about with the type and the closest option', () => {
+    assert.deepEqual(warningsOf({ ...NET, Backend: { Type: 'vxlan', Foo: 1, DirectRoutnig: true } }), [
+      'Backend.Foo: unknown option of vxlan, ignored as flannel does',
+      'Backend.DirectRoutnig: unknown option of vxlan, ignored as flannel does; did you mean DirectRouting?',
     ]);
-    assertError({ ...NET, Backend: { Type: 'host-gw', Port: 1 } }, 'Backend option Port is not known for type host-gw (host-gw takes no options)');
-    assertError({ ...NET, Backend: { Type: 'alloc', VNI: 1 } }, 'Backend option VNI is not known for type alloc (alloc takes no options)');
-    assertError({ ...NET, Backend: { Type: 'udp', VNI: 1 } }, 'Backend option VNI is not known for type udp (known: Port)');
-    assertError({ ...NET, Backend: { Type: 'ipsec', PSK, MacPrefix: 'x' } }, /^Backend option MacPrefix is not known for type ipsec/);
+    assert.deepEqual(warningsOf({ ...NET, Backend: { Type: 'host-gw', Port: 1 } }), ['Backend.Port: unknown option of host-gw (it takes none), ignored as flannel does']);
+    assert.deepEqual(warningsOf({ ...NET, Backend: { Type: 'udp', VNI: 1 } }), ['Backend.VNI: unknown option of udp, ignored as flannel does']);
+    assert.deepEqual(warningsOf({ ...NET, Backend: { Type: 'ipsec', PSK, PKS: 'x' } }), ['Backend.PKS: unknown option of ipsec, ignored as flannel does; did you mean PSK?']);
   });
-  test('Type is required inside a Backend and must be known', () => {
+  test('Type is required inside a Backend, read case-insensitively as flanneld does, and must be known', () => {
     assertError({ ...NET, Backend: {} }, /^Backend\.Type is missing: it must be one of vxlan, host-gw/);
     assertError({ ...NET, Backend: { VNI: 1 } }, /^Backend\.Type is missing/);
-    assertError({ ...NET, Backend: { Type: 'wireguard' } }, /^Backend\.Type "wireguard" is not known: it must be one of/);
-    assertError({ ...NET, Backend: { Type: 'VXLAN' } }, /^Backend\.Type "VXLAN" is not known \(did you mean vxlan\?\)/);
+    assert.equal(parse({ ...NET, Backend: { Type: 'VXLAN' } }).Backend.Type, 'vxlan');
+    assert.equal(parse({ ...NET, Backend: { Type: 'Host-GW' } }).Backend.Type, 'host-gw');
+    assertError({ ...NET, Backend: { Type: 'vxaln' } }, /^Backend\.Type "vxaln" is not known \(did you mean vxlan\?\): it must be one of/);
+    assertError({ ...NET, Backend: { Type: 'fancy' } }, /^Backend\.Type "fancy" is not known: it must be one of/);
+    // flannel's backends twill has not: what to use instead
+    assertError({ ...NET, Backend: { Type: 'wireguard' } }, 'Backend.Type "wireguard" is not known: twill has no wireguard backend: use ipsec for encrypted traffic between hosts');
   });
 });
 

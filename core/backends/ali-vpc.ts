@@ -1,0 +1,35 @@
+// ali-vpc: a route entry per node in the VPC's route table, written by the route controller.
+import { readRouteLimit, type BackendSpec } from './spec.js';
+
+export interface AliVpcBackend { Type: 'ali-vpc'; AccessKeyID: string; AccessKeySecret: string; RouteLimit?: number }
+
+export const aliVpc: BackendSpec<AliVpcBackend> = {
+  type: 'ali-vpc',
+  summary: 'a route entry per node in the VPC route table (Alibaba Cloud), written centrally',
+  options: ['AccessKeyID', 'AccessKeySecret', 'RouteLimit'],
+  secrets: ['AccessKeySecret'],
+  // IPv6 subnets are leased, and get no VPC route (functions/routes.ts says so when asked)
+  families: [4, 6],
+  programsKernel: false,
+  podTraffic: true,
+  // Custom route entries per route table: 50 by default (VPC quotas).
+  cloud: { kind: 'ali', routeLimit: 50 },
+  read: (f, ctx) => {
+    // As flannel does: an empty or absent key falls back to the environment.
+    const credential = (name: 'AccessKeyID' | 'AccessKeySecret', envName: string, secret: boolean): string => {
+      const given = f.string(name, secret);
+      if (given) return given;
+      if (given === undefined && f.has(name)) return ''; // wrong type, already reported
+      const fromEnv = ctx.env[envName];
+      if (fromEnv) return fromEnv;
+      ctx.errors.push(`Backend.${name} is missing for type ali-vpc: set it in the Backend or in the environment variable ${envName}`);
+      return '';
+    };
+    return {
+      Type: 'ali-vpc',
+      AccessKeyID: credential('AccessKeyID', 'ACCESS_KEY_ID', false),
+      AccessKeySecret: credential('AccessKeySecret', 'ACCESS_KEY_SECRET', true),
+      ...readRouteLimit(f, ctx),
+    };
+  },
+};

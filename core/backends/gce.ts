@@ -1,0 +1,18 @@
+// gce: a route per node in the project's network, written by the route controller.
+import { readRouteLimit, type BackendSpec } from './spec.js';
+
+export interface GceBackend { Type: 'gce'; RouteLimit?: number }
+
+export const gce: BackendSpec<GceBackend> = {
+  type: 'gce',
+  summary: 'a route per node in the GCE network, written centrally',
+  options: ['RouteLimit'],
+  secrets: [],
+  // IPv6 subnets are leased, and get no VPC route (functions/routes.ts says so when asked)
+  families: [4, 6],
+  programsKernel: false,
+  podTraffic: true,
+  // Routes per project: 100 by default (GCE quotas); RouteLimit for a raised quota.
+  cloud: { kind: 'gce', routeLimit: 100 },
+  read: (f, ctx) => ({ Type: 'gce', ...readRouteLimit(f, ctx) }),
+};

@@ -1,0 +1,47 @@
+// Every backend type twill knows, by Type (spec.ts says what a spec holds).
+import { aliVpc, type AliVpcBackend } from './ali-vpc.js';
+import { alloc, type AllocBackend } from './alloc.js';
+import { awsVpc, type AwsVpcBackend } from './aws-vpc.js';
+import { gce, type GceBackend } from './gce.js';
+import { hostGw, type HostGwBackend } from './host-gw.js';
+import { ipip, type IpipBackend } from './ipip.js';
+import { ipsec, type IpsecBackend } from './ipsec.js';
+import type { BackendSpec } from './spec.js';
+import { udp, type UdpBackend } from './udp.js';
+import { vxlan, type VxlanBackend } from './vxlan.js';
+
+export type { AliVpcBackend, AllocBackend, AwsVpcBackend, GceBackend, HostGwBackend, IpipBackend, IpsecBackend, UdpBackend, VxlanBackend };
+export type { BackendSpec, CloudKind, ReadContext } from './spec.js';
+export { DEFAULT_ESP_PROPOSAL } from './ipsec.js';
+export { VXLAN_OVERHEAD } from './vxlan.js';
+
+export const BACKEND_TYPES = ['vxlan', 'host-gw', 'udp', 'ipip', 'ipsec', 'alloc', 'aws-vpc', 'gce', 'ali-vpc'] as const;
+export type BackendType = (typeof BACKEND_TYPES)[number];
+
+export type BackendConfig =
+  | VxlanBackend | HostGwBackend | UdpBackend | IpipBackend | IpsecBackend
+  | AllocBackend | AwsVpcBackend | GceBackend | AliVpcBackend;
+
+type Specs = { [T in BackendType]: BackendSpec<Extract<BackendConfig, { Type: T }>> };
+
+export const BACKEND_SPECS: Specs = {
+  vxlan, 'host-gw': hostGw, udp, ipip, ipsec, alloc, 'aws-vpc': awsVpc, gce, 'ali-vpc': aliVpc,
+};
+
+export function isBackendType(s: string): s is BackendType {
+  return Object.hasOwn(BACKEND_SPECS, s);
+}
+
+export function backendSpec(type: BackendType): BackendSpec {
+  return BACKEND_SPECS[type] as BackendSpec;
+}
+
+/**
+ * flannel's backends twill does not have, with what to use instead: said
+ * when a net-conf.json names one, rather than "not known".
+ */
+export const FLANNEL_ONLY_BACKENDS: Readonly<Record<string, string>> = {
+  wireguard: 'twill has no wireguard backend: use ipsec for encrypted traffic between hosts',
+  'tencent-vpc': 'twill writes the route tables of AWS (aws-vpc), GCE (gce) and Alibaba Cloud (ali-vpc) only',
+  extension: 'twill runs no external commands for a backend: use one of its own',
+};

@@ -1,0 +1,54 @@
+// What twill knows about one backend type, in one place: the options it
+// reads from net-conf.json (with their defaults and rules), which of them are
+// secret, which flannel takes on Windows only, the address families it
+// carries, whether pods' traffic crosses the host through it, and the cloud
+// whose route table carries it. The parser (core/config.ts), the agent's
+// registry and decisions (agent/backends/index.ts, agent/agent.ts) and the
+// route controller (functions/clouds) derive what they need from it. One
+// type per file beside this one; index.ts lists them.
+import type { Family } from '../cidr.js';
+import type { Fields } from '../go-json.js';
+
+export interface ReadContext {
+  /** where ali-vpc finds its credentials when the Backend has none */
+  env: Record<string, string | undefined>;
+  errors: string[];
+  warnings: string[];
+  /** reading a config publicConfig() masked: a masked secret is expected there */
+  masked: boolean;
+}
+
+export type CloudKind = 'aws' | 'gce' | 'ali';
+
+export interface BackendSpec<C extends { Type: string } = { Type: string }> {
+  type: C['Type'];
+  /** one line: what the backend does, for the README and `config check` */
+  summary: string;
+  /** the options it takes besides Type, as flannel spells them */
+  options: readonly string[];
+  /** options flannel reads on Windows only and ignores on Linux: warned about, then ignored here too */
+  windowsOnly?: readonly string[];
+  /** options whose values are secrets: masked wherever a config is shown or shared */
+  secrets: readonly string[];
+  /** the address families a network of this type may enable; another is refused with the reason */
+  families: readonly Family[];
+  /** why it carries IPv4 only (when families is [4]) */
+  ipv4OnlyWhy?: string;
+  /** whether the agent builds devices, routes or policies for it (alloc and the clouds: none; a cloud's routes are written centrally) */
+  programsKernel: boolean;
+  /** whether pods' traffic leaves the host through it, so forward and masquerade rules apply (alloc: none) */
+  podTraffic: boolean;
+  /** the cloud whose VPC route table carries the pod subnets, and the route limit it documents by default */
+  cloud?: { kind: CloudKind; routeLimit: number };
+  /** reads the options into the effective config, every default filled, adding to ctx.errors what is wrong */
+  read(f: Fields, ctx: ReadContext): C;
+}
+
+/** Backend.RouteLimit of a cloud backend: the cloud's documented default unless given, at least 1. */
+export function readRouteLimit(f: Fields, ctx: ReadContext): { RouteLimit?: number } {
+  const v = f.integer('RouteLimit');
+  if (v === undefined) return {};
+  if (v >= 1) return { RouteLimit: v };
+  ctx.errors.push(`Backend.RouteLimit ${v} is not positive: it must be at least 1`);
+  return {};
+}
