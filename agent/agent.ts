@@ -18,7 +18,7 @@ import type { Backend } from './backends/backend.js';
 import { findExternal, type External, type IfaceOptions } from './iface.js';
 import { Metrics } from '../core/metrics.js';
 import { StateDir } from './state.js';
-import { writeSubnetEnv } from './subnet-env.js';
+import { previousSubnets, writeSubnetEnv } from './subnet-env.js';
 import { ensureRules, removeUnwanted } from './rules.js';
 import { iproute2, type KernelIO } from './kernel/io.js';
 import { iptables, type IptablesIO } from './iptables.js';
@@ -38,6 +38,12 @@ export interface AgentOptions extends IfaceOptions {
   /** host:port for /healthz, /readyz and /metrics; empty to disable */
   metricsAddr: string;
   ipMasq: boolean;
+  /** MASQUERADE --random-fully where iptables has it (flanneld's default) */
+  masqRandomFully?: boolean;
+  /** flanneld's --ip-blackhole-route: a blackhole route for the node's own subnet */
+  blackholeRoute?: boolean;
+  /** flanneld's --healthz-ip:--healthz-port: /healthz and /readyz there too */
+  healthzAddr?: string;
   /** flannel's forward rules (on by default), so pod traffic passes a FORWARD policy of DROP */
   forwardRules: boolean;
   resyncIntervalMs: number;
@@ -81,6 +87,10 @@ export class Agent {
   readonly metrics = new Metrics();
   private watch?: Watch;
   private http?: Server;
+  /** the subnets an existing subnet.env names, asked for when the state directory holds no lease */
+  private inherited: { subnet?: string; ipv6Subnet?: string } = {};
+  /** every HTTP server the agent runs (--metrics-addr, --healthz-port), closed on stop */
+  private readonly servers: Server[] = [];
   private external?: External;
   private backend?: Backend;
   private sharedConfig?: NetConf;
@@ -139,12 +149,20 @@ export class Agent {
     this.log.info('external interface', { iface: this.external.iface.name, publicIP: this.external.publicIP, publicIPv6: this.external.publicIPv6, mtu: this.external.iface.mtu });
     const previous = this.state.lastLease(this.opts.network, this.opts.node);
     if (previous) this.log.info('previous lease from state', { subnet: previous.subnet ?? previous.ipv6Subnet });
+    else {
+      // A host moving from flannel (or whose state directory was lost) asks
+      // for the subnet its subnet.env names, as flanneld does, so that its
+      // pods keep their addresses when the subnet is free.
+      this.inherited = previousSubnets(this.opts.subnetFile);
+      if (this.inherited.subnet || this.inherited.ipv6Subnet) this.log.info('asking for the subnet the existing subnet.env names', { file: this.opts.subnetFile, ...this.inherited });
+    }
     // The backend starts from the last config it ran with, before the broker
     // answers: a data plane that lives in this process (udp) forwards again
     // at once after a restart, and whether the broker is up or not.
     const savedConfig = this.savedConfig();
     if (savedConfig) await this.onConfig(savedConfig);
-    if (this.opts.metricsAddr) await this.startHttp(this.opts.metricsAddr);
+    if (this.opts.metricsAddr) this.http = await this.startHttp(this.opts.metricsAddr, '--metrics-addr');
+    if (this.opts.healthzAddr) await this.startHttp(this.opts.healthzAddr, '--healthz-port');
     // A backend that refused this host ends the agent: no session to open.
     if (this.stopped || this.failed) return;
 
@@ -213,6 +231,7 @@ export class Agent {
         log: this.log.child(config.Backend.Type),
         metrics: this.metrics,
         kernel: this.kernel,
+        blackholeRoute: this.opts.blackholeRoute,
       });
       if (this.kernelBackends()) await removeUnwanted(this.iptables, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
       this.metrics.clear('twill_agent_info');
@@ -269,8 +288,8 @@ export class Agent {
       publicIPv6: cfg?.EnableIPv6 ? ext.publicIPv6 : undefined,
       backendType: cfg?.Backend.Type,
       backendData: this.backend.backendData(),
-      previousSubnet: last?.subnet ?? undefined,
-      previousIPv6Subnet: last?.ipv6Subnet ?? undefined,
+      previousSubnet: last?.subnet ?? this.inherited.subnet,
+      previousIPv6Subnet: last?.ipv6Subnet ?? this.inherited.ipv6Subnet,
     };
   }
 
@@ -314,7 +333,7 @@ export class Agent {
         const report = await backend.reconcile(config, lease, view.peers, changed === 'all' ? undefined : changed);
         errors.push(...report.errors);
         if (changed === 'all' && this.kernelBackends()) {
-          const repaired = await ensureRules(this.iptables, config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
+          const repaired = await ensureRules(this.iptables, config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules, randomFully: this.opts.masqRandomFully });
           if (repaired.length && this.rulesLogged) this.log.warn('iptables rules were missing and are restored', { chains: repaired.join(',') });
           this.rulesLogged = true;
         }
@@ -377,26 +396,29 @@ export class Agent {
     await watch.publishStatus(status);
   }
 
-  private async startHttp(addr: string): Promise<void> {
+  /** Serves /healthz and /readyz at addr, and /metrics unless this is flanneld's --healthz-port. */
+  private async startHttp(addr: string, flag: '--metrics-addr' | '--healthz-port'): Promise<Server> {
     const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr);
-    if (!m) throw new Error(`metrics address ${JSON.stringify(addr)} is not HOST:PORT`);
-    this.http = createServer((req, res) => {
+    if (!m) throw new Error(`${flag} address ${JSON.stringify(addr)} is not HOST:PORT`);
+    const server = createServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0];
       if (path === '/healthz') {
         res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       } else if (path === '/readyz') {
         const r = this.readiness();
         res.writeHead(r === 'ready' ? 200 : 503, { 'content-type': 'text/plain' }).end(r === 'ready' ? 'ready\n' : `not ready: ${r}\n`);
-      } else if (path === '/metrics') {
+      } else if (path === '/metrics' && flag === '--metrics-addr') {
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
       } else {
         res.writeHead(404).end();
       }
     });
+    this.servers.push(server);
     await new Promise<void>((resolve, reject) => {
-      this.http?.once('error', (e) => reject(listenError(e, addr, '--metrics-addr')));
-      this.http?.listen(Number(m[3]), m[1] ?? m[2] ?? '127.0.0.1', () => resolve());
+      server.once('error', (e) => reject(listenError(e, addr, flag)));
+      server.listen(Number(m[3]), m[1] ?? m[2] ?? '127.0.0.1', () => resolve());
     });
+    return server;
   }
 
   /** Leaves the kernel and subnet.env as they are; tells the broker we are going. */
@@ -409,6 +431,6 @@ export class Agent {
     await within(STOP_STEP_MS, this.reconciling.catch(() => {}));
     await this.watch?.stop({ v: 2, state: 'offline', agentVersion: VERSION, errors: [] });
     await this.backend?.close();
-    await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
+    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
 }

@@ -30,6 +30,15 @@ export const agentFileSchema = z.strictObject({
   renewMargin: z.string().optional(),
   /** how often the agent asks the node API for a change its broker may have lost (5m: every 5 to 10 minutes) */
   pollInterval: z.string().optional(),
+  /** flanneld's --iface-can-reach: the interface the routes use to reach this address */
+  ifaceCanReach: z.string().optional(),
+  /** MASQUERADE with --random-fully (flanneld's default; --ip-masq-fully-random-disable turns it off) */
+  ipMasqRandomFully: z.boolean().optional(),
+  /** flanneld's --ip-blackhole-route: a blackhole route for the node's own subnet */
+  ipBlackholeRoute: z.boolean().optional(),
+  /** flanneld's --healthz-ip and --healthz-port: /healthz and /readyz served there too (port 0: not) */
+  healthzIP: z.string().optional(),
+  healthzPort: z.number().int().min(0).max(65535).optional(),
 });
 export type AgentFile = z.infer<typeof agentFileSchema>;
 
@@ -84,12 +93,16 @@ export function agentOptions(file: Partial<AgentFile>, flags: Partial<AgentFile>
     prefix: m.prefix,
     iface: list(m.iface),
     ifaceRegex: list(m.ifaceRegex),
+    ifaceCanReach: m.ifaceCanReach,
     publicIP: m.publicIP,
     publicIPv6: m.publicIPv6,
     subnetFile: m.subnetFile ?? AGENT_DEFAULTS.subnetFile,
     stateDir: m.stateDir ?? AGENT_DEFAULTS.stateDir,
     metricsAddr: m.metricsAddr ?? AGENT_DEFAULTS.metricsAddr,
     ipMasq: m.ipMasq ?? false,
+    masqRandomFully: m.ipMasqRandomFully ?? true,
+    blackholeRoute: m.ipBlackholeRoute ?? false,
+    healthzAddr: m.healthzPort ? hostPort(m.healthzIP ?? '0.0.0.0', m.healthzPort) : undefined,
     forwardRules: m.iptablesForwardRules ?? true,
     resyncIntervalMs: parseDuration(m.resyncInterval ?? AGENT_DEFAULTS.resyncInterval, 'resync interval'),
     renewMarginMs: parseDuration(m.renewMargin ?? AGENT_DEFAULTS.renewMargin, 'renew margin'),
@@ -97,6 +110,11 @@ export function agentOptions(file: Partial<AgentFile>, flags: Partial<AgentFile>
     pollMs: pollInterval(m.pollInterval ?? AGENT_DEFAULTS.pollInterval),
     log,
   };
+}
+
+/** HOST:PORT, an IPv6 host in brackets. */
+function hostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 function pollInterval(text: string): number {

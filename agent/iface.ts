@@ -1,6 +1,7 @@
 // Picks the external interface the way flannel does: --iface (a name or an
 // address, repeatable, first match wins), else --iface-regex (matched against
-// names and addresses), else the interface of the default route. The address
+// names and addresses), else --iface-can-reach (the interface the routes use
+// for that address), else the interface of the default route. The address
 // published to peers is the interface's first global address unless
 // --public-ip overrides it.
 import { containsIP, parseCidr, parseIP, type Cidr } from '../core/cidr.js';
@@ -22,6 +23,8 @@ export interface Interface {
 export interface IfaceOptions {
   iface?: string[];
   ifaceRegex?: string[];
+  /** flanneld's --iface-can-reach: the interface this host's routes use for that address */
+  ifaceCanReach?: string;
   publicIP?: string;
   publicIPv6?: string;
 }
@@ -55,6 +58,23 @@ async function defaultRouteDev(kernel: KernelIO): Promise<string | undefined> {
   return (routes.find((r) => r.dst === '0.0.0.0/0') ?? routes.find((r) => r.dst === '::/0'))?.dev;
 }
 
+/**
+ * The device the main table routes ip through: the longest matching prefix,
+ * then the lowest metric, as `ip route get` finds it without policy rules.
+ */
+async function routeDevFor(kernel: KernelIO, ip: string): Promise<string | undefined> {
+  const want = parseIP(ip);
+  if (!want) throw new TwillError('Usage', `--iface-can-reach ${JSON.stringify(ip)} is not an IP address`);
+  let best: { prefix: number; metric: number; dev: string } | undefined;
+  for (const r of (await kernel.read()).routes) {
+    const c = r.table === MAIN_TABLE && r.dev ? parseCidr(r.dst) : undefined;
+    if (!c || c.family !== want.family || !containsIP(c, want.family, want.ip)) continue;
+    const metric = r.metric ?? 0;
+    if (!best || c.prefix > best.prefix || (c.prefix === best.prefix && metric < best.metric)) best = { prefix: c.prefix, metric, dev: r.dev as string };
+  }
+  return best?.dev;
+}
+
 function hasAddress(i: Interface, ip: string): boolean {
   const want = parseIP(ip);
   if (!want) return false;
@@ -83,6 +103,10 @@ export async function findExternal(opts: IfaceOptions, kernel: KernelIO, ifaces?
       if (chosen) break;
     }
     if (!chosen) throw new TwillError('NoInterface', `no interface name or address matches --iface-regex ${opts.ifaceRegex.join(', ')}`);
+  } else if (opts.ifaceCanReach) {
+    const dev = await routeDevFor(kernel, opts.ifaceCanReach);
+    chosen = dev ? all.find((i) => i.name === dev) : undefined;
+    if (!chosen) throw new TwillError('NoInterface', `no route of this host reaches --iface-can-reach ${opts.ifaceCanReach}: add one, or name the interface with --iface`);
   } else {
     const dev = await defaultRouteDev(kernel);
     chosen = dev ? all.find((i) => i.name === dev) : undefined;

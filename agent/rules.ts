@@ -6,17 +6,19 @@ import { ensureChains, forwardChain, masqChain, removeChain, supportsRandomFully
 export interface RuleOptions {
   ipMasq: boolean;
   forwardRules: boolean;
+  /** MASQUERADE --random-fully where iptables has it (default; flanneld's --ip-masq-fully-random-disable says not) */
+  randomFully?: boolean;
 }
 
 export async function desiredChains(io: IptablesIO, config: NetConf, lease: Lease, opts: RuleOptions): Promise<{ v4: ChainSpec[]; v6: ChainSpec[] }> {
   const v4: ChainSpec[] = [];
   const v6: ChainSpec[] = [];
   if (config.EnableIPv4 && config.Network && lease.subnet) {
-    if (opts.ipMasq) v4.push(masqChain(config.Network, lease.subnet, 4, await supportsRandomFully(io, 4)));
+    if (opts.ipMasq) v4.push(masqChain(config.Network, lease.subnet, 4, opts.randomFully !== false && (await supportsRandomFully(io, 4))));
     if (opts.forwardRules) v4.push(forwardChain(config.Network));
   }
   if (config.EnableIPv6 && config.IPv6Network && lease.ipv6Subnet) {
-    if (opts.ipMasq) v6.push(masqChain(config.IPv6Network, lease.ipv6Subnet, 6, await supportsRandomFully(io, 6)));
+    if (opts.ipMasq) v6.push(masqChain(config.IPv6Network, lease.ipv6Subnet, 6, opts.randomFully !== false && (await supportsRandomFully(io, 6))));
     if (opts.forwardRules) v6.push(forwardChain(config.IPv6Network));
   }
   return { v4, v6 };

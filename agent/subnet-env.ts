@@ -3,7 +3,7 @@
 // same directory, fsync, rename) so a reader never sees half a file.
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
-import { parseCidr, formatIP } from '../core/cidr.js';
+import { formatCidr, formatIP, parseCidr } from '../core/cidr.js';
 
 export interface SubnetEnv {
   network?: string;
@@ -62,4 +62,27 @@ export function readSubnetEnv(path: string): Record<string, string> {
     if (m) out[m[1] as string] = m[2] as string;
   }
   return out;
+}
+
+/**
+ * The subnets a subnet.env already on the host names (FLANNEL_SUBNET and
+ * FLANNEL_IPV6_SUBNET, as flannel or an earlier twill wrote them), as
+ * networks: what flanneld asks for again at start, so that a node moving
+ * from flannel keeps its pods' addresses. Nothing for a missing or
+ * unreadable file, or a value that is not a subnet.
+ */
+export function previousSubnets(path: string): { subnet?: string; ipv6Subnet?: string } {
+  let vars: Record<string, string>;
+  try {
+    vars = readSubnetEnv(path);
+  } catch {
+    return {};
+  }
+  const net = (text: string | undefined, family: 4 | 6) => {
+    const c = text ? parseCidr(text) : undefined;
+    return c && c.family === family ? formatCidr(c) : undefined;
+  };
+  const subnet = net(vars.FLANNEL_SUBNET, 4);
+  const ipv6Subnet = net(vars.FLANNEL_IPV6_SUBNET, 6);
+  return { ...(subnet && { subnet }), ...(ipv6Subnet && { ipv6Subnet }) };
 }

@@ -19,6 +19,8 @@ export interface BackendContext {
   metrics: Metrics;
   /** where routes, neighbours, fdb entries and devices are read and written */
   kernel: KernelIO;
+  /** flanneld's --ip-blackhole-route: the node's own subnets get a blackhole route (common.ts ownEntries) */
+  blackholeRoute?: boolean;
 }
 
 export interface ReconcileReport {

@@ -1,7 +1,8 @@
 // Start-up checks and helpers that several backends share.
 import { formatIP, parseCidr, parseIP } from '../../core/cidr.js';
 import { TwillError } from '../../core/errors.js';
-import type { KernelIO, LinkRecord } from '../kernel/index.js';
+import type { Lease } from '../../core/lease.js';
+import type { Entries, KernelIO, LinkRecord } from '../kernel/index.js';
 import type { BackendContext } from './backend.js';
 
 /** The network address of a subnet: flannel's address for it on an overlay device, and its gateway. */
@@ -41,4 +42,21 @@ export async function refuseForeignDevice(kernel: KernelIO, name: string, kind: 
     );
   }
   return existing;
+}
+
+/**
+ * Behind every route a pod needs, a metric no route the host makes for its
+ * own bridge reaches (IPv4 connected routes are 0, IPv6 ones 256): the
+ * blackhole is used only while no pod bridge holds the subnet.
+ */
+export const BLACKHOLE_METRIC = 4096;
+
+/**
+ * The entries a node needs for its own lease, whatever its peers:
+ * flanneld's --ip-blackhole-route drops traffic to the node's own subnets
+ * (an address no pod holds yet) instead of sending it out the default route.
+ */
+export function ownEntries(ctx: BackendContext, own: Lease): Entries {
+  const subnets = ctx.blackholeRoute ? [own.subnet, own.ipv6Subnet].filter((s): s is string => !!s) : [];
+  return { routes: subnets.map((dst) => ({ dst, blackhole: true, metric: BLACKHOLE_METRIC })), neighbours: [], fdb: [] };
 }

@@ -6,6 +6,7 @@ import type { NetConf } from '../../core/config.js';
 import { TwillError } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
 import { connectedPrefixes, isLocalAddress, isOnLink } from '../iface.js';
+import { ownEntries } from './common.js';
 import type { Backend, BackendContext } from './backend.js';
 import { PeerSync, type PeerEntries } from './peer-sync.js';
 
@@ -34,7 +35,7 @@ export async function hostGwBackend(ctx: BackendContext): Promise<Backend> {
         return { entries: { routes: [{ dst: peer.subnet, via: peer.publicIP, dev: ext.iface.name }], neighbours: [], fdb: [] } };
       };
       const signature = JSON.stringify([own.subnet, local, ext.iface.name, prefixes.map((p) => `${p.ip}/${p.prefix}`)]);
-      return { errors: await sync.sync({ signature, devices: [], peers, changed, entriesFor }) };
+      return { errors: await sync.sync({ signature, devices: [], peers, changed, entriesFor, own: ownEntries(ctx, own) }) };
     },
     close: async () => {},
   };

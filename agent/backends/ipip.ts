@@ -12,7 +12,7 @@ import type { IpipBackend, NetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
 import { connectedPrefixes, isOnLink } from '../iface.js';
 import type { DeviceSpec } from '../kernel/index.js';
-import { ipv4Underlay, refuseForeignDevice, subnetBase } from './common.js';
+import { ipv4Underlay, ownEntries, refuseForeignDevice, subnetBase } from './common.js';
 import type { Backend, BackendContext } from './backend.js';
 import { PeerSync, type PeerEntries } from './peer-sync.js';
 
@@ -58,7 +58,7 @@ export async function ipipBackend(ctx: BackendContext): Promise<Backend> {
         return { entries: { routes: [{ dst: peer.subnet, via: peer.publicIP, dev: IPIP_DEVICE, onlink: true }], neighbours: [], fdb: [] } };
       };
       const signature = JSON.stringify([b, own.subnet, local, ext.iface.name, mtu, prefixes.map((p) => `${p.ip}/${p.prefix}`)]);
-      const errors = await sync.sync({ signature, devices: [device], peers, changed, entriesFor });
+      const errors = await sync.sync({ signature, devices: [device], peers, changed, entriesFor, own: ownEntries(ctx, own) });
       return { errors: errors.map(explain) };
     },
     close: async () => {},

@@ -20,6 +20,8 @@ export interface SyncInput {
   peers: ReadonlyMap<string, Lease>;
   changed?: ReadonlySet<string>;
   entriesFor(peer: Lease): PeerEntries;
+  /** the node's own entries (common.ts ownEntries); they change only with the signature */
+  own?: Entries;
 }
 
 const empty = (): Entries => ({ routes: [], neighbours: [], fdb: [] });
@@ -78,6 +80,7 @@ export class PeerSync {
 
   private async full(input: SyncInput): Promise<string[]> {
     const all = empty();
+    merge(all, input.own);
     this.cache.clear();
     for (const [node, lease] of input.peers) {
       const pe = input.entriesFor(lease);

@@ -21,7 +21,7 @@ import { reconcile, type DeviceSpec, type Ownership } from '../kernel/index.js';
 import { Forwarder, type CounterName } from '../udp/forwarder.js';
 import type { TableMessage } from '../udp/worker.mjs';
 import { MAX_UDP_PAYLOAD } from '../udp/wire.mjs';
-import { ipv4Underlay, refuseForeignDevice, subnetBase } from './common.js';
+import { ipv4Underlay, ownEntries, refuseForeignDevice, subnetBase } from './common.js';
 import type { Backend, BackendContext } from './backend.js';
 
 export const UDP_DEVICE = 'flannel0';
@@ -145,7 +145,7 @@ export async function udpBackend(ctx: BackendContext): Promise<Backend> {
       if (b.Port !== port) errors.push(`udp: Port changed from ${port} to ${b.Port}: restart the agent to listen on the new port`);
       if (!changed) {
         const device: DeviceSpec = { name: UDP_DEVICE, link: { kind: 'tun' }, mtu, addresses: [`${subnetBase(own.subnet)}/32`], up: true };
-        const report = await reconcile({ devices: [device], routes: [{ dst: config.Network, dev: UDP_DEVICE }] }, OWNERSHIP, { io: ctx.kernel });
+        const report = await reconcile({ devices: [device], routes: [{ dst: config.Network, dev: UDP_DEVICE }, ...ownEntries(ctx, own).routes] }, OWNERSHIP, { io: ctx.kernel });
         errors.push(
           ...report.failures.map((f) => `${f.tool} ${f.command}: ${f.error}`),
           ...report.plan.conflicts.map((c) => `${c.kind} ${c.key} is not twill's and is in the way: ${c.reason}`),

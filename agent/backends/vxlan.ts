@@ -1,5 +1,5 @@
 // vxlan, flannel's recommended backend: one device flannel.<VNI> (learning
-// off), and per peer a permanent neighbour (its subnet's .0 -> its VTEP MAC),
+// off unless Backend.Learning), and per peer a permanent neighbour (its subnet's .0 -> its VTEP MAC),
 // an fdb entry (VTEP MAC -> its public IP) and an onlink route via its .0.
 // With DirectRouting, a peer on the same L2 network gets a plain route via
 // its public IP instead, decided afresh on every pass.
@@ -10,7 +10,7 @@ import { TwillError } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
 import { connectedPrefixes, isOnLink } from '../iface.js';
 import type { DeviceSpec } from '../kernel/index.js';
-import { subnetBase } from './common.js';
+import { ownEntries, subnetBase } from './common.js';
 import type { Backend, BackendContext } from './backend.js';
 import { PeerSync, type PeerEntries } from './peer-sync.js';
 
@@ -35,7 +35,10 @@ export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
   const local = ext.publicIP;
   if (!local) throw new TwillError('NoPublicIP', `vxlan needs an IPv4 address on ${ext.iface.name} or --public-ip`);
   const underlayV6 = parseIP(local)?.family === 6;
-  const mtu = ext.iface.mtu - (underlayV6 ? 70 : 50);
+  // flannel's Backend.MTU sizes the device as the underlay's MTU would: the
+  // device (and FLANNEL_MTU) gets MTU less the encapsulation.
+  const mtuOf = (b: VxlanBackend) => (b.MTU ?? ext.iface.mtu) - (underlayV6 ? 70 : 50);
+  let mtu = mtuOf(opts);
   const mac = vtepMac(ctx, opts.VNI);
   const sync = new PeerSync({ devices: [{ name: dev, kind: 'vxlan' }] }, ctx.log, ctx.kernel);
 
@@ -45,11 +48,12 @@ export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
     backendData: () => ({ VtepMAC: mac }),
     async reconcile(config: NetConf, own: Lease, peers, changed) {
       const b = config.Backend as VxlanBackend;
+      mtu = mtuOf(b);
       if (!own.subnet) return { errors: ['vxlan: this node has no IPv4 subnet (twill runs vxlan over IPv4 subnets only)'] };
       const prefixes = b.DirectRouting ? await connectedPrefixes(ctx.kernel, ext.iface.name) : [];
       const device: DeviceSpec = {
         name: dev,
-        link: { kind: 'vxlan', vni: b.VNI, port: b.Port, local, dev: ext.iface.name, learning: false, gbp: b.GBP },
+        link: { kind: 'vxlan', vni: b.VNI, port: b.Port, local, dev: ext.iface.name, learning: b.Learning, gbp: b.GBP },
         mtu,
         mac,
         addresses: [`${subnetBase(own.subnet)}/32`],
@@ -74,7 +78,7 @@ export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
         };
       };
       const signature = JSON.stringify([b, own.subnet, local, ext.iface.name, mtu, mac, prefixes.map((p) => `${p.ip}/${p.prefix}`)]);
-      const errors = await sync.sync({ signature, devices: [device], peers, changed, entriesFor });
+      const errors = await sync.sync({ signature, devices: [device], peers, changed, entriesFor, own: ownEntries(ctx, own) });
       return { errors };
     },
     close: async () => {},

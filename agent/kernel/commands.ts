@@ -58,9 +58,9 @@ export function addrDel(dev: string, cidr: string): string {
 
 function routeSpec(r: Route, protocol: number): string {
   return [
-    r.dst,
+    r.blackhole ? `blackhole ${r.dst}` : r.dst,
     r.via && `via ${r.via}`,
-    `dev ${r.dev}`,
+    r.dev !== undefined && `dev ${r.dev}`,
     r.onlink && 'onlink',
     `proto ${protocol}`,
     `table ${r.table}`,

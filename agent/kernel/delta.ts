@@ -24,7 +24,7 @@ function byKey<T>(list: T[], key: (t: T) => string): Map<string, T> {
   return new Map(list.map((x) => [key(x), x]));
 }
 
-const sameRoute = (a: Route, b: Route) => a.via === b.via && a.dev === b.dev && a.onlink === b.onlink;
+const sameRoute = (a: Route, b: Route) => a.via === b.via && a.dev === b.dev && a.onlink === b.onlink && a.blackhole === b.blackhole;
 const sameNeigh = (a: Neighbour, b: Neighbour) => a.mac === b.mac;
 const sameFdb = (a: Fdb, b: Fdb) => a.dst === b.dst;
 

@@ -76,8 +76,9 @@ const route = z.strictObject({
     return c;
   }),
   via: ip.optional(),
-  dev: ifname,
+  dev: ifname.optional(),
   onlink: z.boolean().default(false),
+  blackhole: z.boolean().default(false),
   table: z.number().int().min(1).max(0xffffffff).default(MAIN_TABLE),
   metric: u32.optional(),
 });
@@ -140,13 +141,16 @@ export function normalizeState(input: Partial<KernelState>): NormalState {
   });
   const routes: Route[] = p.routes.map((r) => {
     if (r.via && r.via.family !== r.dst.family) errors.push(`route ${r.dst.text}: gateway ${r.via.text} is not of the same family`);
+    if (r.blackhole && (r.dev !== undefined || r.via)) errors.push(`route ${r.dst.text}: a blackhole route has no device and no gateway`);
+    if (!r.blackhole && r.dev === undefined) errors.push(`route ${r.dst.text}: a device is required (only a blackhole route has none)`);
     return {
       family: r.dst.family,
       table: r.table,
       dst: r.dst.text,
       metric: r.metric ?? (r.dst.family === 4 ? 0 : 1024),
       ...(r.via && { via: r.via.text }),
-      dev: r.dev,
+      ...(r.dev !== undefined && { dev: r.dev }),
+      blackhole: r.blackhole,
       // onlink only means something with a gateway: without one, IPv4
       // refuses the route ("PERVASIVE and ONLINK can not be set") and IPv6
       // keeps a flag that changes nothing.

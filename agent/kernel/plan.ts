@@ -88,8 +88,12 @@ function inPlaceChanges(d: Device, a: LinkRecord): InPlace {
 const isNoop = (c: InPlace) =>
   c.mtu === undefined && c.mac === undefined && c.up === undefined && c.addAddresses.length === 0 && c.delAddresses.length === 0;
 
+/** The kernel's route types twill installs: RTN_UNICAST and RTN_BLACKHOLE. */
+const RTN_UNICAST = 1;
+const RTN_BLACKHOLE = 6;
+
 const sameRoute = (d: Route, a: RouteRecord) =>
-  a.type === 1 && !a.multipath && a.dev === d.dev && a.via === d.via && a.onlink === d.onlink;
+  a.type === (d.blackhole ? RTN_BLACKHOLE : RTN_UNICAST) && !a.multipath && a.dev === d.dev && a.via === d.via && a.onlink === d.onlink;
 
 export function planReconcile(desired: NormalState, actual: ActualState, ownership: Ownership): Plan {
   checkDesiredOwned(ownership, desired);

@@ -14,6 +14,7 @@
 //   underlay device is "link", and "gbp" only appears when set.
 // - -N also turns address scopes into numbers ("253" for link), and -d makes
 //   routes print their protocol even when it is boot.
+// - a blackhole route (type 6) has no device in IPv4 and "lo" in IPv6.
 
 import { z } from 'zod';
 import { canonInterfaceAddress, canonIP, canonNetwork } from './addr.js';
@@ -187,6 +188,8 @@ function routeDst(dst: string, family: Family): string | undefined {
   return c && formatCidr(c);
 }
 
+const RTN_BLACKHOLE = 6;
+
 /** Parses `ip -N -j route show table all` (numeric tables, protocols, scopes and types). */
 export function parseRoutes(json: unknown): RouteRecord[] {
   const out: RouteRecord[] = [];
@@ -205,7 +208,9 @@ export function parseRoutes(json: unknown): RouteRecord[] {
       protocol: r.protocol ?? 3,
       scope: r.scope ?? 0,
       ...(via && { via }),
-      ...(r.dev && { dev: r.dev }),
+      // The kernel hangs an IPv6 blackhole route on lo (IPv4 on no device): a
+      // blackhole route has no device to twill, in either family.
+      ...(r.dev && r.type !== RTN_BLACKHOLE && { dev: r.dev }),
       onlink: r.flags.includes('onlink'),
       flags: r.flags,
       multipath: r.nexthops !== undefined,

@@ -66,7 +66,10 @@ export interface RouteSpec {
   /** "a.b.c.d/n" or "x::/n", host bits clear */
   dst: string;
   via?: string;
-  dev: string;
+  /** the device; absent for a blackhole route, required otherwise */
+  dev?: string;
+  /** a route that drops what it matches (RTN_BLACKHOLE): no device, no gateway */
+  blackhole?: boolean;
   onlink?: boolean;
   /** default 254 (main) */
   table?: number;
@@ -118,8 +121,10 @@ export interface Route {
   dst: string;
   metric: number;
   via?: string;
-  dev: string;
+  /** absent exactly for a blackhole route */
+  dev?: string;
   onlink: boolean;
+  blackhole: boolean;
 }
 
 export type Neighbour = NeighbourSpec;

@@ -155,12 +155,14 @@ export class FakeKernel implements KernelIO {
       }
       case 'route add':
       case 'route replace': {
-        const dst = w[2] as string;
-        const dev = this.link(opt('dev')).name;
-        const rec = route({ dst, via: opt('via'), dev, onlink: w.includes('onlink'), protocol: Number(opt('proto')), table: Number(opt('table') ?? 254), metric: Number(opt('metric') ?? 0) });
+        const blackhole = w[2] === 'blackhole';
+        const dst = w[blackhole ? 3 : 2] as string;
+        if (blackhole && (opt('dev') !== undefined || opt('via') !== undefined)) throw new LineError('Error: either "to" is duplicate, or "dev" is a garbage.');
+        const dev = blackhole ? undefined : this.link(opt('dev')).name;
+        const rec = route({ dst, via: opt('via'), dev, blackhole, onlink: w.includes('onlink'), protocol: Number(opt('proto')), table: Number(opt('table') ?? 254), metric: Number(opt('metric') ?? 0) });
         const i = this.routes.findIndex((r) => sameKey(r, rec));
         if (i >= 0 && verb === 'add') throw new LineError('RTNETLINK answers: File exists');
-        if (rec.via && !rec.onlink && !this.onLink(dev, rec.via)) throw new LineError('Error: Nexthop has invalid gateway.');
+        if (dev && rec.via && !rec.onlink && !this.onLink(dev, rec.via)) throw new LineError('Error: Nexthop has invalid gateway.');
         if (i >= 0) this.routes[i] = rec;
         else this.routes.push(rec);
         return;
@@ -251,17 +253,17 @@ function sameKey(a: { table: number; dst: string; metric: number }, b: { table: 
   return a.table === b.table && a.dst === b.dst && a.metric === b.metric;
 }
 
-function route(r: { dst: string; via?: string; dev: string; onlink?: boolean; protocol: number; table?: number; metric?: number; scope?: number }): RouteRecord {
+function route(r: { dst: string; via?: string; dev?: string; blackhole?: boolean; onlink?: boolean; protocol: number; table?: number; metric?: number; scope?: number }): RouteRecord {
   return {
     family: fam(r.dst),
     table: r.table ?? 254,
-    type: 1,
+    type: r.blackhole ? 6 : 1,
     dst: r.dst,
     metric: r.metric ?? 0,
     protocol: r.protocol,
     scope: r.scope ?? 0,
     ...(r.via && { via: r.via }),
-    dev: r.dev,
+    ...(r.dev && { dev: r.dev }),
     onlink: r.onlink ?? false,
     flags: r.onlink ? ['onlink'] : [],
     multipath: false,

@@ -343,3 +343,48 @@ describe('kernel reconcile in a namespace', { skip }, () => {
     });
   });
 });
+
+describe('blackhole routes (flanneld --ip-blackhole-route) in a namespace', { skip }, () => {
+  let lab: Lab;
+  let h: Host;
+  before(async () => {
+    lab = await Lab.create();
+    h = await lab.addHost('k2');
+  });
+  after(async () => {
+    await lab?.cleanup();
+  });
+  const want = (): KernelState => ({
+    devices: [],
+    routes: [{ dst: '10.244.9.0/24', blackhole: true, metric: 4096 }, { dst: 'fd10:244:9::/64', blackhole: true, metric: 4096 }],
+    neighbours: [],
+    fdb: [],
+  });
+  const blackholes = async () => (await readKernel({ netns: h.ns })).routes.filter((r) => r.protocol === TWILL_ROUTE_PROTOCOL).map((r) => `${r.type} ${r.dst} ${r.dev ?? '-'} ${r.metric}`).sort();
+
+  test('are built without a device, read back as they are (nothing to do the second time), and come back when deleted', async () => {
+    assertClean(await reconcile(want(), own, { netns: h.ns }));
+    assert.deepEqual(await blackholes(), ['6 10.244.9.0/24 - 4096', '6 fd10:244:9::/64 - 4096']);
+    // with no pod bridge yet, the subnet's traffic is dropped here, not sent out the default route
+    await assert.rejects(lab.exec(h, ['ip', 'route', 'get', '10.244.9.7']), /No route to host|Invalid argument|blackhole/i);
+    const again = await reconcile(want(), own, { netns: h.ns });
+    assert.equal(again.commands, 0);
+    await lab.exec(h, ['ip', 'route', 'del', 'blackhole', '10.244.9.0/24', 'metric', '4096']);
+    const repaired = await reconcile(want(), own, { netns: h.ns });
+    assert.deepEqual(repaired.plan.changes.routes.add, ['254 10.244.9.0/24 4096']);
+    assert.deepEqual(await blackholes(), ['6 10.244.9.0/24 - 4096', '6 fd10:244:9::/64 - 4096']);
+    // a pod bridge's own route for the subnet (metric 0) wins over the blackhole behind it
+    await lab.exec(h, ['ip', 'link', 'add', 'cni0', 'type', 'bridge']);
+    await lab.exec(h, ['ip', 'addr', 'add', '10.244.9.1/24', 'dev', 'cni0']);
+    await lab.exec(h, ['ip', 'link', 'set', 'cni0', 'up']);
+    assert.match((await lab.exec(h, ['ip', 'route', 'get', '10.244.9.7'])).stdout, /dev cni0/);
+    assert.equal((await reconcile(want(), own, { netns: h.ns })).commands, 0);
+  });
+
+  test('a blackhole route with a device or a gateway is refused before anything is changed', async () => {
+    await assert.rejects(
+      reconcile({ devices: [], routes: [{ dst: '10.244.8.0/24', blackhole: true, dev: 'eth0' }], neighbours: [], fdb: [] }, own, { netns: h.ns }),
+      /a blackhole route has no device and no gateway/,
+    );
+  });
+});

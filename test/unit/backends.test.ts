@@ -32,14 +32,14 @@ function lease(node: string, n: number, extra: Partial<Lease> = {}): Lease {
   };
 }
 
-async function make(factory: typeof vxlanBackend, conf: Record<string, unknown>, kernel = FakeKernel.host({ cidr: '192.168.1.1/24', gateway: '192.168.1.254' })) {
+async function make(factory: typeof vxlanBackend, conf: Record<string, unknown>, kernel = FakeKernel.host({ cidr: '192.168.1.1/24', gateway: '192.168.1.254' }), extra: { blackholeRoute?: boolean } = {}) {
   const config: NetConf = parseNetConf(conf, {});
   const dir = mkdtempSync(join(tmpdir(), 'twill-backend-'));
   dirs.push(dir);
   const logs: string[] = [];
   const log = createLogger('test', 'debug', (l) => logs.push(l));
   const external = await findExternal({ iface: ['eth0'] }, kernel);
-  const backend: Backend = await factory({ config, external, state: new StateDir(dir), log, metrics: new Metrics(), kernel });
+  const backend: Backend = await factory({ config, external, state: new StateDir(dir), log, metrics: new Metrics(), kernel, ...extra });
   const own = lease('self', 1);
   return { config, kernel, backend, own, logs };
 }
@@ -61,6 +61,26 @@ describe('vxlan on the in-memory kernel', () => {
     assert.deepEqual(kernel.neighbours.map((n) => [n.ip, n.mac, n.permanent]), [['10.244.2.0', '0a:00:00:00:00:02', true], ['10.244.3.0', '0a:00:00:00:00:03', true]]);
     assert.deepEqual(kernel.fdb.map((f) => [f.mac, f.dst]), [['0a:00:00:00:00:02', '192.168.1.2'], ['0a:00:00:00:00:03', '192.168.1.3']]);
     assert.equal(backend.mtu(), 1450);
+  });
+
+  test("flannel's MTU and Learning: the device gets MTU - 50 (and FLANNEL_MTU with it), learning as asked", async () => {
+    const { config, kernel, backend, own } = await make(vxlanBackend, { Network: '10.244.0.0/16', Backend: { Type: 'vxlan', MTU: 1400, Learning: true } });
+    assert.deepEqual((await backend.reconcile(config, own, peersOf(lease('b', 2)))).errors, []);
+    const dev = kernel.links.find((l) => l.name === 'flannel.1');
+    assert.equal(dev?.mtu, 1350);
+    assert.equal(backend.mtu(), 1350);
+    assert.equal((dev?.link as { learning?: boolean } | undefined)?.learning, true);
+  });
+
+  test("flanneld's --ip-blackhole-route: the own subnet gets a blackhole route behind the pod bridge's, kept like every other entry", async () => {
+    const kernel = FakeKernel.host({ cidr: '192.168.1.1/24', gateway: '192.168.1.254' });
+    const { config, backend, own } = await make(vxlanBackend, { Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } }, kernel, { blackholeRoute: true });
+    assert.deepEqual((await backend.reconcile(config, own, peersOf(lease('b', 2)))).errors, []);
+    const hole = () => kernel.routes.filter((r) => r.type === 6).map((r) => [r.dst, r.dev, r.metric]);
+    assert.deepEqual(hole(), [['10.244.1.0/24', undefined, 4096]]);
+    kernel.deleteRoute('10.244.1.0/24');
+    assert.deepEqual((await backend.reconcile(config, own, peersOf(lease('b', 2)))).errors, []);
+    assert.deepEqual(hole(), [['10.244.1.0/24', undefined, 4096]]);
   });
 
   test('one peer leaving costs its three entries and no read of the kernel', async () => {
