@@ -216,8 +216,8 @@ describe('desired state', () => {
       up: true,
     });
     assert.deepEqual(s.routes, [
-      { family: 4, table: 254, dst: '10.244.2.0/24', metric: 0, via: '10.244.2.0', dev: 'flannel.1', onlink: true },
-      { family: 6, table: 254, dst: 'fd10:244:2::/64', metric: 1024, via: 'fd10:244:2::', dev: 'flannel-v6.1', onlink: false },
+      { family: 4, table: 254, dst: '10.244.2.0/24', metric: 0, via: '10.244.2.0', dev: 'flannel.1', onlink: true, blackhole: false },
+      { family: 6, table: 254, dst: 'fd10:244:2::/64', metric: 1024, via: 'fd10:244:2::', dev: 'flannel-v6.1', onlink: false, blackhole: false },
     ]);
     assert.equal(s.neighbours[0]!.mac, '0e:00:00:00:00:02');
   });
