@@ -76,7 +76,7 @@ const REVISION_STATUS_MS = 10 * 60_000;
  * Readiness, one state at a time: the agent is ready when it holds its lease
  * and has applied a complete view of its network (agent/watch.ts).
  */
-export type Readiness = 'starting' | 'no lease yet' | 'listing the network' | 'applying' | 'ready';
+export type Readiness = 'starting' | 'no lease yet' | 'listing the network' | 'applying' | `IPv${4 | 6} not carried: ${string}` | 'ready';
 
 export class Agent {
   private readonly topics: Topics;
@@ -137,7 +137,25 @@ export class Agent {
     if (!v.lease) return 'no lease yet';
     if (v.revision === 0) return 'listing the network';
     if (this.appliedRevision === 0) return 'applying';
+    // Pods get an address of every family the network enables (subnet.env
+    // says so): the agent is not ready until it carries each of them.
+    const gap = this.familyGaps()[0];
+    if (gap) return gap;
     return 'ready';
+  }
+
+  /** Each family the network enables that this node does not carry, with why. */
+  private familyGaps(): `IPv${4 | 6} not carried: ${string}`[] {
+    const config = this.sharedConfig;
+    const lease = this.watch?.view().lease;
+    if (!config || !lease) return [];
+    const gaps: `IPv${4 | 6} not carried: ${string}`[] = [];
+    if (config.EnableIPv4 && !lease.subnet) gaps.push('IPv4 not carried: the lease has no IPv4 subnet');
+    if (config.EnableIPv6 && !lease.ipv6Subnet) gaps.push('IPv6 not carried: the lease has no IPv6 subnet');
+    const kernel = backendSpec(config.Backend.Type).programsKernel;
+    if (kernel && config.EnableIPv4 && !lease.publicIP) gaps.push(`IPv4 not carried: no public IPv4 address (on ${this.external?.iface.name ?? 'the interface'}, or --public-ip)`);
+    if (kernel && config.EnableIPv6 && !lease.publicIPv6) gaps.push(`IPv6 not carried: no public IPv6 address (on ${this.external?.iface.name ?? 'the interface'}, or --public-ipv6)`);
+    return gaps;
   }
 
   isReady(): boolean {

@@ -119,12 +119,12 @@ export async function findExternal(opts: IfaceOptions, kernel: KernelIO, ifaces?
   };
 }
 
-/** The IPv4 prefixes directly connected to an interface: a peer inside one is on-link. */
+/** The prefixes (both families) directly connected to an interface: a peer inside one is on-link. */
 export async function connectedPrefixes(kernel: KernelIO, name: string): Promise<Cidr[]> {
   const link = (await kernel.readLinks()).find((l) => l.name === name);
   const out: Cidr[] = [];
   for (const a of link?.addresses ?? []) {
-    const c = a.family === 4 && a.scope === 'global' ? parseCidr(a.cidr) : undefined;
+    const c = a.scope === 'global' ? parseCidr(a.cidr) : undefined;
     if (c) out.push(c);
   }
   return out;

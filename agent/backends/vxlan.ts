@@ -1,24 +1,45 @@
-// vxlan, flannel's recommended backend: one device flannel.<VNI> (learning
-// off unless Backend.Learning), and per peer a permanent neighbour (its subnet's .0 -> its VTEP MAC),
-// an fdb entry (VTEP MAC -> its public IP) and an onlink route via its .0.
-// With DirectRouting, a peer on the same L2 network gets a plain route via
-// its public IP instead, decided afresh on every pass.
+// vxlan, flannel's recommended backend: one device per address family the
+// network enables, flannel.<VNI> over the node's public IPv4 address and
+// flannel-v6.<VNI> over its public IPv6 address (learning off unless
+// Backend.Learning), each with its own VTEP MAC, kept across restarts and
+// published in the lease (VtepMAC and VtepMACv6, flannel's BackendData and
+// BackendV6Data). Per peer and family: a permanent neighbour (its subnet's
+// first address -> its VTEP MAC), an fdb entry (VTEP MAC -> its public
+// address) and an onlink route via that first address. With DirectRouting, a
+// peer on the same L2 network gets a plain route via its public address
+// instead, decided afresh on every pass.
 import { randomBytes } from 'node:crypto';
+import type { Family } from '../../core/cidr.js';
 import type { NetConf, VxlanBackend } from '../../core/config.js';
-import { parseIP } from '../../core/cidr.js';
 import { TwillError } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
 import { connectedPrefixes, isOnLink } from '../iface.js';
-import type { DeviceSpec } from '../kernel/index.js';
+import type { DeviceSpec, Entries } from '../kernel/index.js';
 import { ownEntries, subnetBase } from './common.js';
 import type { Backend, BackendContext } from './backend.js';
 import { PeerSync, type PeerEntries } from './peer-sync.js';
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
+/** A family's device and what it takes from the host and from a peer's lease. */
+const FAMILY = {
+  4: {
+    enable: 'EnableIPv4', dev: (vni: number) => `flannel.${vni}`, macState: (vni: number) => `vtep-mac.${vni}`, macKey: 'VtepMAC',
+    local: 'publicIP', flag: '--public-ip', subnet: 'subnet', public: 'publicIP', hostBits: 32,
+    // outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14
+    overhead: 50,
+  },
+  6: {
+    enable: 'EnableIPv6', dev: (vni: number) => `flannel-v6.${vni}`, macState: (vni: number) => `vtep-mac6.${vni}`, macKey: 'VtepMACv6',
+    local: 'publicIPv6', flag: '--public-ipv6', subnet: 'ipv6Subnet', public: 'publicIPv6', hostBits: 128,
+    // flannel takes 50 here too; an outer IPv6 header is 20 bytes more, and a full-size packet would not fit
+    overhead: 70,
+  },
+} as const;
+
 /** A locally administered unicast MAC, kept in the state directory so peers' entries survive our restarts. */
-export function vtepMac(ctx: BackendContext, vni: number): string {
-  const key = `vtep-mac.${vni}`;
+export function vtepMac(ctx: BackendContext, vni: number, family: Family = 4): string {
+  const key = FAMILY[family].macState(vni);
   const saved = ctx.state.get(key);
   if (saved && MAC_RE.test(saved)) return saved;
   const b = randomBytes(6);
@@ -28,57 +49,92 @@ export function vtepMac(ctx: BackendContext, vni: number): string {
   return mac;
 }
 
+/** The families the network enables, each with this host's public address; refuses a family the host cannot carry. */
+function families(ctx: BackendContext, config: NetConf): { family: Family; local: string }[] {
+  const out: { family: Family; local: string }[] = [];
+  for (const family of [4, 6] as const) {
+    const f = FAMILY[family];
+    if (!config[f.enable]) continue;
+    const local = ctx.external[f.local];
+    if (!local) throw new TwillError('NoPublicIP', `vxlan needs an IPv${family} address on ${ctx.external.iface.name} or ${f.flag}: the network enables IPv${family}`);
+    out.push({ family, local });
+  }
+  return out;
+}
+
 export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
   const opts = ctx.config.Backend as VxlanBackend;
-  const dev = `flannel.${opts.VNI}`;
   const ext = ctx.external;
-  const local = ext.publicIP;
-  if (!local) throw new TwillError('NoPublicIP', `vxlan needs an IPv4 address on ${ext.iface.name} or --public-ip`);
-  const underlayV6 = parseIP(local)?.family === 6;
-  // flannel's Backend.MTU sizes the device as the underlay's MTU would: the
-  // device (and FLANNEL_MTU) gets MTU less the encapsulation.
-  const mtuOf = (b: VxlanBackend) => (b.MTU ?? ext.iface.mtu) - (underlayV6 ? 70 : 50);
-  let mtu = mtuOf(opts);
-  const mac = vtepMac(ctx, opts.VNI);
-  const sync = new PeerSync({ devices: [{ name: dev, kind: 'vxlan' }] }, ctx.log, ctx.kernel);
+  let current = ctx.config;
+  // Both names are claimed from the start: a family the network no longer
+  // enables loses its device on the next full pass.
+  const sync = new PeerSync({ devices: [{ name: FAMILY[4].dev(opts.VNI), kind: 'vxlan' }, { name: FAMILY[6].dev(opts.VNI), kind: 'vxlan' }] }, ctx.log, ctx.kernel);
+  // flannel's Backend.MTU sizes the devices as the underlay's MTU would: each
+  // device gets MTU less its encapsulation. Pods get the smallest.
+  const mtuOf = (b: VxlanBackend, family: Family) => (b.MTU ?? ext.iface.mtu) - FAMILY[family].overhead;
+  const macs = new Map<Family, string>();
+  const macOf = (family: Family) => {
+    let mac = macs.get(family);
+    if (!mac) macs.set(family, (mac = vtepMac(ctx, opts.VNI, family)));
+    return mac;
+  };
+  for (const { family } of families(ctx, current)) macOf(family);
 
   return {
     type: 'vxlan',
-    mtu: () => mtu,
-    backendData: () => ({ VtepMAC: mac }),
+    mtu: () => Math.min(...families(ctx, current).map(({ family }) => mtuOf(current.Backend as VxlanBackend, family))),
+    backendData: () => Object.fromEntries(families(ctx, current).map(({ family }) => [FAMILY[family].macKey, macOf(family)])),
     async reconcile(config: NetConf, own: Lease, peers, changed) {
+      current = config;
       const b = config.Backend as VxlanBackend;
-      mtu = mtuOf(b);
-      if (!own.subnet) return { errors: ['vxlan: this node has no IPv4 subnet (twill runs vxlan over IPv4 subnets only)'] };
+      const carried = families(ctx, config);
       const prefixes = b.DirectRouting ? await connectedPrefixes(ctx.kernel, ext.iface.name) : [];
-      const device: DeviceSpec = {
-        name: dev,
-        link: { kind: 'vxlan', vni: b.VNI, port: b.Port, local, dev: ext.iface.name, learning: b.Learning, gbp: b.GBP },
-        mtu,
-        mac,
-        addresses: [`${subnetBase(own.subnet)}/32`],
-        up: true,
-      };
+      const devices: DeviceSpec[] = [];
+      const errors: string[] = [];
+      for (const { family, local } of carried) {
+        const f = FAMILY[family];
+        const subnet = own[f.subnet];
+        if (!subnet) {
+          errors.push(`vxlan: the network enables IPv${family} and this node's lease has no IPv${family} subnet`);
+          continue;
+        }
+        devices.push({
+          name: f.dev(b.VNI),
+          link: { kind: 'vxlan', vni: b.VNI, port: b.Port, local, dev: ext.iface.name, learning: b.Learning, gbp: b.GBP },
+          mtu: mtuOf(b, family),
+          mac: macOf(family),
+          addresses: [`${subnetBase(subnet)}/${f.hostBits}`],
+          up: true,
+        });
+      }
       const entriesFor = (peer: Lease): PeerEntries => {
-        if (!peer.subnet || !peer.publicIP) return {};
-        if (b.DirectRouting && isOnLink(prefixes, peer.publicIP)) {
-          return { entries: { routes: [{ dst: peer.subnet, via: peer.publicIP, dev: ext.iface.name }], neighbours: [], fdb: [] } };
+        const entries: Entries = { routes: [], neighbours: [], fdb: [] };
+        const problems: string[] = [];
+        for (const { family } of carried) {
+          const f = FAMILY[family];
+          const subnet = peer[f.subnet];
+          const via = peer[f.public];
+          if (!subnet || !via) continue;
+          if (b.DirectRouting && isOnLink(prefixes, via)) {
+            entries.routes.push({ dst: subnet, via, dev: ext.iface.name });
+            continue;
+          }
+          const peerMac = String(peer.backendData[f.macKey] ?? '');
+          if (peer.backendType !== 'vxlan' || !MAC_RE.test(peerMac)) {
+            problems.push(`peer ${peer.node} (${via}) published no ${f.macKey}: is its agent running the vxlan backend${family === 6 ? ' with IPv6' : ''}?`);
+            continue;
+          }
+          const dev = f.dev(b.VNI);
+          const gw = subnetBase(subnet);
+          entries.neighbours.push({ dev, ip: gw, mac: peerMac });
+          entries.fdb.push({ dev, mac: peerMac, dst: via });
+          entries.routes.push({ dst: subnet, via: gw, dev, onlink: true });
         }
-        const peerMac = String(peer.backendData.VtepMAC ?? '');
-        if (peer.backendType !== 'vxlan' || !MAC_RE.test(peerMac)) {
-          return { problem: `peer ${peer.node} (${peer.publicIP}) published no VtepMAC: is its agent running the vxlan backend?` };
-        }
-        const gw = subnetBase(peer.subnet);
-        return {
-          entries: {
-            neighbours: [{ dev, ip: gw, mac: peerMac }],
-            fdb: [{ dev, mac: peerMac, dst: peer.publicIP }],
-            routes: [{ dst: peer.subnet, via: gw, dev, onlink: true }],
-          },
-        };
+        const any = entries.routes.length > 0;
+        return { ...(any && { entries }), ...(problems.length && { problem: problems.join('; ') }) };
       };
-      const signature = JSON.stringify([b, own.subnet, local, ext.iface.name, mtu, mac, prefixes.map((p) => `${p.ip}/${p.prefix}`)]);
-      const errors = await sync.sync({ signature, devices: [device], peers, changed, entriesFor, own: ownEntries(ctx, own) });
+      const signature = JSON.stringify([b, own.subnet, own.ipv6Subnet, carried, ext.iface.name, devices.map((d) => [d.mtu, d.mac]), prefixes.map((p) => `${p.ip}/${p.prefix}`)]);
+      errors.push(...(await sync.sync({ signature, devices, peers, changed, entriesFor, own: ownEntries(ctx, own) })));
       return { errors };
     },
     close: async () => {},

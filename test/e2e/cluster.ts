@@ -55,8 +55,8 @@ export class Cluster {
   }
 
   /** hosts: name -> underlay index. */
-  static async create(opts: { underlays?: string[]; hosts: Record<string, number>; conf: unknown; agentArgs?: string[]; leaseTtl?: string; broker?: Broker }): Promise<Cluster> {
-    const lab = await Lab.create({ underlays: opts.underlays });
+  static async create(opts: { underlays?: string[]; hosts: Record<string, number>; conf: unknown; agentArgs?: string[]; leaseTtl?: string; broker?: Broker; ipv6?: boolean }): Promise<Cluster> {
+    const lab = await Lab.create({ underlays: opts.underlays, ipv6: opts.ipv6 });
     try {
       const netconf = join(lab.dir, 'net.json');
       writeFileSync(netconf, JSON.stringify(opts.conf));
@@ -253,7 +253,7 @@ export class Cluster {
   subnetEnv(name: string): string | undefined {
     try {
       const text = readFileSync(this.node(name).subnetFile, 'utf8');
-      return text.includes('FLANNEL_SUBNET=') ? text : undefined;
+      return /^FLANNEL_(IPV6_)?SUBNET=/m.test(text) ? text : undefined;
     } catch {
       return undefined;
     }
@@ -262,7 +262,11 @@ export class Cluster {
   /** Starts every agent and waits until each has written subnet.env and reports the full snapshot applied. */
   async startAll(): Promise<void> {
     for (const name of this.nodes.keys()) this.startAgent(name);
-    for (const name of this.nodes.keys()) await waitFor(`${name} subnet.env`, () => this.subnetEnv(name), 30_000);
+    for (const name of this.nodes.keys()) {
+      await waitFor(`${name} subnet.env`, () => this.subnetEnv(name), 30_000).catch((e: Error) => {
+        throw new Error(`${e.message}\n${this.node(name).agent?.output().slice(-3000)}`);
+      });
+    }
     await this.waitPeers(this.nodes.size - 1);
   }
 

@@ -43,6 +43,13 @@ export interface ScenarioOptions {
   extra?: (get: () => Cluster) => void;
   /** the control plane the agents meet (default the controller's embedded broker) */
   broker?: Broker;
+  /**
+   * Pods of both families on dual-stack underlays ('dual'), or of IPv6 only
+   * ('only'); the checks, the drift and the pings then cover IPv6 too, and
+   * device6 names the backend's IPv6 device.
+   */
+  ipv6?: 'dual' | 'only';
+  device6?: string;
 }
 
 const BROKER_NAMES: Record<Broker, string> = { embedded: 'the embedded broker', mosquitto: 'Mosquitto', iot: 'AWS IoT Core (stand-in)' };
@@ -50,29 +57,35 @@ const BROKER_NAMES: Record<Broker, string> = { embedded: 'the embedded broker', 
 // In CI the kernel tests run as root and must run: a missing tool is a failure there.
 export const skipKernel = process.env.CI ? false : (labUnavailable() ?? false);
 
+/** Every address of every pod, each pinged from every pod on another host. */
 async function pingAll(c: Cluster): Promise<void> {
   const pods = [...c.nodes.values()].flatMap((n) => n.pods);
   for (const from of pods) {
     for (const to of pods) {
       if (from.host.name === to.host.name) continue;
-      const r = await c.lab.ping(from, to.ip, { count: 2, interval: 0.2, deadline: 8 });
-      assert.equal(r.received, r.transmitted, `${from.name} -> ${to.name} (${to.ip}): ${r.output}`);
+      for (const ip of [to.ip, to.ip6].filter((a, i, all): a is string => !!a && all.indexOf(a) === i)) {
+        const r = await c.lab.ping(from, ip, { count: 2, interval: 0.2, deadline: 8 });
+        assert.equal(r.received, r.transmitted, `${from.name} -> ${to.name} (${ip}): ${r.output}`);
+      }
     }
   }
 }
 
-export async function peerState(c: Cluster, on: string, peer: string, device?: string) {
-  const subnet = (await c.subnetOf(peer)) as string;
+/** What host `on` holds of peer in one family: its route, and on device its neighbour and fdb entry. */
+export async function peerState(c: Cluster, on: string, peer: string, device?: string, family: 4 | 6 = 4) {
   const lease = await c.lease(peer);
-  const routes = JSON.parse((await c.ip(on, ['-j', 'route', 'show', subnet])) || '[]') as { dst: string; gateway?: string; dev: string }[];
+  const subnet = (family === 4 ? lease?.subnet : lease?.ipv6Subnet) as string;
+  const publicIP = family === 4 ? lease?.publicIP : lease?.publicIPv6;
+  const routes = JSON.parse((await c.ip(on, [`-${family}`, '-j', 'route', 'show', subnet])) || '[]') as { dst: string; gateway?: string; dev: string }[];
   let neighbours: { dst: string; lladdr?: string }[] = [];
   let fdb: { mac: string; dst?: string }[] = [];
   if (device) {
     neighbours = (JSON.parse((await c.ip(on, ['-j', 'neigh', 'show', 'dev', device])) || '[]') as { dst: string; lladdr?: string }[]).filter((n) => n.dst === base(subnet));
     const out = (await c.lab.exec(c.node(on).host, ['bridge', '-j', 'fdb', 'show', 'dev', device])).stdout;
-    fdb = (JSON.parse(out || '[]') as { mac: string; dst?: string }[]).filter((f) => f.dst === lease?.publicIP);
+    fdb = (JSON.parse(out || '[]') as { mac: string; dst?: string }[]).filter((f) => f.dst === publicIP);
   }
-  return { subnet, routes, neighbours, fdb, mac: lease?.backendData.VtepMAC as string | undefined, publicIP: lease?.publicIP };
+  const mac = lease?.backendData[family === 4 ? 'VtepMAC' : 'VtepMACv6'] as string | undefined;
+  return { subnet, routes, neighbours, fdb, mac, publicIP };
 }
 
 export function overlayScenario(o: ScenarioOptions): void {
@@ -83,7 +96,7 @@ export function overlayScenario(o: ScenarioOptions): void {
     const [h1, h2, h3] = names as [string, string, string];
 
     before(async () => {
-      c = await Cluster.create({ underlays: o.underlays, hosts: o.hosts, conf: o.conf, agentArgs: ['--ip-masq'], broker: o.broker });
+      c = await Cluster.create({ underlays: o.underlays, hosts: o.hosts, conf: o.conf, agentArgs: ['--ip-masq'], broker: o.broker, ipv6: o.ipv6 !== undefined });
       await c.startAll();
       for (const n of names) await c.addPod(n);
       await c.addPod(h1);
@@ -94,16 +107,21 @@ export function overlayScenario(o: ScenarioOptions): void {
       assert.deepEqual(refused ?? [], [], 'the agents stayed within their IoT policy and IoT Core\'s limits');
     });
 
+    /** the families the pods have, with the backend's device for each */
+    const families = [...(o.ipv6 === 'only' ? [] : [[4, o.device] as const]), ...(o.ipv6 ? [[6, o.device6] as const] : [])];
     const check = async (on: string, peer: string) => {
       if (o.present) return o.present(c, on, peer);
       if (!o.entries) throw new Error('a scenario needs entries() or present()');
       const want = await o.entries(c, on, peer);
-      const s = await peerState(c, on, peer, o.device);
-      return (
-        s.routes.length === (want.route ? 1 : 0) &&
-        (want.neighbour === undefined || s.neighbours.length === (want.neighbour ? 1 : 0)) &&
-        (want.fdb === undefined || s.fdb.length === (want.fdb ? 1 : 0))
-      );
+      for (const [family, device] of families) {
+        const s = await peerState(c, on, peer, device, family);
+        const ok =
+          s.routes.length === (want.route ? 1 : 0) &&
+          (want.neighbour === undefined || s.neighbours.length === (want.neighbour ? 1 : 0)) &&
+          (want.fdb === undefined || s.fdb.length === (want.fdb ? 1 : 0));
+        if (!ok) return false;
+      }
+      return true;
     };
     const allInPlace = async () => {
       for (const on of names) for (const peer of names) if (on !== peer && !(await check(on, peer))) return false;
@@ -120,17 +138,20 @@ export function overlayScenario(o: ScenarioOptions): void {
       if (o.drift) {
         await o.drift(c, h1, h2);
       } else {
-        const s = await peerState(c, h1, h2, o.device);
-        await c.lab.exec(c.node(h1).host, ['ip', 'route', 'del', s.subnet]);
-        if (o.device && s.neighbours.length) await c.lab.exec(c.node(h1).host, ['ip', 'neigh', 'del', base(s.subnet), 'dev', o.device]);
-        if (o.device && s.fdb.length) await c.lab.exec(c.node(h1).host, ['bridge', 'fdb', 'del', s.mac as string, 'dev', o.device, 'dst', s.publicIP as string, 'self']);
+        // the last family's entries: IPv6 ones on a network that has IPv6
+        const [family, device] = families.at(-1)!;
+        const s = await peerState(c, h1, h2, device, family);
+        await c.lab.exec(c.node(h1).host, ['ip', `-${family}`, 'route', 'del', s.subnet]);
+        if (device && s.neighbours.length) await c.lab.exec(c.node(h1).host, ['ip', 'neigh', 'del', base(s.subnet), 'dev', device]);
+        if (device && s.fdb.length) await c.lab.exec(c.node(h1).host, ['bridge', 'fdb', 'del', s.mac as string, 'dev', device, 'dst', s.publicIP as string, 'self']);
       }
       const t0 = Date.now();
       const within = o.repairWithinMs ?? 3_000;
       await waitFor('h1 repaired', () => check(h1, h2), within + 2_000, 100);
       assert.ok(Date.now() - t0 < within, `repaired within one resync (1 s) plus the time to notice (${within} ms)`);
-      if (o.device) {
-        await c.lab.exec(c.node(h1).host, ['ip', 'link', 'del', o.device]);
+      const lastDevice = families.at(-1)?.[1];
+      if (lastDevice) {
+        await c.lab.exec(c.node(h1).host, ['ip', 'link', 'del', lastDevice]);
         await waitFor('device and all its entries back', async () => {
           for (const peer of names) if (peer !== h1 && !(await check(h1, peer))) return false;
           return true;
@@ -152,6 +173,8 @@ export function overlayScenario(o: ScenarioOptions): void {
       const before = c.subnetEnv(h1);
       // -D stamps every reply, so the gap after the restart can be measured
       const ping = c.lab.spawn(from, ['ping', '-D', '-c', '60', '-i', '0.05', '-W', '1', to.ip]);
+      // on a dual-stack network, the other family at the same time
+      const ping6 = to.ip6 && to.ip6 !== to.ip ? c.lab.spawn(from, ['ping', '-D', '-c', '60', '-i', '0.05', '-W', '1', to.ip6]) : undefined;
       await new Promise((r) => setTimeout(r, 500));
       c.node(h1).agent?.child.kill('SIGKILL');
       await c.node(h1).agent?.exited;
@@ -167,12 +190,18 @@ export function overlayScenario(o: ScenarioOptions): void {
       } else {
         assert.match(out, / 0% packet loss/, out);
       }
+      if (ping6) {
+        await ping6.exited;
+        assert.match(ping6.output(), / 0% packet loss/, ping6.output());
+      }
       await c.waitPeers(names.length - 1, [h1]);
       assert.equal(c.subnetEnv(h1), before);
       for (const peer of names) {
         if (peer === h1) continue;
-        const s = await peerState(c, h1, peer, o.device);
-        assert.ok(s.routes.length <= 1 && s.neighbours.length <= 1 && s.fdb.length <= 1, `no duplicate entries for ${peer}: ${JSON.stringify(s)}`);
+        for (const [family, device] of families) {
+          const s = await peerState(c, h1, peer, device, family);
+          assert.ok(s.routes.length <= 1 && s.neighbours.length <= 1 && s.fdb.length <= 1, `no duplicate IPv${family} entries for ${peer}: ${JSON.stringify(s)}`);
+        }
         assert.ok(await check(h1, peer));
       }
     });
@@ -197,22 +226,35 @@ export function overlayScenario(o: ScenarioOptions): void {
 
     test('removal: a departed peer is dropped everywhere, also by a host that was down when it left', async () => {
       // h3 leaves while everyone is up
+      const subnetsOf = async (n: string) => {
+        const l = await c.lease(n);
+        return [l?.subnet, l?.ipv6Subnet].filter((x): x is string => !!x);
+      };
+      const subnet3 = await subnetsOf(h3);
+      assert.ok(subnet3.length > 0);
       await c.node(h3).agent?.stop();
       await c.release(h3);
-      const gone = async (on: string, subnet: string) => {
-        if (o.absent) return o.absent(c, on, subnet);
-        const routes = JSON.parse((await c.ip(on, ['-j', 'route', 'show', subnet])) || '[]') as unknown[];
-        const neigh = o.device ? JSON.parse((await c.ip(on, ['-j', 'neigh', 'show', 'dev', o.device])) || '[]') as { dst: string }[] : [];
-        return routes.length === 0 && !neigh.some((n) => n.dst === base(subnet));
+      /** nothing of the peer that held these subnets is left on host `on`: no route, no neighbour */
+      const gone = async (on: string, subnets: string[]) => {
+        for (const subnet of subnets) {
+          if (o.absent) {
+            if (!(await o.absent(c, on, subnet))) return false;
+            continue;
+          }
+          const v6 = subnet.includes(':');
+          const device = v6 ? o.device6 : o.device;
+          const routes = JSON.parse((await c.ip(on, [v6 ? '-6' : '-4', '-j', 'route', 'show', subnet])) || '[]') as unknown[];
+          const neigh = device ? JSON.parse((await c.ip(on, ['-j', 'neigh', 'show', 'dev', device])) || '[]') as { dst: string }[] : [];
+          if (routes.length !== 0 || neigh.some((n) => n.dst === base(subnet))) return false;
+        }
+        return true;
       };
-      const old3 = c.subnetEnv(h3)?.match(/FLANNEL_SUBNET=([\d.]+)\.1\/(\d+)/);
-      const subnet3 = `${old3?.[1]}.0/${old3?.[2]}`;
       await waitFor('h1 and h2 drop h3', async () => (await gone(h1, subnet3)) && (await gone(h2, subnet3)), 10_000, 200);
 
       // h3 comes back; then h2 is down while h3 leaves again; h2 cleans up at start-up
       c.startAgent(h3);
       await c.waitPeers(names.length - 1);
-      const subnet3b = (await c.subnetOf(h3)) as string;
+      const subnet3b = await subnetsOf(h3);
       await waitFor('h2 has h3 again', () => check(h2, h3), 10_000, 200);
       c.node(h2).agent?.child.kill('SIGKILL');
       await c.node(h2).agent?.exited;
@@ -227,8 +269,10 @@ export function overlayScenario(o: ScenarioOptions): void {
       assert.equal(await gone(h2, subnet3b), true, `h2 is ready and still has h3:\n${c.node(h2).agent?.output().slice(-3000)}`);
       await c.waitPeers(names.length - 2, [h1, h2]);
       const pods = [c.node(h1).pods[0], c.node(h2).pods[0]];
-      const p = await c.lab.ping(pods[0]!, pods[1]!.ip, { count: 2, interval: 0.2, deadline: 8 });
-      assert.equal(p.received, 2, p.output);
+      for (const ip of [pods[1]!.ip, pods[1]!.ip6].filter((a): a is string => !!a)) {
+        const p = await c.lab.ping(pods[0]!, ip, { count: 2, interval: 0.2, deadline: 8 });
+        assert.equal(p.received, 2, p.output);
+      }
     });
 
     if (o.golden) {

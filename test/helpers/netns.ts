@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { formatIP, parseCidr } from '../../core/cidr.js';
+import { formatIP, parseCidr, parseIP } from '../../core/cidr.js';
 import { run, type RunOptions, type RunResult } from '../../agent/kernel/exec.js';
 
 export const CNI_PATH = '/usr/lib/cni';
@@ -159,6 +159,9 @@ export interface Underlay {
   bridge: string;
   /** the router's address on this underlay, every host's default gateway */
   gateway: string;
+  /** with LabOptions.ipv6: the underlay's IPv6 prefix (fd00:1NN::/64) and the router's address on it */
+  cidr6?: string;
+  gateway6?: string;
 }
 
 export interface Host {
@@ -167,6 +170,8 @@ export interface Host {
   /** the underlay interface inside the host */
   iface: string;
   ip: string;
+  /** the host's IPv6 underlay address, on a dual-stack underlay */
+  ip6?: string;
   underlay: Underlay;
 }
 
@@ -175,6 +180,8 @@ export interface Pod {
   ns: string;
   host: Host;
   ip: string;
+  /** the pod's IPv6 address, when its subnet.env has an IPv6 subnet */
+  ip6?: string;
   /** cni0's address, the pod's gateway */
   gateway: string;
   containerId: string;
@@ -194,6 +201,8 @@ export interface LabProcess {
 export interface LabOptions {
   /** underlay subnets (/24 or larger); default one, 192.168.100.0/24 */
   underlays?: string[];
+  /** dual-stack underlays: underlay N also carries fd00:1NN::/64, the router at ::1, hosts from ::10 */
+  ipv6?: boolean;
 }
 
 interface PodRecord extends Pod {
@@ -284,7 +293,7 @@ export class Lab {
     const lab = new Lab();
     live.add(lab);
     try {
-      await lab.build(opts.underlays ?? ['192.168.100.0/24']);
+      await lab.build(opts.underlays ?? ['192.168.100.0/24'], opts.ipv6 ?? false);
     } catch (e) {
       await lab.cleanup();
       throw e;
@@ -305,11 +314,12 @@ export class Lab {
     return ns;
   }
 
-  private async build(cidrs: string[]): Promise<void> {
+  private async build(cidrs: string[], ipv6: boolean): Promise<void> {
     if (cidrs.length < 1 || cidrs.length > 8) throw new Error('a lab has from 1 to 8 underlays');
     await this.addNs('ul');
     await this.addNs('rt');
     await this.sysctl(this.routerNs, 'net.ipv4.ip_forward', '1');
+    if (ipv6) await this.sysctl(this.routerNs, 'net.ipv6.conf.all.forwarding', '1');
     for (const [index, cidr] of cidrs.entries()) {
       const c = parseCidr(cidr, true);
       if (!c || c.family !== 4 || c.prefix > 24) throw new Error(`underlay ${cidr} must be an IPv4 network of /24 or larger`);
@@ -319,6 +329,7 @@ export class Lab {
         prefix: c.prefix,
         bridge: `br${index}`,
         gateway: formatIP(4, c.ip + 1n),
+        ...(ipv6 && { cidr6: `fd00:${100 + index}::/64`, gateway6: `fd00:${100 + index}::1` }),
       };
       const ul = this.underlayNs;
       await run(['ip', 'link', 'add', underlay.bridge, 'type', 'bridge'], { netns: ul });
@@ -327,6 +338,8 @@ export class Lab {
       await run(['ip', 'link', 'add', `eth${index}`, 'type', 'veth', 'peer', 'name', `rt${index}`, 'netns', ul], { netns: this.routerNs });
       await run(['ip', 'link', 'set', `rt${index}`, 'master', underlay.bridge, 'up'], { netns: ul });
       await run(['ip', 'addr', 'add', `${underlay.gateway}/${c.prefix}`, 'dev', `eth${index}`], { netns: this.routerNs });
+      // nodad: a lab address is unique by construction, and waiting out DAD only slows every test
+      if (underlay.gateway6) await run(['ip', '-6', 'addr', 'add', `${underlay.gateway6}/64`, 'dev', `eth${index}`, 'nodad'], { netns: this.routerNs });
       await run(['ip', 'link', 'set', `eth${index}`, 'up'], { netns: this.routerNs });
       this.underlays.push(underlay);
       this.nextHost.set(index, 10);
@@ -359,7 +372,14 @@ export class Lab {
     await run(['ip', 'link', 'set', 'eth0', 'up'], { netns: ns });
     await run(['ip', 'route', 'add', 'default', 'via', underlay.gateway, 'dev', 'eth0'], { netns: ns });
     await this.sysctl(ns, 'net.ipv4.ip_forward', '1');
-    const host: Host = { name, ns, iface: 'eth0', ip, underlay };
+    let ip6: string | undefined;
+    if (underlay.cidr6 && underlay.gateway6) {
+      ip6 = formatIP(6, parseCidr(underlay.cidr6)!.ip + (parseIP(ip)!.ip & 0xffn));
+      await run(['ip', '-6', 'addr', 'add', `${ip6}/64`, 'dev', 'eth0', 'nodad'], { netns: ns });
+      await run(['ip', '-6', 'route', 'add', 'default', 'via', underlay.gateway6, 'dev', 'eth0'], { netns: ns });
+      await this.sysctl(ns, 'net.ipv6.conf.all.forwarding', '1');
+    }
+    const host: Host = { name, ns, iface: 'eth0', ip, ...(ip6 && { ip6 }), underlay };
     this.hosts.set(name, host);
     return host;
   }
@@ -379,20 +399,37 @@ export class Lab {
     const containerId = `${this.id}-${name}`;
     const res = await this.cni('ADD', host, ns, containerId, config);
     const result = JSON.parse(res.stdout) as { ips?: { address: string; gateway?: string }[] };
-    const first = result.ips?.[0];
+    const first = result.ips?.find((a) => !a.address.includes(':')) ?? result.ips?.[0];
+    const v6 = result.ips?.find((a) => a.address.includes(':'));
     if (!first) throw new Error(`CNI ADD for pod ${name} returned no address: ${res.stdout}`);
     const pod: PodRecord = {
       name,
       ns,
       host,
       ip: first.address.split('/')[0]!,
+      ...(v6 && { ip6: v6.address.split('/')[0]! }),
       gateway: first.gateway ?? '',
       containerId,
       result: result as Record<string, unknown>,
       config,
     };
     this.pods.push(pod);
+    // An IPv6 address is tentative until duplicate address detection ends
+    // (about a second); cni0's gateway address answers no neighbour
+    // solicitation until then, so the pod could not reach its gateway yet.
+    if (v6) await this.settled(host.ns, ns);
     return pod;
+  }
+
+  /** Waits until no IPv6 address in these namespaces is tentative. */
+  private async settled(...namespaces: string[]): Promise<void> {
+    const deadline = Date.now() + 15_000;
+    for (const ns of namespaces) {
+      while ((await run(['ip', '-6', 'addr', 'show', 'tentative'], { netns: ns })).stdout.trim() !== '') {
+        if (Date.now() > deadline) throw new Error(`IPv6 addresses in ${ns} are still tentative after 15 s`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 
   /** CNI DEL for a pod, then its namespace goes. */
