@@ -19,9 +19,10 @@ import { findExternal, type External, type IfaceOptions } from './iface.js';
 import { Metrics } from '../core/metrics.js';
 import { StateDir } from './state.js';
 import { previousSubnets, writeSubnetEnv } from './subnet-env.js';
-import { ensureRules, removeUnwanted } from './rules.js';
+import { HostRules, removeUnwanted } from './rules.js';
 import { iproute2, type KernelIO } from './kernel/io.js';
 import { iptables, type IptablesIO } from './iptables.js';
+import { NftRules, nft, type NftIO } from './nftables.js';
 import { Watch, within } from './watch.js';
 
 export interface AgentOptions extends IfaceOptions {
@@ -57,6 +58,7 @@ export interface AgentOptions extends IfaceOptions {
   /** the kernel and iptables the agent programs; default this host's (tests hand in fakes) */
   kernel?: KernelIO;
   iptables?: IptablesIO;
+  nft?: NftIO;
 }
 
 /** how long each step of stop() may take before it is abandoned */
@@ -84,6 +86,7 @@ export class Agent {
   private readonly state: StateDir;
   private readonly kernel: KernelIO;
   private readonly iptables: IptablesIO;
+  private readonly rules: HostRules;
   readonly metrics = new Metrics();
   private watch?: Watch;
   private http?: Server;
@@ -120,6 +123,7 @@ export class Agent {
     this.state = new StateDir(opts.stateDir);
     this.kernel = opts.kernel ?? iproute2();
     this.iptables = opts.iptables ?? iptables;
+    this.rules = new HostRules(this.iptables, new NftRules(opts.nft ?? nft()), this.state);
     this.metrics.set('twill_agent_info', 'twill agent version and identity', 1, { version: VERSION, network: opts.network, node: opts.node });
     this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', 0);
     this.metrics.declare('twill_agent_reconciles_total', 'reconciles of the kernel state');
@@ -251,7 +255,7 @@ export class Agent {
         kernel: this.kernel,
         blackholeRoute: this.opts.blackholeRoute,
       });
-      if (this.kernelBackends()) await removeUnwanted(this.iptables, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
+      if (this.kernelBackends() && !config.EnableNFTables) await removeUnwanted(this.iptables, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
       this.metrics.clear('twill_agent_info');
       this.metrics.set('twill_agent_info', 'twill agent version and identity', 1, { version: VERSION, network: this.opts.network, node: this.opts.node, backend: config.Backend.Type });
       this.watch?.sendHello();
@@ -351,8 +355,8 @@ export class Agent {
         const report = await backend.reconcile(config, lease, view.peers, changed === 'all' ? undefined : changed);
         errors.push(...report.errors);
         if (changed === 'all' && this.kernelBackends()) {
-          const repaired = await ensureRules(this.iptables, config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules, randomFully: this.opts.masqRandomFully });
-          if (repaired.length && this.rulesLogged) this.log.warn('iptables rules were missing and are restored', { chains: repaired.join(',') });
+          const repaired = await this.rules.ensure(config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules, randomFully: this.opts.masqRandomFully });
+          if (repaired.length && this.rulesLogged) this.log.warn(`${config.EnableNFTables ? 'nftables' : 'iptables'} rules were missing and are restored`, { chains: repaired.join(',') });
           this.rulesLogged = true;
         }
         if (changed === 'all' || this.appliedRevision > 0) this.appliedRevision = revision;

@@ -1,7 +1,9 @@
-// Which iptables chains the agent keeps, from the config and its own lease.
+// Which iptables chains (or, with EnableNFTables, which nftables table) the
+// agent keeps, from the config and its own lease.
 import type { NetConf } from '../core/config.js';
 import type { Lease } from '../core/lease.js';
 import { ensureChains, forwardChain, masqChain, removeChain, supportsRandomFully, type ChainSpec, type IptablesIO } from './iptables.js';
+import { NFT_TABLE, type NftRules } from './nftables.js';
 
 export interface RuleOptions {
   ipMasq: boolean;
@@ -37,5 +39,42 @@ export async function removeUnwanted(io: IptablesIO, opts: RuleOptions): Promise
   for (const family of [4, 6] as const) {
     if (!opts.ipMasq) await removeChain(io, family, masqChain('0.0.0.0/0', '0.0.0.0/0', family, false)).catch(() => false);
     if (!opts.forwardRules) await removeChain(io, family, forwardChain('0.0.0.0/0')).catch(() => false);
+  }
+}
+
+/** the state file saying this host's rules were last written in nftables */
+const MODE_STATE = 'rules-mode';
+
+/**
+ * The host's masquerade and forward rules in the mode the network's config
+ * asks (EnableNFTables: twill's nftables table; else iptables chains), with
+ * twill's rules of the other mode removed when the mode is first taken, at
+ * start or when the config changes it. A host that never used nftables never
+ * runs nft (it may not have it): the state directory remembers the mode.
+ */
+export class HostRules {
+  private mode?: 'iptables' | 'nftables';
+
+  constructor(
+    private readonly iptables: IptablesIO,
+    private readonly nft: NftRules,
+    private readonly state: { get(name: string): string | undefined; set(name: string, value: string): void },
+  ) {}
+
+  /** Makes the rules match; returns what had to be repaired (chains, or the nftables table). */
+  async ensure(config: NetConf, lease: Lease, opts: RuleOptions): Promise<string[]> {
+    const mode = config.EnableNFTables ? 'nftables' : 'iptables';
+    if (mode !== this.mode) {
+      if (mode === 'nftables') {
+        await removeUnwanted(this.iptables, { ipMasq: false, forwardRules: false });
+        this.state.set(MODE_STATE, 'nftables');
+      } else if (this.state.get(MODE_STATE) === 'nftables') {
+        await this.nft.remove();
+        this.state.set(MODE_STATE, 'iptables');
+      }
+      this.mode = mode;
+    }
+    if (mode === 'iptables') return ensureRules(this.iptables, config, lease, opts);
+    return (await this.nft.ensure(config, lease, opts)).repaired ? [`nftables table inet ${NFT_TABLE}`] : [];
   }
 }

@@ -266,9 +266,7 @@ export function readNetConf(input: string | unknown, env: Record<string, string 
   const f = new Fields(value, errors);
   const enable4 = f.boolean('EnableIPv4') ?? true;
   const enable6 = f.boolean('EnableIPv6') ?? false;
-  if (f.boolean('EnableNFTables') === true) {
-    errors.push('EnableNFTables true is not supported: twill programs iptables, so set it to false or leave it out');
-  }
+  const nftables = f.boolean('EnableNFTables') === true;
   if (!enable4 && !enable6) errors.push('EnableIPv4 and EnableIPv6 are both false: enable at least one');
   const ranges = FAMILIES.map((spec) => [spec, readFamily(spec, f, spec === V4 ? enable4 : enable6, errors)] as const);
   const backendValue = f.raw('Backend');
@@ -279,7 +277,7 @@ export function readNetConf(input: string | unknown, env: Record<string, string 
   const backend = readBackend(backendValue, { v4: enable4, v6: enable6 }, { env, errors, warnings, masked: opts.masked ?? false });
   if (errors.length > 0 || !backend) throw new ConfigError(errors);
 
-  const conf: Omit<NetConf, 'Backend'> = { EnableIPv4: enable4, EnableIPv6: enable6 };
+  const conf: Omit<NetConf, 'Backend'> = { EnableIPv4: enable4, EnableIPv6: enable6, ...(nftables && { EnableNFTables: true }) };
   for (const [spec, r] of ranges) {
     if (!r) continue;
     conf[spec.network] = formatCidr(r.network);

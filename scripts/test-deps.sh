@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite runs for real: the Mosquitto
-# broker, iproute2 and iptables for the kernel tests, the CNI plugins that
+# broker, iproute2, iptables and nftables for the kernel tests, the CNI plugins that
 # build pods, iperf3 and tcpdump; for the ipip and ipsec tests, which run
 # inside user-mode-linux (this kernel has neither module), UML itself, kmod's
 # modprobe, a C compiler for UML's xstate shim, and strongSwan's charon with
 # its standard plugins. Only what is missing is installed.
 set -euo pipefail
-PACKAGES=(mosquitto iproute2 iptables iputils-ping containernetworking-plugins iperf3 tcpdump
+PACKAGES=(mosquitto iproute2 iptables nftables iputils-ping containernetworking-plugins iperf3 tcpdump
   user-mode-linux kmod gcc libc6-dev util-linux
   strongswan-charon strongswan-libcharon strongswan-swanctl libstrongswan-standard-plugins)
 missing=()

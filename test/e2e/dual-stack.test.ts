@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { waitFor } from '../helpers/procs.js';
 import { overlayScenario } from './scenario.js';
 
 const DUAL = { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd76:cac2:6150::/56' };
@@ -76,4 +77,30 @@ overlayScenario({
   hosts: HOSTS,
   ipv6: 'only',
   entries: async () => ({ route: true }),
+});
+
+// flannel's EnableNFTables: the same network with its rules in twill's own
+// nftables table and no iptables chain of twill's.
+overlayScenario({
+  name: 'vxlan dual stack with EnableNFTables',
+  conf: { ...DUAL, EnableNFTables: true, Backend: { Type: 'vxlan' } },
+  hosts: HOSTS,
+  ipv6: 'dual',
+  device: 'flannel.1',
+  device6: 'flannel-v6.1',
+  entries: async () => ({ route: true, neighbour: true, fdb: true }),
+  extra: (get) => {
+    test("the rules live in nftables, not iptables; a pod reaches the router, which has no route back to pods, through the masquerade; a table deleted by hand comes back", async () => {
+      const c = get();
+      const host = c.node('h1').host;
+      const table = async () => (await c.lab.exec(host, ['nft', 'list', 'table', 'inet', 'twill'], { okCodes: [0, 1] })).stdout;
+      assert.match(await table(), /masquerade fully-random comment "twill masq"/);
+      for (const save of ['iptables-save', 'ip6tables-save']) assert.ok(!(await c.lab.exec(host, [save])).stdout.includes('TWILL-'), save);
+      const pod = c.node('h1').pods[0]!;
+      const r = await c.lab.ping(pod, host.underlay.gateway, { count: 2, interval: 0.2, deadline: 8 });
+      assert.equal(r.received, 2, r.output);
+      await c.lab.exec(host, ['nft', 'delete', 'table', 'inet', 'twill']);
+      await waitFor('the table restored', async () => /twill masq/.test(await table()), 5_000, 200);
+    });
+  },
 });

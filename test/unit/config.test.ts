@@ -240,9 +240,14 @@ describe('keys and types, as Go decodes them', () => {
   test("flannel's Networks and IPv6Networks are read by flannel and never allocated from: warned about, ignored", () => {
     assert.deepEqual(warningsOf({ ...NET, Networks: ['10.9.0.0/16'] }), ['Networks: flanneld does not allocate from it (it uses Network), and neither does twill: ignored']);
   });
-  test('EnableNFTables false is accepted, true refused with the reason', () => {
-    assert.equal(parse({ ...NET, EnableNFTables: false }).Network, '10.3.0.0/16');
-    assertError({ ...NET, EnableNFTables: true }, /^EnableNFTables true is not supported: twill programs iptables/);
+  test("EnableNFTables: true puts the rules in twill's nftables table, false (or absent) keeps iptables", () => {
+    assert.equal(parse({ ...NET, EnableNFTables: false }).EnableNFTables, undefined);
+    assert.equal(parse({ ...NET, EnableNFTables: true }).EnableNFTables, true);
+    assertError({ ...NET, EnableNFTables: 'yes' }, /^EnableNFTables "yes" is a string: expected a boolean/);
+  });
+  test("kube-flannel.yml's own net-conf.json reads as flannel reads it", () => {
+    const c = parse('{\n  "Network": "10.244.0.0/16",\n  "EnableNFTables": false,\n  "Backend": {\n    "Type": "vxlan"\n  }\n}\n');
+    assert.deepEqual([c.Network, c.SubnetLen, c.SubnetMin, c.SubnetMax, c.Backend.Type], ['10.244.0.0/16', 24, '10.244.1.0', '10.244.255.0', 'vxlan']);
   });
   test('every broken rule is listed at once', () => {
     const errors = errorsOf({ Network: '10.3.1.0/16', SubnetLen: 31, SubnetMin: 'x', Foo: 1, Backend: { Type: 'vxlan', VNI: 0, Bar: 1 } });
