@@ -77,6 +77,18 @@ describe('flannel test vectors', () => {
     assert.equal(c.SubnetLen, undefined);
   });
 
+  // pkg/subnet/config_test.go, its inputs as flannel writes them (lower-case keys and all)
+  test("flannel's TestConfigDefaults, TestIPv6ConfigDefaults, TestConfigOverrides and TestIPv6ConfigOverrides", () => {
+    const d = parse('{ "network": "10.3.0.0/16" }');
+    assert.deepEqual([d.Network, d.SubnetMin, d.SubnetMax, d.SubnetLen], ['10.3.0.0/16', '10.3.1.0', '10.3.255.0', 24]);
+    const d6 = parse('{ "enableIPv6": true, "ipv6Network": "fc00::/48", "enableIPv4": false }');
+    assert.deepEqual([d6.IPv6Network, d6.IPv6SubnetMin, d6.IPv6SubnetMax, d6.IPv6SubnetLen], ['fc00::/48', 'fc00:0:0:1::', 'fc00:0:0:ffff::', 64]);
+    const o = parse('{ "Network": "10.3.0.0/16", "SubnetMin": "10.3.5.0", "SubnetMax": "10.3.8.0", "SubnetLen": 28 }');
+    assert.deepEqual([o.Network, o.SubnetMin, o.SubnetMax, o.SubnetLen], ['10.3.0.0/16', '10.3.5.0', '10.3.8.0', 28]);
+    const o6 = parse('{ "EnableIPv6": true, "IPv6Network": "fc00::/48", "IPv6SubnetMin": "fc00:0:0:1::", "IPv6SubnetMax": "fc00:0:0:f::", "IPv6SubnetLen": 124, "enableIPv4": false }');
+    assert.deepEqual([o6.IPv6Network, o6.IPv6SubnetMin, o6.IPv6SubnetMax, o6.IPv6SubnetLen], ['fc00::/48', 'fc00:0:0:1::', 'fc00:0:0:f::', 124]);
+  });
+
   test('a /24 is split into four /26', () => {
     const c = parse({ Network: '10.0.0.0/24' });
     assert.equal(c.SubnetLen, 26);
