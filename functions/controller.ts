@@ -6,6 +6,7 @@ import { fitsRange, pickSubnet, rangeSize } from '../core/allocator.js';
 import { formatIP, parseCidr } from '../core/cidr.js';
 import { ConflictError, NotFoundError, OutOfSubnetsError, TwillError, errorMessage } from '../core/errors.js';
 import type { Lease, NewLease } from '../core/lease.js';
+import { agentDataProblems } from '../core/backends/index.js';
 import { helloSchema, MAX_CHANGES_BYTES, parseMessage, statusSchema, type Hello, type NodeLeaseMessage } from '../core/messages.js';
 import { checkName, LEGACY_PROTOCOL, PROTOCOL, type Topics } from '../core/topics.js';
 import { VERSION } from '../core/version.js';
@@ -49,6 +50,8 @@ export interface JoinRequest {
   publicIP?: string;
   publicIPv6?: string;
   backendData?: Record<string, string | number | boolean>;
+  /** a node's own hello: its backend data must be what its backend's agents publish (the route controller's is its own) */
+  fromAgent?: boolean;
   previousSubnet?: string;
   previousIPv6Subnet?: string;
 }
@@ -166,6 +169,12 @@ export class Controller {
       const net = await this.requireNetwork(network);
       const config = net.config;
       const ranges = subnetRanges(config);
+      if (req.fromAgent) {
+        // Only the keys the network's backend publishes, each as its rule
+        // says: a node can neither grow its lease nor hand its peers a bad value.
+        const problems = agentDataProblems(config.Backend.Type, req.backendData ?? {});
+        if (problems.length) throw new TwillError('InvalidHello', `hello from ${node} refused: ${problems.join('; ')}`);
+      }
       if (config.EnableIPv4 && !req.publicIP) throw new TwillError('InvalidHello', `node ${node} sent no publicIP: network ${network} has IPv4 enabled`);
       if (!config.EnableIPv4 && config.EnableIPv6 && !req.publicIPv6) {
         throw new TwillError('InvalidHello', `node ${node} sent no publicIPv6: network ${network} is IPv6 only`);
@@ -336,7 +345,7 @@ export class Controller {
       if (!rec || rec.network !== network) {
         throw new TwillError('UnknownNode', `node ${node} is not registered in network ${network}: add it with twill node add ${node} --network ${network}`);
       }
-      await this.join(network, node, hello);
+      await this.join(network, node, { ...hello, fromAgent: true });
     } catch (e) {
       // The node learns why on its own topic; nobody else sees it.
       await this.publishNodeError(network, node, errorMessage(e));

@@ -7,6 +7,7 @@ export const aliVpc: BackendSpec<AliVpcBackend> = {
   type: 'ali-vpc',
   summary: 'a route entry per node in the VPC route table (Alibaba Cloud), written centrally',
   options: ['AccessKeyID', 'AccessKeySecret', 'RouteLimit'],
+  agentData: {},
   secrets: ['AccessKeySecret'],
   // IPv6 subnets are leased, and get no VPC route (functions/routes.ts says so when asked)
   families: [4, 6],

@@ -7,6 +7,7 @@ export const alloc: BackendSpec<AllocBackend> = {
   type: 'alloc',
   summary: 'subnet leases and subnet.env only: no device, route or rule',
   options: [],
+  agentData: {},
   secrets: [],
   families: [4, 6],
   programsKernel: false,

@@ -8,6 +8,7 @@ export const awsVpc: BackendSpec<AwsVpcBackend> = {
   type: 'aws-vpc',
   summary: 'a route per node in the VPC route tables (EC2), written centrally',
   options: ['RouteTableID', 'RouteLimit'],
+  agentData: {},
   secrets: [],
   // IPv6 subnets are leased, and get no VPC route (functions/routes.ts says so when asked)
   families: [4, 6],

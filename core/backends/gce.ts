@@ -7,6 +7,7 @@ export const gce: BackendSpec<GceBackend> = {
   type: 'gce',
   summary: 'a route per node in the GCE network, written centrally',
   options: ['RouteLimit'],
+  agentData: {},
   secrets: [],
   // IPv6 subnets are leased, and get no VPC route (functions/routes.ts says so when asked)
   families: [4, 6],

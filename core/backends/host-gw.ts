@@ -8,6 +8,7 @@ export const hostGw: BackendSpec<HostGwBackend> = {
   summary: 'a route per peer via its public address; every host on one layer-2 link',
   options: [],
   windowsOnly: ['Name'],
+  agentData: {},
   secrets: [],
   families: [4, 6],
   programsKernel: true,

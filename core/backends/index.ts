@@ -45,3 +45,25 @@ export const FLANNEL_ONLY_BACKENDS: Readonly<Record<string, string>> = {
   'tencent-vpc': 'twill writes the route tables of AWS (aws-vpc), GCE (gce) and Alibaba Cloud (ali-vpc) only',
   extension: 'twill runs no external commands for a backend: use one of its own',
 };
+
+/**
+ * What is wrong with backend data a node of this type sent for its lease:
+ * a key its agents never publish, or a value that breaks the key's rule
+ * (core/backends/spec.ts agentData). Values are quoted as JSON, so nothing a
+ * node sends reaches a log or a terminal raw.
+ */
+export function agentDataProblems(type: BackendType, data: Readonly<Record<string, unknown>>): string[] {
+  const rules = BACKEND_SPECS[type].agentData;
+  const problems: string[] = [];
+  for (const [key, value] of Object.entries(data)) {
+    const rule = Object.hasOwn(rules, key) ? rules[key] : undefined;
+    if (!rule) {
+      const known = Object.keys(rules);
+      problems.push(`backendData.${JSON.stringify(key).slice(1, -1)} is not published by ${type} agents (${known.length ? `they publish ${known.join(', ')}` : 'they publish none'})`);
+      continue;
+    }
+    const problem = rule(value);
+    if (problem) problems.push(`backendData.${key} ${JSON.stringify(value)} ${problem}`);
+  }
+  return problems;
+}

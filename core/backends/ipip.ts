@@ -7,6 +7,7 @@ export const ipip: BackendSpec<IpipBackend> = {
   type: 'ipip',
   summary: 'IP-in-IP tunnel device, a route per peer',
   options: ['DirectRouting'],
+  agentData: {},
   secrets: [],
   families: [4],
   ipv4OnlyWhy: 'IP-in-IP (protocol 4) carries IPv4 in IPv4 only, as flannel\'s does',

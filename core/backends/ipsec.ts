@@ -11,6 +11,7 @@ export const ipsec: BackendSpec<IpsecBackend> = {
   type: 'ipsec',
   summary: 'ESP between hosts, keyed by IKEv2 with a pre-shared key (strongSwan)',
   options: ['PSK', 'UDPEncap', 'ESPProposal'],
+  agentData: {},
   secrets: ['PSK'],
   families: [4],
   ipv4OnlyWhy: 'its IKE and ESP policies are built for IPv4 peers only, as flannel\'s are',

@@ -40,6 +40,13 @@ export interface BackendSpec<C extends { Type: string } = { Type: string }> {
   podTraffic: boolean;
   /** the cloud whose VPC route table carries the pod subnets, and the route limit it documents by default */
   cloud?: { kind: CloudKind; routeLimit: number };
+  /**
+   * The backend data an agent of this type publishes in its lease for its
+   * peers, key by key, each with the rule its value must meet (a problem, or
+   * undefined). Anything else a node sends is refused: no node can grow its
+   * lease, or put in it what its peers would choke on.
+   */
+  agentData: Readonly<Record<string, (value: unknown) => string | undefined>>;
   /** reads the options into the effective config, every default filled, adding to ctx.errors what is wrong */
   read(f: Fields, ctx: ReadContext): C;
 }
@@ -51,4 +58,13 @@ export function readRouteLimit(f: Fields, ctx: ReadContext): { RouteLimit?: numb
   if (v >= 1) return { RouteLimit: v };
   ctx.errors.push(`Backend.RouteLimit ${v} is not positive: it must be at least 1`);
   return {};
+}
+
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+/** A unicast MAC address in lower case, as the agent writes one: 0e:2a:00:11:22:33. */
+export function macAddress(value: unknown): string | undefined {
+  if (typeof value !== 'string' || !MAC.test(value)) return 'must be a MAC address like 0e:2a:00:11:22:33';
+  if (parseInt(value.slice(0, 2), 16) & 1) return 'must be a unicast MAC address (the first octet even)';
+  return undefined;
 }

@@ -7,6 +7,7 @@ export const udp: BackendSpec<UdpBackend> = {
   type: 'udp',
   summary: 'a TUN device; the agent carries each packet in a UDP datagram (debugging only, as in flannel)',
   options: ['Port'],
+  agentData: {},
   secrets: [],
   families: [4],
   ipv4OnlyWhy: 'its encapsulation carries IPv4 packets to IPv4 peers only, as flannel\'s does',

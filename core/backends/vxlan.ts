@@ -1,6 +1,6 @@
 // vxlan: flannel.<VNI> (and flannel-v6.<VNI>), one neighbour, fdb entry and
 // route per peer; DirectRouting routes peers on the same link directly.
-import type { BackendSpec } from './spec.js';
+import { macAddress, type BackendSpec } from './spec.js';
 
 export interface VxlanBackend {
   Type: 'vxlan';
@@ -26,6 +26,8 @@ export const vxlan: BackendSpec<VxlanBackend> = {
   options: ['VNI', 'Port', 'GBP', 'DirectRouting', 'MTU', 'Learning'],
   windowsOnly: ['MacPrefix', 'Name'],
   secrets: [],
+  // flannel's BackendData.VtepMAC, and BackendV6Data's as VtepMACv6
+  agentData: { VtepMAC: macAddress, VtepMACv6: macAddress },
   families: [4, 6],
   programsKernel: true,
   podTraffic: true,

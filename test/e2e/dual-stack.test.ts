@@ -18,15 +18,25 @@ const DUAL = { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: 'fd76:ca
 // a real user's IPv6-only file, flannel's unknown IPv6Subnet and all
 const V6_ONLY = { EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd76:cac2:6150::/56', IPv6Subnet: 'fd76:cac2:6150::1/64', EnableNFTables: false };
 const HOSTS = { h1: 0, h2: 0, h3: 0 };
+/** what a peer costs on a host, per family: vxlan a route, a neighbour and an fdb entry on its device; host-gw a route */
+const BACKENDS = {
+  vxlan: { device: 'flannel.1', device6: 'flannel-v6.1', entries: async () => ({ route: true, neighbour: true, fdb: true }) },
+  'host-gw': { entries: async () => ({ route: true }) },
+} as const;
 
-overlayScenario({
-  name: 'vxlan dual stack',
-  conf: { ...DUAL, Backend: { Type: 'vxlan' } },
-  hosts: HOSTS,
-  ipv6: 'dual',
-  device: 'flannel.1',
-  device6: 'flannel-v6.1',
-  entries: async () => ({ route: true, neighbour: true, fdb: true }),
+function scenario(type: keyof typeof BACKENDS, ipv6: 'dual' | 'only', o: { nftables?: boolean; extra?: Parameters<typeof overlayScenario>[0]['extra'] } = {}): void {
+  const b = BACKENDS[type];
+  overlayScenario({
+    name: `${type} ${ipv6 === 'dual' ? 'dual stack' : 'IPv6-only'}${o.nftables ? ' with EnableNFTables' : ''}`,
+    conf: { ...(ipv6 === 'dual' ? DUAL : V6_ONLY), ...(o.nftables && { EnableNFTables: true }), Backend: { Type: type } },
+    hosts: HOSTS,
+    ipv6,
+    ...b,
+    extra: o.extra,
+  });
+}
+
+scenario('vxlan', 'dual', {
   extra: (get) => {
     test('flannel-v6.1 runs over the IPv6 underlay with its own kept, published VTEP MAC; pods get the smaller MTU; ip6tables masquerades', async () => {
       const c = get();
@@ -53,42 +63,13 @@ overlayScenario({
     });
   },
 });
-
-overlayScenario({
-  name: 'vxlan IPv6-only',
-  conf: { ...V6_ONLY, Backend: { Type: 'vxlan' } },
-  hosts: HOSTS,
-  ipv6: 'only',
-  device6: 'flannel-v6.1',
-  entries: async () => ({ route: true, neighbour: true, fdb: true }),
-});
-
-overlayScenario({
-  name: 'host-gw dual stack',
-  conf: { ...DUAL, Backend: { Type: 'host-gw' } },
-  hosts: HOSTS,
-  ipv6: 'dual',
-  entries: async () => ({ route: true }),
-});
-
-overlayScenario({
-  name: 'host-gw IPv6-only',
-  conf: { ...V6_ONLY, Backend: { Type: 'host-gw' } },
-  hosts: HOSTS,
-  ipv6: 'only',
-  entries: async () => ({ route: true }),
-});
-
+scenario('vxlan', 'only');
+scenario('host-gw', 'dual');
+scenario('host-gw', 'only');
 // flannel's EnableNFTables: the same network with its rules in twill's own
 // nftables table and no iptables chain of twill's.
-overlayScenario({
-  name: 'vxlan dual stack with EnableNFTables',
-  conf: { ...DUAL, EnableNFTables: true, Backend: { Type: 'vxlan' } },
-  hosts: HOSTS,
-  ipv6: 'dual',
-  device: 'flannel.1',
-  device6: 'flannel-v6.1',
-  entries: async () => ({ route: true, neighbour: true, fdb: true }),
+scenario('vxlan', 'dual', {
+  nftables: true,
   extra: (get) => {
     test("the rules live in nftables, not iptables; a pod reaches the router, which has no route back to pods, through the masquerade; a table deleted by hand comes back", async () => {
       const c = get();

@@ -481,3 +481,37 @@ describe('publishing races', () => {
     assert.equal(retainedLease(pub, 'a'), null, 'the own topic ends with no lease');
   });
 });
+
+describe("a node's backend data", () => {
+  const hello = (backendData: Record<string, unknown>) => Buffer.from(JSON.stringify({ v: 2, agentVersion: 't', publicIP: '192.0.2.7', backendData }));
+  test('only the keys its backend publishes, each by its rule; anything else refuses the hello and changes nothing; hellos never grow the lease', async () => {
+    const { store, pub, controller } = setup();
+    await controller.applyNetwork('vx', conf({ Network: '10.70.0.0/16', Backend: { Type: 'vxlan' } }));
+    await store.putNode({ name: 'n1', network: 'vx', passwordHash: 'x', createdAt: new Date().toISOString() });
+    await controller.handleMessage(topics.nodeHello('vx', 'n1'), hello({ VtepMAC: '0e:00:00:00:00:01' }));
+    const first = await store.getLease('vx', 'n1');
+    assert.deepEqual(first?.backendData, { VtepMAC: '0e:00:00:00:00:01' });
+    // a new MAC replaces the old one, key by key
+    await controller.handleMessage(topics.nodeHello('vx', 'n1'), hello({ VtepMAC: '0e:00:00:00:00:02', VtepMACv6: '0e:00:00:00:06:02' }));
+    assert.deepEqual((await store.getLease('vx', 'n1'))?.backendData, { VtepMAC: '0e:00:00:00:00:02', VtepMACv6: '0e:00:00:00:06:02' });
+    const before = await store.getLease('vx', 'n1');
+    for (const bad of [{ Extra: 'x'.repeat(500) }, { VtepMAC: '0e:00:00:00:00:02\n$(reboot)' }, { VtepMAC: '01:00:5e:00:00:01' }]) {
+      pub.sent.length = 0;
+      await controller.handleMessage(topics.nodeHello('vx', 'n1'), hello(bad));
+      assert.deepEqual(await store.getLease('vx', 'n1'), before, JSON.stringify(bad));
+      const own = pub.sent.find((m) => m.topic === topics.nodeLease('vx', 'n1'));
+      assert.match((JSON.parse(own?.payload ?? '{}') as NodeLeaseMessage).error ?? '', /^hello from n1 refused: backendData\./);
+    }
+    const said = (JSON.parse(pub.sent.find((m) => m.topic === topics.nodeLease('vx', 'n1'))?.payload ?? '{}') as NodeLeaseMessage).error ?? '';
+    assert.equal(said, 'hello from n1 refused: backendData.VtepMAC "01:00:5e:00:00:01" must be a unicast MAC address (the first octet even)');
+  });
+  test('a backend whose agents publish nothing takes none, and says which keys it would take', async () => {
+    const { store, pub, controller } = setup();
+    await controller.applyNetwork('al', conf({ Network: '10.71.0.0/16', Backend: { Type: 'alloc' } }));
+    await store.putNode({ name: 'n1', network: 'al', passwordHash: 'x', createdAt: new Date().toISOString() });
+    await controller.handleMessage(topics.nodeHello('al', 'n1'), hello({ VtepMAC: '0e:00:00:00:00:01' }));
+    assert.equal(await store.getLease('al', 'n1'), undefined);
+    const own = pub.sent.find((m) => m.topic === topics.nodeLease('al', 'n1'));
+    assert.equal((JSON.parse(own?.payload ?? '{}') as NodeLeaseMessage).error, 'hello from n1 refused: backendData.VtepMAC is not published by alloc agents (they publish none)');
+  });
+});
