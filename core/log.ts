@@ -15,7 +15,10 @@ export interface Logger {
 
 function fmt(v: unknown): string {
   const s = typeof v === 'string' ? v : v instanceof Error ? v.message : JSON.stringify(v);
-  return /[\s"=]/.test(s ?? '') ? JSON.stringify(s) : String(s);
+  // Quoted (and so escaped) when it holds a space, a quote, an = or any
+  // control character: a value a node sent can never start a line of its
+  // own or send an escape sequence to the terminal reading the log.
+  return /[\s"=\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(s ?? '') ? JSON.stringify(s).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : String(s);
 }
 
 export function createLogger(

@@ -9,7 +9,7 @@ import type { AedesPersistence } from 'aedes-persistence';
 import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
 import type { Logger } from '../../core/log.js';
 import type { Topics } from '../../core/topics.js';
-import { nodeAcl } from '../../core/acl.js';
+import { nodeAcl, nodeClientId } from '../../core/acl.js';
 import type { CredentialCheck } from '../credentials.js';
 import type { NodeRecord } from '../store/store.js';
 
@@ -71,6 +71,12 @@ export async function createBroker(opts: BrokerOptions): Promise<Aedes> {
         .check(username, password.toString('utf8'))
         .then((node) => {
           if (!node) return refuse('bad username or password');
+          // The client id is the node's, as IoT Core's authorizer binds it:
+          // checked before aedes lets this connection take over a session of
+          // that id, so no node can kick another off, set off its last will
+          // or receive its queued messages.
+          const want = nodeClientId(node.network, node.name);
+          if (client.id !== want) return refuse(`client id ${JSON.stringify(client.id)} is not node ${node.name}'s: it connects as ${want}`);
           identities.set(client, node);
           done(null, true);
         })

@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
+import { nodeClientId } from '../../core/acl.js';
 import { readSubnetEnv } from '../../agent/subnet-env.js';
 import { SqliteStore } from '../../functions/store/sqlite.js';
 import { Topics } from '../../core/topics.js';
@@ -26,7 +27,7 @@ async function withStore<T>(dataDir: string, fn: (s: SqliteStore) => Promise<T>)
 }
 
 /** Connects as a node and records every message on the topics it subscribes to. */
-async function client(url: string, username: string, password: string, clientId = `test-${username}-${Math.random().toString(16).slice(2, 8)}`) {
+async function client(url: string, username: string, password: string, clientId = nodeClientId('blue', username)) {
   const c = await mqtt.connectAsync(url, { username, password, clientId, reconnectPeriod: 0 });
   const seen = new Map<string, string>();
   c.on('message', (t, p) => seen.set(t, p.toString()));
@@ -119,24 +120,24 @@ describe('controller and agents over MQTT', () => {
 
   test('a node cannot publish as another node, write leases, or read another network', async () => {
     const creds = await addNode(ctl.dataDir, 'mallory', 'blue', ctl.url);
-    await addNode(ctl.dataDir, 'victim', 'blue', ctl.url);
+    const victimCreds = await addNode(ctl.dataDir, 'victim', 'blue', ctl.url);
     const before = await withStore(ctl.dataDir, (s) => s.getNetwork('blue'));
 
     // hello on another node's topic: refused, connection closed, nothing allocated
-    const m1 = await client(ctl.url, creds.username, creds.password, 'mallory-1');
+    const m1 = await client(ctl.url, creds.username, creds.password);
     const closed1 = new Promise<void>((r) => m1.c.once('close', () => r()));
     m1.c.publish(topics.nodeHello('blue', 'victim'), JSON.stringify({ v: 2, agentVersion: 'x', publicIP: '127.0.0.9' }), { qos: 1 });
     await closed1;
-    await waitFor('refusal logged', () => ctl.output().includes('publish refused client=mallory-1'));
+    await waitFor('refusal logged', () => ctl.output().includes('publish refused client=twill-blue-mallory node=mallory'));
 
     // a forged change on the shared topic: refused as well
-    const m2 = await client(ctl.url, creds.username, creds.password, 'mallory-2');
+    const m2 = await client(ctl.url, creds.username, creds.password);
     const closed2 = new Promise<void>((r) => m2.c.once('close', () => r()));
     m2.c.publish(topics.netChanges('blue'), JSON.stringify({ v: 2, revision: 999, node: 'victim', lease: null }), { qos: 1 });
     await closed2;
 
     // subscriptions outside its network and to another node's topic are refused
-    const m3 = await client(ctl.url, creds.username, creds.password, 'mallory-3');
+    const m3 = await client(ctl.url, creds.username, creds.password);
     const granted = await new Promise<number[]>((resolve) =>
       m3.c.subscribe([topics.netChanges('tiny'), topics.nodeLease('blue', 'victim'), '#', `${topics.root}/net/blue/#`, topics.netChanges('blue')], { qos: 1 }, (err, g) =>
         resolve(((err as { packet?: { granted: number[] } } | null)?.packet?.granted ?? g?.map((x) => x.qos)) as number[]),
@@ -144,7 +145,20 @@ describe('controller and agents over MQTT', () => {
     );
     assert.deepEqual(granted, [128, 128, 128, 128, 1]);
     await m3.c.endAsync();
-    assert.match(ctl.output(), /subscribe refused client=mallory-3/);
+    assert.match(ctl.output(), /subscribe refused client=twill-blue-mallory node=mallory/);
+
+    // another node's client id is refused before it can take over that session:
+    // the victim stays connected, its last will is not set off
+    const v = await client(ctl.url, victimCreds.username, victimCreds.password);
+    let victimClosed = false;
+    v.c.on('close', () => (victimClosed = true));
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId('blue', 'victim'), reconnectPeriod: 0 }), /Bad username or password|Not authorized/);
+    await waitFor('refusal logged', () => ctl.output().includes('client id \\"twill-blue-victim\\" is not node mallory\'s'));
+    await v.c.publishAsync(topics.nodeStatus('blue', 'victim'), JSON.stringify({ v: 2, state: 'online', agentVersion: 'x', errors: [] }), { qos: 1 });
+    assert.equal(victimClosed, false, 'the victim kept its session');
+    await v.c.endAsync();
+    // and a random one too
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: 'mallory-4', reconnectPeriod: 0 }));
 
     // wrong password and unknown user are refused at connect
     await assert.rejects(mqtt.connectAsync(ctl.url, { username: 'mallory', password: 'wrong', reconnectPeriod: 0 }));
@@ -162,7 +176,7 @@ describe('controller and agents over MQTT', () => {
   test('malformed and oversized messages are refused, change nothing, and the controller keeps serving', async () => {
     const creds = await addNode(ctl.dataDir, 'fuzzy', 'blue', ctl.url);
     const before = await withStore(ctl.dataDir, (s) => s.getNetwork('blue'));
-    const f = await client(ctl.url, creds.username, creds.password, 'fuzzy-1');
+    const f = await client(ctl.url, creds.username, creds.password);
     await f.c.subscribeAsync(topics.nodeLease('blue', 'fuzzy'), { qos: 1 });
     const hello = topics.nodeHello('blue', 'fuzzy');
     for (const bad of ['not json', '{}', JSON.stringify({ v: 2, agentVersion: 'x', publicIP: '999.1.1.1' }), JSON.stringify({ v: 3 }), JSON.stringify({ v: 2, agentVersion: 'x', publicIP: '127.0.0.5', previousSubnet: '10.20.0.7/24' })]) {
@@ -184,7 +198,7 @@ describe('controller and agents over MQTT', () => {
     assert.equal(afterNet?.leaseCount, before?.leaseCount, 'no lease was created');
     assert.ok(!(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'fuzzy'))));
     // still serving: a proper hello from the same node now gets a lease
-    const g = await client(ctl.url, creds.username, creds.password, 'fuzzy-2');
+    const g = await client(ctl.url, creds.username, creds.password);
     await g.c.subscribeAsync(topics.nodeLease('blue', 'fuzzy'), { qos: 1 });
     await g.c.publishAsync(hello, JSON.stringify({ v: 2, agentVersion: 'test', publicIP: '127.0.0.5' }), { qos: 1 });
     await waitFor('lease', () => JSON.parse(g.seen.get(topics.nodeLease('blue', 'fuzzy')) ?? '{}').lease?.subnet);
