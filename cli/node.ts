@@ -1,12 +1,16 @@
 import { TwillError } from '../core/errors.js';
 import { addNode, removeNode, type AgentConfig } from '../functions/admin.js';
+import { createLogger } from '../core/log.js';
+import { Topics } from '../core/topics.js';
+import { Controller } from '../functions/controller.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
 import { DEFAULT_DATA_DIR, parse } from './args.js';
 import { openDataDir } from './data-dir.js';
+import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
 
-export const NODE_USAGE = `twill node add NAME --network NET [--broker mqtt://127.0.0.1:1883] [--prefix P] [--data-dir .twill | --api URL]
+export const NODE_USAGE = `twill node add NAME --network NET [--rotate] [--broker mqtt://127.0.0.1:1883] [--prefix P] [--data-dir .twill | --api URL]
 twill node list [--data-dir .twill | --api URL]
 twill node remove NAME [--data-dir .twill | --api URL]`;
 
@@ -18,6 +22,7 @@ export async function nodeCommand(args: string[]): Promise<number> {
       network: { type: 'string' },
       broker: { type: 'string', default: 'mqtt://127.0.0.1:1883' },
       prefix: { type: 'string' },
+      rotate: { type: 'boolean' },
       'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
       ...REMOTE_OPTIONS,
     },
@@ -30,8 +35,8 @@ export async function nodeCommand(args: string[]): Promise<number> {
       const name = positionals[0] ?? '';
       if (!values.network) throw new TwillError('Usage', 'twill node add needs --network NET');
       const config = remote
-        ? await callApi<AgentConfig>(remote, 'POST', '/v1/nodes', { name, network: values.network })
-        : await addNode(store as SqliteStore, { name, network: values.network, broker: values.broker, prefix: values.prefix });
+        ? await callApi<AgentConfig>(remote, 'POST', '/v1/nodes', { name, network: values.network, ...(values.rotate && { rotate: true }) })
+        : await addNode(store as SqliteStore, { name, network: values.network, broker: values.broker, prefix: values.prefix, rotate: values.rotate });
       process.stdout.write(JSON.stringify(config, null, 2) + '\n');
       return 0;
     }
@@ -44,9 +49,10 @@ export async function nodeCommand(args: string[]): Promise<number> {
     }
     if (sub === 'remove') {
       const name = positionals[0] ?? '';
-      if (remote) await callApi(remote, 'DELETE', `/v1/nodes/${encodeURIComponent(name)}`);
-      else await removeNode(store as SqliteStore, name);
-      process.stdout.write(`node ${name} removed: its credentials no longer work; its lease expires on its own or with twill lease release\n`);
+      const { released } = remote
+        ? await callApi<{ released: boolean }>(remote, 'DELETE', `/v1/nodes/${encodeURIComponent(name)}`)
+        : await removeNode(store as SqliteStore, name, new Controller(store as SqliteStore, publishedByController, { topics: new Topics(), log: createLogger('node') }));
+      process.stdout.write(`node ${name} removed: its credentials no longer work, its sessions are closed${released ? ', and its lease is released' : ''}\n`);
       return 0;
     }
     throw new TwillError('Usage', `unknown node command ${sub ?? ''}\n${NODE_USAGE}`);

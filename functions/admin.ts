@@ -5,6 +5,7 @@ import { NotFoundError, TwillError } from '../core/errors.js';
 import type { Lease } from '../core/lease.js';
 import { checkName } from '../core/topics.js';
 import { generatePassword, hashPassword } from './credentials.js';
+import type { Controller } from './controller.js';
 import type { NetworkRecord, RouteStatusRecord, StatusRecord, Store } from './store/store.js';
 
 export interface AgentConfig {
@@ -20,10 +21,10 @@ export interface AgentConfig {
 
 /**
  * Issues credentials for a node and returns the agent's config file, the only
- * place the password ever appears. Adding an existing node again issues a new
- * password: the old one stops working.
+ * place the password ever appears. An existing node gets a new password only
+ * when asked to rotate: the old one stops working.
  */
-export async function addNode(store: Store, opts: { name: string; network: string; broker: string; prefix?: string; authorizer?: string }): Promise<AgentConfig> {
+export async function addNode(store: Store, opts: { name: string; network: string; broker: string; prefix?: string; authorizer?: string; rotate?: boolean }): Promise<AgentConfig> {
   const name = checkName('node', opts.name);
   checkName('network', opts.network);
   if (!(await store.getNetwork(opts.network))) {
@@ -32,6 +33,10 @@ export async function addNode(store: Store, opts: { name: string; network: strin
   const existing = await store.getNode(name);
   if (existing && existing.network !== opts.network) {
     throw new TwillError('Exists', `node ${name} already belongs to network ${existing.network}`);
+  }
+  // A running agent with the old password would be locked out: never by accident.
+  if (existing && !opts.rotate) {
+    throw new TwillError('Exists', `node ${name} already exists in network ${existing.network}: to issue it a new password (the old one stops working and its sessions are closed), add it again with --rotate`);
   }
   const password = generatePassword();
   await store.putNode({ name, network: opts.network, passwordHash: await hashPassword(password), createdAt: existing?.createdAt ?? new Date().toISOString() });
@@ -42,8 +47,18 @@ export async function addNode(store: Store, opts: { name: string; network: strin
   };
 }
 
-export async function removeNode(store: Store, name: string): Promise<void> {
-  if (!(await store.deleteNode(checkName('node', name)))) throw new NotFoundError(`node ${name} does not exist`);
+/**
+ * Removes a node: its credentials, then its lease, released through the
+ * controller so every peer hears of the removal (from the local CLI, a
+ * controller that only writes the store, whose running controller publishes
+ * it). Its live sessions are the broker's to end (functions/local/server.ts
+ * revokes them; a deployment's, IoT Core's authorizer refuses its reconnect).
+ */
+export async function removeNode(store: Store, name: string, controller?: Pick<Controller, 'release'>): Promise<{ released: boolean }> {
+  const node = await store.getNode(checkName('node', name));
+  if (!node || !(await store.deleteNode(name))) throw new NotFoundError(`node ${name} does not exist`);
+  const released = controller ? await controller.release(node.network, name) : false;
+  return { released };
 }
 
 export interface StatusReport {

@@ -35,6 +35,8 @@ export interface ApiDeps {
   /** AWS IoT Core's custom authorizer, written into agent configs beside the broker */
   authorizer?: string;
   log: Logger;
+  /** after a node is removed or its password rotated: end its live sessions at once (the local broker) */
+  revokeSessions?: () => Promise<unknown>;
 }
 
 const MAX_BODY = 64 * 1024;
@@ -92,15 +94,20 @@ const routes: [string, RegExp, Handler][] = [
     /^\/v1\/nodes$/,
     async (r, _p, d) => {
       const b = body(r);
-      return json(201, await addNode(d.store, { name: field(b, 'name', true), network: field(b, 'network', true), broker: d.broker, prefix: d.prefix, authorizer: d.authorizer }));
+      const rotate = typeof b === 'object' && b !== null && (b as { rotate?: unknown }).rotate === true;
+      const config = await addNode(d.store, { name: field(b, 'name', true), network: field(b, 'network', true), broker: d.broker, prefix: d.prefix, authorizer: d.authorizer, rotate });
+      // a new password for an existing node: its old sessions end with the old one
+      await d.revokeSessions?.();
+      return json(201, config);
     },
   ],
   [
     'DELETE',
     /^\/v1\/nodes\/([^/]+)$/,
     async (_r, [name], d) => {
-      await removeNode(d.store, name as string);
-      return json(200, { removed: name });
+      const { released } = await removeNode(d.store, name as string, d.controller);
+      await d.revokeSessions?.();
+      return json(200, { removed: name, released });
     },
   ],
   [

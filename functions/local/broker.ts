@@ -55,7 +55,17 @@ export function retainedByTopic(): AedesPersistence {
   return p;
 }
 
-export async function createBroker(opts: BrokerOptions): Promise<Aedes> {
+/** The embedded broker, and a way to end the sessions of nodes whose credentials are gone. */
+export interface EmbeddedBroker {
+  broker: Aedes;
+  /**
+   * Closes every session whose node is no longer current (removed, or its
+   * password rotated: current answers from the store); returns the nodes cut off.
+   */
+  revoke(current: (node: NodeRecord) => boolean): string[];
+}
+
+export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker> {
   const { credentials, topics, log } = opts;
   const identities = new WeakMap<Client, NodeRecord>();
 
@@ -106,5 +116,24 @@ export async function createBroker(opts: BrokerOptions): Promise<Aedes> {
     },
   });
   broker.on('clientError', (client, err) => log.debug('client error', { client: client.id, reason: err.message }));
-  return broker;
+  // The sessions that are live, with the node each logged in as.
+  const sessions = new Map<Client, NodeRecord>();
+  broker.on('clientReady', (client) => {
+    const node = identities.get(client);
+    if (node) sessions.set(client, node);
+  });
+  broker.on('clientDisconnect', (client) => sessions.delete(client));
+  const revoke = (current: (node: NodeRecord) => boolean): string[] => {
+    const cut: string[] = [];
+    for (const [client, node] of sessions) {
+      if (current(node)) continue;
+      identities.delete(client);
+      sessions.delete(client);
+      cut.push(node.name);
+      log.warn('session closed: the node was removed or its credentials rotated', { client: client.id, node: node.name });
+      client.close();
+    }
+    return cut;
+  };
+  return { broker, revoke };
 }

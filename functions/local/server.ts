@@ -130,6 +130,8 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     let url: string;
     let controller: Controller;
     let sync: Sync | undefined;
+    /** ends the sessions of nodes removed or rotated since they logged in (the embedded broker only) */
+    let revokeSessions: (() => Promise<string[]>) | undefined;
     // One node's messages are handled in the order they came (its hello
     // before its status); different nodes' run side by side, up to a bound,
     // so a join storm is not one long line behind each publish to the broker
@@ -158,7 +160,10 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     {
       const adminToken = adminTokenOf(opts.adminTokenFile ?? join(opts.dataDir, 'admin-token'));
       // controller and url are set below, before the first request can matter.
-      const deps = { store, get controller() { return controller; }, adminToken, get broker() { return url; }, prefix: opts.prefix, log: log.child('api') } as ApiDeps;
+      const deps = {
+        store, get controller() { return controller; }, adminToken, get broker() { return url; }, prefix: opts.prefix, log: log.child('api'),
+        revokeSessions: async () => revokeSessions?.(),
+      } as ApiDeps;
       const nodeDeps: NodeApiDeps = { store, credentials, log: log.child('node-api'), cache: new SnapshotCache() };
       apiUrl = await serve(opts.apiListen ?? `${parseListen(opts.brokerUrl ? '127.0.0.1:0' : (opts.listen ?? '127.0.0.1:1883')).host}:0`, '--api-listen', (req, res) => {
         const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
@@ -214,7 +219,13 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       await client.subscribeAsync([topics.allHellos(), topics.allStatus(), topics.legacyHellos()], { qos: 1 });
       url = opts.brokerUrl;
     } else {
-      const broker: Aedes = await createBroker({ credentials, topics, log });
+      const embedded = await createBroker({ credentials, topics, log });
+      const broker: Aedes = embedded.broker;
+      revokeSessions = async () => {
+        // One read of every node: a session lives only while its node does, with the password it logged in with.
+        const nodes = new Map((await store.listNodes()).map((n) => [n.name, n]));
+        return embedded.revoke((n) => { const now = nodes.get(n.name); return now !== undefined && now.network === n.network && now.passwordHash === n.passwordHash; });
+      };
       cleanups.push(() => new Promise<void>((r) => broker.close(() => r())));
       controller = new Controller(store, new AedesPublisher(broker), { topics, log, leaseTtlMs: opts.leaseTtlMs });
       controller.api = apiUrl;
@@ -252,6 +263,14 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     }, opts.syncIntervalMs ?? 10_000);
     cleanups.push(() => clearInterval(timer));
     cleanups.push(() => inbox.idle());
+    // A node removed or rotated by a command that wrote the store directly
+    // (twill node remove --data-dir) loses its sessions within a second;
+    // through the admin API, at once.
+    if (revokeSessions) {
+      const revoke = revokeSessions;
+      const revoker = setInterval(() => void revoke().catch((e) => log.error('session check failed', { reason: errorMessage(e) })), 1000);
+      cleanups.push(() => clearInterval(revoker));
+    }
 
     // The route controller: level-triggered, on a schedule. Runs never
     // overlap; a run asked for while one is going gets that run's result.

@@ -173,6 +173,38 @@ describe('controller and agents over MQTT', () => {
     assert.equal(victim, undefined);
   });
 
+  test('a removed node is cut off at once: its session closes, it cannot come back, its lease goes; a rotation needs --rotate and cuts the old session', async () => {
+    const creds = await addNode(ctl.dataDir, 'leaver', 'blue', ctl.url);
+    const l = await client(ctl.url, creds.username, creds.password);
+    await l.c.subscribeAsync(topics.nodeLease('blue', 'leaver'), { qos: 1 });
+    await l.c.publishAsync(topics.nodeHello('blue', 'leaver'), JSON.stringify({ v: 2, agentVersion: 'test', publicIP: '127.0.0.44' }), { qos: 1 });
+    await waitFor('lease', () => JSON.parse(l.seen.get(topics.nodeLease('blue', 'leaver')) ?? '{}').lease?.subnet);
+    const closed = new Promise<void>((r) => l.c.once('close', () => r()));
+    const r = await runTwill(['node', 'remove', 'leaver', '--data-dir', ctl.dataDir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /its sessions are closed, and its lease is released/);
+    assert.equal(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'leaver')), undefined);
+    // the controller checks the store every second: the session is gone within that
+    await closed;
+    assert.match(ctl.output(), /session closed: the node was removed or its credentials rotated client=twill-blue-leaver node=leaver/);
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId('blue', 'leaver'), reconnectPeriod: 0 }));
+
+    const old = await addNode(ctl.dataDir, 'rotor', 'blue', ctl.url);
+    const o = await client(ctl.url, old.username, old.password);
+    const again = await runTwill(['node', 'add', 'rotor', '--network', 'blue', '--data-dir', ctl.dataDir]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /node rotor already exists in network blue: .*add it again with --rotate/);
+    assert.equal(o.c.connected, true, 'a refused add changed nothing');
+    const oClosed = new Promise<void>((res) => o.c.once('close', () => res()));
+    const rotated = await runTwill(['node', 'add', 'rotor', '--network', 'blue', '--rotate', '--data-dir', ctl.dataDir]);
+    assert.equal(rotated.code, 0, rotated.stderr);
+    await oClosed;
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: old.username, password: old.password, clientId: nodeClientId('blue', 'rotor'), reconnectPeriod: 0 }));
+    const fresh = JSON.parse(rotated.stdout) as { username: string; password: string };
+    const n = await client(ctl.url, fresh.username, fresh.password);
+    await n.c.endAsync();
+  });
+
   test('malformed and oversized messages are refused, change nothing, and the controller keeps serving', async () => {
     const creds = await addNode(ctl.dataDir, 'fuzzy', 'blue', ctl.url);
     const before = await withStore(ctl.dataDir, (s) => s.getNetwork('blue'));

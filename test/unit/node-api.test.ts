@@ -116,7 +116,7 @@ describe('node API: snapshot and changes', () => {
 
   test('a rotated password is checked afresh: the old one, though verified before, is refused', async () => {
     assert.equal((await get('/v2/networks/sec/snapshot')).status, 200);
-    const rotated = await addNode(lc.store, { name: 'reader', network: 'sec', broker: lc.url });
+    const rotated = await addNode(lc.store, { name: 'reader', network: 'sec', broker: lc.url, rotate: true });
     assert.equal((await get('/v2/networks/sec/snapshot')).status, 403);
     assert.equal((await get('/v2/networks/sec/snapshot', rotated)).status, 200);
     creds = rotated;
