@@ -1,3 +1,4 @@
+import { chmodSync, writeFileSync } from 'node:fs';
 import { TwillError } from '../core/errors.js';
 import { addNode, removeNode, type AgentConfig } from '../functions/admin.js';
 import { createLogger } from '../core/log.js';
@@ -10,7 +11,7 @@ import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
 
-export const NODE_USAGE = `twill node add NAME --network NET [--rotate] [--broker mqtt://127.0.0.1:1883] [--prefix P] [--data-dir .twill | --api URL]
+export const NODE_USAGE = `twill node add NAME --network NET [--rotate] [--output FILE] [--broker mqtt://127.0.0.1:1883] [--prefix P] [--data-dir .twill | --api URL]
 twill node list [--data-dir .twill | --api URL]
 twill node remove NAME [--data-dir .twill | --api URL]`;
 
@@ -23,6 +24,7 @@ export async function nodeCommand(args: string[]): Promise<number> {
       broker: { type: 'string', default: 'mqtt://127.0.0.1:1883' },
       prefix: { type: 'string' },
       rotate: { type: 'boolean' },
+      output: { type: 'string' },
       'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
       ...REMOTE_OPTIONS,
     },
@@ -37,7 +39,15 @@ export async function nodeCommand(args: string[]): Promise<number> {
       const config = remote
         ? await callApi<AgentConfig>(remote, 'POST', '/v1/nodes', { name, network: values.network, ...(values.rotate && { rotate: true }) })
         : await addNode(store as SqliteStore, { name, network: values.network, broker: values.broker, prefix: values.prefix, rotate: values.rotate });
-      process.stdout.write(JSON.stringify(config, null, 2) + '\n');
+      const text = JSON.stringify(config, null, 2) + '\n';
+      if (values.output) {
+        // The password is in it: readable by its owner only, from the first byte on.
+        writeFileSync(values.output, text, { mode: 0o600 });
+        chmodSync(values.output, 0o600);
+        process.stderr.write(`agent config for node ${name} written to ${values.output} (mode 0600)\n`);
+      } else {
+        process.stdout.write(text);
+      }
       return 0;
     }
     if (sub === 'list') {

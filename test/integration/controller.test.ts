@@ -1,6 +1,7 @@
 // The controller and agents over real MQTT connections, as processes.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../../core/acl.js';
@@ -188,6 +189,14 @@ describe('controller and agents over MQTT', () => {
     await closed;
     assert.match(ctl.output(), /session closed: the node was removed or its credentials rotated client=twill-blue-leaver node=leaver/);
     await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId('blue', 'leaver'), reconnectPeriod: 0 }));
+
+    // node add --output writes the agent config (the password in it) readable by its owner only
+    const file = join(ctl.dataDir, '..', 'filed.agent.json');
+    const filed = await runTwill(['node', 'add', 'filed', '--network', 'blue', '--output', file, '--data-dir', ctl.dataDir]);
+    assert.equal(filed.code, 0, filed.stderr);
+    assert.equal(filed.stdout, '');
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.equal((JSON.parse(readFileSync(file, 'utf8')) as { node: string }).node, 'filed');
 
     const old = await addNode(ctl.dataDir, 'rotor', 'blue', ctl.url);
     const o = await client(ctl.url, old.username, old.password);
