@@ -78,7 +78,7 @@ const REVISION_STATUS_MS = 10 * 60_000;
  * Readiness, one state at a time: the agent is ready when it holds its lease
  * and has applied a complete view of its network (agent/watch.ts).
  */
-export type Readiness = 'starting' | 'no lease yet' | 'listing the network' | 'applying' | `IPv${4 | 6} not carried: ${string}` | 'ready';
+export type Readiness = 'starting' | 'no lease yet' | `no lease yet: ${string}` | `login refused: ${string}` | 'listing the network' | 'applying' | `IPv${4 | 6} not carried: ${string}` | 'ready';
 
 export class Agent {
   private readonly topics: Topics;
@@ -138,7 +138,12 @@ export class Agent {
   readiness(): Readiness {
     const v = this.watch?.view();
     if (!v) return 'starting';
-    if (!v.lease) return 'no lease yet';
+    // A broker that refuses our credentials (removed, rotated) will never
+    // let us renew: not ready, whatever the kernel holds, and say so. One
+    // that is merely away leaves a ready agent ready: the data plane runs on.
+    const session = this.watch?.connected ? undefined : this.problems.get('session');
+    if (session && /Connection refused: (Bad username or password|Not authorized)/.test(session)) return `login refused: ${session} (retrying)`;
+    if (!v.lease) return session ? `no lease yet: ${session} (retrying)` : 'no lease yet';
     if (v.revision === 0) return 'listing the network';
     if (this.appliedRevision === 0) return 'applying';
     // Pods get an address of every family the network enables (subnet.env

@@ -127,6 +127,9 @@ export class Watch {
       clientId: o.clientId,
       clean: true,
       reconnectPeriod: 1000,
+      // A refused login (a rotated password, a broker not yet told of the
+      // node) is tried again with the same backoff, never given up on.
+      reconnectOnConnackError: true,
       connectTimeout: 10_000,
       will: { topic: o.topics.nodeStatus(o.network, o.node), payload: Buffer.from(JSON.stringify(o.will)), qos: 1, retain: true },
     });

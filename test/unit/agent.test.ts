@@ -124,6 +124,19 @@ describe('the agent loop against the local controller, on in-memory kernels', ()
     await waitFor('b ready again', () => again.agent.isReady(), 30_000);
     assert.equal(await holds(again, ['a']), true, JSON.stringify(again.kernel.routesVia()));
   });
+
+  test('a rotated password: the session is cut, the agent says so in /readyz and keeps retrying with backoff, and the new password works', async () => {
+    const r = await start('r');
+    await waitFor('r ready', () => r.agent.isReady(), 30_000);
+    const rotated = await addNode(lc.store, { name: 'r', network: 'net', broker: lc.url, rotate: true });
+    await waitFor('login refused', () => /^login refused: broker: Connection refused: Bad username or password \(retrying\)$/.test(r.agent.readiness()), 15_000);
+    const refusals = () => r.logs.filter((l) => /broker connection error reason="Connection refused/.test(l)).length;
+    await waitFor('tried again', () => refusals() >= 2, 15_000);
+    await r.agent.stop();
+    hosts.delete('r');
+    const back = await start('r', { ...r, opts: { ...r.opts, password: rotated.password } });
+    await waitFor('r ready with the new password', () => back.agent.isReady(), 30_000);
+  });
 });
 
 describe('the agent\'s view when the broker loses a change, or peers join faster than it takes their changes', () => {
