@@ -3,7 +3,7 @@
 // already, so a typo in --data-dir (or a command run in the wrong
 // directory) says where it looked instead of answering from an empty,
 // freshly made store.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TwillError } from '../core/errors.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
@@ -17,4 +17,17 @@ export function openDataDir(dataDir: string): SqliteStore {
     );
   }
   return new SqliteStore(file);
+}
+
+/** Where the controller running on a data directory says it serves (written at start, functions/local/server.ts). */
+export const ENDPOINTS_FILE = 'endpoints.json';
+
+/** The broker URL agents of this data directory's controller are given; undefined when no controller has said. */
+export function servedBroker(dataDir: string): string | undefined {
+  try {
+    const v = JSON.parse(readFileSync(join(dataDir, ENDPOINTS_FILE), 'utf8')) as { broker?: unknown };
+    return typeof v.broker === 'string' ? v.broker : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -6,12 +6,12 @@ import { Topics } from '../core/topics.js';
 import { Controller } from '../functions/controller.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
 import { DEFAULT_DATA_DIR, parse } from './args.js';
-import { openDataDir } from './data-dir.js';
+import { openDataDir, servedBroker } from './data-dir.js';
 import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
 
-export const NODE_USAGE = `twill node add NAME --network NET [--rotate] [--output FILE] [--broker mqtt://127.0.0.1:1883] [--prefix P] [--data-dir .twill | --api URL]
+export const NODE_USAGE = `twill node add NAME --network NET [--rotate] [--output FILE] [--broker URL (default: what the controller serves)] [--prefix P] [--data-dir .twill | --api URL]
 twill node list [--data-dir .twill | --api URL]
 twill node remove NAME [--data-dir .twill | --api URL]`;
 
@@ -21,7 +21,7 @@ export async function nodeCommand(args: string[]): Promise<number> {
     rest,
     {
       network: { type: 'string' },
-      broker: { type: 'string', default: 'mqtt://127.0.0.1:1883' },
+      broker: { type: 'string' },
       prefix: { type: 'string' },
       rotate: { type: 'boolean' },
       output: { type: 'string' },
@@ -38,7 +38,11 @@ export async function nodeCommand(args: string[]): Promise<number> {
       if (!values.network) throw new TwillError('Usage', 'twill node add needs --network NET');
       const config = remote
         ? await callApi<AgentConfig>(remote, 'POST', '/v1/nodes', { name, network: values.network, ...(values.rotate && { rotate: true }) })
-        : await addNode(store as SqliteStore, { name, network: values.network, broker: values.broker, prefix: values.prefix, rotate: values.rotate });
+        : await addNode(store as SqliteStore, {
+          name, network: values.network, prefix: values.prefix, rotate: values.rotate,
+          // the broker the controller on this data directory serves, as it said at start
+          broker: values.broker ?? servedBroker(values['data-dir']) ?? 'mqtt://127.0.0.1:1883',
+        });
       const text = JSON.stringify(config, null, 2) + '\n';
       if (values.output) {
         // The password is in it: readable by its owner only, from the first byte on.

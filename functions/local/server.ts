@@ -341,6 +341,8 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     if (opts.brokerUrl && !opts.apiListen) {
       log.warn('the node API listens on loopback: agents on other hosts cannot list their network; set --api-listen HOST:PORT to an address they reach', { api: apiUrl });
     }
+    // What `twill node add` writes into agent configs (cli/data-dir.ts servedBroker): the broker as served, not a guess.
+    writeFileSync(join(opts.dataDir, 'endpoints.json'), JSON.stringify({ broker: url, api: apiUrl }) + '\n', { mode: 0o600 });
     log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}), api: apiUrl });
     return { controller, store, url, sync: syncOnce, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, close };
   } catch (e) {

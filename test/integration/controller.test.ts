@@ -196,7 +196,10 @@ describe('controller and agents over MQTT', () => {
     assert.equal(filed.code, 0, filed.stderr);
     assert.equal(filed.stdout, '');
     assert.equal(statSync(file).mode & 0o777, 0o600);
-    assert.equal((JSON.parse(readFileSync(file, 'utf8')) as { node: string }).node, 'filed');
+    const filedConfig = JSON.parse(readFileSync(file, 'utf8')) as { node: string; broker: string };
+    assert.equal(filedConfig.node, 'filed');
+    // with no --broker, the one this controller serves (its port is not the default)
+    assert.equal(filedConfig.broker, ctl.url);
 
     const old = await addNode(ctl.dataDir, 'rotor', 'blue', ctl.url);
     const o = await client(ctl.url, old.username, old.password);
