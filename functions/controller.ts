@@ -7,6 +7,7 @@ import { formatIP, parseCidr } from '../core/cidr.js';
 import { ConflictError, NotFoundError, OutOfSubnetsError, TwillError, errorMessage } from '../core/errors.js';
 import type { Lease, NewLease } from '../core/lease.js';
 import { agentDataProblems } from '../core/backends/index.js';
+import { RateLimiter } from './rate-limit.js';
 import { helloSchema, MAX_CHANGES_BYTES, parseMessage, statusSchema, type Hello, type NodeLeaseMessage } from '../core/messages.js';
 import { checkName, LEGACY_PROTOCOL, PROTOCOL, type Topics } from '../core/topics.js';
 import { VERSION } from '../core/version.js';
@@ -96,7 +97,13 @@ export class Controller {
     this.ttl = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
+    this.limiter = new RateLimiter(undefined, this.now);
   }
+
+  /** one node's flood must not starve the others (functions/rate-limit.ts) */
+  private readonly limiter: RateLimiter;
+  /** messages refused for their node's rate, since start */
+  refusedByRate = 0;
 
   /** How long a join makes a lease last: whoever renews leases decides when by it. */
   get leaseTtlMs(): number {
@@ -311,6 +318,15 @@ export class Controller {
    */
   async handleMessage(topic: string, payload: Uint8Array, client = 'unknown'): Promise<void> {
     const t = this.topics.parse(topic);
+    if (t?.kind === 'nodeHello' || t?.kind === 'nodeStatus') {
+      const kind = t.kind === 'nodeHello' ? 'hello' : 'status';
+      const taken = this.limiter.take(kind, `${t.network}/${t.node}`);
+      if (!taken.ok) {
+        this.refusedByRate++;
+        if (taken.report) this.log.warn(`${kind} messages of a node over its rate limit refused`, { network: t.network, node: t.node, client, refused: taken.report });
+        return;
+      }
+    }
     try {
       if (t?.kind === 'nodeHello') {
         await this.handleHello(t.network, t.node, payload);

@@ -1,0 +1,58 @@
+// Fairness between nodes (functions/rate-limit.ts, used by the controller for
+// every hello and status): one node's flood is refused cheaply and counted,
+// every other node is served as usual, and a quiet node gets its burst back.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseNetConf } from '../../core/config.js';
+import { createLogger } from '../../core/log.js';
+import { Topics } from '../../core/topics.js';
+import { Controller } from '../../functions/controller.js';
+import { RateLimiter } from '../../functions/rate-limit.js';
+import { SqliteStore } from '../../functions/store/sqlite.js';
+import { RecordingPublisher } from '../helpers/recording-publisher.js';
+
+test('a burst, then one message per interval; refusals reported once a minute with their count; other keys untouched', () => {
+  const clock = { now: 0 };
+  const rl = new RateLimiter({ hello: { burst: 3, everyMs: 1000 } }, () => clock.now);
+  const results = Array.from({ length: 6 }, () => rl.take('hello', 'a'));
+  assert.deepEqual(results.map((r) => r.ok), [true, true, true, false, false, false]);
+  assert.deepEqual(results[3], { ok: false, report: 1 });
+  assert.deepEqual(results[4], { ok: false });
+  assert.equal(rl.take('hello', 'b').ok, true, 'another node is not held up');
+  clock.now = 1000;
+  assert.equal(rl.take('hello', 'a').ok, true);
+  assert.equal(rl.take('hello', 'a').ok, false);
+  clock.now = 61_000;
+  for (let i = 0; i < 3; i++) assert.equal(rl.take('hello', 'a').ok, true);
+  // every refusal since the last report: two more at 0, one at 1000, this one
+  assert.deepEqual(rl.take('hello', 'a'), { ok: false, report: 4 });
+  assert.equal(rl.take('other', 'a').ok, true, 'a kind without a limit');
+});
+
+test('a flood of 10,000 hellos from one node costs the store nothing past its burst, and another node still joins', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'twill-rate-'));
+  const store = new SqliteStore(join(dir, 'db'));
+  try {
+    const topics = new Topics();
+    const logs: string[] = [];
+    const controller = new Controller(store, new RecordingPublisher(), { topics, log: createLogger('c', 'debug', (l) => logs.push(l)) });
+    await controller.applyNetwork('n', parseNetConf({ Network: '10.80.0.0/16', Backend: { Type: 'alloc' } }, {}));
+    for (const name of ['flood', 'calm']) await store.putNode({ name, network: 'n', passwordHash: 'x', createdAt: new Date().toISOString() });
+    const hello = Buffer.from(JSON.stringify({ v: 2, agentVersion: 't', publicIP: '192.0.2.9' }));
+    let reads = 0;
+    const getNode = store.getNode.bind(store);
+    store.getNode = async (name) => { reads++; return getNode(name); };
+    await Promise.all(Array.from({ length: 10_000 }, () => controller.handleMessage(topics.nodeHello('n', 'flood'), hello)));
+    assert.equal(reads, 20, 'the burst was served, the rest refused before any store read');
+    assert.equal(controller.refusedByRate, 9_980);
+    assert.equal(logs.filter((l) => /over its rate limit refused/.test(l)).length, 1, logs.slice(-3).join('\n'));
+    await controller.handleMessage(topics.nodeHello('n', 'calm'), hello);
+    assert.ok((await store.getLease('n', 'calm'))?.subnet, 'the other node joined');
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
