@@ -39,14 +39,21 @@ export async function hostGwBackend(ctx: BackendContext): Promise<Backend> {
     }
     return out;
   };
+  // Checked at start, and again only when the families the network enables
+  // change: the host's addresses are read once, not on every pass.
   let publics = await locals(ctx.config);
+  let checkedFor = `${ctx.config.EnableIPv4} ${ctx.config.EnableIPv6}`;
   const sync = new PeerSync({ devices: [] }, ctx.log, ctx.kernel);
   return {
     type: 'host-gw',
     mtu: () => ext.iface.mtu,
     backendData: () => ({}),
     async reconcile(config: NetConf, own: Lease, peers, changed) {
-      publics = await locals(config);
+      const families = `${config.EnableIPv4} ${config.EnableIPv6}`;
+      if (families !== checkedFor) {
+        publics = await locals(config);
+        checkedFor = families;
+      }
       const prefixes = await connectedPrefixes(ctx.kernel, ext.iface.name);
       const entriesFor = (peer: Lease): PeerEntries => {
         const routes: RouteSpec[] = [];

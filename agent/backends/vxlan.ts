@@ -49,14 +49,21 @@ export function vtepMac(ctx: BackendContext, vni: number, family: Family = 4): s
   return mac;
 }
 
-/** The families the network enables, each with this host's public address; refuses a family the host cannot carry. */
-function families(ctx: BackendContext, config: NetConf): { family: Family; local: string }[] {
+/**
+ * The families the network enables, each with this host's public address;
+ * refuses a family the host cannot carry, unless lenient (what to publish and
+ * size pods for while the refusal is being reported elsewhere).
+ */
+function families(ctx: BackendContext, config: NetConf, lenient = false): { family: Family; local: string }[] {
   const out: { family: Family; local: string }[] = [];
   for (const family of [4, 6] as const) {
     const f = FAMILY[family];
     if (!config[f.enable]) continue;
     const local = ctx.external[f.local];
-    if (!local) throw new TwillError('NoPublicIP', `vxlan needs an IPv${family} address on ${ctx.external.iface.name} or ${f.flag}: the network enables IPv${family}`);
+    if (!local) {
+      if (lenient) continue;
+      throw new TwillError('NoPublicIP', `vxlan needs an IPv${family} address on ${ctx.external.iface.name} or ${f.flag}: the network enables IPv${family}`);
+    }
     out.push({ family, local });
   }
   return out;
@@ -82,8 +89,10 @@ export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
 
   return {
     type: 'vxlan',
-    mtu: () => Math.min(...families(ctx, current).map(({ family }) => mtuOf(current.Backend as VxlanBackend, family))),
-    backendData: () => Object.fromEntries(families(ctx, current).map(({ family }) => [FAMILY[family].macKey, macOf(family)])),
+    // Never throw from these two (a hello and subnet.env need them): a family
+    // the host cannot carry is refused by reconcile, in status and /readyz.
+    mtu: () => Math.min(...families(ctx, current, true).map(({ family }) => mtuOf(current.Backend as VxlanBackend, family)), mtuOf(current.Backend as VxlanBackend, 4)),
+    backendData: () => Object.fromEntries(families(ctx, current, true).map(({ family }) => [FAMILY[family].macKey, macOf(family)])),
     async reconcile(config: NetConf, own: Lease, peers, changed) {
       current = config;
       const b = config.Backend as VxlanBackend;
