@@ -56,6 +56,7 @@ export function nodeAcl(topics: Topics, node: NodeIdentity) {
   const legacy = legacyGrants(topics, node);
   return {
     canPublish: (topic: string) => g.publish.includes(topic) || legacy.publish.includes(topic),
+    canRetain: (topic: string) => g.retain.includes(topic),
     canSubscribe: (filter: string) => g.read.includes(filter) || legacy.read.includes(filter),
   };
 }

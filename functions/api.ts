@@ -35,11 +35,12 @@ export interface ApiDeps {
   /** AWS IoT Core's custom authorizer, written into agent configs beside the broker */
   authorizer?: string;
   log: Logger;
-  /** after a node is removed or its password rotated: end its live sessions at once (the local broker) */
-  revokeSessions?: () => Promise<unknown>;
+  /** after a node is removed or its password rotated: end its live sessions at once (the local broker, IoT Core) */
+  revokeSessions?: (node: { name: string; network: string }) => Promise<unknown>;
 }
 
-const MAX_BODY = 64 * 1024;
+/** the largest request body: a network config or a node is a few KB */
+export const MAX_BODY = 64 * 1024;
 
 function json(status: number, value: unknown): ApiResponse {
   return { status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(value, null, 2) + '\n' };
@@ -97,7 +98,7 @@ const routes: [string, RegExp, Handler][] = [
       const rotate = typeof b === 'object' && b !== null && (b as { rotate?: unknown }).rotate === true;
       const config = await addNode(d.store, { name: field(b, 'name', true), network: field(b, 'network', true), broker: d.broker, prefix: d.prefix, authorizer: d.authorizer, rotate });
       // a new password for an existing node: its old sessions end with the old one
-      await d.revokeSessions?.();
+      if (rotate) await d.revokeSessions?.({ name: config.node, network: config.network });
       return json(201, config);
     },
   ],
@@ -105,8 +106,8 @@ const routes: [string, RegExp, Handler][] = [
     'DELETE',
     /^\/v1\/nodes\/([^/]+)$/,
     async (_r, [name], d) => {
-      const { released } = await removeNode(d.store, name as string, d.controller);
-      await d.revokeSessions?.();
+      const { released, network } = await removeNode(d.store, name as string, d.controller);
+      await d.revokeSessions?.({ name: name as string, network });
       return json(200, { removed: name, released });
     },
   ],
@@ -128,20 +129,40 @@ const routes: [string, RegExp, Handler][] = [
   ],
 ];
 
-export async function handleApi(req: ApiRequest, deps: ApiDeps): Promise<ApiResponse> {
+/**
+ * The answer to a request without the right admin token, or undefined when
+ * the token is right. Exported so that a server can ask before it reads a
+ * body: nobody without the token makes the controller hold one.
+ */
+export function refuseUnauthorized(req: Pick<ApiRequest, 'method' | 'path' | 'headers'>, deps: Pick<ApiDeps, 'adminToken' | 'log'>): ApiResponse | undefined {
   const auth = req.headers.authorization ?? req.headers.Authorization;
   const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
   if (!token) return { ...problem(401, 'missing admin token: send Authorization: Bearer <token>'), headers: { 'content-type': 'application/json', 'www-authenticate': 'Bearer' } };
   if (!tokenMatches(token, deps.adminToken)) {
-    deps.log.warn('api call refused: wrong admin token', { method: req.method, path: req.path });
+    deps.log.warn('api call refused: wrong admin token', { method: req.method, path: req.path.slice(0, 200) });
     return problem(403, 'wrong admin token');
   }
+  return undefined;
+}
+
+/** A path parameter, %-decoded; a malformed escape is the client's error (400), never a 500. */
+function decodeParam(p: string): string {
+  try {
+    return decodeURIComponent(p);
+  } catch {
+    throw new TwillError('InvalidRequest', `the path has a malformed %-escape: ${JSON.stringify(p.slice(0, 100))}`);
+  }
+}
+
+export async function handleApi(req: ApiRequest, deps: ApiDeps): Promise<ApiResponse> {
+  const refused = refuseUnauthorized(req, deps);
+  if (refused) return refused;
   const known = routes.filter(([, re]) => re.test(req.path));
-  if (known.length === 0) return problem(404, `no such endpoint: ${req.path}`);
+  if (known.length === 0) return problem(404, `no such endpoint: ${req.path.slice(0, 200)}`);
   const match = known.find(([m]) => m === req.method);
   if (!match) return { ...problem(405, `${req.method} is not allowed on ${req.path}`), headers: { 'content-type': 'application/json', allow: known.map(([m]) => m).join(', ') } };
-  const params = (match[1].exec(req.path) ?? []).slice(1).map((p) => decodeURIComponent(p));
   try {
+    const params = (match[1].exec(req.path) ?? []).slice(1).map(decodeParam);
     return await match[2](req, params, deps);
   } catch (e) {
     if (e instanceof ConfigError) return problem(400, 'invalid network config', { errors: e.errors });

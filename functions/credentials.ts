@@ -87,3 +87,47 @@ export class VerifiedCredentials implements CredentialCheck {
     return rec;
   }
 }
+
+/** Thrown when more logins wait than a BoundedCredentials lets queue: the caller answers "busy, retry". */
+export class CredentialsBusyError extends Error {
+  constructor(waiting: number) {
+    super(`too many logins at once (${waiting} waiting): retry shortly`);
+    this.name = 'CredentialsBusyError';
+  }
+}
+
+/**
+ * At most `concurrent` password checks at a time, at most `queued` more
+ * waiting; past that a check is refused at once (CredentialsBusyError), so a
+ * flood of logins with wrong passwords holds a bounded amount of memory and
+ * CPU and a node with the right one still gets its turn. A hash of an
+ * earlier version costs tens of ms of the thread pool: without a bound, 50
+ * wrong-password connects pushed a legitimate login past a second.
+ */
+export class BoundedCredentials implements CredentialCheck {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    private readonly inner: CredentialCheck,
+    private readonly concurrent = 4,
+    private readonly queued = 1024,
+  ) {}
+
+  async check(node: string, password: string): Promise<NodeRecord | undefined> {
+    if (this.running >= this.concurrent) {
+      if (this.waiting.length >= this.queued) throw new CredentialsBusyError(this.waiting.length);
+      await new Promise<void>((r) => this.waiting.push(r));
+    } else {
+      this.running++;
+    }
+    try {
+      return await this.inner.check(node, password);
+    } finally {
+      // The slot passes straight to the next waiting check, if any.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+}

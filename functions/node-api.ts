@@ -11,7 +11,7 @@ import { publicConfig } from '../core/config.js';
 import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { NAME_RE } from '../core/topics.js';
-import type { CredentialCheck } from './credentials.js';
+import { CredentialsBusyError, type CredentialCheck } from './credentials.js';
 import type { Store } from './store/store.js';
 
 export interface NodeApiRequest {
@@ -164,6 +164,7 @@ export async function handleNodeApi(req: NodeApiRequest, deps: NodeApiDeps): Pro
     deps.cache?.set(key, res, now);
     return res;
   } catch (e) {
+    if (e instanceof CredentialsBusyError) return problem(req, 503, e.message, { 'retry-after': '1' });
     deps.log.error('snapshot failed', { network, reason: errorMessage(e) });
     return problem(req, 500, 'internal error: see the controller log');
   }

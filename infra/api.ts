@@ -20,5 +20,5 @@ export const api = new sst.aws.Function('Api', {
   }),
   // Nodes added by earlier versions have scrypt hashes (16 MB and a CPU to verify).
   memory: '512 MB',
-  permissions: [grants.tableReadWrite, grants.iotPublish, grants.adminToken],
+  permissions: [grants.tableReadWrite, grants.iotPublish, grants.iotDisconnect, grants.adminToken],
 });

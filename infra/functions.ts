@@ -57,6 +57,11 @@ export const grants = {
   } satisfies Statement,
   /** Publishing retained state, under this deployment's prefix only (retained publishes need both actions). */
   iotPublish: { actions: ['iot:Publish', 'iot:RetainPublish'], resources: [topicArn] } satisfies Statement,
+  /**
+   * The admin API disconnects a removed or rotated node's MQTT client
+   * (DeleteConnection's resource is the client: twill's client ids all start twill-).
+   */
+  iotDisconnect: { actions: ['iot:DeleteConnection'], resources: [$interpolate`arn:${partition}:iot:${region}:${account}:client/twill-*`] } satisfies Statement,
   /** The scheduled republish reads each network's retained config under the prefix. */
   iotGetRetained: { actions: ['iot:GetRetainedMessage'], resources: [topicArn] } satisfies Statement,
   /** EC2's Describe calls have no resource-level permissions. */

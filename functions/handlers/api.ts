@@ -7,6 +7,7 @@
 import type { LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
 import { handleApi } from '../api.js';
 import { runtime } from './runtime.js';
+import { nodeClientId } from '../../core/acl.js';
 
 export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunctionURLResult> {
   const rt = runtime();
@@ -24,7 +25,13 @@ export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunc
       headers: event.headers ?? {},
       body: event.body === undefined ? undefined : event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body,
     },
-    { store: rt.store, controller: rt.controller, adminToken, broker: `wss://${host}/mqtt`, prefix: rt.env.prefix, authorizer: rt.env.iotAuthorizer, log },
+    {
+      store: rt.store, controller: rt.controller, adminToken, broker: `wss://${host}/mqtt`, prefix: rt.env.prefix, authorizer: rt.env.iotAuthorizer, log,
+      // IoT Core keeps a connection's policy until it refreshes: a removed or rotated node is disconnected now.
+      revokeSessions: async (n) => {
+        if (await rt.publisher.disconnect(nodeClientId(n.network, n.name))) log.info('node disconnected from IoT Core', { node: n.name, network: n.network });
+      },
+    },
   );
   return { statusCode: res.status, headers: res.headers, body: res.body };
 }

@@ -10,7 +10,7 @@ import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
 import type { Logger } from '../../core/log.js';
 import type { Topics } from '../../core/topics.js';
 import { nodeAcl, nodeClientId } from '../../core/acl.js';
-import type { CredentialCheck } from '../credentials.js';
+import { CredentialsBusyError, type CredentialCheck } from '../credentials.js';
 import type { NodeRecord } from '../store/store.js';
 
 // The ACL itself lives in core/acl.ts, shared with IoT Core's custom authorizer.
@@ -23,7 +23,7 @@ export interface BrokerOptions {
   credentials: CredentialCheck;
 }
 
-function authError(message: string, returnCode: 4 | 5): AuthenticateError {
+function authError(message: string, returnCode: 3 | 4 | 5): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
 }
 
@@ -72,9 +72,10 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
   const broker = await Aedes.createBroker({
     persistence: retainedByTopic(),
     authenticate(client, username, password, done) {
-      const refuse = (reason: string) => {
+      // 4: bad username or password; 3: server unavailable (MQTT 3.1.1 §3.2.2.3), which agents retry with backoff.
+      const refuse = (reason: string, returnCode: 3 | 4 = 4) => {
         log.warn('connection refused', { client: client.id, username, reason });
-        done(authError(reason, 4), false);
+        done(authError(reason, returnCode), false);
       };
       if (!username || !password) return refuse('no username or password');
       credentials
@@ -90,7 +91,7 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
           identities.set(client, node);
           done(null, true);
         })
-        .catch((e) => refuse(`credential check failed: ${(e as Error).message}`));
+        .catch((e) => refuse(e instanceof CredentialsBusyError ? e.message : `credential check failed: ${(e as Error).message}`, 3));
     },
     authorizePublish(client, packet, done) {
       if (!client) return done(null); // the controller itself, in-process
@@ -99,6 +100,9 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
       let reason: string | undefined;
       if (!node) reason = 'not authenticated';
       else if (!nodeAcl(topics, node).canPublish(packet.topic)) reason = `node ${node.name} may not publish to this topic`;
+      // Only a status may be retained (its last will sets it too): a retained
+      // hello would be handled again by every controller that subscribes.
+      else if (packet.retain && !nodeAcl(topics, node).canRetain(packet.topic)) reason = `node ${node.name} may not publish retained to this topic: only its status is retained`;
       else if (size > MAX_PAYLOAD_BYTES) reason = `payload of ${size} bytes is larger than ${MAX_PAYLOAD_BYTES}`;
       if (reason) {
         log.warn('publish refused', { client: client.id, node: node?.name, topic: packet.topic, reason });

@@ -3,7 +3,7 @@
 // external one), the controller logic on the hello and status topics, lease
 // expiry, and a periodic sync that republishes what changed in the store.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -16,8 +16,8 @@ import { Metrics } from '../../core/metrics.js';
 import { Topics } from '../../core/topics.js';
 import { backendTypesOf, type Cloud, type CloudKind } from '../clouds/cloud.js';
 import { createCloud, type CloudOptions } from '../clouds/index.js';
-import { handleApi, type ApiDeps } from '../api.js';
-import { VerifiedCredentials } from '../credentials.js';
+import { MAX_BODY, handleApi, refuseUnauthorized, type ApiDeps, type ApiResponse } from '../api.js';
+import { BoundedCredentials, VerifiedCredentials } from '../credentials.js';
 import { handleNodeApi, SnapshotCache, type NodeApiDeps } from '../node-api.js';
 import { Sync } from '../sync.js';
 import { Controller } from '../controller.js';
@@ -26,10 +26,20 @@ import { AedesPublisher } from '../publish/aedes.js';
 import { MqttPublisher } from '../publish/mqtt.js';
 import { SqliteStore } from '../store/sqlite.js';
 import { createBroker } from './broker.js';
+import { guardPackets } from './packet-guard.js';
+import { makePrivate } from './private-dir.js';
+import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
 import { KeyedQueue } from './inbox.js';
 
-/** the admin API's largest request body: a network config or a node is a few KB */
-const MAX_API_BODY = 1024 * 1024;
+/**
+ * The largest MQTT packet the embedded broker takes: a payload at its limit
+ * and room for the topic, a will and MQTT's own fields. A larger one closes
+ * the connection before its body is read (packet-guard.ts).
+ */
+const MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 16 * 1024;
+
+/** how much of a refused request's body is read and dropped before its connection is cut */
+const DRAIN_BYTES = 1024 * 1024;
 
 /**
  * Agents' messages handled at once: each is a few store reads and a write,
@@ -86,7 +96,11 @@ export interface LocalController {
 export function adminTokenOf(file: string): string {
   try {
     const t = readFileSync(file, 'utf8').trim();
-    if (t) return t;
+    if (t) {
+      // A token file outside the data directory is kept private too.
+      if (statSync(file).mode & 0o077) chmodSync(file, 0o600);
+      return t;
+    }
   } catch {
     // first start
   }
@@ -94,6 +108,10 @@ export function adminTokenOf(file: string): string {
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, token + '\n', { mode: 0o600 });
   return token;
+}
+
+function tooLarge(): ApiResponse {
+  return { status: 413, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ error: `request body larger than ${MAX_BODY} bytes: nothing was changed` }) + '\n' };
 }
 
 export function parseListen(listen: string): { host: string; port: number } {
@@ -120,6 +138,9 @@ async function collectRetained(client: mqtt.MqttClient, filters: string[], windo
 export async function startLocalController(opts: LocalControllerOptions): Promise<LocalController> {
   const log = opts.log;
   const topics = new Topics(opts.prefix);
+  for (const r of makePrivate(opts.dataDir)) {
+    log.warn('data directory entry was readable by others: made private (it may hold secrets)', { path: r.path, was: r.was });
+  }
   const store = new SqliteStore(join(opts.dataDir, 'twill.db'));
   const cleanups: (() => Promise<void> | void)[] = [() => store.close()];
   const close = async () => {
@@ -156,7 +177,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     // It always runs: agents list their network there (protocol v2). Started
     // before anything is published, since every node's own topic names it.
     let apiUrl: string;
-    const credentials = new VerifiedCredentials(store);
+    const credentials = new BoundedCredentials(new VerifiedCredentials(store));
     {
       const adminToken = adminTokenOf(opts.adminTokenFile ?? join(opts.dataDir, 'admin-token'));
       // controller and url are set below, before the first request can matter.
@@ -176,24 +197,37 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
             .catch(() => res.writeHead(500).end());
           return;
         }
+        const path = url.pathname;
+        const send = (r: ApiResponse) => res.writeHead(r.status, r.headers).end(r.body);
+        // Refused before a byte of the body is held: without the right token,
+        // or announcing more than the limit. The answer goes at once; what the
+        // client still sends is read and dropped, and past DRAIN_BYTES the
+        // connection is cut.
+        const refuse = (r: ApiResponse) => {
+          refused = true;
+          // (Not Connection: close: Node would then close the socket under a
+          // client still sending, whose kernel drops the answer on the reset.)
+          res.writeHead(r.status, r.headers).end(r.body);
+          let dropped = 0;
+          req.removeAllListeners('data');
+          req.on('data', (c: Buffer) => { if ((dropped += c.length) > DRAIN_BYTES) req.socket.destroy(); });
+          req.resume();
+        };
+        let refused = false;
+        const early = refuseUnauthorized({ method: req.method ?? 'GET', path, headers }, deps)
+          ?? (Number(req.headers['content-length'] ?? 0) > MAX_BODY ? tooLarge() : undefined);
+        if (early) return refuse(early);
         const chunks: Buffer[] = [];
         let size = 0;
-        let refused = false;
         req.on('data', (c: Buffer) => {
           size += c.length;
-          if (size <= MAX_API_BODY) chunks.push(c);
-          else if (!refused) {
-            // Answered at once; the rest is read and dropped, so the client
-            // sees the answer, unless it keeps sending far past the limit.
-            refused = true;
-            res.writeHead(413, { 'content-type': 'application/json', connection: 'close' })
-              .end(JSON.stringify({ error: `request body larger than ${MAX_API_BODY} bytes: nothing was changed` }) + '\n');
-          } else if (size > 16 * MAX_API_BODY) req.destroy();
+          if (size <= MAX_BODY) chunks.push(c);
+          else refuse(tooLarge()); // a chunked body past the limit
         });
         req.on('end', () => {
           if (refused) return;
-          handleApi({ method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0] as string, headers, body: chunks.length ? Buffer.concat(chunks).toString('utf8') : undefined }, deps)
-            .then((r) => res.writeHead(r.status, r.headers).end(r.body))
+          handleApi({ method: req.method ?? 'GET', path, headers, body: chunks.length ? Buffer.concat(chunks).toString('utf8') : undefined }, deps)
+            .then((r) => send(r))
             .catch(() => res.writeHead(500).end());
         });
       });
@@ -215,7 +249,17 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       await controller.publishOnStart();
       const cleared = await controller.clearStale(stale);
       if (cleared) log.info('cleared retained leases the store does not hold', { count: cleared });
-      client.on('message', (topic, payload) => void handle(topic, payload));
+      client.on('message', (topic, payload, packet) => {
+        // A hello a node left retained on the broker (the embedded broker and
+        // IoT Core refuse it; Mosquitto keeps it) would be handled again at
+        // every controller start: it is cleared, not handled.
+        if (packet.retain && topics.parse(topic)?.kind === 'nodeHello') {
+          log.warn('retained hello cleared, not handled: nodes may retain only their status', { topic });
+          if (payload.length) void client.publishAsync(topic, '', { qos: 1, retain: true }).catch(() => {});
+          return;
+        }
+        void handle(topic, payload);
+      });
       await client.subscribeAsync([topics.allHellos(), topics.allStatus(), topics.legacyHellos()], { qos: 1 });
       url = opts.brokerUrl;
     } else {
@@ -239,7 +283,12 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       }
       const listen = opts.listen ?? '127.0.0.1:1883';
       const { host, port } = parseListen(listen);
-      const server: Server = createServer(broker.handle);
+      const server: Server = createServer((socket) => {
+        broker.handle(guardPackets(socket, MAX_PACKET_BYTES, (p) => log.warn('connection closed before reading a packet', {
+          remote: socket.remoteAddress,
+          reason: p.kind === 'too-large' ? `packet of ${p.length} bytes is larger than ${MAX_PACKET_BYTES}` : p.why,
+        })));
+      });
       await new Promise<void>((resolve, reject) => {
         server.once('error', (e) => reject(listenError(e, listen, '--listen')));
         server.listen(port, host, () => resolve());

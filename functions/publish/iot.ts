@@ -5,7 +5,7 @@
 // retained message per topic for late subscribers, and an empty retained
 // payload deletes it, which is how a released lease disappears.
 import {
-  GetRetainedMessageCommand, IoTDataPlaneClient, ListRetainedMessagesCommand, PublishCommand, type IoTDataPlaneClientConfig,
+  DeleteConnectionCommand, GetRetainedMessageCommand, IoTDataPlaneClient, ListRetainedMessagesCommand, PublishCommand, type IoTDataPlaneClientConfig,
 } from '@aws-sdk/client-iot-data-plane';
 import type { Publisher } from './publisher.js';
 
@@ -66,6 +66,23 @@ export class IotPublisher implements Publisher {
       nextToken = r.nextToken;
     } while (nextToken);
     return out;
+  }
+
+  /**
+   * Closes an MQTT client's connection to IoT Core (DeleteConnection), so a
+   * removed or rotated node is cut off at once rather than when its policy
+   * next refreshes. Its session state goes with it (cleanSession), and its
+   * last will is not published: the node is gone, not offline. False when
+   * the client was not connected (ResourceNotFoundException).
+   */
+  async disconnect(clientId: string): Promise<boolean> {
+    try {
+      await this.client.send(new DeleteConnectionCommand({ clientId, cleanSession: true, preventWillMessage: true }));
+      return true;
+    } catch (e) {
+      if ((e as { name?: string }).name === 'ResourceNotFoundException') return false;
+      throw e;
+    }
   }
 
   close(): void {

@@ -92,6 +92,12 @@ export interface FakeIotCore {
   readonly throttled: number;
   /** retained messages withheld from wildcard subscriptions */
   readonly withheldRetained: number;
+  /**
+   * What the data plane's DeleteConnection does: closes the client's
+   * connection, dropping its session when cleanSession and its last will
+   * when preventWillMessage; false when no such client is connected.
+   */
+  disconnect(clientId: string, o: { cleanSession: boolean; preventWillMessage: boolean }): boolean;
   close(): Promise<void>;
 }
 
@@ -337,6 +343,14 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
     ruleErrors,
     get throttled() { return throttled; },
     get withheldRetained() { return withheldRetained; },
+    disconnect(clientId, o) {
+      const client = (broker as unknown as { clients: Record<string, Client | undefined> }).clients[clientId];
+      if (!client || trusted.has(client.conn)) return false;
+      if (o.preventWillMessage) (client as unknown as { will: unknown }).will = null;
+      if (o.cleanSession) (client as unknown as { clean: boolean }).clean = true;
+      client.close();
+      return true;
+    },
     async close() {
       closing = true;
       await Promise.all([...running]);

@@ -10,6 +10,10 @@
 // (GET /retainedMessage) answer from the retained state this endpoint itself
 // published (an empty retained payload deletes it, as on IoT Core); retained
 // messages that MQTT clients publish straight to the broker are not seen.
+// DeleteConnection (DELETE /connections/{clientId}?cleanSession&preventWillMessage,
+// IoT data plane API reference) closes a client's connection on the IoT Core
+// stand-in it is given; a client not connected is ResourceNotFoundException,
+// a client id starting with '$' InvalidRequestException, as IoT Core answers.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -21,10 +25,18 @@ export interface ForwardedPublish {
   retain: boolean;
 }
 
+/** The device side DeleteConnection acts on (the IoT Core stand-in, test/fakes/iot-core.ts). */
+export interface IotConnections {
+  /** closes the client's connection; false when it is not connected */
+  disconnect(clientId: string, o: { cleanSession: boolean; preventWillMessage: boolean }): boolean;
+}
+
 export interface FakeIotData {
   endpoint: string;
   /** Every publish forwarded to the broker, in order. */
   readonly published: ForwardedPublish[];
+  /** Every DeleteConnection asked for, in order, and whether a connection was closed. */
+  readonly disconnects: { clientId: string; cleanSession: boolean; preventWillMessage: boolean; closed: boolean }[];
   /** The retained messages published through this endpoint, by topic. */
   readonly retained: Map<string, { payload: Buffer; qos: 0 | 1; at: number }>;
   close(): Promise<void>;
@@ -59,7 +71,8 @@ function topicProblem(topic: string): string | undefined {
   return undefined;
 }
 
-export async function startFakeIotData(brokerUrl: string): Promise<FakeIotData> {
+export async function startFakeIotData(brokerUrl: string, connections?: IotConnections): Promise<FakeIotData> {
+  const disconnects: FakeIotData['disconnects'] = [];
   const mq: MqttClient = await mqtt.connectAsync(brokerUrl, { clientId: `fake-iot-data-${process.pid}`, reconnectPeriod: 0 });
   const published: ForwardedPublish[] = [];
   const retained = new Map<string, { payload: Buffer; qos: 0 | 1; at: number }>();
@@ -92,6 +105,27 @@ export async function startFakeIotData(brokerUrl: string): Promise<FakeIotData> 
       if (!r) return fail(res, 404, 'ResourceNotFoundException', `no retained message on ${topic}`);
       return json(res, { topic, payload: r.payload.toString('base64'), qos: r.qos, lastModifiedTime: r.at });
     }
+    const c = /^\/connections\/([^/]+)$/.exec(url.pathname);
+    if (req.method === 'DELETE' && c) {
+      const clientId = decodeURIComponent(c[1]!);
+      if (clientId.startsWith('$')) return fail(res, 400, 'InvalidRequestException', "the client ID can't start with a dollar sign ($)");
+      const flag = (name: string) => {
+        const v = url.searchParams.get(name);
+        if (v !== null && v !== 'true' && v !== 'false') throw Object.assign(new Error(`${name} must be true or false`), { invalid: true });
+        return v === 'true';
+      };
+      let o: { cleanSession: boolean; preventWillMessage: boolean };
+      try {
+        o = { cleanSession: flag('cleanSession'), preventWillMessage: flag('preventWillMessage') };
+      } catch (e) {
+        return fail(res, 400, 'InvalidRequestException', (e as Error).message);
+      }
+      const closed = connections?.disconnect(clientId, o) ?? false;
+      disconnects.push({ clientId, ...o, closed });
+      if (!closed) return fail(res, 404, 'ResourceNotFoundException', `client ${clientId} is not connected`);
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 });
+      return res.end('{}');
+    }
     const m = /^\/topics\/(.+)$/.exec(url.pathname);
     if (req.method !== 'POST' || !m) return fail(res, 405, 'MethodNotAllowedException', `${req.method} ${url.pathname} is not supported`);
     const topic = decodeURIComponent(m[1]!);
@@ -123,6 +157,7 @@ export async function startFakeIotData(brokerUrl: string): Promise<FakeIotData> 
   return {
     endpoint: `http://127.0.0.1:${port}`,
     published,
+    disconnects,
     retained,
     async close() {
       server.closeAllConnections();

@@ -38,7 +38,7 @@ export async function startIotCoreWorld(dir: string, host?: string): Promise<Iot
     host,
     rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v2/node/+/+/${kind}`, invoke: (e) => iotHandler(e) })),
   });
-  const w = await startServerless(iot.internalUrl, {}, host);
+  const w = await startServerless(iot.internalUrl, {}, host, iot);
   return {
     iot,
     w,

@@ -13,7 +13,7 @@ import { Topics } from '../../core/topics.js';
 import { resetRuntime } from '../../functions/handlers/runtime.js';
 import { createTable, DynamoStore } from '../../functions/store/dynamo.js';
 import { startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
-import { startFakeIotData, type FakeIotData } from '../fakes/iot-data.js';
+import { startFakeIotData, type FakeIotData, type IotConnections } from '../fakes/iot-data.js';
 import { startFakeSsm, type FakeSsm } from '../fakes/ssm.js';
 
 export const REGION = 'us-east-1';
@@ -41,6 +41,33 @@ export function lambdaContext(name = 'twill-test-Function'): Context {
     done: () => {},
     fail: () => {},
     succeed: () => {},
+  };
+}
+
+/** A function URL request, as Lambda hands it over (payload format 2.0). */
+export function urlEvent(method: string, path: string, opts: { headers?: Record<string, string>; body?: string; query?: Record<string, string> } = {}): LambdaFunctionURLEvent {
+  const query = opts.query ?? {};
+  return {
+    version: '2.0',
+    routeKey: '$default',
+    rawPath: path,
+    rawQueryString: new URLSearchParams(query).toString(),
+    headers: { 'content-type': 'application/json', host: 'abcdefgh.lambda-url.us-east-1.on.aws', ...opts.headers },
+    ...(Object.keys(query).length ? { queryStringParameters: query } : {}),
+    requestContext: {
+      accountId: 'anonymous',
+      apiId: 'abcdefgh',
+      domainName: 'abcdefgh.lambda-url.us-east-1.on.aws',
+      domainPrefix: 'abcdefgh',
+      http: { method, path, protocol: 'HTTP/1.1', sourceIp: '203.0.113.7', userAgent: 'test' },
+      requestId: 'req-1',
+      routeKey: '$default',
+      stage: '$default',
+      time: '25/Nov/2026:10:00:00 +0000',
+      timeEpoch: 1795600000000,
+    },
+    ...(opts.body !== undefined ? { body: opts.body } : {}),
+    isBase64Encoded: false,
   };
 }
 
@@ -103,12 +130,15 @@ export async function onLoopback(server: Server, host = '127.0.0.1'): Promise<{ 
   };
 }
 
-/** host: where the node API's function URL listens (default loopback). */
-export async function startServerless(brokerUrl: string, extraEnv: Record<string, string> = {}, host?: string): Promise<ServerlessWorld> {
+/**
+ * host: where the node API's function URL listens (default loopback);
+ * connections: the device side DeleteConnection closes (IoT Core's stand-in), if any.
+ */
+export async function startServerless(brokerUrl: string, extraEnv: Record<string, string> = {}, host?: string, connections?: IotConnections): Promise<ServerlessWorld> {
   const nodeApi = await functionUrl(nodeApiHandler, host);
   const dynamo = await startFakeDynamo();
   const ssm = await startFakeSsm();
-  const iot = await startFakeIotData(brokerUrl);
+  const iot = await startFakeIotData(brokerUrl, connections);
   const client = new DynamoDBClient(dynamo.clientConfig);
   await createTable(client, TABLE);
   ssm.parameters.set(ADMIN_PARAM, { value: ADMIN_TOKEN, type: 'SecureString' });

@@ -17,7 +17,8 @@ import type { FakeIotCore } from '../fakes/iot-core.js';
 import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { metric, startAgent, subnetOf, type AgentProc } from '../helpers/cluster.js';
 import { removeTempDirs, tempDir, waitFor } from '../helpers/procs.js';
-import { AUTHORIZER, PREFIX, type ServerlessWorld } from '../helpers/serverless.js';
+import { ADMIN_TOKEN, AUTHORIZER, PREFIX, urlEvent, type ServerlessWorld } from '../helpers/serverless.js';
+import { handler as apiHandler } from '../../functions/handlers/api.js';
 
 describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
   let dir: string;
@@ -84,5 +85,24 @@ describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
     await waitFor('refused connection', () => iotCore.connections.some((c) => c.clientId === 'twill-edge-edge-bad' && !c.accepted && /authorizer refused/.test(c.reason ?? '')));
     assert.equal(await w.store.getLease('edge', 'edge-bad'), undefined);
     assert.ok(!/FLANNEL_SUBNET/.test((() => { try { return readFileSync(agent.subnetFile, 'utf8'); } catch { return ''; } })()));
+  });
+
+  test('a node removed through the admin API is disconnected from IoT Core at once, cannot come back, and its lease is gone', async () => {
+    const agent = await agentFor('edge-gone', iotCore.mqttsUrl);
+    await subnetOf(agent);
+    const clientId = 'twill-edge-edge-gone';
+    const accepted = () => iotCore.connections.filter((c) => c.clientId === clientId && c.accepted).length;
+    assert.equal(accepted(), 1);
+    const r = await apiHandler(urlEvent('DELETE', '/v1/nodes/edge-gone', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }));
+    assert.equal((r as { statusCode: number }).statusCode, 200);
+    // DeleteConnection was asked for by the time the API answered, and it closed the live connection.
+    assert.deepEqual(w.iot.disconnects.filter((d) => d.clientId === clientId), [{ clientId, cleanSession: true, preventWillMessage: true, closed: true }]);
+    assert.equal(await w.store.getLease('edge', 'edge-gone'), undefined);
+    // The agent reconnects (it retries a refused login) and the authorizer refuses it: the node is gone.
+    await waitFor('reconnect refused', () => iotCore.connections.some((c) => c.clientId === clientId && !c.accepted && /authorizer refused/.test(c.reason ?? '')));
+    assert.equal(accepted(), 1, 'no connection of the removed node was accepted after the removal');
+    assert.equal(await w.store.getLease('edge', 'edge-gone'), undefined);
+    // Its last will was not published: no status of a node that no longer exists.
+    assert.ok(!(await w.store.listStatus()).some((s) => s.node === 'edge-gone' && s.status.state === 'offline'));
   });
 });

@@ -72,15 +72,53 @@ describe('twill CLI with --api', () => {
     assert.doesNotMatch(ctl.output(), new RegExp(env.TWILL_API_TOKEN as string), 'the token is never logged');
   });
 
-  test('a request body over 1 MiB is refused with 413 and changes nothing', async () => {
+  test('a request body over 64 KiB is refused with 413 and changes nothing', async () => {
     const before = await (await fetch(`${api}/v1/networks`, { headers: { authorization: `Bearer ${env.TWILL_API_TOKEN}` } })).json();
-    const huge = JSON.stringify({ Network: '10.71.0.0/16', Padding: 'x'.repeat(2 * 1024 * 1024) });
+    const huge = JSON.stringify({ Network: '10.71.0.0/16', Padding: 'x'.repeat(200 * 1024) });
     const r = await fetch(`${api}/v1/networks/huge`, { method: 'PUT', headers: { authorization: `Bearer ${env.TWILL_API_TOKEN}`, 'content-type': 'application/json' }, body: huge }).catch((e: Error) => e);
     assert.ok(!(r instanceof Error), `an answer, not a dropped connection: ${r instanceof Error ? r.message : ''}`);
     assert.equal(r.status, 413);
-    assert.match(((await r.json()) as { error: string }).error, /larger than 1048576 bytes: nothing was changed/);
+    assert.match(((await r.json()) as { error: string }).error, /larger than 65536 bytes: nothing was changed/);
+    // The same without a Content-Length (chunked): refused once the limit is passed.
+    const chunked = new ReadableStream({ start(c) { for (let i = 0; i < 10; i++) c.enqueue(new TextEncoder().encode('x'.repeat(16 * 1024))); c.close(); } });
+    const rc = await fetch(`${api}/v1/networks/huge`, { method: 'PUT', headers: { authorization: `Bearer ${env.TWILL_API_TOKEN}` }, body: chunked, duplex: 'half' } as RequestInit).catch((e: Error) => e);
+    assert.ok(!(rc instanceof Error), `an answer: ${rc instanceof Error ? rc.message : ''}`);
+    assert.equal(rc.status, 413);
     const after = await (await fetch(`${api}/v1/networks`, { headers: { authorization: `Bearer ${env.TWILL_API_TOKEN}` } })).json();
     assert.deepEqual(after, before);
+  });
+
+  test('without the admin token a body is refused before it is read, and a 100 MB one is cut off', async () => {
+    const { connect } = await import('node:net');
+    const { port } = new URL(api);
+    const sock = connect(Number(port), '127.0.0.1');
+    let answer = '';
+    sock.on('data', (d) => { answer += d.toString(); });
+    const closed = new Promise<void>((r) => sock.on('close', () => r()));
+    sock.on('error', () => {});
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    sock.write(`PUT /v1/networks/x HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: ${100 * 1024 * 1024}\r\n\r\n`);
+    // Send the body as fast as the server takes it, until it hangs up.
+    const chunk = Buffer.alloc(64 * 1024, 0x78);
+    let sent = 0;
+    let open = true;
+    void closed.then(() => { open = false; });
+    while (open && sent < 100 * 1024 * 1024) {
+      if (!sock.write(chunk)) await Promise.race([new Promise((r) => sock.once('drain', r)), closed]);
+      sent += chunk.length;
+      // Reads what came back between writes, as an HTTP client does.
+      await new Promise((r) => setImmediate(r));
+    }
+    await closed;
+    assert.match(answer, /^HTTP\/1\.1 401 /, 'answered 401 at once');
+    assert.match(answer, /missing admin token/);
+    assert.ok(sent < 32 * 1024 * 1024, `the connection was cut long before 100 MB (after ${sent} bytes sent)`);
+  });
+
+  test('a malformed %-escape in a path is a 400 naming it, not a 500', async () => {
+    const r = await fetch(`${api}/v1/nodes/%E0%A4%A`, { method: 'DELETE', headers: { authorization: `Bearer ${env.TWILL_API_TOKEN}` } });
+    assert.equal(r.status, 400);
+    assert.match(((await r.json()) as { error: string }).error, /malformed %-escape/);
   });
 });
 

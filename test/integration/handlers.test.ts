@@ -30,7 +30,7 @@ import { FakeEc2 } from '../fakes/ec2.js';
 import { FakeGce } from '../fakes/gce.js';
 import { EVENT_FIXTURES, freePort, removeTempDirs, startProc, tempDir, waitFor, type Proc } from '../helpers/procs.js';
 import {
-  ACCOUNT, ADMIN_TOKEN, ALI_PARAM, ALI_TOKEN, AUTHORIZER, PREFIX, REGION, lambdaContext, onLoopback, startServerless, type ServerlessWorld,
+  ACCOUNT, ADMIN_TOKEN, ALI_PARAM, ALI_TOKEN, AUTHORIZER, PREFIX, REGION, lambdaContext, onLoopback, startServerless, urlEvent, type ServerlessWorld,
 } from '../helpers/serverless.js';
 
 const MOSQUITTO = '/usr/sbin/mosquitto';
@@ -43,32 +43,6 @@ const ALI_KEY = { AccessKeyID: 'AKIDFAKEFAKEFAKE', AccessKeySecret: 'fake-secret
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
-/** A function URL request, as Lambda hands it over (payload format 2.0). */
-function urlEvent(method: string, path: string, opts: { headers?: Record<string, string>; body?: string; query?: Record<string, string> } = {}): LambdaFunctionURLEvent {
-  const query = opts.query ?? {};
-  return {
-    version: '2.0',
-    routeKey: '$default',
-    rawPath: path,
-    rawQueryString: new URLSearchParams(query).toString(),
-    headers: { 'content-type': 'application/json', host: 'abcdefgh.lambda-url.us-east-1.on.aws', ...opts.headers },
-    ...(Object.keys(query).length ? { queryStringParameters: query } : {}),
-    requestContext: {
-      accountId: 'anonymous',
-      apiId: 'abcdefgh',
-      domainName: 'abcdefgh.lambda-url.us-east-1.on.aws',
-      domainPrefix: 'abcdefgh',
-      http: { method, path, protocol: 'HTTP/1.1', sourceIp: '203.0.113.7', userAgent: 'test' },
-      requestId: 'req-1',
-      routeKey: '$default',
-      stage: '$default',
-      time: '25/Nov/2026:10:00:00 +0000',
-      timeEpoch: 1795600000000,
-    },
-    ...(opts.body !== undefined ? { body: opts.body } : {}),
-    isBase64Encoded: false,
-  };
-}
 
 function structured(r: LambdaFunctionURLResult): { statusCode: number; body: Record<string, unknown>; headers: Record<string, unknown> } {
   assert.equal(typeof r, 'object');

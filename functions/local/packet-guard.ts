@@ -1,0 +1,86 @@
+// The embedded broker's limit on an MQTT packet's size, enforced before the
+// packet is buffered. aedes' parser (mqtt-packet) collects a whole packet in
+// memory before anyone can look at it, so a 64 MB PUBLISH was held whole
+// before the payload check refused it; a handful of such connections cost
+// hundreds of MB. This reads each packet's fixed header as the bytes go by
+// (MQTT 3.1.1 §2.2: one type byte, then the remaining length as a variable
+// byte integer of up to four bytes) and closes the connection as soon as a
+// length over the limit is announced, before its body arrives.
+import { Duplex, Transform, pipeline, type TransformCallback } from 'node:stream';
+import type { Socket } from 'node:net';
+
+/** What the scanner found wrong with the stream, or undefined while it is fine. */
+export type PacketProblem = { kind: 'too-large'; length: number } | { kind: 'malformed'; why: string };
+
+/**
+ * Follows MQTT packet boundaries across chunks without holding any bytes:
+ * per packet, at most five header bytes are looked at one by one, and the
+ * body is skipped by its length.
+ */
+export class PacketScanner {
+  private state: 'type' | 'length' | 'body' = 'type';
+  private length = 0;
+  private multiplier = 1;
+  private lengthBytes = 0;
+  private remaining = 0;
+
+  constructor(private readonly maxPacketBytes: number) {}
+
+  /** Scans one chunk; returns the first problem, after which the connection must be closed. */
+  scan(chunk: Uint8Array): PacketProblem | undefined {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.state === 'body') {
+        const take = Math.min(this.remaining, chunk.length - i);
+        this.remaining -= take;
+        i += take;
+        if (this.remaining === 0) this.state = 'type';
+        continue;
+      }
+      const byte = chunk[i++] as number;
+      if (this.state === 'type') {
+        this.state = 'length';
+        this.length = 0;
+        this.multiplier = 1;
+        this.lengthBytes = 0;
+        continue;
+      }
+      this.length += (byte & 0x7f) * this.multiplier;
+      this.multiplier *= 128;
+      this.lengthBytes++;
+      if (byte & 0x80) {
+        if (this.lengthBytes === 4) return { kind: 'malformed', why: 'remaining length longer than four bytes' };
+        // Refused as soon as what is announced so far already exceeds the limit.
+        if (this.length > this.maxPacketBytes) return { kind: 'too-large', length: this.length };
+        continue;
+      }
+      if (this.length > this.maxPacketBytes) return { kind: 'too-large', length: this.length };
+      this.remaining = this.length;
+      this.state = this.remaining === 0 ? 'type' : 'body';
+    }
+    return undefined;
+  }
+}
+
+/**
+ * The socket as aedes should see it: the same bytes, except that the
+ * connection is closed (and onProblem told) at the first packet whose
+ * announced size is over the limit, before its body is read.
+ */
+export function guardPackets(socket: Socket, maxPacketBytes: number, onProblem: (p: PacketProblem) => void): Duplex {
+  const scanner = new PacketScanner(maxPacketBytes);
+  const checked = new Transform({
+    transform(chunk: Buffer, _enc, cb: TransformCallback) {
+      const problem = scanner.scan(chunk);
+      if (!problem) return cb(null, chunk);
+      onProblem(problem);
+      socket.destroy();
+      cb();
+    },
+  });
+  pipeline(socket, checked, () => {});
+  // What aedes reads is the checked stream; what it writes goes straight to the socket.
+  const conn = Duplex.from({ readable: checked, writable: socket });
+  socket.once('close', () => conn.destroy());
+  return conn;
+}
