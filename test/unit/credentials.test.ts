@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, scryptSync } from 'node:crypto';
-import { DUMMY_HASH, generatePassword, hashPassword, verifyPassword, VerifiedCredentials } from '../../functions/credentials.js';
+import { BoundedCredentials, CredentialsBusyError, DUMMY_HASH, generatePassword, hashPassword, verifyPassword, VerifiedCredentials } from '../../functions/credentials.js';
 import type { NodeRecord } from '../../functions/store/store.js';
 
 test('a hash verifies its own password only, and holds no trace of it', async () => {
@@ -45,4 +45,30 @@ test('remembered checks follow the stored hash: a rotated password is checked af
   rec.passwordHash = await hashPassword(next);
   assert.equal(await creds.check('n1', pw), undefined, 'the old password no longer logs in');
   assert.equal((await creds.check('n1', next))?.name, 'n1');
+});
+
+test('login checks run a bounded number at a time; past the queue they are refused at once, the rest all answered', async () => {
+  let running = 0;
+  let most = 0;
+  const releases: (() => void)[] = [];
+  const slow = {
+    async check(node: string) {
+      running++;
+      most = Math.max(most, running);
+      await new Promise<void>((r) => releases.push(r));
+      running--;
+      return node === 'good' ? ({ name: 'good' } as never) : undefined;
+    },
+  };
+  const bounded = new BoundedCredentials(slow, 2, 3);
+  const results = Array.from({ length: 5 }, (_, i) => bounded.check(i === 4 ? 'good' : `bad${i}`, 'pw'));
+  // the sixth finds two running and three waiting: refused, without running
+  await assert.rejects(bounded.check('good', 'pw'), (e: Error) => e instanceof CredentialsBusyError && /too many logins at once \(3 waiting\)/.test(e.message));
+  while (releases.length || running) {
+    await new Promise((r) => setImmediate(r));
+    releases.shift()?.();
+  }
+  const answers = await Promise.all(results);
+  assert.equal(most, 2, 'never more than two at a time');
+  assert.deepEqual(answers.map((a) => (a as { name?: string } | undefined)?.name), [undefined, undefined, undefined, undefined, 'good']);
 });
