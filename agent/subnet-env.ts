@@ -1,9 +1,10 @@
 // flannel's subnet.env, which the CNI bridge/host-local plugins and everything
 // else that reads flannel's file consume. Written atomically (temp file in the
 // same directory, fsync, rename) so a reader never sees half a file.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
 import { formatCidr, formatIP, parseCidr } from '../core/cidr.js';
+import { makeDirs } from '../core/dirs.js';
 
 export interface SubnetEnv {
   network?: string;
@@ -33,7 +34,7 @@ export function renderSubnetEnv(env: SubnetEnv): string {
 }
 
 export function writeFileAtomic(path: string, content: string, mode = 0o644): void {
-  mkdirSync(dirname(path), { recursive: true });
+  makeDirs(dirname(path));
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
   const fd = openSync(tmp, 'w', mode);
   try {

@@ -1,5 +1,6 @@
 import { Agent } from '../agent/agent.js';
 import { agentOptions, readAgentFile } from '../agent/config.js';
+import { checkWritable } from '../agent/preflight.js';
 import { createLogger } from '../core/log.js';
 import { VERSION } from '../core/version.js';
 import { agentHelp, parseAgentArgs } from './agent-flags.js';
@@ -20,6 +21,7 @@ export async function agentCommand(args: string[]): Promise<number> {
   for (const name of flags.ignored) log.warn('flag accepted and ignored: it is klog\'s, and twill does not use klog', { flag: `--${name}` });
   const file = flags.config ? readAgentFile(flags.config) : {};
   const opts = agentOptions(file, flags.file, log);
+  checkWritable(opts);
   const agent = new Agent(opts);
   await agent.start();
   if (agent.address) log.info('serving /healthz /readyz /metrics', { addr: agent.address });

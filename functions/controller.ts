@@ -313,20 +313,29 @@ export class Controller {
   // ---- messages from agents ----
 
   /**
+   * The node's rate limit on its hellos and statuses: false (counted, and
+   * logged once a minute) when this message is over it. Cheap, before any
+   * parse or store read; the local controller asks it before a message is
+   * queued, so a flood never queues (handleMessage asks it otherwise).
+   */
+  admit(topic: string, client = 'unknown'): boolean {
+    const t = this.topics.parse(topic);
+    if (t?.kind !== 'nodeHello' && t?.kind !== 'nodeStatus') return true;
+    const kind = t.kind === 'nodeHello' ? 'hello' : 'status';
+    const taken = this.limiter.take(kind, `${t.network}/${t.node}`);
+    if (taken.ok) return true;
+    this.refusedByRate++;
+    if (taken.report) this.log.warn(`${kind} messages of a node over its rate limit refused`, { network: t.network, node: t.node, client, refused: taken.report });
+    return false;
+  }
+
+  /**
    * Entry point for every message an agent sends. Never throws: a bad message
    * is logged and answered, and changes nothing.
    */
-  async handleMessage(topic: string, payload: Uint8Array, client = 'unknown'): Promise<void> {
+  async handleMessage(topic: string, payload: Uint8Array, client = 'unknown', admitted = false): Promise<void> {
+    if (!admitted && !this.admit(topic, client)) return;
     const t = this.topics.parse(topic);
-    if (t?.kind === 'nodeHello' || t?.kind === 'nodeStatus') {
-      const kind = t.kind === 'nodeHello' ? 'hello' : 'status';
-      const taken = this.limiter.take(kind, `${t.network}/${t.node}`);
-      if (!taken.ok) {
-        this.refusedByRate++;
-        if (taken.report) this.log.warn(`${kind} messages of a node over its rate limit refused`, { network: t.network, node: t.node, client, refused: taken.report });
-        return;
-      }
-    }
     try {
       if (t?.kind === 'nodeHello') {
         await this.handleHello(t.network, t.node, payload);

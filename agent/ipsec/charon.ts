@@ -11,11 +11,12 @@
 // agent finds the same charon on the socket and takes it over. Only when no
 // charon answers does the agent start one.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { TwillError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { Vici } from './vici.js';
+import { makeDirs } from '../../core/dirs.js';
 
 const CHARON_PATHS = ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/lib/strongswan/charon'];
 const START_TIMEOUT_MS = 30_000;
@@ -112,7 +113,7 @@ export class Charon {
     if (!bin) throw new TwillError('CharonMissing', `strongSwan's charon is not installed (looked in ${CHARON_PATHS.join(', ')}): apt-get install strongswan-charon strongswan-swanctl libstrongswan-standard-plugins (the vici plugin comes with strongswan-swanctl)`);
     const vici = join(dirname(bin), 'plugins', 'libstrongswan-vici.so');
     if (!existsSync(vici)) throw new TwillError('CharonMissing', `charon has no vici plugin (${vici}), the only way twill configures it: apt-get install strongswan-swanctl`);
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    makeDirs(this.dir, 0o700);
     const conf = join(this.dir, 'strongswan.conf');
     writeFileSync(conf, strongswanConf(this.dir, this.socket), { mode: 0o600 });
     const out = openSync(join(this.dir, 'charon.out'), 'a', 0o600);

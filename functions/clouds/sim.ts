@@ -7,7 +7,6 @@
 // carry no owner, a route to a terminated instance is a blackhole, and a
 // route is retargeted in place.
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatIPv4 } from '../../core/cidr.js';
 import { TwillError } from '../../core/errors.js';
@@ -16,6 +15,7 @@ import {
   ROUTE_DESCRIPTION, RouteLimitError, routeLimit,
   type Cloud, type CloudInstance, type CloudRoute, type DesiredRoute, type InstanceRef, type NetworkRef, type NetworkSnapshot,
 } from './cloud.js';
+import { makeDirs } from '../../core/dirs.js';
 
 export type SimState = 'running' | 'stopped' | 'terminated';
 
@@ -75,7 +75,7 @@ export class SimVpc {
   private db: Database.Database;
 
   constructor(readonly file: string) {
-    if (file !== ':memory:') mkdirSync(join(file, '..'), { recursive: true });
+    if (file !== ':memory:') makeDirs(join(file, '..'));
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');

@@ -23,6 +23,9 @@ export interface BrokerOptions {
   credentials: CredentialCheck;
 }
 
+/** how long a refused login waits for its CONNACK */
+const REFUSAL_DELAY_MS = 1000;
+
 function authError(message: string, returnCode: 3 | 4 | 5): AuthenticateError {
   return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
 }
@@ -75,7 +78,10 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
       // 4: bad username or password; 3: server unavailable (MQTT 3.1.1 §3.2.2.3), which agents retry with backoff.
       const refuse = (reason: string, returnCode: 3 | 4 = 4) => {
         log.warn('connection refused', { client: client.id, username, reason });
-        done(authError(reason, returnCode), false);
+        // A refused login is answered after a pause (the same for every
+        // reason and name): a client guessing or flooding waits on each
+        // attempt, instead of making the broker answer as fast as it can.
+        setTimeout(() => done(authError(reason, returnCode), false), REFUSAL_DELAY_MS).unref();
       };
       if (!username || !password) return refuse('no username or password');
       credentials

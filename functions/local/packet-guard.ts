@@ -6,6 +6,11 @@
 // (MQTT 3.1.1 §2.2: one type byte, then the remaining length as a variable
 // byte integer of up to four bytes) and closes the connection as soon as a
 // length over the limit is announced, before its body arrives.
+//
+// It also paces each connection's PUBLISH packets (a token bucket): past its
+// burst, the connection is read no faster than its rate, so a node that
+// floods is slowed by TCP itself and its excess costs the controller nothing,
+// not even a parse; every other connection is read as usual.
 import { Duplex, Transform, pipeline, type TransformCallback } from 'node:stream';
 import type { Socket } from 'node:net';
 
@@ -23,6 +28,8 @@ export class PacketScanner {
   private multiplier = 1;
   private lengthBytes = 0;
   private remaining = 0;
+  /** PUBLISH packets whose header has been read so far */
+  publishes = 0;
 
   constructor(private readonly maxPacketBytes: number) {}
 
@@ -39,6 +46,7 @@ export class PacketScanner {
       }
       const byte = chunk[i++] as number;
       if (this.state === 'type') {
+        if (byte >> 4 === 3) this.publishes++;
         this.state = 'length';
         this.length = 0;
         this.multiplier = 1;
@@ -62,20 +70,49 @@ export class PacketScanner {
   }
 }
 
+/** How fast one connection may publish: `burst` at once, then `perSecond`. */
+export interface PublishPace {
+  burst: number;
+  perSecond: number;
+  /** told when a connection is first held back, then at most once a minute, with how many publishes waited */
+  onSlowed(held: number): void;
+}
+
 /**
  * The socket as aedes should see it: the same bytes, except that the
  * connection is closed (and onProblem told) at the first packet whose
- * announced size is over the limit, before its body is read.
+ * announced size is over the limit, before its body is read; and, with a
+ * pace, a connection publishing faster than it is read more slowly.
  */
-export function guardPackets(socket: Socket, maxPacketBytes: number, onProblem: (p: PacketProblem) => void): Duplex {
+export function guardPackets(socket: Socket, maxPacketBytes: number, onProblem: (p: PacketProblem) => void, pace?: PublishPace): Duplex {
   const scanner = new PacketScanner(maxPacketBytes);
+  let tokens = pace?.burst ?? 0;
+  let at = Date.now();
+  let held = 0;
+  let reportedAt = -Infinity;
   const checked = new Transform({
     transform(chunk: Buffer, _enc, cb: TransformCallback) {
+      const before = scanner.publishes;
       const problem = scanner.scan(chunk);
-      if (!problem) return cb(null, chunk);
-      onProblem(problem);
-      socket.destroy();
-      cb();
+      if (problem) {
+        onProblem(problem);
+        socket.destroy();
+        return cb();
+      }
+      if (!pace) return cb(null, chunk);
+      const now = Date.now();
+      tokens = Math.min(pace.burst, tokens + ((now - at) / 1000) * pace.perSecond) - (scanner.publishes - before);
+      at = now;
+      if (tokens >= 0) return cb(null, chunk);
+      // Passed on now; the next chunk is not taken until the bucket is back at zero.
+      held += scanner.publishes - before;
+      if (now - reportedAt >= 60_000) {
+        pace.onSlowed(held);
+        held = 0;
+        reportedAt = now;
+      }
+      this.push(chunk);
+      setTimeout(() => cb(), Math.ceil((-tokens / pace.perSecond) * 1000)).unref();
     },
   });
   pipeline(socket, checked, () => {});

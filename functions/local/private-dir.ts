@@ -4,8 +4,9 @@
 // made so at creation and checked again at every controller start: a
 // directory copied with cp -r, unpacked from a backup or made by hand with a
 // umask of 022 is repaired, and the operator is told which file was exposed.
-import { chmodSync, lstatSync, mkdirSync, readdirSync } from 'node:fs';
+import { chmodSync, lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { makeDirs } from '../../core/dirs.js';
 
 export interface Repaired {
   path: string;
@@ -22,7 +23,7 @@ const octal = (mode: number) => `0${(mode & 0o777).toString(8)}`;
  * Returns what had to be repaired.
  */
 export function makePrivate(dir: string): Repaired[] {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirs(dir, 0o700);
   const repaired: Repaired[] = [];
   const fix = (path: string, mode: number, want: number) => {
     if ((mode & 0o077) === 0) return;

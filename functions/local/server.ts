@@ -3,7 +3,7 @@
 // external one), the controller logic on the hello and status topics, lease
 // expiry, and a periodic sync that republishes what changed in the store.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -28,8 +28,10 @@ import { SqliteStore } from '../store/sqlite.js';
 import { createBroker } from './broker.js';
 import { guardPackets } from './packet-guard.js';
 import { makePrivate } from './private-dir.js';
+import { lockDataDir } from './lock.js';
 import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
 import { KeyedQueue } from './inbox.js';
+import { makeDirs } from '../../core/dirs.js';
 
 /**
  * The largest MQTT packet the embedded broker takes: a payload at its limit
@@ -37,6 +39,15 @@ import { KeyedQueue } from './inbox.js';
  * the connection before its body is read (packet-guard.ts).
  */
 const MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 16 * 1024;
+
+/**
+ * How fast one connection may publish before it is read more slowly. An
+ * agent publishes a hello per session and renewal and a status when its
+ * meaning changes: a handful a minute. The controller's per-node limits
+ * (functions/rate-limit.ts) refuse the excess; this keeps a flood from
+ * costing even the parse.
+ */
+const CONNECTION_PACE = { burst: 100, perSecond: 20 };
 
 /** how much of a refused request's body is read and dropped before its connection is cut */
 const DRAIN_BYTES = 1024 * 1024;
@@ -105,7 +116,7 @@ export function adminTokenOf(file: string): string {
     // first start
   }
   const token = randomBytes(32).toString('base64url');
-  mkdirSync(dirname(file), { recursive: true });
+  makeDirs(dirname(file));
   writeFileSync(file, token + '\n', { mode: 0o600 });
   return token;
 }
@@ -141,8 +152,16 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
   for (const r of makePrivate(opts.dataDir)) {
     log.warn('data directory entry was readable by others: made private (it may hold secrets)', { path: r.path, was: r.was });
   }
-  const store = new SqliteStore(join(opts.dataDir, 'twill.db'));
-  const cleanups: (() => Promise<void> | void)[] = [() => store.close()];
+  // Before anything is read or served: a second controller here is refused, naming the first.
+  const lock = lockDataDir(opts.dataDir);
+  let store: SqliteStore;
+  try {
+    store = new SqliteStore(join(opts.dataDir, 'twill.db'));
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
+  const cleanups: (() => Promise<void> | void)[] = [() => lock.release(), () => store.close()];
   const close = async () => {
     for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => {});
   };
@@ -158,8 +177,11 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     // so a join storm is not one long line behind each publish to the broker
     // (and their changes leave in batches, Controller.publishChange).
     const inbox = new KeyedQueue(MESSAGE_CONCURRENCY);
-    const handle = (topic: string, payload: Buffer, client?: string) =>
-      inbox.run(topic.slice(0, topic.lastIndexOf('/')), () => controller.handleMessage(topic, payload, client));
+    // The rate limit first: a flood's excess is dropped here, never queued.
+    const handle = async (topic: string, payload: Buffer, client?: string) => {
+      if (!controller.admit(topic, client)) return;
+      await inbox.run(topic.slice(0, topic.lastIndexOf('/')), () => controller.handleMessage(topic, payload, client, true));
+    };
 
     const serve = async (addr: string, flag: string, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> => {
       const { host, port } = parseListen(addr);
@@ -284,10 +306,16 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       const listen = opts.listen ?? '127.0.0.1:1883';
       const { host, port } = parseListen(listen);
       const server: Server = createServer((socket) => {
+        // Each message is a small write that someone waits for: no Nagle delay.
+        socket.setNoDelay(true);
+        const remote = `${socket.remoteAddress}:${socket.remotePort}`;
         broker.handle(guardPackets(socket, MAX_PACKET_BYTES, (p) => log.warn('connection closed before reading a packet', {
-          remote: socket.remoteAddress,
+          remote,
           reason: p.kind === 'too-large' ? `packet of ${p.length} bytes is larger than ${MAX_PACKET_BYTES}` : p.why,
-        })));
+        }), {
+          ...CONNECTION_PACE,
+          onSlowed: (held) => log.warn('connection publishing too fast: read more slowly', { remote, held, perSecond: CONNECTION_PACE.perSecond }),
+        }));
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', (e) => reject(listenError(e, listen, '--listen')));

@@ -2,13 +2,14 @@
 // WAL with synchronous=FULL: every committed transaction is on disk before the
 // call returns, so SIGKILL (or a power cut) loses nothing that was answered.
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseCidr } from '../../core/cidr.js';
 import { ConflictError, NotFoundError } from '../../core/errors.js';
 import { digestHex, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
 import type { NetConf } from '../../core/config.js';
 import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type StatusRecord, type Store, type TakenSubnets } from './store.js';
+import { makeDirs } from '../../core/dirs.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS networks (
@@ -99,7 +100,7 @@ export class SqliteStore implements Store {
       // The store holds node password hashes and network secrets (an ipsec
       // PSK, cloud keys): its directory and files are the owner's alone.
       // SQLite gives the -wal and -shm files the database file's mode.
-      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      makeDirs(dirname(file), 0o700);
       closeSync(openSync(file, 'a', 0o600));
       for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
     }

@@ -136,3 +136,26 @@ describe('twill CLI on a data directory that is not there', () => {
     removeTempDirs();
   });
 });
+
+describe('twill agent checks where it writes before it starts', () => {
+  test('an unusable state directory or subnet file exits 1 at once with one line naming it, and never spins', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const base = tempDir();
+    const config = join(base, 'agent.json');
+    writeFileSync(config, JSON.stringify({ broker: 'mqtt://127.0.0.1:9', network: 'n', node: 'a', username: 'a', password: 'p' }));
+    const cases: [string[], RegExp][] = [
+      // under /proc, mkdir answers ENOENT for ever: Node's recursive mkdir looped on it at full CPU
+      [['--state-dir', '/proc/nope/deeper'], /^twill agent: state directory \/proc\/nope\/deeper cannot be written: ENOENT \(mkdir\); set --state-dir/],
+      [['--state-dir', `${config}/x`], /^twill agent: state directory \S+ cannot be written: ENOTDIR/],
+      [['--state-dir', join(base, 'state'), '--subnet-file', '/proc/nope/subnet.env'], /^twill agent: subnet file \/proc\/nope\/subnet\.env cannot be written: its directory: ENOENT/],
+      [['--state-dir', join(base, 'state'), '--subnet-file', base], /^twill agent: subnet file \S+ is a directory; set --subnet-file/],
+    ];
+    for (const [flags, why] of cases) {
+      const r = await runTwill(['agent', '--config', config, ...flags]);
+      assert.equal(r.code, 1, `${flags.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, why);
+      assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+    }
+    removeTempDirs();
+  });
+});

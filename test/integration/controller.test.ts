@@ -297,6 +297,18 @@ describe('controller and agents over MQTT', () => {
     assert.equal(readSubnetEnv(alpha.subnetFile).FLANNEL_SUBNET, subnet);
   });
 
+  test('a second controller on the same data directory is refused, naming the first, and changes nothing', async () => {
+    // (live agents renew meanwhile: what must not change is who holds which subnet)
+    const held = () => withStore(ctl.dataDir, async (s) => (await s.listLeases('blue')).map((l) => `${l.node} ${l.subnet}`));
+    const before = await held();
+    const r = await runTwill(['controller', '--data-dir', ctl.dataDir, '--listen', '127.0.0.1:0']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`another twill controller \\(pid ${ctl.child.pid}\\) is serving the data directory ${ctl.dataDir.replaceAll('/', '\\/')}: stop it first`));
+    assert.deepEqual(await held(), before);
+    // the first one still serves
+    assert.equal((await fetch(`${ctl.api}/v2/networks/blue/snapshot`)).status, 401);
+  });
+
   test('changing a network\'s backend type once it has leases is refused', async () => {
     const vx = await writeNetConf(dir, 'vx', { Network: '10.20.0.0/16', Backend: { Type: 'vxlan' } });
     await ctl.kill();
