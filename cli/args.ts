@@ -14,3 +14,13 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: s
 }
 
 export const DEFAULT_DATA_DIR = '.twill';
+
+/** `-o json` (or `--output json`) on every command that lists: the same data, for scripts. */
+export const OUTPUT_OPTION = { output: { type: 'string', short: 'o' } } as const;
+
+/** Whether -o asks for JSON; undefined or "table" is the table. Anything else is a usage error naming it. */
+export function wantsJson(output: string | undefined, json?: boolean): boolean {
+  if (output === undefined || output === 'table') return json === true;
+  if (output === 'json') return true;
+  throw new TwillError('Usage', `-o ${output}: the output formats are table and json`);
+}

@@ -8,9 +8,9 @@ const USAGE = `usage: twill COMMAND
 
   controller           run the control plane on this machine (embedded broker and store)
   agent                run the agent on a host: hold a lease, write subnet.env, program the kernel
-  network set NAME FILE
-                       create or update a network from flannel's net-conf.json
+  network set|list     create or update a network from flannel's net-conf.json; list them
   node add|list|remove manage node credentials (add prints the agent's config file)
+                       (every list, and status, takes -o json)
   lease reserve|release
                        reserve a subnet for a node forever, or drop a node's lease
   status               networks, leases (with their VPC route) and agents, as tables

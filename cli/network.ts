@@ -6,16 +6,21 @@ import { createLogger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
 import { Controller } from '../functions/controller.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
-import { DEFAULT_DATA_DIR, parse } from './args.js';
+import { DEFAULT_DATA_DIR, OUTPUT_OPTION, parse, wantsJson } from './args.js';
+import { openDataDir } from './data-dir.js';
+import { table } from './table.js';
+import { networkSummary } from '../functions/api.js';
 import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 
-export const NETWORK_USAGE = 'twill network set NAME FILE [--data-dir .twill | --api URL]   (FILE: flannel\'s net-conf.json)';
+export const NETWORK_USAGE = `twill network set NAME FILE [--data-dir .twill | --api URL]   (FILE: flannel's net-conf.json)
+twill network list [-o table|json] [--data-dir .twill | --api URL]`;
 
-/** Creates or updates a network from a net-conf.json (what the serverless deployment uses instead of --network). */
+/** Creates or updates a network from a net-conf.json (what the serverless deployment uses instead of --network); lists them. */
 export async function networkCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  const { values, positionals } = parse(rest, { 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR }, ...REMOTE_OPTIONS }, 2);
+  const { values, positionals } = parse(rest, { 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR }, ...OUTPUT_OPTION, ...REMOTE_OPTIONS }, 2);
+  if (sub === 'list') return listNetworks(values);
   const [name, file] = positionals;
   if (sub !== 'set' || !name || !file) throw new TwillError('Usage', NETWORK_USAGE);
   let text: string;
@@ -48,4 +53,24 @@ export async function networkCommand(args: string[]): Promise<number> {
   } finally {
     await store.close();
   }
+}
+
+async function listNetworks(values: { output?: string; 'data-dir': string } & Parameters<typeof remoteFrom>[0]): Promise<number> {
+  const json = wantsJson(values.output);
+  const remote = remoteFrom(values);
+  let list: ReturnType<typeof networkSummary>[];
+  if (remote) {
+    list = await callApi<ReturnType<typeof networkSummary>[]>(remote, 'GET', '/v1/networks');
+  } else {
+    const store = openDataDir(values['data-dir']);
+    try {
+      list = (await store.listNetworks()).map(networkSummary);
+    } finally {
+      await store.close();
+    }
+  }
+  process.stdout.write(json
+    ? JSON.stringify(list, null, 2) + '\n'
+    : table(['NAME', 'NETWORK', 'IPV6 NETWORK', 'BACKEND', 'LEASES', 'REVISION'], list.map((n) => [n.name, n.network ?? '-', n.ipv6Network ?? '-', n.backend, String(n.leases), String(n.revision)])));
+  return 0;
 }

@@ -5,14 +5,14 @@ import { createLogger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
 import { Controller } from '../functions/controller.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
-import { DEFAULT_DATA_DIR, parse } from './args.js';
+import { DEFAULT_DATA_DIR, parse, wantsJson } from './args.js';
 import { openDataDir, servedBroker } from './data-dir.js';
 import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
 
 export const NODE_USAGE = `twill node add NAME --network NET [--rotate] [--output FILE] [--broker URL (default: what the controller serves)] [--prefix P] [--data-dir .twill | --api URL]
-twill node list [--data-dir .twill | --api URL]
+twill node list [-o table|json] [--data-dir .twill | --api URL]
 twill node remove NAME [--data-dir .twill | --api URL]`;
 
 export async function nodeCommand(args: string[]): Promise<number> {
@@ -24,7 +24,7 @@ export async function nodeCommand(args: string[]): Promise<number> {
       broker: { type: 'string' },
       prefix: { type: 'string' },
       rotate: { type: 'boolean' },
-      output: { type: 'string' },
+      output: { type: 'string', short: 'o' },
       'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
       ...REMOTE_OPTIONS,
     },
@@ -58,7 +58,9 @@ export async function nodeCommand(args: string[]): Promise<number> {
       const nodes = remote
         ? await callApi<{ name: string; network: string; createdAt: string }[]>(remote, 'GET', '/v1/nodes')
         : await (store as SqliteStore).listNodes();
-      process.stdout.write(table(['NODE', 'NETWORK', 'ADDED'], nodes.map((n) => [n.name, n.network, n.createdAt])));
+      // (-o is the format here; on node add, --output is the file the config goes to)
+      const rows = nodes.map((n) => ({ name: n.name, network: n.network, createdAt: n.createdAt }));
+      process.stdout.write(wantsJson(values.output) ? JSON.stringify(rows, null, 2) + '\n' : table(['NODE', 'NETWORK', 'ADDED'], rows.map((n) => [n.name, n.network, n.createdAt])));
       return 0;
     }
     if (sub === 'remove') {

@@ -1,11 +1,11 @@
 import { formatDuration } from '../core/duration.js';
 import { expiryText, statusReport, type StatusReport } from '../functions/admin.js';
-import { DEFAULT_DATA_DIR, parse } from './args.js';
+import { DEFAULT_DATA_DIR, OUTPUT_OPTION, parse, wantsJson } from './args.js';
 import { openDataDir } from './data-dir.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
 
-export const STATUS_USAGE = 'twill status [--data-dir .twill | --api URL [--token-file F]] [--json]';
+export const STATUS_USAGE = 'twill status [--data-dir .twill | --api URL [--token-file F]] [-o table|json] (--json: -o json)';
 
 export function renderStatus(r: StatusReport, now = Date.now()): string {
   const out: string[] = [];
@@ -44,7 +44,8 @@ export function renderStatus(r: StatusReport, now = Date.now()): string {
 }
 
 export async function statusCommand(args: string[]): Promise<number> {
-  const { values } = parse(args, { 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR }, json: { type: 'boolean' }, ...REMOTE_OPTIONS });
+  const { values } = parse(args, { 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR }, json: { type: 'boolean' }, ...OUTPUT_OPTION, ...REMOTE_OPTIONS });
+  const json = wantsJson(values.output, values.json);
   const remote = remoteFrom(values);
   let report: StatusReport;
   if (remote) {
@@ -57,6 +58,6 @@ export async function statusCommand(args: string[]): Promise<number> {
       await store.close();
     }
   }
-  process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : renderStatus(report));
+  process.stdout.write(json ? JSON.stringify(report, null, 2) + '\n' : renderStatus(report));
   return 0;
 }

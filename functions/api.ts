@@ -9,7 +9,7 @@ import { ConfigError, ConflictError, NotFoundError, OutOfSubnetsError, TwillErro
 import type { Logger } from '../core/log.js';
 import { addNode, removeNode, statusReport } from './admin.js';
 import type { Controller } from './controller.js';
-import type { Store } from './store/store.js';
+import type { NetworkRecord, Store } from './store/store.js';
 
 export interface ApiRequest {
   method: string;
@@ -77,9 +77,17 @@ function field(o: unknown, name: string, required = false): string | undefined {
 
 type Handler = (req: ApiRequest, params: string[], deps: ApiDeps) => Promise<ApiResponse>;
 
+/** A network as `twill network list` shows it: no option of its backend (the PSK is one). */
+export function networkSummary(n: NetworkRecord) {
+  return {
+    name: n.name, network: n.config.Network ?? null, ipv6Network: n.config.IPv6Network ?? null, backend: n.config.Backend.Type,
+    leases: n.leaseCount, revision: n.revision, updatedAt: n.updatedAt,
+  };
+}
+
 const routes: [string, RegExp, Handler][] = [
   ['GET', /^\/v1\/status$/, async (_r, _p, d) => json(200, await statusReport(d.store))],
-  ['GET', /^\/v1\/networks$/, async (_r, _p, d) => json(200, (await d.store.listNetworks()).map((n) => ({ name: n.name, revision: n.revision, leases: n.leaseCount })))],
+  ['GET', /^\/v1\/networks$/, async (_r, _p, d) => json(200, (await d.store.listNetworks()).map(networkSummary))],
   [
     'PUT',
     /^\/v1\/networks\/([^/]+)$/,

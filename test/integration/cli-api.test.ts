@@ -55,6 +55,24 @@ describe('twill CLI with --api', () => {
     assert.deepEqual(json.networks.map((n) => n.name), ['lab']);
   });
 
+  test('network list and node list as tables and as JSON, through the API and from the data directory', async () => {
+    for (const where of [env, { TWILL_API: '' }]) {
+      const extra = where === env ? [] : ['--data-dir', ctl.dataDir];
+      const t = await runTwill(['network', 'list', ...extra], where);
+      assert.equal(t.code, 0, t.stderr);
+      assert.match(t.stdout, /^NAME\s+NETWORK\s+IPV6 NETWORK\s+BACKEND\s+LEASES\s+REVISION\n/);
+      assert.match(t.stdout, /\nlab\s+10\.70\.0\.0\/16\s+-\s+host-gw\s+1\s+\d+\n/);
+      const j = JSON.parse((await runTwill(['network', 'list', '-o', 'json', ...extra], where)).stdout) as { name: string; backend: string; leases: number }[];
+      assert.deepEqual(j.filter((n) => n.name === 'lab').map((n) => [n.backend, n.leases]), [['host-gw', 1]]);
+      const nodes = JSON.parse((await runTwill(['node', 'list', '-o', 'json', ...extra], where)).stdout) as { name: string; network: string }[];
+      assert.deepEqual(nodes.map((n) => [n.name, n.network]), [['n1', 'lab']]);
+      assert.ok(!JSON.stringify(nodes).includes('password'), 'no hash or password in the list');
+    }
+    const bad = await runTwill(['network', 'list', '-o', 'yaml'], env);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /-o yaml: the output formats are table and json/);
+  });
+
   test('errors come back with the API\'s reason; a wrong or missing token is refused', async () => {
     const bad = await writeNetConf(dir, 'bad', { Network: '10.70.0.0/16', SubnetLen: 31 });
     const r = await runTwill(['network', 'set', 'lab2', bad], env);
