@@ -12,6 +12,7 @@ import { helloSchema, MAX_CHANGES_BYTES, parseMessage, statusSchema, type Hello,
 import { checkName, LEGACY_PROTOCOL, PROTOCOL, type Topics } from '../core/topics.js';
 import { VERSION } from '../core/version.js';
 import type { Logger } from '../core/log.js';
+import type { Metrics } from '../core/metrics.js';
 import type { Publisher } from './publish/publisher.js';
 import type { Change, NetworkRecord, Store } from './store/store.js';
 
@@ -38,12 +39,17 @@ interface Outbox {
   busy: boolean;
 }
 
+const MESSAGES = 'twill_agent_messages_total';
+const MESSAGES_HELP = 'hellos and statuses from agents, by result (ok, refused_rate: over the node\'s rate limit, refused_invalid: refused with a reason)';
+
 export interface ControllerOptions {
   topics: Topics;
   log: Logger;
   leaseTtlMs?: number;
   now?: () => number;
   random?: () => number;
+  /** where joins and refused messages are counted (the local controller's /metrics) */
+  metrics?: Metrics;
 }
 
 /** The data a join carries, whoever asks: an agent's hello or a cloud instance. */
@@ -98,6 +104,16 @@ export class Controller {
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
     this.limiter = new RateLimiter(undefined, this.now);
+    this.metrics = opts.metrics;
+    for (const kind of ['hello', 'status']) {
+      for (const result of ['ok', 'refused_rate', 'refused_invalid']) this.metrics?.declare(MESSAGES, MESSAGES_HELP, { kind, result });
+    }
+  }
+
+  private readonly metrics?: Metrics;
+
+  private countMessage(kind: string, result: 'ok' | 'refused_rate' | 'refused_invalid'): void {
+    this.metrics?.inc(MESSAGES, MESSAGES_HELP, 1, { kind, result });
   }
 
   /** one node's flood must not starve the others (functions/rate-limit.ts) */
@@ -246,6 +262,7 @@ export class Controller {
         const lease = existing ? await this.store.replaceLease(next, existing.revision) : await this.store.createLease(next);
         if (!existing || existing.subnet !== lease.subnet || existing.ipv6Subnet !== lease.ipv6Subnet) {
           this.log.info('lease granted', { network, node, subnet: lease.subnet ?? undefined, ipv6Subnet: lease.ipv6Subnet ?? undefined });
+          this.metrics?.inc('twill_leases_granted_total', 'subnets given to nodes (a join, or a node moved to a new subnet)', 1, { network });
         }
         await this.publishLease(lease, config);
         return lease;
@@ -325,6 +342,7 @@ export class Controller {
     const taken = this.limiter.take(kind, `${t.network}/${t.node}`);
     if (taken.ok) return true;
     this.refusedByRate++;
+    this.countMessage(kind, 'refused_rate');
     if (taken.report) this.log.warn(`${kind} messages of a node over its rate limit refused`, { network: t.network, node: t.node, client, refused: taken.report });
     return false;
   }
@@ -339,9 +357,11 @@ export class Controller {
     try {
       if (t?.kind === 'nodeHello') {
         await this.handleHello(t.network, t.node, payload);
+        this.countMessage('hello', 'ok');
       } else if (t?.kind === 'nodeStatus') {
         const status = parseMessage(statusSchema, payload, `status of ${t.node}`);
         await this.store.putStatus({ network: t.network, node: t.node, status, updatedAt: new Date(this.now()).toISOString() });
+        this.countMessage('status', 'ok');
       } else if (t?.kind === 'legacyHello') {
         await this.announceUpgrade(t.network, t.node);
         this.log.warn('agent of an older protocol refused: it must be upgraded', { network: t.network, node: t.node, client });
@@ -349,6 +369,7 @@ export class Controller {
         this.log.warn('message on an unexpected topic ignored', { topic, client });
       }
     } catch (e) {
+      if (t?.kind === 'nodeHello' || t?.kind === 'nodeStatus') this.countMessage(t.kind === 'nodeHello' ? 'hello' : 'status', 'refused_invalid');
       this.log.warn('message refused', { topic, client, reason: errorMessage(e) });
     }
   }

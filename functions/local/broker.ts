@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import type { AedesPersistence } from 'aedes-persistence';
 import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
 import type { Logger } from '../../core/log.js';
+import type { Metrics } from '../../core/metrics.js';
 import type { Topics } from '../../core/topics.js';
 import { nodeAcl, nodeClientId } from '../../core/acl.js';
 import { CredentialsBusyError, type CredentialCheck } from '../credentials.js';
@@ -21,6 +22,8 @@ export interface BrokerOptions {
   log: Logger;
   /** the node API's too: a password verified on one is not hashed again on the other */
   credentials: CredentialCheck;
+  /** where refusals and sessions are counted */
+  metrics?: Metrics;
 }
 
 /** how long a refused login waits for its CONNACK */
@@ -69,7 +72,10 @@ export interface EmbeddedBroker {
 }
 
 export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker> {
-  const { credentials, topics, log } = opts;
+  const { credentials, topics, log, metrics } = opts;
+  const REFUSED = 'twill_broker_refused_total';
+  const REFUSED_HELP = 'what the embedded broker refused: logins, publishes and subscriptions';
+  for (const what of ['login', 'publish', 'subscribe']) metrics?.declare(REFUSED, REFUSED_HELP, { what });
   const identities = new WeakMap<Client, NodeRecord>();
 
   const broker = await Aedes.createBroker({
@@ -78,6 +84,7 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
       // 4: bad username or password; 3: server unavailable (MQTT 3.1.1 §3.2.2.3), which agents retry with backoff.
       const refuse = (reason: string, returnCode: 3 | 4 = 4) => {
         log.warn('connection refused', { client: client.id, username, reason });
+        metrics?.inc(REFUSED, REFUSED_HELP, 1, { what: 'login' });
         // A refused login is answered after a pause (the same for every
         // reason and name): a client guessing or flooding waits on each
         // attempt, instead of making the broker answer as fast as it can.
@@ -112,6 +119,7 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
       else if (size > MAX_PAYLOAD_BYTES) reason = `payload of ${size} bytes is larger than ${MAX_PAYLOAD_BYTES}`;
       if (reason) {
         log.warn('publish refused', { client: client.id, node: node?.name, topic: packet.topic, reason });
+        metrics?.inc(REFUSED, REFUSED_HELP, 1, { what: 'publish' });
         return done(new Error(reason));
       }
       done(null);
@@ -120,6 +128,7 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
       const node = identities.get(client);
       if (!node || !nodeAcl(topics, node).canSubscribe(sub.topic)) {
         log.warn('subscribe refused', { client: client.id, node: node?.name, topic: sub.topic });
+        metrics?.inc(REFUSED, REFUSED_HELP, 1, { what: 'subscribe' });
         return done(null, null);
       }
       done(null, sub);
@@ -128,11 +137,17 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
   broker.on('clientError', (client, err) => log.debug('client error', { client: client.id, reason: err.message }));
   // The sessions that are live, with the node each logged in as.
   const sessions = new Map<Client, NodeRecord>();
+  const countSessions = () => metrics?.set('twill_broker_sessions', 'live node sessions on the embedded broker', sessions.size);
+  countSessions();
   broker.on('clientReady', (client) => {
     const node = identities.get(client);
     if (node) sessions.set(client, node);
+    countSessions();
   });
-  broker.on('clientDisconnect', (client) => sessions.delete(client));
+  broker.on('clientDisconnect', (client) => {
+    sessions.delete(client);
+    countSessions();
+  });
   const revoke = (current: (node: NodeRecord) => boolean): string[] => {
     const cut: string[] = [];
     for (const [client, node] of sessions) {

@@ -28,6 +28,7 @@ import { SqliteStore } from '../store/sqlite.js';
 import { createBroker } from './broker.js';
 import { guardPackets } from './packet-guard.js';
 import { makePrivate } from './private-dir.js';
+import { collectFabric, MeasuredPublisher } from './fabric-metrics.js';
 import { lockDataDir } from './lock.js';
 import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
 import { KeyedQueue } from './inbox.js';
@@ -167,6 +168,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
   };
 
   try {
+    const metrics = new Metrics();
     let url: string;
     let controller: Controller;
     let sync: Sync | undefined;
@@ -195,6 +197,13 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       return `http://${host.includes(':') ? `[${host}]` : host}:${typeof a === 'object' && a ? a.port : port}`;
     };
 
+    // /metrics: the counters as they stand and the fabric as the store has it now.
+    const serveMetrics = (res: ServerResponse) => {
+      collectFabric(store, metrics)
+        .then(() => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(metrics.render()))
+        .catch((e) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${errorMessage(e)}\n`));
+    };
+
     // The admin API the CLI uses with --api: the same router the serverless deployment runs.
     // It always runs: agents list their network there (protocol v2). Started
     // before anything is published, since every node's own topic names it.
@@ -211,6 +220,11 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       apiUrl = await serve(opts.apiListen ?? `${parseListen(opts.brokerUrl ? '127.0.0.1:0' : (opts.listen ?? '127.0.0.1:1883')).host}:0`, '--api-listen', (req, res) => {
         const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : v]));
         const url = new URL(req.url ?? '/', 'http://api');
+        // Prometheus can always scrape here, --metrics-addr or not: no secret and no node name is in it.
+        if (url.pathname === '/metrics' && req.method === 'GET') {
+          req.resume();
+          return serveMetrics(res);
+        }
         // Agents read their network's snapshot and changes here (protocol v2), with their own credentials.
         if (url.pathname.startsWith('/v2/')) {
           req.resume();
@@ -263,7 +277,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         reconnectPeriod: 1000,
       });
       cleanups.push(() => client.endAsync());
-      controller = new Controller(store, new MqttPublisher(client), { topics, log, leaseTtlMs: opts.leaseTtlMs });
+      controller = new Controller(store, new MeasuredPublisher(new MqttPublisher(client), metrics), { topics, log, leaseTtlMs: opts.leaseTtlMs, metrics });
       controller.api = apiUrl;
       sync = new Sync(controller, store);
       const stale = await collectRetained(client, [topics.allNodeLeases()], 500);
@@ -285,7 +299,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       await client.subscribeAsync([topics.allHellos(), topics.allStatus(), topics.legacyHellos()], { qos: 1 });
       url = opts.brokerUrl;
     } else {
-      const embedded = await createBroker({ credentials, topics, log });
+      const embedded = await createBroker({ credentials, topics, log, metrics });
       const broker: Aedes = embedded.broker;
       revokeSessions = async () => {
         // One read of every node: a session lives only while its node does, with the password it logged in with.
@@ -293,7 +307,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         return embedded.revoke((n) => { const now = nodes.get(n.name); return now !== undefined && now.network === n.network && now.passwordHash === n.passwordHash; });
       };
       cleanups.push(() => new Promise<void>((r) => broker.close(() => r())));
-      controller = new Controller(store, new AedesPublisher(broker), { topics, log, leaseTtlMs: opts.leaseTtlMs });
+      controller = new Controller(store, new MeasuredPublisher(new AedesPublisher(broker), metrics), { topics, log, leaseTtlMs: opts.leaseTtlMs, metrics });
       controller.api = apiUrl;
       sync = new Sync(controller, store);
       for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
@@ -309,12 +323,18 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         // Each message is a small write that someone waits for: no Nagle delay.
         socket.setNoDelay(true);
         const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-        broker.handle(guardPackets(socket, MAX_PACKET_BYTES, (p) => log.warn('connection closed before reading a packet', {
-          remote,
-          reason: p.kind === 'too-large' ? `packet of ${p.length} bytes is larger than ${MAX_PACKET_BYTES}` : p.why,
-        }), {
+        broker.handle(guardPackets(socket, MAX_PACKET_BYTES, (p) => {
+          metrics.inc('twill_broker_connections_cut_total', 'connections closed at a packet header: too large or malformed', 1, { reason: p.kind });
+          log.warn('connection closed before reading a packet', {
+            remote,
+            reason: p.kind === 'too-large' ? `packet of ${p.length} bytes is larger than ${MAX_PACKET_BYTES}` : p.why,
+          });
+        }, {
           ...CONNECTION_PACE,
-          onSlowed: (held) => log.warn('connection publishing too fast: read more slowly', { remote, held, perSecond: CONNECTION_PACE.perSecond }),
+          onSlowed: (held) => {
+            metrics.inc('twill_broker_connections_slowed_total', 'times a connection publishing faster than its pace was read more slowly (at most once a minute each)');
+            log.warn('connection publishing too fast: read more slowly', { remote, held, perSecond: CONNECTION_PACE.perSecond });
+          },
         }));
       });
       await new Promise<void>((resolve, reject) => {
@@ -351,7 +371,6 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
 
     // The route controller: level-triggered, on a schedule. Runs never
     // overlap; a run asked for while one is going gets that run's result.
-    const metrics = new Metrics();
     let cloud: Cloud | undefined;
     let running: Promise<ReconcileReport[]> | undefined;
     const reconcileRoutes = (): Promise<ReconcileReport[]> => {
@@ -401,8 +420,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     if (opts.metricsAddr) {
       metricsUrl = await serve(opts.metricsAddr, '--metrics-addr', (req, res) => {
         if (req.url === '/metrics') {
-          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-          res.end(metrics.render());
+          serveMetrics(res);
         } else if (req.url === '/healthz') {
           res.writeHead(200, { 'content-type': 'text/plain' });
           res.end('ok\n');

@@ -269,6 +269,28 @@ describe('controller and agents over MQTT', () => {
     assert.equal(ctl.child.exitCode, null);
   });
 
+  test('/metrics on the API port exports the control plane: leases, free subnets, agents, messages, refusals, publishes; nothing secret', async () => {
+    const text = await (await fetch(`${ctl.api}/metrics`)).text();
+    const value = (series: string) => {
+      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+      assert.ok(line, `${series} in /metrics:\n${text}`);
+      return Number(line.split(' ')[1]);
+    };
+    const leases = await withStore(ctl.dataDir, (s) => s.listLeases('blue'));
+    assert.equal(value('twill_network_leases{network="blue"}'), leases.length);
+    // 10.20.0.0/16 in /24s from SubnetMin 10.20.1.0 to SubnetMax 10.20.255.0: 255 subnets
+    assert.equal(value('twill_network_subnets_free{network="blue",family="ipv4"}'), 255 - leases.length);
+    const online = (await withStore(ctl.dataDir, (s) => s.listStatus())).filter((s) => s.network === 'blue' && s.status.state === 'online').length;
+    assert.equal(value('twill_agents{network="blue",state="online"}'), online);
+    assert.ok(value('twill_agent_messages_total{kind="hello",result="ok"}') >= 1, 'hellos counted');
+    assert.ok(value('twill_agent_messages_total{kind="hello",result="refused_invalid"}') >= 1, 'the malformed hellos of an earlier test counted');
+    assert.ok(value('twill_broker_refused_total{what="login"}') >= 1, 'refused logins counted');
+    assert.ok(value('twill_publishes_total') >= 1);
+    assert.ok(value('twill_publish_seconds_total') > 0);
+    assert.match(text, /^# TYPE twill_network_leases gauge$/m);
+    for (const secret of ['sha256$', 'password', (await withStore(ctl.dataDir, (s) => s.listNodes()))[0]!.passwordHash]) assert.ok(!text.includes(secret), `no ${secret} in /metrics`);
+  });
+
   test('a controller killed with SIGKILL comes back and republishes everything from the store', async () => {
     const alpha = agents[0] as AgentProc;
     const subnet = readSubnetEnv(alpha.subnetFile).FLANNEL_SUBNET;
