@@ -319,6 +319,8 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       }
       const listen = opts.listen ?? '127.0.0.1:1883';
       const { host, port } = parseListen(listen);
+      for (const reason of ['too-large', 'malformed']) metrics.declare('twill_broker_connections_cut_total', 'connections closed at a packet header: too large or malformed', { reason });
+      metrics.declare('twill_broker_connections_slowed_total', 'times a connection publishing faster than its pace was read more slowly (at most once a minute each)');
       const server: Server = createServer((socket) => {
         // Each message is a small write that someone waits for: no Nagle delay.
         socket.setNoDelay(true);
