@@ -7,6 +7,9 @@ import { agentHelp, parseAgentArgs } from './agent-flags.js';
 
 export const AGENT_USAGE = agentHelp();
 
+/** how long the agent may take to stop after SIGTERM or SIGINT */
+const STOP_DEADLINE_MS = 4_000;
+
 export async function agentCommand(args: string[]): Promise<number> {
   const flags = parseAgentArgs(args, process.env);
   if (flags.help) {
@@ -33,6 +36,14 @@ export async function agentCommand(args: string[]): Promise<number> {
     }),
     agent.fatal,
   ]).catch((e: Error) => e);
+  // Whatever it is waiting on (a broker that went away, a kernel call), the
+  // agent is gone within STOP_DEADLINE_MS of the signal, and at once on a second one.
+  const deadline = setTimeout(() => {
+    log.warn('stopping took too long: exiting now', { afterMs: STOP_DEADLINE_MS });
+    process.exit(outcome instanceof Error ? 1 : 0);
+  }, STOP_DEADLINE_MS);
+  deadline.unref();
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(outcome instanceof Error ? 1 : 0));
   await agent.stop();
   // The agent has stopped: nothing left (a socket a library still holds, a
   // timer) may keep the process alive past this.

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../../core/acl.js';
 import { Topics } from '../../core/topics.js';
-import { startController, writeNetConf, type ControllerProc } from '../helpers/cluster.js';
+import { addNode, startAgent, startController, subnetOf, writeNetConf, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
 import { freePort, removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
 
 describe('twill CLI with --api', () => {
@@ -175,5 +175,34 @@ describe('twill agent checks where it writes before it starts', () => {
       assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
     }
     removeTempDirs();
+  });
+});
+
+describe('twill agent stops on SIGTERM in every state', () => {
+  after(async () => removeTempDirs());
+
+  test('unreachable broker, refused login, holding a lease: each exits 0 within its promised 4 s', async () => {
+    const base = tempDir();
+    const net = await writeNetConf(base, 'net', { Network: '10.72.0.0/16', Backend: { Type: 'alloc' } });
+    const ctl = await startController({ dataDir: join(base, 'data'), networks: { sig: net } });
+    try {
+      const good = await addNode(ctl.dataDir, 'sig-good', 'sig', ctl.url);
+      const states: [string, () => Promise<AgentProc>, (a: AgentProc) => Promise<unknown>][] = [
+        ['broker unreachable', async () => startAgent(base, { ...good, node: 'sig-a', username: 'sig-a', broker: `mqtt://127.0.0.1:${await freePort()}` }), (a) => waitFor('connect errors', () => /broker connection error/.test(a.output()))],
+        ['login refused', async () => startAgent(base, { ...(await addNode(ctl.dataDir, 'sig-b', 'sig', ctl.url)), password: 'wrong' }), (a) => waitFor('login refused', async () => /login refused/.test(await (await fetch(`${a.metrics}/readyz`)).text()))],
+        ['holding a lease', async () => startAgent(base, good), (a) => subnetOf(a)],
+      ];
+      for (const [state, start, reached] of states) {
+        const a = await start();
+        await reached(a);
+        const t0 = Date.now();
+        await a.stop();
+        const took = Date.now() - t0;
+        assert.equal(await a.exited, 0, `${state}: ${a.output().slice(-500)}`);
+        assert.ok(took < 4_000 + 2_000, `${state}: exited ${took} ms after SIGTERM`);
+      }
+    } finally {
+      await ctl.kill();
+    }
   });
 });
