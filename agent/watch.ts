@@ -74,10 +74,15 @@ export interface WatchHooks {
   /** the view changed: these peers (or 'all' after a list) */
   onView(changed: ReadonlySet<string> | 'all'): void;
   /** a problem the operator should see, or undefined when it is over */
-  onProblem(kind: 'session' | 'list', problem: string | undefined): void;
+  onProblem(kind: 'session' | 'list' | 'identity', problem: string | undefined): void;
 }
 
 const MAX_BACKOFF_MS = 30_000;
+/** a session that ends sooner than this after it began is a short one... */
+const SHORT_SESSION_MS = 10_000;
+/** ...and this many short ones within a minute suggest a second process with this node's config */
+const IDENTITY_SUSPECT = 3;
+const IDENTITY_WINDOW_MS = 60_000;
 const PAGE = 1000;
 /** changes held while listing or waiting for a missing revision; past this, list again */
 const MAX_BUFFER = 100_000;
@@ -113,6 +118,11 @@ export class Watch {
     this.helloBackoff = opts.helloRetryMs;
   }
 
+  private connectedAt: number | undefined;
+  private shortSessions: number[] = [];
+  private identityReportedAt = -Infinity;
+  private identityTimer: NodeJS.Timeout | undefined;
+
   view(): View {
     return { lease: this.lease, peers: this.peers, revision: this.revision, state: this.state };
   }
@@ -138,6 +148,7 @@ export class Watch {
     client.on('connect', () => void this.onConnect());
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
     client.on('close', () => {
+      this.noteShortSession();
       // Exponential backoff with jitter, so a fleet does not reconnect in lockstep.
       const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.reconnectAttempt++, 10));
       client.options.reconnectPeriod = jitter(base);
@@ -156,10 +167,41 @@ export class Watch {
     poll();
   }
 
+  /**
+   * A session the broker ends soon after it began, again and again, is what
+   * another process logging in with this node's config does (each login
+   * takes over the other's session): said in the log and the status, once a
+   * minute, while it lasts.
+   */
+  private noteShortSession(): void {
+    const now = Date.now();
+    if (this.connectedAt === undefined || this.stopped) return;
+    const lived = now - this.connectedAt;
+    this.connectedAt = undefined;
+    if (lived > SHORT_SESSION_MS) return;
+    this.shortSessions = [...this.shortSessions.filter((t) => now - t < IDENTITY_WINDOW_MS), now];
+    if (this.shortSessions.length < IDENTITY_SUSPECT) return;
+    const problem = `the broker ended this node's session ${this.shortSessions.length} times within a minute, each soon after it began: another process may be using node ${this.opts.node}'s config`;
+    this.hooks.onProblem('identity', problem);
+    if (now - this.identityReportedAt >= IDENTITY_WINDOW_MS) {
+      this.identityReportedAt = now;
+      this.opts.log.warn(problem, { node: this.opts.node });
+    }
+  }
+
   private async onConnect(): Promise<void> {
     const client = this.client;
     if (!client || this.stopped) return void client?.end(true);
     this.reconnectAttempt = 0;
+    const at = (this.connectedAt = Date.now());
+    // A session that lasts a whole window: whoever shared the identity has stopped.
+    clearTimeout(this.identityTimer);
+    this.identityTimer = setTimeout(() => {
+      if (this.connectedAt !== at || !this.shortSessions.length) return;
+      this.shortSessions = [];
+      this.hooks.onProblem('identity', undefined);
+    }, IDENTITY_WINDOW_MS);
+    this.identityTimer.unref();
     const o = this.opts;
     o.log.info('connected to broker', { broker: o.broker });
     try {
@@ -421,6 +463,7 @@ export class Watch {
   async stop(final?: Status): Promise<void> {
     this.stopped = true;
     this.clearHelloTimer();
+    clearTimeout(this.identityTimer);
     for (const t of this.timers) clearTimeout(t);
     const client = this.client;
     if (final && client?.connected) await within(2000, this.publishStatus(final));

@@ -26,6 +26,11 @@ export interface BrokerOptions {
   metrics?: Metrics;
 }
 
+/** takeovers of one node's session within this window... */
+const TAKEOVER_WINDOW_MS = 60_000;
+/** ...from the same address, past which it is two processes, not a reconnect */
+const TAKEOVERS_SUSPECT = 3;
+
 /** how long a refused login waits for its CONNACK */
 const REFUSAL_DELAY_MS = 1000;
 
@@ -76,7 +81,36 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
   const REFUSED = 'twill_broker_refused_total';
   const REFUSED_HELP = 'what the embedded broker refused: logins, publishes and subscriptions';
   for (const what of ['login', 'publish', 'subscribe']) metrics?.declare(REFUSED, REFUSED_HELP, { what });
+  metrics?.declare('twill_broker_session_takeovers_total', 'logins that took over a live session of the same node');
   const identities = new WeakMap<Client, NodeRecord>();
+
+  // A login with the client id of a live session takes that session over
+  // (MQTT 3.1.1 §3.1.4). One now and then is an agent reconnecting before the
+  // broker noticed its old connection die. From another address, or again and
+  // again, it is two processes with one node's config, each kicking the other
+  // off: said in the log (once a minute per node, with the count) and counted.
+  const takeovers = new Map<string, { at: number[]; reportedAt: number; unreported: number }>();
+  const remoteOf = (c: Client) => (c.conn as { remoteAddress?: string }).remoteAddress ?? 'unknown';
+  const noteTakeover = (client: Client, node: NodeRecord) => {
+    const live = (broker as unknown as { clients: Record<string, Client | undefined> }).clients[client.id];
+    if (!live || live === client || !live.connected) return;
+    const now = Date.now();
+    const t = takeovers.get(client.id) ?? { at: [], reportedAt: -Infinity, unreported: 0 };
+    takeovers.set(client.id, t);
+    t.at = [...t.at.filter((x) => now - x < TAKEOVER_WINDOW_MS), now];
+    t.unreported++;
+    metrics?.inc('twill_broker_session_takeovers_total', 'logins that took over a live session of the same node');
+    const from = remoteOf(live);
+    const to = remoteOf(client);
+    if (from === to && t.at.length < TAKEOVERS_SUSPECT) return;
+    if (now - t.reportedAt < TAKEOVER_WINDOW_MS) return;
+    log.warn('another process is using this node\'s identity: each login takes over the other\'s session; give each host its own node (twill node add)', {
+      node: node.name, network: node.network, from, to, takeovers: t.unreported,
+    });
+    t.reportedAt = now;
+    t.unreported = 0;
+    if (takeovers.size > 10_000) takeovers.delete(takeovers.keys().next().value as string);
+  };
 
   const broker = await Aedes.createBroker({
     persistence: retainedByTopic(),
@@ -102,6 +136,7 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
           const want = nodeClientId(node.network, node.name);
           if (client.id !== want) return refuse(`client id ${JSON.stringify(client.id)} is not node ${node.name}'s: it connects as ${want}`);
           identities.set(client, node);
+          noteTakeover(client, node);
           done(null, true);
         })
         .catch((e) => refuse(e instanceof CredentialsBusyError ? e.message : `credential check failed: ${(e as Error).message}`, 3));

@@ -325,7 +325,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         // Each message is a small write that someone waits for: no Nagle delay.
         socket.setNoDelay(true);
         const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-        broker.handle(guardPackets(socket, MAX_PACKET_BYTES, (p) => {
+        const conn = guardPackets(socket, MAX_PACKET_BYTES, (p) => {
           metrics.inc('twill_broker_connections_cut_total', 'connections closed at a packet header: too large or malformed', 1, { reason: p.kind });
           log.warn('connection closed before reading a packet', {
             remote,
@@ -337,7 +337,9 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
             metrics.inc('twill_broker_connections_slowed_total', 'times a connection publishing faster than its pace was read more slowly (at most once a minute each)');
             log.warn('connection publishing too fast: read more slowly', { remote, held, perSecond: CONNECTION_PACE.perSecond });
           },
-        }));
+        });
+        // Where it comes from, for the broker's log (aedes sees only the stream).
+        broker.handle(Object.assign(conn, { remoteAddress: socket.remoteAddress }));
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', (e) => reject(listenError(e, listen, '--listen')));

@@ -323,6 +323,19 @@ describe('controller and agents over MQTT', () => {
     assert.equal(readSubnetEnv(alpha.subnetFile).FLANNEL_SUBNET, subnet);
   });
 
+  test('two agents with one node\'s config are named in the log as one identity used twice', async () => {
+    const creds = await addNode(ctl.dataDir, 'twin', 'blue', ctl.url);
+    const one = await startAgent(dir, creds, RENEW);
+    agents.push(one);
+    await subnetOf(one);
+    const two = await startAgent(dir, creds, RENEW);
+    agents.push(two);
+    await waitFor('the twins named', () => /another process is using this node's identity: .*node=twin network=blue/.test(ctl.output()), 60_000);
+    // and each agent says so itself: in its log and in the status it reports
+    await waitFor('an agent says so', () => [one, two].some((a) => /another process may be using node twin's config/.test(a.output())), 60_000);
+    await two.kill();
+  });
+
   test('a second controller on the same data directory is refused, naming the first, and changes nothing', async () => {
     // (live agents renew meanwhile: what must not change is who holds which subnet)
     const held = () => withStore(ctl.dataDir, async (s) => (await s.listLeases('blue')).map((l) => `${l.node} ${l.subnet}`));
