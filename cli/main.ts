@@ -16,7 +16,7 @@ const USAGE = `usage: twill COMMAND
   status               networks, leases (with their VPC route) and agents, as tables
   sim instance|routes  drive the simulated cloud of twill controller --cloud sim
   config check FILE    print the effective config of a net-conf.json, or every rule it breaks
-  version              print twill's version
+  version              print twill's version (also -v, --version)
 
 network, node, lease and status work on the local data directory (--data-dir), or on a
 deployed control plane with --api URL (or TWILL_API) and the admin token in TWILL_API_TOKEN.
@@ -42,7 +42,7 @@ export async function main(argv: string[]): Promise<number> {
       const { configCheck } = await import('./config-check.js');
       return await configCheck(rest.slice(1));
     }
-    if (command === 'version' || command === '--version') {
+    if (command === 'version' || command === '--version' || command === '-v') {
       process.stdout.write(`twill ${VERSION}\n`);
       return 0;
     }
