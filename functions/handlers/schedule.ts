@@ -12,7 +12,10 @@
 // error metric. The next tick is the retry.
 import type { ScheduledEvent } from 'aws-lambda';
 import { errorMessage } from '../../core/errors.js';
-import { isCloudBackend } from '../clouds/cloud.js';
+import { isCloudBackend, routeLimit } from '../clouds/cloud.js';
+import { fabricFigures } from '../../core/fabric.js';
+import { emitMetrics, type MetricValue } from '../emf.js';
+import type { ReconcileReport } from '../routes.js';
 import { CLOUD_OF_BACKEND } from '../clouds/index.js';
 import { republishStale, type RepublishReport } from '../republish.js';
 import { batchReconciler } from './poke.js';
@@ -52,6 +55,7 @@ export async function handler(event: ScheduledEvent | ScheduleInput): Promise<Sc
       report.failed.expire = errorMessage(e);
     }
   }
+  const reports = new Map<string, ReconcileReport>();
   if (tasks.includes('reconcile')) {
     report.reconciled = [];
     const reconcile = batchReconciler(rt, log);
@@ -61,6 +65,7 @@ export async function handler(event: ScheduledEvent | ScheduleInput): Promise<Sc
         if (!isCloudBackend(type)) continue;
         try {
           const r = await reconcile(CLOUD_OF_BACKEND[type], net.name);
+          reports.set(net.name, r);
           report.reconciled.push(net.name);
           const changed = r.joined + r.released + r.created + r.replaced + r.deleted + r.prepared;
           if (changed || Object.keys(r.errors).length) {
@@ -84,10 +89,45 @@ export async function handler(event: ScheduledEvent | ScheduleInput): Promise<Sc
   }
 
   const failed = Object.entries(report.failed);
+  // The cloud console's view (infra/monitoring.ts): once a minute, the fabric in numbers.
+  await emitFabric(rt, reports, report).catch((e) => log.error('metrics not emitted', { reason: errorMessage(e) }));
   if (failed.length) {
     for (const [what, why] of failed) log.error('scheduled task failed', { what, reason: why });
     throw new Error(`scheduled run failed for ${failed.map(([w]) => w).join(', ')}: see the log lines before this one`);
   }
   log.debug('scheduled run done', { tasks: tasks.join(','), expired: report.expired });
   return report;
+}
+
+/**
+ * CloudWatch metrics in the embedded metric format: per network (dimensions
+ * Stage and Network) its leases, free subnets, agents online and out of sync
+ * and, on cloud networks, the route table's use against its limit, pending
+ * routes and reconcile errors; per run (dimension Stage) the tasks that
+ * failed and the leases expired.
+ */
+async function emitFabric(rt: ReturnType<typeof runtime>, reports: Map<string, ReconcileReport>, report: ScheduleReport): Promise<void> {
+  const Stage = rt.env.prefix;
+  const [networks, statuses, routes] = await Promise.all([rt.store.listNetworks(), rt.store.listStatus(), rt.store.listRouteStatus()]);
+  const configs = new Map(networks.map((n) => [n.name, n.config]));
+  for (const f of fabricFigures(networks, statuses, routes)) {
+    const m: MetricValue[] = [
+      { name: 'Leases', value: f.leases, unit: 'Count' },
+      // the scarcer family: the one that runs out first refuses the next node
+      { name: 'FreeSubnets', value: Math.min(...Object.values(f.free), Number.MAX_SAFE_INTEGER), unit: 'Count' },
+      { name: 'AgentsOnline', value: f.agentsOnline, unit: 'Count' },
+      { name: 'AgentsOutOfSync', value: f.agentsOutOfSync, unit: 'Count' },
+    ];
+    const config = configs.get(f.network)!;
+    const r = reports.get(f.network);
+    if (isCloudBackend(config.Backend.Type)) {
+      m.push({ name: 'RouteLimit', value: routeLimit(config), unit: 'Count' }, { name: 'PendingRoutes', value: f.routes?.pending ?? 0, unit: 'Count' });
+      if (r) m.push({ name: 'Routes', value: r.routes, unit: 'Count' }, { name: 'ReconcileErrors', value: Object.keys(r.errors).length, unit: 'Count' });
+    }
+    emitMetrics({ Stage, Network: f.network }, m);
+  }
+  emitMetrics({ Stage }, [
+    { name: 'ScheduledTaskFailures', value: Object.keys(report.failed).length, unit: 'Count' },
+    { name: 'LeasesExpired', value: report.expired ?? 0, unit: 'Count' },
+  ]);
 }

@@ -4,8 +4,7 @@
 // state (leases, free subnets, agents online and in sync, routes pending) is
 // read from the store at each scrape, so it is never stale and costs nothing
 // between scrapes.
-import { rangeSize } from '../../core/allocator.js';
-import { subnetRanges } from '../../core/config.js';
+import { fabricFigures } from '../../core/fabric.js';
 import type { Metrics } from '../../core/metrics.js';
 import type { Publisher } from '../publish/publisher.js';
 import type { Store } from '../store/store.js';
@@ -14,27 +13,18 @@ import type { Store } from '../store/store.js';
 export async function collectFabric(store: Store, metrics: Metrics): Promise<void> {
   const [networks, statuses, routes] = await Promise.all([store.listNetworks(), store.listStatus(), store.listRouteStatus()]);
   for (const name of ['twill_network_leases', 'twill_network_subnets_free', 'twill_network_revision', 'twill_agents', 'twill_agents_out_of_sync', 'twill_routes']) metrics.clear(name);
-  for (const n of networks) {
-    const network = n.name;
-    metrics.set('twill_network_leases', 'leases held in the network (reservations included)', n.leaseCount, { network });
-    metrics.set('twill_network_revision', 'the network\'s revision: bumped by every change a peer sees', n.revision, { network });
-    const ranges = subnetRanges(n.config);
-    for (const [family, range] of [['ipv4', ranges.v4], ['ipv6', ranges.v6]] as const) {
-      if (!range) continue;
-      // Every lease holds one subnet of each family the network enables.
-      const free = Number(rangeSize(range)) - n.leaseCount;
-      metrics.set('twill_network_subnets_free', 'subnets still free between SubnetMin and SubnetMax', Math.max(0, free), { network, family });
+  for (const f of fabricFigures(networks, statuses, routes)) {
+    const network = f.network;
+    metrics.set('twill_network_leases', 'leases held in the network (reservations included)', f.leases, { network });
+    metrics.set('twill_network_revision', 'the network\'s revision: bumped by every change a peer sees', f.revision, { network });
+    for (const [family, free] of Object.entries(f.free)) {
+      metrics.set('twill_network_subnets_free', 'subnets still free between SubnetMin and SubnetMax', free, { network, family });
     }
-    const mine = statuses.filter((s) => s.network === network);
-    for (const state of ['online', 'offline'] as const) {
-      metrics.set('twill_agents', 'agents by the state they last reported', mine.filter((s) => s.status.state === state).length, { network, state });
-    }
-    metrics.set('twill_agents_out_of_sync', 'online agents that do not hold a complete, applied view of their network', mine.filter((s) => s.status.state === 'online' && s.status.inSync === false).length, { network });
-    const theirs = routes.filter((r) => r.network === network);
-    if (theirs.length) {
-      for (const state of ['ok', 'pending', 'error'] as const) {
-        metrics.set('twill_routes', 'cloud networks: nodes by the state of their VPC route', theirs.filter((r) => r.state === state).length, { network, state });
-      }
+    metrics.set('twill_agents', 'agents by the state they last reported', f.agentsOnline, { network, state: 'online' });
+    metrics.set('twill_agents', 'agents by the state they last reported', f.agentsOffline, { network, state: 'offline' });
+    metrics.set('twill_agents_out_of_sync', 'online agents that do not hold a complete, applied view of their network', f.agentsOutOfSync, { network });
+    for (const [state, n] of Object.entries(f.routes ?? {})) {
+      metrics.set('twill_routes', 'cloud networks: nodes by the state of their VPC route', n, { network, state });
     }
   }
 }

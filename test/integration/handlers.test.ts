@@ -351,6 +351,52 @@ describe('Lambda handlers', () => {
       assert.equal(ec2.routeMap('rtb-main')[lease.subnet], 'eni-00000000000000077');
     });
 
+    test('each run emits the fabric as CloudWatch metrics in the embedded metric format', async () => {
+      const lines: string[] = [];
+      const write = process.stdout.write.bind(process.stdout);
+      (process.stdout as { write: unknown }).write = (chunk: string | Uint8Array, ...rest: unknown[]) => {
+        const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
+        if (text.startsWith('{"_aws"')) lines.push(text);
+        else return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
+        return true;
+      };
+      // (in Lambda only: the handlers run in tests and benches too)
+      process.env.AWS_LAMBDA_FUNCTION_NAME = 'twill-test-Maintenance';
+      try {
+        await scheduleHandler(scheduled);
+      } finally {
+        (process.stdout as { write: unknown }).write = write;
+        delete process.env.AWS_LAMBDA_FUNCTION_NAME;
+      }
+      const docs = lines.map((l) => { assert.ok(l.endsWith('\n') && !l.slice(0, -1).includes('\n'), 'one JSON document per line'); return JSON.parse(l) as Record<string, unknown> & { _aws: { Timestamp: number; CloudWatchMetrics: { Namespace: string; Dimensions: string[][]; Metrics: { Name: string; Unit: string }[] }[] } }; });
+      // The specification's shape: every dimension a string member, every metric a number member, a unit each.
+      for (const d of docs) {
+        assert.ok(Math.abs(d._aws.Timestamp - Date.now()) < 60_000);
+        for (const dir of d._aws.CloudWatchMetrics) {
+          assert.equal(dir.Namespace, 'twill');
+          for (const set of dir.Dimensions) for (const dim of set) assert.equal(typeof d[dim], 'string', dim);
+          assert.ok(dir.Metrics.length >= 1 && dir.Metrics.length <= 100);
+          for (const m of dir.Metrics) {
+            assert.equal(typeof d[m.Name], 'number', m.Name);
+            assert.match(m.Unit, /^(Count|Milliseconds|Seconds|None)$/);
+          }
+        }
+      }
+      const of = (network: string) => docs.find((d) => d.Network === network);
+      const aws = of('aws');
+      assert.ok(aws, `a document for the aws network: ${lines.join('')}`);
+      assert.equal(aws.Stage, PREFIX);
+      const leases = (await w.store.listLeases('aws')).length;
+      assert.equal(aws.Leases, leases);
+      assert.equal(aws.RouteLimit, 50, "aws-vpc's route limit");
+      assert.equal(aws.Routes, Object.keys(ec2.routeMap('rtb-main')).filter((d) => d.startsWith('10.')).length);
+      assert.equal(typeof aws.PendingRoutes, 'number');
+      assert.equal(aws.ReconcileErrors, 0);
+      assert.ok(typeof of('edge')?.FreeSubnets === 'number' && (of('edge')?.FreeSubnets as number) > 0);
+      const run = docs.find((d) => d.Network === undefined);
+      assert.equal(run?.ScheduledTaskFailures, 0);
+    });
+
     test('a failing network fails the run (for the error metric) after the other tasks ran', async () => {
       const denied = await deniedEc2();
       try {
