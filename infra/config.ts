@@ -28,6 +28,10 @@ export const settings = {
   gceCredentials: new sst.Secret('GceCredentials', 'none'),
   /** Alibaba Cloud region of the ali-vpc networks, e.g. cn-hangzhou */
   aliRegion: new sst.Secret('AliRegion', 'none'),
+  /** where alarms and budget warnings go (infra/monitoring.ts): an email address to confirm once */
+  alarmEmail: new sst.Secret('AlarmEmail'),
+  /** the monthly budget in USD, warned at 80% spent and at a forecast over it */
+  monthlyBudgetUsd: new sst.Secret('MonthlyBudgetUsd', '50'),
 };
 
 const parameterName = (what: string) => `/${$app.name}/${$app.stage}/${what}`;

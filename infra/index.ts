@@ -8,6 +8,7 @@ import { push } from './push.js';
 import './schedule.js';
 import { api } from './api.js';
 import { nodeApi } from './node-api.js';
+import { alarmTopic, dashboard } from './monitoring.js';
 
 export const outputs = {
   api: api.url,
@@ -17,4 +18,6 @@ export const outputs = {
   authorizer: realtime.authorizer,
   prefix,
   table: table.name,
+  dashboard: dashboard.dashboardName,
+  alarms: alarmTopic.arn,
 };

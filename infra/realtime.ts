@@ -26,6 +26,9 @@ export const realtime = new sst.aws.Realtime(REALTIME, {
     timeout: '5 seconds',
     environment: environment(),
     permissions: [grants.tableGetItem],
+    // Agents cannot connect without it: a burst of the account's other
+    // functions (a join storm's hello handlers) must never take its capacity.
+    concurrency: { reserved: 50 },
   },
   transform: {
     authorizer: (args) => {
@@ -49,6 +52,10 @@ export const agentMessages = new sst.aws.Function('AgentMessages', {
   // handleMessage never throws, so a retry would only repeat a logged refusal;
   // an agent whose hello went unanswered sends it again by itself.
   retries: 0,
+  // A join storm is a burst of hellos: capped, so the excess waits in Lambda's
+  // queue of asynchronous events (IoT rules invoke asynchronously, and a
+  // throttled event is retried) instead of taking the account's concurrency.
+  concurrency: { reserved: 100 },
 });
 
 /**
