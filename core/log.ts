@@ -1,4 +1,5 @@
-// Plain, greppable log lines on stderr: "time level component: message k=v".
+// Plain, greppable log lines on stderr: "time level component: message k=v"
+// (or one JSON object a line, for CloudWatch Logs).
 // Callers pass fields explicitly; nothing here ever serialises a payload, so a
 // secret cannot slip in by accident.
 
@@ -21,15 +22,31 @@ function fmt(v: unknown): string {
   return /[\s"=\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(s ?? '') ? JSON.stringify(s).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`) : String(s);
 }
 
+/**
+ * text: the line above, for a terminal and journald; json: one JSON object
+ * per line (time, level, component, msg, then the fields), which CloudWatch
+ * Logs Insights queries by field. TWILL_LOG_FORMAT=json picks it (the
+ * deployment's functions set it).
+ */
+export type LogFormat = 'text' | 'json';
+
 export function createLogger(
   component: string,
   level: Level = (process.env.TWILL_LOG_LEVEL as Level) || 'info',
   write: (line: string) => void = (l) => process.stderr.write(l + '\n'),
+  format: LogFormat = process.env.TWILL_LOG_FORMAT === 'json' ? 'json' : 'text',
 ): Logger {
   const min = ORDER[level] ?? ORDER.info;
   const emit = (lvl: Level, msg: string, fields?: Record<string, unknown>) => {
     if (ORDER[lvl] < min) return;
-    const kv = fields ? Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) => ` ${k}=${fmt(v)}`).join('') : '';
+    const given = fields ? Object.entries(fields).filter(([, v]) => v !== undefined) : [];
+    if (format === 'json') {
+      // Field values as they are (an Error as its message); JSON escapes every control character.
+      const doc: Record<string, unknown> = { time: new Date().toISOString(), level: lvl, component, msg };
+      for (const [k, v] of given) if (!(k in doc)) doc[k] = v instanceof Error ? v.message : v;
+      return write(JSON.stringify(doc).replace(/[\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16)}`));
+    }
+    const kv = given.map(([k, v]) => ` ${k}=${fmt(v)}`).join('');
     write(`${new Date().toISOString()} ${lvl} ${component}: ${msg}${kv}`);
   };
   return {
@@ -37,7 +54,7 @@ export function createLogger(
     info: (m, f) => emit('info', m, f),
     warn: (m, f) => emit('warn', m, f),
     error: (m, f) => emit('error', m, f),
-    child: (c) => createLogger(`${component}/${c}`, level, write),
+    child: (c) => createLogger(`${component}/${c}`, level, write, format),
   };
 }
 

@@ -30,6 +30,8 @@ export function environment(extra: Record<string, $util.Input<string>> = {}): Re
     TWILL_IOT_ENDPOINT: $interpolate`https://${iotEndpoint}`,
     TWILL_LEASE_TTL: '24h',
     TWILL_LOG_LEVEL: 'info',
+    // one JSON object a line: CloudWatch Logs Insights queries the fields
+    TWILL_LOG_FORMAT: 'json',
     ...extra,
   };
 }
