@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import mqtt from 'mqtt';
 import type { Aedes } from 'aedes';
@@ -269,6 +269,22 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       });
     }
 
+    // Every address is bound before anything is stored: a port in use stops the start with nothing changed.
+    let metricsUrl: string | undefined;
+    if (opts.metricsAddr) {
+      metricsUrl = await serve(opts.metricsAddr, '--metrics-addr', (req, res) => {
+        if (req.url === '/metrics') {
+          serveMetrics(res);
+        } else if (req.url === '/healthz') {
+          res.writeHead(200, { 'content-type': 'text/plain' });
+          res.end('ok\n');
+        } else {
+          res.writeHead(404, { 'content-type': 'text/plain' });
+          res.end('not found: try /metrics or /healthz\n');
+        }
+      });
+    }
+
     if (opts.brokerUrl) {
       const client = await mqtt.connectAsync(opts.brokerUrl, {
         username: opts.brokerUsername,
@@ -310,18 +326,15 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       controller = new Controller(store, new MeasuredPublisher(new AedesPublisher(broker), metrics), { topics, log, leaseTtlMs: opts.leaseTtlMs, metrics });
       controller.api = apiUrl;
       sync = new Sync(controller, store);
-      for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
-      await controller.publishOnStart();
-      for (const filter of [topics.allHellos(), topics.allStatus(), topics.legacyHellos()]) {
-        await new Promise<void>((r) =>
-          broker.subscribe(filter, (packet, cb) => { cb(); void handle(packet.topic, packet.payload as Buffer); }, r),
-        );
-      }
       const listen = opts.listen ?? '127.0.0.1:1883';
       const { host, port } = parseListen(listen);
       for (const reason of ['too-large', 'malformed']) metrics.declare('twill_broker_connections_cut_total', 'connections closed at a packet header: too large or malformed', { reason });
       metrics.declare('twill_broker_connections_slowed_total', 'times a connection publishing faster than its pace was read more slowly (at most once a minute each)');
-      const server: Server = createServer((socket) => {
+      // Bound first (a port in use stops the start before anything is stored);
+      // connections that come before the controller is subscribed wait.
+      let accepting = false;
+      const waiting: Socket[] = [];
+      const accept = (socket: Socket) => {
         // Each message is a small write that someone waits for: no Nagle delay.
         socket.setNoDelay(true);
         const remote = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -340,6 +353,11 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         });
         // Where it comes from, for the broker's log (aedes sees only the stream).
         broker.handle(Object.assign(conn, { remoteAddress: socket.remoteAddress }));
+      };
+      const server: Server = createServer((socket) => {
+        if (accepting) return accept(socket);
+        socket.on('error', () => {}); // a client gone before it was served
+        waiting.push(socket);
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', (e) => reject(listenError(e, listen, '--listen')));
@@ -349,6 +367,15 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       cleanups.push(() => { server.close(); });
       const addr = server.address();
       const bound = typeof addr === 'object' && addr ? addr.port : port;
+      for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
+      await controller.publishOnStart();
+      for (const filter of [topics.allHellos(), topics.allStatus(), topics.legacyHellos()]) {
+        await new Promise<void>((r) =>
+          broker.subscribe(filter, (packet, cb) => { cb(); void handle(packet.topic, packet.payload as Buffer); }, r),
+        );
+      }
+      accepting = true;
+      for (const socket of waiting.splice(0)) if (!socket.destroyed) accept(socket);
       url = `mqtt://${host.includes(':') ? `[${host}]` : host}:${bound}`;
     }
 
@@ -418,21 +445,6 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       cleanups.push(() => clearInterval(routeTimer));
       void reconcileRoutes();
       log.info('route controller running', { cloud: c.kind, everyMs: opts.reconcileIntervalMs ?? 30_000 });
-    }
-
-    let metricsUrl: string | undefined;
-    if (opts.metricsAddr) {
-      metricsUrl = await serve(opts.metricsAddr, '--metrics-addr', (req, res) => {
-        if (req.url === '/metrics') {
-          serveMetrics(res);
-        } else if (req.url === '/healthz') {
-          res.writeHead(200, { 'content-type': 'text/plain' });
-          res.end('ok\n');
-        } else {
-          res.writeHead(404, { 'content-type': 'text/plain' });
-          res.end('not found: try /metrics or /healthz\n');
-        }
-      });
     }
 
     // With an external broker, agents on other hosts still list their
