@@ -3,6 +3,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSubnetEnv } from '../../agent/subnet-env.js';
+import { SqliteStore } from '../../functions/store/sqlite.js';
 import { freePort, runTwill, startProc, waitFor, type Proc } from './procs.js';
 
 export interface ControllerProc extends Proc {
@@ -93,4 +94,14 @@ export async function metric(agent: AgentProc, name: string): Promise<number | u
   const text = await (await fetch(`${agent.metrics}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'));
   return line === undefined ? undefined : Number(line.split(' ').pop());
+}
+
+/** Opens the store of a controller's data directory for fn (reading what it holds, or tampering with it), and closes it. */
+export async function withStore<T>(dataDir: string, fn: (s: SqliteStore) => Promise<T>): Promise<T> {
+  const s = new SqliteStore(join(dataDir, 'twill.db'));
+  try {
+    return await fn(s);
+  } finally {
+    await s.close();
+  }
 }

@@ -6,9 +6,8 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../../core/acl.js';
 import { readSubnetEnv } from '../../agent/subnet-env.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
 import { Topics } from '../../core/topics.js';
-import { addNode, metric, snapshotAs, startAgent, startController, subnetOf, writeNetConf, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
+import { addNode, metric, snapshotAs, startAgent, startController, subnetOf, withStore, writeNetConf, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
 import { removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
 
 const topics = new Topics();
@@ -17,15 +16,6 @@ const topics = new Topics();
 // machine still lands in time.
 const TTL = ['--lease-ttl', '8s', '--sync-interval', '300ms'];
 const RENEW = ['--renew-margin', '6s'];
-
-async function withStore<T>(dataDir: string, fn: (s: SqliteStore) => Promise<T>): Promise<T> {
-  const s = new SqliteStore(join(dataDir, 'twill.db'));
-  try {
-    return await fn(s);
-  } finally {
-    await s.close();
-  }
-}
 
 /** Connects as a node and records every message on the topics it subscribes to. */
 async function client(url: string, username: string, password: string, clientId = nodeClientId('blue', username)) {

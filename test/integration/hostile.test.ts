@@ -12,23 +12,13 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../../core/acl.js';
 import { Topics } from '../../core/topics.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
-import { addNode, startController, writeNetConf, type ControllerProc } from '../helpers/cluster.js';
+import { addNode, startController, withStore, writeNetConf, type ControllerProc } from '../helpers/cluster.js';
 import { startMosquitto } from '../helpers/mosquitto.js';
 import { removeTempDirs, runTwill, tempDir, waitFor, type Proc } from '../helpers/procs.js';
 
 const topics = new Topics();
 const NET = 'v';
 const MAC = '0a:58:0a:f4:00:01';
-
-async function withStore<T>(dataDir: string, fn: (s: SqliteStore) => Promise<T>): Promise<T> {
-  const s = new SqliteStore(join(dataDir, 'twill.db'));
-  try {
-    return await fn(s);
-  } finally {
-    await s.close();
-  }
-}
 
 const hello = (extra: Record<string, unknown> = {}) => JSON.stringify({ v: 2, agentVersion: 'attacker', publicIP: '127.0.0.9', backendData: { VtepMAC: MAC }, ...extra });
 
