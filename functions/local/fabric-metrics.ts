@@ -12,7 +12,7 @@ import type { Store } from '../store/store.js';
 /** Sets the fabric's gauges from the store: one read of networks, statuses and route states. */
 export async function collectFabric(store: Store, metrics: Metrics): Promise<void> {
   const [networks, statuses, routes] = await Promise.all([store.listNetworks(), store.listStatus(), store.listRouteStatus()]);
-  for (const name of ['twill_network_leases', 'twill_network_subnets_free', 'twill_network_revision', 'twill_agents', 'twill_agents_out_of_sync', 'twill_routes']) metrics.clear(name);
+  for (const name of ['twill_network_leases', 'twill_network_subnets_free', 'twill_network_revision', 'twill_agents', 'twill_agents_out_of_sync', 'twill_route_states']) metrics.clear(name);
   for (const f of fabricFigures(networks, statuses, routes)) {
     const network = f.network;
     metrics.set('twill_network_leases', 'leases held in the network (reservations included)', f.leases, { network });
@@ -24,7 +24,7 @@ export async function collectFabric(store: Store, metrics: Metrics): Promise<voi
     metrics.set('twill_agents', 'agents by the state they last reported', f.agentsOffline, { network, state: 'offline' });
     metrics.set('twill_agents_out_of_sync', 'online agents that do not hold a complete, applied view of their network', f.agentsOutOfSync, { network });
     for (const [state, n] of Object.entries(f.routes ?? {})) {
-      metrics.set('twill_routes', 'cloud networks: nodes by the state of their VPC route', n, { network, state });
+      metrics.set('twill_route_states', 'cloud networks: nodes by the state of their VPC route', n, { network, state });
     }
   }
 }
