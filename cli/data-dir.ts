@@ -7,6 +7,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TwillError } from '../core/errors.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
+import { isLocked } from '../functions/local/lock.js';
+import type { Remote } from './remote.js';
 
 export function openDataDir(dataDir: string): SqliteStore {
   const file = join(dataDir, 'twill.db');
@@ -29,5 +31,23 @@ export function servedBroker(dataDir: string): string | undefined {
     return typeof v.broker === 'string' ? v.broker : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * The admin API of the controller running on this data directory, if one
+ * holds it now: a command that must act at once on live sessions (node
+ * remove, a rotation) goes through it rather than writing the store behind
+ * the controller's back. Its address is what the controller said at start;
+ * its token, the data directory's admin token.
+ */
+export function servingController(dataDir: string): Remote | undefined {
+  if (!isLocked(dataDir)) return undefined;
+  try {
+    const api = (JSON.parse(readFileSync(join(dataDir, ENDPOINTS_FILE), 'utf8')) as { api?: unknown }).api;
+    const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+    return typeof api === 'string' && token ? { url: api, token } : undefined;
+  } catch {
+    return undefined; // a controller still starting: the store, and its one-second sweep
   }
 }

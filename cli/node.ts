@@ -6,7 +6,7 @@ import { Topics } from '../core/topics.js';
 import { Controller } from '../functions/controller.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
 import { DEFAULT_DATA_DIR, parse, wantsJson } from './args.js';
-import { openDataDir, servedBroker } from './data-dir.js';
+import { openDataDir, servedBroker, servingController } from './data-dir.js';
 import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
@@ -30,7 +30,11 @@ export async function nodeCommand(args: string[]): Promise<number> {
     },
     1,
   );
-  const remote = remoteFrom(values);
+  // Removing or rotating a node on a data directory a controller is serving
+  // goes through that controller, so the node's sessions close before this returns.
+  const live = !values.api && !process.env.TWILL_API && (sub === 'remove' || (sub === 'add' && values.rotate && !values.broker && !values.prefix))
+    ? servingController(values['data-dir']) : undefined;
+  const remote = remoteFrom(values) ?? live;
   const store = remote ? undefined : openDataDir(values['data-dir']);
   try {
     if (sub === 'add') {

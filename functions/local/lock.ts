@@ -4,7 +4,7 @@
 // its lock when the process ends however it ends (kill -9 included), so a
 // crashed controller never leaves a stale lock behind, and no pid file has
 // to be guessed about.
-import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { TwillError } from '../../core/errors.js';
@@ -37,4 +37,21 @@ export function lockDataDir(dataDir: string): DataDirLock {
   }
   writeFileSync(owner, `${process.pid}\n`, { mode: 0o600 });
   return { release: () => db.close() };
+}
+
+/** Whether a controller holds the data directory's lock now (without taking it for long). */
+export function isLocked(dataDir: string): boolean {
+  const file = join(dataDir, 'controller.lock');
+  if (!existsSync(file)) return false;
+  const db = new Database(file, { timeout: 0 });
+  try {
+    db.exec('BEGIN EXCLUSIVE');
+    db.exec('COMMIT');
+    return false;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'SQLITE_BUSY') return true;
+    throw e;
+  } finally {
+    db.close();
+  }
 }
