@@ -24,14 +24,19 @@ export function openDataDir(dataDir: string): SqliteStore {
 /** Where the controller running on a data directory says it serves (written at start, functions/local/server.ts). */
 export const ENDPOINTS_FILE = 'endpoints.json';
 
+/** What the controller on this data directory said at start; empty when none has. */
+function endpoints(dataDir: string): { broker?: unknown; api?: unknown } {
+  try {
+    return JSON.parse(readFileSync(join(dataDir, ENDPOINTS_FILE), 'utf8')) as { broker?: unknown; api?: unknown };
+  } catch {
+    return {};
+  }
+}
+
 /** The broker URL agents of this data directory's controller are given; undefined when no controller has said. */
 export function servedBroker(dataDir: string): string | undefined {
-  try {
-    const v = JSON.parse(readFileSync(join(dataDir, ENDPOINTS_FILE), 'utf8')) as { broker?: unknown };
-    return typeof v.broker === 'string' ? v.broker : undefined;
-  } catch {
-    return undefined;
-  }
+  const { broker } = endpoints(dataDir);
+  return typeof broker === 'string' ? broker : undefined;
 }
 
 /**
@@ -43,11 +48,13 @@ export function servedBroker(dataDir: string): string | undefined {
  */
 export function servingController(dataDir: string): Remote | undefined {
   if (!isLocked(dataDir)) return undefined;
+  const { api } = endpoints(dataDir);
+  let token = '';
   try {
-    const api = (JSON.parse(readFileSync(join(dataDir, ENDPOINTS_FILE), 'utf8')) as { api?: unknown }).api;
-    const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
-    return typeof api === 'string' && token ? { url: api, token } : undefined;
+    token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
   } catch {
-    return undefined; // a controller still starting: the store, and its one-second sweep
+    // not ours to read: the store, and the controller's one-second sweep
   }
+  // (a controller still starting has not said where it serves yet)
+  return typeof api === 'string' && token ? { url: api, token } : undefined;
 }

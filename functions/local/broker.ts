@@ -82,7 +82,8 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
   const REFUSED_HELP = 'what the embedded broker refused: logins, publishes and subscriptions';
   for (const what of ['login', 'publish', 'subscribe']) metrics?.declare(REFUSED, REFUSED_HELP, { what });
   metrics?.declare('twill_broker_session_takeovers_total', 'logins that took over a live session of the same node');
-  const identities = new WeakMap<Client, NodeRecord>();
+  // Who each connection logged in as, with its grants worked out once (not on every publish).
+  const identities = new WeakMap<Client, { node: NodeRecord; acl: ReturnType<typeof nodeAcl> }>();
 
   // A login with the client id of a live session takes that session over
   // (MQTT 3.1.1 §3.1.4). One now and then is an agent reconnecting before the
@@ -96,6 +97,7 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
     if (!live || live === client || !live.connected) return;
     const now = Date.now();
     const t = takeovers.get(client.id) ?? { at: [], reportedAt: -Infinity, unreported: 0 };
+    if (!takeovers.has(client.id) && takeovers.size >= 10_000) takeovers.delete(takeovers.keys().next().value as string);
     takeovers.set(client.id, t);
     t.at = [...t.at.filter((x) => now - x < TAKEOVER_WINDOW_MS), now];
     t.unreported++;
@@ -109,7 +111,6 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
     });
     t.reportedAt = now;
     t.unreported = 0;
-    if (takeovers.size > 10_000) takeovers.delete(takeovers.keys().next().value as string);
   };
 
   const broker = await Aedes.createBroker({
@@ -135,7 +136,7 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
           // or receive its queued messages.
           const want = nodeClientId(node.network, node.name);
           if (client.id !== want) return refuse(`client id ${JSON.stringify(client.id)} is not node ${node.name}'s: it connects as ${want}`);
-          identities.set(client, node);
+          identities.set(client, { node, acl: nodeAcl(topics, node) });
           noteTakeover(client, node);
           done(null, true);
         })
@@ -143,14 +144,15 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
     },
     authorizePublish(client, packet, done) {
       if (!client) return done(null); // the controller itself, in-process
-      const node = identities.get(client);
+      const id = identities.get(client);
+      const node = id?.node;
       const size = packet.payload.length;
       let reason: string | undefined;
-      if (!node) reason = 'not authenticated';
-      else if (!nodeAcl(topics, node).canPublish(packet.topic)) reason = `node ${node.name} may not publish to this topic`;
+      if (!id || !node) reason = 'not authenticated';
+      else if (!id.acl.canPublish(packet.topic)) reason = `node ${node.name} may not publish to this topic`;
       // Only a status may be retained (its last will sets it too): a retained
       // hello would be handled again by every controller that subscribes.
-      else if (packet.retain && !nodeAcl(topics, node).canRetain(packet.topic)) reason = `node ${node.name} may not publish retained to this topic: only its status is retained`;
+      else if (packet.retain && !id.acl.canRetain(packet.topic)) reason = `node ${node.name} may not publish retained to this topic: only its status is retained`;
       else if (size > MAX_PAYLOAD_BYTES) reason = `payload of ${size} bytes is larger than ${MAX_PAYLOAD_BYTES}`;
       if (reason) {
         log.warn('publish refused', { client: client.id, node: node?.name, topic: packet.topic, reason });
@@ -160,9 +162,9 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
       done(null);
     },
     authorizeSubscribe(client, sub, done) {
-      const node = identities.get(client);
-      if (!node || !nodeAcl(topics, node).canSubscribe(sub.topic)) {
-        log.warn('subscribe refused', { client: client.id, node: node?.name, topic: sub.topic });
+      const id = identities.get(client);
+      if (!id || !id.acl.canSubscribe(sub.topic)) {
+        log.warn('subscribe refused', { client: client.id, node: id?.node.name, topic: sub.topic });
         metrics?.inc(REFUSED, REFUSED_HELP, 1, { what: 'subscribe' });
         return done(null, null);
       }
@@ -175,8 +177,8 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
   const countSessions = () => metrics?.set('twill_broker_sessions', 'live node sessions on the embedded broker', sessions.size);
   countSessions();
   broker.on('clientReady', (client) => {
-    const node = identities.get(client);
-    if (node) sessions.set(client, node);
+    const id = identities.get(client);
+    if (id) sessions.set(client, id.node);
     countSessions();
   });
   broker.on('clientDisconnect', (client) => {

@@ -29,15 +29,17 @@ export async function collectFabric(store: Store, metrics: Metrics): Promise<voi
   }
 }
 
+const PUBLISHES = ['twill_publishes_total', 'publishes to the broker (leases, changes, configs)'] as const;
+const SECONDS = ['twill_publish_seconds_total', 'time spent in publishes to the broker, in seconds'] as const;
+const ERRORS = ['twill_publish_errors_total', 'publishes to the broker that failed (retried by the next sync)'] as const;
+
 /** A publisher that counts its publishes and their latency (mean latency: rate of twill_publish_seconds_total over rate of twill_publishes_total). */
 export class MeasuredPublisher implements Publisher {
   constructor(
     private readonly inner: Publisher,
     private readonly metrics: Metrics,
   ) {
-    metrics.declare('twill_publishes_total', 'publishes to the broker (leases, changes, configs)');
-    metrics.declare('twill_publish_seconds_total', 'time spent in publishes to the broker, in seconds');
-    metrics.declare('twill_publish_errors_total', 'publishes to the broker that failed (retried by the next sync)');
+    for (const [name, help] of [PUBLISHES, SECONDS, ERRORS]) metrics.declare(name, help);
   }
 
   async publish(topic: string, payload: string, retain: boolean): Promise<void> {
@@ -45,11 +47,11 @@ export class MeasuredPublisher implements Publisher {
     try {
       await this.inner.publish(topic, payload, retain);
     } catch (e) {
-      this.metrics.inc('twill_publish_errors_total', 'publishes to the broker that failed (retried by the next sync)');
+      this.metrics.inc(...ERRORS);
       throw e;
     } finally {
-      this.metrics.inc('twill_publishes_total', 'publishes to the broker (leases, changes, configs)');
-      this.metrics.inc('twill_publish_seconds_total', 'time spent in publishes to the broker, in seconds', (performance.now() - t0) / 1000);
+      this.metrics.inc(...PUBLISHES);
+      this.metrics.inc(...SECONDS, (performance.now() - t0) / 1000);
     }
   }
 }

@@ -328,8 +328,10 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       sync = new Sync(controller, store);
       const listen = opts.listen ?? '127.0.0.1:1883';
       const { host, port } = parseListen(listen);
-      for (const reason of ['too-large', 'malformed']) metrics.declare('twill_broker_connections_cut_total', 'connections closed at a packet header: too large or malformed', { reason });
-      metrics.declare('twill_broker_connections_slowed_total', 'times a connection publishing faster than its pace was read more slowly (at most once a minute each)');
+      const CUT = ['twill_broker_connections_cut_total', 'connections closed at a packet header: too large or malformed'] as const;
+      const SLOWED = ['twill_broker_connections_slowed_total', 'times a connection publishing faster than its pace was read more slowly (at most once a minute each)'] as const;
+      for (const reason of ['too-large', 'malformed']) metrics.declare(...CUT, { reason });
+      metrics.declare(...SLOWED);
       // Bound first (a port in use stops the start before anything is stored);
       // connections that come before the controller is subscribed wait.
       let accepting = false;
@@ -339,7 +341,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         socket.setNoDelay(true);
         const remote = `${socket.remoteAddress}:${socket.remotePort}`;
         const conn = guardPackets(socket, MAX_PACKET_BYTES, (p) => {
-          metrics.inc('twill_broker_connections_cut_total', 'connections closed at a packet header: too large or malformed', 1, { reason: p.kind });
+          metrics.inc(...CUT, 1, { reason: p.kind });
           log.warn('connection closed before reading a packet', {
             remote,
             reason: p.kind === 'too-large' ? `packet of ${p.length} bytes is larger than ${MAX_PACKET_BYTES}` : p.why,
@@ -347,7 +349,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         }, {
           ...CONNECTION_PACE,
           onSlowed: (held) => {
-            metrics.inc('twill_broker_connections_slowed_total', 'times a connection publishing faster than its pace was read more slowly (at most once a minute each)');
+            metrics.inc(...SLOWED);
             log.warn('connection publishing too fast: read more slowly', { remote, held, perSecond: CONNECTION_PACE.perSecond });
           },
         });
