@@ -45,6 +45,14 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * How long a process may take to come up before the test calls it hung. A
+ * start's length is not something twill promises (on a busy 2-core machine,
+ * inside user-mode-linux, it is many times the quiet figure); that it comes
+ * up, or exits saying why, is.
+ */
+export const START_BOUND_MS = 120_000;
+
 export async function waitFor<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000, everyMs = 50): Promise<T> {
   const end = Date.now() + timeoutMs;
   let lastErr: unknown;
