@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { readNetConf } from '../core/config.js';
 import { parseDuration } from '../core/duration.js';
 import { ConfigError, TwillError } from '../core/errors.js';
@@ -93,6 +94,8 @@ export async function controllerCommand(args: string[]): Promise<number> {
   });
   const extras = [ctl.cloud ? `, routes on ${ctl.cloud.kind}` : '', ctl.metricsUrl ? `, metrics ${ctl.metricsUrl}/metrics` : '', ctl.apiUrl ? `, admin API ${ctl.apiUrl}` : ''].join('');
   process.stdout.write(`twill controller: broker ${ctl.url}, data in ${values['data-dir']}${extras}\n`);
+  // The first thing a newcomer wants to open; the token is a file's path, never the token itself.
+  process.stdout.write(`dashboard: ${ctl.apiUrl}/dashboard/ (sign in with the admin token in ${values['admin-token-file'] ?? join(values['data-dir'] as string, 'admin-token')})\n`);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);

@@ -4,10 +4,12 @@
 // Every call needs the admin token; it is compared in constant time and never
 // logged.
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { readNetConf } from '../core/config.js';
 import { ConfigError, ConflictError, NotFoundError, OutOfSubnetsError, TwillError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { addNode, removeNode, statusReport } from './admin.js';
+import { dashboardAsset, dashboardView } from './dashboard.js';
 import type { Controller } from './controller.js';
 import type { NetworkRecord, Store } from './store/store.js';
 
@@ -50,6 +52,20 @@ function problem(status: number, message: string, extra: Record<string, unknown>
   return json(status, { error: message, ...extra });
 }
 
+/** Below this a body goes as it is: gzip would cost more than it saves. */
+const GZIP_FROM = 1024;
+
+/**
+ * The answer's bytes as a client that may accept gzip gets them: a
+ * dashboard view of 10,000 nodes is a few MB of repetitive JSON and a
+ * fraction of that gzipped (and a function URL answers at most 6 MB).
+ */
+export function encodeForClient(res: ApiResponse, acceptEncoding: string | undefined): { headers: Record<string, string>; body: Buffer } {
+  const raw = Buffer.from(res.body);
+  if (raw.length < GZIP_FROM || !/\bgzip\b/.test(acceptEncoding ?? '')) return { headers: res.headers, body: raw };
+  return { headers: { ...res.headers, 'content-encoding': 'gzip', vary: 'accept-encoding' }, body: gzipSync(raw, { level: 3 }) };
+}
+
 /** Hashing first makes the comparison constant-time whatever the lengths. */
 function tokenMatches(given: string, expected: string): boolean {
   const h = (s: string) => createHash('sha256').update(s).digest();
@@ -87,6 +103,8 @@ export function networkSummary(n: NetworkRecord) {
 
 const routes: [string, RegExp, Handler][] = [
   ['GET', /^\/v1\/status$/, async (_r, _p, d) => json(200, await statusReport(d.store))],
+  // What the web dashboard shows (functions/dashboard.ts): never cached, the page asks every few seconds.
+  ['GET', /^\/v1\/dashboard$/, async (_r, _p, d) => ({ ...json(200, await dashboardView(d.store)), headers: { 'content-type': 'application/json', 'cache-control': 'no-store' } })],
   ['GET', /^\/v1\/networks$/, async (_r, _p, d) => json(200, (await d.store.listNetworks()).map(networkSummary))],
   [
     'PUT',
@@ -163,6 +181,12 @@ function decodeParam(p: string): string {
 }
 
 export async function handleApi(req: ApiRequest, deps: ApiDeps): Promise<ApiResponse> {
+  // The dashboard's page and files hold nothing secret: a browser loads them
+  // before the operator has signed in; everything they show comes from /v1/ with the token.
+  if (req.method === 'GET') {
+    const page = dashboardAsset(req.path);
+    if (page) return page;
+  }
   const refused = refuseUnauthorized(req, deps);
   if (refused) return refused;
   const known = routes.filter(([, re]) => re.test(req.path));

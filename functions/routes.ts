@@ -68,6 +68,8 @@ export interface ReconcileReport {
   pending: Record<string, string>;
   /** nodes in error, and failures that belong to no node */
   errors: Record<string, string>;
+  /** each route table (or project quota) after the reconcile: routes in it of every owner, and its limit */
+  tables: { what: string; used: number; limit: number }[];
 }
 
 type RouteState = RouteStatusRecord['state'];
@@ -129,7 +131,7 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
 
   const report: ReconcileReport = {
     network: name, instances: snap.instances.length, joined: 0, released: 0, prepared: 0,
-    created: 0, replaced: 0, deleted: 0, routes: 0, pending: {}, errors: {},
+    created: 0, replaced: 0, deleted: 0, routes: 0, pending: {}, errors: {}, tables: [],
   };
   const notes = new Map<string, Note>();
   // An error outranks pending, which outranks ok: the worst thing wrong with a node is what it shows.
@@ -398,5 +400,12 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
     await store.deleteRouteStatus(name, node).catch((e) => log.warn('route status not removed', { network: name, node, reason: errorMessage(e) }));
   }
   deps.metrics?.set(METRIC_ROUTES, HELP_ROUTES, routes, { network: name });
+  // What the dashboard shows as each table's use against its limit: written when it moved.
+  report.tables = [...pools.values()].map((p) => ({ what: p.what, used: p.used, limit: p.limit }));
+  const stored = await store.getRouteTables(name).catch(() => undefined);
+  if (JSON.stringify(stored?.tables) !== JSON.stringify(report.tables)) {
+    await store.putRouteTables({ network: name, tables: report.tables, updatedAt: stamp })
+      .catch((e) => log.warn('route tables not stored', { network: name, reason: errorMessage(e) }));
+  }
   return report;
 }

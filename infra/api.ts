@@ -10,8 +10,11 @@ import { nodeApiEnvironment } from './node-api.js';
 export const api = new sst.aws.Function('Api', {
   handler: 'functions/handlers/api.handler',
   ...defaults,
-  // No CORS: the CLI is not a browser. A dashboard served from another origin would need its origin allowed here.
+  // No CORS: the CLI is not a browser, and the dashboard is served by this
+  // same function (<url>/dashboard/), so its calls are same-origin.
   url: { cors: false },
+  // The dashboard's page (functions/dashboard.ts reads it from the task root).
+  copyFiles: [{ from: 'dashboard' }],
   environment: environment({
     ...nodeApiEnvironment,
     TWILL_ADMIN_TOKEN_PARAM: parameters.adminToken.name,

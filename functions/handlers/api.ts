@@ -5,7 +5,7 @@
 // the function's configuration. Agent configs it issues point at IoT Core
 // over wss with the custom authorizer, so they work as printed.
 import type { LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
-import { handleApi } from '../api.js';
+import { encodeForClient, handleApi } from '../api.js';
 import { runtime } from './runtime.js';
 import { nodeClientId } from '../../core/acl.js';
 
@@ -33,5 +33,9 @@ export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunc
       },
     },
   );
-  return { statusCode: res.status, headers: res.headers, body: res.body };
+  const out = encodeForClient(res, event.headers?.['accept-encoding']);
+  // A function URL carries a binary body base64-encoded.
+  return out.headers['content-encoding']
+    ? { statusCode: res.status, headers: out.headers, body: out.body.toString('base64'), isBase64Encoded: true }
+    : { statusCode: res.status, headers: res.headers, body: res.body };
 }

@@ -16,8 +16,9 @@ import { Metrics } from '../../core/metrics.js';
 import { Topics } from '../../core/topics.js';
 import { backendTypesOf, type Cloud, type CloudKind } from '../clouds/cloud.js';
 import { createCloud, type CloudOptions } from '../clouds/index.js';
-import { MAX_BODY, handleApi, refuseUnauthorized, type ApiDeps, type ApiResponse } from '../api.js';
+import { MAX_BODY, encodeForClient, handleApi, refuseUnauthorized, type ApiDeps, type ApiResponse } from '../api.js';
 import { BoundedCredentials, VerifiedCredentials } from '../credentials.js';
+import { dashboardAsset } from '../dashboard.js';
 import { handleNodeApi, SnapshotCache, type NodeApiDeps } from '../node-api.js';
 import { Sync } from '../sync.js';
 import { Controller } from '../controller.js';
@@ -249,6 +250,12 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
           req.on('data', (c: Buffer) => { if ((dropped += c.length) > DRAIN_BYTES) req.socket.destroy(); });
           req.resume();
         };
+        // The dashboard's page and files: nothing secret, loaded before anyone has signed in.
+        const page = req.method === 'GET' ? dashboardAsset(path) : undefined;
+        if (page) {
+          req.resume();
+          return send(page);
+        }
         let refused = false;
         const early = refuseUnauthorized({ method: req.method ?? 'GET', path, headers }, deps)
           ?? (Number(req.headers['content-length'] ?? 0) > MAX_BODY ? tooLarge() : undefined);
@@ -263,7 +270,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         req.on('end', () => {
           if (refused) return;
           handleApi({ method: req.method ?? 'GET', path, headers, body: chunks.length ? Buffer.concat(chunks).toString('utf8') : undefined }, deps)
-            .then((r) => send(r))
+            .then((r) => { const out = encodeForClient(r, headers['accept-encoding']); res.writeHead(r.status, out.headers).end(out.body); })
             .catch(() => res.writeHead(500).end());
         });
       });
@@ -456,7 +463,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     }
     // What `twill node add` writes into agent configs (cli/data-dir.ts servedBroker): the broker as served, not a guess.
     writeFileSync(join(opts.dataDir, 'endpoints.json'), JSON.stringify({ broker: url, api: apiUrl }) + '\n', { mode: 0o600 });
-    log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}), api: apiUrl });
+    log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}), api: apiUrl, dashboard: `${apiUrl}/dashboard/` });
     return { controller, store, url, sync: syncOnce, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, close };
   } catch (e) {
     await close();

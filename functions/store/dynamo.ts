@@ -12,6 +12,7 @@
 // | subnet claim | NET#<network>  | CLAIM#4#<8 hex digits> | -                                        | node |
 // |              |                | CLAIM#6#<32 hex digits>|                                          | |
 // | route status | NET#<network>  | ROUTE#<node>           | ROUTES / <network>#<node>                | network, node, state, reason, updatedAt |
+// | route tables | NET#<network>  | ROUTETABLES            | -                                        | tables (JSON), updatedAt |
 // | node status  | NET#<network>  | STATUS#<node>          | STATUS / <network>#<node>                | network, node, status (JSON), updatedAt |
 // | change       | NET#<network>  | CHG#<15-digit revision>| -                                        | change (JSON), ttl (N: a day after the write) |
 // | node         | NODE#<name>    | NODE                   | NODES / <name>                           | name, network, passwordHash, createdAt |
@@ -71,6 +72,7 @@
 // for joins and renewals; 64 simultaneous joins settle in seconds.
 import {
   BatchGetItemCommand,
+  BatchWriteItemCommand,
   CreateTableCommand,
   DeleteItemCommand,
   DescribeTableCommand,
@@ -91,7 +93,7 @@ import { parseCidr } from '../../core/cidr.js';
 import { ConflictError, NotFoundError } from '../../core/errors.js';
 import { digestHex, isExpired, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
 import type { NetConf } from '../../core/config.js';
-import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type StatusRecord, type Store, type TakenSubnets } from './store.js';
+import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type RouteTablesRecord, type StatusRecord, type Store, type TakenSubnets } from './store.js';
 
 type Item = Record<string, AttributeValue>;
 type Key = { pk: AttributeValue; sk: AttributeValue };
@@ -185,6 +187,9 @@ const CHANGE_PREFIX = 'CHG#';
 /** Fixed width, so the sort key orders changes by revision. */
 const changeSk = (revision: number) => `${CHANGE_PREFIX}${String(revision).padStart(15, '0')}`;
 const ROUTE_PREFIX = 'ROUTE#';
+const ROUTE_TABLES_SK = 'ROUTETABLES';
+/** BatchWriteItem takes at most 25 requests (DynamoDB API reference, BatchWriteItem). */
+const BATCH_WRITE_LIMIT = 25;
 const STATUS_PREFIX = 'STATUS#';
 const nodePk = (name: string) => `NODE#${name}`;
 const NODE_SK = 'NODE';
@@ -796,6 +801,51 @@ export class DynamoStore implements Store {
   async listRouteStatus(network?: string): Promise<RouteStatusRecord[]> {
     const items = network === undefined ? await this.listIndexed('ROUTES') : await this.queryPartition(network, ROUTE_PREFIX);
     return items.map(toRouteStatus).sort(byNetworkNode);
+  }
+
+  async putRouteTables(rec: RouteTablesRecord): Promise<void> {
+    await this.client.send(new PutItemCommand({
+      TableName: this.table,
+      Item: { ...key(netPk(rec.network), ROUTE_TABLES_SK), tables: S(JSON.stringify(rec.tables)), updatedAt: S(rec.updatedAt) },
+    }));
+  }
+
+  async getRouteTables(network: string): Promise<RouteTablesRecord | undefined> {
+    const r = await this.client.send(new GetItemCommand({ TableName: this.table, Key: key(netPk(network), ROUTE_TABLES_SK), ConsistentRead: true }));
+    return r.Item && { network, tables: JSON.parse(str(r.Item, 'tables')) as RouteTablesRecord['tables'], updatedAt: str(r.Item, 'updatedAt') };
+  }
+
+  async deleteNetwork(name: string): Promise<boolean> {
+    const net = await this.getNetwork(name);
+    if (!net) return false;
+    if (net.leaseCount > 0) throw new ConflictError(`network ${name} still holds ${net.leaseCount} lease(s)`);
+    // Every lease write moves the revision: conditioned on the one read, a
+    // lease taken meanwhile keeps the network, and no lease can be written
+    // once its network item is gone (their updates are conditioned on it).
+    try {
+      await this.client.send(new DeleteItemCommand({
+        TableName: this.table,
+        Key: key(netPk(name), NETWORK_SK),
+        ConditionExpression: '#rev = :rev',
+        ExpressionAttributeNames: { '#rev': 'revision' },
+        ExpressionAttributeValues: { ':rev': N(net.revision) },
+      }));
+    } catch (e) {
+      if ((e as { name?: string }).name === 'ConditionalCheckFailedException') throw new ConflictError(`network ${name} changed meanwhile: try again`);
+      throw e;
+    }
+    // What is left in its partition: changes, statuses, route statuses and tables.
+    const keys = (await this.queryPartition(name, '', 'pk, sk')).map((i) => ({ pk: i.pk!, sk: i.sk! }));
+    for (let i = 0; i < keys.length; i += BATCH_WRITE_LIMIT) {
+      let pending = keys.slice(i, i + BATCH_WRITE_LIMIT).map((k) => ({ DeleteRequest: { Key: k } }));
+      for (let attempt = 0; pending.length > 0; attempt++) {
+        if (attempt > 0) await backoff(attempt);
+        if (attempt > 20) throw new Error(`DynamoDB left ${pending.length} deletes unprocessed after ${attempt} tries of BatchWriteItem`);
+        const r = await this.client.send(new BatchWriteItemCommand({ RequestItems: { [this.table]: pending } }));
+        pending = (r.UnprocessedItems?.[this.table] ?? []) as typeof pending;
+      }
+    }
+    return true;
   }
 
   async close(): Promise<void> {

@@ -8,7 +8,7 @@ import { parseCidr } from '../../core/cidr.js';
 import { ConflictError, NotFoundError } from '../../core/errors.js';
 import { digestHex, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
 import type { NetConf } from '../../core/config.js';
-import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type StatusRecord, type Store, type TakenSubnets } from './store.js';
+import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type RouteTablesRecord, type StatusRecord, type Store, type TakenSubnets } from './store.js';
 import { makeDirs } from '../../core/dirs.js';
 
 const SCHEMA = `
@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS route_status (
   reason TEXT NOT NULL,
   updated_at TEXT NOT NULL,
   PRIMARY KEY (network, node)
+);
+CREATE TABLE IF NOT EXISTS route_tables (
+  network TEXT PRIMARY KEY,
+  tables TEXT NOT NULL,
+  updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS status (
   network TEXT NOT NULL,
@@ -344,6 +349,30 @@ export class SqliteStore implements Store {
       ? this.q('SELECT * FROM route_status ORDER BY network, node').all()
       : this.q('SELECT * FROM route_status WHERE network = ? ORDER BY node').all(network)) as { network: string; node: string; state: string; reason: string; updated_at: string }[];
     return rows.map((r) => ({ network: r.network, node: r.node, state: r.state as RouteStatusRecord['state'], reason: r.reason, updatedAt: r.updated_at }));
+  }
+
+  async putRouteTables(rec: RouteTablesRecord): Promise<void> {
+    this.q(
+      `INSERT INTO route_tables (network, tables, updated_at) VALUES (?, ?, ?)
+       ON CONFLICT (network) DO UPDATE SET tables = excluded.tables, updated_at = excluded.updated_at`,
+    ).run(rec.network, JSON.stringify(rec.tables), rec.updatedAt);
+  }
+
+  async getRouteTables(network: string): Promise<RouteTablesRecord | undefined> {
+    const r = this.q('SELECT * FROM route_tables WHERE network = ?').get(network) as { network: string; tables: string; updated_at: string } | undefined;
+    return r && { network: r.network, tables: JSON.parse(r.tables), updatedAt: r.updated_at };
+  }
+
+  async deleteNetwork(name: string): Promise<boolean> {
+    return this.db.transaction(() => {
+      const row = this.networkRow(name);
+      if (!row) return false;
+      // Checked in the transaction that deletes: a lease taken meanwhile keeps the network.
+      if (row.lease_count > 0) throw new ConflictError(`network ${name} still holds ${row.lease_count} lease(s)`);
+      for (const table of ['changes', 'status', 'route_status', 'route_tables']) this.q(`DELETE FROM ${table} WHERE network = ?`).run(name);
+      this.q('DELETE FROM networks WHERE name = ?').run(name);
+      return true;
+    })();
   }
 
   async close(): Promise<void> {

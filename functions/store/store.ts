@@ -42,6 +42,14 @@ export interface RouteStatusRecord {
   updatedAt: string;
 }
 
+/** A cloud network's route tables (or GCE project quota) as its last reconcile saw them. */
+export interface RouteTablesRecord {
+  network: string;
+  /** each place routes count against a limit: what it is, routes in it of every owner, its limit */
+  tables: { what: string; used: number; limit: number }[];
+  updatedAt: string;
+}
+
 /**
  * One peer-visible write: a lease created, changed (lease) or removed (null),
  * or the network's config replaced (config). Every write that bumps a
@@ -128,6 +136,16 @@ export interface Store {
   putRouteStatus(rec: RouteStatusRecord): Promise<void>;
   deleteRouteStatus(network: string, node: string): Promise<void>;
   listRouteStatus(network?: string): Promise<RouteStatusRecord[]>;
+
+  putRouteTables(rec: RouteTablesRecord): Promise<void>;
+  getRouteTables(network: string): Promise<RouteTablesRecord | undefined>;
+
+  /**
+   * Deletes a network with no lease left, and everything kept for it
+   * (changes, statuses, route statuses and tables). Nodes are the caller's.
+   * ConflictError while it holds leases; false when there is no such network.
+   */
+  deleteNetwork(name: string): Promise<boolean>;
 
   close(): Promise<void>;
 }

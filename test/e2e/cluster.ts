@@ -13,7 +13,7 @@ import type { Lease } from '../../core/lease.js';
 import { SqliteStore } from '../../functions/store/sqlite.js';
 import { MOSQUITTO } from '../helpers/mosquitto.js';
 import { Lab, type Host, type LabProcess, type Pod } from '../helpers/netns.js';
-import { freePort, ROOT, runTwill, START_BOUND_MS, TWILL, waitFor } from '../helpers/procs.js';
+import { freePort, ROOT, runTwill, START_BOUND_MS, TWILL, waitFor, waitForStart } from '../helpers/procs.js';
 
 export type Broker = 'embedded' | 'mosquitto' | 'iot';
 
@@ -106,7 +106,7 @@ export class Cluster {
     // The controller either says it is ready or exits saying why; how long a
     // start takes on a busy machine (several times longer inside UML) is not
     // something it promises, so the bound only catches a hang.
-    await waitFor('controller ready', () => controller.output().includes('controller ready') || (controller.child.exitCode !== null && Promise.reject(new Error(controller.output()))), START_BOUND_MS);
+    await waitForStart('controller ready', controller, (out) => out.includes('controller ready'));
   }
 
   /** Mosquitto on the router's address, as Debian ships it (defaults but the listener). */
@@ -117,7 +117,7 @@ export class Cluster {
     const m = this.lab.spawn(this.lab.routerNs, [MOSQUITTO, '-c', conf]);
     this.mosquitto = m;
     this.url = `mqtt://${this.gateway}:${port}`;
-    await waitFor('mosquitto listening', () => / running$/m.test(m.output()) || (m.child.exitCode !== null && Promise.reject(new Error(m.output()))), START_BOUND_MS);
+    await waitForStart('mosquitto listening', m, (out) => / running$/m.test(out));
   }
 
   /** IoT Core's stand-in and the serverless world, on the router's address. */

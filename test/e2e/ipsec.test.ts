@@ -68,7 +68,7 @@ async function podPings(c: Cluster, from: string, to: string, count = 10): Promi
 }
 
 if (!insideUml()) {
-  umlSuite({ name: 'ipsec', file: import.meta.filename, modules: ['esp4', 'xfrm_user'], timeoutMs: 9 * 60_000 });
+  umlSuite({ name: 'ipsec', file: import.meta.filename, modules: ['esp4', 'xfrm_user'] });
 } else {
   process.env.TWILL_IPSEC_REKEY_TIME = `${REKEY_S}s`;
   const NETWORK = '10.250.0.0/16';

@@ -63,11 +63,11 @@ export function callsSince(now: Record<string, number>, before: Record<string, n
 
 /** `twill controller` as a process, with its environment given (cluster.ts's helper, plus env). */
 export async function startCloudController(opts: { dataDir: string; networks: Record<string, string>; extra: string[]; env?: NodeJS.ProcessEnv }) {
-  const { freePort, START_BOUND_MS, startProc, waitFor } = await import('../helpers/procs.js');
+  const { freePort, startProc, waitFor, waitForStart } = await import('../helpers/procs.js');
   const port = await freePort();
   const args = ['controller', '--data-dir', opts.dataDir, '--listen', `127.0.0.1:${port}`];
   for (const [name, file] of Object.entries(opts.networks)) args.push('--network', `${name}=${file}`);
   const p = startProc([...args, ...opts.extra], { env: { TWILL_LOG_LEVEL: 'debug', ...opts.env } });
-  await waitFor('controller ready', () => p.output().includes('controller ready') || (p.child.exitCode !== null && Promise.reject(new Error(p.output()))), START_BOUND_MS);
+  await waitForStart('controller ready', p, (out) => out.includes('controller ready'));
   return p;
 }

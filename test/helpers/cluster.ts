@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSubnetEnv } from '../../agent/subnet-env.js';
 import { SqliteStore } from '../../functions/store/sqlite.js';
-import { freePort, runTwill, START_BOUND_MS, startProc, waitFor, type Proc } from './procs.js';
+import { freePort, runTwill, startProc, waitFor, waitForStart, type Proc } from './procs.js';
 
 export interface ControllerProc extends Proc {
   url: string;
@@ -33,7 +33,7 @@ export async function startController(opts: {
   if (opts.broker) args.push('--broker', opts.broker);
   args.push(...(opts.extra ?? []));
   const p = startProc(args, { env: { TWILL_LOG_LEVEL: 'debug' } });
-  await waitFor('controller ready', () => p.output().includes('controller ready') || (p.child.exitCode !== null && Promise.reject(new Error(p.output()))), START_BOUND_MS);
+  await waitForStart('controller ready', p, (out) => out.includes('controller ready'));
   const api = /controller ready .*api=(http:\/\/\S+)/.exec(p.output())?.[1] ?? '';
   return { ...p, url: opts.broker ?? `mqtt://127.0.0.1:${port}`, api, port, dataDir: opts.dataDir };
 }

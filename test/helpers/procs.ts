@@ -53,6 +53,22 @@ export async function freePort(): Promise<number> {
  */
 export const START_BOUND_MS = 120_000;
 
+/**
+ * Waits until a starting process has said `ready` (checked on its output), or
+ * fails at once when it exits first, with what it printed; START_BOUND_MS
+ * only catches a hang.
+ */
+export async function waitForStart(what: string, p: { child: ChildProcess; output(): string }, ready: (output: string) => boolean): Promise<void> {
+  const end = Date.now() + START_BOUND_MS;
+  for (;;) {
+    const out = p.output();
+    if (ready(out)) return;
+    if (p.child.exitCode !== null || p.child.signalCode !== null) throw new Error(`${what}: the process exited before it was ready:\n${out.slice(-3000)}`);
+    if (Date.now() > end) throw new Error(`timed out after ${START_BOUND_MS} ms waiting for ${what}:\n${out.slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export async function waitFor<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000, everyMs = 50): Promise<T> {
   const end = Date.now() + timeoutMs;
   let lastErr: unknown;

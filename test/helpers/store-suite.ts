@@ -491,6 +491,62 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
           await store.deleteRouteStatus(n, 'absent');
           assert.deepEqual((await store.listRouteStatus(n)).map((r) => r.node), ['i-1']);
         }));
+
+      test("a network's route tables round-trip and the latest wins; another network's are apart", () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const m = fresh('net');
+          assert.equal(await store.getRouteTables(n), undefined);
+          await store.putRouteTables({ network: n, tables: [{ what: 'route table rtb-1', used: 50, limit: 50 }], updatedAt: '2030-01-01T00:00:00.000Z' });
+          await store.putRouteTables({ network: m, tables: [{ what: 'route quota of project p', used: 3, limit: 250 }], updatedAt: '2030-01-01T00:00:00.000Z' });
+          const two = [{ what: 'route table rtb-1', used: 49, limit: 50 }, { what: 'route table rtb-2', used: 12, limit: 50 }];
+          await store.putRouteTables({ network: n, tables: two, updatedAt: '2030-01-01T00:00:05.000Z' });
+          assert.deepEqual(await store.getRouteTables(n), { network: n, tables: two, updatedAt: '2030-01-01T00:00:05.000Z' });
+          assert.equal((await store.getRouteTables(m))?.tables[0]?.limit, 250);
+        }));
+    });
+
+    describe('deleting a network', () => {
+      test('is refused while it holds a lease, and changes nothing', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          const before = await snapshot(store, n);
+          await rejectsConflict(store.deleteNetwork(n), 'a network with a lease');
+          assert.deepEqual(await snapshot(store, n), before);
+        }));
+
+      test('takes everything kept for it, leaves other networks alone, and the name can start afresh', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const other = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          await store.putNetwork(other, V4_CONF, undefined);
+          const a = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          await store.createLease(newLease(other, 'a', { subnet: '10.0.1.0/24' }));
+          await store.deleteLease(n, 'a', a.revision);
+          const at = '2030-01-01T00:00:00.000Z';
+          await store.putStatus({ network: n, node: 'a', status: { v: 2, state: 'offline', errors: [] }, updatedAt: at });
+          await store.putRouteStatus({ network: n, node: 'a', state: 'ok', reason: '', updatedAt: at });
+          await store.putRouteTables({ network: n, tables: [{ what: 'route table rtb-1', used: 1, limit: 50 }], updatedAt: at });
+          assert.equal(await store.deleteNetwork(n), true);
+          assert.equal(await store.getNetwork(n), undefined);
+          assert.ok(!(await store.listNetworks()).some((r) => r.name === n));
+          assert.deepEqual(await store.listLeases(n), []);
+          assert.ok(!(await store.listStatus()).some((r) => r.network === n));
+          assert.deepEqual(await store.listRouteStatus(n), []);
+          assert.equal(await store.getRouteTables(n), undefined);
+          assert.equal(await store.deleteNetwork(n), false, 'a network that is not there');
+          assert.equal((await store.listLeases(other)).length, 1, "another network's lease stays");
+          // The same name again is a new network: its change log starts with it.
+          const again = await store.putNetwork(n, V4_CONF, undefined);
+          assert.equal(again.leaseCount, 0);
+          const since = await store.changesSince(n, 0, 100);
+          assert.deepEqual(since?.changes.map((c) => c.revision), [again.revision]);
+          const l = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          assert.ok(l.revision > again.revision);
+        }));
     });
   });
 }
