@@ -7,20 +7,22 @@ import { Topics } from '../core/topics.js';
 import { Controller } from '../functions/controller.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
 import { DEFAULT_DATA_DIR, OUTPUT_OPTION, parse, wantsJson } from './args.js';
-import { openDataDir } from './data-dir.js';
+import { openDataDir, servingController } from './data-dir.js';
 import { table } from './table.js';
 import { networkSummary } from '../functions/api.js';
 import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 
 export const NETWORK_USAGE = `twill network set NAME FILE [--data-dir .twill | --api URL]   (FILE: flannel's net-conf.json)
-twill network list [-o table|json] [--data-dir .twill | --api URL]`;
+twill network list [-o table|json] [--data-dir .twill | --api URL]
+twill network remove NAME [--force] [--data-dir .twill | --api URL]   (--force: release its leases and remove its nodes too)`;
 
 /** Creates or updates a network from a net-conf.json (what the serverless deployment uses instead of --network); lists them. */
 export async function networkCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  const { values, positionals } = parse(rest, { 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR }, ...OUTPUT_OPTION, ...REMOTE_OPTIONS }, 2);
+  const { values, positionals } = parse(rest, { 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR }, force: { type: 'boolean' }, ...OUTPUT_OPTION, ...REMOTE_OPTIONS }, 2);
   if (sub === 'list') return listNetworks(values);
+  if (sub === 'remove') return removeNetwork(positionals[0], values);
   const [name, file] = positionals;
   if (sub !== 'set' || !name || !file) throw new TwillError('Usage', NETWORK_USAGE);
   let text: string;
@@ -53,6 +55,28 @@ export async function networkCommand(args: string[]): Promise<number> {
   } finally {
     await store.close();
   }
+}
+
+async function removeNetwork(name: string | undefined, values: { force?: boolean; 'data-dir': string } & Parameters<typeof remoteFrom>[0]): Promise<number> {
+  if (!name) throw new TwillError('Usage', 'twill network remove needs the network\'s NAME');
+  // On a data directory a controller is serving, through that controller:
+  // it tells the agents and closes the removed nodes' sessions before this returns.
+  const remote = remoteFrom(values) ?? (!process.env.TWILL_API ? servingController(values['data-dir']) : undefined);
+  let r: { released: number; nodes: string[] };
+  if (remote) {
+    r = await callApi(remote, 'DELETE', `/v1/networks/${encodeURIComponent(name)}${values.force ? '?force=true' : ''}`);
+  } else {
+    const store = openDataDir(values['data-dir']);
+    try {
+      // No controller runs here: there is no broker to tell (one that starts reads the store).
+      const controller = new Controller(store, publishedByController, { topics: new Topics(), log: createLogger('network') });
+      r = await controller.removeNetwork(name, { force: values.force });
+    } finally {
+      await store.close();
+    }
+  }
+  process.stdout.write(`network ${name} removed${r.released || r.nodes.length ? ` (released ${r.released} lease(s), removed ${r.nodes.length} node(s))` : ''}\n`);
+  return 0;
 }
 
 async function listNetworks(values: { output?: string; 'data-dir': string } & Parameters<typeof remoteFrom>[0]): Promise<number> {

@@ -19,6 +19,8 @@ export interface ApiRequest {
   path: string;
   headers: Record<string, string | undefined>;
   body?: string;
+  /** the query string's parameters, e.g. force=true */
+  query?: URLSearchParams;
 }
 
 export interface ApiResponse {
@@ -113,6 +115,17 @@ const routes: [string, RegExp, Handler][] = [
       const { config, warnings } = readNetConf(body(r));
       const rec = await d.controller.applyNetwork(name as string, config);
       return json(200, { name: rec.name, revision: rec.revision, ...(warnings.length ? { warnings } : {}) });
+    },
+  ],
+  [
+    'DELETE',
+    /^\/v1\/networks\/([^/]+)$/,
+    async (r, [name], d) => {
+      const force = r.query?.get('force') === 'true';
+      const { released, nodes } = await d.controller.removeNetwork(name as string, { force });
+      // A removed node can do nothing once this returns.
+      for (const node of nodes) await d.revokeSessions?.({ name: node, network: name as string });
+      return json(200, { removed: name, released, nodes });
     },
   ],
   ['GET', /^\/v1\/nodes$/, async (_r, _p, d) => json(200, (await d.store.listNodes()).map((n) => ({ name: n.name, network: n.network, createdAt: n.createdAt })))],

@@ -88,6 +88,8 @@ export class Controller {
    * loop republishes what it was not told of (functions/sync.ts).
    */
   onPublished: (network: string, revision: number, upTo: boolean) => void = () => {};
+  /** Called when a network is removed (its revisions start again with a new one). */
+  onRemoved: (network: string) => void = () => {};
   /** The node API's URL, told to every node on its own topic (it lists its network there). */
   api?: string;
   private readonly outboxes = new Map<string, Outbox>();
@@ -151,6 +153,51 @@ export class Controller {
         if (!(e instanceof ConflictError) || attempt >= WRITE_ATTEMPTS) throw e;
       }
     }
+  }
+
+  /**
+   * Removes a network. Refused while it has leases or nodes, unless forced:
+   * then every lease is released (each agent drops the peer, each node learns
+   * it has none) and every node's credentials are deleted; the caller ends
+   * their sessions. Last, what the broker keeps for the network is cleared
+   * (an empty retained payload deletes a retained message, in MQTT and on
+   * IoT Core), so a network of the same name later starts from nothing.
+   */
+  async removeNetwork(name: string, opts: { force?: boolean } = {}): Promise<{ released: number; nodes: string[] }> {
+    const net = await this.requireNetwork(name);
+    const leases = await this.store.listLeases(name);
+    const nodes = (await this.store.listNodes()).filter((n) => n.network === name).map((n) => n.name);
+    if (!opts.force && (leases.length > 0 || nodes.length > 0)) {
+      throw new ConflictError(
+        `network ${name} still has ${leases.length} lease(s) and ${nodes.length} node(s): release and remove them first, or force it (twill network remove ${name} --force), which releases every lease and removes every node of the network`,
+      );
+    }
+    // Credentials first: an agent told its lease is gone asks again at once,
+    // and a node that no longer exists is refused rather than leased anew.
+    for (const n of nodes) await this.store.deleteNode(n);
+    let released = 0;
+    const gone = new Set(leases.map((l) => l.node));
+    for (let attempt = 0; ; attempt++) {
+      for (const l of await this.store.listLeases(name)) {
+        gone.add(l.node);
+        if (await this.release(name, l.node)) released++;
+      }
+      try {
+        await this.store.deleteNetwork(name);
+        break;
+      } catch (e) {
+        // a hello that passed its node check just before the node went got a lease meanwhile
+        if (!(e instanceof ConflictError) || attempt >= WRITE_ATTEMPTS) throw e;
+      }
+    }
+    await this.publisher.publish(this.topics.netConfig(name), '', true);
+    for (const node of new Set([...gone, ...nodes])) {
+      await this.publisher.publish(this.topics.nodeLease(name, node), '', true);
+      await this.publisher.publish(this.topics.nodeStatus(name, node), '', true);
+    }
+    this.onRemoved(name);
+    this.log.info('network removed', { network: name, backend: net.config.Backend.Type, released, nodes: nodes.length });
+    return { released, nodes };
   }
 
   private async requireNetwork(name: string): Promise<NetworkRecord> {
@@ -359,6 +406,8 @@ export class Controller {
         await this.handleHello(t.network, t.node, payload);
         this.countMessage('hello', 'ok');
       } else if (t?.kind === 'nodeStatus') {
+        // An empty retained payload deletes the retained status (a removed network's): no message.
+        if (payload.length === 0) return;
         const status = parseMessage(statusSchema, payload, `status of ${t.node}`);
         await this.store.putStatus({ network: t.network, node: t.node, status, updatedAt: new Date(this.now()).toISOString() });
         this.countMessage('status', 'ok');

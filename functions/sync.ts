@@ -42,6 +42,11 @@ export class PublishedWatermark {
     return !!m && (revision <= m.upTo || m.above.has(revision));
   }
 
+  /** A removed network: a new one of the same name starts again from revision 1. */
+  forget(network: string): void {
+    this.marks.delete(network);
+  }
+
   /** The revision up to which every write has been published. */
   upTo(network: string): number {
     return this.marks.get(network)?.upTo ?? 0;
@@ -56,6 +61,7 @@ export class Sync {
     private readonly store: Store,
   ) {
     controller.onPublished = (network, revision, upTo) => this.published.note(network, revision, upTo);
+    controller.onRemoved = (network) => this.published.forget(network);
   }
 
   /** One pass; returns the networks it republished. */

@@ -22,6 +22,7 @@ export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunc
     {
       method: event.requestContext?.http?.method ?? 'GET',
       path: event.rawPath ?? '/',
+      query: new URLSearchParams(event.rawQueryString ?? ''),
       headers: event.headers ?? {},
       body: event.body === undefined ? undefined : event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body,
     },

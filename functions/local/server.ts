@@ -269,7 +269,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         });
         req.on('end', () => {
           if (refused) return;
-          handleApi({ method: req.method ?? 'GET', path, headers, body: chunks.length ? Buffer.concat(chunks).toString('utf8') : undefined }, deps)
+          handleApi({ method: req.method ?? 'GET', path, headers, query: url.searchParams, body: chunks.length ? Buffer.concat(chunks).toString('utf8') : undefined }, deps)
             .then((r) => { const out = encodeForClient(r, headers['accept-encoding']); res.writeHead(r.status, out.headers).end(out.body); })
             .catch(() => res.writeHead(500).end());
         });
