@@ -47,26 +47,29 @@ function readNetworks(specs: string[]) {
   });
 }
 
+/** Every flag twill controller takes: its parsing, and what the help and README are checked against. */
+export const CONTROLLER_OPTIONS = {
+  listen: { type: 'string', default: '127.0.0.1:1883' },
+  'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
+  network: { type: 'string', multiple: true, default: [] as string[] },
+  broker: { type: 'string' },
+  'broker-username': { type: 'string', default: process.env.TWILL_BROKER_USERNAME },
+  'broker-password': { type: 'string', default: process.env.TWILL_BROKER_PASSWORD },
+  prefix: { type: 'string' },
+  'lease-ttl': { type: 'string', default: '24h' },
+  'sync-interval': { type: 'string', default: '10s' },
+  'metrics-addr': { type: 'string' },
+  'api-listen': { type: 'string' },
+  'admin-token-file': { type: 'string' },
+  cloud: { type: 'string' },
+  'cloud-endpoint': { type: 'string' },
+  'cloud-region': { type: 'string' },
+  'cloud-project': { type: 'string' },
+  'reconcile-interval': { type: 'string', default: '30s' },
+} as const;
+
 export async function controllerCommand(args: string[]): Promise<number> {
-  const { values } = parse(args, {
-    listen: { type: 'string', default: '127.0.0.1:1883' },
-    'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
-    network: { type: 'string', multiple: true, default: [] },
-    broker: { type: 'string' },
-    'broker-username': { type: 'string', default: process.env.TWILL_BROKER_USERNAME },
-    'broker-password': { type: 'string', default: process.env.TWILL_BROKER_PASSWORD },
-    prefix: { type: 'string' },
-    'lease-ttl': { type: 'string', default: '24h' },
-    'sync-interval': { type: 'string', default: '10s' },
-    'metrics-addr': { type: 'string' },
-    'api-listen': { type: 'string' },
-    'admin-token-file': { type: 'string' },
-    cloud: { type: 'string' },
-    'cloud-endpoint': { type: 'string' },
-    'cloud-region': { type: 'string' },
-    'cloud-project': { type: 'string' },
-    'reconcile-interval': { type: 'string', default: '30s' },
-  });
+  const { values } = parse(args, CONTROLLER_OPTIONS);
   const cloud = values.cloud === undefined ? undefined : parseCloudKind(values.cloud);
   for (const flag of ['cloud-endpoint', 'cloud-region', 'cloud-project'] as const) {
     if (values[flag] !== undefined && !cloud) throw new TwillError('Usage', `--${flag} needs --cloud`);

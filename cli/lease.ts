@@ -8,26 +8,25 @@ import { DEFAULT_DATA_DIR, parse } from './args.js';
 import { openDataDir } from './data-dir.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 
-export const LEASE_USAGE = `twill lease reserve NETWORK --node NAME --subnet CIDR [--public-ip IP] [--data-dir .twill | --api URL]
-twill lease release NETWORK --node NAME [--data-dir .twill | --api URL]`;
+export const LEASE_USAGE = `twill lease reserve NETWORK --node NAME --subnet CIDR [--public-ip IP] [--data-dir .twill | --api URL [--token-file F]]
+twill lease release NETWORK --node NAME [--data-dir .twill | --api URL [--token-file F]]`;
 
 // Without --api the CLI only writes the store. The running controller sees
 // the network's revision move on its next sync and publishes the change.
 export const publishedByController: Publisher = { publish: async () => {} };
 
+/** Every flag twill lease takes (its help and the README are checked against it). */
+export const LEASE_OPTIONS = {
+  node: { type: 'string' },
+  subnet: { type: 'string' },
+  'public-ip': { type: 'string' },
+  'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
+  ...REMOTE_OPTIONS,
+} as const;
+
 export async function leaseCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  const { values, positionals } = parse(
-    rest,
-    {
-      node: { type: 'string' },
-      subnet: { type: 'string' },
-      'public-ip': { type: 'string' },
-      'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
-      ...REMOTE_OPTIONS,
-    },
-    1,
-  );
+  const { values, positionals } = parse(rest, LEASE_OPTIONS, 1);
   const network = positionals[0];
   if (!network || !values.node || (sub !== 'reserve' && sub !== 'release')) throw new TwillError('Usage', LEASE_USAGE);
   const path = `/v1/leases/${encodeURIComponent(network)}/${encodeURIComponent(values.node)}`;

@@ -4,22 +4,26 @@
 import { TwillError, errorMessage } from '../core/errors.js';
 import { VERSION } from '../core/version.js';
 
+/** Each command and what it does: twill --help is made from it (and checked against the README). */
+export const COMMAND_SUMMARIES: [string, string][] = [
+  ['controller', 'run the control plane on this machine (embedded broker and store, web dashboard)'],
+  ['agent', 'run the agent on a host: hold a lease, write subnet.env, program the kernel'],
+  ['network set|list|remove', "create or update a network from flannel's net-conf.json; list or remove them"],
+  ['node add|list|remove', "manage node credentials (add prints the agent's config file)"],
+  ['lease reserve|release', "reserve a subnet for a node forever, or drop a node's lease"],
+  ['status', 'networks, leases (with their VPC route) and agents, as tables (-o json: as JSON)'],
+  ['sim instance|routes', 'drive the simulated cloud of twill controller --cloud sim'],
+  ['config check FILE', 'print the effective config of a net-conf.json, or every rule it breaks'],
+  ['version', "print twill's version (also -v, --version)"],
+];
+
 const USAGE = `usage: twill COMMAND
 
-  controller           run the control plane on this machine (embedded broker and store)
-  agent                run the agent on a host: hold a lease, write subnet.env, program the kernel
-  network set|list     create or update a network from flannel's net-conf.json; list them
-  node add|list|remove manage node credentials (add prints the agent's config file)
-                       (every list, and status, takes -o json)
-  lease reserve|release
-                       reserve a subnet for a node forever, or drop a node's lease
-  status               networks, leases (with their VPC route) and agents, as tables
-  sim instance|routes  drive the simulated cloud of twill controller --cloud sim
-  config check FILE    print the effective config of a net-conf.json, or every rule it breaks
-  version              print twill's version (also -v, --version)
+${COMMAND_SUMMARIES.map(([name, what]) => (name.length < 21 ? `  ${name.padEnd(21)}${what}` : `  ${name}\n${' '.repeat(23)}${what}`)).join('\n')}
 
 network, node, lease and status work on the local data directory (--data-dir), or on a
 deployed control plane with --api URL (or TWILL_API) and the admin token in TWILL_API_TOKEN.
+Every list, and status, takes -o json.
 
 Run twill COMMAND --help for a command's flags.`;
 

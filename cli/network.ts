@@ -13,14 +13,17 @@ import { networkSummary } from '../functions/api.js';
 import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 
-export const NETWORK_USAGE = `twill network set NAME FILE [--data-dir .twill | --api URL]   (FILE: flannel's net-conf.json)
-twill network list [-o table|json] [--data-dir .twill | --api URL]
-twill network remove NAME [--force] [--data-dir .twill | --api URL]   (--force: release its leases and remove its nodes too)`;
+export const NETWORK_USAGE = `twill network set NAME FILE [--data-dir .twill | --api URL [--token-file F]]   (FILE: flannel's net-conf.json)
+twill network list [-o table|json] [--data-dir .twill | --api URL [--token-file F]]
+twill network remove NAME [--force] [--data-dir .twill | --api URL [--token-file F]]   (--force: release its leases and remove its nodes too)`;
+
+/** Every flag twill network takes (its help and the README are checked against it). */
+export const NETWORK_OPTIONS = { 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR }, force: { type: 'boolean' }, ...OUTPUT_OPTION, ...REMOTE_OPTIONS } as const;
 
 /** Creates or updates a network from a net-conf.json (what the serverless deployment uses instead of --network); lists them. */
 export async function networkCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  const { values, positionals } = parse(rest, { 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR }, force: { type: 'boolean' }, ...OUTPUT_OPTION, ...REMOTE_OPTIONS }, 2);
+  const { values, positionals } = parse(rest, NETWORK_OPTIONS, 2);
   if (sub === 'list') return listNetworks(values);
   if (sub === 'remove') return removeNetwork(positionals[0], values);
   const [name, file] = positionals;

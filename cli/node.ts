@@ -11,25 +11,24 @@ import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
 
-export const NODE_USAGE = `twill node add NAME --network NET [--rotate] [--output FILE] [--broker URL (default: what the controller serves)] [--prefix P] [--data-dir .twill | --api URL]
-twill node list [-o table|json] [--data-dir .twill | --api URL]
-twill node remove NAME [--data-dir .twill | --api URL]`;
+export const NODE_USAGE = `twill node add NAME --network NET [--rotate] [--output FILE] [--broker URL (default: what the controller serves)] [--prefix P] [--data-dir .twill | --api URL [--token-file F]]
+twill node list [-o table|json] [--data-dir .twill | --api URL [--token-file F]]
+twill node remove NAME [--data-dir .twill | --api URL [--token-file F]]`;
+
+/** Every flag twill node takes (its help and the README are checked against it). */
+export const NODE_OPTIONS = {
+  network: { type: 'string' },
+  broker: { type: 'string' },
+  prefix: { type: 'string' },
+  rotate: { type: 'boolean' },
+  output: { type: 'string', short: 'o' },
+  'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
+  ...REMOTE_OPTIONS,
+} as const;
 
 export async function nodeCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  const { values, positionals } = parse(
-    rest,
-    {
-      network: { type: 'string' },
-      broker: { type: 'string' },
-      prefix: { type: 'string' },
-      rotate: { type: 'boolean' },
-      output: { type: 'string', short: 'o' },
-      'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
-      ...REMOTE_OPTIONS,
-    },
-    1,
-  );
+  const { values, positionals } = parse(rest, NODE_OPTIONS, 1);
   // Removing or rotating a node on a data directory a controller is serving
   // goes through that controller, so the node's sessions close before this returns.
   const live = !values.api && !process.env.TWILL_API && (sub === 'remove' || (sub === 'add' && values.rotate && !values.broker && !values.prefix))

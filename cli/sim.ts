@@ -27,12 +27,12 @@ function withVpc<T>(dataDir: string, fn: (vpc: SimVpc) => T): T {
   }
 }
 
+/** Every flag twill sim takes (its help and the README are checked against it). */
+export const SIM_OPTIONS = { network: { type: 'string' }, 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR } } as const;
+
 async function instanceCommand(args: string[]): Promise<number> {
   const [verb, ...rest] = args;
-  const { values, positionals } = parse(rest, {
-    network: { type: 'string' },
-    'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
-  }, verb === 'list' ? 0 : 1);
+  const { values, positionals } = parse(rest, SIM_OPTIONS, verb === 'list' ? 0 : 1);
   const dataDir = values['data-dir'];
   if (verb === 'list') {
     const rows = withVpc(dataDir, (vpc) => vpc.instances(values.network));
@@ -51,10 +51,7 @@ async function instanceCommand(args: string[]): Promise<number> {
 }
 
 async function routesCommand(args: string[]): Promise<number> {
-  const { values } = parse(args, {
-    network: { type: 'string' },
-    'data-dir': { type: 'string', default: DEFAULT_DATA_DIR },
-  });
+  const { values } = parse(args, SIM_OPTIONS);
   const rows = withVpc(values['data-dir'], (vpc) => vpc.routes(values.network === undefined ? undefined : simTable(values.network)));
   process.stdout.write(table(['TABLE', 'DESTINATION', 'TARGET', 'HOP'], rows.map((r) => [r.table, r.destination, r.target, r.hop])));
   return 0;

@@ -43,8 +43,11 @@ export function renderStatus(r: StatusReport, now = Date.now()): string {
   return out.join('\n');
 }
 
+/** Every flag twill status takes (its help and the README are checked against it). */
+export const STATUS_OPTIONS = { 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR }, json: { type: 'boolean' }, ...OUTPUT_OPTION, ...REMOTE_OPTIONS } as const;
+
 export async function statusCommand(args: string[]): Promise<number> {
-  const { values } = parse(args, { 'data-dir': { type: 'string', default: DEFAULT_DATA_DIR }, json: { type: 'boolean' }, ...OUTPUT_OPTION, ...REMOTE_OPTIONS });
+  const { values } = parse(args, STATUS_OPTIONS);
   const json = wantsJson(values.output, values.json);
   const remote = remoteFrom(values);
   let report: StatusReport;
