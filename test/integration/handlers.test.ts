@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { SignJWT, exportJWK, generateKeyPair, type JWTPayload } from 'jose';
 import type { IoTCustomAuthorizerEvent, LambdaFunctionURLEvent, LambdaFunctionURLResult, SQSEvent, SQSRecord, ScheduledEvent } from 'aws-lambda';
+import { gunzipSync } from 'node:zlib';
 import { parseNetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
@@ -528,6 +529,40 @@ describe('Lambda handlers', () => {
       // The agent takes it unchanged.
       const opts = agentOptions(r.body as never, {}, silentLogger);
       assert.equal(opts.authorizer, AUTHORIZER);
+    });
+
+    test('the dashboard: its page without a token, the view with one, gzipped for a browser, and no secret in it', async () => {
+      const page = (await apiHandler(urlEvent('GET', '/dashboard/'))) as { statusCode: number; headers: Record<string, string>; body: string };
+      assert.equal(page.statusCode, 200);
+      assert.match(page.body, /<title>twill fabric<\/title>/);
+      assert.match(page.headers['content-security-policy'] ?? '', /default-src 'none'/);
+      assert.equal(structured(await apiHandler(urlEvent('GET', '/v1/dashboard'))).statusCode, 401);
+      const r = (await apiHandler(urlEvent('GET', '/v1/dashboard', { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'accept-encoding': 'gzip, deflate, br' } }))) as LambdaFunctionURLResult & { body: string; isBase64Encoded?: boolean; headers: Record<string, string> };
+      assert.equal(r.isBase64Encoded, true);
+      assert.equal(r.headers['content-encoding'], 'gzip');
+      const text = gunzipSync(Buffer.from(r.body, 'base64')).toString();
+      const view = JSON.parse(text) as { networks: { name: string; cloud?: unknown }[]; nodes: { name: string }[] };
+      assert.deepEqual(view.networks.map((n) => n.name).sort(), ['ali', 'aws', 'edge', 'gce']);
+      assert.ok(view.networks.find((n) => n.name === 'aws')?.cloud, 'a cloud network says its route tables');
+      assert.ok(!text.includes(ALI_KEY.AccessKeySecret) && !text.includes('passwordHash'), 'no cloud key and no password hash');
+    });
+
+    test('network remove: refused with leases, forced it clears the retained config on IoT Core', async () => {
+      const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+      const conf = JSON.stringify({ Network: '10.77.0.0/16', Backend: { Type: 'alloc' } });
+      assert.equal(structured(await apiHandler(urlEvent('PUT', '/v1/networks/gone', { headers: auth, body: conf }))).statusCode, 200);
+      assert.equal(structured(await apiHandler(urlEvent('PUT', '/v1/leases/gone/g-1', { headers: auth, body: JSON.stringify({ subnet: '10.77.5.0/24' }) }))).statusCode, 200);
+      assert.ok(w.iot.retained.has(w.topics.netConfig('gone')));
+      const refused = structured(await apiHandler(urlEvent('DELETE', '/v1/networks/gone', { headers: auth })));
+      assert.equal(refused.statusCode, 409);
+      assert.match(String(refused.body.error), /still has 1 lease\(s\) and 0 node\(s\)/);
+      assert.ok(await w.store.getNetwork('gone'));
+      const forced = structured(await apiHandler(urlEvent('DELETE', '/v1/networks/gone', { headers: auth, query: { force: 'true' } })));
+      assert.equal(forced.statusCode, 200, JSON.stringify(forced.body));
+      assert.deepEqual(forced.body, { removed: 'gone', released: 1, nodes: [] });
+      assert.equal(await w.store.getNetwork('gone'), undefined);
+      assert.ok(!w.iot.retained.has(w.topics.netConfig('gone')), 'the empty retained publish deleted the config');
+      assert.ok(!w.iot.retained.has(w.topics.nodeLease('gone', 'g-1')));
     });
 
     test('a base64 body (function URLs encode non-text content types) is read the same', async () => {
