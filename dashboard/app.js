@@ -5,8 +5,14 @@
 'use strict';
 
 const TOKEN_KEY = 'twill-admin-token';
-/** How often the view is asked for while the tab is visible. */
+/**
+ * How often the view is asked for while the tab is visible: every 3 s, and
+ * every 15 s past 1,000 nodes (on DynamoDB each ask reads every lease; a
+ * hidden tab asks nothing).
+ */
 const POLL_MS = 3000;
+const POLL_LARGE_MS = 15000;
+const LARGE = 1000;
 /** Rows the node table shows at once: past this, the filter narrows them. */
 const MAX_ROWS = 500;
 /** Cells of a subnet map at most; a larger range shares cells between subnets. */
@@ -84,7 +90,7 @@ async function signIn(token) {
 
 function schedule() {
   clearTimeout(timer);
-  timer = setTimeout(poll, POLL_MS);
+  timer = setTimeout(poll, view && view.nodes.length > LARGE ? POLL_LARGE_MS : POLL_MS);
 }
 
 async function poll() {

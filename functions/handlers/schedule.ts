@@ -102,7 +102,8 @@ export async function handler(event: ScheduledEvent | ScheduleInput): Promise<Sc
 /**
  * CloudWatch metrics in the embedded metric format: per network (dimensions
  * Stage and Network) its leases, free subnets, agents online and out of sync
- * and, on cloud networks, the route table's use against its limit, pending
+ * and, on cloud networks, twill's routes, the fullest route table's use
+ * (every owner's routes, RouteTableUse) against its limit, pending
  * routes and reconcile errors; per run (dimension Stage) the tasks that
  * failed and the leases expired.
  */
@@ -123,6 +124,8 @@ async function emitFabric(rt: ReturnType<typeof runtime>, reports: Map<string, R
     if (isCloudBackend(config.Backend.Type)) {
       m.push({ name: 'RouteLimit', value: routeLimit(config), unit: 'Count' }, { name: 'PendingRoutes', value: f.routes?.pending ?? 0, unit: 'Count' });
       if (r) m.push({ name: 'Routes', value: r.routes, unit: 'Count' }, { name: 'ReconcileErrors', value: Object.keys(r.errors).length, unit: 'Count' });
+      // The fullest table, routes of every owner: the one that makes the next node pending.
+      if (r?.tables.length) m.push({ name: 'RouteTableUse', value: Math.max(...r.tables.map((t) => t.used)), unit: 'Count' });
     }
     emitMetrics({ Stage, Network: f.network }, m);
   }

@@ -11,7 +11,7 @@
 // burst, the connection is read no faster than its rate, so a node that
 // floods is slowed by TCP itself and its excess costs the controller nothing,
 // not even a parse; every other connection is read as usual.
-import { Duplex, Transform, pipeline, type TransformCallback } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 
 /** What the scanner found wrong with the stream, or undefined while it is fine. */
@@ -90,34 +90,61 @@ export function guardPackets(socket: Socket, maxPacketBytes: number, onProblem: 
   let at = Date.now();
   let held = 0;
   let reportedAt = -Infinity;
-  const checked = new Transform({
-    transform(chunk: Buffer, _enc, cb: TransformCallback) {
-      const before = scanner.publishes;
-      const problem = scanner.scan(chunk);
-      if (problem) {
-        onProblem(problem);
-        socket.destroy();
-        return cb();
-      }
-      if (!pace) return cb(null, chunk);
-      const now = Date.now();
-      tokens = Math.min(pace.burst, tokens + ((now - at) / 1000) * pace.perSecond) - (scanner.publishes - before);
-      at = now;
-      if (tokens >= 0) return cb(null, chunk);
-      // Passed on now; the next chunk is not taken until the bucket is back at zero.
-      held += scanner.publishes - before;
-      if (now - reportedAt >= 60_000) {
-        pace.onSlowed(held);
-        held = 0;
-        reportedAt = now;
-      }
-      this.push(chunk);
-      setTimeout(() => cb(), Math.ceil((-tokens / pace.perSecond) * 1000)).unref();
+  /** while a fast publisher waits for its bucket, nothing resumes the socket but the timer */
+  let holding = false;
+  // What aedes reads: the socket's bytes once checked, read no faster than
+  // aedes takes them (the socket pauses while this is full) or the pace allows.
+  const checked = new Readable({
+    read() {
+      if (!holding) socket.resume();
+    },
+    destroy(err, cb) {
+      socket.destroy();
+      cb(err);
     },
   });
-  pipeline(socket, checked, () => {});
-  // What aedes reads is the checked stream; what it writes goes straight to the socket.
-  const conn = Duplex.from({ readable: checked, writable: socket });
-  socket.once('close', () => conn.destroy());
-  return conn;
+  socket.on('data', (chunk: Buffer) => {
+    const before = scanner.publishes;
+    const problem = scanner.scan(chunk);
+    if (problem) {
+      onProblem(problem);
+      socket.destroy();
+      return;
+    }
+    if (!checked.push(chunk)) socket.pause();
+    if (!pace) return;
+    const now = Date.now();
+    tokens = Math.min(pace.burst, tokens + ((now - at) / 1000) * pace.perSecond) - (scanner.publishes - before);
+    at = now;
+    if (tokens >= 0) return;
+    // Passed on now; the next chunk is not read until the bucket is back at zero.
+    held += scanner.publishes - before;
+    if (now - reportedAt >= 60_000) {
+      pace.onSlowed(held);
+      held = 0;
+      reportedAt = now;
+    }
+    holding = true;
+    socket.pause();
+    setTimeout(() => {
+      holding = false;
+      socket.resume();
+    }, Math.ceil((-tokens / pace.perSecond) * 1000)).unref();
+  });
+  socket.on('end', () => checked.push(null));
+  socket.on('error', (e) => checked.destroy(e));
+  socket.on('close', () => checked.destroy());
+  // What aedes writes goes straight to the socket, corks included:
+  // mqtt-packet corks a packet's pieces into one writev, where a wrapper
+  // stream in between wrote each with a syscall of its own and kept a second
+  // copy of a slow reader's backlog (a 5,000-agent storm: 50% more CPU, 2.4x
+  // the memory).
+  const conn = Object.assign(checked, {
+    write: socket.write.bind(socket),
+    cork: () => socket.cork(),
+    uncork: () => socket.uncork(),
+    end: socket.end.bind(socket),
+  });
+  socket.on('drain', () => conn.emit('drain'));
+  return conn as unknown as Duplex;
 }

@@ -17,7 +17,7 @@ import { removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js'
 
 const CHROMIUM = '/usr/bin/chromium-headless-shell';
 const PSK = 'dashboard-test-psk-'.padEnd(100, '0123456789abcdef');
-/** The page asks every 3 s (dashboard/app.js POLL_MS); a change must show within a few of those. */
+/** The page asks every 3 s (dashboard/app.js POLL_MS; 15 s past 1,000 nodes); a change must show within a few of those. */
 const SHOWS_WITHIN_MS = 30_000;
 
 describe('the web dashboard, in a browser', () => {
