@@ -276,7 +276,10 @@ export class Cluster {
   /**
    * Every agent named holds `peers` peers and says it is ready (its own
    * metrics and /readyz: the status it publishes reports a change of peers
-   * at most once a minute, by design).
+   * at most once a minute, by design). After a controller restart this
+   * includes the agents' reconnect backoff (up to 30 s, agent/watch.ts) and
+   * a resync; inside a starved UML the whole restart test has taken 175 s, so the bound is
+   * only a hang's.
    */
   async waitPeers(peers: number, names = [...this.nodes.keys()]): Promise<void> {
     await waitFor(`agents see ${peers} peers`, async () => {
@@ -286,7 +289,7 @@ export class Cluster {
         if ((await this.agentHttp(n, '/readyz')).status !== 200) return false;
       }
       return true;
-    }, 60_000, 250);
+    }, 2 * START_BOUND_MS, 250);
   }
 
   async addPod(name: string): Promise<Pod> {
