@@ -186,7 +186,8 @@ if (!insideUml()) {
       const packets = lines;
       assert.ok(packets.filter((l) => /\.4500 > .*\.4500: UDP-encap: ESP\(spi=/.test(l)).length >= 40, lines.slice(0, 30).join('\n'));
       assert.deepEqual(packets.filter((l) => /: ESP\(spi=/.test(l) && !/UDP-encap/.test(l)), [], 'plain ESP (protocol 50) on the underlay');
-      assert.deepEqual(packets.filter((l) => !/\.(4500|500) > .*\.(4500|500): /.test(l)), [], 'packets other than UDP 500/4500');
+      // (ARP is the underlay finding a neighbour whose entry expired, which a slow UML makes likely: not IP, nothing of the pods')
+      assert.deepEqual(packets.filter((l) => !/\.(4500|500) > .*\.(4500|500): /.test(l) && !/ ARP, /.test(l)), [], 'IP packets other than UDP 500/4500');
       assert.ok((await espStates(c, 'e1')).every((s) => s.encap), 'every SA is UDP-encapsulated');
       assert.match(c.subnetEnv('e1') ?? '', /FLANNEL_MTU=1415\n/);
     });
