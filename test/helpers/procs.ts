@@ -126,5 +126,5 @@ export async function runTwill(args: string[], env?: NodeJS.ProcessEnv): Promise
   return { code, stdout, stderr };
 }
 
-/** Sample cloud events in the clouds' documented shapes, in shared/ beside the checkout. */
-export const EVENT_FIXTURES = join(ROOT, '..', 'shared', 'fixtures', 'events');
+/** Sample cloud events in the clouds' documented shapes, kept with the tests (a clone of the repository alone runs them). */
+export const EVENT_FIXTURES = join(ROOT, 'test', 'fixtures', 'events');
