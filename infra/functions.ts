@@ -13,7 +13,9 @@ export const iotEndpoint = aws.iot.getEndpointOutput({ endpointType: 'iot:Data-A
  * generated code; the authorizer's cold start never reads it).
  */
 export const defaults = {
-  runtime: 'nodejs20.x',
+  // Node.js 24: Lambda deprecated nodejs20.x when Node 20 reached end of life
+  // (2026-04-30) and blocks creating functions on it ("Lambda runtimes", deprecation policy).
+  runtime: 'nodejs24.x',
   // Graviton: the same code, about 20% cheaper per GB-second; nothing here is native.
   architecture: 'arm64',
   memory: '256 MB',

@@ -10,8 +10,27 @@
 // twill processes the tests start are run from), so no test ever runs an old
 // build. The build counts as one test in the final line.
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+
+// The suite runs on the Node.js 24 of devDependencies (node_modules/.bin/node),
+// as npm's scripts do, also when this file is run as `node scripts/test.js`
+// by a machine's older Node: the product is tested on the Node it ships for.
+const pinned = join(import.meta.dirname, '..', 'node_modules', '.bin', 'node');
+if (existsSync(pinned) && realpathSync(pinned) !== realpathSync(process.execPath)) {
+  const r = spawnSync(pinned, [import.meta.filename, ...process.argv.slice(2)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
+if (Number(process.versions.node.split('.')[0]) < 22) {
+  console.error(`the tests run on Node 22 or 24, not ${process.version}: run npm install (it brings Node 24 as a devDependency), then npm test`);
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
+// better-sqlite3 built for this Node (scripts/native.js rebuilds it when an install left it built for another).
+if (spawnSync(process.execPath, [join(import.meta.dirname, 'native.js')], { stdio: 'inherit' }).status !== 0) {
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
 
 /** Each tier is a folder of test/; the README says what each needs. */
 const TIERS = {

@@ -104,7 +104,7 @@ describe('SST program', () => {
       splitting: true,
       format: 'esm',
       platform: 'node',
-      target: 'node20',
+      target: 'node24',
       outdir,
       metafile: true,
       logLevel: 'silent',
