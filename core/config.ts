@@ -306,17 +306,31 @@ export function subnetRanges(c: NetConf): { v4?: SubnetRange; v6?: SubnetRange }
   return { ...(v4 && { v4 }), ...(v6 && { v6 }) };
 }
 
+function masked(c: NetConf, keys: readonly string[]): NetConf {
+  const Backend = structuredClone(c.Backend) as unknown as Record<string, unknown>;
+  for (const key of keys) if (key in Backend) Backend[key] = SECRET_MASK;
+  return { ...c, Backend: Backend as unknown as BackendConfig };
+}
+
 /** A copy fit to print, log or show: every secret option of the backend (its spec says which) masked. */
 export function maskSecrets(c: NetConf): NetConf {
-  const Backend = structuredClone(c.Backend) as unknown as Record<string, unknown>;
-  for (const key of backendSpec(c.Backend.Type).secrets) Backend[key] = SECRET_MASK;
-  return { ...c, Backend: Backend as unknown as BackendConfig };
+  const spec = backendSpec(c.Backend.Type);
+  return masked(c, [...spec.nodeSecrets, ...spec.controlSecrets]);
 }
 
 /**
  * The config as every node of the network may read it, e.g. on a shared MQTT
- * topic. Secrets travel only on each node's own topic, so they are masked here.
+ * topic or from the node API: every secret masked.
  */
 export function publicConfig(c: NetConf): NetConf {
   return maskSecrets(c);
+}
+
+/**
+ * The config as one node gets it on its own topic: the secrets its backend
+ * needs (ipsec's PSK) in the clear, the control plane's own (cloud keys)
+ * masked.
+ */
+export function nodeConfig(c: NetConf): NetConf {
+  return masked(c, backendSpec(c.Backend.Type).controlSecrets);
 }

@@ -132,7 +132,7 @@ export const statusSchema = z.strictObject({
 });
 export type Status = z.infer<typeof statusSchema>;
 
-/** On a node's own topic: its lease and the full config (with secrets), or why it has none. */
+/** On a node's own topic: its lease and the config with the secrets its backend needs (core/config.ts nodeConfig), or why it has none. */
 export interface NodeLeaseMessage {
   v: 2;
   lease: Lease | null;

@@ -1,7 +1,7 @@
 // The controller: leases, allocation, expiry and everything published about
 // them. The local controller and the serverless handlers both drive this class;
 // neither holds logic of its own.
-import { subnetRanges, publicConfig, type NetConf, type SubnetRange } from '../core/config.js';
+import { nodeConfig, subnetRanges, publicConfig, type NetConf, type SubnetRange } from '../core/config.js';
 import { fitsRange, pickSubnet, rangeSize } from '../core/allocator.js';
 import { formatIP, parseCidr } from '../core/cidr.js';
 import { ConflictError, NotFoundError, OutOfSubnetsError, TwillError, errorMessage } from '../core/errors.js';
@@ -505,9 +505,9 @@ export class Controller {
     box.busy = false;
   }
 
-  /** The node's own topic: its lease (or none) and the full config. */
+  /** The node's own topic: its lease (or none) and the config with the secrets its backend needs (never the cloud's keys). */
   private async publishOwn(lease: Lease, config: NetConf): Promise<void> {
-    const own: NodeLeaseMessage = { v: 2, lease, config, ...(this.api && { api: this.api }) };
+    const own: NodeLeaseMessage = { v: 2, lease, config: nodeConfig(config), ...(this.api && { api: this.api }) };
     await this.publisher.publish(this.topics.nodeLease(lease.network, lease.node), JSON.stringify(own), true);
   }
 
@@ -549,7 +549,7 @@ export class Controller {
     else await this.publishChange(lease.network, { revision, node: lease.node, lease: null });
   }
 
-  /** Config (secrets removed) on the shared topic; each node's topic carries its full config. */
+  /** Config (secrets masked) on the shared topic; each node's topic carries what its backend needs (nodeConfig). */
   private async publishNetwork(net: NetworkRecord): Promise<void> {
     await this.publishConfig(net);
     for (const lease of await this.store.listLeases(net.name)) await this.publishOwn(lease, net.config);

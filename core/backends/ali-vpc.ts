@@ -8,7 +8,11 @@ export const aliVpc: BackendSpec<AliVpcBackend> = {
   summary: 'a route entry per node in the VPC route table (Alibaba Cloud), written centrally',
   options: ['AccessKeyID', 'AccessKeySecret', 'RouteLimit'],
   agentData: {},
-  secrets: ['AccessKeySecret'],
+  nodeSecrets: [],
+  // The route controller's key: the agents of an ali-vpc network program
+  // nothing, so no node gets it. The key ID is not a secret (it is shown by
+  // config check, as Alibaba's console shows it).
+  controlSecrets: ['AccessKeySecret'],
   // IPv6 subnets are leased, and get no VPC route (functions/routes.ts says so when asked)
   families: [4, 6],
   programsKernel: false,

@@ -9,7 +9,8 @@ export const awsVpc: BackendSpec<AwsVpcBackend> = {
   summary: 'a route per node in the VPC route tables (EC2), written centrally',
   options: ['RouteTableID', 'RouteLimit'],
   agentData: {},
-  secrets: [],
+  nodeSecrets: [],
+  controlSecrets: [],
   // IPv6 subnets are leased, and get no VPC route (functions/routes.ts says so when asked)
   families: [4, 6],
   programsKernel: false,

@@ -8,7 +8,8 @@ export const gce: BackendSpec<GceBackend> = {
   summary: 'a route per node in the GCE network, written centrally',
   options: ['RouteLimit'],
   agentData: {},
-  secrets: [],
+  nodeSecrets: [],
+  controlSecrets: [],
   // IPv6 subnets are leased, and get no VPC route (functions/routes.ts says so when asked)
   families: [4, 6],
   programsKernel: false,

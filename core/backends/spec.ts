@@ -28,8 +28,18 @@ export interface BackendSpec<C extends { Type: string } = { Type: string }> {
   options: readonly string[];
   /** options flannel reads on Windows only and ignores on Linux: warned about, then ignored here too */
   windowsOnly?: readonly string[];
-  /** options whose values are secrets: masked wherever a config is shown or shared */
-  secrets: readonly string[];
+  /**
+   * Secrets a node needs to run the backend (ipsec's PSK): they travel only
+   * on the node's own topic, and are masked wherever else a config goes.
+   */
+  nodeSecrets: readonly string[];
+  /**
+   * Secrets only the control plane uses (a cloud's API keys, which can
+   * rewrite the VPC's route tables): masked on every topic, the node's own
+   * included, and in every API answer, view and log. Nothing on a node needs
+   * them, and a node is where a key would leak from.
+   */
+  controlSecrets: readonly string[];
   /** the address families a network of this type may enable; another is refused with the reason */
   families: readonly Family[];
   /** why it carries IPv4 only (when families is [4]) */

@@ -25,7 +25,8 @@ export const vxlan: BackendSpec<VxlanBackend> = {
   summary: 'VXLAN overlay: a vxlan device, a neighbour, fdb entry and route per peer',
   options: ['VNI', 'Port', 'GBP', 'DirectRouting', 'MTU', 'Learning'],
   windowsOnly: ['MacPrefix', 'Name'],
-  secrets: [],
+  nodeSecrets: [],
+  controlSecrets: [],
   // flannel's BackendData.VtepMAC, and BackendV6Data's as VtepMACv6
   agentData: { VtepMAC: macAddress, VtepMACv6: macAddress },
   families: [4, 6],

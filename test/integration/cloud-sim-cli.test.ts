@@ -5,8 +5,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startController, writeNetConf, type ControllerProc } from '../helpers/cluster.js';
+import mqtt from 'mqtt';
+import { nodeClientId } from '../../core/acl.js';
+import { Topics } from '../../core/topics.js';
+import { addNode, startController, writeNetConf, type ControllerProc } from '../helpers/cluster.js';
 import { freePort, removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
+
+const topics = new Topics();
+const ALI_SECRET = 'ali-access-key-secret-for-tests-only';
 
 describe('twill controller --cloud sim with twill sim and twill status', () => {
   let dir: string;
@@ -44,7 +50,8 @@ describe('twill controller --cloud sim with twill sim and twill status', () => {
     dataDir = join(dir, 'data');
     const conf = await writeNetConf(dir, 'demo', { Network: '10.60.0.0/16', Backend: { Type: 'aws-vpc', RouteLimit: 2 } });
     const plain = await writeNetConf(dir, 'plain', { Network: '10.61.0.0/16', Backend: { Type: 'alloc' } });
-    ctl = await startController({ dataDir, networks: { demo: conf, plain }, extra: await extra() });
+    const ali = await writeNetConf(dir, 'ali', { Network: '10.62.0.0/16', Backend: { Type: 'ali-vpc', AccessKeyID: 'LTAIexampleid', AccessKeySecret: ALI_SECRET } });
+    ctl = await startController({ dataDir, networks: { demo: conf, plain, ali }, extra: await extra() });
   });
 
   after(async () => {
@@ -93,6 +100,27 @@ describe('twill controller --cloud sim with twill sim and twill status', () => {
     assert.match(list, /web-1\s+demo\s+terminated/);
   });
 
+
+  test("an ali-vpc network's access key secret reaches no node: not its own topic, not the node API, not the log", async () => {
+    await sim('instance', 'start', 'ecs-1', '--network', 'ali');
+    await waitFor('ecs-1 leased', async () => (await status()).split('\n').some((l) => /^ali\s+ecs-1\s+10\.62\./.test(l)));
+    const creds = await addNode(dataDir, 'ecs-1', 'ali', ctl.url);
+    const c = await mqtt.connectAsync(ctl.url, { clientId: nodeClientId('ali', 'ecs-1'), username: creds.username, password: creds.password, reconnectPeriod: 0 });
+    try {
+      const own = new Promise<string>((resolve) => c.on('message', (t, p) => { if (t === topics.nodeLease('ali', 'ecs-1') && p.length) resolve(p.toString()); }));
+      await c.subscribeAsync(topics.nodeLease('ali', 'ecs-1'), { qos: 1 });
+      const msg = await own;
+      assert.match(msg, /"lease":\{/, 'the instance reads its own lease');
+      assert.ok(!msg.includes(ALI_SECRET), 'its own topic carries the access key secret');
+      const snapshot = await fetch(`${ctl.api}/v2/networks/ali/snapshot`, { headers: { authorization: `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}` } });
+      const body = await snapshot.text();
+      assert.equal(snapshot.status, 200, body);
+      assert.ok(!body.includes(ALI_SECRET), 'the node API answer carries the access key secret');
+    } finally {
+      await c.endAsync(true);
+    }
+    assert.ok(!ctl.output().includes(ALI_SECRET), "the controller's log carries the access key secret");
+  });
   test('a controller killed with SIGKILL is repaired by the next one; what changed meanwhile is caught up', async () => {
     await ctl.kill();
     await sim('instance', 'start', 'web-4', '--network', 'demo');

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CANDIDATES } from '../../core/allocator.js';
 import { parseCidr, subnetStep } from '../../core/cidr.js';
-import { parseNetConf, subnetRanges } from '../../core/config.js';
+import { parseNetConf, SECRET_MASK, subnetRanges } from '../../core/config.js';
 import { OutOfSubnetsError, TwillError } from '../../core/errors.js';
 import { leasesHash } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
@@ -403,6 +403,22 @@ describe('config changes', () => {
       const own = JSON.parse(pub.retained(topics.nodeLease('sec', node))!) as NodeLeaseMessage;
       assert.equal((own.config?.Backend as { PSK?: string }).PSK, PSK, `${node}'s own topic has the PSK`);
     }
+  });
+
+  test("an ali-vpc network's access key secret is on no topic, the nodes' own included", async () => {
+    const { controller, pub } = setup();
+    const SECRET = 'ali-access-key-secret-never-on-a-topic';
+    const ali = conf({ Network: '10.9.0.0/16', Backend: { Type: 'ali-vpc', AccessKeyID: 'LTAIexample', AccessKeySecret: SECRET } });
+    await controller.applyNetwork('ali', ali);
+    await controller.join('ali', 'i-1', IP);
+    await controller.join('ali', 'i-2', IP);
+    await controller.applyNetwork('ali', conf({ Network: '10.9.0.0/16', SubnetMax: '10.9.200.0', Backend: { Type: 'ali-vpc', AccessKeyID: 'LTAIexample', AccessKeySecret: SECRET } }));
+    await controller.republishNetwork('ali');
+    await controller.release('ali', 'i-2');
+    assert.ok(pub.sent.some((p) => p.topic === topics.nodeLease('ali', 'i-1')), 'the node got its own topic');
+    for (const p of pub.sent) assert.ok(!p.payload.includes(SECRET), `${p.topic} carries the access key secret`);
+    const own = JSON.parse(pub.retained(topics.nodeLease('ali', 'i-1'))!) as NodeLeaseMessage;
+    assert.equal((own.config?.Backend as { AccessKeySecret?: string }).AccessKeySecret, SECRET_MASK);
   });
 });
 

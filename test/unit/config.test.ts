@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   BACKEND_OPTIONS, BACKEND_TYPES, DEFAULT_ESP_PROPOSAL, SECRET_MASK,
-  maskSecrets, parseNetConf, publicConfig, readNetConf, subnetRanges, type NetConf,
+  maskSecrets, nodeConfig, parseNetConf, publicConfig, readNetConf, subnetRanges, type NetConf,
 } from '../../core/config.js';
 import { ConfigError } from '../../core/errors.js';
 import { parseIP } from '../../core/cidr.js';
@@ -476,6 +476,14 @@ describe('secrets', () => {
     assert.ok(!JSON.stringify(publicConfig(ali())).includes('very-secret'));
     const plain = parse(NET);
     assert.deepEqual(publicConfig(plain), plain);
+  });
+  test("nodeConfig keeps the secret a node's backend needs and masks the control plane's", () => {
+    assert.equal((nodeConfig(ipsec()).Backend as { PSK: string }).PSK, PSK, 'an ipsec node needs the PSK');
+    const own = nodeConfig(ali());
+    assert.equal((own.Backend as { AccessKeySecret: string }).AccessKeySecret, SECRET_MASK);
+    assert.ok(!JSON.stringify(own).includes('very-secret'));
+    // and the node's agent still reads what it is given
+    assert.equal(parseNetConf(own, NO_ENV).Backend.Type, 'ali-vpc');
   });
   test('a masked copy shares no array with the original', () => {
     const c = parse({ ...NET, Backend: { Type: 'aws-vpc', RouteTableID: ['rtb-1'] } });
