@@ -92,7 +92,8 @@ export async function startFakeIotControl(opts: { region?: string; account?: str
       }));
       return send(res, 200, { rules: page, ...(start + max < names.length ? { nextToken: String(start + max) } : {}) });
     }
-    if (req.method === 'GET' && url.pathname === '/authorizers/') {
+    // The reference writes /authorizers/; the SDK sends it without the slash.
+    if (req.method === 'GET' && url.pathname.replace(/\/$/, '') === '/authorizers') {
       if (!allowed('ListAuthorizers')) return;
       const max = pageSize(q.get('pageSize'), 'pageSize', 250);
       if (typeof max === 'string') return fail(res, 400, 'InvalidRequestException', max);

@@ -59,7 +59,8 @@ export async function startFakeLambda(opts: { region?: string; concurrency?: num
     const refused = sigv4Refusal(req, 'lambda', region);
     if (refused) return fail(res, 403, refused.missing ? 'MissingAuthenticationTokenException' : 'InvalidSignatureException', refused.message);
     const url = new URL(req.url ?? '/', 'http://lambda');
-    if (req.method === 'GET' && url.pathname === '/2016-08-19/account-settings/') {
+    // The reference writes the path with a trailing slash; the SDK sends it without.
+    if (req.method === 'GET' && url.pathname.replace(/\/$/, '') === '/2016-08-19/account-settings') {
       calls.push('GetAccountSettings');
       if (deny.has('lambda:GetAccountSettings')) return fail(res, 403, 'AccessDeniedException', notAuthorized('lambda:GetAccountSettings'));
       return send(res, 200, {
