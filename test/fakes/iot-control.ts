@@ -12,14 +12,13 @@
 // Errors as IoT answers them: the code in x-amzn-ErrorType and a JSON body
 // with its message; an action the caller's IAM policy does not allow is an
 // AccessDeniedException (403).
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { notAuthorized, sigv4Refusal } from './sigv4.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { notAuthorized, sendJson, serveOnLoopback, sigv4Refusal } from './aws-endpoint.js';
 
 export interface FakeIotControl {
   endpoint: string;
   /** the account's endpoint identifier (xxxx in xxxx-ats.iot.<region>.amazonaws.com) */
-  identifier: string;
+  readonly identifier: string;
   /** the account's topic rules, by name */
   readonly rules: Map<string, { topicPattern: string; disabled?: boolean }>;
   /** the account's custom authorizers, by name */
@@ -32,12 +31,8 @@ export interface FakeIotControl {
 
 const ENDPOINT_TYPES = ['iot:Data', 'iot:Data-ATS', 'iot:CredentialProvider', 'iot:Jobs'];
 
-function send(res: ServerResponse, status: number, body: unknown, errorType?: string): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(errorType ? { 'x-amzn-errortype': errorType } : {}) });
-  res.end(text);
-}
-const fail = (res: ServerResponse, status: number, type: string, message: string) => send(res, status, { message }, type);
+const send = (res: ServerResponse, status: number, body: unknown) => sendJson(res, status, body);
+const fail = (res: ServerResponse, status: number, type: string, message: string) => sendJson(res, status, { message }, 'application/json', type);
 
 /** A page size within [1, max], or why not; absent means max. */
 function pageSize(value: string | null, name: string, max: number): number | string {
@@ -110,29 +105,14 @@ export async function startFakeIotControl(opts: { region?: string; account?: str
     return fail(res, 404, 'UnknownOperationException', `${req.method} ${url.pathname} is not an operation this stand-in serves`);
   };
 
-  const server: Server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => handle(req, res));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
+  const server = await serveOnLoopback((req, _body, res) => handle(req, res));
   return {
-    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    get identifier() {
-      return world.identifier;
-    },
-    set identifier(v: string) {
-      world.identifier = v;
-    },
+    endpoint: server.endpoint,
+    identifier: world.identifier,
     rules,
     authorizers,
     deny,
     calls,
-    async close() {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
+    close: server.close,
   };
 }

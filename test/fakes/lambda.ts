@@ -11,9 +11,8 @@
 // quota when it is under 100 (Lambda's InvalidParameterValueException then
 // names a minimum of [quota]: new accounts get quotas of 10 to 50, "Lambda
 // quotas"), so a test cannot build an account AWS would not allow.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { notAuthorized, sigv4Refusal } from './sigv4.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { notAuthorized, sendJson, serveOnLoopback, sigv4Refusal } from './aws-endpoint.js';
 
 /** "Lambda quotas": code storage a Region allows (75 GB) and a deployment package's limits, as GetAccountSettings reports them. */
 const TOTAL_CODE_SIZE = 80_530_636_800;
@@ -39,13 +38,8 @@ export function unreservedMinimum(quota: number): number {
   return Math.min(100, quota);
 }
 
-function send(res: ServerResponse, status: number, body: unknown, errorType?: string): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(errorType ? { 'x-amzn-errortype': errorType } : {}) });
-  res.end(text);
-}
-
-const fail = (res: ServerResponse, status: number, type: string, message: string) => send(res, status, { Type: 'User', message }, type);
+const send = (res: ServerResponse, status: number, body: unknown) => sendJson(res, status, body);
+const fail = (res: ServerResponse, status: number, type: string, message: string) => sendJson(res, status, { Type: 'User', message }, 'application/json', type);
 
 export async function startFakeLambda(opts: { region?: string; concurrency?: number } = {}): Promise<FakeLambda> {
   const region = opts.region ?? 'us-east-1';
@@ -77,17 +71,9 @@ export async function startFakeLambda(opts: { region?: string; concurrency?: num
     return fail(res, 404, 'UnknownOperationException', `${req.method} ${url.pathname} is not an operation this stand-in serves`);
   };
 
-  const server: Server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => handle(req, res));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-
+  const server = await serveOnLoopback((req, _body, res) => handle(req, res));
   return {
-    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    endpoint: server.endpoint,
     get concurrency() {
       return state.concurrency;
     },
@@ -108,9 +94,6 @@ export async function startFakeLambda(opts: { region?: string; concurrency?: num
       }
       reserved.set(functionName, executions);
     },
-    async close() {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
+    close: server.close,
   };
 }

@@ -7,10 +7,9 @@
 // answers a bare 404, as S3 does, since a HEAD response has no body. An
 // action IAM does not allow is AccessDenied (403). Nothing here writes: the
 // test puts objects straight into the buckets.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash } from 'node:crypto';
-import { notAuthorized, sigv4Refusal } from './sigv4.js';
+import { notAuthorized, serveOnLoopback, sigv4Refusal } from './aws-endpoint.js';
 
 export interface FakeS3 {
   endpoint: string;
@@ -63,22 +62,12 @@ export async function startFakeS3(opts: { region?: string } = {}): Promise<FakeS
     res.end(method === 'HEAD' ? undefined : body);
   };
 
-  const server: Server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => handle(req, res));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
+  const server = await serveOnLoopback((req, _body, res) => handle(req, res));
   return {
-    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    endpoint: server.endpoint,
     buckets,
     deny,
     calls,
-    async close() {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
+    close: server.close,
   };
 }

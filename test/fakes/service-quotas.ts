@@ -14,9 +14,8 @@
 // range an IllegalArgumentException, a token this service did not give an
 // InvalidPaginationTokenException, an action IAM does not allow an
 // AccessDeniedException: each with __type and message, as JSON 1.1 answers.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { notAuthorized, sigv4Refusal } from './sigv4.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { notAuthorized, sendJson, serveOnLoopback, sigv4Refusal } from './aws-endpoint.js';
 
 export interface FakeQuota {
   code: string;
@@ -41,11 +40,7 @@ export interface FakeServiceQuotas {
 
 const TARGET = 'ServiceQuotasV20190624.';
 
-function send(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
-}
+const send = (res: ServerResponse, status: number, body: unknown) => sendJson(res, status, body, 'application/x-amz-json-1.1');
 const fail = (res: ServerResponse, status: number, type: string, message: string) => send(res, status, { __type: type, message });
 
 export async function startFakeServiceQuotas(opts: { region?: string; account?: string } = {}): Promise<FakeServiceQuotas> {
@@ -104,24 +99,12 @@ export async function startFakeServiceQuotas(opts: { region?: string; account?: 
     return fail(res, 400, 'UnknownOperationException', `${action} is not an operation this stand-in serves`);
   };
 
-  const server: Server = createServer((req, res) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (d: string) => (body += d));
-    req.on('end', () => handle(req, body, res));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
+  const server = await serveOnLoopback(handle);
   return {
-    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    endpoint: server.endpoint,
     services,
     deny,
     calls,
-    async close() {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
+    close: server.close,
   };
 }
