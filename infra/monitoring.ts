@@ -73,7 +73,7 @@ export const alarmTopicPolicy = new aws.sns.TopicPolicy('AlarmsPolicy', {
  * program runs, so the subscription is decided inside apply and still shows
  * in `sst diff`. A malformed address fails the deploy naming the setting.
  */
-export const alarmEmail = settings.alarmEmail.value.apply((email) => {
+export const alarmEmailSubscription = settings.alarmEmail.value.apply((email) => {
   const problem = SETTINGS.alarmEmail.problem(email);
   if (problem) throw new Error(`AlarmEmail ${problem} (npx sst secret set AlarmEmail you@example.com)`);
   if (email === NONE) return undefined;
