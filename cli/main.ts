@@ -14,6 +14,7 @@ export const COMMAND_SUMMARIES: [string, string][] = [
   ['status', 'networks, leases (with their VPC route) and agents, as tables (-o json: as JSON)'],
   ['sim instance|routes', 'drive the simulated cloud of twill controller --cloud sim'],
   ['config check FILE', 'print the effective config of a net-conf.json, or every rule it breaks'],
+  ['aws check', 'before npx sst deploy: what in the AWS account or the stage\'s settings would make the deploy or the fabric fail'],
   ['version', "print twill's version (also -v, --version)"],
 ];
 
@@ -37,6 +38,7 @@ const commands: Record<string, () => Promise<{ run: Command; usage: string }>> =
   sim: async () => { const m = await import('./sim.js'); return { run: m.simCommand, usage: m.SIM_USAGE }; },
   status: async () => { const m = await import('./status.js'); return { run: m.statusCommand, usage: m.STATUS_USAGE }; },
   network: async () => { const m = await import('./network.js'); return { run: m.networkCommand, usage: m.NETWORK_USAGE }; },
+  aws: async () => { const m = await import('./aws-check.js'); return { run: m.awsCommand, usage: m.AWS_USAGE }; },
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -4,7 +4,8 @@
 // and alarms on what needs a person, all sent to one SNS topic (subscribe an
 // address with the AlarmEmail setting). A monthly budget warns before the
 // bill surprises anyone.
-import { prefix, region, settings } from './config.js';
+import { account, partition, prefix, region, settings } from './config.js';
+import { NONE, SETTINGS } from './settings.js';
 import { api } from './api.js';
 import { deadLetters, instanceEvents } from './events.js';
 import { nodeApi } from './node-api.js';
@@ -16,7 +17,68 @@ import { table } from './storage.js';
 const NAMESPACE = 'twill';
 
 export const alarmTopic = new aws.sns.Topic('Alarms', { displayName: `twill ${prefix} alarms` });
-new aws.sns.TopicSubscription('AlarmEmail', { topic: alarmTopic.arn, protocol: 'email', endpoint: settings.alarmEmail.value }, { retainOnDelete: false });
+
+/**
+ * Who may publish to the topic. A topic policy replaces the one SNS writes at
+ * creation, so its statement comes first, unchanged: the account's own
+ * principals may manage and publish. Then the two services that notify it:
+ * AWS Budgets publishes only with a statement for budgets.amazonaws.com
+ * ("Creating an Amazon SNS topic for budget notifications", AWS Cost
+ * Management User Guide: without it budget alerts never arrive), and
+ * CloudWatch alarms, for which AWS's guidance ("Why didn't I receive an SNS
+ * notification for my CloudWatch alarm trigger?", AWS Knowledge Center) is a
+ * statement for cloudwatch.amazonaws.com. Each service statement is held to
+ * this account's budgets and alarms with the conditions those pages give
+ * (aws:SourceArn, and aws:SourceAccount for Budgets), so no other account's
+ * budget or alarm can publish here.
+ */
+export const alarmTopicPolicy = new aws.sns.TopicPolicy('AlarmsPolicy', {
+  arn: alarmTopic.arn,
+  policy: $jsonStringify({
+    Version: '2008-10-17',
+    Id: '__default_policy_ID',
+    Statement: [
+      {
+        Sid: '__default_statement_ID',
+        Effect: 'Allow',
+        Principal: { AWS: '*' },
+        Action: ['SNS:GetTopicAttributes', 'SNS:SetTopicAttributes', 'SNS:AddPermission', 'SNS:RemovePermission', 'SNS:DeleteTopic', 'SNS:Subscribe', 'SNS:ListSubscriptionsByTopic', 'SNS:Publish'],
+        Resource: alarmTopic.arn,
+        Condition: { StringEquals: { 'AWS:SourceOwner': account } },
+      },
+      {
+        Sid: 'BudgetsPublish',
+        Effect: 'Allow',
+        Principal: { Service: 'budgets.amazonaws.com' },
+        Action: 'SNS:Publish',
+        Resource: alarmTopic.arn,
+        Condition: { StringEquals: { 'aws:SourceAccount': account }, ArnLike: { 'aws:SourceArn': $interpolate`arn:${partition}:budgets::${account}:*` } },
+      },
+      {
+        Sid: 'CloudWatchAlarmsPublish',
+        Effect: 'Allow',
+        Principal: { Service: 'cloudwatch.amazonaws.com' },
+        Action: 'SNS:Publish',
+        Resource: alarmTopic.arn,
+        Condition: { ArnLike: { 'aws:SourceArn': $interpolate`arn:${partition}:cloudwatch:${region}:${account}:alarm:*` } },
+      },
+    ],
+  }),
+});
+
+/**
+ * The AlarmEmail subscription, only when the setting holds an address (none
+ * by default, so a first deploy needs no address; the topic still collects
+ * everything). The setting is a pulumi Output whose value SST knows when the
+ * program runs, so the subscription is decided inside apply and still shows
+ * in `sst diff`. A malformed address fails the deploy naming the setting.
+ */
+export const alarmEmailSubscription = settings.alarmEmail.value.apply((email) => {
+  const problem = SETTINGS.alarmEmail.problem(email);
+  if (problem) throw new Error(`AlarmEmail ${problem} (npx sst secret set AlarmEmail you@example.com)`);
+  if (email === NONE) return undefined;
+  return new aws.sns.TopicSubscription('AlarmEmail', { topic: alarmTopic.arn, protocol: 'email', endpoint: email }, { retainOnDelete: false });
+});
 
 const functions = {
   Api: api.name,
@@ -90,12 +152,19 @@ alarm('TableThrottled', 'DynamoDB throttled requests on the twill table', {
 export const budget = new aws.budgets.Budget('MonthlyBudget', {
   budgetType: 'COST',
   timeUnit: 'MONTHLY',
-  limitAmount: settings.monthlyBudgetUsd.value,
+  limitAmount: settings.monthlyBudgetUsd.value.apply((usd) => {
+    const problem = SETTINGS.monthlyBudgetUsd.problem(usd);
+    if (problem) throw new Error(`MonthlyBudgetUsd ${problem} (npx sst secret set MonthlyBudgetUsd 50)`);
+    return usd;
+  }),
   limitUnit: 'USD',
   notifications: [
     { comparisonOperator: 'GREATER_THAN', notificationType: 'FORECASTED', threshold: 100, thresholdType: 'PERCENTAGE', subscriberSnsTopicArns: [alarmTopic.arn] },
     { comparisonOperator: 'GREATER_THAN', notificationType: 'ACTUAL', threshold: 80, thresholdType: 'PERCENTAGE', subscriberSnsTopicArns: [alarmTopic.arn] },
   ],
+}, {
+  // Budgets refuses a topic it may not publish to: the policy first.
+  dependsOn: [alarmTopicPolicy],
 });
 
 // The dashboard: the fabric first (per network), then the services under it.

@@ -1,6 +1,6 @@
 // MQTT on AWS IoT Core: the custom authorizer agents connect through, and the
 // rules that hand their hello and status messages to the controller.
-import { prefix } from './config.js';
+import { prefix, reservedConcurrency } from './config.js';
 import { defaults, environment, grants } from './functions.js';
 import { nodeApiEnvironment } from './node-api.js';
 
@@ -26,9 +26,11 @@ export const realtime = new sst.aws.Realtime(REALTIME, {
     timeout: '5 seconds',
     environment: environment(),
     permissions: [grants.tableGetItem],
-    // Agents cannot connect without it: a burst of the account's other
-    // functions (a join storm's hello handlers) must never take its capacity.
-    concurrency: { reserved: 50 },
+    // Agents cannot connect without it, so a stage may reserve it capacity no
+    // burst of the account's other functions can take (AuthorizerConcurrency).
+    // Not by default: Lambda keeps 100 executions unreserved, and a new
+    // account's quota (10 to 50) leaves nothing to reserve.
+    concurrency: reservedConcurrency('authorizerConcurrency'),
   },
   transform: {
     authorizer: (args) => {
@@ -52,10 +54,11 @@ export const agentMessages = new sst.aws.Function('AgentMessages', {
   // handleMessage never throws, so a retry would only repeat a logged refusal;
   // an agent whose hello went unanswered sends it again by itself.
   retries: 0,
-  // A join storm is a burst of hellos: capped, so the excess waits in Lambda's
-  // queue of asynchronous events (IoT rules invoke asynchronously, and a
-  // throttled event is retried) instead of taking the account's concurrency.
-  concurrency: { reserved: 100 },
+  // A join storm is a burst of hellos: with AgentMessagesConcurrency set it is
+  // capped, so the excess waits in Lambda's queue of asynchronous events (IoT
+  // rules invoke asynchronously, and a throttled event is retried) instead of
+  // taking the account's concurrency. Unset by default, as above.
+  concurrency: reservedConcurrency('agentMessagesConcurrency'),
 });
 
 /**

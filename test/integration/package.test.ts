@@ -33,6 +33,10 @@ test('npm pack gives a package that installs the twill command on a host without
     const help = run(['agent', '--help']);
     assert.equal(help.status, 0, help.stderr);
     assert.match(help.stdout, /^usage: twill agent --config FILE \[flags\]/);
+    // twill aws check loads from the package alone: the SDK clients it reads the account with, and infra/settings.ts's rules (dist/infra/settings.js).
+    const aws = run(['aws', 'check', '--help']);
+    assert.equal(aws.status, 0, aws.stderr);
+    assert.match(aws.stdout, /^usage: twill aws check --stage STAGE/);
     // twill version, -v and --version, and the agent's --version (flanneld's; its -v is klog's verbosity) agree with package.json
     for (const args of [['version'], ['-v'], ['--version'], ['agent', '--version']]) assert.equal(run(args).stdout, `twill ${VERSION}\n`, args.join(' '));
 

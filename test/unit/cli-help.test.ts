@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { AWS_CHECK_OPTIONS, AWS_USAGE } from '../../cli/aws-check.js';
 import { CONTROLLER_OPTIONS, CONTROLLER_USAGE } from '../../cli/controller.js';
 import { LEASE_OPTIONS, LEASE_USAGE } from '../../cli/lease.js';
 import { NETWORK_OPTIONS, NETWORK_USAGE } from '../../cli/network.js';
@@ -22,6 +23,7 @@ const COMMANDS: [string, Record<string, { type: string; short?: string }>, strin
   ['lease', LEASE_OPTIONS, LEASE_USAGE],
   ['status', STATUS_OPTIONS, STATUS_USAGE],
   ['sim', SIM_OPTIONS, SIM_USAGE],
+  ['aws', AWS_CHECK_OPTIONS, AWS_USAGE],
 ];
 
 /** How a flag is written: --name, or its one-letter form. */
