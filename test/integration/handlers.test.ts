@@ -3,6 +3,8 @@
 // (dynalite), the fake EC2, GCE and Alibaba endpoints, SSM, and IoT Core's
 // data plane forwarding into a real Mosquitto, where a plain MQTT subscriber
 // stands in for the agents: whatever a handler published, it receives.
+// Every handler runs as its function, with that function's grants
+// (infra/grants.ts) enforced by the stand-ins: a call it is not granted fails here.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -18,20 +20,20 @@ import type { Lease } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
 import { agentOptions } from '../../agent/config.js';
 import { addNode } from '../../functions/admin.js';
-import { handler as apiHandler } from '../../functions/handlers/api.js';
-import { handler as authorizerHandler } from '../../functions/handlers/authorizer.js';
-import { handler as eventsHandler } from '../../functions/handlers/cloud-events.js';
-import { handler as iotHandler } from '../../functions/handlers/iot.js';
-import { handler as nodeApiHandler } from '../../functions/handlers/node-api.js';
-import { handler as pushHandler } from '../../functions/handlers/push.js';
-import { runtime } from '../../functions/handlers/runtime.js';
-import { handler as scheduleHandler, type ScheduleReport } from '../../functions/handlers/schedule.js';
+import * as api from '../../functions/handlers/api.js';
+import * as authorizer from '../../functions/handlers/authorizer.js';
+import * as events from '../../functions/handlers/cloud-events.js';
+import * as iot from '../../functions/handlers/iot.js';
+import * as nodeApi from '../../functions/handlers/node-api.js';
+import * as push from '../../functions/handlers/push.js';
+import * as schedule from '../../functions/handlers/schedule.js';
+import type { ScheduleReport } from '../../functions/handlers/schedule.js';
 import { FakeAli } from '../fakes/ali.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { FakeGce } from '../fakes/gce.js';
 import { EVENT_FIXTURES, freePort, removeTempDirs, startProc, tempDir, waitFor, type Proc } from '../helpers/procs.js';
 import {
-  ACCOUNT, ADMIN_TOKEN, ALI_PARAM, ALI_TOKEN, AUTHORIZER, PREFIX, REGION, lambdaContext, onLoopback, startServerless, urlEvent, type ServerlessWorld,
+  ACCOUNT, ADMIN_TOKEN, ALI_PARAM, ALI_TOKEN, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, urlEvent, type ServerlessWorld,
 } from '../helpers/serverless.js';
 
 const MOSQUITTO = '/usr/sbin/mosquitto';
@@ -72,13 +74,19 @@ function sqsRecord(id: string, body: string, receives = 1): SQSRecord {
 
 const ec2Event = (id: string, state: string) => ({ ...fixture('ec2-state-change-running.json'), id: `ev-${id}-${state}`, detail: { 'instance-id': id, state } });
 
-/** A local EC2 endpoint that refuses everything, as EC2 does for a role without the permissions. */
-async function deniedEc2(): Promise<{ url: string; close(): Promise<void> }> {
-  const server: Server = createServer((_req, res) => {
-    res.writeHead(403, { 'content-type': 'text/xml' });
-    res.end('<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation.</Message></Error></Errors><RequestID>r-1</RequestID></Response>');
-  });
-  return onLoopback(server);
+/** What a function logs while body runs (stderr: functions log there, CloudWatch keeps it). */
+async function logged<T>(body: () => Promise<T>): Promise<{ result: T; log: string }> {
+  const lines: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  (process.stderr as { write: unknown }).write = (chunk: string | Uint8Array) => {
+    lines.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString());
+    return true;
+  };
+  try {
+    return { result: await body(), log: lines.join('') };
+  } finally {
+    (process.stderr as { write: unknown }).write = write;
+  }
 }
 
 describe('Lambda handlers', () => {
@@ -96,6 +104,14 @@ describe('Lambda handlers', () => {
   let signingKey: CryptoKey;
   let otherKey: CryptoKey;
   let edgePassword: string;
+  // Each handler as its function runs it (test/helpers/serverless.ts).
+  let apiHandler: typeof api.handler;
+  let authorizerHandler: typeof authorizer.handler;
+  let eventsHandler: typeof events.handler;
+  let iotHandler: typeof iot.handler;
+  let nodeApiHandler: typeof nodeApi.handler;
+  let pushHandler: typeof push.handler;
+  let scheduleHandler: typeof schedule.handler;
 
   async function token(claims: JWTPayload, opts: { key?: CryptoKey; expiresIn?: string | number; kid?: string } = {}): Promise<string> {
     return new SignJWT({ email: SERVICE_ACCOUNT, email_verified: true, azp: '1234567890', ...claims })
@@ -156,8 +172,16 @@ describe('Lambda handlers', () => {
       TWILL_GCE_PUSH_SERVICE_ACCOUNT: SERVICE_ACCOUNT,
       TWILL_GCE_JWKS_URL: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/oauth2/v3/certs`,
     });
-    // Networks and a node, through the same controller the handlers use.
-    const c = runtime().controller;
+    ec2.iam = w.iam;
+    apiHandler = w.as('Api', api.handler);
+    authorizerHandler = w.as('Authorizer', authorizer.handler);
+    eventsHandler = w.as('InstanceEvents', events.handler);
+    iotHandler = w.as('AgentMessages', iot.handler);
+    nodeApiHandler = w.as('NodeApi', nodeApi.handler);
+    pushHandler = w.as('Push', push.handler);
+    scheduleHandler = w.as('Maintenance', schedule.handler);
+    // Networks and a node, through the controller of the admin API's function (as `twill network apply --api` would).
+    const c = w.runtimeOf('Api').controller;
     await c.applyNetwork('edge', parseNetConf({ Network: '10.60.0.0/16', Backend: { Type: 'vxlan' } }, {}));
     await c.applyNetwork('aws', parseNetConf({ Network: '10.61.0.0/16', Backend: { Type: 'aws-vpc' } }, {}));
     await c.applyNetwork('gce', parseNetConf({ Network: '10.62.0.0/16', Backend: { Type: 'gce' } }, {}));
@@ -277,18 +301,21 @@ describe('Lambda handlers', () => {
     });
 
     test('a failed reconcile is reported for that record only, to come back later; invoked directly, it throws', async () => {
-      const denied = await deniedEc2();
-      try {
-        await w.setEnv({ AWS_ENDPOINT_URL_EC2: denied.url });
+      // The function without its EC2 grants, as if infra forgot them: EC2 refuses its every call.
+      const routes = { ...ec2.routeMap('rtb-main') };
+      const seen = w.iam.refusals.length;
+      await w.revoking('InstanceEvents', ['ec2:*'], async () => {
         const r = await eventsHandler({
           Records: [sqsRecord('bad', '[1,2]'), sqsRecord('fails', JSON.stringify(ec2Event('i-1234567890abcdef0', 'stopped')), 2)],
         } satisfies SQSEvent);
         assert.deepEqual(r, { batchItemFailures: [{ itemIdentifier: 'fails' }] });
-        await assert.rejects(eventsHandler(ec2Event('i-1234567890abcdef0', 'stopped') as never), /event not handled, to be retried: .*not authorized to perform this operation/);
-      } finally {
-        await w.setEnv({ AWS_ENDPOINT_URL_EC2: ec2.url });
-        await denied.close();
-      }
+        await assert.rejects(
+          eventsHandler(ec2Event('i-1234567890abcdef0', 'stopped') as never),
+          /event not handled, to be retried: .*You are not authorized to perform this operation\. User: arn:aws:sts::123456789012:assumed-role\/twill-test-InstanceEventsRole\/twill-test-InstanceEvents is not authorized to perform: ec2:Describe\w+ on resource: \*/,
+        );
+      });
+      assert.ok(w.iam.refusals.splice(seen).every((x) => x.action?.startsWith('ec2:Describe')), 'refused at the first EC2 call, nothing else');
+      assert.deepEqual(ec2.routeMap('rtb-main'), routes, 'no route changed');
     });
   });
 
@@ -402,16 +429,14 @@ describe('Lambda handlers', () => {
     });
 
     test('a failing network fails the run (for the error metric) after the other tasks ran', async () => {
-      const denied = await deniedEc2();
-      try {
-        await w.setEnv({ AWS_ENDPOINT_URL_EC2: denied.url });
+      // EC2 refuses the schedule's every call (its EC2 grants taken away).
+      const seen = w.iam.refusals.length;
+      await w.revoking('Maintenance', ['ec2:*'], async () => {
         await w.store.createLease(newLease('gone-2', '10.60.202.0/24', new Date(Date.now() - 60_000).toISOString()));
         await assert.rejects(scheduleHandler(scheduled), /scheduled run failed for aws/);
         assert.equal(await w.store.getLease('edge', 'gone-2'), undefined, 'expiry ran regardless');
-      } finally {
-        await w.setEnv({ AWS_ENDPOINT_URL_EC2: ec2.url });
-        await denied.close();
-      }
+      });
+      assert.ok(w.iam.refusals.splice(seen).every((x) => x.action?.startsWith('ec2:')));
     });
   });
 
@@ -568,11 +593,44 @@ describe('Lambda handlers', () => {
       assert.ok(!w.iot.retained.has(w.topics.nodeLease('gone', 'g-1')));
     });
 
+    test('network remove --force takes dynamodb:BatchWriteItem, granted to the Api function: without it DynamoDB refuses, and the log names the action', async () => {
+      const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+      const conf = JSON.stringify({ Network: '10.78.0.0/16', Backend: { Type: 'alloc' } });
+      const put = async () => assert.equal(structured(await apiHandler(urlEvent('PUT', '/v1/networks/grantless', { headers: auth, body: conf }))).statusCode, 200);
+      const remove = () => apiHandler(urlEvent('DELETE', '/v1/networks/grantless', { headers: auth, query: { force: 'true' } })).then(structured);
+      await put();
+      await w.store.putStatus({ network: 'grantless', node: 'n-1', status: { v: 2, state: 'online', agentVersion: 'test', backend: 'alloc', subnet: null, ipv6Subnet: null, revision: 1, inSync: true, peers: 0, errors: [] }, updatedAt: new Date().toISOString() });
+
+      const seen = w.iam.refusals.length;
+      const { result, log } = await logged(() => w.revoking('Api', ['dynamodb:BatchWriteItem'], remove));
+      assert.equal(result.statusCode, 500, JSON.stringify(result.body));
+      const table = `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/twill-test`;
+      const refused = w.iam.refusals.splice(seen);
+      assert.deepEqual(refused.map((x) => [x.principal, x.action, x.resource]), [[`arn:aws:sts::${ACCOUNT}:assumed-role/twill-test-ApiRole/twill-test-Api`, 'dynamodb:BatchWriteItem', table]]);
+      // The operator reads why in the function's log: the action and the resource, in DynamoDB's words.
+      assert.match(log, /api call failed/);
+      assert.ok(log.includes(`is not authorized to perform: dynamodb:BatchWriteItem on resource: ${table} because no identity-based policy allows the dynamodb:BatchWriteItem action`), log);
+      // What the issue saw on AWS: the network item gone, the rest of its partition left behind.
+      assert.equal(await w.store.getNetwork('grantless'), undefined);
+      assert.ok((await w.store.listStatus()).some((s) => s.network === 'grantless'), 'its status item is left');
+
+      // With the grant as infra gives it, the same removal clears the partition.
+      await put();
+      const r = await remove();
+      assert.equal(r.statusCode, 200, JSON.stringify(r.body));
+      assert.ok(!(await w.store.listStatus()).some((s) => s.network === 'grantless'));
+    });
+
     test('a base64 body (function URLs encode non-text content types) is read the same', async () => {
       const ev = { ...urlEvent('PUT', '/v1/leases/edge/edge-9', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }), body: b64(JSON.stringify({ subnet: '10.60.250.0/24' })), isBase64Encoded: true };
       const r = structured(await apiHandler(ev));
       assert.equal(r.statusCode, 200, JSON.stringify(r.body));
       assert.equal((await w.store.getLease('edge', 'edge-9'))?.subnet, '10.60.250.0/24');
     });
+  });
+
+  test('every call the handlers above made was within their functions\' grants', () => {
+    // (the tests that took a grant away took their refusals out)
+    assert.deepEqual(w.iam.refusals, []);
   });
 });
