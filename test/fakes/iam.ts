@@ -98,6 +98,8 @@ export class Iam {
   private readonly principals = new Map<string, Principal>();
   /** every refused call, oldest first: what a test asserts was missing */
   readonly refusals: Refusal[] = [];
+  /** the actions each principal (by ARN) was allowed, at least once: what its grants are used for */
+  readonly allowed = new Map<string, Set<string>>();
 
   constructor(readonly account = ACCOUNT, readonly partition = 'aws') {
     this.add(ADMIN, ADMIN_KEYS);
@@ -126,7 +128,12 @@ export class Iam {
     }
     for (const call of calls({ partition: this.partition, region: signer.region, account: this.account })) {
       const verdict = this.decide(principal, call);
-      if (verdict === 'Allow') continue;
+      if (verdict === 'Allow') {
+        let used = this.allowed.get(principal.arn);
+        if (!used) this.allowed.set(principal.arn, (used = new Set()));
+        used.add(call.action);
+        continue;
+      }
       const why = verdict === 'ExplicitDeny' ? 'with an explicit deny in an identity-based policy' : `because no identity-based policy allows the ${call.action} action`;
       return this.refuse({
         kind: 'denied',
