@@ -8,6 +8,10 @@
 // match case-insensitively, resources case-sensitively, both with the `*`
 // and `?` wildcards; in a resource a wildcard stays within its ARN segment
 // unless a `*` ends the segment ("IAM JSON policy elements: Resource").
+// A refusal is worded as AWS words it ("Troubleshoot access denied error
+// messages", IAM user guide): "User: <caller> is not authorized to perform:
+// <action> on resource: <arn> because no identity-based policy allows the
+// <action> action", or "... with an explicit deny in an identity-based policy".
 // A request signed with an access key nobody holds is refused too.
 //
 // A Lambda function's principal is its role session, holding the statements
