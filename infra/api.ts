@@ -3,7 +3,7 @@
 // no per-request charge beyond Lambda's, and the admin token (read from SSM)
 // is checked in constant time by the function on every call.
 import { parameters } from './config.js';
-import { defaults, environment, grants } from './functions.js';
+import { defaults, environment, permissions } from './functions.js';
 import { realtime } from './realtime.js';
 import { nodeApiEnvironment } from './node-api.js';
 
@@ -23,5 +23,5 @@ export const api = new sst.aws.Function('Api', {
   }),
   // Nodes added by earlier versions have scrypt hashes (16 MB and a CPU to verify).
   memory: '512 MB',
-  permissions: [grants.tableReadWrite, grants.iotPublish, grants.iotDisconnect, grants.adminToken],
+  permissions: permissions('Api'),
 });

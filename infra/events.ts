@@ -10,7 +10,7 @@
 // could not deliver to the queue at all. Nothing is lost by a message sitting
 // there: the scheduled reconcile repairs whatever it was about, and the
 // messages can be moved back (SQS "start DLQ redrive") once the cause is fixed.
-import { defaults, environment, reconcileGrants } from './functions.js';
+import { defaults, environment, permissions } from './functions.js';
 import { nodeApiEnvironment } from './node-api.js';
 
 export const deadLetters = new sst.aws.Queue('ReconcileDeadLetters', {
@@ -30,7 +30,7 @@ instanceEvents.subscribe(
     ...defaults,
     timeout: '60 seconds',
     environment: environment(nodeApiEnvironment),
-    permissions: reconcileGrants,
+    permissions: permissions('InstanceEvents'),
   },
   {
     // Wait up to 2 s to gather a burst into one batch (one reconcile per network).

@@ -1,8 +1,9 @@
 // What every twill function shares: runtime, bundling, environment, and the
-// IAM statements, each written out and granted only to the functions that
-// need it (least privilege; sst's linking would grant broader defaults).
+// IAM statements, each function's own (least privilege; sst's linking would
+// grant broader defaults).
 import { account, parameters, partition, prefix, region, settings } from './config.js';
-import { table, tableResources } from './storage.js';
+import { fill, GRANTS, type FunctionName } from './grants.js';
+import { table } from './storage.js';
 
 /** The account's IoT data endpoint (ATS): where the functions publish and agents connect. */
 export const iotEndpoint = aws.iot.getEndpointOutput({ endpointType: 'iot:Data-ATS' }).endpointAddress;
@@ -45,44 +46,20 @@ export const cloudEnvironment = {
   TWILL_ALI_REGION: settings.aliRegion.value,
 };
 
-type Statement = sst.aws.FunctionPermissionArgs;
+// Each function's IAM statements are written once, as plain data, in
+// infra/grants.ts (the tests' AWS stand-ins enforce the same table): here they
+// get this deployment's values.
+const grantValues = $resolve({
+  partition,
+  region,
+  account,
+  table: table.name,
+  prefix,
+  adminTokenParameter: parameters.adminToken.name,
+  aliEventTokenParameter: parameters.aliEventToken.name,
+});
 
-const topicArn = $interpolate`arn:${partition}:iot:${region}:${account}:topic/${prefix}/*`;
-
-export const grants = {
-  /** The authorizer reads a node's credentials: one item at a time. */
-  tableGetItem: { actions: ['dynamodb:GetItem'], resources: tableResources } satisfies Statement,
-  /** The node API reads leases and the change log, consistently. */
-  tableRead: { actions: ['dynamodb:GetItem', 'dynamodb:Query'], resources: tableResources } satisfies Statement,
-  /** Everything functions/store/dynamo.ts does (TransactWriteItems is authorized per item as these). */
-  tableReadWrite: {
-    actions: ['dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
-    resources: tableResources,
-  } satisfies Statement,
-  /** Publishing retained state, under this deployment's prefix only (retained publishes need both actions). */
-  iotPublish: { actions: ['iot:Publish', 'iot:RetainPublish'], resources: [topicArn] } satisfies Statement,
-  /**
-   * The admin API disconnects a removed or rotated node's MQTT client
-   * (DeleteConnection's resource is the client: twill's client ids all start twill-).
-   */
-  iotDisconnect: { actions: ['iot:DeleteConnection'], resources: [$interpolate`arn:${partition}:iot:${region}:${account}:client/twill-*`] } satisfies Statement,
-  /** The scheduled republish reads each network's retained config under the prefix. */
-  iotGetRetained: { actions: ['iot:GetRetainedMessage'], resources: [topicArn] } satisfies Statement,
-  /** EC2's Describe calls have no resource-level permissions. */
-  ec2Describe: { actions: ['ec2:DescribeInstances', 'ec2:DescribeRouteTables'], resources: ['*'] } satisfies Statement,
-  /** Route changes, in this account and region's route tables. */
-  ec2Routes: {
-    actions: ['ec2:CreateRoute', 'ec2:ReplaceRoute', 'ec2:DeleteRoute'],
-    resources: [$interpolate`arn:${partition}:ec2:${region}:${account}:route-table/*`],
-  } satisfies Statement,
-  /** Turning off the source/destination check of an instance's primary interface, so it may forward pod traffic. */
-  ec2SourceDestCheck: {
-    actions: ['ec2:ModifyNetworkInterfaceAttribute'],
-    resources: [$interpolate`arn:${partition}:ec2:${region}:${account}:network-interface/*`],
-  } satisfies Statement,
-  adminToken: { actions: ['ssm:GetParameter'], resources: [parameters.adminToken.arn] } satisfies Statement,
-  aliEventToken: { actions: ['ssm:GetParameter'], resources: [parameters.aliEventToken.arn] } satisfies Statement,
-};
-
-/** What reconciling a cloud network takes: the store, publishing, and the EC2 calls. */
-export const reconcileGrants = [grants.tableReadWrite, grants.iotPublish, grants.ec2Describe, grants.ec2Routes, grants.ec2SourceDestCheck];
+/** A function's IAM statements (infra/grants.ts), for this deployment: nothing else is granted. */
+export function permissions(fn: FunctionName): sst.aws.FunctionPermissionArgs[] {
+  return GRANTS[fn].map((g) => ({ actions: [...g.actions], resources: g.resources.map((r) => grantValues.apply((v) => fill(r, v))) }));
+}

@@ -3,7 +3,7 @@
 // credentials in the function (HTTP Basic, checked against the same hashes as
 // the IoT authorizer). Its URL goes into the environment of every function
 // that publishes a node's own lease, which tells the agent where to list.
-import { defaults, environment, grants } from './functions.js';
+import { defaults, environment, permissions } from './functions.js';
 
 export const nodeApi = new sst.aws.Function('NodeApi', {
   handler: 'functions/handlers/node-api.handler',
@@ -15,7 +15,7 @@ export const nodeApi = new sst.aws.Function('NodeApi', {
   // a few reads. A node added by an earlier version has a scrypt hash (16 MB);
   // its first request in a container verifies it, a few hundred ms here.
   memory: '256 MB',
-  permissions: [grants.tableGetItem, grants.tableRead],
+  permissions: permissions('NodeApi'),
 });
 
 /** For the functions that publish own leases. */

@@ -5,7 +5,7 @@
 // request; the function itself refuses anything without the right token
 // (functions/push-auth.ts).
 import { parameters, settings } from './config.js';
-import { cloudEnvironment, defaults, environment, grants, reconcileGrants } from './functions.js';
+import { cloudEnvironment, defaults, environment, permissions } from './functions.js';
 import { nodeApiEnvironment } from './node-api.js';
 
 export const push = new sst.aws.Function('Push', {
@@ -21,5 +21,5 @@ export const push = new sst.aws.Function('Push', {
     TWILL_GCE_PUSH_AUDIENCE: settings.gcePushAudience.value,
     TWILL_GCE_PUSH_SERVICE_ACCOUNT: settings.gcePushServiceAccount.value,
   }),
-  permissions: [...reconcileGrants, grants.aliEventToken],
+  permissions: permissions('Push'),
 });

@@ -1,7 +1,7 @@
 // MQTT on AWS IoT Core: the custom authorizer agents connect through, and the
 // rules that hand their hello and status messages to the controller.
 import { prefix, reservedConcurrency } from './config.js';
-import { defaults, environment, grants } from './functions.js';
+import { defaults, environment, permissions } from './functions.js';
 import { nodeApiEnvironment } from './node-api.js';
 
 const REALTIME = 'Realtime';
@@ -12,7 +12,7 @@ const REALTIME = 'Realtime';
 // one read it needs. $transform must be registered before the component is
 // made; it matches the authorizer function by the name Realtime gives it.
 $transform(sst.aws.Function, (args, _opts, name) => {
-  if (name === `${REALTIME}AuthorizerHandler`) args.permissions = [grants.tableGetItem];
+  if (name === `${REALTIME}AuthorizerHandler`) args.permissions = permissions('Authorizer');
 });
 
 export const realtime = new sst.aws.Realtime(REALTIME, {
@@ -25,7 +25,7 @@ export const realtime = new sst.aws.Realtime(REALTIME, {
     memory: '512 MB',
     timeout: '5 seconds',
     environment: environment(),
-    permissions: [grants.tableGetItem],
+    permissions: permissions('Authorizer'),
     // Agents cannot connect without it, so a stage may reserve it capacity no
     // burst of the account's other functions can take (AuthorizerConcurrency).
     // Not by default: Lambda keeps 100 executions unreserved, and a new
@@ -50,7 +50,7 @@ export const agentMessages = new sst.aws.Function('AgentMessages', {
   handler: 'functions/handlers/iot.handler',
   ...defaults,
   environment: environment(nodeApiEnvironment),
-  permissions: [grants.tableReadWrite, grants.iotPublish],
+  permissions: permissions('AgentMessages'),
   // handleMessage never throws, so a retry would only repeat a logged refusal;
   // an agent whose hello went unanswered sends it again by itself.
   retries: 0,

@@ -2,7 +2,7 @@
 // cloud network, and a republish of any network whose retained state on IoT
 // Core is behind the store (functions/handlers/schedule.ts). Events only make
 // it faster; this alone would keep everything right.
-import { cloudEnvironment, defaults, environment, grants, reconcileGrants } from './functions.js';
+import { cloudEnvironment, defaults, environment, permissions } from './functions.js';
 import { nodeApiEnvironment } from './node-api.js';
 
 export const maintenance = new sst.aws.CronV2('Maintenance', {
@@ -18,6 +18,6 @@ export const maintenance = new sst.aws.CronV2('Maintenance', {
     timeout: '5 minutes',
     memory: '512 MB',
     environment: environment({ ...cloudEnvironment, ...nodeApiEnvironment }),
-    permissions: [...reconcileGrants, grants.iotGetRetained],
+    permissions: permissions('Maintenance'),
   },
 });

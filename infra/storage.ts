@@ -21,6 +21,3 @@ export const table = new sst.aws.Dynamo('Table', {
     },
   },
 });
-
-/** The table and its index, for IAM: nothing else. */
-export const tableResources = [table.arn, $interpolate`${table.arn}/index/*`];

@@ -14,6 +14,8 @@ export interface CloudOptions {
   project?: string;
   /** the controller's data directory: where the simulated cloud keeps its state */
   dataDir?: string;
+  /** AWS: credentials other than the SDK's default chain */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
 }
 
 export function parseCloudKind(s: string): CloudKind {
@@ -29,7 +31,7 @@ export async function createCloud(kind: CloudKind, opts: CloudOptions = {}): Pro
   switch (kind) {
     case 'aws': {
       const { AwsCloud } = await import('./aws.js');
-      return new AwsCloud({ region: opts.region, endpoint: opts.endpoint });
+      return new AwsCloud({ region: opts.region, endpoint: opts.endpoint, credentials: opts.credentials });
     }
     case 'gce': {
       const { GceCloud } = await import('./gce.js');

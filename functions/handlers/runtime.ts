@@ -20,6 +20,7 @@
 //   TWILL_ALI_REGION, TWILL_ALI_ENDPOINT
 //   AWS_REGION and the SDK's own variables (credentials, AWS_ENDPOINT_URL_<SERVICE>)
 // A value of "none" (the placeholder of an unset sst.Secret) counts as unset.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -107,11 +108,20 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export function createRuntime(env: RuntimeEnv): Runtime {
+/**
+ * Credentials for the AWS clients other than the SDK's default chain (which
+ * reads the ones Lambda puts in the function's environment): tests run
+ * several functions in one process, each with its own role's.
+ */
+export interface AwsAccess {
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+}
+
+export function createRuntime(env: RuntimeEnv, aws: AwsAccess = {}): Runtime {
   const root = createLogger('lambda');
   const topics = new Topics(env.prefix);
-  const store = new DynamoStore({ tableName: env.table });
-  const publisher = new IotPublisher({ clientConfig: { endpoint: env.iotEndpoint, ...(env.region ? { region: env.region } : {}) } });
+  const store = new DynamoStore({ tableName: env.table, clientConfig: { ...aws } });
+  const publisher = new IotPublisher({ clientConfig: { endpoint: env.iotEndpoint, ...(env.region ? { region: env.region } : {}), ...aws } });
   const controller = new Controller(store, publisher, { topics, log: root.child('controller'), leaseTtlMs: env.leaseTtlMs });
   controller.api = env.nodeApiUrl?.replace(/\/$/, '');
   const clouds = new Map<CloudKind, Promise<Cloud>>();
@@ -127,7 +137,7 @@ export function createRuntime(env: RuntimeEnv): Runtime {
       process.env.GOOGLE_APPLICATION_CREDENTIALS = file;
     }
     if (kind === 'sim') throw new TwillError('WrongCloud', 'the simulated cloud runs only in the local controller');
-    const options = kind === 'gce' ? { project: env.gceProject, endpoint: env.gceEndpoint } : kind === 'ali' ? { region: env.aliRegion, endpoint: env.aliEndpoint } : { region: env.region };
+    const options = kind === 'gce' ? { project: env.gceProject, endpoint: env.gceEndpoint } : kind === 'ali' ? { region: env.aliRegion, endpoint: env.aliEndpoint } : { region: env.region, ...aws };
     return createCloud(kind, options);
   };
 
@@ -152,7 +162,7 @@ export function createRuntime(env: RuntimeEnv): Runtime {
       if (!param) return undefined;
       const hit = secrets.get(param);
       if (hit && Date.now() - hit.at < SECRET_TTL_MS) return hit.value;
-      ssm ??= new SSMClient(env.region ? { region: env.region } : {});
+      ssm ??= new SSMClient({ ...(env.region ? { region: env.region } : {}), ...aws });
       const r = await ssm.send(new GetParameterCommand({ Name: param, WithDecryption: true }));
       const v = r.Parameter?.Value?.trim();
       const got = v && v !== 'none' ? v : undefined;
@@ -174,11 +184,23 @@ export function createRuntime(env: RuntimeEnv): Runtime {
 }
 
 let current: Runtime | undefined;
+const scoped = new AsyncLocalStorage<Runtime>();
 
 /** The container's runtime, built on first use from the environment. */
 export function runtime(): Runtime {
+  const given = scoped.getStore();
+  if (given) return given;
   current ??= createRuntime(readEnv());
   return current;
+}
+
+/**
+ * Runs fn with rt as the runtime every handler it calls reads. Lambda runs
+ * one function per container; a test runs several in one process, each with
+ * its own runtime and credentials (test/helpers/serverless.ts).
+ */
+export function withRuntime<T>(rt: Runtime, fn: () => T): T {
+  return scoped.run(rt, fn);
 }
 
 /** Drops the container's runtime (tests change the environment between cases). */

@@ -15,7 +15,6 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseNetConf } from '../../core/config.js';
 import { addNode } from '../../functions/admin.js';
-import { runtime } from '../../functions/handlers/runtime.js';
 import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { AUTHORIZER, PREFIX } from '../helpers/serverless.js';
 import { WORLD_TAG } from './cluster.js';
@@ -23,17 +22,19 @@ import { WORLD_TAG } from './cluster.js';
 const [dir, host, network, netconf] = process.argv.slice(2) as [string, string, string, string];
 const world = await startIotCoreWorld(dir, host);
 const { iot, w } = world;
-await runtime().controller.applyNetwork(network, parseNetConf(JSON.parse(readFileSync(netconf, 'utf8')), {}));
+// As the operator does it: through the admin API's function.
+await w.runtimeOf('Api').controller.applyNetwork(network, parseNetConf(JSON.parse(readFileSync(netconf, 'utf8')), {}));
 
 const say = (msg: unknown) => process.stdout.write(`${WORLD_TAG}${JSON.stringify(msg)}\n`);
 
 const ops: Record<string, (req: { node?: string }) => Promise<unknown>> = {
   addNode: async ({ node }) => JSON.stringify(await addNode(w.store, { name: node ?? '', network, broker: iot.mqttsUrl, prefix: PREFIX, authorizer: AUTHORIZER })),
   lease: async ({ node }) => (await w.store.getLease(network, node ?? '')) ?? null,
-  release: async ({ node }) => runtime().controller.release(network, node ?? ''),
+  release: async ({ node }) => w.runtimeOf('Api').controller.release(network, node ?? ''),
+  // Every container new; the scheduled function republishes what a start publishes.
   restart: async () => {
     await w.setEnv({});
-    await runtime().controller.publishOnStart();
+    await w.runtimeOf('Maintenance').controller.publishOnStart();
     return true;
   },
   // What the agents did that IoT Core (or its stand-in) refused: a test asserts there is none.

@@ -19,9 +19,19 @@
 // transactions with a TransactionConflict reason, which real DynamoDB returns
 // when two transactions touch one item at once and which dynalite, serialized
 // here, would otherwise never produce.
+//
+// IAM (test/fakes/iam.ts), before anything else, as DynamoDB authorizes: the
+// action is dynamodb:<Operation> on the table's ARN (a Query or Scan of an
+// index on the index's), a batch is authorized per table as BatchGetItem or
+// BatchWriteItem, a transaction item by item as PutItem, UpdateItem,
+// DeleteItem, ConditionCheckItem or GetItem ("Using IAM with DynamoDB
+// transactions"). A refusal is AccessDeniedException (HTTP 400) naming the
+// caller, the action and the resource; an unknown access key is
+// UnrecognizedClientException ("Error handling", DynamoDB developer guide).
 import dynalite from 'dynalite';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
 import {
   DeleteItemCommand,
   DescribeTableCommand,
@@ -32,6 +42,7 @@ import {
   type DynamoDBClientConfig,
   type TransactWriteItem,
 } from '@aws-sdk/client-dynamodb';
+import { Iam, type Call, type Scope } from './iam.js';
 
 type Item = Record<string, AttributeValue>;
 
@@ -52,6 +63,8 @@ export interface FakeDynamo {
   readonly stats: { transactions: number; cancelled: number; injectedConflicts: number };
   /** TimeToLive settings per table, as UpdateTimeToLive left them. */
   readonly ttl: Map<string, string>;
+  /** who may call what (the test's admin keys, unless the caller's IAM was given) */
+  readonly iam: Iam;
   close(): Promise<void>;
 }
 
@@ -127,7 +140,28 @@ function closeServer(server: Server): Promise<void> {
   });
 }
 
-export async function startFakeDynamo(): Promise<FakeDynamo> {
+const TRANSACT_ACTIONS: Record<string, string> = { Put: 'PutItem', Update: 'UpdateItem', Delete: 'DeleteItem', ConditionCheck: 'ConditionCheckItem', Get: 'GetItem' };
+
+/** The calls IAM authorizes for one DynamoDB request (a body that is not JSON is refused later, for what it is). */
+function dynamoCalls(op: string | undefined, text: string, s: Scope): Call[] {
+  let body: { TableName?: string; IndexName?: string; RequestItems?: object; TransactItems?: Record<string, { TableName?: string }>[] };
+  try {
+    body = JSON.parse(text || '{}') as typeof body;
+  } catch {
+    return [];
+  }
+  const arn = (table = '') => (table.startsWith('arn:') ? table : `arn:${s.partition}:dynamodb:${s.region}:${s.account}:table/${table}`);
+  if (!op) return [];
+  if (op === 'ListTables') return [{ action: 'dynamodb:ListTables', resource: '*' }];
+  if (op === 'BatchGetItem' || op === 'BatchWriteItem') return Object.keys(body.RequestItems ?? {}).map((t) => ({ action: `dynamodb:${op}`, resource: arn(t) }));
+  if (op === 'TransactWriteItems' || op === 'TransactGetItems') {
+    return (body.TransactItems ?? []).flatMap((item) => Object.entries(item).map(([kind, x]) => ({ action: `dynamodb:${TRANSACT_ACTIONS[kind] ?? kind}`, resource: arn(x?.TableName) })));
+  }
+  return [{ action: `dynamodb:${op}`, resource: arn(body.TableName) + (body.IndexName ? `/index/${body.IndexName}` : '') }];
+}
+
+export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDynamo> {
+  const iam = opts.iam ?? new Iam();
   // createTableMs 0: a test waits for ACTIVE like a deployment would, just not for long.
   const inner = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
   const dynaliteHandler = inner.listeners('request')[0] as (req: IncomingMessage, res: ServerResponse) => void;
@@ -258,7 +292,20 @@ export async function startFakeDynamo(): Promise<FakeDynamo> {
     };
   }
 
-  const front = createServer((req, res) => {
+  // IAM first: a refused request reaches nothing. The body, read to know its
+  // calls, is handed on as a stream again.
+  const front = createServer((incoming, res) => {
+    void readBody(incoming).then((body) => {
+      const op = String(incoming.headers['x-amz-target'] ?? '').split('.')[1];
+      const refused = iam.authorize(incoming.headers.authorization, (s) => dynamoCalls(op, body, s));
+      if (!refused) return dispatch(Object.assign(Readable.from([Buffer.from(body)]), { headers: incoming.headers, method: incoming.method, url: incoming.url }) as unknown as IncomingMessage, res);
+      send(res, 400, refused.kind === 'denied'
+        ? { __type: 'com.amazon.coral.service#AccessDeniedException', Message: refused.message }
+        : { __type: 'com.amazon.coral.service#UnrecognizedClientException', message: refused.message });
+    });
+  });
+
+  function dispatch(req: IncomingMessage, res: ServerResponse): void {
     const op = String(req.headers['x-amz-target'] ?? '').split('.')[1];
     if (op === 'TransactWriteItems') {
       void (async () => {
@@ -295,7 +342,7 @@ export async function startFakeDynamo(): Promise<FakeDynamo> {
       res.once('finish', release);
       dynaliteHandler(req, res);
     });
-  });
+  }
   const port = await listen(front);
   const endpoint = `http://127.0.0.1:${port}`;
 
@@ -305,6 +352,7 @@ export async function startFakeDynamo(): Promise<FakeDynamo> {
     setTransactionConflictRate(p: number) { conflictRate = p; },
     stats,
     ttl,
+    iam,
     async close() {
       direct.destroy();
       await closeServer(front);

@@ -3,9 +3,17 @@
 // (RouteLimitExceeded, RouteAlreadyExists, InvalidRoute.NotFound,
 // RequestLimitExceeded as HTTP 503). Route tables enforce their limit the way
 // AWS counts it: every route that is not propagated.
+// IAM (test/fakes/iam.ts) on every call: ec2:<Action> on the route table for
+// CreateRoute, ReplaceRoute and DeleteRoute, on the interface for
+// ModifyNetworkInterfaceAttribute, on "*" for the Describe calls, which have
+// no resource-level permissions (Service Authorization Reference, "Actions,
+// resources, and condition keys for Amazon EC2"); refused as EC2 refuses:
+// UnauthorizedOperation, HTTP 403 ("Troubleshoot API request errors",
+// Amazon EC2 developer guide), or AuthFailure for an unknown access key.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FakeCloud } from './fake.js';
+import { Iam, type Call, type Scope } from './iam.js';
 
 export interface Ec2Instance {
   id: string;
@@ -62,6 +70,14 @@ function filters(p: URLSearchParams): Map<string, string[]> {
   return out;
 }
 
+/** The calls IAM authorizes for one EC2 request. */
+function ec2Calls(action: string, p: URLSearchParams, s: Scope): Call[] {
+  const arn = (type: string, id: string | null) => `arn:${s.partition}:ec2:${s.region}:${s.account}:${type}/${id ?? ''}`;
+  if (['CreateRoute', 'ReplaceRoute', 'DeleteRoute'].includes(action)) return [{ action: `ec2:${action}`, resource: arn('route-table', p.get('RouteTableId')) }];
+  if (action === 'ModifyNetworkInterfaceAttribute') return [{ action: `ec2:${action}`, resource: arn('network-interface', p.get('NetworkInterfaceId')) }];
+  return [{ action: `ec2:${action}`, resource: '*' }];
+}
+
 function indexed(p: URLSearchParams, prefix: string): string[] {
   const out: string[] = [];
   for (let n = 1; p.has(`${prefix}.${n}`); n++) out.push(p.get(`${prefix}.${n}`) as string);
@@ -74,6 +90,8 @@ export class FakeEc2 extends FakeCloud {
   readonly tables = new Map<string, Ec2RouteTable>();
   /** routes per table (non-propagated), as AWS counts them */
   routeLimit = 50;
+  /** who may call what: the test's admin keys, or the serverless world's IAM (functions' grants) */
+  iam = new Iam();
   private seq = 0;
 
   // ---- set-up helpers for tests ----
@@ -144,6 +162,12 @@ export class FakeEc2 extends FakeCloud {
     if (await this.dropped(action)) return;
     if (!(req.headers.authorization ?? '').startsWith('AWS4-HMAC-SHA256 Credential=')) {
       return fail(new Ec2Error('AuthFailure', 'AWS was not able to validate the provided access credentials', 401));
+    }
+    const refused = this.iam.authorize(req.headers.authorization, (s) => ec2Calls(action, p, s));
+    if (refused?.kind === 'unknown-key') return fail(new Ec2Error('AuthFailure', 'AWS was not able to validate the provided access credentials', 401));
+    if (refused) {
+      const encoded = Buffer.from(JSON.stringify({ allowed: false, action: refused.action, resource: refused.resource })).toString('base64url');
+      return fail(new Ec2Error('UnauthorizedOperation', `You are not authorized to perform this operation. ${refused.message}. Encoded authorization failure message: ${encoded}`, 403));
     }
     if (this.takeThrottle(action)) return fail(new Ec2Error('RequestLimitExceeded', 'Request limit exceeded.', 503));
     try {

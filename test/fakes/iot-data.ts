@@ -14,9 +14,18 @@
 // IoT data plane API reference) closes a client's connection on the IoT Core
 // stand-in it is given; a client not connected is ResourceNotFoundException,
 // a client id starting with '$' InvalidRequestException, as IoT Core answers.
+// IAM (test/fakes/iam.ts) on every call, with IoT's actions and resources
+// ("AWS IoT Core policy actions"): iot:Publish on topic/<topic>, and
+// iot:RetainPublish as well for a retained publish; iot:GetRetainedMessage on
+// topic/<topic>; iot:ListRetainedMessages on "*" (it takes no other resource);
+// iot:DeleteConnection on client/<clientId>. A denied call is answered as the
+// data plane answers a role without the permission: HTTP 403
+// ForbiddenException, message "Forbidden", nothing more (the API reference's
+// "The caller isn't authorized to make the request"; aws/aws-sdk-js-v3#5562).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import mqtt, { type MqttClient } from 'mqtt';
+import { Iam, type Call, type Scope } from './iam.js';
 
 export interface ForwardedPublish {
   topic: string;
@@ -39,6 +48,8 @@ export interface FakeIotData {
   readonly disconnects: { clientId: string; cleanSession: boolean; preventWillMessage: boolean; closed: boolean }[];
   /** The retained messages published through this endpoint, by topic. */
   readonly retained: Map<string, { payload: Buffer; qos: 0 | 1; at: number }>;
+  /** who may call what (the test's admin keys, unless the caller's IAM was given) */
+  readonly iam: Iam;
   close(): Promise<void>;
 }
 
@@ -71,7 +82,30 @@ function topicProblem(topic: string): string | undefined {
   return undefined;
 }
 
-export async function startFakeIotData(brokerUrl: string, connections?: IotConnections): Promise<FakeIotData> {
+/** The calls IAM authorizes for one data-plane request. */
+function iotCalls(method: string | undefined, url: URL, s: Scope): Call[] {
+  const arn = (type: string, encoded: string) => {
+    let name = encoded;
+    try {
+      name = decodeURIComponent(encoded);
+    } catch { /* malformed: refused later, for what it is */ }
+    return `arn:${s.partition}:iot:${s.region}:${s.account}:${type}/${name}`;
+  };
+  const path = url.pathname;
+  if (method === 'GET' && path === '/retainedMessage') return [{ action: 'iot:ListRetainedMessages', resource: '*' }];
+  const retained = /^\/retainedMessage\/(.+)$/.exec(path);
+  if (method === 'GET' && retained) return [{ action: 'iot:GetRetainedMessage', resource: arn('topic', retained[1]!) }];
+  const client = /^\/connections\/([^/]+)$/.exec(path);
+  if (method === 'DELETE' && client) return [{ action: 'iot:DeleteConnection', resource: arn('client', client[1]!) }];
+  const topic = /^\/topics\/(.+)$/.exec(path);
+  if (method === 'POST' && topic) {
+    const resource = arn('topic', topic[1]!);
+    return [{ action: 'iot:Publish', resource }, ...(url.searchParams.get('retain') === 'true' ? [{ action: 'iot:RetainPublish', resource }] : [])];
+  }
+  return [];
+}
+
+export async function startFakeIotData(brokerUrl: string, connections?: IotConnections, iam = new Iam()): Promise<FakeIotData> {
   const disconnects: FakeIotData['disconnects'] = [];
   const mq: MqttClient = await mqtt.connectAsync(brokerUrl, { clientId: `fake-iot-data-${process.pid}`, reconnectPeriod: 0 });
   const published: ForwardedPublish[] = [];
@@ -88,6 +122,8 @@ export async function startFakeIotData(brokerUrl: string, connections?: IotConne
     if (!/^AWS4-HMAC-SHA256 Credential=[^/]+\/\d{8}\/[a-z0-9-]+\/iotdata\/aws4_request/.test(auth)) {
       return fail(res, 403, 'ForbiddenException', 'request is not signed with SigV4 for the iotdata service');
     }
+    const refused = iam.authorize(auth, (s) => iotCalls(req.method, url, s));
+    if (refused) return fail(res, 403, 'ForbiddenException', refused.kind === 'denied' ? 'Forbidden' : refused.message);
     if (req.method === 'GET' && url.pathname === '/retainedMessage') {
       const topics = [...retained.keys()].sort();
       const start = Number(url.searchParams.get('nextToken') ?? '0');
@@ -159,6 +195,7 @@ export async function startFakeIotData(brokerUrl: string, connections?: IotConne
     published,
     disconnects,
     retained,
+    iam,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -4,7 +4,8 @@
 // its options untouched), the real authorizer handler on every CONNECT, the
 // two IoT rules (infra/realtime.ts) into the real hello and status handler,
 // and the serverless world behind it (DynamoDB, the IoT data plane, the node
-// API function URL).
+// API function URL). Each handler runs as its function (the authorizer, the
+// agent-message rules' function), with that function's grants.
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -34,11 +35,12 @@ export async function startIotCoreWorld(dir: string, host?: string): Promise<Iot
     authorizerName: AUTHORIZER,
     region: REGION,
     accountId: ACCOUNT,
-    authorize: (event) => authorizerHandler(event, lambdaContext('twill-test-RealtimeAuthorizerHandler')),
+    // (w exists by the time an agent connects: it is made right below)
+    authorize: (event) => w.as('Authorizer', authorizerHandler)(event, lambdaContext('twill-test-RealtimeAuthorizerHandler')),
     host,
-    rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v2/node/+/+/${kind}`, invoke: (e) => iotHandler(e) })),
+    rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v2/node/+/+/${kind}`, invoke: (e) => w.as('AgentMessages', iotHandler)(e) })),
   });
-  const w = await startServerless(iot.internalUrl, {}, host, iot);
+  const w: ServerlessWorld = await startServerless(iot.internalUrl, {}, host, iot);
   return {
     iot,
     w,

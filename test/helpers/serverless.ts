@@ -4,20 +4,29 @@
 // exported handlers as Lambda would. Every AWS SDK client finds a local
 // endpoint: the service-specific ones for the services used, and a dead
 // loopback port for any other, so nothing can leave the machine.
+//
+// IAM as deployed: the fakes share one IAM (test/fakes/iam.ts) holding each
+// function's grants from infra/grants.ts, and a handler runs as its function
+// (world.as('Api', handler)): in a runtime of its own, its SDK clients signed
+// with that function's credentials, so a call its grants lack is refused as
+// AWS refuses it. A handler called outside any function signs with a key
+// that may do nothing. The test's own store and fixtures use the admin keys.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context, LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
 import { handler as nodeApiHandler } from '../../functions/handlers/node-api.js';
 import { Topics } from '../../core/topics.js';
-import { resetRuntime } from '../../functions/handlers/runtime.js';
+import { createRuntime, readEnv, resetRuntime, withRuntime, type Runtime } from '../../functions/handlers/runtime.js';
 import { createTable, DynamoStore } from '../../functions/store/dynamo.js';
+import type { FunctionName } from '../../infra/grants.js';
 import { startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
+import { addFunctions, ACCOUNT as IAM_ACCOUNT, Iam, withoutActions, type Principal } from '../fakes/iam.js';
 import { startFakeIotData, type FakeIotData, type IotConnections } from '../fakes/iot-data.js';
 import { startFakeSsm, type FakeSsm } from '../fakes/ssm.js';
 
 export const REGION = 'us-east-1';
-export const ACCOUNT = '123456789012';
+export const ACCOUNT = IAM_ACCOUNT;
 export const PREFIX = 'twill/test';
 export const AUTHORIZER = 'twill-test-Authorizer';
 export const ADMIN_TOKEN = 'admin-token-for-tests-only';
@@ -25,6 +34,8 @@ export const ALI_TOKEN = 'ali-shared-token-for-tests-only';
 export const ADMIN_PARAM = '/twill/test/admin-token';
 export const ALI_PARAM = '/twill/test/ali-event-token';
 const TABLE = 'twill-test';
+/** What a handler called outside any function signs with: a user with no policy at all. */
+const NO_FUNCTION_KEY = 'AKIANOTAFUNCTIONXXXX';
 
 /** What Lambda passes a handler as its context, as far as twill's handlers read it. */
 export function lambdaContext(name = 'twill-test-Function'): Context {
@@ -80,7 +91,18 @@ export interface ServerlessWorld {
   topics: Topics;
   /** the node API Lambda behind a function URL on loopback, as agents reach it (TWILL_NODE_API_URL) */
   nodeApiUrl: string;
-  /** sets more environment for the handlers (and resets the runtime so they read it) */
+  /** who may call what on the fakes (share it with a FakeEc2: ec2.iam = world.iam) */
+  iam: Iam;
+  /** The handler as the named function runs it: its own runtime, its own credentials and grants. */
+  as<A extends unknown[], R>(fn: FunctionName, handler: (...args: A) => R): (...args: A) => R;
+  /** The runtime the named function's invocations get, e.g. its controller for a fixture the function would write. */
+  runtimeOf(fn: FunctionName): Runtime;
+  /**
+   * Runs body with the actions (IAM patterns, e.g. 'ec2:*') taken out of the
+   * function's grants, as a deployment whose infra forgot them, then gives them back.
+   */
+  revoking<T>(fn: FunctionName, actions: string[], body: () => Promise<T>): Promise<T>;
+  /** sets more environment for the handlers (and resets every function's runtime so they read it) */
   setEnv(vars: Record<string, string | undefined>): Promise<void>;
   close(): Promise<void>;
 }
@@ -135,10 +157,27 @@ export async function onLoopback(server: Server, host = '127.0.0.1'): Promise<{ 
  * connections: the device side DeleteConnection closes (IoT Core's stand-in), if any.
  */
 export async function startServerless(brokerUrl: string, extraEnv: Record<string, string> = {}, host?: string, connections?: IotConnections): Promise<ServerlessWorld> {
-  const nodeApi = await functionUrl(nodeApiHandler, host);
-  const dynamo = await startFakeDynamo();
-  const ssm = await startFakeSsm();
-  const iot = await startFakeIotData(brokerUrl, connections);
+  const iam = new Iam();
+  const functions = addFunctions(iam, { region: REGION, table: TABLE, prefix: PREFIX, adminTokenParameter: ADMIN_PARAM, aliEventTokenParameter: ALI_PARAM }, 'twill-test');
+  iam.add({ arn: `arn:aws:iam::${ACCOUNT}:user/outside-any-function`, statements: [] }, [NO_FUNCTION_KEY]);
+  const runtimes = new Map<FunctionName, Runtime>();
+  const runtimeOf = (fn: FunctionName): Runtime => {
+    let rt = runtimes.get(fn);
+    if (!rt) runtimes.set(fn, (rt = createRuntime(readEnv(), { credentials: functions.get(fn)!.credentials })));
+    return rt;
+  };
+  const as = <A extends unknown[], R>(fn: FunctionName, handler: (...args: A) => R) => (...args: A): R => withRuntime(runtimeOf(fn), () => handler(...args));
+  const resetAll = async () => {
+    const old = [...runtimes.values()];
+    runtimes.clear();
+    for (const rt of old) await rt.close().catch(() => {});
+    await resetRuntime();
+  };
+
+  const nodeApi = await functionUrl(as('NodeApi', nodeApiHandler), host);
+  const dynamo = await startFakeDynamo({ iam });
+  const ssm = await startFakeSsm(iam);
+  const iot = await startFakeIotData(brokerUrl, connections, iam);
   const client = new DynamoDBClient(dynamo.clientConfig);
   await createTable(client, TABLE);
   ssm.parameters.set(ADMIN_PARAM, { value: ADMIN_TOKEN, type: 'SecureString' });
@@ -155,7 +194,7 @@ export async function startServerless(brokerUrl: string, extraEnv: Record<string
   set({
     AWS_EC2_METADATA_DISABLED: 'true',
     AWS_REGION: REGION,
-    AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE',
+    AWS_ACCESS_KEY_ID: NO_FUNCTION_KEY,
     AWS_SECRET_ACCESS_KEY: 'fake-secret-for-local-tests-only',
     AWS_SESSION_TOKEN: undefined,
     AWS_PROFILE: undefined,
@@ -173,7 +212,7 @@ export async function startServerless(brokerUrl: string, extraEnv: Record<string
     TWILL_NODE_API_URL: nodeApi.url,
     ...extraEnv,
   });
-  await resetRuntime();
+  await resetAll();
   const store = new DynamoStore({ tableName: TABLE, client });
 
   return {
@@ -183,14 +222,27 @@ export async function startServerless(brokerUrl: string, extraEnv: Record<string
     store,
     topics: new Topics(PREFIX),
     nodeApiUrl: extraEnv.TWILL_NODE_API_URL ?? nodeApi.url,
+    iam,
+    as,
+    runtimeOf,
+    async revoking(fn, actions, body) {
+      const principal: Principal = functions.get(fn)!.principal;
+      const granted = principal.statements;
+      principal.statements = withoutActions(granted, actions);
+      try {
+        return await body();
+      } finally {
+        principal.statements = granted;
+      }
+    },
     async setEnv(vars) {
       set(vars);
-      await resetRuntime();
+      await resetAll();
     },
     async close() {
       // First: no request of an agent may reach the store once it is closed.
       await nodeApi.close();
-      await resetRuntime().catch(() => {});
+      await resetAll().catch(() => {});
       await store.close();
       client.destroy();
       await iot.close();

@@ -12,7 +12,6 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { parseNetConf } from '../../core/config.js';
 import { addNode } from '../../functions/admin.js';
-import { runtime } from '../../functions/handlers/runtime.js';
 import type { FakeIotCore } from '../fakes/iot-core.js';
 import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { metric, startAgent, subnetOf, type AgentProc } from '../helpers/cluster.js';
@@ -31,7 +30,7 @@ describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
     dir = tempDir('twill-agent-iot-');
     world = await startIotCoreWorld(dir);
     ({ iot: iotCore, w } = world);
-    await runtime().controller.applyNetwork('edge', parseNetConf({ Network: '10.90.0.0/16', Backend: { Type: 'alloc' } }, {}));
+    await w.runtimeOf('Api').controller.applyNetwork('edge', parseNetConf({ Network: '10.90.0.0/16', Backend: { Type: 'alloc' } }, {}));
   });
 
   after(async () => {
@@ -93,7 +92,7 @@ describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
     const clientId = 'twill-edge-edge-gone';
     const accepted = () => iotCore.connections.filter((c) => c.clientId === clientId && c.accepted).length;
     assert.equal(accepted(), 1);
-    const r = await apiHandler(urlEvent('DELETE', '/v1/nodes/edge-gone', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }));
+    const r = await w.as('Api', apiHandler)(urlEvent('DELETE', '/v1/nodes/edge-gone', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }));
     assert.equal((r as { statusCode: number }).statusCode, 200);
     // DeleteConnection was asked for by the time the API answered, and it closed the live connection.
     assert.deepEqual(w.iot.disconnects.filter((d) => d.clientId === clientId), [{ clientId, cleanSession: true, preventWillMessage: true, closed: true }]);

@@ -17,7 +17,6 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseNetConf } from '../../core/config.js';
 import { addNode as addNodeTo } from '../../functions/admin.js';
-import { runtime } from '../../functions/handlers/runtime.js';
 import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { addNode, metric, startAgent, startController, writeNetConf, type AgentCreds, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
 import { startMosquitto } from '../helpers/mosquitto.js';
@@ -71,17 +70,17 @@ async function localPlane(dir: string, broker?: 'mosquitto'): Promise<Plane> {
 async function iotPlane(dir: string): Promise<Plane> {
   const world = await startIotCoreWorld(dir);
   const { iot, w } = world;
-  await runtime().controller.applyNetwork(NET, parseNetConf(CONF, {}));
+  await w.runtimeOf('Api').controller.applyNetwork(NET, parseNetConf(CONF, {}));
   return {
     creds: async (node) => ({ ...(await addNodeTo(w.store, { name: node, network: NET, broker: iot.mqttsUrl, prefix: PREFIX, authorizer: AUTHORIZER })), node }) as AgentCreds,
     async release(node) {
-      assert.equal(await runtime().controller.release(NET, node), true);
+      assert.equal(await w.runtimeOf('Api').controller.release(NET, node), true);
     },
     // Lambda has no controller to restart: every container is new (a cold
     // start after a deployment), and it publishes what a start publishes.
     async restartController() {
       await w.setEnv({});
-      await runtime().controller.publishOnStart();
+      await w.runtimeOf('Maintenance').controller.publishOnStart();
     },
     subnet: async (node) => (await w.store.getLease(NET, node))?.subnet,
     async close() {

@@ -30,7 +30,7 @@ const CHILD = `
   const store = new SqliteStore(process.env.TWILL_DB);
   const publisher = { publish: async () => {} };
   const controller = new Controller(store, publisher, { topics: new Topics(), log: silentLogger });
-  const cloud = new AwsCloud({ endpoint: process.env.EC2_URL, region: 'us-east-1', credentials: { accessKeyId: 'AKIDFAKE', secretAccessKey: 'fake' } });
+  const cloud = new AwsCloud({ endpoint: process.env.EC2_URL, region: 'us-east-1', credentials: { accessKeyId: 'AKIDFAKEFAKEFAKE', secretAccessKey: 'fake-secret-for-tests' } });
   await reconcileNetwork('net', { controller, store, cloud, log: silentLogger });
   process.stdout.write('finished\\n');
 `;

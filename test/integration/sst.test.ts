@@ -9,10 +9,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GSI1, TTL_ATTRIBUTE, tableDefinition } from '../../functions/store/dynamo.js';
 import { TABLE_SCHEMA } from '../../infra/schema.js';
+import { FUNCTIONS } from '../../infra/grants.js';
 import { ROOT, removeTempDirs, tempDir } from '../helpers/procs.js';
 
 const TSC = join(ROOT, 'node_modules/typescript/bin/tsc');
@@ -67,8 +68,8 @@ describe('SST program', () => {
     assert.equal(r.code, 0, r.out);
     const ours = r.out.split('\n').filter((f) => f.startsWith(ROOT) && !f.includes('/node_modules/'));
     assert.ok(!ours.some((f) => f.endsWith('/sst.config.ts') || f.includes('/.sst/')), 'sst.config.ts is not in tsconfig.json');
-    // infra/schema.ts and infra/settings.ts are plain data (this test and twill aws check import them); nothing else of infra is.
-    assert.deepEqual(ours.filter((f) => f.includes('/infra/')).map((f) => f.slice(ROOT.length + 1)).sort(), ['infra/schema.ts', 'infra/settings.ts']);
+    // infra/schema.ts, infra/settings.ts and infra/grants.ts are plain data (the tests and twill aws check import them); nothing else of infra is.
+    assert.deepEqual(ours.filter((f) => f.includes('/infra/')).map((f) => f.slice(ROOT.length + 1)).sort(), ['infra/grants.ts', 'infra/schema.ts', 'infra/settings.ts']);
   });
 
   test("the table infra declares is the store's", () => {
@@ -92,6 +93,21 @@ describe('SST program', () => {
     assert.equal(gsi?.Projection?.ProjectionType, declared.projection === 'keys-only' ? 'KEYS_ONLY' : 'ALL');
     assert.equal(TABLE_SCHEMA.ttl, TTL_ATTRIBUTE);
     assert.equal(def.BillingMode, 'PAY_PER_REQUEST');
+  });
+
+  test("every function's IAM permissions come from the grants table the stand-ins enforce, and every entry of it is granted", () => {
+    // Each `permissions` in infra is permissions('<Function>') (infra/functions.ts fills
+    // infra/grants.ts in): no statement written elsewhere, so what the tests enforce is what deploys.
+    const used: string[] = [];
+    for (const f of readdirSync(join(ROOT, 'infra')).filter((n) => n.endsWith('.ts'))) {
+      const text = readFileSync(join(ROOT, 'infra', f), 'utf8');
+      for (const m of text.matchAll(/\bpermissions\s*[:=]\s*([^,;\n]+)/g)) {
+        const fn = /^permissions\('(\w+)'\)$/.exec(m[1]!.trim())?.[1];
+        assert.ok(fn, `infra/${f}: permissions ${m[1]} is not drawn from infra/grants.ts`);
+        used.push(fn);
+      }
+    }
+    assert.deepEqual([...new Set(used)].sort(), [...FUNCTIONS].sort(), 'each function of the table is granted, and only those');
   });
 
   test('every handler bundles as SST bundles it, and no cloud SDK loads on its cold start', async () => {
@@ -137,7 +153,7 @@ describe('SST program', () => {
     const r = await esbuild.build({ entryPoints: [join(ROOT, 'sst.config.ts')], bundle: true, packages: 'external', format: 'esm', platform: 'node', write: false, logLevel: 'silent', metafile: true });
     assert.deepEqual(r.errors, []);
     const inputs = Object.keys(r.metafile.inputs);
-    for (const f of ['infra/index.ts', 'infra/realtime.ts', 'infra/events.ts', 'infra/push.ts', 'infra/schedule.ts', 'infra/api.ts']) {
+    for (const f of ['infra/index.ts', 'infra/realtime.ts', 'infra/events.ts', 'infra/push.ts', 'infra/schedule.ts', 'infra/api.ts', 'infra/grants.ts']) {
       assert.ok(inputs.includes(f), `${f} is part of the program`);
     }
   });
