@@ -8,7 +8,7 @@ import { ConflictError, NotFoundError, OutOfSubnetsError, TwillError, errorMessa
 import type { Lease, NewLease } from '../core/lease.js';
 import { agentDataProblems } from '../core/backends/index.js';
 import { RateLimiter } from './rate-limit.js';
-import { helloSchema, MAX_CHANGES_BYTES, parseMessage, statusSchema, type Hello, type NodeLeaseMessage } from '../core/messages.js';
+import { helloSchema, MAX_CHANGES_BYTES, MessageError, parseMessage, statusSchema, type Hello, type NodeLeaseMessage } from '../core/messages.js';
 import { checkName, LEGACY_PROTOCOL, PROTOCOL, type Topics } from '../core/topics.js';
 import { VERSION } from '../core/version.js';
 import type { Logger } from '../core/log.js';
@@ -442,8 +442,12 @@ export class Controller {
       }
       await this.join(network, node, { ...hello, fromAgent: true });
     } catch (e) {
-      // The node learns why on its own topic; nobody else sees it.
-      await this.publishNodeError(network, node, errorMessage(e));
+      // The node learns why on its own topic; nobody else sees it. Only what
+      // twill itself said: an internal failure (a store or cloud SDK error,
+      // whose text can name the account, the role and the table) stays in
+      // the control plane's log.
+      const said = e instanceof TwillError || e instanceof MessageError ? errorMessage(e) : 'the control plane could not handle this hello (an internal error, in its log); the agent will send it again';
+      await this.publishNodeError(network, node, said);
       throw e;
     }
   }

@@ -262,6 +262,21 @@ describe('Lambda handlers', () => {
       await iotHandler({ nope: true } as never);
       await iotHandler('a string payload' as never);
     });
+
+    test("a hello that fails inside the control plane tells the node so, without AWS's words (account, role, table)", async () => {
+      await addNode(w.store, { name: 'edge-9', network: 'edge', broker: 'wss://x/mqtt' });
+      const seen = w.iam.refusals.length;
+      await w.revoking('AgentMessages', ['dynamodb:PutItem', 'dynamodb:UpdateItem'], async () => {
+        await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-9'), clientId: 'twill-edge-edge-9', payload: b64(hello()) });
+      });
+      const refused = w.iam.refusals.splice(seen);
+      assert.ok(refused.length > 0, 'the lease write was refused');
+      assert.equal(await w.store.getLease('edge', 'edge-9'), undefined);
+      await waitFor('an error on the node topic', () => (payloadOf<{ error?: string }>(w.topics.nodeLease('edge', 'edge-9'))?.error ?? '') !== '');
+      const error = payloadOf<{ error: string }>(w.topics.nodeLease('edge', 'edge-9'))!.error;
+      assert.match(error, /internal error/);
+      assert.doesNotMatch(error, new RegExp(`${ACCOUNT}|arn:aws|twill-test|dynamodb`));
+    });
   });
 
   describe('IoT custom authorizer', () => {
