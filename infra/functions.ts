@@ -60,12 +60,18 @@ export const grants = {
   /** Publishing retained state, under this deployment's prefix only (retained publishes need both actions). */
   iotPublish: { actions: ['iot:Publish', 'iot:RetainPublish'], resources: [topicArn] } satisfies Statement,
   /**
-   * The admin API disconnects a removed or rotated node's MQTT client
-   * (DeleteConnection's resource is the client: twill's client ids all start twill-).
+   * The admin API disconnects a removed or rotated node's MQTT client.
+   * DeleteConnection's resource is the client, and this stage's agents'
+   * ids, and no other stage's, start "<prefix>:" (core/acl.ts nodeClientId).
    */
-  iotDisconnect: { actions: ['iot:DeleteConnection'], resources: [$interpolate`arn:${partition}:iot:${region}:${account}:client/twill-*`] } satisfies Statement,
+  iotDisconnect: { actions: ['iot:DeleteConnection'], resources: [$interpolate`arn:${partition}:iot:${region}:${account}:client/${prefix}:*`] } satisfies Statement,
   /** The scheduled republish reads each network's retained config under the prefix. */
   iotGetRetained: { actions: ['iot:GetRetainedMessage'], resources: [topicArn] } satisfies Statement,
+  /**
+   * The retained cleanup lists the account's retained topics (keeping those
+   * under the prefix): ListRetainedMessages has no resource type, so '*'.
+   */
+  iotListRetained: { actions: ['iot:ListRetainedMessages'], resources: ['*'] } satisfies Statement,
   /** EC2's Describe calls have no resource-level permissions. */
   ec2Describe: { actions: ['ec2:DescribeInstances', 'ec2:DescribeRouteTables'], resources: ['*'] } satisfies Statement,
   /** Route changes, in this account and region's route tables. */

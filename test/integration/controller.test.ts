@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../../core/acl.js';
 import { readSubnetEnv } from '../../agent/subnet-env.js';
-import { Topics } from '../../core/topics.js';
+import { DEFAULT_PREFIX, Topics } from '../../core/topics.js';
 import { addNode, metric, snapshotAs, startAgent, startController, subnetOf, withStore, writeNetConf, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
 import { removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
 
@@ -18,7 +18,7 @@ const TTL = ['--lease-ttl', '8s', '--sync-interval', '300ms'];
 const RENEW = ['--renew-margin', '6s'];
 
 /** Connects as a node and records every message on the topics it subscribes to. */
-async function client(url: string, username: string, password: string, clientId = nodeClientId('blue', username)) {
+async function client(url: string, username: string, password: string, clientId = nodeClientId(DEFAULT_PREFIX, 'blue', username)) {
   const c = await mqtt.connectAsync(url, { username, password, clientId, reconnectPeriod: 0 });
   const seen = new Map<string, string>();
   c.on('message', (t, p) => seen.set(t, p.toString()));
@@ -143,7 +143,7 @@ describe('controller and agents over MQTT', () => {
     const v = await client(ctl.url, victimCreds.username, victimCreds.password);
     let victimClosed = false;
     v.c.on('close', () => (victimClosed = true));
-    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId('blue', 'victim'), reconnectPeriod: 0 }), /Bad username or password|Not authorized/);
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId(DEFAULT_PREFIX, 'blue', 'victim'), reconnectPeriod: 0 }), /Bad username or password|Not authorized/);
     await waitFor('refusal logged', () => ctl.output().includes('client id \\"twill-blue-victim\\" is not node mallory\'s'));
     await v.c.publishAsync(topics.nodeStatus('blue', 'victim'), JSON.stringify({ v: 2, state: 'online', agentVersion: 'x', errors: [] }), { qos: 1 });
     assert.equal(victimClosed, false, 'the victim kept its session');
@@ -179,7 +179,7 @@ describe('controller and agents over MQTT', () => {
     assert.equal(closed, true, 'the session was closed by the time node remove returned');
     assert.equal(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'leaver')), undefined);
     assert.match(ctl.output(), /session closed: the node was removed or its credentials rotated client=twill-blue-leaver node=leaver/);
-    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId('blue', 'leaver'), reconnectPeriod: 0 }));
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId(DEFAULT_PREFIX, 'blue', 'leaver'), reconnectPeriod: 0 }));
 
     // node add --output writes the agent config (the password in it) readable by its owner only
     const file = join(ctl.dataDir, '..', 'filed.agent.json');
@@ -203,7 +203,7 @@ describe('controller and agents over MQTT', () => {
     const rotated = await runTwill(['node', 'add', 'rotor', '--network', 'blue', '--rotate', '--data-dir', ctl.dataDir]);
     assert.equal(rotated.code, 0, rotated.stderr);
     assert.equal(oClosed, true, 'the old session was closed by the time node add --rotate returned');
-    await assert.rejects(mqtt.connectAsync(ctl.url, { username: old.username, password: old.password, clientId: nodeClientId('blue', 'rotor'), reconnectPeriod: 0 }));
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: old.username, password: old.password, clientId: nodeClientId(DEFAULT_PREFIX, 'blue', 'rotor'), reconnectPeriod: 0 }));
     const fresh = JSON.parse(rotated.stdout) as { username: string; password: string };
     const n = await client(ctl.url, fresh.username, fresh.password);
     await n.c.endAsync();

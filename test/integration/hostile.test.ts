@@ -11,7 +11,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../../core/acl.js';
-import { Topics } from '../../core/topics.js';
+import { DEFAULT_PREFIX, Topics } from '../../core/topics.js';
 import { addNode, startController, withStore, writeNetConf, type ControllerProc } from '../helpers/cluster.js';
 import { startMosquitto } from '../helpers/mosquitto.js';
 import { removeTempDirs, runTwill, tempDir, waitFor, type Proc } from '../helpers/procs.js';
@@ -52,7 +52,7 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
     async function asNode(node: string) {
       const creds = await addNode(ctl.dataDir, node, NET, ctl.url);
       const c = await mqtt.connectAsync(ctl.url, {
-        clientId: nodeClientId(NET, node), reconnectPeriod: 0,
+        clientId: nodeClientId(DEFAULT_PREFIX, NET, node), reconnectPeriod: 0,
         ...(kind === 'embedded' ? { username: creds.username, password: creds.password } : {}),
       });
       clients.push(c);
@@ -192,7 +192,7 @@ describe('the local controller\'s own limits', () => {
       assert.ok(rss() - before < 32 * 1024 * 1024, `the controller did not hold the packet (RSS ${before} -> ${rss()})`);
       // and it still serves: a node logs in
       const creds = await addNode(ctl.dataDir, 'after', 'a', ctl.url);
-      const c = await mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId('a', 'after'), reconnectPeriod: 0 });
+      const c = await mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId(DEFAULT_PREFIX, 'a', 'after'), reconnectPeriod: 0 });
       await c.endAsync();
     } finally {
       await ctl.kill();

@@ -54,7 +54,7 @@ describe('IoT custom authorizer', () => {
   });
 
   test('a valid node gets exactly its own topics, under the app/stage prefix', async () => {
-    const r = await authorize(connectEvent({ username: 'edge-1', password: pw['edge-1'], clientId: 'twill-blue-edge-1' }), opts);
+    const r = await authorize(connectEvent({ username: 'edge-1', password: pw['edge-1'], clientId: 'twill/prod:blue:edge-1' }), opts);
     assert.equal(r.isAuthenticated, true);
     assert.equal(r.principalId, 'edgex2d1');
     assert.match(r.principalId, /^[a-zA-Z0-9]{1,128}$/);
@@ -67,7 +67,7 @@ describe('IoT custom authorizer', () => {
           {
             Effect: 'Allow',
             Action: 'iot:Connect',
-            Resource: arn('client/twill-blue-edge-1'),
+            Resource: arn('client/twill/prod:blue:edge-1'),
             Condition: { 'ForAllValues:StringEquals': { 'iot:ConnectAttributes': ['LastWill'] } },
           },
           {
