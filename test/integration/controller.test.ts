@@ -119,7 +119,7 @@ describe('controller and agents over MQTT', () => {
     const closed1 = new Promise<void>((r) => m1.c.once('close', () => r()));
     m1.c.publish(topics.nodeHello('blue', 'victim'), JSON.stringify({ v: 2, agentVersion: 'x', publicIP: '127.0.0.9' }), { qos: 1 });
     await closed1;
-    await waitFor('refusal logged', () => ctl.output().includes('publish refused client=twill-blue-mallory node=mallory'));
+    await waitFor('refusal logged', () => ctl.output().includes('publish refused client=twill:blue:mallory node=mallory'));
 
     // a forged change on the shared topic: refused as well
     const m2 = await client(ctl.url, creds.username, creds.password);
@@ -136,7 +136,7 @@ describe('controller and agents over MQTT', () => {
     );
     assert.deepEqual(granted, [128, 128, 128, 128, 1]);
     await m3.c.endAsync();
-    assert.match(ctl.output(), /subscribe refused client=twill-blue-mallory node=mallory/);
+    assert.match(ctl.output(), /subscribe refused client=twill:blue:mallory node=mallory/);
 
     // another node's client id is refused before it can take over that session:
     // the victim stays connected, its last will is not set off
@@ -144,7 +144,7 @@ describe('controller and agents over MQTT', () => {
     let victimClosed = false;
     v.c.on('close', () => (victimClosed = true));
     await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId(DEFAULT_PREFIX, 'blue', 'victim'), reconnectPeriod: 0 }), /Bad username or password|Not authorized/);
-    await waitFor('refusal logged', () => ctl.output().includes('client id \\"twill-blue-victim\\" is not node mallory\'s'));
+    await waitFor('refusal logged', () => ctl.output().includes('client id \\"twill:blue:victim\\" is not node mallory\'s'));
     await v.c.publishAsync(topics.nodeStatus('blue', 'victim'), JSON.stringify({ v: 2, state: 'online', agentVersion: 'x', errors: [] }), { qos: 1 });
     assert.equal(victimClosed, false, 'the victim kept its session');
     await v.c.endAsync();
@@ -178,7 +178,7 @@ describe('controller and agents over MQTT', () => {
     // With a controller serving the directory, the command goes through it: the session closed before it returned.
     assert.equal(closed, true, 'the session was closed by the time node remove returned');
     assert.equal(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'leaver')), undefined);
-    assert.match(ctl.output(), /session closed: the node was removed or its credentials rotated client=twill-blue-leaver node=leaver/);
+    assert.match(ctl.output(), /session closed: the node was removed or its credentials rotated client=twill:blue:leaver node=leaver/);
     await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId(DEFAULT_PREFIX, 'blue', 'leaver'), reconnectPeriod: 0 }));
 
     // node add --output writes the agent config (the password in it) readable by its owner only

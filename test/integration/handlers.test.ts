@@ -188,7 +188,7 @@ describe('Lambda handlers', () => {
     const hello = (extra: object = {}) => JSON.stringify({ v: 2, agentVersion: 'test', publicIP: '192.0.2.10', backendData: { VtepMAC: '02:00:00:00:00:10' }, ...extra });
 
     test('a hello gets a lease, and the agent receives it through IoT Core', async () => {
-      await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), clientId: 'twill-edge-edge-1', payload: b64(hello()) });
+      await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), clientId: `${PREFIX}:edge:edge-1`, payload: b64(hello()) });
       const lease = await w.store.getLease('edge', 'edge-1');
       assert.ok(lease?.subnet, 'the lease is in DynamoDB');
       await waitFor('own lease on the broker', () => payloadOf<{ lease: Lease }>(w.topics.nodeLease('edge', 'edge-1'))?.lease?.subnet === lease.subnet);
@@ -199,13 +199,13 @@ describe('Lambda handlers', () => {
       for (const p of w.iot.published) assert.deepEqual([p.qos, p.retain], [1, p.topic !== w.topics.netChanges(p.topic.split('/')[4] ?? '')], p.topic);
 
       // The same hello again (IoT Core delivers at least once): the same subnet.
-      await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), clientId: 'twill-edge-edge-1', payload: b64(hello()) });
+      await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), clientId: `${PREFIX}:edge:edge-1`, payload: b64(hello()) });
       assert.equal((await w.store.getLease('edge', 'edge-1'))?.subnet, lease.subnet);
     });
 
     test('a status lands in the store, for twill status', async () => {
       const status = { v: 2, state: 'online', agentVersion: 'test', backend: 'vxlan', subnet: null, ipv6Subnet: null, revision: 3, inSync: true, peers: 0, errors: [] };
-      await iotHandler({ topic: w.topics.nodeStatus('edge', 'edge-1'), clientId: 'twill-edge-edge-1', payload: b64(JSON.stringify(status)) });
+      await iotHandler({ topic: w.topics.nodeStatus('edge', 'edge-1'), clientId: `${PREFIX}:edge:edge-1`, payload: b64(JSON.stringify(status)) });
       const rec = (await w.store.listStatus()).find((s) => s.node === 'edge-1');
       assert.equal(rec?.status.state, 'online');
       assert.equal(rec?.status.revision, 3);
@@ -234,7 +234,7 @@ describe('Lambda handlers', () => {
     });
 
     test("a node gets its policy, with the function's own region and account in the ARNs", async () => {
-      const r = await authorizerHandler(connect(`edge-1?x-amz-customauthorizer-name=${AUTHORIZER}`, edgePassword, 'twill-edge-edge-1'), lambdaContext('twill-test-RealtimeAuthorizerHandler'));
+      const r = await authorizerHandler(connect(`edge-1?x-amz-customauthorizer-name=${AUTHORIZER}`, edgePassword, `${PREFIX}:edge:edge-1`), lambdaContext('twill-test-RealtimeAuthorizerHandler'));
       assert.equal(r.isAuthenticated, true);
       const doc = JSON.stringify(r.policyDocuments);
       assert.match(doc, new RegExp(`arn:aws:iot:${REGION}:${ACCOUNT}:topic/${PREFIX}/v2/node/edge/edge-1/hello`));
@@ -242,7 +242,7 @@ describe('Lambda handlers', () => {
     });
 
     test('a wrong password is refused', async () => {
-      const r = await authorizerHandler(connect('edge-1', 'not-the-password', 'twill-edge-edge-1'), lambdaContext());
+      const r = await authorizerHandler(connect('edge-1', 'not-the-password', `${PREFIX}:edge:edge-1`), lambdaContext());
       assert.equal(r.isAuthenticated, false);
       assert.deepEqual(r.policyDocuments, []);
     });
