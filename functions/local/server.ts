@@ -100,6 +100,8 @@ export interface LocalController {
   cloud?: Cloud;
   /** reconciles every network of the cloud now, one after another; a run already going is joined */
   reconcileRoutes(): Promise<ReconcileReport[]>;
+  /** what the broker retains (the embedded broker's store, or an external broker listed by subscribing) */
+  retained: RetainedLister;
   metrics: Metrics;
   /** the metrics URL, when metricsAddr was given */
   metricsUrl?: string;
@@ -508,7 +510,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     // What `twill node add` writes into agent configs (cli/data-dir.ts servedBroker): the broker as served, not a guess.
     writeFileSync(join(opts.dataDir, 'endpoints.json'), JSON.stringify({ broker: url, api: apiUrl }) + '\n', { mode: 0o600 });
     log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}), api: apiUrl, dashboard: `${apiUrl}/dashboard/` });
-    return { controller, store, url, sync: syncOnce, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, close };
+    return { controller, store, url, sync: syncOnce, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, retained, close };
   } catch (e) {
     await close();
     throw e;
