@@ -111,8 +111,6 @@ export class Watch {
   private renewJitter = Math.random() / 2;
   private readonly timers: NodeJS.Timeout[] = [];
   private reconnectAttempt = 0;
-  /** when the last CONNECT was started */
-  private attemptAt = 0;
   private stopped = false;
 
   constructor(
@@ -149,8 +147,6 @@ export class Watch {
     });
     const client = mqtt.connect(conn.url, conn.options);
     this.client = client;
-    this.attemptAt = Date.now();
-    client.on('reconnect', () => (this.attemptAt = Date.now()));
     client.on('connect', () => void this.onConnect());
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
     // Ahead of mqtt.js's own 'close' listener, which arms the reconnect
@@ -175,18 +171,18 @@ export class Watch {
   }
 
   /**
-   * How long to wait before the next CONNECT: exponential backoff with
-   * jitter, so a fleet does not reconnect in lockstep, and never sooner than
-   * MIN_CONNECT_GAP_MS after the last attempt. IoT Core takes one CONNECT
-   * per second per client id and throttles the rest (quotas page: "Connect
-   * requests per second per client ID", 1, not adjustable; CloudWatch counts
-   * them as Connect.ClientIDThrottle): a refused login or a session cut at
-   * once would otherwise be retried inside that second and throttled.
+   * How long after a connection closed to send the next CONNECT: at least
+   * MIN_CONNECT_GAP_MS, then exponential backoff with jitter, so a fleet does
+   * not reconnect in lockstep. IoT Core takes one CONNECT a second per client
+   * id and throttles the rest (quotas page: "Connect requests per second per
+   * client ID", 1, not adjustable; CloudWatch counts them as
+   * Connect.ClientIDThrottle). Counted from the close, which comes after IoT
+   * Core had the last CONNECT, however long each TLS handshake took: a
+   * refused login or a session cut at once is never retried inside that second.
    */
   private reconnectDelay(): number {
     const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.reconnectAttempt++, 10));
-    const floor = Math.max(0, this.attemptAt + MIN_CONNECT_GAP_MS - Date.now());
-    return floor + jitter(base);
+    return MIN_CONNECT_GAP_MS + jitter(base);
   }
 
   /**

@@ -108,6 +108,8 @@ export interface FakeIotCoreOptions {
   timeScale?: number;
   /** the account's "Maximum number of retained messages per account" (default 500,000) */
   retainedQuota?: number;
+  /** told as the stand-in ends a connection on its own, before the client sees it go */
+  onEnded?(e: ConnectionEnded): void;
 }
 
 /** What the stand-in did to a live connection on its own. */
@@ -289,7 +291,9 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
     if (!clocks.has(client)) return;
     stopClock(client);
     if (client.closed) return;
-    ended.push({ clientId: client.id, reason, ...(detail ? { detail } : {}) });
+    const e: ConnectionEnded = { clientId: client.id, reason, ...(detail ? { detail } : {}) };
+    ended.push(e);
+    opts.onEnded?.(e);
     client.close();
   };
   /** The connection's clock from an accepted answer: the next refresh, and its end (never later than set before). */

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult } from 'aws-lambda';
 import { handler as authorizerHandler } from '../../functions/handlers/authorizer.js';
 import { handler as iotHandler } from '../../functions/handlers/iot.js';
-import { startFakeIotCore, type FakeIotCore } from '../fakes/iot-core.js';
+import { startFakeIotCore, type FakeIotCore, type FakeIotCoreOptions } from '../fakes/iot-core.js';
 import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from './serverless.js';
 
 export interface IotCoreWorld {
@@ -27,6 +27,8 @@ export interface IotCoreWorldOptions {
   timeScale?: number;
   /** the account's retained-message quota */
   retainedQuota?: number;
+  /** told as IoT Core's stand-in ends a connection on its own (test/fakes/iot-core.ts) */
+  onEnded?: FakeIotCoreOptions['onEnded'];
   /** stands between IoT Core and the real authorizer handler (a test holding agents out for a while) */
   authorize?: (event: IoTCustomAuthorizerEvent, real: (e: IoTCustomAuthorizerEvent) => Promise<IoTCustomAuthorizerResult>) => Promise<IoTCustomAuthorizerResult>;
 }
@@ -51,6 +53,7 @@ export async function startIotCoreWorld(dir: string, host?: string, opts: IotCor
     host,
     timeScale: opts.timeScale,
     retainedQuota: opts.retainedQuota,
+    onEnded: opts.onEnded,
     rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v2/node/+/+/${kind}`, invoke: (e) => iotHandler(e) })),
   });
   const w = await startServerless(iot.internalUrl, {}, host, iot);
