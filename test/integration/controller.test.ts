@@ -148,8 +148,13 @@ describe('controller and agents over MQTT', () => {
     await v.c.publishAsync(topics.nodeStatus('blue', 'victim'), JSON.stringify({ v: 2, state: 'online', agentVersion: 'x', errors: [] }), { qos: 1 });
     assert.equal(victimClosed, false, 'the victim kept its session');
     await v.c.endAsync();
-    // and a random one too
+    // and a random one too, and the victim's id of twill 0.1
     await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: 'mallory-4', reconnectPeriod: 0 }));
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: 'twill-blue-victim', reconnectPeriod: 0 }));
+    // Its own 0.1 id is let in while agents are upgraded, and logged as needing one.
+    const old = await client(ctl.url, creds.username, creds.password, 'twill-blue-mallory');
+    await waitFor('upgrade logged', () => /agent connected with the client id of twill 0\.1 agents: upgrade it .*client=twill-blue-mallory node=mallory/.test(ctl.output()));
+    await old.c.endAsync();
 
     // wrong password and unknown user are refused at connect
     await assert.rejects(mqtt.connectAsync(ctl.url, { username: 'mallory', password: 'wrong', reconnectPeriod: 0 }));
