@@ -84,23 +84,23 @@ export async function handler(event: ScheduledEvent | ScheduleInput): Promise<Sc
       report.failed.reconcile = errorMessage(e);
     }
   }
-  if (tasks.includes('republish')) {
+  // Tasks whose report says what failed, by name: each one a failure of the run.
+  const run = async <R extends { failed: Record<string, string> }>(task: Task, fn: () => Promise<R>): Promise<R | undefined> => {
+    if (!tasks.includes(task)) return undefined;
     try {
-      report.republish = await republishStale({ store: rt.store, controller: rt.controller, broker: rt.publisher, log });
-      for (const [n, why] of Object.entries(report.republish.failed)) report.failed[`republish ${n}`] = why;
+      const r = await fn();
+      for (const [what, why] of Object.entries(r.failed)) report.failed[`${task} ${what}`] = why;
+      return r;
     } catch (e) {
-      report.failed.republish = errorMessage(e);
+      report.failed[task] = errorMessage(e);
+      return undefined;
     }
-  }
-
-  if (tasks.includes('clean')) {
-    try {
-      report.clean = await cleanRetained({ store: rt.store, controller: rt.controller, broker: rt.publisher, log });
-      for (const [t, why] of Object.entries(report.clean.failed)) report.failed[`clean ${t}`] = why;
-    } catch (e) {
-      report.failed.clean = errorMessage(e);
-    }
-  }
+  };
+  const deps = { store: rt.store, controller: rt.controller, broker: rt.publisher, log };
+  const republish = await run('republish', () => republishStale(deps));
+  if (republish) report.republish = republish;
+  const clean = await run('clean', () => cleanRetained(deps));
+  if (clean) report.clean = clean;
 
   const failed = Object.entries(report.failed);
   // The cloud console's view (infra/monitoring.ts): once a minute, the fabric in numbers.

@@ -12,7 +12,7 @@ import mqtt from 'mqtt';
 import type { IoTCustomAuthorizerResult } from 'aws-lambda';
 import { IoTDataPlaneClient, ListRetainedMessagesCommand } from '@aws-sdk/client-iot-data-plane';
 import { IotPublisher } from '../../functions/publish/iot.js';
-import { startFakeIotCore, type FakeIotCore } from '../fakes/iot-core.js';
+import { startFakeIotCore, type FakeIotCore, type FakeIotCoreOptions } from '../fakes/iot-core.js';
 import { startFakeIotData, type FakeIotData } from '../fakes/iot-data.js';
 import { removeTempDirs, tempDir, waitFor } from '../helpers/procs.js';
 
@@ -37,38 +37,57 @@ function policy(lastWill: boolean, seconds: { refresh?: number; disconnect?: num
   };
 }
 
+/** A certificate for localhost, made once for every stand-in here. */
+function certificate(): { cert: string; key: string } {
+  const dir = tempDir('twill-iot-cert-');
+  const key = join(dir, 'key.pem');
+  const cert = join(dir, 'cert.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
+  return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') };
+}
+let tls: { cert: string; key: string } | undefined;
+
+/**
+ * IoT Core's stand-in, and plain MQTT clients of it, each with a client id
+ * of its own (IoT Core takes one CONNECT a second per id). A connection
+ * closed with no CONNACK rejects (allowRetries false) rather than waiting.
+ */
+async function standIn(name: string, opts: Pick<FakeIotCoreOptions, 'authorize'> & Partial<FakeIotCoreOptions>) {
+  tls ??= certificate();
+  const iot = await startFakeIotCore({ ...tls, authorizerName: 'auth', region: REGION, accountId: ACCOUNT, ...opts });
+  const clients: mqtt.MqttClient[] = [];
+  let ids = 0;
+  return {
+    iot,
+    async connect(o: mqtt.IClientOptions = {}) {
+      const c = await mqtt.connectAsync(iot.mqttsUrl, { username: 'u?x-amz-customauthorizer-name=auth', password: 'p', ca: tls!.cert, ALPNProtocols: ['mqtt'], reconnectPeriod: 0, clientId: `${name}${ids++}`, ...o }, false);
+      clients.push(c);
+      return c;
+    },
+    async close() {
+      for (const c of clients) c.end(true);
+      await iot.close();
+    },
+  };
+}
+type StandIn = Awaited<ReturnType<typeof standIn>>;
+
 describe('IoT Core stand-in: the rules IoT Core keeps', () => {
-  let dir: string;
+  let world: StandIn;
   let iot: FakeIotCore;
   let answer = policy(true);
   /** while set, the authorizer never answers */
   let hang = false;
-  const clients: mqtt.MqttClient[] = [];
 
   before(async () => {
-    dir = tempDir('twill-iot-rules-');
-    const key = join(dir, 'key.pem');
-    const cert = join(dir, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
-    iot = await startFakeIotCore({
-      cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8'), authorizerName: 'auth', region: REGION, accountId: ACCOUNT,
-      authorize: () => (hang ? new Promise(() => {}) : Promise.resolve(answer)),
-    });
+    world = await standIn('c', { authorize: () => (hang ? new Promise(() => {}) : Promise.resolve(answer)) });
+    iot = world.iot;
   });
   after(async () => {
-    for (const c of clients) c.end(true);
-    await iot?.close();
+    await world?.close();
     removeTempDirs();
   });
-
-  // Each connection a client id of its own: IoT Core takes one CONNECT a second per id.
-  let ids = 0;
-  const connect = async (opts: mqtt.IClientOptions = {}) => {
-    // (allowRetries false: a connection closed with no CONNACK rejects, rather than waiting for a retry)
-    const c = await mqtt.connectAsync(iot.mqttsUrl, { username: 'u?x-amz-customauthorizer-name=auth', password: 'p', ca: readFileSync(join(dir, 'cert.pem')), ALPNProtocols: ['mqtt'], reconnectPeriod: 0, clientId: `c${ids++}`, ...opts }, false);
-    clients.push(c);
-    return c;
-  };
+  const connect = (o?: mqtt.IClientOptions) => world.connect(o);
   const messages = (c: mqtt.MqttClient) => {
     const seen: { topic: string; retain: boolean }[] = [];
     c.on('message', (topic, _p, packet) => seen.push({ topic, retain: packet.retain }));
@@ -190,32 +209,19 @@ describe('IoT Core stand-in: the rules IoT Core keeps', () => {
 });
 
 describe('IoT Core stand-in: custom authentication\'s clock (time scale 1/1000: 300 s last 0.3 s)', () => {
-  let dir: string;
+  let world: StandIn;
   let iot: FakeIotCore;
   let answer = policy(true);
-  const clients: mqtt.MqttClient[] = [];
-  let ids = 0;
 
   before(async () => {
-    dir = tempDir('twill-iot-clock-');
-    const key = join(dir, 'key.pem');
-    const cert = join(dir, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
-    iot = await startFakeIotCore({
-      cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8'), authorizerName: 'auth', region: REGION, accountId: ACCOUNT,
-      authorize: async () => answer, timeScale: 0.001,
-    });
+    world = await standIn('k', { authorize: async () => answer, timeScale: 0.001 });
+    iot = world.iot;
   });
   after(async () => {
-    for (const c of clients) c.end(true);
-    await iot?.close();
+    await world?.close();
     removeTempDirs();
   });
-  const connect = async (opts: mqtt.IClientOptions = {}) => {
-    const c = await mqtt.connectAsync(iot.mqttsUrl, { username: 'u?x-amz-customauthorizer-name=auth', password: 'p', ca: readFileSync(join(dir, 'cert.pem')), ALPNProtocols: ['mqtt'], reconnectPeriod: 0, clientId: `k${ids++}`, ...opts }, false);
-    clients.push(c);
-    return c;
-  };
+  const connect = (o?: mqtt.IClientOptions) => world.connect(o);
   const closed = (c: mqtt.MqttClient) => new Promise<void>((r) => (c.connected ? c.once('close', () => r()) : r()));
 
   test('the authorizer is called again every refreshAfterInSeconds; once it refuses, the connection is closed', async () => {
@@ -265,39 +271,25 @@ describe('IoT Core stand-in: custom authentication\'s clock (time scale 1/1000: 
 });
 
 describe('IoT Core stand-in: the account\'s retained-message quota, and ListRetainedMessages', () => {
-  let dir: string;
+  let world: StandIn;
   let iot: FakeIotCore;
   let data: FakeIotData;
   let publisher: IotPublisher;
-  const clients: mqtt.MqttClient[] = [];
-  let ids = 0;
+  const credentials = { accessKeyId: 'AKIAFAKEFAKEFAKEFAKE', secretAccessKey: 'fake-secret-for-local-tests-only' };
 
   before(async () => {
-    dir = tempDir('twill-iot-retained-');
-    const key = join(dir, 'key.pem');
-    const cert = join(dir, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' });
-    iot = await startFakeIotCore({
-      cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8'), authorizerName: 'auth', region: REGION, accountId: ACCOUNT,
-      authorize: async () => policy(true), retainedQuota: 3,
-    });
+    world = await standIn('r', { authorize: async () => policy(true), retainedQuota: 3 });
+    iot = world.iot;
     data = await startFakeIotData(iot.internalUrl, iot);
-    publisher = new IotPublisher({
-      clientConfig: { endpoint: data.endpoint, region: REGION, credentials: { accessKeyId: 'AKIAFAKEFAKEFAKEFAKE', secretAccessKey: 'fake-secret-for-local-tests-only' }, maxAttempts: 1 },
-    });
+    publisher = new IotPublisher({ clientConfig: { endpoint: data.endpoint, region: REGION, credentials, maxAttempts: 1 } });
   });
   after(async () => {
-    for (const c of clients) c.end(true);
     publisher?.close();
     await data?.close();
-    await iot?.close();
+    await world?.close();
     removeTempDirs();
   });
-  const connect = async () => {
-    const c = await mqtt.connectAsync(iot.mqttsUrl, { username: 'u?x-amz-customauthorizer-name=auth', password: 'p', ca: readFileSync(join(dir, 'cert.pem')), ALPNProtocols: ['mqtt'], reconnectPeriod: 0, clientId: `r${ids++}` }, false);
-    clients.push(c);
-    return c;
-  };
+  const connect = () => world.connect();
 
   test('at the quota, every retained publish with a payload is throttled, from a device or the data plane, until one is deleted; a zero-byte one still deletes', async () => {
     const dev = await connect();
@@ -325,16 +317,13 @@ describe('IoT Core stand-in: the account\'s retained-message quota, and ListReta
   });
 
   test('ListRetainedMessages pages at most 200 at a time with nextToken, and refuses a page size or token it does not know', async () => {
-    const big = await startFakeIotCore({
-      cert: readFileSync(join(dir, 'cert.pem'), 'utf8'), key: readFileSync(join(dir, 'key.pem'), 'utf8'), authorizerName: 'auth', region: REGION, accountId: ACCOUNT,
-      authorize: async () => policy(true),
-    });
-    const bigData = await startFakeIotData(big.internalUrl, big);
-    const client = new IoTDataPlaneClient({ endpoint: bigData.endpoint, region: REGION, credentials: { accessKeyId: 'AKIAFAKEFAKEFAKEFAKE', secretAccessKey: 'fake-secret-for-local-tests-only' }, maxAttempts: 1 });
+    const big = await standIn('b', { authorize: async () => policy(true) });
+    const bigData = await startFakeIotData(big.iot.internalUrl, big.iot);
+    const client = new IoTDataPlaneClient({ endpoint: bigData.endpoint, region: REGION, credentials, maxAttempts: 1 });
     const pub = new IotPublisher({ client });
     try {
-      for (let i = 0; i < 450; i++) await big.publish(`p/${String(i).padStart(3, '0')}`, Buffer.from('x'), 1, true);
-      await big.publish('other/1', Buffer.from('y'), 1, true);
+      for (let i = 0; i < 450; i++) await big.iot.publish(`p/${String(i).padStart(3, '0')}`, Buffer.from('x'), 1, true);
+      await big.iot.publish('other/1', Buffer.from('y'), 1, true);
       const pages: number[] = [];
       const seen: string[] = [];
       let nextToken: string | undefined;
