@@ -341,7 +341,8 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       // An external broker keeps what it retains across controller restarts,
       // leases released while this was down included.
       retained = externalRetained(opts.brokerUrl, { username: opts.brokerUsername, password: opts.brokerPassword });
-      await cleanRetained({ store, controller, broker: retained, log });
+      await cleanRetained({ store, controller, broker: retained, log })
+        .catch((e) => log.warn('retained cleanup failed: the broker may not let this user read everything under the prefix', { reason: errorMessage(e) }));
       client.on('message', (topic, payload, packet) => {
         // A hello a node left retained on the broker (the embedded broker and
         // IoT Core refuse it; Mosquitto keeps it) would be handled again at
