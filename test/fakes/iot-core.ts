@@ -304,7 +304,7 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
     if (endsAt !== c.endsAt) {
       clearTimeout(c.end);
       c.endsAt = endsAt;
-      c.end = setTimeout(() => endConnection(client, 'disconnectAfterInSeconds'), endsAt - Date.now());
+      c.end = setTimeout(() => endConnection(client, 'disconnectAfterInSeconds'), endsAt - Date.now()).unref();
     }
     clearTimeout(c.refresh);
     c.refresh = setTimeout(() => {
@@ -323,7 +323,7 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
           refreshes.push({ clientId: client.id, accepted: false, reason: e.message });
           endConnection(client, 'refresh refused', e.message);
         });
-    }, result.refreshAfterInSeconds * 1000 * scale);
+    }, result.refreshAfterInSeconds * 1000 * scale).unref();
   };
 
   // aedes' in-memory persistence, with every retained message the broker
