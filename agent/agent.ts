@@ -197,7 +197,7 @@ export class Agent {
     this.watch = new Watch(
       {
         ...this.opts,
-        clientId: nodeClientId(this.opts.network, this.opts.node),
+        clientId: nodeClientId(this.topics.prefix, this.opts.network, this.opts.node),
         topics: this.topics,
         pollMs: this.opts.pollMs ?? 5 * 60_000,
         will: offline,

@@ -78,6 +78,8 @@ export interface WatchHooks {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+/** at least this long between two CONNECTs of this client id (reconnectDelay) */
+const MIN_CONNECT_GAP_MS = 1000;
 /** a session that ends sooner than this after it began is a short one... */
 const SHORT_SESSION_MS = 10_000;
 /** ...and this many short ones within a minute suggest a second process with this node's config */
@@ -147,11 +149,12 @@ export class Watch {
     this.client = client;
     client.on('connect', () => void this.onConnect());
     client.on('message', (topic, payload) => this.onMessage(topic, payload));
-    client.on('close', () => {
+    // Ahead of mqtt.js's own 'close' listener, which arms the reconnect
+    // timer with reconnectPeriod as it stands: set after it, each delay
+    // would apply one reconnect late.
+    client.prependListener('close', () => {
       this.noteShortSession();
-      // Exponential backoff with jitter, so a fleet does not reconnect in lockstep.
-      const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.reconnectAttempt++, 10));
-      client.options.reconnectPeriod = jitter(base);
+      client.options.reconnectPeriod = this.reconnectDelay();
     });
     client.on('error', (e) => {
       o.log.warn('broker connection error', { reason: e.message });
@@ -165,6 +168,21 @@ export class Watch {
       }, jitter(o.pollMs * 2)));
     };
     poll();
+  }
+
+  /**
+   * How long after a connection closed to send the next CONNECT: at least
+   * MIN_CONNECT_GAP_MS, then exponential backoff with jitter, so a fleet does
+   * not reconnect in lockstep. IoT Core takes one CONNECT a second per client
+   * id and throttles the rest (quotas page: "Connect requests per second per
+   * client ID", 1, not adjustable; CloudWatch counts them as
+   * Connect.ClientIDThrottle). Counted from the close, which comes after IoT
+   * Core had the last CONNECT, however long each TLS handshake took: a
+   * refused login or a session cut at once is never retried inside that second.
+   */
+  private reconnectDelay(): number {
+    const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.min(this.reconnectAttempt++, 10));
+    return MIN_CONNECT_GAP_MS + jitter(base);
   }
 
   /**
@@ -222,6 +240,10 @@ export class Watch {
     const o = this.opts;
     const t = o.topics.parse(topic);
     if (!t || t.network !== o.network) return;
+    // A zero-byte message is a retained one being deleted (MQTT 3.1.1
+    // §3.3.1.3): the controller clears a released lease's topic that way and
+    // says "no lease" in a message of its own.
+    if (payload.length === 0) return;
     try {
       if (t.kind === 'netConfig') {
         const msg = parseMessage(netConfigSchema, payload, 'network config');

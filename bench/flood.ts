@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../core/acl.js';
-import { Topics } from '../core/topics.js';
+import { DEFAULT_PREFIX, Topics } from '../core/topics.js';
 import { hashPassword } from '../functions/credentials.js';
 import { SqliteStore } from '../functions/store/sqlite.js';
 
@@ -42,7 +42,7 @@ type FloodKind = 'hellos' | 'statuses' | 'bad logins' | 'huge packets';
 async function flood(kind: FloodKind, url: string): Promise<void> {
   const { hostname, port } = new URL(url);
   if (kind === 'hellos' || kind === 'statuses') {
-    const c = await mqtt.connectAsync(url, { username: 'flooder', password: PASSWORD, clientId: nodeClientId(NET, 'flooder'), reconnectPeriod: 1000 });
+    const c = await mqtt.connectAsync(url, { username: 'flooder', password: PASSWORD, clientId: nodeClientId(DEFAULT_PREFIX, NET, 'flooder'), reconnectPeriod: 1000 });
     const topic = kind === 'hellos' ? topics.nodeHello(NET, 'flooder') : topics.nodeStatus(NET, 'flooder');
     const payload = kind === 'hellos' ? hello('127.1.0.1') : JSON.stringify({ v: 2, state: 'online', errors: [] });
     for (;;) await c.publishAsync(topic, payload, { qos: 0 });
@@ -52,7 +52,7 @@ async function flood(kind: FloodKind, url: string): Promise<void> {
     const one = async () => {
       for (;;) {
         const name = i++ % 2 ? `calm-${i % 100}` : `nobody-${i}`;
-        await mqtt.connectAsync(url, { username: name, password: 'wrong', clientId: nodeClientId(NET, name), reconnectPeriod: 0, connectTimeout: 10_000 })
+        await mqtt.connectAsync(url, { username: name, password: 'wrong', clientId: nodeClientId(DEFAULT_PREFIX, NET, name), reconnectPeriod: 0, connectTimeout: 10_000 })
           .then((c) => c.endAsync(true), () => {});
       }
     };
@@ -95,7 +95,7 @@ let nextCalm = 0;
 async function sample(url: string, api: string, into: Samples): Promise<void> {
   const name = `calm-${nextCalm++}`;
   const t0 = performance.now();
-  const c = await mqtt.connectAsync(url, { username: name, password: PASSWORD, clientId: nodeClientId(NET, name), reconnectPeriod: 0, connectTimeout: 60_000 });
+  const c = await mqtt.connectAsync(url, { username: name, password: PASSWORD, clientId: nodeClientId(DEFAULT_PREFIX, NET, name), reconnectPeriod: 0, connectTimeout: 60_000 });
   into.connect.push(performance.now() - t0);
   try {
     const leaseTopic = topics.nodeLease(NET, name);
@@ -120,7 +120,7 @@ async function wrongLogin(url: string, name: string, n: number): Promise<number[
   const out: number[] = [];
   const one = async () => {
     const t0 = performance.now();
-    await mqtt.connectAsync(url, { username: name, password: 'wrong-password', clientId: nodeClientId(NET, name), reconnectPeriod: 0 }).then((c) => c.endAsync(true), () => {});
+    await mqtt.connectAsync(url, { username: name, password: 'wrong-password', clientId: nodeClientId(DEFAULT_PREFIX, NET, name), reconnectPeriod: 0 }).then((c) => c.endAsync(true), () => {});
     out.push(performance.now() - t0);
   };
   for (let i = 0; i < n; i += 20) await Promise.all(Array.from({ length: Math.min(20, n - i) }, one));

@@ -11,6 +11,7 @@
 //          would be the bench's own bottleneck, not the control plane's.
 import mqtt from 'mqtt';
 import { gunzipSync } from 'node:zlib';
+import { nodeClientId } from '../core/acl.js';
 import { silentLogger } from '../core/log.js';
 import type { Hello, Status } from '../core/messages.js';
 import { Topics } from '../core/topics.js';
@@ -101,7 +102,7 @@ class LightAgent implements Agent {
     const o = this.o;
     const will: Status = { v: 2, state: 'offline', agentVersion: VERSION, errors: [] };
     const c = mqtt.connect(o.broker, {
-      clientId: `twill-${o.network}-${o.node}`, username: o.node, password: o.password, clean: true, reconnectPeriod: 1000, connectTimeout: 10_000,
+      clientId: nodeClientId(topics.prefix, o.network, o.node), username: o.node, password: o.password, clean: true, reconnectPeriod: 1000, connectTimeout: 10_000,
       will: { topic: topics.nodeStatus(o.network, o.node), payload: Buffer.from(JSON.stringify(will)), qos: 1, retain: true },
     });
     this.client = c;
@@ -276,7 +277,7 @@ function start(c: StartCmd): void {
       ? new LightAgent({ broker: c.broker, network: c.network, node, password: c.password, hello: counted, onSession: () => l.sessions++ })
       : new Watch(
         {
-          broker: c.broker, username: node, password: c.password, network: c.network, node, clientId: `twill-${c.network}-${node}`,
+          broker: c.broker, username: node, password: c.password, network: c.network, node, clientId: nodeClientId(topics.prefix, c.network, node),
           topics, log: silentLogger, helloRetryMs: HELLO_RETRY_MS, renewMarginMs: 3600_000, pollMs: 300_000,
           will: { v: 2, state: 'offline', agentVersion: VERSION, errors: [] },
           hello: counted,

@@ -69,7 +69,6 @@ export class Topics {
   /** Filters the controller subscribes to. */
   allHellos(): string { return `${this.root}/node/+/+/hello`; }
   allStatus(): string { return `${this.root}/node/+/+/status`; }
-  allNodeLeases(): string { return `${this.root}/node/+/+/lease`; }
   legacyHellos(): string { return `${this.legacyRoot}/node/+/+/hello`; }
   /** The previous protocol's own-lease topic, where a legacy agent reads why it is refused. */
   legacyNodeLease(network: string, node: string): string { return `${this.legacyRoot}/node/${network}/${node}/lease`; }

@@ -54,10 +54,12 @@ export async function addNode(store: Store, opts: { name: string; network: strin
  * it). Its live sessions are the broker's to end (functions/local/server.ts
  * revokes them; a deployment's, IoT Core's authorizer refuses its reconnect).
  */
-export async function removeNode(store: Store, name: string, controller?: Pick<Controller, 'release'>): Promise<{ released: boolean; network: string }> {
+export async function removeNode(store: Store, name: string, controller?: Pick<Controller, 'release' | 'forgetNode'>): Promise<{ released: boolean; network: string }> {
   const node = await store.getNode(checkName('node', name));
   if (!node || !(await store.deleteNode(name))) throw new NotFoundError(`node ${name} does not exist`);
   const released = controller ? await controller.release(node.network, name) : false;
+  // Nothing of a departed node stays retained on the broker (its status, an error it was told).
+  await controller?.forgetNode(node.network, name);
   return { released, network: node.network };
 }
 

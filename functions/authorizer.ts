@@ -12,7 +12,7 @@
 // wrong password and an unknown node cost the same hash time.
 import { createHash } from 'node:crypto';
 import type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult, PolicyDocument } from 'aws-lambda';
-import { nodeGrants } from '../core/acl.js';
+import { clientIdOf, nodeGrants } from '../core/acl.js';
 import type { Logger } from '../core/log.js';
 import { NAME_RE, type Topics } from '../core/topics.js';
 import { DUMMY_HASH, verifyPassword } from './credentials.js';
@@ -68,7 +68,7 @@ export function principalIdOf(node: string): string {
  * agent sets a retained last will on its status, which IoT Core allows only
  * with the LastWill connect attribute granted ("Using connectAttributes").
  */
-export function nodePolicy(topics: Topics, node: Pick<NodeRecord, 'name' | 'network'>, region: string, accountId: string): PolicyDocument {
+export function nodePolicy(topics: Topics, node: Pick<NodeRecord, 'name' | 'network'>, region: string, accountId: string, idKind: 'current' | 'legacy' = 'current'): PolicyDocument {
   const g = nodeGrants(topics, node);
   const arn = (kind: 'client' | 'topic' | 'topicfilter', rest: string) => `arn:aws:iot:${region}:${accountId}:${kind}/${rest}`;
   return {
@@ -77,7 +77,9 @@ export function nodePolicy(topics: Topics, node: Pick<NodeRecord, 'name' | 'netw
       {
         Effect: 'Allow',
         Action: 'iot:Connect',
-        Resource: arn('client', g.clientId),
+        // Exactly the id this connection came with (core/acl.ts): a 0.1
+        // agent's during an upgrade, otherwise the deployment's own.
+        Resource: arn('client', idKind === 'legacy' && g.legacyClientId ? g.legacyClientId : g.clientId),
         Condition: { 'ForAllValues:StringEquals': { 'iot:ConnectAttributes': ['LastWill'] } },
       },
       { Effect: 'Allow', Action: 'iot:Publish', Resource: g.publish.map((t) => arn('topic', t)) },
@@ -157,9 +159,15 @@ export async function authorize(event: IoTCustomAuthorizerEvent, opts: Authorize
   const matches = await verifyPassword(creds.password, record?.passwordHash ?? DUMMY_HASH);
   if (!record) return refuse('unknown node: add it with twill node add', creds.node);
   if (!matches) return refuse('wrong password', creds.node);
-  const expected = nodeGrants(opts.topics, record).clientId;
-  if (creds.clientId !== undefined && creds.clientId !== expected) {
-    return refuse(`client id ${JSON.stringify(creds.clientId.slice(0, 128))} is not this node's (${expected})`, creds.node);
+  const grants = nodeGrants(opts.topics, record);
+  const kind = creds.clientId === undefined ? 'current' : clientIdOf(grants, creds.clientId);
+  if (!kind) {
+    return refuse(`client id ${JSON.stringify((creds.clientId as string).slice(0, 128))} is not this node's (${grants.clientId})`, creds.node);
+  }
+  if (kind === 'legacy') {
+    opts.log.warn('agent connected with the client id of twill 0.1 agents: upgrade it (until then a same-named node of another stage can take over its session, and a removal cuts it off only at the next refresh)', {
+      connection, client: creds.clientId, node: record.name, network: record.network, upgradedId: grants.clientId,
+    });
   }
   opts.log.info('IoT connection authorized', { connection, node: record.name, network: record.network });
   return {
@@ -167,6 +175,6 @@ export async function authorize(event: IoTCustomAuthorizerEvent, opts: Authorize
     principalId: principalIdOf(record.name),
     disconnectAfterInSeconds: disconnect,
     refreshAfterInSeconds: refresh,
-    policyDocuments: splitPolicy(nodePolicy(opts.topics, record, opts.region, opts.accountId)),
+    policyDocuments: splitPolicy(nodePolicy(opts.topics, record, opts.region, opts.accountId, kind)),
   };
 }

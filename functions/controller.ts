@@ -191,10 +191,7 @@ export class Controller {
       }
     }
     await this.publisher.publish(this.topics.netConfig(name), '', true);
-    for (const node of new Set([...gone, ...nodes])) {
-      await this.publisher.publish(this.topics.nodeLease(name, node), '', true);
-      await this.publisher.publish(this.topics.nodeStatus(name, node), '', true);
-    }
+    for (const node of new Set([...gone, ...nodes])) await this.forgetNode(name, node);
     this.onRemoved(name);
     this.log.info('network removed', { network: name, backend: net.config.Backend.Type, released, nodes: nodes.length });
     return { released, nodes };
@@ -515,9 +512,42 @@ export class Controller {
     await this.publisher.publish(this.topics.nodeLease(lease.network, lease.node), JSON.stringify(own), true);
   }
 
+  /**
+   * The node holds no lease: its retained topic is deleted (a zero-byte
+   * retained publish, which MQTT brokers and IoT Core delete on; a retained
+   * "no lease" would stay on IoT Core for years and count against the
+   * account's retained-message quota), then the news goes out live to the
+   * agent if it listens. An agent that was away finds nothing retained and
+   * says hello when it connects, as it always does.
+   */
   private async clearOwn(network: string, node: string): Promise<void> {
+    const topic = this.topics.nodeLease(network, node);
+    await this.publisher.publish(topic, '', true);
     const own: NodeLeaseMessage = { v: 2, lease: null, ...(this.api && { api: this.api }) };
-    await this.publisher.publish(this.topics.nodeLease(network, node), JSON.stringify(own), true);
+    await this.publisher.publish(topic, JSON.stringify(own), false);
+  }
+
+  /**
+   * After a node is removed: what the broker retains for it goes (its own
+   * topic, its status, the v1 upgrade notice), so nothing of a departed node
+   * stays retained. Its lease was released first (release), which told it.
+   */
+  async forgetNode(network: string, node: string): Promise<void> {
+    for (const topic of [this.topics.nodeLease(network, node), this.topics.nodeStatus(network, node), this.topics.legacyNodeLease(network, node)]) {
+      await this.publisher.publish(topic, '', true);
+    }
+  }
+
+  /** Deletes one retained message (functions/republish.ts cleanRetained: the store no longer backs it). */
+  async deleteRetained(topic: string): Promise<void> {
+    await this.publisher.publish(topic, '', true);
+  }
+
+  /** Publishes a node's own lease again as the store has it, if it has one (a cleanup raced a join). */
+  async republishNode(network: string, node: string): Promise<void> {
+    const net = await this.store.getNetwork(network);
+    const lease = net && (await this.store.getLease(network, node));
+    if (net && lease) await this.publishOwn(lease, net.config);
   }
 
   /**
@@ -637,28 +667,5 @@ export class Controller {
   async publishOnStart(): Promise<void> {
     await this.republishAll();
     for (const n of await this.store.listNodes()) await this.announceUpgrade(n.network, n.name);
-  }
-
-  /**
-   * Clears retained own-lease topics the store does not back (an external
-   * broker keeps them across controller restarts, including leases that
-   * expired while the controller was down).
-   */
-  async clearStale(retained: Map<string, string>): Promise<number> {
-    let n = 0;
-    for (const [topic, payload] of retained) {
-      const t = this.topics.parse(topic);
-      if (t?.kind !== 'nodeLease' || payload === '') continue;
-      let none = false;
-      try {
-        none = (JSON.parse(payload) as { lease?: unknown }).lease === null;
-      } catch {
-        // unreadable: cleared below unless the store backs it
-      }
-      if (none || (await this.store.getLease(t.network, t.node))) continue;
-      await this.clearOwn(t.network, t.node);
-      n++;
-    }
-    return n;
   }
 }

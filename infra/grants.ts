@@ -49,8 +49,8 @@ const TABLE = 'arn:{partition}:dynamodb:{region}:{account}:table/{table}';
 const INDEXES = `${TABLE}/index/*`;
 /** Every topic is under the deployment's prefix (core/topics.ts): IoT Core is shared by the whole account. */
 const TOPICS = 'arn:{partition}:iot:{region}:{account}:topic/{prefix}/*';
-/** twill's MQTT client ids all start twill- (core/acl.ts nodeClientId). */
-const CLIENTS = 'arn:{partition}:iot:{region}:{account}:client/twill-*';
+/** This stage's agents' client ids, and no other stage's, start "<prefix>:" (core/acl.ts nodeClientId). */
+const CLIENTS = 'arn:{partition}:iot:{region}:{account}:client/{prefix}:*';
 const ROUTE_TABLES = 'arn:{partition}:ec2:{region}:{account}:route-table/*';
 const INTERFACES = 'arn:{partition}:ec2:{region}:{account}:network-interface/*';
 const parameter = (name: 'adminTokenParameter' | 'aliEventTokenParameter') => `arn:{partition}:ssm:{region}:{account}:parameter{${name}}`;

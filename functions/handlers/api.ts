@@ -30,7 +30,7 @@ export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunc
       store: rt.store, controller: rt.controller, adminToken, broker: `wss://${host}/mqtt`, prefix: rt.env.prefix, authorizer: rt.env.iotAuthorizer, log,
       // IoT Core keeps a connection's policy until it refreshes: a removed or rotated node is disconnected now.
       revokeSessions: async (n) => {
-        if (await rt.publisher.disconnect(nodeClientId(n.network, n.name))) log.info('node disconnected from IoT Core', { node: n.name, network: n.network });
+        if (await rt.publisher.disconnect(nodeClientId(rt.topics.prefix, n.network, n.name))) log.info('node disconnected from IoT Core', { node: n.name, network: n.network });
       },
     },
   );

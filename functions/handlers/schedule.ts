@@ -5,8 +5,12 @@
 //              cloud (functions/routes.ts), whatever events were lost
 //   republish  republishes a network whose retained manifest on IoT Core is
 //              behind the store (functions/republish.ts)
+//   clean      deletes the retained topics under the deployment's prefix that
+//              the store no longer backs (functions/republish.ts cleanRetained);
+//              it lists the account's retained messages and reads every node
+//              and lease, so infra/schedule.ts runs it hourly, not each minute
 // The schedule's input may name the tasks ({"tasks": ["expire"]}); any
-// other event, EventBridge's "Scheduled Event" included, runs all three.
+// other event, EventBridge's "Scheduled Event" included, runs them all.
 // Each task and each network runs whatever the others did; a failure is
 // logged, and the invocation fails at the end so it shows in the function's
 // error metric. The next tick is the retry.
@@ -17,11 +21,11 @@ import { fabricFigures } from '../../core/fabric.js';
 import { emitMetrics, type MetricValue } from '../emf.js';
 import type { ReconcileReport } from '../routes.js';
 import { CLOUD_OF_BACKEND } from '../clouds/index.js';
-import { republishStale, type RepublishReport } from '../republish.js';
+import { cleanRetained, republishStale, type CleanReport, type RepublishReport } from '../republish.js';
 import { batchReconciler } from './poke.js';
 import { runtime } from './runtime.js';
 
-export const TASKS = ['expire', 'reconcile', 'republish'] as const;
+export const TASKS = ['expire', 'reconcile', 'republish', 'clean'] as const;
 export type Task = (typeof TASKS)[number];
 
 export interface ScheduleInput {
@@ -32,6 +36,7 @@ export interface ScheduleReport {
   expired?: number;
   reconciled?: string[];
   republish?: RepublishReport;
+  clean?: CleanReport;
   /** what failed, by task or network */
   failed: Record<string, string>;
 }
@@ -79,18 +84,29 @@ export async function handler(event: ScheduledEvent | ScheduleInput): Promise<Sc
       report.failed.reconcile = errorMessage(e);
     }
   }
-  if (tasks.includes('republish')) {
+  // Tasks whose report says what failed, by name: each one a failure of the run.
+  const run = async <R extends { failed: Record<string, string> }>(task: Task, fn: () => Promise<R>): Promise<R | undefined> => {
+    if (!tasks.includes(task)) return undefined;
     try {
-      report.republish = await republishStale({ store: rt.store, controller: rt.controller, broker: rt.publisher, log });
-      for (const [n, why] of Object.entries(report.republish.failed)) report.failed[`republish ${n}`] = why;
+      const r = await fn();
+      for (const [what, why] of Object.entries(r.failed)) report.failed[`${task} ${what}`] = why;
+      return r;
     } catch (e) {
-      report.failed.republish = errorMessage(e);
+      report.failed[task] = errorMessage(e);
+      return undefined;
     }
-  }
+  };
+  const deps = { store: rt.store, controller: rt.controller, broker: rt.publisher, log };
+  const republish = await run('republish', () => republishStale(deps));
+  if (republish) report.republish = republish;
+  const clean = await run('clean', () => cleanRetained(deps));
+  if (clean) report.clean = clean;
 
   const failed = Object.entries(report.failed);
   // The cloud console's view (infra/monitoring.ts): once a minute, the fabric in numbers.
-  await emitFabric(rt, reports, report).catch((e) => log.error('metrics not emitted', { reason: errorMessage(e) }));
+  // (Not from the hourly clean alone: the minute's run has said it.)
+  if (tasks.some((t) => t !== 'clean')) await emitFabric(rt, reports, report).catch((e) => log.error('metrics not emitted', { reason: errorMessage(e) }));
+  if (report.clean) emitMetrics({ Stage: rt.env.prefix }, [{ name: 'RetainedDeleted', value: report.clean.deleted.length, unit: 'Count' }]);
   if (failed.length) {
     for (const [what, why] of failed) log.error('scheduled task failed', { what, reason: why });
     throw new Error(`scheduled run failed for ${failed.map(([w]) => w).join(', ')}: see the log lines before this one`);

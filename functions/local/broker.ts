@@ -10,8 +10,9 @@ import { MAX_PAYLOAD_BYTES } from '../../core/messages.js';
 import type { Logger } from '../../core/log.js';
 import type { Metrics } from '../../core/metrics.js';
 import type { Topics } from '../../core/topics.js';
-import { nodeAcl, nodeClientId } from '../../core/acl.js';
+import { clientIdOf, nodeAcl, nodeGrants } from '../../core/acl.js';
 import { CredentialsBusyError, type CredentialCheck } from '../credentials.js';
+import type { RetainedLister } from '../republish.js';
 import type { NodeRecord } from '../store/store.js';
 
 // The ACL itself lives in core/acl.ts, shared with IoT Core's custom authorizer.
@@ -49,7 +50,10 @@ function authError(message: string, returnCode: 3 | 4 | 5): AuthenticateError {
 const memoryPersistence = createRequire(import.meta.url)('aedes-persistence') as () => AedesPersistence;
 type Packet = { topic: string; payload: Buffer };
 
-export function retainedByTopic(): AedesPersistence {
+/** The persistence, and what it retains (what the controller's cleanup lists: functions/republish.ts). */
+export type RetainedPersistence = AedesPersistence & RetainedLister;
+
+export function retainedByTopic(): RetainedPersistence {
   const p = memoryPersistence();
   const byTopic = new Map<string, Packet>();
   const store = p.storeRetained.bind(p) as (packet: Packet, cb?: (err?: Error | null) => void) => unknown;
@@ -63,12 +67,17 @@ export function retainedByTopic(): AedesPersistence {
     patterns.some((t) => t.includes('+') || t.includes('#'))
       ? combi(patterns)
       : Readable.from(patterns.flatMap((t) => { const r = byTopic.get(t); return r ? [r] : []; }), { objectMode: true });
-  return p;
+  return Object.assign(p, {
+    listRetained: async (prefix: string) => [...byTopic.keys()].filter((t) => t.startsWith(prefix)).map((topic) => ({ topic })),
+    retained: async (topic: string) => byTopic.get(topic)?.payload.toString('utf8'),
+  });
 }
 
 /** The embedded broker, and a way to end the sessions of nodes whose credentials are gone. */
 export interface EmbeddedBroker {
   broker: Aedes;
+  /** what the broker retains */
+  retained: RetainedLister;
   /**
    * Closes every session whose node is no longer current (removed, or its
    * password rotated: current answers from the store); returns the nodes cut off.
@@ -113,8 +122,9 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
     t.unreported = 0;
   };
 
+  const persistence = retainedByTopic();
   const broker = await Aedes.createBroker({
-    persistence: retainedByTopic(),
+    persistence,
     authenticate(client, username, password, done) {
       // 4: bad username or password; 3: server unavailable (MQTT 3.1.1 §3.2.2.3), which agents retry with backoff.
       const refuse = (reason: string, returnCode: 3 | 4 = 4) => {
@@ -134,8 +144,14 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
           // checked before aedes lets this connection take over a session of
           // that id, so no node can kick another off, set off its last will
           // or receive its queued messages.
-          const want = nodeClientId(node.network, node.name);
-          if (client.id !== want) return refuse(`client id ${JSON.stringify(client.id)} is not node ${node.name}'s: it connects as ${want}`);
+          const grants = nodeGrants(topics, node);
+          const kind = clientIdOf(grants, client.id);
+          if (!kind) return refuse(`client id ${JSON.stringify(client.id)} is not node ${node.name}'s: it connects as ${grants.clientId}`);
+          if (kind === 'legacy') {
+            log.warn('agent connected with the client id of twill 0.1 agents: upgrade it (until then a same-named node of another deployment on this broker can take over its session)', {
+              client: client.id, node: node.name, network: node.network, upgradedId: grants.clientId,
+            });
+          }
           identities.set(client, { node, acl: nodeAcl(topics, node) });
           noteTakeover(client, node);
           done(null, true);
@@ -197,5 +213,5 @@ export async function createBroker(opts: BrokerOptions): Promise<EmbeddedBroker>
     }
     return cut;
   };
-  return { broker, revoke };
+  return { broker, revoke, retained: persistence };
 }

@@ -20,6 +20,7 @@ import { MAX_BODY, encodeForClient, handleApi, refuseUnauthorized, type ApiDeps,
 import { BoundedCredentials, VerifiedCredentials } from '../credentials.js';
 import { dashboardAsset } from '../dashboard.js';
 import { handleNodeApi, SnapshotCache, type NodeApiDeps } from '../node-api.js';
+import { cleanRetained, type RetainedLister } from '../republish.js';
 import { Sync } from '../sync.js';
 import { Controller } from '../controller.js';
 import { reconcileNetwork, type ReconcileReport } from '../routes.js';
@@ -74,6 +75,8 @@ export interface LocalControllerOptions {
   leaseTtlMs?: number;
   /** how often expired leases are removed and store changes republished */
   syncIntervalMs?: number;
+  /** how often retained topics the store no longer backs are deleted from the broker; default 5 minutes */
+  cleanIntervalMs?: number;
   /** run the route controller for the networks whose Backend.Type this cloud serves */
   cloud?: { kind: CloudKind; options?: CloudOptions };
   /** how often every cloud network is reconciled; default 30 s */
@@ -97,6 +100,8 @@ export interface LocalController {
   cloud?: Cloud;
   /** reconciles every network of the cloud now, one after another; a run already going is joined */
   reconcileRoutes(): Promise<ReconcileReport[]>;
+  /** what the broker retains (the embedded broker's store, or an external broker listed by subscribing) */
+  retained: RetainedLister;
   metrics: Metrics;
   /** the metrics URL, when metricsAddr was given */
   metricsUrl?: string;
@@ -134,18 +139,44 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
 }
 
-/** Collects the retained messages under a filter that arrive within a short window after subscribing. */
-async function collectRetained(client: mqtt.MqttClient, filters: string[], windowMs: number): Promise<Map<string, string>> {
-  const seen = new Map<string, string>();
-  const onMessage = (topic: string, payload: Buffer, packet: mqtt.IPublishPacket) => {
-    if (packet.retain) seen.set(topic, payload.toString('utf8'));
+/** a listing of an external broker's retained messages ends when none has come for this long... */
+const RETAINED_QUIET_MS = 250;
+/** ...or after this long in all */
+const RETAINED_LIST_MS = 30_000;
+
+/**
+ * What an external broker retains, for the cleanup (functions/republish.ts):
+ * listed over a connection of its own (the controller's would hand every
+ * retained status and lease to the message handler), by subscribing to the
+ * prefix and collecting the retained messages the broker sends until they
+ * stop coming.
+ */
+function externalRetained(url: string, opts: mqtt.IClientOptions): RetainedLister {
+  let seen = new Map<string, string>();
+  return {
+    async listRetained(prefix: string) {
+      seen = new Map();
+      const c = await mqtt.connectAsync(url, { ...opts, clientId: `twill-controller-list-${process.pid}-${randomBytes(3).toString('hex')}`, reconnectPeriod: 0, clean: true });
+      try {
+        let last = Date.now();
+        c.on('message', (topic, payload, packet) => {
+          if (!packet.retain || !topic.startsWith(prefix)) return;
+          seen.set(topic, payload.toString('utf8'));
+          last = Date.now();
+        });
+        const start = Date.now();
+        await c.subscribeAsync(`${prefix}#`, { qos: 0 });
+        last = Date.now();
+        while (Date.now() - last < RETAINED_QUIET_MS && Date.now() - start < RETAINED_LIST_MS) await new Promise((r) => setTimeout(r, RETAINED_QUIET_MS / 5));
+      } finally {
+        await c.endAsync().catch(() => {});
+      }
+      return [...seen.keys()].map((topic) => ({ topic }));
+    },
+    async retained(topic: string) {
+      return seen.get(topic);
+    },
   };
-  client.on('message', onMessage);
-  await client.subscribeAsync(filters, { qos: 1 });
-  await new Promise((r) => setTimeout(r, windowMs));
-  await client.unsubscribeAsync(filters);
-  client.off('message', onMessage);
-  return seen;
 }
 
 export async function startLocalController(opts: LocalControllerOptions): Promise<LocalController> {
@@ -175,6 +206,8 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     let sync: Sync | undefined;
     /** ends the sessions of nodes removed or rotated since they logged in (the embedded broker only) */
     let revokeSessions: (() => Promise<string[]>) | undefined;
+    /** what the broker retains, for the cleanup */
+    let retained: RetainedLister;
     // One node's messages are handled in the order they came (its hello
     // before its status); different nodes' run side by side, up to a bound,
     // so a join storm is not one long line behind each publish to the broker
@@ -303,11 +336,13 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
       controller = new Controller(store, new MeasuredPublisher(new MqttPublisher(client), metrics), { topics, log, leaseTtlMs: opts.leaseTtlMs, metrics });
       controller.api = apiUrl;
       sync = new Sync(controller, store);
-      const stale = await collectRetained(client, [topics.allNodeLeases()], 500);
       for (const n of opts.networks ?? []) await controller.applyNetwork(n.name, n.config);
       await controller.publishOnStart();
-      const cleared = await controller.clearStale(stale);
-      if (cleared) log.info('cleared retained leases the store does not hold', { count: cleared });
+      // An external broker keeps what it retains across controller restarts,
+      // leases released while this was down included.
+      retained = externalRetained(opts.brokerUrl, { username: opts.brokerUsername, password: opts.brokerPassword });
+      await cleanRetained({ store, controller, broker: retained, log })
+        .catch((e) => log.warn('retained cleanup failed: the broker may not let this user read everything under the prefix', { reason: errorMessage(e) }));
       client.on('message', (topic, payload, packet) => {
         // A hello a node left retained on the broker (the embedded broker and
         // IoT Core refuse it; Mosquitto keeps it) would be handled again at
@@ -324,6 +359,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     } else {
       const embedded = await createBroker({ credentials, topics, log, metrics });
       const broker: Aedes = embedded.broker;
+      retained = embedded.retained;
       revokeSessions = async () => {
         // One read of every node: a session lives only while its node does, with the password it logged in with.
         const nodes = new Map((await store.listNodes()).map((n) => [n.name, n]));
@@ -399,6 +435,17 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
         .finally(() => { syncing = false; });
     }, opts.syncIntervalMs ?? 10_000);
     cleanups.push(() => clearInterval(timer));
+    // Retained topics the store no longer backs (a will published as a
+    // removed node's agent went, a write that was never published): the
+    // same cleanup the serverless schedule runs, on the same rule.
+    let cleaning: Promise<unknown> | undefined;
+    const cleaner = setInterval(() => {
+      cleaning ??= cleanRetained({ store, controller, broker: retained, log })
+        .catch((e) => log.error('retained cleanup failed', { reason: errorMessage(e) }))
+        .finally(() => { cleaning = undefined; });
+    }, opts.cleanIntervalMs ?? 5 * 60_000);
+    cleanups.push(async () => { await cleaning; });
+    cleanups.push(() => clearInterval(cleaner));
     cleanups.push(() => inbox.idle());
     // A node removed or rotated by a command that wrote the store directly
     // (twill node remove --data-dir) loses its sessions within a second;
@@ -464,7 +511,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     // What `twill node add` writes into agent configs (cli/data-dir.ts servedBroker): the broker as served, not a guess.
     writeFileSync(join(opts.dataDir, 'endpoints.json'), JSON.stringify({ broker: url, api: apiUrl }) + '\n', { mode: 0o600 });
     log.info('controller ready', { broker: url, dataDir: opts.dataDir, ...(metricsUrl ? { metrics: metricsUrl } : {}), api: apiUrl, dashboard: `${apiUrl}/dashboard/` });
-    return { controller, store, url, sync: syncOnce, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, close };
+    return { controller, store, url, sync: syncOnce, cloud, reconcileRoutes, metrics, metricsUrl, apiUrl, retained, close };
   } catch (e) {
     await close();
     throw e;

@@ -32,7 +32,16 @@ export class IotPublisher implements Publisher {
   async publish(topic: string, payload: string, retain: boolean): Promise<void> {
     // Throttling and 5xx are retried by the SDK's standard retry strategy;
     // anything left propagates, so the caller's reconcile publishes again.
-    await this.client.send(new PublishCommand({ topic, payload: Buffer.from(payload, 'utf8'), qos: 1, retain }));
+    try {
+      await this.client.send(new PublishCommand({ topic, payload: Buffer.from(payload, 'utf8'), qos: 1, retain }));
+    } catch (e) {
+      // An account at its retained-message quota throttles every retained
+      // publish with a payload ("Using MQTT retained messages"): say so.
+      if (retain && payload !== '' && (e as { name?: string }).name === 'ThrottlingException') {
+        (e as Error).message = `IoT Core throttled a retained publish to ${topic}: the account may hold its quota of retained messages ("Maximum number of retained messages per account"; the hourly cleanup deletes those the store does not back), or be past a publish rate (${(e as Error).message})`;
+      }
+      throw e;
+    }
   }
 
   /**

@@ -31,7 +31,41 @@
 //       * a CONNECT with a last will needs the policy's iot:Connect to grant
 //         iot:ConnectAttributes LastWill;
 //       * an authorizer answer with a policy document over 2,048 characters,
-//         or more than 10 documents, refuses the connection.
+//         or more than 10 documents, refuses the connection;
+//       * at most 1 CONNECT a second per client id ("Connect requests per
+//         second per client ID", quotas page: 1, not adjustable); past it the
+//         CONNECT is throttled (CloudWatch's Connect.ClientIDThrottle): the
+//         connection is closed with no CONNACK, and the attempt is recorded.
+//         It runs on real time, whatever the time scale below.
+//   - custom authentication's clock ("Custom authentication" / "Defining your
+//     Lambda function", developer guide):
+//       * the authorizer has 5 seconds ("The Lambda function timeout limit
+//         for custom authorizer is 5 seconds"): a slower answer refuses the
+//         CONNECT, and ends a connection at a refresh;
+//       * its answer is checked: principalId [a-zA-Z0-9]{1,128},
+//         refreshAfterInSeconds and disconnectAfterInSeconds whole numbers
+//         from 300 to 86,400; anything else refuses the connection;
+//       * every refreshAfterInSeconds IoT Core "invokes the Lambda function to
+//         allow for policy refreshes", and "if failures occur during custom
+//         authentication, AWS IoT Core terminates the connection": a refusal,
+//         an error, a late answer or a policy no longer allowing iot:Connect
+//         closes it, and an accepted answer's policy replaces the old one;
+//       * a connection "open for longer than the value specified in the
+//         disconnectAfterInSeconds parameter" is terminated (counted from the
+//         CONNECT; a refresh's answer may shorten it, never lengthen it);
+//       * a connection IoT Core terminates publishes its last will, as any
+//         end without DISCONNECT does (MQTT 3.1.1 §3.1.2.5).
+//     timeScale shortens that clock for tests (0.001: an hour lasts 3.6 s);
+//     the numbers stay the authorizer's own.
+//   - retained messages ("Using MQTT retained messages", developer guide):
+//     every retained publish of the account, from devices, wills and the
+//     data plane, is kept in one place (retained, which the data-plane
+//     stand-in lists and reads), and the account's quota ("Maximum number of
+//     retained messages per account", quotas page; retainedQuota here, so a
+//     test can make it small) applies to all: at it, a retained publish with
+//     a payload is throttled until some are deleted. A device's is refused
+//     and its connection closed (MQTT 3.1.1 has no negative PUBACK); a will
+//     is not published.
 // aedes does the MQTT. The TLS certificate is made by the caller.
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
@@ -41,6 +75,13 @@ import type { AddressInfo } from 'node:net';
 import { Aedes, type AuthenticateError, type Client } from 'aedes';
 import type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult } from 'aws-lambda';
 import { WebSocketServer, createWebSocketStream } from 'ws';
+import { createRequire } from 'node:module';
+import type { AedesPersistence } from 'aedes-persistence';
+import { RetainedMessages } from './iot-data.js';
+
+// CommonJS, module.exports = factory (its types declare an ES default export instead).
+const memoryPersistence = createRequire(import.meta.url)('aedes-persistence') as () => AedesPersistence;
+type RetainedPacket = { topic: string; payload: Buffer | string; qos?: number };
 
 export interface IotRule {
   /** MQTT topic filter, as in the rule's FROM */
@@ -63,6 +104,19 @@ export interface FakeIotCoreOptions {
    * from their router's address.
    */
   host?: string;
+  /** real seconds per second of the authorizer's refresh and disconnect clock (default 1) */
+  timeScale?: number;
+  /** the account's "Maximum number of retained messages per account" (default 500,000) */
+  retainedQuota?: number;
+  /** told as the stand-in ends a connection on its own, before the client sees it go */
+  onEnded?(e: ConnectionEnded): void;
+}
+
+/** What the stand-in did to a live connection on its own. */
+export interface ConnectionEnded {
+  clientId: string;
+  reason: 'disconnectAfterInSeconds' | 'refresh refused';
+  detail?: string;
 }
 
 export interface ConnectionSeen {
@@ -92,6 +146,16 @@ export interface FakeIotCore {
   readonly throttled: number;
   /** retained messages withheld from wildcard subscriptions */
   readonly withheldRetained: number;
+  /** CONNECTs throttled for coming within a second of the client id's last one */
+  readonly connectThrottled: number;
+  /** the authorizer called again on live connections, and whether the connection stayed */
+  readonly refreshes: { clientId: string; accepted: boolean; reason?: string }[];
+  /** connections the stand-in closed: at disconnectAfterInSeconds, or on a refused refresh */
+  readonly ended: ConnectionEnded[];
+  /** the account's retained messages, with its quota */
+  readonly retained: RetainedMessages;
+  /** what the data plane's Publish does inside IoT Core: deliver, and retain when asked */
+  publish(topic: string, payload: Buffer, qos: 0 | 1, retain: boolean): Promise<void>;
   /**
    * What the data plane's DeleteConnection does: closes the client's
    * connection, dropping its session when cleanSession and its last will
@@ -136,8 +200,37 @@ export function topicMatches(filter: string, topic: string): boolean {
   return f.length === t.length;
 }
 
-/** IoT Core's limits (the quotas page). */
-export const IOT_LIMITS = { subscriptionsPerConnection: 50, filtersPerSubscribe: 8, payloadBytes: 128 * 1024, outboundPerSecond: 100, policyChars: 2048, policyDocuments: 10 };
+/** IoT Core's limits (the quotas page, and "Defining your Lambda function" for the authorizer's). */
+export const IOT_LIMITS = {
+  subscriptionsPerConnection: 50, filtersPerSubscribe: 8, payloadBytes: 128 * 1024, outboundPerSecond: 100, policyChars: 2048, policyDocuments: 10,
+  connectIntervalPerClientIdMs: 1000, authorizerDeadlineMs: 5000, minAuthorizerSeconds: 300, maxAuthorizerSeconds: 86_400,
+};
+
+/** Why IoT Core would not take this authorizer answer, if it would not. */
+function answerProblem(r: IoTCustomAuthorizerResult): string | undefined {
+  if (typeof r?.isAuthenticated !== 'boolean') return 'isAuthenticated is not a boolean';
+  if (!r.isAuthenticated) return undefined;
+  if (typeof r.principalId !== 'string' || !/^[a-zA-Z0-9]{1,128}$/.test(r.principalId)) return `principalId ${JSON.stringify(r.principalId)} is not [a-zA-Z0-9]{1,128}`;
+  for (const f of ['refreshAfterInSeconds', 'disconnectAfterInSeconds'] as const) {
+    const v = r[f];
+    if (!Number.isInteger(v) || v < IOT_LIMITS.minAuthorizerSeconds || v > IOT_LIMITS.maxAuthorizerSeconds) return `${f} ${v} is not a whole number from ${IOT_LIMITS.minAuthorizerSeconds} to ${IOT_LIMITS.maxAuthorizerSeconds}`;
+  }
+  if (!Array.isArray(r.policyDocuments)) return 'policyDocuments is not a list';
+  if (r.policyDocuments.length > IOT_LIMITS.policyDocuments) return `the authorizer returned ${r.policyDocuments.length} policy documents (at most ${IOT_LIMITS.policyDocuments})`;
+  for (const d of r.policyDocuments) {
+    if (JSON.stringify(d).length > IOT_LIMITS.policyChars) return `a policy document of ${JSON.stringify(d).length} characters (at most ${IOT_LIMITS.policyChars})`;
+  }
+  return undefined;
+}
+
+/** The authorizer's answer, or a rejection once IoT Core's deadline has passed. */
+function withinDeadline<T>(p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the authorizer did not answer within ${IOT_LIMITS.authorizerDeadlineMs / 1000} s`)), IOT_LIMITS.authorizerDeadlineMs);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
 
 /** The connect attributes a CONNECT uses, and whether the policy's iot:Connect grants them all. */
 function connectAttributesAllowed(result: IoTCustomAuthorizerResult, clientArn: string, used: string[]): boolean {
@@ -178,9 +271,84 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
   let withheldRetained = 0;
   const arnPrefix = `arn:aws:iot:${opts.region}:${opts.accountId}:`;
   let nextConnection = 1;
+  const scale = opts.timeScale ?? 1;
+  if (!(scale > 0)) throw new Error(`timeScale ${scale} must be above 0`);
+  const retained = new RetainedMessages(opts.retainedQuota);
+  const lastConnect = new Map<string, number>();
+  let connectThrottled = 0;
+  const refreshes: FakeIotCore['refreshes'] = [];
+  const ended: ConnectionEnded[] = [];
+  /** each live custom-auth connection's refresh and lifetime timers */
+  const clocks = new Map<Client, { refresh?: NodeJS.Timeout; end?: NodeJS.Timeout; endsAt: number }>();
+  const stopClock = (client: Client) => {
+    const c = clocks.get(client);
+    clearTimeout(c?.refresh);
+    clearTimeout(c?.end);
+    clocks.delete(client);
+  };
+  const clientArn = (client: Client) => `${arnPrefix}client/${client.id}`;
+  const endConnection = (client: Client, reason: ConnectionEnded['reason'], detail?: string) => {
+    if (!clocks.has(client)) return;
+    stopClock(client);
+    if (client.closed) return;
+    const e: ConnectionEnded = { clientId: client.id, reason, ...(detail ? { detail } : {}) };
+    ended.push(e);
+    opts.onEnded?.(e);
+    client.close();
+  };
+  /** The connection's clock from an accepted answer: the next refresh, and its end (never later than set before). */
+  const runClock = (client: Client, event: IoTCustomAuthorizerEvent, result: IoTCustomAuthorizerResult) => {
+    const c = clocks.get(client) ?? { endsAt: Infinity };
+    clocks.set(client, c);
+    const endsAt = Math.min(c.endsAt, Date.now() + result.disconnectAfterInSeconds * 1000 * scale);
+    if (endsAt !== c.endsAt) {
+      clearTimeout(c.end);
+      c.endsAt = endsAt;
+      c.end = setTimeout(() => endConnection(client, 'disconnectAfterInSeconds'), endsAt - Date.now()).unref();
+    }
+    clearTimeout(c.refresh);
+    c.refresh = setTimeout(() => {
+      withinDeadline(opts.authorize(event))
+        .then((r) => {
+          if (!clocks.has(client) || client.closed) return stopClock(client);
+          const problem = answerProblem(r) ?? (r.isAuthenticated ? undefined : 'the authorizer refused the connection');
+          const connect = !problem && allowed(r, 'iot:Connect', clientArn(client)) ? undefined : problem ?? `the policy no longer allows iot:Connect for client ${client.id}`;
+          refreshes.push({ clientId: client.id, accepted: !connect, ...(connect ? { reason: connect } : {}) });
+          if (connect) return endConnection(client, 'refresh refused', connect);
+          policies.set(client, r);
+          runClock(client, event, r);
+        })
+        .catch((e: Error) => {
+          if (!clocks.has(client)) return;
+          refreshes.push({ clientId: client.id, accepted: false, reason: e.message });
+          endConnection(client, 'refresh refused', e.message);
+        });
+    }, result.refreshAfterInSeconds * 1000 * scale).unref();
+  };
+
+  // aedes' in-memory persistence, with every retained message the broker
+  // stores counted in the account's (the data plane lists and reads them).
+  const persistence = memoryPersistence();
+  const storeRetained = persistence.storeRetained.bind(persistence) as (packet: RetainedPacket, cb?: (err?: Error | null) => void) => unknown;
+  (persistence as { storeRetained: unknown }).storeRetained = (packet: RetainedPacket, cb?: (err?: Error | null) => void) => {
+    retained.put(packet.topic, Buffer.from(packet.payload), packet.qos === 1 ? 1 : 0);
+    return storeRetained(packet, cb);
+  };
 
   const broker = await Aedes.createBroker({
+    persistence,
     preConnect(client, packet, done) {
+      if (!trusted.has(client.conn)) {
+        const id = (packet as { clientId?: string }).clientId ?? '';
+        const now = Date.now();
+        const last = lastConnect.get(id);
+        if (last !== undefined && now - last < IOT_LIMITS.connectIntervalPerClientIdMs) {
+          connectThrottled++;
+          connections.push({ transport: client.req ? 'wss' : 'mqtts', clientId: id, accepted: false, reason: 'throttled: more than 1 CONNECT a second for this client id' });
+          return done(new Error('CONNECT throttled for this client id'), false);
+        }
+        lastConnect.set(id, now);
+      }
       connectPackets.set(client, { will: !!(packet as { will?: unknown }).will, clean: (packet as { clean?: boolean }).clean !== false });
       // One SUBSCRIBE of more than 8 filters closes the connection (seen before aedes handles it).
       (client as unknown as { _parser: { prependListener(e: string, f: (p: { cmd: string; subscriptions?: unknown[] }) => void): void } })._parser.prependListener('packet', (p) => {
@@ -225,19 +393,19 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
         },
         connectionMetadata: { id: `fake-connection-${nextConnection++}` },
       };
-      opts
-        .authorize(event)
+      withinDeadline(opts.authorize(event))
         .then((result) => {
+          const problem = answerProblem(result);
+          if (problem) return refuse(problem);
           if (!result.isAuthenticated) return refuse('authorizer refused the connection', 4);
-          if (result.policyDocuments.length > IOT_LIMITS.policyDocuments) return refuse(`the authorizer returned ${result.policyDocuments.length} policy documents (at most ${IOT_LIMITS.policyDocuments})`);
-          for (const d of result.policyDocuments) {
-            if (JSON.stringify(d).length > IOT_LIMITS.policyChars) return refuse(`a policy document of ${JSON.stringify(d).length} characters (at most ${IOT_LIMITS.policyChars})`);
-          }
-          if (!allowed(result, 'iot:Connect', `${arnPrefix}client/${client.id}`)) return refuse(`policy does not allow iot:Connect for client ${client.id}`);
+          if (!allowed(result, 'iot:Connect', clientArn(client))) return refuse(`policy does not allow iot:Connect for client ${client.id}`);
           const cp = connectPackets.get(client);
           const used = [...(cp?.will ? ['LastWill'] : []), ...(cp && !cp.clean ? ['PersistentConnect'] : [])];
           if (!connectAttributesAllowed(result, `${arnPrefix}client/${client.id}`, used)) return refuse(`policy does not grant iot:ConnectAttributes ${used.join(', ')} for client ${client.id}`);
+          // A client gone while the authorizer thought gets no clock.
+          if (client.closed) return refuse('the client closed the connection');
           policies.set(client, result);
+          runClock(client, event, result);
           seen.accepted = true;
           done(null, true);
         })
@@ -254,6 +422,10 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
       if (!p || !allowed(p, 'iot:Publish', topicArn) || (packet.retain && !allowed(p, 'iot:RetainPublish', topicArn))) {
         refusals.push(`publish ${client.id} ${packet.topic}${packet.retain ? ' (retained)' : ''}`);
         return done(new Error('not authorized'));
+      }
+      if (packet.retain && retained.throttles(Buffer.byteLength(packet.payload as Buffer))) {
+        refusals.push(`publish ${client.id} ${packet.topic} (retained): the account is at its ${retained.quota} retained messages`);
+        return done(new Error('retained message quota reached'));
       }
       done(null);
     },
@@ -293,6 +465,8 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
       return packet;
     },
   });
+
+  broker.on('clientDisconnect', (client) => stopClock(client));
 
   // Topic rules: on publishes from devices, as IoT Core runs them. Those in
   // flight are waited for on close, and none starts after it (a will
@@ -343,6 +517,15 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
     ruleErrors,
     get throttled() { return throttled; },
     get withheldRetained() { return withheldRetained; },
+    get connectThrottled() { return connectThrottled; },
+    refreshes,
+    ended,
+    retained,
+    publish(topic, payload, qos, retain) {
+      return new Promise<void>((resolve, reject) => {
+        broker.publish({ cmd: 'publish', topic, payload, qos, retain, dup: false }, (err) => (err ? reject(err) : resolve()));
+      });
+    },
     disconnect(clientId, o) {
       const client = (broker as unknown as { clients: Record<string, Client | undefined> }).clients[clientId];
       if (!client || trusted.has(client.conn)) return false;
@@ -353,6 +536,7 @@ export async function startFakeIotCore(opts: FakeIotCoreOptions): Promise<FakeIo
     },
     async close() {
       closing = true;
+      for (const client of [...clocks.keys()]) stopClock(client);
       await Promise.all([...running]);
       for (const c of wss.clients) c.terminate();
       await new Promise<void>((r) => broker.close(() => r()));

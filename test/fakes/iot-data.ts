@@ -7,9 +7,22 @@
 // published topic, more than 7 slashes, more than 256 bytes, a payload over
 // 128 KB, QoS other than 0 or 1, an unsigned request.
 // GetRetainedMessage (GET /retainedMessage/{topic}) and ListRetainedMessages
-// (GET /retainedMessage) answer from the retained state this endpoint itself
-// published (an empty retained payload deletes it, as on IoT Core); retained
-// messages that MQTT clients publish straight to the broker are not seen.
+// (GET /retainedMessage) answer from the account's retained messages: with
+// IoT Core's stand-in (test/fakes/iot-core.ts) those are every retained
+// message of the account, devices' and wills' included, as on IoT Core;
+// with a plain broker, those this endpoint published. An empty retained
+// payload deletes one. The rules the code relies on, as IoT Core has them:
+//   - ListRetainedMessages pages: maxResults from 1 to 200, nextToken from
+//     the previous page (ListRetainedMessages, IoT data plane API reference);
+//     anything else is InvalidRequestException;
+//   - an account holds at most a quota of retained messages ("Maximum number
+//     of retained messages per account", IoT Core quotas page; 500,000 by
+//     default, configurable here so a test can make it small); at it, "AWS
+//     IoT Core returns a throttled response to messages published with
+//     RETAIN set and payloads greater than 0 bytes until some retained
+//     messages are deleted" (developer guide, "Using MQTT retained
+//     messages"): Publish answers ThrottlingException (HTTP 429), whatever
+//     the topic, and a zero-byte retained publish still deletes.
 // DeleteConnection (DELETE /connections/{clientId}?cleanSession&preventWillMessage,
 // IoT data plane API reference) closes a client's connection on the IoT Core
 // stand-in it is given; a client not connected is ResourceNotFoundException,
@@ -34,10 +47,41 @@ export interface ForwardedPublish {
   retain: boolean;
 }
 
-/** The device side DeleteConnection acts on (the IoT Core stand-in, test/fakes/iot-core.ts). */
+/** IoT Core's default "Maximum number of retained messages per account" (quotas page). */
+export const DEFAULT_RETAINED_QUOTA = 500_000;
+
+/** An account's retained messages, as IoT Core keeps them, and its quota. */
+export class RetainedMessages {
+  readonly byTopic = new Map<string, { payload: Buffer; qos: 0 | 1; at: number }>();
+  /** retained publishes refused for the quota */
+  throttled = 0;
+
+  constructor(readonly quota = DEFAULT_RETAINED_QUOTA) {
+    if (!Number.isInteger(quota) || quota < 0) throw new Error(`retained quota ${quota} is not a whole number`);
+  }
+
+  /** Whether IoT Core would throttle a retained publish of this many bytes now (and count it when so). */
+  throttles(payloadBytes: number): boolean {
+    if (payloadBytes === 0 || this.byTopic.size < this.quota) return false;
+    this.throttled++;
+    return true;
+  }
+
+  /** A retained publish the broker took: an empty payload deletes. */
+  put(topic: string, payload: Buffer, qos: 0 | 1): void {
+    if (payload.length === 0) this.byTopic.delete(topic);
+    else this.byTopic.set(topic, { payload, qos, at: Date.now() });
+  }
+}
+
+/** The device side the data plane acts on (the IoT Core stand-in, test/fakes/iot-core.ts). */
 export interface IotConnections {
   /** closes the client's connection; false when it is not connected */
   disconnect(clientId: string, o: { cleanSession: boolean; preventWillMessage: boolean }): boolean;
+  /** the account's retained messages, when the device side keeps them */
+  retained?: RetainedMessages;
+  /** a publish inside the broker, retained there when asked (with retained) */
+  publish?(topic: string, payload: Buffer, qos: 0 | 1, retain: boolean): Promise<void>;
 }
 
 export interface FakeIotData {
@@ -46,16 +90,31 @@ export interface FakeIotData {
   readonly published: ForwardedPublish[];
   /** Every DeleteConnection asked for, in order, and whether a connection was closed. */
   readonly disconnects: { clientId: string; cleanSession: boolean; preventWillMessage: boolean; closed: boolean }[];
-  /** The retained messages published through this endpoint, by topic. */
+  /** The account's retained messages, by topic (see the header). */
   readonly retained: Map<string, { payload: Buffer; qos: 0 | 1; at: number }>;
   /** who may call what (the test's admin keys, unless the caller's IAM was given) */
   readonly iam: Iam;
+  /** retained publishes throttled for the account's quota */
+  readonly retainedThrottled: number;
   close(): Promise<void>;
 }
 
 const MAX_PAYLOAD = 128 * 1024;
 const MAX_TOPIC_BYTES = 256;
 const MAX_SLASHES = 7;
+/** ListRetainedMessages' maxResults: "Valid Range: Minimum value of 1. Maximum value of 200." */
+const MAX_LIST_RESULTS = 200;
+
+/** nextToken: opaque to the caller; here the last topic of the page it follows. */
+const pageToken = (topic: string) => Buffer.from(JSON.stringify({ after: topic })).toString('base64url');
+function afterToken(token: string): string | undefined {
+  try {
+    const v = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { after?: unknown };
+    return typeof v.after === 'string' ? v.after : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 function fail(res: ServerResponse, status: number, type: string, message: string): void {
   const body = JSON.stringify({ message });
@@ -105,11 +164,24 @@ function iotCalls(method: string | undefined, url: URL, s: Scope): Call[] {
   return [];
 }
 
-export async function startFakeIotData(brokerUrl: string, connections?: IotConnections, iam = new Iam()): Promise<FakeIotData> {
+/**
+ * retainedQuota: the account's quota when this endpoint keeps the retained
+ * messages itself (with a device side that keeps them, its own applies).
+ */
+export async function startFakeIotData(brokerUrl: string, connections?: IotConnections, iam = new Iam(), retainedQuota?: number): Promise<FakeIotData> {
   const disconnects: FakeIotData['disconnects'] = [];
   const mq: MqttClient = await mqtt.connectAsync(brokerUrl, { clientId: `fake-iot-data-${process.pid}`, reconnectPeriod: 0 });
   const published: ForwardedPublish[] = [];
-  const retained = new Map<string, { payload: Buffer; qos: 0 | 1; at: number }>();
+  const account = connections?.retained ?? new RetainedMessages(retainedQuota);
+  const retained = account.byTopic;
+  // Inside IoT Core's stand-in a publish is retained before it is answered;
+  // through a plain broker, it is recorded here once the broker took it.
+  const publish = connections?.retained && connections.publish
+    ? connections.publish.bind(connections)
+    : async (topic: string, payload: Buffer, qos: 0 | 1, retain: boolean) => {
+      await mq.publishAsync(topic, payload, { qos, retain });
+      if (retain) account.put(topic, payload, qos);
+    };
   const json = (res: ServerResponse, value: unknown) => {
     const body = JSON.stringify(value);
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -125,14 +197,20 @@ export async function startFakeIotData(brokerUrl: string, connections?: IotConne
     const refused = iam.authorize(auth, (s) => iotCalls(req.method, url, s));
     if (refused) return fail(res, 403, 'ForbiddenException', refused.kind === 'denied' ? 'Forbidden' : refused.message);
     if (req.method === 'GET' && url.pathname === '/retainedMessage') {
-      const topics = [...retained.keys()].sort();
-      const start = Number(url.searchParams.get('nextToken') ?? '0');
-      const max = Math.min(200, Number(url.searchParams.get('maxResults') ?? '200'));
-      const page = topics.slice(start, start + max).map((topic) => {
+      const maxText = url.searchParams.get('maxResults');
+      const max = maxText === null ? MAX_LIST_RESULTS : Number(maxText);
+      if (!Number.isInteger(max) || max < 1 || max > MAX_LIST_RESULTS) {
+        return fail(res, 400, 'InvalidRequestException', `maxResults ${maxText} is not from 1 to ${MAX_LIST_RESULTS}`);
+      }
+      const token = url.searchParams.get('nextToken');
+      const after = token === null ? undefined : afterToken(token);
+      if (token !== null && after === undefined) return fail(res, 400, 'InvalidRequestException', 'nextToken is not one this API returned');
+      const topics = [...retained.keys()].sort().filter((t) => after === undefined || t > after);
+      const page = topics.slice(0, max).map((topic) => {
         const r = retained.get(topic)!;
         return { topic, payloadSize: r.payload.length, qos: r.qos, lastModifiedTime: r.at };
       });
-      return json(res, { retainedTopics: page, ...(start + max < topics.length ? { nextToken: String(start + max) } : {}) });
+      return json(res, { retainedTopics: page, ...(topics.length > max ? { nextToken: pageToken(page[page.length - 1]!.topic) } : {}) });
     }
     const g = /^\/retainedMessage\/(.+)$/.exec(url.pathname);
     if (req.method === 'GET' && g) {
@@ -173,10 +251,11 @@ export async function startFakeIotData(brokerUrl: string, connections?: IotConne
     const retain = url.searchParams.get('retain') === 'true';
     const body = await readBody(req);
     if (body.length > MAX_PAYLOAD) return fail(res, 413, 'RequestEntityTooLargeException', `payload of ${body.length} bytes is larger than ${MAX_PAYLOAD}`);
-    await mq.publishAsync(topic, body, { qos, retain });
+    if (retain && account.throttles(body.length)) {
+      return fail(res, 429, 'ThrottlingException', `the account holds its maximum of ${account.quota} retained messages: retained publishes with a payload are throttled until some are deleted`);
+    }
+    await publish(topic, body, qos, retain);
     published.push({ topic, payload: body.toString('utf8'), qos, retain });
-    if (retain && body.length === 0) retained.delete(topic);
-    else if (retain) retained.set(topic, { payload: body, qos, at: Date.now() });
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 });
     res.end('{}');
   };
@@ -196,6 +275,7 @@ export async function startFakeIotData(brokerUrl: string, connections?: IotConne
     disconnects,
     retained,
     iam,
+    get retainedThrottled() { return account.throttled; },
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

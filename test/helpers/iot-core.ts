@@ -9,9 +9,10 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult } from 'aws-lambda';
 import { handler as authorizerHandler } from '../../functions/handlers/authorizer.js';
 import { handler as iotHandler } from '../../functions/handlers/iot.js';
-import { startFakeIotCore, type FakeIotCore } from '../fakes/iot-core.js';
+import { startFakeIotCore, type FakeIotCore, type FakeIotCoreOptions } from '../fakes/iot-core.js';
 import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from './serverless.js';
 
 export interface IotCoreWorld {
@@ -22,8 +23,19 @@ export interface IotCoreWorld {
   close(): Promise<void>;
 }
 
+export interface IotCoreWorldOptions {
+  /** the stand-in's time scale for the authorizer's refresh and disconnect clock */
+  timeScale?: number;
+  /** the account's retained-message quota */
+  retainedQuota?: number;
+  /** told as IoT Core's stand-in ends a connection on its own (test/fakes/iot-core.ts) */
+  onEnded?: FakeIotCoreOptions['onEnded'];
+  /** stands between IoT Core and the real authorizer handler (a test holding agents out for a while) */
+  authorize?: (event: IoTCustomAuthorizerEvent, real: (e: IoTCustomAuthorizerEvent) => Promise<IoTCustomAuthorizerResult>) => Promise<IoTCustomAuthorizerResult>;
+}
+
 /** host: the address agents reach the endpoint and the node API at (default localhost). */
-export async function startIotCoreWorld(dir: string, host?: string): Promise<IotCoreWorld> {
+export async function startIotCoreWorld(dir: string, host?: string, opts: IotCoreWorldOptions = {}): Promise<IotCoreWorld> {
   const key = join(dir, 'key.pem');
   const cert = join(dir, 'cert.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', `subjectAltName=DNS:localhost${host ? `,IP:${host}` : ''}`], { stdio: 'ignore' });
@@ -35,9 +47,15 @@ export async function startIotCoreWorld(dir: string, host?: string): Promise<Iot
     authorizerName: AUTHORIZER,
     region: REGION,
     accountId: ACCOUNT,
-    // (w exists by the time an agent connects: it is made right below)
-    authorize: (event) => w.as('Authorizer', authorizerHandler)(event, lambdaContext('twill-test-RealtimeAuthorizerHandler')),
+    authorize: (event) => {
+      // (w exists by the time an agent connects: it is made right below)
+      const real = (e: IoTCustomAuthorizerEvent) => w.as('Authorizer', authorizerHandler)(e, lambdaContext('twill-test-RealtimeAuthorizerHandler'));
+      return opts.authorize ? opts.authorize(event, real) : real(event);
+    },
     host,
+    timeScale: opts.timeScale,
+    retainedQuota: opts.retainedQuota,
+    onEnded: opts.onEnded,
     rules: ['hello', 'status'].map((kind) => ({ filter: `${PREFIX}/v2/node/+/+/${kind}`, invoke: (e) => w.as('AgentMessages', iotHandler)(e) })),
   });
   const w: ServerlessWorld = await startServerless(iot.internalUrl, {}, host, iot);

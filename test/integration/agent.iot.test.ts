@@ -10,6 +10,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { nodeClientId } from '../../core/acl.js';
 import { parseNetConf } from '../../core/config.js';
 import { addNode } from '../../functions/admin.js';
 import type { FakeIotCore } from '../fakes/iot-core.js';
@@ -55,7 +56,7 @@ describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
       const subnet = (await w.store.getLease('edge', node))?.subnet;
       assert.equal(subnet?.replace(/\.0\//, '.1/'), envSubnet);
 
-      const conn = iotCore.connections.find((c) => c.clientId === `twill-edge-${node}` && c.accepted);
+      const conn = iotCore.connections.find((c) => c.clientId === nodeClientId(PREFIX, 'edge', node) && c.accepted);
       assert.ok(conn, `an accepted connection: ${JSON.stringify(iotCore.connections)}`);
       assert.equal(conn.transport, transport);
       assert.equal(conn.username, `${node}?x-amz-customauthorizer-name=${AUTHORIZER}`);
@@ -81,7 +82,7 @@ describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
 
   test('a wrong password is refused by the authorizer, and the agent gets nothing', async () => {
     const agent = await agentFor('edge-bad', iotCore.wssUrl, 'not-the-password');
-    await waitFor('refused connection', () => iotCore.connections.some((c) => c.clientId === 'twill-edge-edge-bad' && !c.accepted && /authorizer refused/.test(c.reason ?? '')));
+    await waitFor('refused connection', () => iotCore.connections.some((c) => c.clientId === nodeClientId(PREFIX, 'edge', 'edge-bad') && !c.accepted && /authorizer refused/.test(c.reason ?? '')));
     assert.equal(await w.store.getLease('edge', 'edge-bad'), undefined);
     assert.ok(!/FLANNEL_SUBNET/.test((() => { try { return readFileSync(agent.subnetFile, 'utf8'); } catch { return ''; } })()));
   });
@@ -89,7 +90,7 @@ describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
   test('a node removed through the admin API is disconnected from IoT Core at once, cannot come back, and its lease is gone', async () => {
     const agent = await agentFor('edge-gone', iotCore.mqttsUrl);
     await subnetOf(agent);
-    const clientId = 'twill-edge-edge-gone';
+    const clientId = nodeClientId(PREFIX, 'edge', 'edge-gone');
     const accepted = () => iotCore.connections.filter((c) => c.clientId === clientId && c.accepted).length;
     assert.equal(accepted(), 1);
     const r = await w.as('Api', apiHandler)(urlEvent('DELETE', '/v1/nodes/edge-gone', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }));

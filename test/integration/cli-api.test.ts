@@ -6,7 +6,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../../core/acl.js';
-import { Topics } from '../../core/topics.js';
+import { DEFAULT_PREFIX, Topics } from '../../core/topics.js';
 import { addNode, startAgent, startController, subnetOf, writeNetConf, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
 import { freePort, removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
 
@@ -40,7 +40,7 @@ describe('twill CLI with --api', () => {
     const creds = JSON.parse(add.stdout) as { broker: string; username: string; password: string };
     assert.equal(creds.broker, ctl.url);
     // A subscriber sees the reservation without waiting for a sync: the API is the controller.
-    const c = await mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId('lab', 'n1'), reconnectPeriod: 0 });
+    const c = await mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId(DEFAULT_PREFIX, 'lab', 'n1'), reconnectPeriod: 0 });
     const seen = new Map<string, string>();
     c.on('message', (t, p) => seen.set(t, p.toString()));
     await c.subscribeAsync(new Topics().netChanges('lab'), { qos: 1 });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../../core/acl.js';
-import { Topics } from '../../core/topics.js';
+import { DEFAULT_PREFIX, Topics } from '../../core/topics.js';
 import { addNode, startController, writeNetConf, type ControllerProc } from '../helpers/cluster.js';
 import { freePort, removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
 
@@ -105,7 +105,7 @@ describe('twill controller --cloud sim with twill sim and twill status', () => {
     await sim('instance', 'start', 'ecs-1', '--network', 'ali');
     await waitFor('ecs-1 leased', async () => (await status()).split('\n').some((l) => /^ali\s+ecs-1\s+10\.62\./.test(l)));
     const creds = await addNode(dataDir, 'ecs-1', 'ali', ctl.url);
-    const c = await mqtt.connectAsync(ctl.url, { clientId: nodeClientId('ali', 'ecs-1'), username: creds.username, password: creds.password, reconnectPeriod: 0 });
+    const c = await mqtt.connectAsync(ctl.url, { clientId: nodeClientId(DEFAULT_PREFIX, 'ali', 'ecs-1'), username: creds.username, password: creds.password, reconnectPeriod: 0 });
     try {
       const own = new Promise<string>((resolve) => c.on('message', (t, p) => { if (t === topics.nodeLease('ali', 'ecs-1') && p.length) resolve(p.toString()); }));
       await c.subscribeAsync(topics.nodeLease('ali', 'ecs-1'), { qos: 1 });

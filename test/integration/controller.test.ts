@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../../core/acl.js';
 import { readSubnetEnv } from '../../agent/subnet-env.js';
-import { Topics } from '../../core/topics.js';
+import { DEFAULT_PREFIX, Topics } from '../../core/topics.js';
 import { addNode, metric, snapshotAs, startAgent, startController, subnetOf, withStore, writeNetConf, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
 import { removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
 
@@ -18,7 +18,7 @@ const TTL = ['--lease-ttl', '8s', '--sync-interval', '300ms'];
 const RENEW = ['--renew-margin', '6s'];
 
 /** Connects as a node and records every message on the topics it subscribes to. */
-async function client(url: string, username: string, password: string, clientId = nodeClientId('blue', username)) {
+async function client(url: string, username: string, password: string, clientId = nodeClientId(DEFAULT_PREFIX, 'blue', username)) {
   const c = await mqtt.connectAsync(url, { username, password, clientId, reconnectPeriod: 0 });
   const seen = new Map<string, string>();
   c.on('message', (t, p) => seen.set(t, p.toString()));
@@ -119,7 +119,7 @@ describe('controller and agents over MQTT', () => {
     const closed1 = new Promise<void>((r) => m1.c.once('close', () => r()));
     m1.c.publish(topics.nodeHello('blue', 'victim'), JSON.stringify({ v: 2, agentVersion: 'x', publicIP: '127.0.0.9' }), { qos: 1 });
     await closed1;
-    await waitFor('refusal logged', () => ctl.output().includes('publish refused client=twill-blue-mallory node=mallory'));
+    await waitFor('refusal logged', () => ctl.output().includes('publish refused client=twill:blue:mallory node=mallory'));
 
     // a forged change on the shared topic: refused as well
     const m2 = await client(ctl.url, creds.username, creds.password);
@@ -136,20 +136,25 @@ describe('controller and agents over MQTT', () => {
     );
     assert.deepEqual(granted, [128, 128, 128, 128, 1]);
     await m3.c.endAsync();
-    assert.match(ctl.output(), /subscribe refused client=twill-blue-mallory node=mallory/);
+    assert.match(ctl.output(), /subscribe refused client=twill:blue:mallory node=mallory/);
 
     // another node's client id is refused before it can take over that session:
     // the victim stays connected, its last will is not set off
     const v = await client(ctl.url, victimCreds.username, victimCreds.password);
     let victimClosed = false;
     v.c.on('close', () => (victimClosed = true));
-    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId('blue', 'victim'), reconnectPeriod: 0 }), /Bad username or password|Not authorized/);
-    await waitFor('refusal logged', () => ctl.output().includes('client id \\"twill-blue-victim\\" is not node mallory\'s'));
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId(DEFAULT_PREFIX, 'blue', 'victim'), reconnectPeriod: 0 }), /Bad username or password|Not authorized/);
+    await waitFor('refusal logged', () => ctl.output().includes('client id \\"twill:blue:victim\\" is not node mallory\'s'));
     await v.c.publishAsync(topics.nodeStatus('blue', 'victim'), JSON.stringify({ v: 2, state: 'online', agentVersion: 'x', errors: [] }), { qos: 1 });
     assert.equal(victimClosed, false, 'the victim kept its session');
     await v.c.endAsync();
-    // and a random one too
+    // and a random one too, and the victim's id of twill 0.1
     await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: 'mallory-4', reconnectPeriod: 0 }));
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: 'twill-blue-victim', reconnectPeriod: 0 }));
+    // Its own 0.1 id is let in while agents are upgraded, and logged as needing one.
+    const old = await client(ctl.url, creds.username, creds.password, 'twill-blue-mallory');
+    await waitFor('upgrade logged', () => /agent connected with the client id of twill 0\.1 agents: upgrade it .*client=twill-blue-mallory node=mallory/.test(ctl.output()));
+    await old.c.endAsync();
 
     // wrong password and unknown user are refused at connect
     await assert.rejects(mqtt.connectAsync(ctl.url, { username: 'mallory', password: 'wrong', reconnectPeriod: 0 }));
@@ -178,8 +183,8 @@ describe('controller and agents over MQTT', () => {
     // With a controller serving the directory, the command goes through it: the session closed before it returned.
     assert.equal(closed, true, 'the session was closed by the time node remove returned');
     assert.equal(await withStore(ctl.dataDir, (s) => s.getLease('blue', 'leaver')), undefined);
-    assert.match(ctl.output(), /session closed: the node was removed or its credentials rotated client=twill-blue-leaver node=leaver/);
-    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId('blue', 'leaver'), reconnectPeriod: 0 }));
+    assert.match(ctl.output(), /session closed: the node was removed or its credentials rotated client=twill:blue:leaver node=leaver/);
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId(DEFAULT_PREFIX, 'blue', 'leaver'), reconnectPeriod: 0 }));
 
     // node add --output writes the agent config (the password in it) readable by its owner only
     const file = join(ctl.dataDir, '..', 'filed.agent.json');
@@ -203,7 +208,7 @@ describe('controller and agents over MQTT', () => {
     const rotated = await runTwill(['node', 'add', 'rotor', '--network', 'blue', '--rotate', '--data-dir', ctl.dataDir]);
     assert.equal(rotated.code, 0, rotated.stderr);
     assert.equal(oClosed, true, 'the old session was closed by the time node add --rotate returned');
-    await assert.rejects(mqtt.connectAsync(ctl.url, { username: old.username, password: old.password, clientId: nodeClientId('blue', 'rotor'), reconnectPeriod: 0 }));
+    await assert.rejects(mqtt.connectAsync(ctl.url, { username: old.username, password: old.password, clientId: nodeClientId(DEFAULT_PREFIX, 'blue', 'rotor'), reconnectPeriod: 0 }));
     const fresh = JSON.parse(rotated.stdout) as { username: string; password: string };
     const n = await client(ctl.url, fresh.username, fresh.password);
     await n.c.endAsync();

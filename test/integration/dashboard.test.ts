@@ -11,7 +11,7 @@ import mqtt from 'mqtt';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { nodeClientId } from '../../core/acl.js';
 import { parseNetConf } from '../../core/config.js';
-import { Topics } from '../../core/topics.js';
+import { DEFAULT_PREFIX, Topics } from '../../core/topics.js';
 import { addNode, startAgent, startController, withStore, writeNetConf, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
 import { removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js';
 
@@ -136,7 +136,7 @@ describe('the web dashboard, in a browser', () => {
     const creds = await addNode(ctl.dataDir, 'web-b', 'overlay', ctl.url);
     const hostile = '<img src=x id=injected onerror="document.title=\'owned\'"> route 10.70.9.0/24: File exists';
     const topics = new Topics();
-    const c = await mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId('overlay', 'web-b'), reconnectPeriod: 0 });
+    const c = await mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId(DEFAULT_PREFIX, 'overlay', 'web-b'), reconnectPeriod: 0 });
     try {
       await c.publishAsync(topics.nodeStatus('overlay', 'web-b'), JSON.stringify({ v: 2, state: 'online', errors: [hostile] }), { qos: 1, retain: true });
       await shows(hostile);

@@ -7,6 +7,7 @@
 // (infra/grants.ts) enforced by the stand-ins: a call it is not granted fails here.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { nodeClientId } from '../../core/acl.js';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -213,7 +214,7 @@ describe('Lambda handlers', () => {
     const hello = (extra: object = {}) => JSON.stringify({ v: 2, agentVersion: 'test', publicIP: '192.0.2.10', backendData: { VtepMAC: '02:00:00:00:00:10' }, ...extra });
 
     test('a hello gets a lease, and the agent receives it through IoT Core', async () => {
-      await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), clientId: 'twill-edge-edge-1', payload: b64(hello()) });
+      await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), clientId: `${PREFIX}:edge:edge-1`, payload: b64(hello()) });
       const lease = await w.store.getLease('edge', 'edge-1');
       assert.ok(lease?.subnet, 'the lease is in DynamoDB');
       await waitFor('own lease on the broker', () => payloadOf<{ lease: Lease }>(w.topics.nodeLease('edge', 'edge-1'))?.lease?.subnet === lease.subnet);
@@ -224,13 +225,13 @@ describe('Lambda handlers', () => {
       for (const p of w.iot.published) assert.deepEqual([p.qos, p.retain], [1, p.topic !== w.topics.netChanges(p.topic.split('/')[4] ?? '')], p.topic);
 
       // The same hello again (IoT Core delivers at least once): the same subnet.
-      await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), clientId: 'twill-edge-edge-1', payload: b64(hello()) });
+      await iotHandler({ topic: w.topics.nodeHello('edge', 'edge-1'), clientId: `${PREFIX}:edge:edge-1`, payload: b64(hello()) });
       assert.equal((await w.store.getLease('edge', 'edge-1'))?.subnet, lease.subnet);
     });
 
     test('a status lands in the store, for twill status', async () => {
       const status = { v: 2, state: 'online', agentVersion: 'test', backend: 'vxlan', subnet: null, ipv6Subnet: null, revision: 3, inSync: true, peers: 0, errors: [] };
-      await iotHandler({ topic: w.topics.nodeStatus('edge', 'edge-1'), clientId: 'twill-edge-edge-1', payload: b64(JSON.stringify(status)) });
+      await iotHandler({ topic: w.topics.nodeStatus('edge', 'edge-1'), clientId: `${PREFIX}:edge:edge-1`, payload: b64(JSON.stringify(status)) });
       const rec = (await w.store.listStatus()).find((s) => s.node === 'edge-1');
       assert.equal(rec?.status.state, 'online');
       assert.equal(rec?.status.revision, 3);
@@ -288,7 +289,7 @@ describe('Lambda handlers', () => {
     });
 
     test("a node gets its policy, with the function's own region and account in the ARNs", async () => {
-      const r = await authorizerHandler(connect(`edge-1?x-amz-customauthorizer-name=${AUTHORIZER}`, edgePassword, 'twill-edge-edge-1'), lambdaContext('twill-test-RealtimeAuthorizerHandler'));
+      const r = await authorizerHandler(connect(`edge-1?x-amz-customauthorizer-name=${AUTHORIZER}`, edgePassword, `${PREFIX}:edge:edge-1`), lambdaContext('twill-test-RealtimeAuthorizerHandler'));
       assert.equal(r.isAuthenticated, true);
       const doc = JSON.stringify(r.policyDocuments);
       assert.match(doc, new RegExp(`arn:aws:iot:${REGION}:${ACCOUNT}:topic/${PREFIX}/v2/node/edge/edge-1/hello`));
@@ -296,7 +297,7 @@ describe('Lambda handlers', () => {
     });
 
     test('a wrong password is refused', async () => {
-      const r = await authorizerHandler(connect('edge-1', 'not-the-password', 'twill-edge-edge-1'), lambdaContext());
+      const r = await authorizerHandler(connect('edge-1', 'not-the-password', `${PREFIX}:edge:edge-1`), lambdaContext());
       assert.equal(r.isAuthenticated, false);
       assert.deepEqual(r.policyDocuments, []);
     });
@@ -636,7 +637,7 @@ describe('Lambda handlers', () => {
       assert.equal(r.statusCode, 200, JSON.stringify(r.body));
       assert.equal(await w.store.getNode('edge-2'), undefined);
       // Not connected here: IoT Core answers ResourceNotFoundException, which is no failure.
-      assert.deepEqual(w.iot.disconnects.at(-1), { clientId: 'twill-edge-edge-2', cleanSession: true, preventWillMessage: true, closed: false });
+      assert.deepEqual(w.iot.disconnects.at(-1), { clientId: nodeClientId(PREFIX, 'edge', 'edge-2'), cleanSession: true, preventWillMessage: true, closed: false });
     });
 
     test('the dashboard: its page without a token, the view with one, gzipped for a browser, and no secret in it', async () => {

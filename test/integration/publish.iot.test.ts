@@ -92,19 +92,27 @@ describe('IoT data-plane publisher', () => {
     }
   });
 
-  test('a release: every member hears the removal, and the node\'s own topic says it has no lease', async () => {
+  test('a release: every member hears the removal, the node hears it has no lease, and nothing stays retained on its topic', async () => {
     const members = await subscriber(brokerUrl, topics.netChanges('blue'));
     await controller.join('blue', 'n2', { publicIP: '192.0.2.11' });
-    assert.equal(await controller.release('blue', 'n2'), true);
-    const own = await subscriber(brokerUrl, topics.nodeLease('blue', 'n2'));
+    // the node's agent, listening on its own topic
+    const c = await mqtt.connectAsync(brokerUrl, { reconnectPeriod: 0, clientId: `own-${process.pid}` });
+    const own: { payload: string; retain: boolean }[] = [];
+    c.on('message', (_t, p, packet) => own.push({ payload: p.toString(), retain: packet.retain }));
+    await c.subscribeAsync(topics.nodeLease('blue', 'n2'), { qos: 1 });
     try {
+      await waitFor('its lease', () => own.length === 1);
+      assert.equal(await controller.release('blue', 'n2'), true);
       await waitFor('removal', () => members.seen.get(topics.netChanges('blue'))?.payload.includes('"lease":null'));
       assert.equal(JSON.parse(members.seen.get(topics.netChanges('blue'))!.payload).node, 'n2');
-      await waitFor('own topic', () => own.seen.has(topics.nodeLease('blue', 'n2')));
-      assert.equal(JSON.parse(own.seen.get(topics.nodeLease('blue', 'n2'))!.payload).lease, null);
+      await waitFor('the news on its own topic', () => own.length === 3);
+      assert.equal(own[1]!.payload, '', 'the retained lease deleted');
+      assert.deepEqual([JSON.parse(own[2]!.payload).lease, own[2]!.retain], [null, false], '"no lease", live');
+      assert.equal(iot.retained.has(topics.nodeLease('blue', 'n2')), false);
+      assert.equal(await publisher.retained(topics.nodeLease('blue', 'n2')), undefined);
     } finally {
       await members.end();
-      await own.end();
+      await c.endAsync();
     }
   });
 

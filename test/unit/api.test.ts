@@ -82,7 +82,8 @@ describe('admin API', () => {
     assert.match(locked.json.error as string, /backend type cannot change to host-gw/);
     assert.equal((await read(call('DELETE', '/v1/leases/blue/h1'))).status, 200);
     assert.equal((await read(call('DELETE', '/v1/leases/blue/h1'))).status, 404);
-    assert.equal(JSON.parse(pub.retained(new Topics().nodeLease('blue', 'h1'))!).lease, null, 'the release was published');
+    assert.equal(pub.retained(new Topics().nodeLease('blue', 'h1')), '', 'the release deleted the retained lease');
+    assert.equal(JSON.parse(pub.sent.at(-1)!.payload).lease, null, 'and told the node, live');
   });
 
   test('unknown paths are 404, wrong methods 405 with Allow, and removing a node revokes it', async () => {

@@ -54,7 +54,7 @@ describe('IoT custom authorizer', () => {
   });
 
   test('a valid node gets exactly its own topics, under the app/stage prefix', async () => {
-    const r = await authorize(connectEvent({ username: 'edge-1', password: pw['edge-1'], clientId: 'twill-blue-edge-1' }), opts);
+    const r = await authorize(connectEvent({ username: 'edge-1', password: pw['edge-1'], clientId: 'twill/prod:blue:edge-1' }), opts);
     assert.equal(r.isAuthenticated, true);
     assert.equal(r.principalId, 'edgex2d1');
     assert.match(r.principalId, /^[a-zA-Z0-9]{1,128}$/);
@@ -67,7 +67,7 @@ describe('IoT custom authorizer', () => {
           {
             Effect: 'Allow',
             Action: 'iot:Connect',
-            Resource: arn('client/twill-blue-edge-1'),
+            Resource: arn('client/twill/prod:blue:edge-1'),
             Condition: { 'ForAllValues:StringEquals': { 'iot:ConnectAttributes': ['LastWill'] } },
           },
           {
@@ -171,6 +171,18 @@ describe('IoT custom authorizer', () => {
         assert.ok(!lines[0]!.includes(secret), `${what}: the log line carries no password`);
       }
     }
+  });
+
+  test("a twill 0.1 agent's client id is let in during an upgrade, bound to exactly that id and logged as needing an upgrade", async () => {
+    lines.length = 0;
+    const r = await authorize(connectEvent({ username: 'edge-1', password: pw['edge-1'], clientId: 'twill-blue-edge-1' }), opts);
+    assert.equal(r.isAuthenticated, true);
+    const connect = r.policyDocuments.flatMap((d) => d.Statement).find((st) => (st as { Action: string }).Action === 'iot:Connect') as { Resource: string };
+    assert.equal(connect.Resource, arn('client/twill-blue-edge-1'), 'the 0.1 id alone: not the current one as well');
+    assert.ok(lines.some((l) => /client id of twill 0\.1 agents: upgrade it/.test(l) && l.includes('twill/prod:blue:edge-1')), lines.join('\n'));
+    // Another node's 0.1 id is no more its own than the current one.
+    const posing = await authorize(connectEvent({ username: 'edge-2', password: pw['edge-2'], clientId: 'twill-green-edge-1' }), opts);
+    assert.equal(posing.isAuthenticated, false);
   });
 
   test('principal ids are alphanumeric and distinct for distinct names', () => {

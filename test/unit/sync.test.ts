@@ -47,7 +47,9 @@ describe('sync loop', () => {
     const mark = pub.sent.length;
     assert.deepEqual(await sync.run(), ['n']);
     assert.deepEqual(pub.changes(topics.netChanges('n'), mark), [{ v: 2, revision: released!.revision, node: 'b', lease: null }], 'the removal, once, with its revision');
-    assert.equal(JSON.parse(pub.retained(topics.nodeLease('n', 'b'))!).lease, null, 'b\'s own topic says it has no lease');
+    assert.equal(pub.retained(topics.nodeLease('n', 'b')), '', 'b\'s retained lease is deleted');
+    const own = pub.since(mark).filter((p) => p.topic === topics.nodeLease('n', 'b'));
+    assert.deepEqual(own.map((p) => [JSON.parse(p.payload || 'null')?.lease, p.retain]), [[undefined, true], [null, false]], 'and b is told it has none, live');
     assert.deepEqual(await sync.run(), [], 'once published, the next pass has nothing to do');
   });
 
