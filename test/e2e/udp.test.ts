@@ -48,7 +48,7 @@ overlayScenario({
   drift: async (c, on) => {
     await c.lab.exec(c.node(on).host, ['ip', 'route', 'del', NETWORK, 'dev', 'flannel0']);
   },
-  restart: { resumeWithinMs: 1000 },
+  restart: { resumeWithinMs: 1000, forwarding: 'forwarding with the saved table' },
   extra: (get) => {
     test('flannel0 is a TUN device with subnet.0/32, MTU 28 below the underlay, and a route for the whole Network', async () => {
       const c = get();
