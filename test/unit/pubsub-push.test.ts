@@ -8,7 +8,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { FakePushSubscription } from '../fakes/pubsub-push.js';
 
-describe('Pub/Sub push stand-in', () => {
+// Bounded for a hang only: a message never settled.
+describe('Pub/Sub push stand-in', { timeout: 120_000 }, () => {
   let answer: (req: IncomingMessage, body: string, res: ServerResponse) => void;
   const received: { body: Record<string, unknown>; headers: IncomingMessage['headers'] }[] = [];
   let server: Server;

@@ -97,7 +97,8 @@ describe('SQS stand-in (real SDK)', () => {
   });
 });
 
-describe("Lambda's SQS event source mapping (harness)", () => {
+// Bounded for a hang only: a record that never comes back.
+describe("Lambda's SQS event source mapping (harness)", { timeout: 120_000 }, () => {
   let sqs: FakeSqs;
   let client: SQSClient;
   let es: EventSource | undefined;
