@@ -1,5 +1,10 @@
-// EC2 instance state changes, for aws-vpc networks: the default event bus
-// -> an SQS queue -> the reconcile function, in batches.
+// Instance events -> an SQS queue -> the reconcile function, in batches:
+// EC2 state changes for aws-vpc networks (the default event bus sends them),
+// and the GCE Pub/Sub pushes and Alibaba EventBridge deliveries for gce and
+// ali-vpc networks, which the push function (infra/push.ts) checks, sends
+// here and acknowledges at once: one queue, one dead-letter queue and one
+// set of alarms for every cloud's events, and batches that mix them still
+// reconcile each network once.
 //
 // Why a queue between EventBridge and the function: the function takes a
 // batch at a time and reconciles each network once for the whole batch (an
@@ -10,7 +15,7 @@
 // could not deliver to the queue at all. Nothing is lost by a message sitting
 // there: the scheduled reconcile repairs whatever it was about, and the
 // messages can be moved back (SQS "start DLQ redrive") once the cause is fixed.
-import { defaults, environment, permissions } from './functions.js';
+import { cloudEnvironment, defaults, environment, permissions } from './functions.js';
 import { nodeApiEnvironment } from './node-api.js';
 
 export const deadLetters = new sst.aws.Queue('ReconcileDeadLetters', {
@@ -28,8 +33,12 @@ instanceEvents.subscribe(
   {
     handler: 'functions/handlers/cloud-events.handler',
     ...defaults,
+    // The handler stops starting cloud route changes a few seconds before it
+    // (an Alibaba entry takes its time to settle): what is left, the next
+    // reconcile makes.
     timeout: '60 seconds',
-    environment: environment(nodeApiEnvironment),
+    // gce and ali-vpc networks are reconciled here too.
+    environment: environment({ ...cloudEnvironment, ...nodeApiEnvironment }),
     permissions: permissions('InstanceEvents'),
   },
   {

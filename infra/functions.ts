@@ -49,7 +49,7 @@ export const cloudEnvironment = {
 // Each function's IAM statements are written once, as plain data, in
 // infra/grants.ts (the tests' AWS stand-ins enforce the same table): here they
 // get this deployment's values.
-const grantValues = $resolve({
+const grantValues = {
   partition,
   region,
   account,
@@ -57,9 +57,14 @@ const grantValues = $resolve({
   prefix,
   adminTokenParameter: parameters.adminToken.name,
   aliEventTokenParameter: parameters.aliEventToken.name,
-});
+};
 
-/** A function's IAM statements (infra/grants.ts), for this deployment: nothing else is granted. */
-export function permissions(fn: FunctionName): sst.aws.FunctionPermissionArgs[] {
-  return GRANTS[fn].map((g) => ({ actions: [...g.actions], resources: g.resources.map((r) => grantValues.apply((v) => fill(r, v))) }));
+/**
+ * A function's IAM statements (infra/grants.ts), for this deployment: nothing
+ * else is granted. `more`: values of resources made after this module (the
+ * events queue), for the grants that name them.
+ */
+export function permissions(fn: FunctionName, more: { eventsQueue?: $util.Input<string> } = {}): sst.aws.FunctionPermissionArgs[] {
+  const values = $resolve({ ...grantValues, ...more });
+  return GRANTS[fn].map((g) => ({ actions: [...g.actions], resources: g.resources.map((r) => values.apply((v) => fill(r, v))) }));
 }

@@ -37,6 +37,8 @@ export interface GrantValues {
   /** SSM parameter names, with their leading slash */
   adminTokenParameter: string;
   aliEventTokenParameter: string;
+  /** the instance-events queue's name (infra/events.ts); given only where a grant names it */
+  eventsQueue?: string;
 }
 
 export interface Grant {
@@ -100,14 +102,16 @@ export const GRANTS = {
   Authorizer: [{ actions: ['dynamodb:GetItem'], resources: [TABLE] }],
   /** The hello and status rules (functions/handlers/iot.ts): joins, renewals, statuses, the node's own topic and the changes. */
   AgentMessages: [storeOnTable, publish],
-  /** GCE and Alibaba instance events (functions/handlers/push.ts): their networks' reconciles, and Alibaba's shared token; no EC2. */
+  /**
+   * GCE and Alibaba instance events (functions/handlers/push.ts): it checks
+   * the caller (Alibaba's shared token) and queues the event, reconciling
+   * nothing: no table, no cloud, no IoT.
+   */
   Push: [
-    storeOnTable,
-    ...storeLists,
-    publish,
+    { actions: ['sqs:SendMessage'], resources: ['arn:{partition}:sqs:{region}:{account}:{eventsQueue}'] },
     { actions: ['ssm:GetParameter'], resources: [parameter('aliEventTokenParameter')] },
   ],
-  /** EC2 instance events from the queue (functions/handlers/cloud-events.ts): the aws-vpc reconcile. */
+  /** Instance events from the queue (functions/handlers/cloud-events.ts): EC2's, and those the push function queued; the reconcile of their networks. */
   InstanceEvents: [storeOnTable, ...storeLists, publish, ...ec2Routes],
   /**
    * The schedule (functions/handlers/schedule.ts): expiry, every cloud

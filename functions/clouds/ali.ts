@@ -14,14 +14,25 @@
 // lease, or carrying twill's description. Entries to other next hop types
 // (VPN, router interfaces, NAT, ...) are never twill's.
 //
-// Rate: a VPC changes one entry at a time. Changes are serialized per VPC,
-// TaskConflict (another change still running) and throttling are retried
-// with backoff, and a new entry is waited for until Available.
+// Rate: a VPC changes one entry at a time. CreateRouteEntry and
+// DeleteRouteEntry are asynchronous: an entry is Pending, then Available;
+// Deleting, then gone; meanwhile every other change of that VPC is refused
+// (Alibaba's VPC API reference, DeleteRouteEntry and CreateRouteEntry: "You
+// cannot delete a route entry of a VPC in which a vSwitch or another route
+// entry is being created or deleted"; error codes TaskConflict,
+// IncorrectRouteEntryStatus, IncorrectStatus.VpcRouteEntry). So each change
+// holds its VPC's lock until the entry has settled: in-process (KeyedMutex)
+// and, when given, across processes and function instances (the store's
+// lock, functions/locks.ts). Busy answers and throttling are retried with
+// backoff within the change's deadline (changeTimeoutMs, and the caller's
+// own deadline, e.g. the Lambda invocation's end): a change that cannot
+// finish in time fails for this reconcile, and the next one makes it.
 import RPCClient from '@alicloud/pop-core';
 import type { AliVpcBackend } from '../../core/config.js';
 import { TwillError, errorMessage } from '../../core/errors.js';
+import { type Locks } from '../locks.js';
 import {
-  KeyedMutex, MEMBER_TAG, ROUTE_DESCRIPTION, RouteLimitError, callError, routeLimit, routeName, sleep, withRetry,
+  CloudError, KeyedMutex, MEMBER_TAG, ROUTE_DESCRIPTION, RouteLimitError, callError, routeLimit, routeName, sleep, withRetry,
   type Cloud, type CloudInstance, type CloudRoute, type DesiredRoute, type InstanceRef, type InstanceState,
   type NetworkRef, type NetworkSnapshot, type RoutePool, type RouteTable,
 } from './cloud.js';
@@ -38,10 +49,16 @@ export interface AliOptions {
   concurrency?: number;
   /** wait between polls of a Pending entry, in ms; default 1000 */
   pollMs?: number;
-  /** attempts per call on TaskConflict or throttling; default 8 */
+  /** attempts per read on throttling; default 8 (a change retries until its deadline instead) */
   attempts?: number;
   /** first backoff, in ms; default 500 */
   backoffMs?: number;
+  /** the most one change may take: waiting for its VPC, retries, and the entry settling; default 120 s */
+  changeTimeoutMs?: number;
+  /** when the caller must be done (epoch ms), e.g. the Lambda invocation's end; a change never runs past it */
+  deadline?: () => number | undefined;
+  /** a VPC lock shared with other processes or function instances (the store's); without it, changes are serialized in this process only */
+  locks?: Locks;
 }
 
 interface AliInstance {
@@ -66,7 +83,13 @@ const ECS_VERSION = '2014-05-26';
 const VPC_VERSION = '2016-04-28';
 
 const codeOf = (e: unknown): string => (typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : '');
-const isBusy = (e: unknown) => /^(TaskConflict|OperationConflict|Throttling|ServiceUnavailable|IncorrectStatus|IncorrectRouteEntryStatus|IncorrectVpcStatus|OperationFailed\.DistibuteLock|LastTokenProcessing)/.test(codeOf(e));
+// The VPC (or the entry) is busy with another change, or Alibaba throttled
+// or failed the call: worth another try. ("Incorrcet" is how Alibaba's
+// DeleteRouteEntry reference spells one of its codes.)
+const isBusy = (e: unknown) => /^(TaskConflict|OperationConflict|Throttling|ServiceUnavailable|SystemBusy|InternalError|IncorrectStatus|IncorrectRouteEntryStatus|IncorrcetRouteEntryStatus|IncorrectVpcStatus|OperationFailed\.DistibuteLock|LastTokenProcessing)/.test(codeOf(e));
+
+/** How long one RPC may take (pop-core's timeout): a lock is held this much past its holder's deadline. */
+const REQUEST_TIMEOUT_MS = 15_000;
 
 /** The error pop-core throws carries the URL, signature included: never show it. */
 function aliError(what: string, e: unknown): TwillError {
@@ -114,11 +137,21 @@ export class AliCloud implements Cloud {
     return this.clientsFor(b.AccessKeyID, b.AccessKeySecret);
   }
 
-  private call<T>(client: RPCClient, action: string, params: Record<string, unknown>): Promise<T> {
-    return withRetry(
-      () => client.request<T>(action, { RegionId: this.region, ...params }, { timeout: 15_000 }),
-      { attempts: this.opts.attempts ?? 8, baseMs: this.opts.backoffMs ?? 500, maxMs: 20_000, retryable: isBusy },
-    );
+  /** One RPC, retried while busy: up to `attempts` times, or (for a change) until its deadline. */
+  private async call<T>(client: RPCClient, action: string, params: Record<string, unknown>, until?: number): Promise<T> {
+    const request = () => client.request<T>(action, { RegionId: this.region, ...params }, { timeout: REQUEST_TIMEOUT_MS });
+    const baseMs = this.opts.backoffMs ?? 500;
+    if (until === undefined) return withRetry(request, { attempts: this.opts.attempts ?? 8, baseMs, maxMs: 20_000, retryable: isBusy });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await request();
+      } catch (e) {
+        const cap = Math.min(20_000, baseMs * 2 ** (attempt - 1));
+        const delay = cap / 2 + Math.random() * (cap / 2);
+        if (!isBusy(e) || Date.now() + delay >= until) throw e;
+        await sleep(delay);
+      }
+    }
   }
 
   private async listInstances(c: Clients, params: Record<string, unknown>): Promise<AliInstance[]> {
@@ -228,6 +261,8 @@ export class AliCloud implements Cloud {
       pools.push({ id, what: `route table ${id}`, limit, used: entries.filter((e) => e.Type === 'Custom').length });
       for (const e of entries) {
         if (e.Type !== 'Custom' || !e.DestinationCidrBlock || e.DestinationCidrBlock.includes(':')) continue;
+        // Going away already (another process's delete): not a route to keep or delete; it still counts above until gone.
+        if (e.Status === 'Deleting') continue;
         const hops = e.NextHops?.NextHop ?? [];
         const only = hops.length === 1 ? hops[0] : undefined;
         routes.push({
@@ -248,9 +283,31 @@ export class AliCloud implements Cloud {
     return this.tableVpc.get(table) ?? table;
   }
 
+  /**
+   * Runs one change of a route table holding its VPC: first this process's
+   * lock (no two of our own calls poll the store for it), then the shared
+   * one, until the change's deadline. fn gets that deadline.
+   */
+  private async change(table: string, what: string, fn: (until: number) => Promise<void>): Promise<void> {
+    const vpc = this.lockKey(table);
+    const timeout = this.opts.changeTimeoutMs ?? 120_000;
+    // Too little time to send a change and see it settle: do not start one.
+    const minStart = Math.min(3_000, timeout / 2);
+    await this.locks.run(vpc, async () => {
+      const until = Math.min(Date.now() + timeout, this.opts.deadline?.() ?? Infinity);
+      if (until - Date.now() < minStart) {
+        throw new CloudError(`${what} was not started: ${Math.max(0, Math.round(until - Date.now()))} ms were left before the deadline; the next reconcile makes it`);
+      }
+      const shared = this.opts.locks;
+      if (!shared) return fn(until);
+      await shared.run(`ali-vpc/${vpc}`, { waitUntil: until - minStart, holdMs: until - Date.now() + REQUEST_TIMEOUT_MS }, () => fn(until));
+    });
+  }
+
   async createRoute(net: NetworkRef, r: DesiredRoute): Promise<void> {
     const c = this.netClients(net);
-    await this.locks.run(this.lockKey(r.table), async () => {
+    const what = `CreateRouteEntry ${r.destination} -> ${r.target} in ${r.table}`;
+    await this.change(r.table, what, async (until) => {
       let id: string | undefined;
       try {
         const res = await this.call<{ RouteEntryId?: string }>(c.vpc, 'CreateRouteEntry', {
@@ -260,7 +317,7 @@ export class AliCloud implements Cloud {
           NextHopId: r.target,
           RouteEntryName: routeName(net.name, r.destination),
           Description: ROUTE_DESCRIPTION,
-        });
+        }, until);
         id = res.RouteEntryId;
       } catch (e) {
         const code = codeOf(e);
@@ -269,40 +326,51 @@ export class AliCloud implements Cloud {
         }
         // Made by an earlier attempt whose answer was lost: the next reconcile checks its next hop.
         if (code === 'RouterEntryConflict.Duplicated') return;
-        throw aliError(`CreateRouteEntry ${r.destination} -> ${r.target} in ${r.table} failed`, e);
+        throw aliError(`${what} failed`, e);
       }
-      if (id) await this.waitAvailable(c, r.table, id);
+      if (id) await this.settle(c, r.table, { RouteEntryId: id }, 'Available', until);
     });
   }
 
-  /** The VPC accepts its next change only once this entry is Available. */
-  private async waitAvailable(c: Clients, table: string, id: string): Promise<void> {
-    for (let i = 0; i < 120; i++) {
+  /**
+   * Polls the entry until it is Available (a create) or gone (a delete): the
+   * VPC accepts its next change only then.
+   */
+  private async settle(c: Clients, table: string, which: Record<string, string>, want: 'Available' | 'gone', until: number): Promise<void> {
+    const label = which.RouteEntryId ?? which.DestinationCidrBlock;
+    let status: string | undefined;
+    for (;;) {
       let entries: AliEntry[];
       try {
-        entries = await this.listEntries(c, table, { RouteEntryId: id });
+        entries = await this.listEntries(c, table, which);
       } catch (e) {
-        throw aliError(`waiting for route entry ${id} in ${table} (DescribeRouteEntryList) failed`, e);
+        throw aliError(`waiting for route entry ${label} in ${table} (DescribeRouteEntryList) failed`, e);
       }
-      const status = entries[0]?.Status;
-      if (status === undefined || status === 'Available') return;
-      await sleep(this.opts.pollMs ?? 1000);
+      const entry = entries.find((x) => x.Type !== 'System');
+      status = entry?.Status;
+      if (want === 'gone' ? entry === undefined : status === undefined || status === 'Available') return;
+      const poll = this.opts.pollMs ?? 1000;
+      if (Date.now() + poll >= until) break;
+      await sleep(poll);
     }
-    throw new TwillError('CloudError', `route entry ${id} in ${table} is still not Available after 120 polls: the next reconcile looks again`);
+    throw new CloudError(`route entry ${label} in ${table} is still ${status ?? 'there'} at the change's deadline (${want === 'gone' ? 'DeleteRouteEntry' : 'CreateRouteEntry'} is asynchronous): the next reconcile looks again`);
   }
 
   async deleteRoute(net: NetworkRef, r: CloudRoute): Promise<void> {
     const c = this.netClients(net);
-    await this.locks.run(this.lockKey(r.table), async () => {
+    const which: Record<string, string> = r.ref ? { RouteEntryId: r.ref } : { DestinationCidrBlock: r.destination };
+    await this.change(r.table, `DeleteRouteEntry ${r.destination} from ${r.table}`, async (until) => {
       try {
         await this.call(c.vpc, 'DeleteRouteEntry', {
           RouteTableId: r.table,
           ...(r.ref ? { RouteEntryId: r.ref } : { DestinationCidrBlock: r.destination, ...(r.target ? { NextHopId: r.target } : {}) }),
-        });
+        }, until);
       } catch (e) {
         if (codeOf(e) === 'InvalidRouteEntry.NotFound') return; // already gone: the outcome wanted
         throw aliError(`DeleteRouteEntry ${r.destination} from ${r.table} failed`, e);
       }
+      // Deleting until it is gone: the VPC takes no other change meanwhile.
+      await this.settle(c, r.table, which, 'gone', until);
     });
   }
 

@@ -3,6 +3,7 @@
 // not pay for the three SDKs when they use one or none.
 import { TwillError } from '../../core/errors.js';
 import { BACKEND_SPECS } from '../../core/backends/index.js';
+import type { Locks } from '../locks.js';
 import { CLOUD_BACKEND_TYPES, CLOUD_KINDS, type Cloud, type CloudBackendType, type CloudKind } from './cloud.js';
 
 export interface CloudOptions {
@@ -16,6 +17,10 @@ export interface CloudOptions {
   dataDir?: string;
   /** AWS: credentials other than the SDK's default chain */
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Ali: a VPC lock shared with the other processes or function instances on the same store */
+  locks?: Locks;
+  /** Ali: when the caller must be done (epoch ms); no route change runs past it */
+  deadline?: () => number | undefined;
 }
 
 export function parseCloudKind(s: string): CloudKind {
@@ -39,7 +44,7 @@ export async function createCloud(kind: CloudKind, opts: CloudOptions = {}): Pro
     }
     case 'ali': {
       const { AliCloud } = await import('./ali.js');
-      return new AliCloud({ region: opts.region, endpoint: opts.endpoint });
+      return new AliCloud({ region: opts.region, endpoint: opts.endpoint, locks: opts.locks, deadline: opts.deadline });
     }
     case 'sim': {
       if (!opts.dataDir) throw new TwillError('Usage', 'the simulated cloud needs a data directory to keep its state in');

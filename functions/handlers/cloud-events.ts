@@ -1,6 +1,8 @@
-// Lambda: EC2 instance state changes. EventBridge's rule on the default bus
-// sends them to an SQS queue and this function takes them from it in
-// batches (infra/events.ts), so
+// Lambda: instance events, from the instance-events queue (infra/events.ts):
+// EC2 state changes (EventBridge's rule on the default bus sends them there)
+// and the GCE Pub/Sub pushes and Alibaba EventBridge deliveries the push
+// function checked and queued (functions/handlers/push.ts). It takes them in
+// batches, so
 //   - a burst (an auto scaling group launching twenty instances) becomes one
 //     reconcile per network, not twenty;
 //   - a record whose reconcile failed is reported as a batch item failure and
@@ -13,7 +15,7 @@
 // Lambda's asynchronous retries and the function's own dead-letter queue
 // apply. Either way, a lost event costs at most one scheduled reconcile's
 // delay: every event only pokes a full, level-triggered reconcile.
-import type { EventBridgeEvent, SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import type { Context, EventBridgeEvent, SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { batchReconciler, poke } from './poke.js';
 import { runtime } from './runtime.js';
 
@@ -23,27 +25,36 @@ function isSqs(event: unknown): event is SQSEvent {
   return typeof event === 'object' && event !== null && Array.isArray((event as SQSEvent).Records);
 }
 
-export async function handler(event: SQSEvent | Ec2StateChange): Promise<SQSBatchResponse | void> {
+/** Kept for the answer: the batch response is sent, and the records deleted, only if it arrives before the timeout. */
+const ANSWER_MARGIN_MS = 3_000;
+
+export async function handler(event: SQSEvent | Ec2StateChange, context?: Context): Promise<SQSBatchResponse | void> {
   const rt = runtime();
   const log = rt.log('events');
   const reconcile = batchReconciler(rt, log);
-  if (!isSqs(event)) {
-    const v = await poke(event, rt, reconcile, log);
-    if (v.kind === 'poison') log.warn('poison event dropped', { reason: v.reason });
-    if (v.kind === 'retry') throw new Error(`event not handled, to be retried: ${v.reason}`);
-    return;
-  }
-  const failures: SQSBatchResponse['batchItemFailures'] = [];
-  // One at a time: records of a batch mostly poke the same networks, and the
-  // reconciler runs each network once for all of them.
-  for (const record of event.Records) {
-    const v = await poke(record.body, rt, reconcile, log);
-    if (v.kind === 'poison') {
-      log.warn('poison event dropped', { messageId: record.messageId, reason: v.reason, receives: record.attributes?.ApproximateReceiveCount });
-    } else if (v.kind === 'retry') {
-      log.warn('event to be retried', { messageId: record.messageId, reason: v.reason, receives: record.attributes?.ApproximateReceiveCount });
-      failures.push({ itemIdentifier: record.messageId });
+  rt.setDeadline(context ? Date.now() + context.getRemainingTimeInMillis() - ANSWER_MARGIN_MS : undefined);
+  try {
+    if (!isSqs(event)) {
+      const v = await poke(event, rt, reconcile, log);
+      if (v.kind === 'poison') log.warn('poison event dropped', { reason: v.reason });
+      if (v.kind === 'retry') throw new Error(`event not handled, to be retried: ${v.reason}`);
+      return;
     }
+    // Side by side: records of one network share its one reconcile (the
+    // reconciler's), and a slow cloud's network does not hold up another's.
+    const verdicts = await Promise.all(event.Records.map((record) => poke(record.body, rt, reconcile, log)));
+    const failures: SQSBatchResponse['batchItemFailures'] = [];
+    event.Records.forEach((record, i) => {
+      const v = verdicts[i]!;
+      if (v.kind === 'poison') {
+        log.warn('poison event dropped', { messageId: record.messageId, reason: v.reason, receives: record.attributes?.ApproximateReceiveCount });
+      } else if (v.kind === 'retry') {
+        log.warn('event to be retried', { messageId: record.messageId, reason: v.reason, receives: record.attributes?.ApproximateReceiveCount });
+        failures.push({ itemIdentifier: record.messageId });
+      }
+    });
+    return { batchItemFailures: failures };
+  } finally {
+    rt.setDeadline(undefined);
   }
-  return { batchItemFailures: failures };
 }

@@ -6,7 +6,7 @@
 import { errorMessage } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { CloudKind } from '../clouds/cloud.js';
-import { EventError, handleEvent, parseEvent, type HandleResult, type EventCloud } from '../events.js';
+import { EventError, handleEvent, parseEvent, type HandleResult, type EventCloud, type InstanceEvent } from '../events.js';
 import { reconcileNetwork, type ReconcileReport } from '../routes.js';
 import type { Runtime } from './runtime.js';
 
@@ -37,18 +37,41 @@ export function batchReconciler(rt: Runtime, log: Logger): Reconciler {
   };
 }
 
-/** Handles one event: a parsed value, or the text of one. */
-export async function poke(input: unknown, rt: Runtime, reconcile: Reconciler, log: Logger, only?: EventCloud): Promise<Verdict> {
-  let cloud: EventCloud;
+export type Admission =
+  /** malformed, or of a cloud this entry point does not take: acknowledge and log */
+  | { kind: 'poison'; reason: string }
+  /** well-formed, but about nothing that changes which instances run (an unfinished GCE operation): acknowledge */
+  | { kind: 'ignored'; reason: string }
+  | { kind: 'event'; event: InstanceEvent };
+
+/**
+ * What an entry point checks before it acknowledges an event: that it parses
+ * and is of the entry point's cloud. Reads and changes nothing.
+ */
+export function admit(input: unknown, only?: EventCloud): Admission {
+  let parsed;
   try {
-    const parsed = parseEvent(input);
-    if (parsed.kind === 'ignored') return { kind: 'done', result: { ignored: parsed.reason, networks: [], reports: [], failed: {} } };
-    cloud = parsed.event.cloud;
+    parsed = parseEvent(input);
   } catch (e) {
     if (e instanceof EventError) return { kind: 'poison', reason: e.message };
+    throw e;
+  }
+  if (parsed.kind === 'ignored') return parsed;
+  if (only && parsed.event.cloud !== only) return { kind: 'poison', reason: `a ${parsed.event.cloud} event was sent to the ${only} entry point` };
+  return { kind: 'event', event: parsed.event };
+}
+
+/** Handles one event: a parsed value, or the text of one. */
+export async function poke(input: unknown, rt: Runtime, reconcile: Reconciler, log: Logger): Promise<Verdict> {
+  let a: Admission;
+  try {
+    a = admit(input);
+  } catch (e) {
     return { kind: 'retry', reason: errorMessage(e) };
   }
-  if (only && cloud !== only) return { kind: 'poison', reason: `a ${cloud} event was sent to the ${only} entry point` };
+  if (a.kind === 'poison') return a;
+  if (a.kind === 'ignored') return { kind: 'done', result: { ignored: a.reason, networks: [], reports: [], failed: {} } };
+  const cloud = a.event.cloud;
   try {
     const result = await handleEvent(input, {
       store: rt.store,

@@ -5,16 +5,31 @@
 //              audience, service account)
 //   POST /ali  an Alibaba Cloud EventBridge delivery (CloudEvent) of an ECS
 //              state change, with the shared token
+// The event is not reconciled here: it is checked, put on the instance-events
+// queue (the one EC2's events go through, infra/events.ts) and acknowledged
+// at once. A Pub/Sub push must be answered within the subscription's ack
+// deadline (10 s by default) or Pub/Sub delivers it again, concurrently with
+// the first; a reconcile waits for the cloud's operations (an Alibaba route
+// entry takes its time to settle) and must not race its own duplicates. From
+// the queue, functions/handlers/cloud-events.ts reconciles each network once
+// per batch, a failure is retried by SQS (after the visibility timeout, then
+// the dead-letter queue), never by the pusher, and the per-VPC lock holds
+// across function instances.
 // Answers: 401/403 when the caller is not who it must be (the pusher retries,
-// which is right if the configuration is being fixed); 200 when handled, and
-// also for an event that can never be handled (malformed, or of the wrong
-// cloud): it is logged with its reason and acknowledged, because both
-// pushers redeliver anything else for days and the periodic reconcile covers
-// what it was about; 500 when a reconcile failed, so the pusher tries again.
+// which is right if the configuration is being fixed); 200 once queued, and
+// also for an event that can never be handled (malformed, of the wrong cloud,
+// or one SQS cannot carry): it is logged with its reason and acknowledged,
+// because both pushers redeliver anything else for days and the periodic
+// reconcile covers what it was about; 503 when the queue did not take it, so
+// the pusher sends it again.
 import type { APIGatewayProxyStructuredResultV2, LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
+import { errorMessage } from '../../core/errors.js';
 import { checkSharedToken, sharedTokenOf, type AuthResult } from '../push-auth.js';
-import { batchReconciler, poke } from './poke.js';
+import { admit } from './poke.js';
 import { runtime } from './runtime.js';
+
+/** SQS's answers to a body it can never carry (too large, characters SQS refuses): the event is poison, not a retry. */
+const NEVER_QUEUED = new Set(['InvalidMessageContents', 'InvalidParameterValue']);
 
 const MAX_BODY = 256 * 1024;
 
@@ -53,19 +68,28 @@ export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunc
     log.warn('poison event dropped', { source, reason: `body of ${body.length} bytes is larger than ${MAX_BODY}` });
     return reply(200, { dropped: `body larger than ${MAX_BODY} bytes` });
   }
-  const v = await poke(body.toString('utf8'), rt, batchReconciler(rt, log), log, source);
-  switch (v.kind) {
-    case 'poison':
-      log.warn('poison event dropped', { source, reason: v.reason });
-      return reply(200, { dropped: v.reason });
-    case 'retry':
-      log.warn('event to be retried', { source, reason: v.reason });
-      return reply(500, { error: `not handled, send again: ${v.reason}` });
-    case 'done':
-      return reply(200, {
-        ...(v.result.ignored ? { ignored: v.result.ignored } : {}),
-        ...(v.result.event ? { instance: v.result.event.instanceId, state: v.result.event.state } : {}),
-        networks: v.result.networks,
-      });
+  const text = body.toString('utf8');
+  const a = admit(text, source);
+  if (a.kind === 'poison') {
+    log.warn('poison event dropped', { source, reason: a.reason });
+    return reply(200, { dropped: a.reason });
   }
+  if (a.kind === 'ignored') {
+    log.debug('event ignored', { source, reason: a.reason });
+    return reply(200, { ignored: a.reason });
+  }
+  let queued: string;
+  try {
+    queued = await rt.enqueue(text);
+  } catch (e) {
+    const code = (e as { Code?: string; name?: string }).Code ?? (e as { name?: string }).name ?? '';
+    if (NEVER_QUEUED.has(code)) {
+      log.warn('poison event dropped', { source, reason: `the queue refused it: ${errorMessage(e)}` });
+      return reply(200, { dropped: `the queue refused it: ${errorMessage(e)}` });
+    }
+    log.error('event not queued', { source, instance: a.event.instanceId, reason: errorMessage(e) });
+    return reply(503, { error: `not queued, send again: ${errorMessage(e)}` });
+  }
+  log.info('instance event queued', { source, instance: a.event.instanceId, state: a.event.rawState, messageId: queued });
+  return reply(200, { queued, instance: a.event.instanceId, state: a.event.state });
 }

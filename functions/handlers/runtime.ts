@@ -18,12 +18,15 @@
 //   TWILL_GCE_PROJECT, TWILL_GCE_CREDENTIALS (a workload identity federation
 //                             credential config, JSON), TWILL_GCE_ENDPOINT
 //   TWILL_ALI_REGION, TWILL_ALI_ENDPOINT
+//   TWILL_EVENTS_QUEUE_URL    the SQS queue instance events are reconciled from
+//                             (the push function sends the GCE and Ali events there)
 //   AWS_REGION and the SDK's own variables (credentials, AWS_ENDPOINT_URL_<SERVICE>)
 // A value of "none" (the placeholder of an unset sst.Secret) counts as unset.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { parseDuration } from '../../core/duration.js';
 import { TwillError } from '../../core/errors.js';
@@ -32,6 +35,7 @@ import { Topics } from '../../core/topics.js';
 import type { Cloud, CloudKind } from '../clouds/cloud.js';
 import { createCloud } from '../clouds/index.js';
 import { Controller } from '../controller.js';
+import { StoreLocks } from '../locks.js';
 import { googleOidcVerifier, type AuthResult } from '../push-auth.js';
 import { IotPublisher } from '../publish/iot.js';
 import { DynamoStore } from '../store/dynamo.js';
@@ -52,6 +56,7 @@ export interface RuntimeEnv {
   gceEndpoint?: string;
   aliRegion?: string;
   aliEndpoint?: string;
+  eventsQueueUrl?: string;
 }
 
 /** How long a secret read from SSM is trusted: a rotated token takes effect within this. */
@@ -89,6 +94,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): RuntimeEnv {
     gceEndpoint: value(env, 'TWILL_GCE_ENDPOINT'),
     aliRegion: value(env, 'TWILL_ALI_REGION'),
     aliEndpoint: value(env, 'TWILL_ALI_ENDPOINT'),
+    eventsQueueUrl: value(env, 'TWILL_EVENTS_QUEUE_URL'),
   };
 }
 
@@ -105,6 +111,14 @@ export interface Runtime {
   secret(param: string | undefined): Promise<string | undefined>;
   /** Verifies a GCE push request's token; undefined when GCE push is not configured. */
   gceVerifier(): ((authorization: string | undefined) => Promise<AuthResult>) | undefined;
+  /** Sends an instance event to the queue it is reconciled from; returns the message id. */
+  enqueue(body: string): Promise<string>;
+  /**
+   * When the invocation must be done (epoch ms; undefined: no limit): cloud
+   * route changes that could not finish by then are not started (Ali). Lambda
+   * runs one invocation at a time per container, so the handler sets it.
+   */
+  setDeadline(at: number | undefined): void;
   close(): Promise<void>;
 }
 
@@ -127,7 +141,11 @@ export function createRuntime(env: RuntimeEnv, aws: AwsAccess = {}): Runtime {
   const clouds = new Map<CloudKind, Promise<Cloud>>();
   const secrets = new Map<string, { value: string | undefined; at: number }>();
   let ssm: SSMClient | undefined;
+  let sqs: SQSClient | undefined;
   let verifier: ((authorization: string | undefined) => Promise<AuthResult>) | undefined;
+  let deadline: number | undefined;
+  // Ali's VPC lock holds across function instances: a queued event and a scheduled run may change one VPC at once.
+  const locks = new StoreLocks(store, { log: root.child('locks') });
 
   const makeCloud = async (kind: CloudKind): Promise<Cloud> => {
     if (kind === 'gce' && env.gceCredentials && !process.env.GOOGLE_APPLICATION_CREDENTIALS) {
@@ -137,7 +155,9 @@ export function createRuntime(env: RuntimeEnv, aws: AwsAccess = {}): Runtime {
       process.env.GOOGLE_APPLICATION_CREDENTIALS = file;
     }
     if (kind === 'sim') throw new TwillError('WrongCloud', 'the simulated cloud runs only in the local controller');
-    const options = kind === 'gce' ? { project: env.gceProject, endpoint: env.gceEndpoint } : kind === 'ali' ? { region: env.aliRegion, endpoint: env.aliEndpoint } : { region: env.region, ...aws };
+    const options = kind === 'gce' ? { project: env.gceProject, endpoint: env.gceEndpoint }
+      : kind === 'ali' ? { region: env.aliRegion, endpoint: env.aliEndpoint, locks, deadline: () => deadline }
+      : { region: env.region, ...aws };
     return createCloud(kind, options);
   };
 
@@ -174,10 +194,20 @@ export function createRuntime(env: RuntimeEnv, aws: AwsAccess = {}): Runtime {
       verifier ??= googleOidcVerifier(env.gcePush);
       return verifier;
     },
+    async enqueue(body) {
+      if (!env.eventsQueueUrl) throw new TwillError('NoConfig', 'TWILL_EVENTS_QUEUE_URL is not set: it must name the instance-events queue (infra sets it)');
+      sqs ??= new SQSClient({ ...(env.region ? { region: env.region } : {}), ...aws });
+      const r = await sqs.send(new SendMessageCommand({ QueueUrl: env.eventsQueueUrl, MessageBody: body }));
+      return r.MessageId ?? '';
+    },
+    setDeadline(at) {
+      deadline = at;
+    },
     async close() {
       for (const c of clouds.values()) await c.then((x) => x.close?.()).catch(() => {});
       publisher.close();
       ssm?.destroy();
+      sqs?.destroy();
       await store.close();
     },
   };

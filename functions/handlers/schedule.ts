@@ -14,7 +14,12 @@
 // Each task and each network runs whatever the others did; a failure is
 // logged, and the invocation fails at the end so it shows in the function's
 // error metric. The next tick is the retry.
-import type { ScheduledEvent } from 'aws-lambda';
+// Runs never overlap: each takes the store's run lock for as long as it may
+// run (the invocation's remaining time), and a run that finds it held (the
+// previous one still reconciling a slow cloud) exits at once, logged; one
+// that died keeps it only until its timeout.
+import { randomUUID } from 'node:crypto';
+import type { Context, ScheduledEvent } from 'aws-lambda';
 import { errorMessage } from '../../core/errors.js';
 import { isCloudBackend, routeLimit } from '../clouds/cloud.js';
 import { fabricFigures } from '../../core/fabric.js';
@@ -23,7 +28,8 @@ import type { ReconcileReport } from '../routes.js';
 import { CLOUD_OF_BACKEND } from '../clouds/index.js';
 import { cleanRetained, republishStale, type CleanReport, type RepublishReport } from '../republish.js';
 import { batchReconciler } from './poke.js';
-import { runtime } from './runtime.js';
+import type { Logger } from '../../core/log.js';
+import { runtime, type Runtime } from './runtime.js';
 
 export const TASKS = ['expire', 'reconcile', 'republish', 'clean'] as const;
 export type Task = (typeof TASKS)[number];
@@ -33,6 +39,8 @@ export interface ScheduleInput {
 }
 
 export interface ScheduleReport {
+  /** set when another run held the run lock: nothing else ran */
+  skipped?: string;
   expired?: number;
   reconciled?: string[];
   republish?: RepublishReport;
@@ -47,9 +55,35 @@ function tasksOf(event: unknown): Task[] {
   return TASKS.filter((t) => asked.includes(t));
 }
 
-export async function handler(event: ScheduledEvent | ScheduleInput): Promise<ScheduleReport> {
+/** The run lock's name in the store. */
+export const RUN_LOCK = 'schedule/run';
+/** How long a run holds the lock without an invocation context: the function's timeout (infra/schedule.ts). */
+const DEFAULT_RUN_MS = 5 * 60_000;
+/** Kept for the answer and the lock's release. */
+const END_MARGIN_MS = 5_000;
+
+export async function handler(event: ScheduledEvent | ScheduleInput, context?: Context): Promise<ScheduleReport> {
   const rt = runtime();
   const log = rt.log('schedule');
+  const owner = context?.awsRequestId ?? randomUUID();
+  // Held exactly as long as Lambda lets this run live: a run that dies keeps it no longer.
+  const holdMs = context?.getRemainingTimeInMillis() ?? DEFAULT_RUN_MS;
+  const lock = await rt.store.tryLock(RUN_LOCK, owner, holdMs);
+  if (!lock.acquired) {
+    const until = new Date(lock.expiresAt).toISOString();
+    log.warn('scheduled run skipped: the previous run is still going', { holder: lock.owner, until });
+    return { skipped: `run ${lock.owner} holds the run lock until ${until}`, failed: {} };
+  }
+  rt.setDeadline(Date.now() + holdMs - END_MARGIN_MS);
+  try {
+    return await run(rt, log, event);
+  } finally {
+    rt.setDeadline(undefined);
+    await rt.store.unlock(RUN_LOCK, owner).catch((e) => log.warn('run lock not released: it expires at the run\'s timeout', { reason: errorMessage(e) }));
+  }
+}
+
+async function run(rt: Runtime, log: Logger, event: ScheduledEvent | ScheduleInput): Promise<ScheduleReport> {
   const tasks = tasksOf(event);
   const report: ScheduleReport = { failed: {} };
 

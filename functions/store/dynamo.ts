@@ -93,7 +93,7 @@ import { parseCidr } from '../../core/cidr.js';
 import { ConflictError, NotFoundError } from '../../core/errors.js';
 import { digestHex, isExpired, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
 import type { NetConf } from '../../core/config.js';
-import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type RouteTablesRecord, type StatusRecord, type Store, type TakenSubnets } from './store.js';
+import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type RouteTablesRecord, type StatusRecord, type Store, type TakenSubnets, type LockResult, checkLockArgs } from './store.js';
 
 type Item = Record<string, AttributeValue>;
 type Key = { pk: AttributeValue; sk: AttributeValue };
@@ -848,7 +848,64 @@ export class DynamoStore implements Store {
     return true;
   }
 
+  // ---- locks ----
+  // One item per lock name, in a partition of its own (LOCK#<name> / LOCK),
+  // apart from the network and node items: owner, expiresMs (epoch ms) and
+  // ttl. Taking it is one conditional PutItem (free, expired, or already
+  // the owner's); releasing it one DeleteItem conditioned on the owner. A
+  // refused take reads the item back (a read, not a write) to say who holds
+  // it until when. Expiry is judged by the writer's clock: Lambda's clocks
+  // are synchronized, and a lock's ttl is minutes against their
+  // milliseconds of skew. `ttl` lets DynamoDB delete the item of a lock
+  // nobody takes any more (a VPC gone) a day after it expired.
+
+  async tryLock(name: string, owner: string, ttlMs: number, now = Date.now()): Promise<LockResult> {
+    checkLockArgs(name, owner, ttlMs);
+    const expiresAt = now + ttlMs;
+    try {
+      await this.client.send(new PutItemCommand({
+        TableName: this.table,
+        Item: {
+          ...key(lockPk(name), LOCK_SK),
+          owner: S(owner),
+          expiresMs: N(expiresAt),
+          [TTL_ATTRIBUTE]: N(Math.ceil(expiresAt / 1000) + LOCK_TTL_GRACE_SECONDS),
+        },
+        ConditionExpression: 'attribute_not_exists(pk) OR expiresMs <= :now OR #owner = :owner',
+        ExpressionAttributeNames: { '#owner': 'owner' },
+        ExpressionAttributeValues: { ':now': N(now), ':owner': S(owner) },
+      }));
+      return { acquired: true, expiresAt };
+    } catch (e) {
+      if (errorName(e) !== 'ConditionalCheckFailedException') throw e;
+    }
+    const held = await this.getItem(key(lockPk(name), LOCK_SK));
+    // Released between the two calls: free now, the caller's next try takes it.
+    return { acquired: false, owner: held?.owner?.S ?? '', expiresAt: held?.expiresMs?.N ? Number(held.expiresMs.N) : now };
+  }
+
+  async unlock(name: string, owner: string): Promise<boolean> {
+    checkLockArgs(name, owner);
+    try {
+      await this.client.send(new DeleteItemCommand({
+        TableName: this.table,
+        Key: key(lockPk(name), LOCK_SK),
+        ConditionExpression: '#owner = :owner',
+        ExpressionAttributeNames: { '#owner': 'owner' },
+        ExpressionAttributeValues: { ':owner': S(owner) },
+      }));
+      return true;
+    } catch (e) {
+      if (errorName(e) === 'ConditionalCheckFailedException') return false;
+      throw e;
+    }
+  }
+
   async close(): Promise<void> {
     if (this.ownsClient) this.client.destroy();
   }
 }
+
+const lockPk = (name: string) => `LOCK#${name}`;
+const LOCK_SK = 'LOCK';
+const LOCK_TTL_GRACE_SECONDS = 24 * 3600;

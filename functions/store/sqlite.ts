@@ -8,7 +8,7 @@ import { parseCidr } from '../../core/cidr.js';
 import { ConflictError, NotFoundError } from '../../core/errors.js';
 import { digestHex, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
 import type { NetConf } from '../../core/config.js';
-import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type RouteTablesRecord, type StatusRecord, type Store, type TakenSubnets } from './store.js';
+import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type RouteTablesRecord, type StatusRecord, type Store, type TakenSubnets, type LockResult, checkLockArgs } from './store.js';
 import { makeDirs } from '../../core/dirs.js';
 
 const SCHEMA = `
@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS status (
   status TEXT NOT NULL,
   updated_at TEXT NOT NULL,
   PRIMARY KEY (network, node)
+);
+CREATE TABLE IF NOT EXISTS locks (
+  name TEXT PRIMARY KEY,
+  owner TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
 );
 `;
 
@@ -373,6 +378,30 @@ export class SqliteStore implements Store {
       this.q('DELETE FROM networks WHERE name = ?').run(name);
       return true;
     })();
+  }
+
+  // ---- locks ----
+  // One row per name. Taking it is one upsert whose WHERE lets it through
+  // only when the row is expired or already the owner's; SQLite serializes
+  // writers on the file, so two processes on one file never both win.
+
+  async tryLock(name: string, owner: string, ttlMs: number, now = Date.now()): Promise<LockResult> {
+    checkLockArgs(name, owner, ttlMs);
+    const expiresAt = now + ttlMs;
+    const taken = this.q(
+      `INSERT INTO locks (name, owner, expires_at) VALUES (?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+       WHERE locks.expires_at <= ? OR locks.owner = excluded.owner`,
+    ).run(name, owner, expiresAt, now).changes > 0;
+    if (taken) return { acquired: true, expiresAt };
+    const held = this.q('SELECT owner, expires_at FROM locks WHERE name = ?').get(name) as { owner: string; expires_at: number } | undefined;
+    // Released between the two statements: free now, the caller's next try takes it.
+    return { acquired: false, owner: held?.owner ?? '', expiresAt: held?.expires_at ?? now };
+  }
+
+  async unlock(name: string, owner: string): Promise<boolean> {
+    checkLockArgs(name, owner);
+    return this.q('DELETE FROM locks WHERE name = ? AND owner = ?').run(name, owner).changes > 0;
   }
 
   async close(): Promise<void> {

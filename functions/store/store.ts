@@ -5,6 +5,7 @@
 import type { NetConf } from '../../core/config.js';
 import type { Lease, NewLease } from '../../core/lease.js';
 import type { Status } from '../../core/messages.js';
+import { TwillError } from '../../core/errors.js';
 
 export interface NetworkRecord {
   name: string;
@@ -73,6 +74,22 @@ export interface ChangesSince {
   changes: Change[];
   /** the limit cut the list: ask again after the last one */
   more: boolean;
+}
+
+/**
+ * What tryLock found: the lock is the caller's until expiresAt (epoch ms), or
+ * another owner's until then.
+ */
+export type LockResult = { acquired: true; expiresAt: number } | { acquired: false; owner: string; expiresAt: number };
+
+/** Names and owners are short printable strings: they are keys and log fields. */
+export const LOCK_NAME = /^[\x21-\x7e]{1,200}$/;
+
+/** Refuses a lock call whose arguments could not be a key, before anything is written. */
+export function checkLockArgs(name: string, owner: string, ttlMs?: number): void {
+  if (!LOCK_NAME.test(name)) throw new TwillError('InvalidLock', `lock name ${JSON.stringify(name.slice(0, 40))} must be 1 to 200 printable ASCII characters without spaces`);
+  if (!LOCK_NAME.test(owner)) throw new TwillError('InvalidLock', `lock owner ${JSON.stringify(owner.slice(0, 40))} must be 1 to 200 printable ASCII characters without spaces`);
+  if (ttlMs !== undefined && !(Number.isSafeInteger(ttlMs) && ttlMs > 0)) throw new TwillError('InvalidLock', `lock ttl ${ttlMs} must be a whole number of milliseconds above 0`);
 }
 
 export interface TakenSubnets {
@@ -146,6 +163,18 @@ export interface Store {
    * ConflictError while it holds leases; false when there is no such network.
    */
   deleteNetwork(name: string): Promise<boolean>;
+
+  /**
+   * A named lock shared by everything that uses this store (every function
+   * instance of a deployment, or the processes on one SQLite file): taken
+   * for owner until now + ttlMs when it is free, expired, or already the
+   * owner's (then its expiry moves). One conditional write; the holder of an
+   * expired lock has lost it, so ttlMs must cover the longest time the
+   * holder works under it.
+   */
+  tryLock(name: string, owner: string, ttlMs: number, now?: number): Promise<LockResult>;
+  /** Releases the lock if owner still holds it; false when it did not (expired and taken over, or never taken). */
+  unlock(name: string, owner: string): Promise<boolean>;
 
   close(): Promise<void>;
 }

@@ -1,11 +1,27 @@
 // A small Alibaba Cloud endpoint speaking RPC: Action in the query string,
 // HMAC-SHA1 signature checked against the test's secret, JSON answers and
-// JSON Code errors (QuotaExceeded, TaskConflict, InvalidRouteEntry.NotFound,
-// Throttling.User). One endpoint serves both products twill uses: ECS
+// JSON Code errors (QuotaExceeded, TaskConflict, IncorrectRouteEntryStatus,
+// IncorrectStatus.VpcRouteEntry, InvalidRouteEntry.NotFound, Throttling.User,
+// Forbidden.RAM). One endpoint serves both products twill uses: ECS
 // (DescribeInstances) and VPC (DescribeRouteTableList, DescribeRouteEntryList,
-// CreateRouteEntry, DeleteRouteEntry). A new entry is Pending for a while, and
-// while one entry of a VPC is Pending no other entry of that VPC can change:
-// the TaskConflict every Ali client must live with.
+// CreateRouteEntry, DeleteRouteEntry).
+//
+// Route changes are asynchronous, as Alibaba's VPC API reference says of
+// CreateRouteEntry and DeleteRouteEntry ("an asynchronous operation ... you
+// can call DescribeRouteEntryList to query the status"; "If the route is in
+// the Deleting state, the route is being deleted. If you cannot query the
+// route entry, the route entry is deleted."): a new entry is Pending, a
+// deleted one Deleting, each for a few describes that show it (pendingPolls,
+// deletingPolls), then Available or gone. Meanwhile (same reference, error
+// codes):
+//   - only an Available entry can be deleted: IncorrectStatus.VpcRouteEntry;
+//   - a change in a route table holding a Pending entry:
+//     IncorrectRouteEntryStatus ("Some route entry status blocked this
+//     operation.": routes in the Pending or Modifying state);
+//   - a change in a VPC "in which a vSwitch or another route entry is being
+//     created or deleted": TaskConflict.
+// Every such refusal counts in `conflicts`: a client that waits for its
+// changes to settle, one VPC change at a time, never gets one.
 import { createHmac, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FakeCloud } from './fake.js';
@@ -31,16 +47,18 @@ export interface AliEntry {
   tableId: string;
   destination: string;
   type: 'System' | 'Custom';
-  status: 'Pending' | 'Available';
+  /** DescribeRouteEntryList's Status: Pending, Available, Modifying, Deleting */
+  status: 'Pending' | 'Available' | 'Deleting';
   nextHopType: string;
   nextHopId: string;
   name: string;
   description: string;
-  /** describes left that still show it Pending */
+  /** describes left that still show it Pending or Deleting */
   pendingLeft: number;
 }
 
 const MUTATING = new Set(['CreateRouteEntry', 'DeleteRouteEntry']);
+const BUSY = new Set(['TaskConflict', 'IncorrectRouteEntryStatus', 'IncorrectStatus.VpcRouteEntry']);
 
 class AliError extends Error {
   constructor(readonly code: string, message: string, readonly status = 400) {
@@ -62,9 +80,14 @@ export class FakeAli extends FakeCloud {
   routeLimit = 50;
   /** describes that show a new entry Pending before it is Available */
   pendingPolls = 1;
+  /** describes that show a deleted entry Deleting before it is gone */
+  deletingPolls = 1;
   /** the next N calls of an action answer TaskConflict */
   readonly conflict: Record<string, number> = {};
+  /** busy refusals (TaskConflict, IncorrectRouteEntryStatus, IncorrectStatus.VpcRouteEntry), injected or real */
   conflicts = 0;
+  /** the next N calls of an action are refused as RAM refuses a key without the permission */
+  readonly forbid: Record<string, number> = {};
   private seq = 0;
 
   constructor(readonly secrets: Record<string, string> = { AKIDFAKEFAKEFAKE: 'fake-secret-for-tests' }) {
@@ -137,14 +160,20 @@ export class FakeAli extends FakeCloud {
     try {
       this.checkSignature(q, req.method ?? 'GET');
       if (this.takeThrottle(action)) throw new AliError('Throttling.User', 'Request was denied due to user flow control.', 400);
+      if ((this.forbid[action] ?? 0) > 0) {
+        this.forbid[action]!--;
+        throw new AliError('Forbidden.RAM', 'User not authorized to operate on the specified resource, or this API doesn\'t support RAM.', 403);
+      }
       if ((this.conflict[action] ?? 0) > 0) {
         this.conflict[action]!--;
-        this.conflicts++;
-        throw new AliError('TaskConflict', 'The operation conflicts with other tasks; please retry later.', 400);
+        throw new AliError('TaskConflict', 'The operation is too frequent, please wait a moment and try again.', 400);
       }
       send(200, this.act(action, q));
     } catch (e) {
-      if (e instanceof AliError) return fail(e);
+      if (e instanceof AliError) {
+        if (BUSY.has(e.code)) this.conflicts++;
+        return fail(e);
+      }
       throw e;
     }
   }
@@ -232,8 +261,10 @@ export class FakeAli extends FakeCloud {
     const next = start + max < list.length ? String(start + max) : '';
     const out = items.map((e) => {
       const shown = e.status;
-      // A Pending entry becomes Available after being seen Pending pendingPolls times.
+      // A Pending entry becomes Available after being seen Pending pendingPolls
+      // times; a Deleting one is gone after deletingPolls.
       if (e.status === 'Pending' && --e.pendingLeft <= 0) e.status = 'Available';
+      if (e.status === 'Deleting' && --e.pendingLeft <= 0) this.entries.delete(e.id);
       return {
         RouteEntryId: e.id, RouteTableId: e.tableId, DestinationCidrBlock: e.destination, Type: e.type, Status: shown, IpVersion: 'ipv4',
         RouteEntryName: e.name, Description: e.description,
@@ -243,8 +274,15 @@ export class FakeAli extends FakeCloud {
     return { NextToken: next, TotalCount: list.length, RouteEntrys: { RouteEntry: out } };
   }
 
-  private busy(vpcId: string): boolean {
-    return [...this.entries.values()].some((e) => e.status === 'Pending' && this.tables.get(e.tableId)?.vpcId === vpcId);
+  /** Refuses a change to a table while its VPC is still settling an earlier one. */
+  private checkIdle(tableId: string, vpcId: string): void {
+    const unsettled = [...this.entries.values()].filter((e) => e.status !== 'Available');
+    if (unsettled.some((e) => e.tableId === tableId && e.status === 'Pending')) {
+      throw new AliError('IncorrectRouteEntryStatus', 'Some route entry status blocked this operation.');
+    }
+    if (unsettled.some((e) => this.tables.get(e.tableId)?.vpcId === vpcId)) {
+      throw new AliError('TaskConflict', 'The operation is too frequent, please wait a moment and try again.');
+    }
   }
 
   private createEntry(q: URLSearchParams): object {
@@ -258,7 +296,7 @@ export class FakeAli extends FakeCloud {
       const inst = this.instances.get(hop);
       if (!inst || inst.vpcId !== table.vpcId) throw new AliError('InvalidInstanceId.NotFound', `The specified instance ${hop} does not exist in the VPC.`);
     }
-    if (this.busy(table.vpcId)) throw new AliError('TaskConflict', 'The operation conflicts with other tasks; please retry later.');
+    this.checkIdle(tableId, table.vpcId);
     if ([...this.entries.values()].some((e) => e.tableId === tableId && e.destination === dest)) {
       throw new AliError('RouterEntryConflict.Duplicated', 'Specified CIDR block is already exists.');
     }
@@ -279,9 +317,14 @@ export class FakeAli extends FakeCloud {
     const dest = q.get('DestinationCidrBlock');
     const entry = [...this.entries.values()].find((e) => (id ? e.id === id : e.tableId === tableId && e.destination === dest));
     if (!entry || entry.type !== 'Custom') throw new AliError('InvalidRouteEntry.NotFound', 'Specified route entry does not exist.');
-    const vpc = this.tables.get(entry.tableId)?.vpcId ?? '';
-    if (this.busy(vpc)) throw new AliError('TaskConflict', 'The operation conflicts with other tasks; please retry later.');
-    this.entries.delete(entry.id);
+    if (entry.status !== 'Available') throw new AliError('IncorrectStatus.VpcRouteEntry', 'The status of the specified routeEntry is invalid.');
+    this.checkIdle(entry.tableId, this.tables.get(entry.tableId)?.vpcId ?? '');
+    if (this.deletingPolls > 0) {
+      entry.status = 'Deleting';
+      entry.pendingLeft = this.deletingPolls;
+    } else {
+      this.entries.delete(entry.id);
+    }
     return {};
   }
 }

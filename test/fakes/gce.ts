@@ -3,7 +3,8 @@
 // each answered with an Operation), and global and zone operations (get,
 // wait). Errors as Google answers them: 409 alreadyExists, 404 notFound,
 // 403 QUOTA_EXCEEDED (the 'ROUTES' quota counts every route of the project,
-// every network), 429 rateLimitExceeded when throttling is injected.
+// every network), 429 rateLimitExceeded when throttling is injected, 403
+// forbidden when a missing permission is (deny).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FakeCloud } from './fake.js';
 
@@ -65,6 +66,8 @@ export class FakeGce extends FakeCloud {
   opPolls = 1;
   /** every request's Authorization header, to check the client sent one */
   readonly authHeaders = new Set<string>();
+  /** the next N calls of an action are refused as IAM refuses a caller without the permission */
+  readonly deny: Record<string, number> = {};
   private seq = 0;
 
   constructor(readonly project = 'test-project') {
@@ -220,6 +223,10 @@ export class FakeGce extends FakeCloud {
     this.count(action);
     if (await this.dropped(action)) return;
     if (this.takeThrottle(action)) return fail(new GceError(429, 'rateLimitExceeded', 'Rate Limit Exceeded', 'usageLimits'));
+    if ((this.deny[action] ?? 0) > 0) {
+      this.deny[action]!--;
+      return fail(new GceError(403, 'forbidden', `Required 'compute.${action}' permission for '${p}'`));
+    }
     try {
       send(200, route());
     } catch (e) {

@@ -24,6 +24,7 @@ import { startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
 import { addFunctions, ACCOUNT as IAM_ACCOUNT, Iam, withoutActions, type Principal } from '../fakes/iam.js';
 import { startFakeIotData, type FakeIotData, type IotConnections } from '../fakes/iot-data.js';
 import { startFakeSsm, type FakeSsm } from '../fakes/ssm.js';
+import { startFakeSqs, type FakeSqs } from '../fakes/sqs.js';
 
 export const REGION = 'us-east-1';
 export const ACCOUNT = IAM_ACCOUNT;
@@ -36,6 +37,17 @@ export const ALI_PARAM = '/twill/test/ali-event-token';
 const TABLE = 'twill-test';
 /** What a handler called outside any function signs with: a user with no policy at all. */
 const NO_FUNCTION_KEY = 'AKIANOTAFUNCTIONXXXX';
+/** The instance-events queue and its dead-letter queue, as infra/events.ts makes them (4 receives, then the DLQ). */
+export const EVENTS_QUEUE = 'twill-test-InstanceEvents';
+export const DEAD_LETTERS = 'twill-test-ReconcileDeadLetters';
+export const EVENTS_MAX_RECEIVES = 4;
+/**
+ * The queue's visibility timeout here: infra's is 6 minutes (six times the
+ * events function's 60 s timeout); a test waits this long for a failed
+ * record to come back, and gives the events function this long to run (it
+ * starts no cloud route change in its last few seconds).
+ */
+export const EVENTS_VISIBILITY_SECONDS = 10;
 
 /** What Lambda passes a handler as its context, as far as twill's handlers read it. */
 export function lambdaContext(name = 'twill-test-Function'): Context {
@@ -85,6 +97,9 @@ export function urlEvent(method: string, path: string, opts: { headers?: Record<
 export interface ServerlessWorld {
   dynamo: FakeDynamo;
   ssm: FakeSsm;
+  /** SQS with the instance-events queue (TWILL_EVENTS_QUEUE_URL) and its dead-letter queue */
+  sqs: FakeSqs;
+  eventsQueue: { url: string; arn: string };
   iot: FakeIotData;
   /** a store of its own on the same table, to look at (and tamper with) what the handlers did */
   store: DynamoStore;
@@ -112,30 +127,41 @@ export const FUNCTION_URL_MAX_BYTES = 6 * 1024 * 1024;
 
 /**
  * A Lambda function URL on loopback: each HTTP request becomes the payload
- * format 2.0 event a function URL sends, and the handler's answer (body
+ * format 2.0 event a function URL sends (a text body as it is, any other
+ * base64-encoded; the query string parsed), and the handler's answer (body
  * base64-decoded when it says so) goes back.
  */
 export async function functionUrl(handler: (e: LambdaFunctionURLEvent) => Promise<LambdaFunctionURLResult>, host = '127.0.0.1'): Promise<{ url: string; close(): Promise<void> }> {
   const server: Server = createServer((req, res) => {
-    req.resume();
-    const url = new URL(req.url ?? '/', 'http://fn');
-    const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : (v ?? '')]));
-    const event = {
-      version: '2.0', routeKey: '$default', rawPath: url.pathname, rawQueryString: url.search.slice(1), headers, isBase64Encoded: false,
-      requestContext: { http: { method: req.method ?? 'GET', path: url.pathname, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: headers['user-agent'] ?? '' } },
-    } as unknown as LambdaFunctionURLEvent;
-    handler(event)
-      .then((r) => {
-        // A function URL in its default BUFFERED mode carries at most 6 MB of
-        // response payload (the handler's JSON result, base64 body included);
-        // past that the caller gets a 502 ("Invoking a response streaming
-        // enabled function using Lambda function URLs", Lambda developer guide).
-        if (Buffer.byteLength(JSON.stringify(r)) > FUNCTION_URL_MAX_BYTES) return void res.writeHead(502).end('{"Message":"response payload size exceeded"}');
-        const result = typeof r === 'string' ? { statusCode: 200, body: r } : r;
-        const body = result.body === undefined ? '' : result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body;
-        res.writeHead(result.statusCode ?? 200, (result.headers ?? {}) as Record<string, string>).end(body);
-      })
-      .catch(() => res.writeHead(502).end());
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const url = new URL(req.url ?? '/', 'http://fn');
+      const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : (v ?? '')]));
+      const raw = Buffer.concat(chunks);
+      // Function URLs pass a text body as it is and anything else base64-encoded.
+      const text = /^(text\/|application\/(json|x-www-form-urlencoded|xml))/.test(headers['content-type'] ?? '');
+      const query = Object.fromEntries(url.searchParams);
+      const event = {
+        version: '2.0', routeKey: '$default', rawPath: url.pathname, rawQueryString: url.search.slice(1), headers,
+        ...(Object.keys(query).length ? { queryStringParameters: query } : {}),
+        ...(raw.length ? { body: text ? raw.toString('utf8') : raw.toString('base64') } : {}),
+        isBase64Encoded: raw.length > 0 && !text,
+        requestContext: { http: { method: req.method ?? 'GET', path: url.pathname, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: headers['user-agent'] ?? '' } },
+      } as unknown as LambdaFunctionURLEvent;
+      handler(event)
+        .then((r) => {
+          // A function URL in its default BUFFERED mode carries at most 6 MB of
+          // response payload (the handler's JSON result, base64 body included);
+          // past that the caller gets a 502 ("Invoking a response streaming
+          // enabled function using Lambda function URLs", Lambda developer guide).
+          if (Buffer.byteLength(JSON.stringify(r)) > FUNCTION_URL_MAX_BYTES) return void res.writeHead(502).end('{"Message":"response payload size exceeded"}');
+          const result = typeof r === 'string' ? { statusCode: 200, body: r } : r;
+          const body = result.body === undefined ? '' : result.isBase64Encoded ? Buffer.from(result.body, 'base64') : result.body;
+          res.writeHead(result.statusCode ?? 200, (result.headers ?? {}) as Record<string, string>).end(body);
+        })
+        .catch(() => res.writeHead(502).end());
+    });
   });
   return onLoopback(server, host);
 }
@@ -158,7 +184,7 @@ export async function onLoopback(server: Server, host = '127.0.0.1'): Promise<{ 
  */
 export async function startServerless(brokerUrl: string, extraEnv: Record<string, string> = {}, host?: string, connections?: IotConnections): Promise<ServerlessWorld> {
   const iam = new Iam();
-  const functions = addFunctions(iam, { region: REGION, table: TABLE, prefix: PREFIX, adminTokenParameter: ADMIN_PARAM, aliEventTokenParameter: ALI_PARAM }, 'twill-test');
+  const functions = addFunctions(iam, { region: REGION, table: TABLE, prefix: PREFIX, adminTokenParameter: ADMIN_PARAM, aliEventTokenParameter: ALI_PARAM, eventsQueue: EVENTS_QUEUE }, 'twill-test');
   iam.add({ arn: `arn:aws:iam::${ACCOUNT}:user/outside-any-function`, statements: [] }, [NO_FUNCTION_KEY]);
   const runtimes = new Map<FunctionName, Runtime>();
   const runtimeOf = (fn: FunctionName): Runtime => {
@@ -177,6 +203,12 @@ export async function startServerless(brokerUrl: string, extraEnv: Record<string
   const nodeApi = await functionUrl(as('NodeApi', nodeApiHandler), host);
   const dynamo = await startFakeDynamo({ iam });
   const ssm = await startFakeSsm(iam);
+  const sqs = await startFakeSqs({ region: REGION, account: ACCOUNT, iam });
+  sqs.createQueue(DEAD_LETTERS, { MessageRetentionPeriod: 14 * 24 * 3600 });
+  const eventsUrl = sqs.createQueue(EVENTS_QUEUE, {
+    VisibilityTimeout: EVENTS_VISIBILITY_SECONDS,
+    RedrivePolicy: { deadLetterTargetArn: sqs.queues.get(DEAD_LETTERS)!.arn, maxReceiveCount: EVENTS_MAX_RECEIVES },
+  });
   const iot = await startFakeIotData(brokerUrl, connections, iam);
   const client = new DynamoDBClient(dynamo.clientConfig);
   await createTable(client, TABLE);
@@ -202,6 +234,8 @@ export async function startServerless(brokerUrl: string, extraEnv: Record<string
     AWS_ENDPOINT_URL: 'http://127.0.0.1:9',
     AWS_ENDPOINT_URL_DYNAMODB: dynamo.endpoint,
     AWS_ENDPOINT_URL_SSM: ssm.endpoint,
+    AWS_ENDPOINT_URL_SQS: sqs.endpoint,
+    TWILL_EVENTS_QUEUE_URL: eventsUrl,
     TWILL_TABLE: TABLE,
     TWILL_PREFIX: PREFIX,
     TWILL_IOT_ENDPOINT: iot.endpoint,
@@ -218,6 +252,8 @@ export async function startServerless(brokerUrl: string, extraEnv: Record<string
   return {
     dynamo,
     ssm,
+    sqs,
+    eventsQueue: { url: eventsUrl, arn: sqs.queues.get(EVENTS_QUEUE)!.arn },
     iot,
     store,
     topics: new Topics(PREFIX),
@@ -246,6 +282,7 @@ export async function startServerless(brokerUrl: string, extraEnv: Record<string
       await store.close();
       client.destroy();
       await iot.close();
+      await sqs.close();
       await ssm.close();
       await dynamo.close();
       for (const [k, v] of saved) {

@@ -16,6 +16,8 @@ import type { Store } from '../../functions/store/store.js';
 
 export interface OpenedStore {
   store: Store;
+  /** Another store on the same backing (file, table), as a second process or function instance has; closed with this one. */
+  another(): Promise<Store>;
   close(): Promise<void>;
 }
 
@@ -74,10 +76,10 @@ const ip = (cidr: string): bigint => (parseCidr(cidr, true) as { ip: bigint }).i
 
 export function storeSuite(name: string, open: () => Promise<OpenedStore>): void {
   /** Runs body on a store opened for this test alone, closed even when the test fails. */
-  const withStore = async (body: (store: Store) => Promise<void>): Promise<void> => {
+  const withStore = async (body: (store: Store, opened: OpenedStore) => Promise<void>): Promise<void> => {
     const opened = await open();
     try {
-      await body(opened.store);
+      await body(opened.store, opened);
     } finally {
       await opened.close();
     }
@@ -503,6 +505,69 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
           await store.putRouteTables({ network: n, tables: two, updatedAt: '2030-01-01T00:00:05.000Z' });
           assert.deepEqual(await store.getRouteTables(n), { network: n, tables: two, updatedAt: '2030-01-01T00:00:05.000Z' });
           assert.equal((await store.getRouteTables(m))?.tables[0]?.limit, 250);
+        }));
+    });
+
+    describe('locks', () => {
+      const T = Date.parse('2030-01-01T00:00:00.000Z');
+
+      test('a free lock is taken; another owner is refused and told who holds it until when; nothing else moves', () =>
+        withStore(async (store) => {
+          const name = fresh('lock');
+          assert.deepEqual(await store.tryLock(name, 'run-a', 60_000, T), { acquired: true, expiresAt: T + 60_000 });
+          assert.deepEqual(await store.tryLock(name, 'run-b', 60_000, T + 1_000), { acquired: false, owner: 'run-a', expiresAt: T + 60_000 });
+          // The refusal left the holder's expiry as it was.
+          assert.deepEqual(await store.tryLock(name, 'run-b', 60_000, T + 59_999), { acquired: false, owner: 'run-a', expiresAt: T + 60_000 });
+          // Its owner takes it again and moves the expiry.
+          assert.deepEqual(await store.tryLock(name, 'run-a', 60_000, T + 30_000), { acquired: true, expiresAt: T + 90_000 });
+          // Another name is another lock.
+          assert.equal((await store.tryLock(fresh('lock'), 'run-b', 60_000, T)).acquired, true);
+        }));
+
+      test('an expired lock is taken over, and its old owner can no longer release it', () =>
+        withStore(async (store) => {
+          const name = fresh('lock');
+          await store.tryLock(name, 'crashed', 60_000, T);
+          assert.deepEqual(await store.tryLock(name, 'next', 60_000, T + 60_000), { acquired: true, expiresAt: T + 120_000 });
+          assert.equal(await store.unlock(name, 'crashed'), false, 'the lost lock is not the old owner\'s to release');
+          assert.deepEqual(await store.tryLock(name, 'third', 1_000, T + 61_000), { acquired: false, owner: 'next', expiresAt: T + 120_000 });
+        }));
+
+      test('unlock frees the lock at once, for its owner only', () =>
+        withStore(async (store) => {
+          const name = fresh('lock');
+          await store.tryLock(name, 'a', 600_000, T);
+          assert.equal(await store.unlock(name, 'b'), false);
+          assert.equal((await store.tryLock(name, 'b', 1_000, T + 1)).acquired, false, 'a refused unlock changed nothing');
+          assert.equal(await store.unlock(name, 'a'), true);
+          assert.equal(await store.unlock(name, 'a'), false, 'released already');
+          assert.deepEqual(await store.tryLock(name, 'b', 1_000, T + 2), { acquired: true, expiresAt: T + 1_002 });
+        }));
+
+      test('owners racing on two stores of one backing: exactly one wins', () =>
+        withStore(async (store, opened) => {
+          const other = await opened.another();
+          const name = fresh('lock');
+          const now = Date.now();
+          const tries = Array.from({ length: 12 }, (_, i) => (i % 2 ? other : store).tryLock(name, `owner-${i}`, 60_000, now));
+          const results = await Promise.all(tries);
+          const winners = results.map((r, i) => (r.acquired ? `owner-${i}` : undefined)).filter((x) => x !== undefined);
+          assert.equal(winners.length, 1, JSON.stringify(results));
+          for (const r of results) if (!r.acquired) assert.equal(r.owner, winners[0], 'every loser is told the winner');
+          assert.equal(await other.unlock(name, winners[0]!), true, 'released through the other store');
+          assert.equal((await store.tryLock(name, 'after', 60_000, now)).acquired, true);
+        }));
+
+      test('a bad name, owner or ttl is refused with what was wrong, and takes nothing', () =>
+        withStore(async (store) => {
+          const name = fresh('lock');
+          await assert.rejects(store.tryLock('', 'a', 1000), /lock name "" must be 1 to 200 printable ASCII/);
+          await assert.rejects(store.tryLock('has space', 'a', 1000), /lock name "has space"/);
+          await assert.rejects(store.tryLock(name, 'x'.repeat(201), 1000), /lock owner .* must be 1 to 200/);
+          await assert.rejects(store.tryLock(name, 'a', 0), /lock ttl 0 must be a whole number of milliseconds above 0/);
+          await assert.rejects(store.tryLock(name, 'a', Number.NaN), /lock ttl NaN/);
+          await assert.rejects(store.unlock(name, ''), /lock owner ""/);
+          assert.equal((await store.tryLock(name, 'b', 1000)).acquired, true, 'the refused calls took nothing');
         }));
     });
 

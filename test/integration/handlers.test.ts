@@ -33,9 +33,11 @@ import { FUNCTIONS, GRANTS, type FunctionName } from '../../infra/grants.js';
 import { FakeAli } from '../fakes/ali.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { FakeGce } from '../fakes/gce.js';
+import { FakePushSubscription } from '../fakes/pubsub-push.js';
+import { startSqsEventSource, type EventSource } from '../helpers/sqs-event-source.js';
 import { EVENT_FIXTURES, freePort, removeTempDirs, startProc, tempDir, waitFor, type Proc } from '../helpers/procs.js';
 import {
-  ACCOUNT, ADMIN_TOKEN, ALI_PARAM, ALI_TOKEN, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, urlEvent, type ServerlessWorld,
+  ACCOUNT, ADMIN_TOKEN, ALI_PARAM, ALI_TOKEN, AUTHORIZER, EVENTS_VISIBILITY_SECONDS, PREFIX, REGION, functionUrl, lambdaContext, onLoopback, startServerless, urlEvent, type ServerlessWorld,
 } from '../helpers/serverless.js';
 
 const MOSQUITTO = '/usr/sbin/mosquitto';
@@ -479,6 +481,68 @@ describe('Lambda handlers', () => {
       assert.equal(run?.ScheduledTaskFailures, 0);
     });
 
+    test('two runs at once: one runs, the other exits at once and says who holds the run lock until when', async () => {
+      const level = process.env.TWILL_LOG_LEVEL;
+      await w.setEnv({ TWILL_LOG_LEVEL: 'warn' });
+      try {
+        await twoRuns();
+      } finally {
+        await w.setEnv({ TWILL_LOG_LEVEL: level });
+      }
+    });
+
+    async function twoRuns(): Promise<void> {
+      let inCloud!: () => void;
+      const reached = new Promise<void>((r) => (inCloud = r));
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let holding = true;
+      // The first run is still reconciling (EC2 is slow to answer) when the next minute's run starts.
+      ec2.onAction = async (action) => {
+        if (holding && action === 'DescribeInstances') {
+          holding = false;
+          inCloud();
+          await held;
+        }
+      };
+      const ctx = (id: string) => ({ ...lambdaContext('twill-test-Maintenance'), awsRequestId: id });
+      let running: Promise<ScheduleReport> | undefined;
+      const lines: string[] = [];
+      const write = process.stderr.write.bind(process.stderr);
+      try {
+        running = scheduleHandler({ tasks: ['reconcile'] }, ctx('run-1'));
+        await reached;
+        (process.stderr as { write: unknown }).write = (chunk: string | Uint8Array) => { lines.push(String(chunk)); return true; };
+        let second: ScheduleReport;
+        try {
+          second = await scheduleHandler({ tasks: ['reconcile'] }, ctx('run-2'));
+        } finally {
+          (process.stderr as { write: unknown }).write = write;
+        }
+        assert.match(second.skipped ?? '', /^run run-1 holds the run lock until \d{4}-\d\d-\d\dT/);
+        assert.deepEqual(second.failed, {});
+        assert.equal(second.reconciled, undefined, 'the second run did nothing');
+        assert.ok(lines.some((l) => /warn lambda\/schedule: scheduled run skipped: the previous run is still going holder=run-1 until=/.test(l)), lines.join(''));
+      } finally {
+        release();
+        ec2.onAction = undefined;
+      }
+      const first = await running;
+      assert.ok(first.reconciled?.includes('aws'));
+      // Released at the end of the run: the next one runs.
+      assert.equal((await scheduleHandler({ tasks: ['expire'] }, ctx('run-3'))).skipped, undefined);
+    }
+
+    test('a run that died holds the run lock only until its timeout: the next run takes it over', async () => {
+      const now = Date.now();
+      // Taken five minutes ago for five minutes: the holder timed out just now.
+      assert.equal((await w.store.tryLock(schedule.RUN_LOCK, 'died-mid-run', 300_000, now - 300_000)).acquired, true);
+      const r = await scheduleHandler({ tasks: ['expire'] }, { ...lambdaContext('twill-test-Maintenance'), awsRequestId: 'run-4' });
+      assert.equal(r.skipped, undefined);
+      assert.equal(typeof r.expired, 'number');
+      assert.equal(await w.store.unlock(schedule.RUN_LOCK, 'died-mid-run'), false, 'no longer its lock');
+    });
+
     test('a failing network fails the run (for the error metric) after the other tasks ran', async () => {
       // EC2 refuses the schedule's every call (its EC2 grants taken away).
       const seen = w.iam.refusals.length;
@@ -503,34 +567,101 @@ describe('Lambda handlers', () => {
     });
   });
 
-  describe('function URL: GCE Pub/Sub push', () => {
-    const pushBody = (entry: unknown) => JSON.stringify({ message: { data: b64(JSON.stringify(entry)), messageId: '1', publishTime: '2026-11-20T10:00:01Z' }, subscription: 'projects/my-project/subscriptions/twill' });
-    const post = (authorization: string | undefined, body = pushBody(fixture('gce-audit-instances-delete.json'))) =>
-      pushHandler(urlEvent('POST', '/gce', { headers: authorization ? { authorization } : {}, body })).then(structured);
+  // Bounded for a hang only: each wait inside is for something the product promises.
+  describe('GCE and Alibaba events: acknowledged once queued, reconciled from the queue', { timeout: 240_000 }, () => {
+    let events: EventSource;
+    let pushUrl: { url: string; close(): Promise<void> };
+    let pubsub: FakePushSubscription;
+    const SUBSCRIPTION = 'projects/my-project/subscriptions/twill';
+    const queued = () => w.sqs.calls.SendMessage ?? 0;
 
-    test('a valid Google token: the event reconciles the gce network', async () => {
-      gce.addInstance({ name: 'node-8', twill: 'gce' });
-      const r = await post(`Bearer ${await token({})}`);
-      assert.equal(r.statusCode, 200, JSON.stringify(r.body));
-      assert.deepEqual(r.body.networks, ['gce']);
-      assert.equal(r.body.state, 'terminated');
-      const id = [...gce.instances.values()].find((i) => i.name === 'node-8')!.id;
-      const lease = await w.store.getLease('gce', id);
-      assert.ok(lease?.subnet);
-      assert.equal(gce.routeMap()[lease.subnet], 'node-8');
+    before(async () => {
+      // The push function behind its function URL, Pub/Sub pushing to it as
+      // a subscription with authentication, a dead-letter policy and the
+      // default 10 s ack deadline does, and the events function on the queue
+      // through Lambda's event source mapping.
+      pushUrl = await functionUrl(pushHandler);
+      pubsub = new FakePushSubscription({
+        endpoint: `${pushUrl.url}/gce`, subscription: SUBSCRIPTION, token: () => token({}),
+        deadLetterPolicy: { deadLetterTopic: 'projects/my-project/topics/twill-dead', maxDeliveryAttempts: 5 },
+      });
+      events = await startSqsEventSource({
+        clientConfig: w.sqs.clientConfig, queueUrl: w.eventsQueue.url, queueArn: w.eventsQueue.arn,
+        handler: eventsHandler, timeoutSeconds: EVENTS_VISIBILITY_SECONDS, batchingWindowSeconds: 1,
+      });
+    });
+    after(async () => {
+      pubsub?.close();
+      await events?.stop();
+      await pushUrl?.close();
     });
 
-    test('the instance gone from GCE: the next event releases its lease and deletes its route', async () => {
+    const auditEntry = (name: string) => {
+      const e = fixture('gce-audit-instances-delete.json') as { protoPayload: { resourceName: string }; resource: { labels: Record<string, string> } };
+      return JSON.stringify({ ...e, protoPayload: { ...e.protoPayload, resourceName: `projects/my-project/zones/us-east1-b/instances/${name}` }, resource: { ...e.resource, labels: { ...e.resource.labels, instance_id: undefined } } });
+    };
+    const leaseOfGce = async (name: string) => {
+      const id = [...gce.instances.values()].find((i) => i.name === name)!.id;
+      return w.store.getLease('gce', id);
+    };
+
+    test('a GCE push is acknowledged on its first delivery while GCE is slow; the queued event then reconciles the network', async () => {
+      gce.addInstance({ name: 'node-8', twill: 'gce' });
+      let inGce!: () => void;
+      const reachedGce = new Promise<void>((r) => (inGce = r));
+      let release!: () => void;
+      const slowGce = new Promise<void>((r) => (release = r));
+      // GCE's operations take their time: the route's operation is not done until the test says so.
+      gce.onAction = async (action) => {
+        if (action === 'globalOperations.wait') {
+          inGce();
+          await slowGce;
+        }
+      };
+      try {
+        const id = pubsub.publish(auditEntry('node-8'));
+        assert.equal(await pubsub.settled(id), 'acked');
+        await reachedGce;
+        // The reconcile is under way, stuck in GCE, and Pub/Sub has had its answer: no second delivery.
+        assert.deepEqual(pubsub.deliveriesOf(id).map((d) => [d.attempt, d.result]), [[1, 200]]);
+      } finally {
+        release();
+        gce.onAction = undefined;
+      }
+      await waitFor('the route from the queued event', async () => {
+        const lease = await leaseOfGce('node-8');
+        return !!lease?.subnet && gce.routeMap()[lease.subnet] === 'node-8';
+      });
+      assert.equal(pubsub.deadLettered.length, 0);
+    });
+
+    test('a push whose reconcile fails is acknowledged all the same and retried from the queue, not by Pub/Sub', async () => {
+      gce.addInstance({ name: 'node-9', twill: 'gce' });
+      gce.deny['instances.aggregatedList'] = 1;
+      const mark = events.invocations.length;
+      const id = pubsub.publish(auditEntry('node-9'));
+      assert.equal(await pubsub.settled(id), 'acked');
+      const failed = await events.next((i) => i.records.some((r) => r.body.includes(id)), mark);
+      assert.equal(failed.outcome, 'partial', JSON.stringify(failed));
+      const retried = await events.next((i) => i.outcome === 'ok' && i.records.some((r) => r.body.includes(id) && r.receiveCount === 2), mark);
+      assert.ok(retried);
+      const lease = await leaseOfGce('node-9');
+      assert.equal(gce.routeMap()[lease?.subnet ?? ''], 'node-9');
+      assert.deepEqual(pubsub.deliveriesOf(id).map((d) => d.attempt), [1], 'Pub/Sub delivered it once');
+    });
+
+    test('the instance gone from GCE: the queued event releases its lease and deletes its route', async () => {
       const inst = [...gce.instances.entries()].find(([, i]) => i.name === 'node-8')!;
       const subnet = (await w.store.getLease('gce', inst[1].id))!.subnet!;
       gce.instances.delete(inst[0]);
-      const r = await post(`Bearer ${await token({})}`);
-      assert.equal(r.statusCode, 200, JSON.stringify(r.body));
-      assert.equal(await w.store.getLease('gce', inst[1].id), undefined);
-      assert.equal(gce.routeMap()[subnet], undefined);
+      const id = pubsub.publish(auditEntry('node-8'));
+      assert.equal(await pubsub.settled(id), 'acked');
+      await waitFor('the lease released and the route deleted', async () => (await w.store.getLease('gce', inst[1].id)) === undefined && gce.routeMap()[subnet] === undefined);
     });
 
-    test('missing, malformed, wrong audience, wrong service account, unverified, expired, wrong issuer and badly signed tokens are refused', async () => {
+    test('missing, malformed, wrong audience, wrong service account, unverified, expired, wrong issuer and badly signed tokens are refused, and nothing is queued', async () => {
+      const post = (authorization: string | undefined) =>
+        pushHandler(urlEvent('POST', '/gce', { headers: authorization ? { authorization } : {}, body: JSON.stringify({ message: { data: b64(auditEntry('node-8')), messageId: '1' }, subscription: SUBSCRIPTION }) })).then(structured);
       const cases: [string, string | undefined, number, RegExp][] = [
         ['missing', undefined, 401, /missing bearer token/],
         ['not a bearer', 'Basic dXNlcjpwYXNz', 401, /missing bearer token/],
@@ -543,69 +674,117 @@ describe('Lambda handlers', () => {
         ['bad signature', `Bearer ${await token({}, { key: otherKey })}`, 403, /bad signature/],
         ['unknown key', `Bearer ${await token({}, { key: otherKey, kid: 'not-googles' })}`, 403, /key Google does not publish/],
       ];
-      const before = { ...gce.calls };
+      const before = queued();
       for (const [what, auth, status, reason] of cases) {
         const r = await post(auth);
         assert.equal(r.statusCode, status, `${what}: ${JSON.stringify(r.body)}`);
         assert.match(String(r.body.error), reason, what);
       }
-      assert.deepEqual(gce.calls, before, 'a refused request reaches no cloud');
+      assert.equal(queued(), before, 'a refused request reaches no queue');
     });
 
-    test('an authenticated poison event is acknowledged and dropped; other methods and paths are refused', async () => {
+    test('an authenticated poison or unfinished-operation event is acknowledged and not queued; other methods and paths are refused', async () => {
       const auth = `Bearer ${await token({})}`;
-      const bad = await post(auth, '{"message": {"data": "!!!"}}');
+      const post = (body: string) => pushHandler(urlEvent('POST', '/gce', { headers: { authorization: auth }, body })).then(structured);
+      const before = queued();
+      const bad = await post('{"message": {"data": "!!!"}}');
       assert.equal(bad.statusCode, 200);
       assert.match(String(bad.body.dropped), /not base64/);
-      const wrongCloud = await post(auth, JSON.stringify(fixture('ali-ecs-state-change.json')));
+      const wrongCloud = await post(JSON.stringify(fixture('ali-ecs-state-change.json')));
       assert.equal(wrongCloud.statusCode, 200);
       assert.match(String(wrongCloud.body.dropped), /a ali event was sent to the gce entry point/);
+      const unfinished = JSON.parse(auditEntry('node-8')) as { operation: object };
+      const first = await post(JSON.stringify({ message: { data: b64(JSON.stringify({ ...unfinished, operation: { id: 'op-1', first: true } })) } }));
+      assert.equal(first.statusCode, 200);
+      assert.match(String(first.body.ignored), /not finished: waiting for the entry with operation.last/);
+      assert.equal(queued(), before, 'nothing to reconcile was queued');
       assert.equal(structured(await pushHandler(urlEvent('GET', '/gce'))).statusCode, 405);
       assert.equal(structured(await pushHandler(urlEvent('POST', '/elsewhere', { body: '{}' }))).statusCode, 404);
     });
 
-    test('without a configured audience and service account, every push is refused', async () => {
+    test('when the queue does not take the event the answer is 503, so the pusher sends it again; one SQS can never carry is dropped', async () => {
+      const auth = `Bearer ${await token({})}`;
+      const body = JSON.stringify({ message: { data: b64(auditEntry('node-8')), messageId: '7' }, subscription: SUBSCRIPTION });
+      // The queue gone for a moment (deleted by hand; its grant still names it).
+      const queue = [...w.sqs.queues.entries()].find(([, q]) => q.url === w.eventsQueue.url)!;
+      try {
+        w.sqs.queues.delete(queue[0]);
+        const r = structured(await pushHandler(urlEvent('POST', '/gce', { headers: { authorization: auth }, body })));
+        assert.equal(r.statusCode, 503);
+        assert.match(String(r.body.error), /not queued, send again: The specified queue does not exist/);
+      } finally {
+        w.sqs.queues.set(queue[0], queue[1]);
+      }
+      // Valid JSON, a valid event, but a character SQS refuses in a body: no retry could ever queue it.
+      const odd = JSON.stringify({ ...fixture('ali-ecs-state-change.json'), id: 'event-\uffff' });
+      const r = structured(await pushHandler(urlEvent('POST', '/ali', { headers: { authorization: `Bearer ${ALI_TOKEN}` }, body: odd })));
+      assert.equal(r.statusCode, 200);
+      assert.match(String(r.body.dropped), /the queue refused it: Invalid binary character '#xFFFF'/);
+    });
+
+    test('without a configured audience and service account, every GCE push is refused', async () => {
       try {
         await w.setEnv({ TWILL_GCE_PUSH_AUDIENCE: undefined });
-        const r = await post(`Bearer ${await token({})}`);
+        const r = structured(await pushHandler(urlEvent('POST', '/gce', { headers: { authorization: `Bearer ${await token({})}` }, body: '{}' })));
         assert.equal(r.statusCode, 503);
       } finally {
         await w.setEnv({ TWILL_GCE_PUSH_AUDIENCE: AUDIENCE });
       }
     });
-  });
 
-  describe('function URL: Alibaba Cloud EventBridge', () => {
-    const body = JSON.stringify(fixture('ali-ecs-state-change.json'));
-    const post = (opts: { headers?: Record<string, string>; query?: Record<string, string> }) => pushHandler(urlEvent('POST', '/ali', { ...opts, body })).then(structured);
+    describe('Alibaba Cloud EventBridge', () => {
+      const body = JSON.stringify(fixture('ali-ecs-state-change.json'));
+      const post = (opts: { headers?: Record<string, string>; query?: Record<string, string> }) => pushHandler(urlEvent('POST', '/ali', { ...opts, body })).then(structured);
+      /** EventBridge's HTTPS target: a POST to the function URL. */
+      const deliver = (headers: Record<string, string>) => fetch(`${pushUrl.url}/ali`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
 
-    test('the shared token, in a header or the query string, lets the event reconcile the ali-vpc network', async () => {
-      ali.addInstance({ id: 'i-bp1ecr0000000go2go', network: 'ali' });
-      const r = await post({ headers: { authorization: `Bearer ${ALI_TOKEN}` } });
-      assert.equal(r.statusCode, 200, JSON.stringify(r.body));
-      assert.deepEqual(r.body.networks, ['ali']);
-      const lease = await w.store.getLease('ali', 'i-bp1ecr0000000go2go');
-      assert.ok(lease?.subnet);
-      assert.equal(ali.routeMap('vtb-sys')[lease.subnet], 'i-bp1ecr0000000go2go');
-      assert.equal((await post({ headers: { 'x-twill-token': ALI_TOKEN } })).statusCode, 200);
-      assert.equal((await post({ query: { token: ALI_TOKEN } })).statusCode, 200);
-    });
+      test('the shared token, in a header or the query string: the event is queued at once and reconciles the ali-vpc network from the queue', async () => {
+        ali.addInstance({ id: 'i-bp1ecr0000000go2go', network: 'ali' });
+        const res = await deliver({ authorization: `Bearer ${ALI_TOKEN}` });
+        assert.equal(res.status, 200);
+        const answer = (await res.json()) as { queued?: string; instance?: string; state?: string };
+        assert.ok(answer.queued, JSON.stringify(answer));
+        assert.deepEqual([answer.instance, answer.state], ['i-bp1ecr0000000go2go', 'stopping']);
+        await waitFor('the route from the queued event', async () => {
+          const lease = await w.store.getLease('ali', 'i-bp1ecr0000000go2go');
+          return !!lease?.subnet && ali.routeMap('vtb-sys')[lease.subnet] === 'i-bp1ecr0000000go2go';
+        });
+        assert.equal((await post({ headers: { 'x-twill-token': ALI_TOKEN } })).statusCode, 200);
+        assert.equal((await post({ query: { token: ALI_TOKEN } })).statusCode, 200);
+      });
 
-    test('a missing or wrong token is refused; an unset token refuses everything', async () => {
-      assert.equal((await post({})).statusCode, 401);
-      const wrong = await post({ headers: { authorization: `Bearer ${ALI_TOKEN}x` } });
-      assert.equal(wrong.statusCode, 403);
-      assert.equal(wrong.body.error, 'wrong token');
-      assert.equal((await post({ query: { token: 'nope' } })).statusCode, 403);
-      const saved = w.ssm.parameters.get(ALI_PARAM)!;
-      try {
-        w.ssm.parameters.set(ALI_PARAM, { value: 'none', type: 'SecureString' });
-        await w.setEnv({});
-        assert.equal((await post({ headers: { authorization: `Bearer ${ALI_TOKEN}` } })).statusCode, 503);
-      } finally {
-        w.ssm.parameters.set(ALI_PARAM, saved);
-        await w.setEnv({});
-      }
+      test('a delivery whose reconcile fails is acknowledged and retried from the queue', async () => {
+        ali.addInstance({ id: 'i-bp1ecr0000000go3go', network: 'ali' });
+        ali.forbid.DescribeInstances = 1;
+        const mark = events.invocations.length;
+        const res = await deliver({ 'x-twill-token': ALI_TOKEN });
+        assert.equal(res.status, 200);
+        const { queued: messageId } = (await res.json()) as { queued: string };
+        const failed = await events.next((i) => i.records.some((r) => r.messageId === messageId), mark);
+        // (Events of the same network batched with it fail with it: they share its one reconcile.)
+        assert.equal(failed.outcome, 'partial');
+        assert.ok(failed.retried.includes(messageId), JSON.stringify(failed));
+        await events.next((i) => i.outcome === 'ok' && i.records.some((r) => r.messageId === messageId && r.receiveCount === 2), mark);
+        const lease = await w.store.getLease('ali', 'i-bp1ecr0000000go3go');
+        assert.equal(ali.routeMap('vtb-sys')[lease?.subnet ?? ''], 'i-bp1ecr0000000go3go');
+      });
+
+      test('a missing or wrong token is refused; an unset token refuses everything', async () => {
+        assert.equal((await post({})).statusCode, 401);
+        const wrong = await post({ headers: { authorization: `Bearer ${ALI_TOKEN}x` } });
+        assert.equal(wrong.statusCode, 403);
+        assert.equal(wrong.body.error, 'wrong token');
+        assert.equal((await post({ query: { token: 'nope' } })).statusCode, 403);
+        const saved = w.ssm.parameters.get(ALI_PARAM)!;
+        try {
+          w.ssm.parameters.set(ALI_PARAM, { value: 'none', type: 'SecureString' });
+          await w.setEnv({});
+          assert.equal((await post({ headers: { authorization: `Bearer ${ALI_TOKEN}` } })).statusCode, 503);
+        } finally {
+          w.ssm.parameters.set(ALI_PARAM, saved);
+          await w.setEnv({});
+        }
+      });
     });
   });
 

@@ -91,11 +91,11 @@ describe('IAM policy evaluation', () => {
   });
 
   test("every function's grants fill in completely, and each resource is an ARN of the test's account or \"*\"", () => {
-    const values = { partition: 'aws', region: REGION, account: ACCOUNT, table: TABLE, prefix: 'twill/test', adminTokenParameter: '/twill/test/admin-token', aliEventTokenParameter: '/twill/test/ali-event-token' };
+    const values = { partition: 'aws', region: REGION, account: ACCOUNT, table: TABLE, prefix: 'twill/test', adminTokenParameter: '/twill/test/admin-token', aliEventTokenParameter: '/twill/test/ali-event-token', eventsQueue: 'twill-test-InstanceEvents' };
     for (const fn of FUNCTIONS) {
       for (const g of grantsOf(fn, values)) {
         for (const r of g.resources) assert.ok(r === '*' || r.startsWith(`arn:aws:`) && r.includes(`:${ACCOUNT}:`) && !/[{}]/.test(r), `${fn}: ${r}`);
-        for (const a of g.actions) assert.match(a, /^(dynamodb|iot|ec2|ssm):[A-Z][A-Za-z]+$/, `${fn}: ${a} is one action, no wildcard`);
+        for (const a of g.actions) assert.match(a, /^(dynamodb|iot|ec2|ssm|sqs):[A-Z][A-Za-z]+$/, `${fn}: ${a} is one action, no wildcard`);
       }
     }
     assert.deepEqual(FUNCTIONS.filter((fn) => GRANTS[fn].some((g) => g.actions.includes('dynamodb:BatchWriteItem'))), ['Api'], 'only the admin API removes networks');

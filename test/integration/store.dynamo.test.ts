@@ -53,7 +53,13 @@ function openStore(opts: { ttlGraceSeconds?: number } = {}): DynamoStore {
 
 storeSuite('dynamodb', async () => {
   const store = openStore();
-  return { store, close: () => store.close() };
+  const others: DynamoStore[] = [];
+  return {
+    store,
+    // Its own client on the same table, as another function instance has.
+    another: async () => { const o = openStore(); others.push(o); return o; },
+    close: async () => { for (const o of others) await o.close(); await store.close(); },
+  };
 });
 
 let unique = 0;

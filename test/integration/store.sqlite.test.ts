@@ -24,8 +24,15 @@ after(async () => {
 });
 
 storeSuite('sqlite', async () => {
-  const store = new SqliteStore(join(dir, `suite-${++files}.db`));
-  return { store, close: () => store.close() };
+  const file = join(dir, `suite-${++files}.db`);
+  const store = new SqliteStore(file);
+  const others: SqliteStore[] = [];
+  return {
+    store,
+    // Another connection to the same file, as the CLI or a second process opens it.
+    another: async () => { const o = new SqliteStore(file); others.push(o); return o; },
+    close: async () => { for (const o of others) await o.close(); await store.close(); },
+  };
 });
 
 /** Subnet i of 10.0.0.0/8 in /24s, unique for every i below 65536. */
