@@ -12,7 +12,7 @@ import { leasesHash, type NewLease } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
 import { Controller } from '../../functions/controller.js';
-import { createTable, DynamoStore, TTL_ATTRIBUTE } from '../../functions/store/dynamo.js';
+import { createTable, DynamoStore, leasePk, TTL_ATTRIBUTE } from '../../functions/store/dynamo.js';
 import { localClientConfig, startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
 import { storeSuite } from '../helpers/store-suite.js';
 
@@ -132,7 +132,7 @@ describe('dynamodb: what separate invocations need', () => {
       await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24', expiresAt }));
       await store.createLease(newLease(n, 'r', { subnet: '10.0.2.0/24', expiresAt: null }));
       const item = async (node: string) =>
-        (await raw.send(new GetItemCommand({ TableName: TABLE, Key: { pk: { S: `NET#${n}` }, sk: { S: `LEASE#${node}` } }, ConsistentRead: true }))).Item;
+        (await raw.send(new GetItemCommand({ TableName: TABLE, Key: { pk: { S: leasePk(n, node) }, sk: { S: `LEASE#${node}` } }, ConsistentRead: true }))).Item;
       assert.equal((await item('a'))?.[TTL_ATTRIBUTE]?.N, String(Math.ceil(Date.parse(expiresAt) / 1000) + 3600));
       assert.equal((await item('r'))?.[TTL_ATTRIBUTE], undefined);
       // A reservation made from a lease loses its ttl (and its place in the expiry index).
