@@ -164,10 +164,10 @@ const BACKOFF_CAP_MS = 200;
 /**
  * Sends of one call that DynamoDB throttled, each after the SDK's own
  * retries. The backoff doubles from THROTTLE_BASE_MS to THROTTLE_CAP_MS
- * with full jitter: about 7 s in all, well inside a function's 30 s, and a
- * partition's capacity comes back within a second.
+ * with full jitter: at most about 20 s in all (half that on average), inside
+ * a function's 30 s; a partition's capacity comes back within a second.
  */
-const DEFAULT_THROTTLE_ATTEMPTS = 10;
+const DEFAULT_THROTTLE_ATTEMPTS = 16;
 const THROTTLE_BASE_MS = 50;
 const THROTTLE_CAP_MS = 2000;
 const BATCH_GET_LIMIT = 100;
@@ -243,6 +243,8 @@ export interface DynamoStoreOptions {
   maxWriteAttempts?: number;
   /** Sends of one call DynamoDB keeps throttling, after the SDK's own retries. */
   maxThrottleAttempts?: number;
+  /** false only for the migration's own store, which writes the new layout before the layout item says so */
+  checkLayout?: boolean;
 }
 
 // ---- keys and attribute values ----
@@ -276,14 +278,14 @@ export function shardOf(text: string): number {
 }
 
 const hex2 = (shard: number) => shard.toString(16).padStart(2, '0');
-const changePk = (network: string) => `NET#${network}#CHG`;
+export const changePk = (network: string) => `NET#${network}#CHG`;
 const leasePkOf = (network: string, shard: number) => `NET#${network}#L${hex2(shard)}`;
 const claimPkOf = (network: string, shard: number) => `NET#${network}#C${hex2(shard)}`;
 const statusPkOf = (network: string, shard: number) => `NET#${network}#S${hex2(shard)}`;
-const expiryPkOf = (network: string, shard: number) => `EXPIRY#${network}#${hex2(shard)}`;
+export const expiryPkOf = (network: string, shard: number) => `EXPIRY#${network}#${hex2(shard)}`;
 export const leasePk = (network: string, node: string) => leasePkOf(network, shardOf(node));
-const claimPk = (network: string, sk: string) => claimPkOf(network, shardOf(sk));
-const statusPk = (network: string, node: string) => statusPkOf(network, shardOf(node));
+export const claimPk = (network: string, sk: string) => claimPkOf(network, shardOf(sk));
+export const statusPk = (network: string, node: string) => statusPkOf(network, shardOf(node));
 /** Every partition key a network's items live under: what deleting it must sweep. */
 function networkPks(network: string): string[] {
   return [netPk(network), changePk(network), ...SHARD_LIST.flatMap((s) => [leasePkOf(network, s), claimPkOf(network, s), statusPkOf(network, s)])];
@@ -440,6 +442,7 @@ export class DynamoStore implements Store {
     this.ttlGrace = opts.ttlGraceSeconds ?? DEFAULT_TTL_GRACE_SECONDS;
     this.maxAttempts = opts.maxWriteAttempts ?? DEFAULT_WRITE_ATTEMPTS;
     this.throttleAttempts = opts.maxThrottleAttempts ?? DEFAULT_THROTTLE_ATTEMPTS;
+    if (opts.checkLayout === false) this.layout = Promise.resolve();
   }
 
   // ---- helpers ----
