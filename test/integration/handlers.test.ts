@@ -15,6 +15,7 @@ import type { IoTCustomAuthorizerEvent, LambdaFunctionURLEvent, LambdaFunctionUR
 import { gunzipSync } from 'node:zlib';
 import { parseNetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
+import type { Status } from '../../core/messages.js';
 import { silentLogger } from '../../core/log.js';
 import { agentOptions } from '../../agent/config.js';
 import { addNode } from '../../functions/admin.js';
@@ -26,6 +27,7 @@ import { handler as nodeApiHandler } from '../../functions/handlers/node-api.js'
 import { handler as pushHandler } from '../../functions/handlers/push.js';
 import { runtime } from '../../functions/handlers/runtime.js';
 import { handler as scheduleHandler, type ScheduleReport } from '../../functions/handlers/schedule.js';
+import { SHARDS } from '../../functions/store/dynamo.js';
 import { FakeAli } from '../fakes/ali.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { FakeGce } from '../fakes/gce.js';
@@ -361,6 +363,14 @@ describe('Lambda handlers', () => {
         else return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
         return true;
       };
+      // Agents of edge in each state; the run reports them from the counts kept as statuses were written.
+      const put = (node: string, status: Status) => w.store.putStatus({ network: 'edge', node, status, updatedAt: new Date().toISOString() });
+      await put('fig-1', { v: 2, state: 'online', inSync: true, errors: [] });
+      await put('fig-2', { v: 2, state: 'online', inSync: false, errors: [] });
+      await put('fig-3', { v: 2, state: 'offline', errors: [] });
+      const edgeStatuses = await w.store.listStatus('edge');
+      const statusReads = () => [...w.dynamo.throughput.loads()].filter(([k]) => /^NET#edge#S[0-9a-f]{2}$/.test(k)).reduce((n, [, l]) => n + l.readUnits, 0);
+      const readBefore = statusReads();
       // (in Lambda only: the handlers run in tests and benches too)
       process.env.AWS_LAMBDA_FUNCTION_NAME = 'twill-test-Maintenance';
       try {
@@ -397,6 +407,10 @@ describe('Lambda handlers', () => {
       assert.ok((aws.RouteTableUse as number) > (aws.Routes as number), "more than twill's own");
       assert.equal(aws.ReconcileErrors, 0);
       assert.ok(typeof of('edge')?.FreeSubnets === 'number' && (of('edge')?.FreeSubnets as number) > 0);
+      assert.equal(of('edge')?.AgentsOnline, edgeStatuses.filter((r) => r.status.state === 'online').length);
+      assert.equal(of('edge')?.AgentsOutOfSync, edgeStatuses.filter((r) => r.status.state === 'online' && r.status.inSync === false).length);
+      assert.ok((of('edge')?.AgentsOutOfSync as number) >= 1);
+      assert.equal(statusReads() - readBefore, SHARDS, "the run read each shard's counts (one unit each) and no status");
       const run = docs.find((d) => d.Network === undefined);
       assert.equal(run?.ScheduledTaskFailures, 0);
     });
