@@ -245,6 +245,8 @@ export interface DynamoStoreOptions {
   maxThrottleAttempts?: number;
   /** false only for the migration's own store, which writes the new layout before the layout item says so */
   checkLayout?: boolean;
+  /** How the store waits between tries (a bench on simulated time passes its own). */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 // ---- keys and attribute values ----
@@ -370,8 +372,8 @@ function sleep(ms: number): Promise<void> {
 }
 
 /** Full jitter: writers that collided once spread out instead of colliding again. */
-function backoff(attempt: number, base = BACKOFF_BASE_MS, cap = BACKOFF_CAP_MS): Promise<void> {
-  return sleep(Math.random() * Math.min(cap, base * 2 ** attempt));
+function jitter(attempt: number, base = BACKOFF_BASE_MS, cap = BACKOFF_CAP_MS): number {
+  return Math.random() * Math.min(cap, base * 2 ** attempt);
 }
 
 function errorName(e: unknown): string | undefined {
@@ -432,6 +434,7 @@ export class DynamoStore implements Store {
   private readonly maxAttempts: number;
   private readonly throttleAttempts: number;
   private layout?: Promise<void>;
+  private readonly sleep: (ms: number) => Promise<void>;
   /** Calls DynamoDB throttled that this store sent again (after the SDK's own retries). */
   throttledCalls = 0;
 
@@ -443,6 +446,7 @@ export class DynamoStore implements Store {
     this.maxAttempts = opts.maxWriteAttempts ?? DEFAULT_WRITE_ATTEMPTS;
     this.throttleAttempts = opts.maxThrottleAttempts ?? DEFAULT_THROTTLE_ATTEMPTS;
     if (opts.checkLayout === false) this.layout = Promise.resolve();
+    this.sleep = opts.sleep ?? sleep;
   }
 
   // ---- helpers ----
@@ -459,7 +463,7 @@ export class DynamoStore implements Store {
       } catch (e) {
         if (!isThrottled(e) || attempt + 1 >= this.throttleAttempts) throw e;
         this.throttledCalls++;
-        await backoff(attempt, THROTTLE_BASE_MS, THROTTLE_CAP_MS);
+        await this.sleep(jitter(attempt, THROTTLE_BASE_MS, THROTTLE_CAP_MS));
       }
     }
   }
@@ -546,7 +550,7 @@ export class DynamoStore implements Store {
       let pending: Key[] = keys.slice(i, i + BATCH_GET_LIMIT);
       for (let attempt = 0; pending.length > 0; attempt++) {
         // Keys left unprocessed were throttled (or over the answer's 16 MB): wait as for a throttle.
-        if (attempt > 0) await backoff(attempt - 1, THROTTLE_BASE_MS, THROTTLE_CAP_MS);
+        if (attempt > 0) await this.sleep(jitter(attempt - 1, THROTTLE_BASE_MS, THROTTLE_CAP_MS));
         if (attempt > 20) throw new Error(`DynamoDB left ${pending.length} keys unprocessed after ${attempt} tries of BatchGetItem`);
         const keysNow = pending;
         const r = await this.call(() => this.client.send(new BatchGetItemCommand({ RequestItems: { [this.table]: { Keys: keysNow, ConsistentRead: true } } })));
@@ -850,7 +854,7 @@ export class DynamoStore implements Store {
         if (attempt + 1 >= this.maxAttempts) {
           throw new ConflictError(`network ${lease.network} kept changing: ${this.maxAttempts} tries to write the lease of ${lease.node} lost to other writes`);
         }
-        await backoff(attempt);
+        await this.sleep(jitter(attempt));
       }
     }
   }
@@ -919,7 +923,7 @@ export class DynamoStore implements Store {
         }
         // A changed lease is read again at once (with an expected revision,
         // that read answers "changed meanwhile"); a busy network waits a little.
-        if (outcome.kind === 'retry') await backoff(attempt);
+        if (outcome.kind === 'retry') await this.sleep(jitter(attempt));
       }
     }
   }
@@ -1049,7 +1053,7 @@ export class DynamoStore implements Store {
         const codes = cancellationCodes(e);
         if (!codes.some((c) => c === 'ConditionalCheckFailed' || c === 'TransactionConflict')) throw e;
         if (attempt + 1 >= this.maxAttempts) throw new ConflictError(`status of node ${rec.node} in network ${rec.network} kept changing: ${this.maxAttempts} tries lost to other writes`);
-        await backoff(attempt);
+        await this.sleep(jitter(attempt));
       }
     }
   }
@@ -1136,7 +1140,7 @@ export class DynamoStore implements Store {
     for (let i = 0; i < keys.length; i += BATCH_WRITE_LIMIT) {
       let pending = keys.slice(i, i + BATCH_WRITE_LIMIT).map((k) => ({ DeleteRequest: { Key: k } }));
       for (let attempt = 0; pending.length > 0; attempt++) {
-        if (attempt > 0) await backoff(attempt);
+        if (attempt > 0) await this.sleep(jitter(attempt));
         if (attempt > 20) throw new Error(`DynamoDB left ${pending.length} deletes unprocessed after ${attempt} tries of BatchWriteItem`);
         const batch = pending;
         const r = await this.call(() => this.client.send(new BatchWriteItemCommand({ RequestItems: { [this.table]: batch } })));

@@ -33,9 +33,11 @@
 //   capacity may move a hot key to a partition of its own, but never past
 //   those rates ("Burst and adaptive capacity"). So each partition key value is
 //   modelled as its own partition (never kinder than a real partition, which
-//   may hold several keys) with a bucket of one second of its rate: a call is
-//   refused while the bucket is empty, and what it consumed is taken after it
-//   ran (a big read may leave the bucket in debt, as real consumption does).
+//   may hold several keys) that serves a call only while what it consumed in
+//   the last second (a sliding window) is under a second's rate. A call takes
+//   what it is expected to cost as it is admitted, so calls sent together are
+//   throttled as they arrive; the rest when its outcome is known (a big read
+//   may overshoot, as real consumption does).
 //   Not modelled: the table-level rates of a new on-demand table (4,000 write
 //   and 12,000 read units a second until its traffic has been higher) and the
 //   account's per-table quotas.
@@ -48,7 +50,8 @@
 //   throttled item; BatchGetItem and BatchWriteItem return the throttled keys
 //   as UnprocessedKeys / UnprocessedItems, and throw only when none could be
 //   served. A throttled call consumes nothing and changes nothing.
-// Time is the wall clock unless the fake is given another (now).
+// Time is the wall clock unless the fake is given another (now): a test's own
+// clock, or a bench's simulated one, read from each request.
 import type { AttributeValue, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DescribeTableCommand, GetItemCommand } from '@aws-sdk/client-dynamodb';
 
@@ -80,31 +83,50 @@ export interface KeyLoad {
 export const THROTTLE_MESSAGE =
   'Throughput exceeds the current capacity of your table or index. DynamoDB is automatically scaling your table or index so please try again shortly. If exceptions persist, check if you have a hot key: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-design.html';
 
+/**
+ * One partition key value: what it consumed over the last second (a sliding
+ * window, so no second anywhere holds more than the rate) and its totals.
+ */
 class Partition {
-  /** seconds of the partition's rate left to spend (at most one) */
-  level = 1;
-  at: number;
-  second = -1;
-  secondReads = 0;
-  secondWrites = 0;
+  /** (time, share of a second's capacity) of each charge in the last second */
+  private window: { at: number; share: number }[] = [];
+  private used = 0;
+  private latest = -Infinity;
+  /** this calendar second's units, for the peaks */
+  private second = -Infinity;
+  private secondReads = 0;
+  private secondWrites = 0;
   readonly load: KeyLoad = { readUnits: 0, writeUnits: 0, peakReadUnitsPerSecond: 0, peakWriteUnitsPerSecond: 0, throttled: 0 };
-  constructor(now: number) {
-    this.at = now;
+
+  /** Share of a second's capacity used in the second up to `now` (calls may arrive slightly out of order). */
+  usedAt(now: number): number {
+    this.latest = Math.max(this.latest, now);
+    while (this.window.length && this.window[0]!.at <= this.latest - 1000) this.used -= this.window.shift()!.share;
+    return this.used;
   }
-  refill(now: number): void {
-    this.level = Math.min(1, this.level + Math.max(0, now - this.at) / 1000);
-    this.at = now;
-  }
-  roll(now: number): void {
+
+  take(now: number, share: number, reads: number, writes: number): void {
+    this.usedAt(now);
+    this.window.push({ at: now, share });
+    this.used += share;
     const second = Math.floor(now / 1000);
-    if (second === this.second) return;
-    this.second = second;
-    this.secondReads = 0;
-    this.secondWrites = 0;
+    if (second > this.second) {
+      this.second = second;
+      this.secondReads = 0;
+      this.secondWrites = 0;
+    }
+    if (second === this.second) {
+      this.secondReads += reads;
+      this.secondWrites += writes;
+    }
+    this.load.readUnits += reads;
+    this.load.writeUnits += writes;
+    this.load.peakReadUnitsPerSecond = Math.max(this.load.peakReadUnitsPerSecond, this.secondReads);
+    this.load.peakWriteUnitsPerSecond = Math.max(this.load.peakWriteUnitsPerSecond, this.secondWrites);
   }
 }
 
-/** The meter: buckets and loads per partition key value. */
+/** The meter: what each partition key value used, and which may serve a call. */
 export class Throughput {
   limits: ThroughputLimits;
   throttled = 0;
@@ -119,18 +141,20 @@ export class Throughput {
 
   private partition(name: string): Partition {
     let p = this.partitions.get(name);
-    if (!p) this.partitions.set(name, (p = new Partition(this.now())));
+    if (!p) this.partitions.set(name, (p = new Partition()));
     return p;
   }
 
-  /** Whether each of these partitions may serve a call now; the first that may not, if any. */
-  refused(names: Iterable<string>): string | undefined {
-    const now = this.now();
+  /**
+   * Whether each of these partitions may serve a call at `now`: not once
+   * it has used a second's rate within the last second. The first that may
+   * not, if any.
+   */
+  refused(names: Iterable<string>, now = this.now()): string | undefined {
     for (const name of names) {
       const p = this.partition(name);
-      p.refill(now);
-      // (a tolerance: five writes of a fifth of the rate each leave 5e-17, not 0)
-      if (p.level <= 1e-9) {
+      // (a tolerance: five writes of a fifth of the rate each add up to 1 - 1e-16)
+      if (p.usedAt(now) >= 1 - 1e-9) {
         p.load.throttled++;
         this.throttled++;
         return name;
@@ -139,20 +163,10 @@ export class Throughput {
     return undefined;
   }
 
-  /** Takes units from a partition (negative: gives back what an estimate took too many). */
-  charge(name: string, reads: number, writes: number): void {
+  /** Takes units from a partition at `now` (negative: gives back what an estimate took too many). */
+  charge(name: string, reads: number, writes: number, now = this.now()): void {
     if (reads === 0 && writes === 0) return;
-    const now = this.now();
-    const p = this.partition(name);
-    p.refill(now);
-    p.level -= reads / this.limits.readUnitsPerKey + writes / this.limits.writeUnitsPerKey;
-    p.roll(now);
-    p.secondReads += reads;
-    p.secondWrites += writes;
-    p.load.readUnits += reads;
-    p.load.writeUnits += writes;
-    p.load.peakReadUnitsPerSecond = Math.max(p.load.peakReadUnitsPerSecond, p.secondReads);
-    p.load.peakWriteUnitsPerSecond = Math.max(p.load.peakWriteUnitsPerSecond, p.secondWrites);
+    this.partition(name).take(now, reads / this.limits.readUnitsPerKey + writes / this.limits.writeUnitsPerKey, reads, writes);
   }
 
   /** Every partition key value seen, with what it consumed. */
@@ -359,18 +373,18 @@ export class Meter {
    * item it should leave: a Put's item, nothing for a Delete, and the item as
    * it is for an Update (whose result is known only after).
    */
-  admitWrite(t: WriteTarget, expected: Item | undefined, factor = 1): { refused: { index?: string } } | { taken: Units } {
+  admitWrite(t: WriteTarget, expected: Item | undefined, factor: number, at: number): { refused: { index?: string } } | { taken: Units } {
     const cost = this.writeCost(t, expected, factor);
-    const refused = this.deps.throughput.refused(cost.keys());
+    const refused = this.deps.throughput.refused(cost.keys(), at);
     if (refused !== undefined) return { refused: { index: t.info.indexes.find((i) => refused.startsWith(`${i.name}:`))?.name } };
-    for (const [name, units] of cost) this.deps.throughput.charge(name, 0, units);
+    for (const [name, units] of cost) this.deps.throughput.charge(name, 0, units, at);
     return { taken: cost };
   }
 
   /** Settles an admitted write: done (leaving `after`), failed on its condition, or not applied at all (a validation error costs nothing). */
-  settleWrite(t: WriteTarget, taken: Units, outcome: 'done' | 'failed' | 'none', after: Item | undefined, factor = 1): void {
+  settleWrite(t: WriteTarget, taken: Units, outcome: 'done' | 'failed' | 'none', after: Item | undefined, factor: number, at: number): void {
     const actual = outcome === 'none' ? new Map<string, number>() : this.writeCost(t, after, factor, outcome === 'failed');
-    for (const name of new Set([...taken.keys(), ...actual.keys()])) this.deps.throughput.charge(name, 0, (actual.get(name) ?? 0) - (taken.get(name) ?? 0));
+    for (const name of new Set([...taken.keys(), ...actual.keys()])) this.deps.throughput.charge(name, 0, (actual.get(name) ?? 0) - (taken.get(name) ?? 0), at);
   }
 
   /** The item a write left, read past the meter. */
@@ -378,21 +392,21 @@ export class Meter {
     return this.read(t.table, t.key);
   }
 
-  /** A metered call: admitted or throttled, sent to dynalite, charged. */
-  async serve(op: string, body: Record<string, unknown>): Promise<Forwarded> {
+  /** A metered call made at `at` (ms): admitted or throttled, sent to dynalite, charged. */
+  async serve(op: string, body: Record<string, unknown>, at: number): Promise<Forwarded> {
     switch (op) {
       case 'GetItem':
-        return this.getItem(body);
+        return this.getItem(body, at);
       case 'Query':
-        return this.query(body);
+        return this.query(body, at);
       case 'BatchGetItem':
-        return this.batchGet(body);
+        return this.batchGet(body, at);
       case 'PutItem':
       case 'UpdateItem':
       case 'DeleteItem':
-        return this.write(op, body);
+        return this.write(op, body, at);
       case 'BatchWriteItem':
-        return this.batchWrite(body);
+        return this.batchWrite(body, at);
       default:
         return this.deps.forward(op, body);
     }
@@ -403,24 +417,24 @@ export class Meter {
    * asking dynalite for its units (what the items read weigh), settled; the
    * caller gets only what it asked for.
    */
-  private async readOne(op: string, body: Record<string, unknown>, name: string, table: string, index: string | undefined): Promise<Forwarded> {
+  private async readOne(op: string, body: Record<string, unknown>, name: string, table: string, index: string | undefined, at: number): Promise<Forwarded> {
     const tp = this.deps.throughput;
-    if (tp.refused([name]) !== undefined) return this.throttle('Read', table, index);
+    if (tp.refused([name], at) !== undefined) return this.throttle('Read', table, index);
     const least = body.ConsistentRead ? 1 : 0.5;
-    tp.charge(name, least, 0);
+    tp.charge(name, least, 0, at);
     const r = await this.deps.forward(op, { ...body, ReturnConsumedCapacity: 'TOTAL' });
     const units = Number((r.body.ConsumedCapacity as { CapacityUnits?: number } | undefined)?.CapacityUnits ?? 0);
     if (!['TOTAL', 'INDEXES'].includes(String(body.ReturnConsumedCapacity))) delete r.body.ConsumedCapacity;
-    tp.charge(name, r.status === 200 ? Math.max(units, least) - least : -least, 0);
+    tp.charge(name, r.status === 200 ? Math.max(units, least) - least : -least, 0, at);
     return r;
   }
 
-  private async getItem(body: Record<string, unknown>): Promise<Forwarded> {
+  private async getItem(body: Record<string, unknown>, at: number): Promise<Forwarded> {
     const table = String(body.TableName);
     const info = await this.info(table);
     const pk = info && scalar((body.Key as Item | undefined)?.[info.hash]);
     if (pk === undefined) return this.deps.forward('GetItem', body);
-    return this.readOne('GetItem', body, pk, table, undefined);
+    return this.readOne('GetItem', body, pk, table, undefined, at);
   }
 
   /** The partition key value a Query's key condition names (KeyConditionExpression, or the older KeyConditions). */
@@ -436,17 +450,17 @@ export class Meter {
     return scalar(legacy?.AttributeValueList?.[0]);
   }
 
-  private async query(body: Record<string, unknown>): Promise<Forwarded> {
+  private async query(body: Record<string, unknown>, at: number): Promise<Forwarded> {
     const table = String(body.TableName);
     const info = await this.info(table);
     const idx = info?.indexes.find((i) => i.name === body.IndexName);
     const attr = idx ? idx.hash : info?.hash;
     const value = attr && this.queryKey(body, attr);
     if (!info || value === undefined) return this.deps.forward('Query', body);
-    return this.readOne('Query', body, idx ? `${idx.name}:${value}` : value, table, idx?.name);
+    return this.readOne('Query', body, idx ? `${idx.name}:${value}` : value, table, idx?.name, at);
   }
 
-  private async batchGet(body: Record<string, unknown>): Promise<Forwarded> {
+  private async batchGet(body: Record<string, unknown>, at: number): Promise<Forwarded> {
     const tp = this.deps.throughput;
     const requests = (body.RequestItems ?? {}) as Record<string, { Keys?: Item[]; ConsistentRead?: boolean } & Record<string, unknown>>;
     const admitted: typeof requests = {};
@@ -458,9 +472,9 @@ export class Meter {
       shapes.set(table, info);
       for (const k of req.Keys ?? []) {
         const pk = scalar(k[info.hash])!;
-        if (tp.refused([pk]) !== undefined) (unprocessed[table] ??= { ...req, Keys: [] }).Keys!.push(k);
+        if (tp.refused([pk], at) !== undefined) (unprocessed[table] ??= { ...req, Keys: [] }).Keys!.push(k);
         else {
-          tp.charge(pk, readUnits(undefined, !!req.ConsistentRead), 0);
+          tp.charge(pk, readUnits(undefined, !!req.ConsistentRead), 0, at);
           (admitted[table] ??= { ...req, Keys: [] }).Keys!.push(k);
         }
       }
@@ -474,7 +488,7 @@ export class Meter {
       const found = new Map((responses[table] ?? []).map((i) => [id(i), i]));
       // Each key on its own, rounded up on its own; one not found costs the minimum (taken already).
       const least = readUnits(undefined, !!req.ConsistentRead);
-      for (const k of req.Keys ?? []) tp.charge(scalar(k[info.hash])!, r.status === 200 ? readUnits(found.get(id(k)), !!req.ConsistentRead) - least : -least, 0);
+      for (const k of req.Keys ?? []) tp.charge(scalar(k[info.hash])!, r.status === 200 ? readUnits(found.get(id(k)), !!req.ConsistentRead) - least : -least, 0, at);
     }
     if (r.status !== 200) return r;
     const left = (r.body.UnprocessedKeys ?? {}) as typeof requests;
@@ -483,22 +497,22 @@ export class Meter {
     return r;
   }
 
-  private async write(op: string, body: Record<string, unknown>): Promise<Forwarded> {
+  private async write(op: string, body: Record<string, unknown>, at: number): Promise<Forwarded> {
     const table = String(body.TableName);
     const info = await this.info(table);
     if (!info) return this.deps.forward(op, body);
     const put = op === 'PutItem' ? (body.Item as Item) : undefined;
     const t = await this.target(table, put ? this.keyOf(info, put) : (body.Key as Item));
     if (!t) return this.deps.forward(op, body);
-    const admitted = this.admitWrite(t, op === 'DeleteItem' ? undefined : put ?? t.old);
+    const admitted = this.admitWrite(t, op === 'DeleteItem' ? undefined : put ?? t.old, 1, at);
     if ('refused' in admitted) return this.throttle('Write', table, admitted.refused.index);
     const r = await this.deps.forward(op, body);
-    if (r.status === 200) this.settleWrite(t, admitted.taken, 'done', op === 'DeleteItem' ? undefined : put ?? (await this.after(t)));
-    else this.settleWrite(t, admitted.taken, String(r.body.__type).endsWith('#ConditionalCheckFailedException') ? 'failed' : 'none', undefined);
+    if (r.status === 200) this.settleWrite(t, admitted.taken, 'done', op === 'DeleteItem' ? undefined : put ?? (await this.after(t)), 1, at);
+    else this.settleWrite(t, admitted.taken, String(r.body.__type).endsWith('#ConditionalCheckFailedException') ? 'failed' : 'none', undefined, 1, at);
     return r;
   }
 
-  private async batchWrite(body: Record<string, unknown>): Promise<Forwarded> {
+  private async batchWrite(body: Record<string, unknown>, at: number): Promise<Forwarded> {
     type Request = { PutRequest?: { Item: Item }; DeleteRequest?: { Key: Item } };
     const requests = (body.RequestItems ?? {}) as Record<string, Request[]>;
     const admitted: Record<string, Request[]> = {};
@@ -511,7 +525,7 @@ export class Meter {
         const put = req.PutRequest?.Item;
         const t = await this.target(table, put ? this.keyOf(info, put) : req.DeleteRequest!.Key);
         if (!t) return this.deps.forward('BatchWriteItem', body);
-        const a = this.admitWrite(t, put);
+        const a = this.admitWrite(t, put, 1, at);
         if ('refused' in a) (unprocessed[table] ??= []).push(req);
         else {
           (admitted[table] ??= []).push(req);
@@ -521,7 +535,7 @@ export class Meter {
     }
     if (taken.length === 0 && Object.keys(unprocessed).length > 0) return this.throttle('Write', Object.keys(unprocessed)[0]!, undefined);
     const r = await this.deps.forward('BatchWriteItem', { ...body, RequestItems: admitted });
-    for (const { t, put, units } of taken) this.settleWrite(t, units, r.status === 200 ? 'done' : 'none', put);
+    for (const { t, put, units } of taken) this.settleWrite(t, units, r.status === 200 ? 'done' : 'none', put, 1, at);
     if (r.status !== 200) return r;
     const left = (r.body.UnprocessedItems ?? {}) as Record<string, Request[]>;
     for (const [table, list] of Object.entries(unprocessed)) (left[table] ??= []).push(...list);

@@ -68,8 +68,12 @@ export interface FakeDynamo {
 export interface FakeDynamoOptions {
   /** per-partition rates (on-demand DynamoDB's unless lowered) */
   throughput?: Partial<ThroughputLimits>;
-  /** the clock the rates run on, in milliseconds (the wall clock by default) */
-  now?: () => number;
+  /**
+   * The clock the rates run on, in milliseconds (the wall clock by default),
+   * asked with each request's headers: a bench on simulated time stamps its
+   * requests (bench/dynamo-storm.ts).
+   */
+  now?: (headers: IncomingHttpHeaders) => number;
 }
 
 /** FIFO readers-writer lock: a waiting transaction is not starved by a stream of reads. */
@@ -170,7 +174,8 @@ export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<Fak
 
   const lock = new RwLock();
   const stats = { transactions: 0, cancelled: 0, injectedConflicts: 0 };
-  const throughput = new Throughput(opts.now ?? Date.now, opts.throughput);
+  const now = opts.now ?? (() => Date.now());
+  const throughput = new Throughput(() => now({}), opts.throughput);
   // The meter's own reads and writes go past it, with a signed request's headers of the fake's own.
   const signedHeaders = { authorization: 'AWS4-HMAC-SHA256 Credential=AKIAFAKEFAKEFAKEFAKE/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature=0', 'x-amz-date': '20260101T000000Z' };
   const meter = new Meter({ throughput, direct, forward: forwarder(innerPort, () => signedHeaders), region: 'us-east-1', account: '123456789012' });
@@ -226,7 +231,7 @@ export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<Fak
     };
   }
 
-  async function transactWrite(body: { TransactItems?: TransactWriteItem[] }): Promise<{ status: number; body: unknown }> {
+  async function transactWrite(body: { TransactItems?: TransactWriteItem[] }, at: number): Promise<{ status: number; body: unknown }> {
     const items = body.TransactItems ?? [];
     if (items.length < 1 || items.length > 100) return { status: 400, body: validation('TransactItems must have between 1 and 100 items') };
     let steps: Step[];
@@ -245,9 +250,9 @@ export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<Fak
     // nothing is consumed. Transactional writes cost twice; a cancelled
     // transaction is charged as if it had run.
     const targets = await Promise.all(steps.map((st) => meter.target(st.table, st.key)));
-    const admitted = targets.map((t, i) => t && meter.admitWrite(t, steps[i]!.kind === 'put' ? steps[i]!.put : steps[i]!.kind === 'delete' ? undefined : t.old, 2));
+    const admitted = targets.map((t, i) => t && meter.admitWrite(t, steps[i]!.kind === 'put' ? steps[i]!.put : steps[i]!.kind === 'delete' ? undefined : t.old, 2, at));
     if (admitted.some((a) => a && 'refused' in a)) {
-      for (const [i, a] of admitted.entries()) if (a && 'taken' in a) meter.settleWrite(targets[i]!, a.taken, 'none', undefined, 2);
+      for (const [i, a] of admitted.entries()) if (a && 'taken' in a) meter.settleWrite(targets[i]!, a.taken, 'none', undefined, 2, at);
       return { status: 400, body: cancelled(admitted.map((a) => (a && 'refused' in a ? { Code: 'ThrottlingError', Message: THROTTLE_MESSAGE } : { Code: 'None' }))) };
     }
     const settle = async (outcome: 'done' | 'failed' | 'none') => {
@@ -256,7 +261,7 @@ export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<Fak
         const t = targets[i]!;
         const st = steps[i]!;
         const after = outcome !== 'done' ? undefined : st.kind === 'put' ? st.put : st.kind === 'delete' ? undefined : st.kind === 'update' ? await meter.after(t) : t.old;
-        meter.settleWrite(t, a.taken, outcome, after, 2);
+        meter.settleWrite(t, a.taken, outcome, after, 2, at);
       }
     };
     stats.transactions++;
@@ -325,7 +330,7 @@ export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<Fak
         const body = await readBody(req);
         const release = await lock.acquire(true);
         try {
-          const r = await transactWrite(JSON.parse(body) as { TransactItems?: TransactWriteItem[] });
+          const r = await transactWrite(JSON.parse(body) as { TransactItems?: TransactWriteItem[] }, now(req.headers));
           send(res, r.status, r.body);
         } catch (e) {
           send(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: (e as Error).message });
@@ -356,7 +361,7 @@ export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<Fak
         const body = await readBody(req);
         const release = await lock.acquire(false);
         try {
-          const r = await meter.serve(op!, JSON.parse(body) as Record<string, unknown>);
+          const r = await meter.serve(op!, JSON.parse(body) as Record<string, unknown>, now(req.headers));
           send(res, r.status, r.body);
         } catch (e) {
           send(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: (e as Error).message });
