@@ -5,6 +5,25 @@ import { rangeSize } from './allocator.js';
 import { subnetRanges, type NetConf } from './config.js';
 import type { Status } from './messages.js';
 
+/**
+ * What an agent's last status says of it, as the fabric counts it: online
+ * (and not reporting itself out of sync), online but out of sync, offline.
+ * The stores keep a count per state and network as statuses are written, so
+ * the figures cost the same to read at any size.
+ */
+export type AgentState = 'online' | 'outOfSync' | 'offline';
+export const AGENT_STATES: readonly AgentState[] = ['online', 'outOfSync', 'offline'];
+
+export function agentState(status: Status): AgentState {
+  if (status.state === 'offline') return 'offline';
+  // An agent that does not say (an older one) is not counted out of sync.
+  return status.inSync === false ? 'outOfSync' : 'online';
+}
+
+/** Agents of one network by state; each agent is in exactly one. */
+export type AgentCounts = Record<AgentState, number>;
+export const noAgents = (): AgentCounts => ({ online: 0, outOfSync: 0, offline: 0 });
+
 export interface NetworkFigures {
   network: string;
   leases: number;
@@ -21,14 +40,14 @@ export interface NetworkFigures {
 
 export function fabricFigures(
   networks: { name: string; config: NetConf; leaseCount: number; revision: number }[],
-  statuses: { network: string; status: Status }[],
+  agents: ReadonlyMap<string, AgentCounts>,
   routes: { network: string; state: 'ok' | 'pending' | 'error' }[],
 ): NetworkFigures[] {
   return networks.map((n) => {
     const ranges = subnetRanges(n.config);
     // Every lease holds one subnet of each family the network enables.
     const free = (r: typeof ranges.v4) => (r ? Math.max(0, Number(rangeSize(r)) - n.leaseCount) : undefined);
-    const mine = statuses.filter((s) => s.network === n.name);
+    const a = agents.get(n.name) ?? noAgents();
     const theirs = routes.filter((r) => r.network === n.name);
     const count = (state: string) => theirs.filter((r) => r.state === state).length;
     return {
@@ -36,9 +55,9 @@ export function fabricFigures(
       leases: n.leaseCount,
       revision: n.revision,
       free: { ...(ranges.v4 && { ipv4: free(ranges.v4) }), ...(ranges.v6 && { ipv6: free(ranges.v6) }) },
-      agentsOnline: mine.filter((s) => s.status.state === 'online').length,
-      agentsOffline: mine.filter((s) => s.status.state === 'offline').length,
-      agentsOutOfSync: mine.filter((s) => s.status.state === 'online' && s.status.inSync === false).length,
+      agentsOnline: a.online + a.outOfSync,
+      agentsOffline: a.offline,
+      agentsOutOfSync: a.outOfSync,
       ...(theirs.length ? { routes: { ok: count('ok'), pending: count('pending'), error: count('error') } } : {}),
     };
   });

@@ -22,8 +22,8 @@ import { randomUUID } from 'node:crypto';
 import type { Context, ScheduledEvent } from 'aws-lambda';
 import { errorMessage } from '../../core/errors.js';
 import { isCloudBackend, routeLimit } from '../clouds/cloud.js';
-import { fabricFigures } from '../../core/fabric.js';
 import { emitMetrics, type MetricValue } from '../emf.js';
+import { readFabric } from '../fabric.js';
 import type { ReconcileReport } from '../routes.js';
 import { CLOUD_OF_BACKEND } from '../clouds/index.js';
 import { cleanRetained, republishStale, type CleanReport, type RepublishReport } from '../republish.js';
@@ -159,9 +159,10 @@ async function run(rt: Runtime, log: Logger, event: ScheduledEvent | ScheduleInp
  */
 async function emitFabric(rt: ReturnType<typeof runtime>, reports: Map<string, ReconcileReport>, report: ScheduleReport): Promise<void> {
   const Stage = rt.env.prefix;
-  const [networks, statuses, routes] = await Promise.all([rt.store.listNetworks(), rt.store.listStatus(), rt.store.listRouteStatus()]);
+  // Agents by state from the counts kept as statuses are written: a few reads per network, whatever its size.
+  const { networks, figures } = await readFabric(rt.store);
   const configs = new Map(networks.map((n) => [n.name, n.config]));
-  for (const f of fabricFigures(networks, statuses, routes)) {
+  for (const f of figures) {
     const m: MetricValue[] = [
       { name: 'Leases', value: f.leases, unit: 'Count' },
       // the scarcer family: the one that runs out first refuses the next node

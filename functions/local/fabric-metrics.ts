@@ -4,16 +4,16 @@
 // state (leases, free subnets, agents online and in sync, routes pending) is
 // read from the store at each scrape, so it is never stale and costs nothing
 // between scrapes.
-import { fabricFigures } from '../../core/fabric.js';
 import type { Metrics } from '../../core/metrics.js';
+import { readFabric } from '../fabric.js';
 import type { Publisher } from '../publish/publisher.js';
 import type { Store } from '../store/store.js';
 
-/** Sets the fabric's gauges from the store: one read of networks, statuses and route states. */
+/** Sets the fabric's gauges from the store: networks, agents by state and route states. */
 export async function collectFabric(store: Store, metrics: Metrics): Promise<void> {
-  const [networks, statuses, routes] = await Promise.all([store.listNetworks(), store.listStatus(), store.listRouteStatus()]);
+  const { figures } = await readFabric(store);
   for (const name of ['twill_network_leases', 'twill_network_subnets_free', 'twill_network_revision', 'twill_agents', 'twill_agents_out_of_sync', 'twill_route_states']) metrics.clear(name);
-  for (const f of fabricFigures(networks, statuses, routes)) {
+  for (const f of figures) {
     const network = f.network;
     metrics.set('twill_network_leases', 'leases held in the network (reservations included)', f.leases, { network });
     metrics.set('twill_network_revision', 'the network\'s revision: bumped by every change a peer sees', f.revision, { network });

@@ -8,6 +8,7 @@ import { parseCidr } from '../../core/cidr.js';
 import { ConflictError, NotFoundError } from '../../core/errors.js';
 import { digestHex, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
 import type { NetConf } from '../../core/config.js';
+import { agentState, noAgents, type AgentCounts } from '../../core/fabric.js';
 import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type RouteTablesRecord, type StatusRecord, type Store, type TakenSubnets, type LockResult, checkLockArgs } from './store.js';
 import { makeDirs } from '../../core/dirs.js';
 
@@ -333,9 +334,19 @@ export class SqliteStore implements Store {
     }
   }
 
-  async listStatus(): Promise<StatusRecord[]> {
-    const rows = this.q('SELECT * FROM status ORDER BY network, node').all() as { network: string; node: string; status: string; updated_at: string }[];
+  async listStatus(network?: string): Promise<StatusRecord[]> {
+    // Statuses of networks that exist, as the DynamoDB store (which lists them per network) has them.
+    const rows = (network === undefined
+      ? this.q('SELECT s.* FROM status s JOIN networks n ON n.name = s.network ORDER BY s.network, s.node').all()
+      : this.q('SELECT s.* FROM status s JOIN networks n ON n.name = s.network WHERE s.network = ? ORDER BY s.node').all(network)) as { network: string; node: string; status: string; updated_at: string }[];
     return rows.map((r) => ({ network: r.network, node: r.node, status: JSON.parse(r.status), updatedAt: r.updated_at }));
+  }
+
+  async agentCounts(network: string): Promise<AgentCounts> {
+    // Counted at each read: a local fleet is small, and the statuses are on this disk.
+    const counts = noAgents();
+    for (const text of this.q('SELECT status FROM status WHERE network = ?').pluck().all(network) as string[]) counts[agentState(JSON.parse(text))]++;
+    return counts;
   }
 
   async putRouteStatus(rec: RouteStatusRecord): Promise<void> {

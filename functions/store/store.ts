@@ -3,6 +3,7 @@
 // atomic, conditional step, so a controller killed between any two calls
 // leaves a consistent store, and two writers racing never share a subnet.
 import type { NetConf } from '../../core/config.js';
+import type { AgentCounts } from '../../core/fabric.js';
 import type { Lease, NewLease } from '../../core/lease.js';
 import type { Status } from '../../core/messages.js';
 import { TwillError } from '../../core/errors.js';
@@ -147,8 +148,19 @@ export interface Store {
   listNodes(): Promise<NodeRecord[]>;
   deleteNode(name: string): Promise<boolean>;
 
+  /**
+   * Stores a node's status (the latest wins) and keeps its network's agent
+   * counts (agentCounts) exact in the same atomic step.
+   */
   putStatus(rec: StatusRecord): Promise<void>;
-  listStatus(): Promise<StatusRecord[]>;
+  /** The statuses of a network's nodes, or of every network's; only networks that exist are listed. */
+  listStatus(network?: string): Promise<StatusRecord[]>;
+  /**
+   * A network's agents by the state their last status reports
+   * (core/fabric.ts agentState), whether or not the network exists: what
+   * the fabric's figures read every minute, so it must not read every status.
+   */
+  agentCounts(network: string): Promise<AgentCounts>;
 
   putRouteStatus(rec: RouteStatusRecord): Promise<void>;
   deleteRouteStatus(network: string, node: string): Promise<void>;

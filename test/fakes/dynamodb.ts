@@ -28,8 +28,15 @@
 // transactions"). A refusal is AccessDeniedException (HTTP 400) naming the
 // caller, the action and the resource; an unknown access key is
 // UnrecognizedClientException ("Error handling", DynamoDB developer guide).
+//
+// Throughput: every data-plane call is charged in read and write units to the
+// partition key values (of the table and of its indexes) it touches, and a key
+// past on-demand DynamoDB's per-partition rates is throttled as DynamoDB
+// throttles it (test/fakes/dynamodb-throughput.ts, with the rules and where
+// each is documented). A test may lower the rates (throughput.limits) to
+// throttle on purpose; benches read what each key consumed (throughput.loads()).
 import dynalite from 'dynalite';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Agent, createServer, request, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import {
@@ -43,6 +50,7 @@ import {
   type TransactWriteItem,
 } from '@aws-sdk/client-dynamodb';
 import { Iam, type Call, type Scope } from './iam.js';
+import { Meter, METERED, THROTTLE_MESSAGE, Throughput, type Forwarded, type ThroughputLimits } from './dynamodb-throughput.js';
 
 type Item = Record<string, AttributeValue>;
 
@@ -63,9 +71,24 @@ export interface FakeDynamo {
   readonly stats: { transactions: number; cancelled: number; injectedConflicts: number };
   /** TimeToLive settings per table, as UpdateTimeToLive left them. */
   readonly ttl: Map<string, string>;
+  /** Units consumed and calls throttled per partition key value; limits may be lowered. */
+  readonly throughput: Throughput;
   /** who may call what (the test's admin keys, unless the caller's IAM was given) */
   readonly iam: Iam;
   close(): Promise<void>;
+}
+
+export interface FakeDynamoOptions {
+  /** who may call what (default: only the test's admin keys) */
+  iam?: Iam;
+  /** per-partition rates (on-demand DynamoDB's unless lowered) */
+  throughput?: Partial<ThroughputLimits>;
+  /**
+   * The clock the rates run on, in milliseconds (the wall clock by default),
+   * asked with each request's headers: a bench on simulated time stamps its
+   * requests (bench/dynamo-storm.ts).
+   */
+  now?: (headers: IncomingHttpHeaders) => number;
 }
 
 /** FIFO readers-writer lock: a waiting transaction is not starved by a stream of reads. */
@@ -160,7 +183,23 @@ function dynamoCalls(op: string | undefined, text: string, s: Scope): Call[] {
   return [{ action: `dynamodb:${op}`, resource: arn(body.TableName) + (body.IndexName ? `/index/${body.IndexName}` : '') }];
 }
 
-export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDynamo> {
+/** Sends a call to dynalite over HTTP with the caller's headers (dynalite checks their form, not the signature). */
+function forwarder(port: number, headers: () => IncomingHttpHeaders): (op: string, body: Record<string, unknown>) => Promise<Forwarded> {
+  const agent = new Agent({ keepAlive: true });
+  return (op, body) => new Promise((resolve, reject) => {
+    const text = JSON.stringify(body);
+    const r = request({
+      host: '127.0.0.1', port, method: 'POST', path: '/', agent,
+      headers: { ...headers(), 'x-amz-target': `DynamoDB_20120810.${op}`, 'content-type': 'application/x-amz-json-1.0', 'content-length': Buffer.byteLength(text) },
+    }, (res) => {
+      readBody(res).then((t) => resolve({ status: res.statusCode ?? 500, body: t ? (JSON.parse(t) as Record<string, unknown>) : {} }), reject);
+    });
+    r.once('error', reject);
+    r.end(text);
+  });
+}
+
+export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<FakeDynamo> {
   const iam = opts.iam ?? new Iam();
   // createTableMs 0: a test waits for ACTIVE like a deployment would, just not for long.
   const inner = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
@@ -171,6 +210,11 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
 
   const lock = new RwLock();
   const stats = { transactions: 0, cancelled: 0, injectedConflicts: 0 };
+  const now = opts.now ?? (() => Date.now());
+  const throughput = new Throughput(() => now({}), opts.throughput);
+  // The meter's own reads and writes go past it, with a signed request's headers of the fake's own.
+  const signedHeaders = { authorization: 'AWS4-HMAC-SHA256 Credential=AKIAFAKEFAKEFAKEFAKE/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host;x-amz-date;x-amz-target, Signature=0', 'x-amz-date': '20260101T000000Z' };
+  const meter = new Meter({ throughput, direct, forward: forwarder(innerPort, () => signedHeaders), region: 'us-east-1', account: '123456789012' });
   const ttl = new Map<string, string>();
   const keySchemas = new Map<string, string[]>();
   let conflictRate = 0;
@@ -185,7 +229,7 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
     return names;
   }
 
-  interface Step { table: string; key: Item; apply(): Promise<Item | undefined> }
+  interface Step { table: string; key: Item; kind: 'put' | 'update' | 'delete' | 'check'; put?: Item; apply(): Promise<Item | undefined> }
 
   async function stepOf(t: TransactWriteItem): Promise<Step> {
     const ops = [t.Put, t.Update, t.Delete, t.ConditionCheck].filter(Boolean);
@@ -194,15 +238,15 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
       const { ReturnValuesOnConditionCheckFailure: _r, ...put } = t.Put;
       const names = await keyNames(put.TableName!);
       const k = Object.fromEntries(names.map((n) => [n, put.Item![n]!]));
-      return { table: put.TableName!, key: k, apply: async () => (await direct.send(new PutItemCommand({ ...put, ReturnValues: 'ALL_OLD' }))).Attributes };
+      return { table: put.TableName!, key: k, kind: 'put', put: put.Item, apply: async () => (await direct.send(new PutItemCommand({ ...put, ReturnValues: 'ALL_OLD' }))).Attributes };
     }
     if (t.Update) {
       const { ReturnValuesOnConditionCheckFailure: _r, ...upd } = t.Update;
-      return { table: upd.TableName!, key: upd.Key!, apply: async () => (await direct.send(new UpdateItemCommand({ ...upd, ReturnValues: 'ALL_OLD' }))).Attributes };
+      return { table: upd.TableName!, key: upd.Key!, kind: 'update', apply: async () => (await direct.send(new UpdateItemCommand({ ...upd, ReturnValues: 'ALL_OLD' }))).Attributes };
     }
     if (t.Delete) {
       const { ReturnValuesOnConditionCheckFailure: _r, ...del } = t.Delete;
-      return { table: del.TableName!, key: del.Key!, apply: async () => (await direct.send(new DeleteItemCommand({ ...del, ReturnValues: 'ALL_OLD' }))).Attributes };
+      return { table: del.TableName!, key: del.Key!, kind: 'delete', apply: async () => (await direct.send(new DeleteItemCommand({ ...del, ReturnValues: 'ALL_OLD' }))).Attributes };
     }
     // A condition check is a no-op update carrying the condition; the
     // rollback below undoes the empty item it may create.
@@ -210,6 +254,7 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
     return {
       table: c.TableName!,
       key: c.Key!,
+      kind: 'check',
       apply: async () => (await direct.send(new UpdateItemCommand({
         TableName: c.TableName,
         Key: c.Key,
@@ -222,7 +267,7 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
     };
   }
 
-  async function transactWrite(body: { TransactItems?: TransactWriteItem[] }): Promise<{ status: number; body: unknown }> {
+  async function transactWrite(body: { TransactItems?: TransactWriteItem[] }, at: number): Promise<{ status: number; body: unknown }> {
     const items = body.TransactItems ?? [];
     if (items.length < 1 || items.length > 100) return { status: 400, body: validation('TransactItems must have between 1 and 100 items') };
     let steps: Step[];
@@ -237,11 +282,30 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
       if (seen.has(id)) return { status: 400, body: validation('Transaction request cannot include multiple operations on one item') };
       seen.add(id);
     }
+    // Throughput: an item on a throttled key cancels the whole transaction, and
+    // nothing is consumed. Transactional writes cost twice; a cancelled
+    // transaction is charged as if it had run.
+    const targets = await Promise.all(steps.map((st) => meter.target(st.table, st.key)));
+    const admitted = targets.map((t, i) => t && meter.admitWrite(t, steps[i]!.kind === 'put' ? steps[i]!.put : steps[i]!.kind === 'delete' ? undefined : t.old, 2, at));
+    if (admitted.some((a) => a && 'refused' in a)) {
+      for (const [i, a] of admitted.entries()) if (a && 'taken' in a) meter.settleWrite(targets[i]!, a.taken, 'none', undefined, 2, at);
+      return { status: 400, body: cancelled(admitted.map((a) => (a && 'refused' in a ? { Code: 'ThrottlingError', Message: THROTTLE_MESSAGE } : { Code: 'None' }))) };
+    }
+    const settle = async (outcome: 'done' | 'failed' | 'none') => {
+      for (const [i, a] of admitted.entries()) {
+        if (!a || !('taken' in a)) continue;
+        const t = targets[i]!;
+        const st = steps[i]!;
+        const after = outcome !== 'done' ? undefined : st.kind === 'put' ? st.put : st.kind === 'delete' ? undefined : st.kind === 'update' ? await meter.after(t) : t.old;
+        meter.settleWrite(t, a.taken, outcome, after, 2, at);
+      }
+    };
     stats.transactions++;
 
     if (conflictRate > 0 && Math.random() < conflictRate) {
       stats.injectedConflicts++;
       stats.cancelled++;
+      await settle('failed');
       const victim = Math.floor(Math.random() * steps.length);
       const reasons = steps.map((_, i) => (i === victim ? { Code: 'TransactionConflict', Message: 'Transaction is ongoing for the item' } : { Code: 'None' }));
       return { status: 400, body: cancelled(reasons) };
@@ -271,6 +335,7 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
       }
     }
     if (failure !== undefined) {
+      await settle('none');
       const name = (failure as { name?: string }).name ?? 'InternalServerError';
       const message = (failure as Error).message;
       return name === 'ValidationException'
@@ -279,8 +344,10 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
     }
     if (!ok) {
       stats.cancelled++;
+      await settle('failed');
       return { status: 400, body: cancelled(reasons) };
     }
+    await settle('done');
     return { status: 200, body: {} };
   }
 
@@ -312,7 +379,7 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
         const body = await readBody(req);
         const release = await lock.acquire(true);
         try {
-          const r = await transactWrite(JSON.parse(body) as { TransactItems?: TransactWriteItem[] });
+          const r = await transactWrite(JSON.parse(body) as { TransactItems?: TransactWriteItem[] }, now(req.headers));
           send(res, r.status, r.body);
         } catch (e) {
           send(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: (e as Error).message });
@@ -337,6 +404,22 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
       });
       return;
     }
+    if (METERED.has(op ?? '')) {
+      // Metered: admitted or throttled per partition key, then charged (test/fakes/dynamodb-throughput.ts).
+      void (async () => {
+        const body = await readBody(req);
+        const release = await lock.acquire(false);
+        try {
+          const r = await meter.serve(op!, JSON.parse(body) as Record<string, unknown>, now(req.headers));
+          send(res, r.status, r.body);
+        } catch (e) {
+          send(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: (e as Error).message });
+        } finally {
+          release();
+        }
+      })();
+      return;
+    }
     void lock.acquire(false).then((release) => {
       res.once('close', release);
       res.once('finish', release);
@@ -352,6 +435,7 @@ export async function startFakeDynamo(opts: { iam?: Iam } = {}): Promise<FakeDyn
     setTransactionConflictRate(p: number) { conflictRate = p; },
     stats,
     ttl,
+    throughput,
     iam,
     async close() {
       direct.destroy();

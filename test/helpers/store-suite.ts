@@ -8,8 +8,10 @@ import assert from 'node:assert/strict';
 import { parseCidr } from '../../core/cidr.js';
 import { parseNetConf, type NetConf } from '../../core/config.js';
 import { ConflictError } from '../../core/errors.js';
+import { agentState } from '../../core/fabric.js';
 import { leasesHash, type Lease, type NewLease } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
+import type { Status } from '../../core/messages.js';
 import { Topics } from '../../core/topics.js';
 import { Controller } from '../../functions/controller.js';
 import type { Store } from '../../functions/store/store.js';
@@ -465,14 +467,63 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
       test('status records round-trip and the latest one per node wins', () =>
         withStore(async (store) => {
           const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
           await store.putStatus({ network: n, node: 'a', status: { v: 2, state: 'online', subnet: '10.0.1.0/24', revision: 7, inSync: true, peers: 3, errors: [] }, updatedAt: '2030-01-01T00:00:00.000Z' });
           await store.putStatus({ network: n, node: 'b', status: { v: 2, state: 'online', errors: ['route 10.0.2.0/24: File exists'] }, updatedAt: '2030-01-01T00:00:01.000Z' });
           await store.putStatus({ network: n, node: 'a', status: { v: 2, state: 'offline', errors: [] }, updatedAt: '2030-01-01T00:00:02.000Z' });
           const mine = (await store.listStatus()).filter((r) => r.network === n).sort((x, y) => x.node.localeCompare(y.node));
-          assert.deepEqual(mine, [
+          const expected = [
             { network: n, node: 'a', status: { v: 2, state: 'offline', errors: [] }, updatedAt: '2030-01-01T00:00:02.000Z' },
             { network: n, node: 'b', status: { v: 2, state: 'online', errors: ['route 10.0.2.0/24: File exists'] }, updatedAt: '2030-01-01T00:00:01.000Z' },
-          ]);
+          ];
+          assert.deepEqual(mine, expected);
+          assert.deepEqual(await store.listStatus(n), expected, 'one network asked for: the same, in node order');
+          const other = fresh('net');
+          await store.putStatus({ network: other, node: 'a', status: { v: 2, state: 'online', errors: [] }, updatedAt: '2030-01-01T00:00:00.000Z' });
+          assert.deepEqual(await store.listStatus(other), [], 'statuses of a network that does not exist are not listed');
+          assert.ok(!(await store.listStatus()).some((r) => r.network === other));
+        }));
+
+      test('agent counts follow every status: each node in the state its latest status says, online, out of sync or offline', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const other = fresh('net');
+          assert.deepEqual(await store.agentCounts(n), { online: 0, outOfSync: 0, offline: 0 }, 'no status yet');
+          const put = (network: string, node: string, status: Status) => store.putStatus({ network, node, status, updatedAt: new Date().toISOString() });
+          await put(n, 'a', { v: 2, state: 'online', inSync: false, errors: [] });
+          await put(n, 'b', { v: 2, state: 'online', inSync: false, errors: [] });
+          await put(n, 'c', { v: 2, state: 'online', errors: [] }); // an agent that does not say: online, not out of sync
+          await put(other, 'a', { v: 2, state: 'offline', errors: [] });
+          assert.deepEqual(await store.agentCounts(n), { online: 1, outOfSync: 2, offline: 0 });
+          await put(n, 'a', { v: 2, state: 'online', inSync: true, revision: 9, errors: [] });
+          await put(n, 'a', { v: 2, state: 'online', inSync: true, revision: 10, errors: ['a new error, same state'] });
+          await put(n, 'b', { v: 2, state: 'offline', errors: [] });
+          await put(n, 'c', { v: 2, state: 'offline', errors: [] });
+          await put(n, 'c', { v: 2, state: 'online', inSync: false, errors: [] });
+          assert.deepEqual(await store.agentCounts(n), { online: 1, outOfSync: 1, offline: 1 });
+          assert.deepEqual(await store.agentCounts(other), { online: 0, outOfSync: 0, offline: 1 }, "another network's agents apart");
+          // The counts are what reading every status would say.
+          await store.putNetwork(n, V4_CONF, undefined);
+          const states = (await store.listStatus(n)).map((r) => agentState(r.status));
+          assert.deepEqual(await store.agentCounts(n), { online: states.filter((s) => s === 'online').length, outOfSync: states.filter((s) => s === 'outOfSync').length, offline: states.filter((s) => s === 'offline').length });
+        }));
+
+      test('agent counts stay exact when statuses of the same nodes race each other', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          const states: Status[] = [
+            { v: 2, state: 'online', inSync: true, errors: [] },
+            { v: 2, state: 'online', inSync: false, errors: [] },
+            { v: 2, state: 'offline', errors: [] },
+          ];
+          // 8 nodes, 6 statuses each sent at once, in every order of state.
+          await Promise.all(Array.from({ length: 48 }, (_, i) =>
+            store.putStatus({ network: n, node: `r${i % 8}`, status: states[(i * 7 + Math.floor(i / 8)) % 3]!, updatedAt: new Date().toISOString() })));
+          const counts = await store.agentCounts(n);
+          const listed = (await store.listStatus(n)).map((r) => agentState(r.status));
+          assert.equal(listed.length, 8);
+          assert.deepEqual(counts, { online: listed.filter((s) => s === 'online').length, outOfSync: listed.filter((s) => s === 'outOfSync').length, offline: listed.filter((s) => s === 'offline').length });
         }));
 
       test('route status records round-trip per network, the latest wins, and delete removes one', () =>

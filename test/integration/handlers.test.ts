@@ -18,6 +18,7 @@ import type { IoTCustomAuthorizerEvent, LambdaFunctionURLEvent, LambdaFunctionUR
 import { gunzipSync } from 'node:zlib';
 import { parseNetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
+import type { Status } from '../../core/messages.js';
 import { silentLogger } from '../../core/log.js';
 import { agentOptions } from '../../agent/config.js';
 import { addNode } from '../../functions/admin.js';
@@ -30,6 +31,7 @@ import * as push from '../../functions/handlers/push.js';
 import * as schedule from '../../functions/handlers/schedule.js';
 import type { ScheduleReport } from '../../functions/handlers/schedule.js';
 import { FUNCTIONS, GRANTS, type FunctionName } from '../../infra/grants.js';
+import { SHARDS } from '../../functions/store/dynamo.js';
 import { FakeAli } from '../fakes/ali.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { FakeGce } from '../fakes/gce.js';
@@ -441,6 +443,14 @@ describe('Lambda handlers', () => {
         else return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
         return true;
       };
+      // Agents of edge in each state; the run reports them from the counts kept as statuses were written.
+      const put = (node: string, status: Status) => w.store.putStatus({ network: 'edge', node, status, updatedAt: new Date().toISOString() });
+      await put('fig-1', { v: 2, state: 'online', inSync: true, errors: [] });
+      await put('fig-2', { v: 2, state: 'online', inSync: false, errors: [] });
+      await put('fig-3', { v: 2, state: 'offline', errors: [] });
+      const edgeStatuses = await w.store.listStatus('edge');
+      const statusReads = () => [...w.dynamo.throughput.loads()].filter(([k]) => /^NET#edge#S[0-9a-f]{2}$/.test(k)).reduce((n, [, l]) => n + l.readUnits, 0);
+      const readBefore = statusReads();
       // (in Lambda only: the handlers run in tests and benches too)
       process.env.AWS_LAMBDA_FUNCTION_NAME = 'twill-test-Maintenance';
       try {
@@ -477,6 +487,10 @@ describe('Lambda handlers', () => {
       assert.ok((aws.RouteTableUse as number) > (aws.Routes as number), "more than twill's own");
       assert.equal(aws.ReconcileErrors, 0);
       assert.ok(typeof of('edge')?.FreeSubnets === 'number' && (of('edge')?.FreeSubnets as number) > 0);
+      assert.equal(of('edge')?.AgentsOnline, edgeStatuses.filter((r) => r.status.state === 'online').length);
+      assert.equal(of('edge')?.AgentsOutOfSync, edgeStatuses.filter((r) => r.status.state === 'online' && r.status.inSync === false).length);
+      assert.ok((of('edge')?.AgentsOutOfSync as number) >= 1);
+      assert.equal(statusReads() - readBefore, SHARDS, "the run read each shard's counts (one unit each) and no status");
       const run = docs.find((d) => d.Network === undefined);
       assert.equal(run?.ScheduledTaskFailures, 0);
     });
@@ -860,6 +874,7 @@ describe('Lambda handlers', () => {
       const remove = () => apiHandler(urlEvent('DELETE', '/v1/networks/grantless', { headers: auth, query: { force: 'true' } })).then(structured);
       await put();
       await w.store.putStatus({ network: 'grantless', node: 'n-1', status: { v: 2, state: 'online', agentVersion: 'test', backend: 'alloc', subnet: null, ipv6Subnet: null, revision: 1, inSync: true, peers: 0, errors: [] }, updatedAt: new Date().toISOString() });
+      assert.ok((await w.store.listStatus()).some((s) => s.network === 'grantless'), 'the status is stored');
 
       const seen = w.iam.refusals.length;
       const { result, log } = await logged(() => w.revoking('Api', ['dynamodb:BatchWriteItem'], remove));
@@ -870,9 +885,8 @@ describe('Lambda handlers', () => {
       // The operator reads why in the function's log: the action and the resource, in DynamoDB's words.
       assert.match(log, /api call failed/);
       assert.ok(log.includes(`is not authorized to perform: dynamodb:BatchWriteItem on resource: ${table} because no identity-based policy allows the dynamodb:BatchWriteItem action`), log);
-      // What the issue saw on AWS: the network item gone, the rest of its partition left behind.
+      // What the issue saw on AWS: the network item gone, the rest of what it kept left behind.
       assert.equal(await w.store.getNetwork('grantless'), undefined);
-      assert.ok((await w.store.listStatus()).some((s) => s.network === 'grantless'), 'its status item is left');
 
       // With the grant as infra gives it, the same removal clears the partition.
       await put();

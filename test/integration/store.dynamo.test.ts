@@ -5,14 +5,15 @@
 // one): loopback only, so no run of this file can touch AWS.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DescribeTableCommand, DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand, PutItemCommand, type AttributeValue, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { parseNetConf } from '../../core/config.js';
 import { ConflictError } from '../../core/errors.js';
-import { leasesHash, type NewLease } from '../../core/lease.js';
+import { leasesHash, type Lease, type NewLease } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
 import { Controller } from '../../functions/controller.js';
-import { createTable, DynamoStore, TTL_ATTRIBUTE } from '../../functions/store/dynamo.js';
+import { createTable, DynamoStore, LAYOUT_KEY, leasePk, SHARDS, tableDefinition, TTL_ATTRIBUTE } from '../../functions/store/dynamo.js';
+import { migrateTable } from '../../functions/store/dynamo-migrate.js';
 import { localClientConfig, startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
 import { storeSuite } from '../helpers/store-suite.js';
 
@@ -47,7 +48,7 @@ after(async () => {
 });
 
 /** A store with its own client, as each Lambda invocation environment has. */
-function openStore(opts: { ttlGraceSeconds?: number } = {}): DynamoStore {
+function openStore(opts: { ttlGraceSeconds?: number; tableName?: string } = {}): DynamoStore {
   return new DynamoStore({ tableName: TABLE, clientConfig, ...opts });
 }
 
@@ -138,7 +139,7 @@ describe('dynamodb: what separate invocations need', () => {
       await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24', expiresAt }));
       await store.createLease(newLease(n, 'r', { subnet: '10.0.2.0/24', expiresAt: null }));
       const item = async (node: string) =>
-        (await raw.send(new GetItemCommand({ TableName: TABLE, Key: { pk: { S: `NET#${n}` }, sk: { S: `LEASE#${node}` } }, ConsistentRead: true }))).Item;
+        (await raw.send(new GetItemCommand({ TableName: TABLE, Key: { pk: { S: leasePk(n, node) }, sk: { S: `LEASE#${node}` } }, ConsistentRead: true }))).Item;
       assert.equal((await item('a'))?.[TTL_ATTRIBUTE]?.N, String(Math.ceil(Date.parse(expiresAt) / 1000) + 3600));
       assert.equal((await item('r'))?.[TTL_ATTRIBUTE], undefined);
       // A reservation made from a lease loses its ttl (and its place in the expiry index).
@@ -153,6 +154,140 @@ describe('dynamodb: what separate invocations need', () => {
     } finally {
       raw.destroy();
       await store.close();
+    }
+  });
+
+  test('a burst past a partition key\'s rate is throttled, sent again with backoff, and every lease and count ends right', { skip: !!process.env.TWILL_DYNAMODB_ENDPOINT && 'needs the fake' }, async () => {
+    const n = fresh('net');
+    const stores = Array.from({ length: 12 }, () => openStore());
+    const throttledBefore = fake!.throughput.throttled;
+    try {
+      await stores[0]!.putNetwork(n, CONF, undefined);
+      // The network item takes 2 write units a commit (a transaction): 4 commits
+      // a second, where 12 writers arrive at once, every one retrying.
+      fake!.throughput.limits = { writeUnitsPerKey: 8, readUnitsPerKey: 24 };
+      const controllers = stores.map((s) => new Controller(s, { publish: async () => {} }, { topics: new Topics(), log: silentLogger }));
+      const leases = await Promise.all(controllers.map((c, i) => c.join(n, `node-${i}`, { publicIP: '192.0.2.1' })));
+      await Promise.all(stores.flatMap((s, i) => [
+        s.putStatus({ network: n, node: `node-${i}`, status: { v: 2, state: 'online', inSync: false, errors: [] }, updatedAt: new Date().toISOString() }),
+      ]));
+      fake!.throughput.limits = { writeUnitsPerKey: 1000, readUnitsPerKey: 3000 };
+      assert.ok(fake!.throughput.throttled > throttledBefore, 'the burst was throttled');
+      assert.ok(stores.reduce((k, s) => k + s.throttledCalls, 0) > 0, 'and the store sent throttled calls again');
+      assert.equal(new Set(leases.map((l) => l.subnet)).size, 12);
+      const stored = await stores[0]!.listLeases(n);
+      const net = await stores[0]!.getNetwork(n);
+      assert.equal(stored.length, 12);
+      assert.equal(net?.leaseCount, 12);
+      assert.equal(net?.leaseHash, leasesHash(stored));
+      assert.equal((await stores[0]!.takenSubnets(n)).v4.length, 12);
+      const since = await stores[0]!.changesSince(n, 0, 100);
+      assert.deepEqual(since?.changes.map((c) => c.revision), Array.from({ length: 13 }, (_, i) => i + 1), 'one change per revision, none lost to a throttle');
+      assert.deepEqual(await stores[0]!.agentCounts(n), { online: 0, outOfSync: 12, offline: 0 });
+    } finally {
+      fake?.throughput.limits && (fake.throughput.limits = { writeUnitsPerKey: 1000, readUnitsPerKey: 3000 });
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  test('a network\'s leases, claims and statuses are spread over its shards, and its agent counts cost the same read units at any size', { skip: !!process.env.TWILL_DYNAMODB_ENDPOINT && 'needs the fake' }, async () => {
+    const store = openStore();
+    try {
+      const costOfCounts = async (network: string) => {
+        const before = fake!.throughput.loads();
+        await store.agentCounts(network);
+        let units = 0;
+        for (const [k, l] of fake!.throughput.loads()) if (k.startsWith(`NET#${network}#`)) units += l.readUnits - (before.get(k)?.readUnits ?? 0);
+        return units;
+      };
+      // Statuses as large as an agent may send (32 errors of 1 KB): reading them all would cost 8 units each.
+      const errors = Array.from({ length: 32 }, (_, i) => `${i} ${'e'.repeat(1000)}`);
+      const costs: number[] = [];
+      for (const size of [4, 48]) {
+        const n = fresh('net');
+        await store.putNetwork(n, CONF, undefined);
+        for (let i = 0; i < size; i++) {
+          await store.createLease(newLease(n, `node-${i}`, { subnet: `10.0.${i + 1}.0/24` }));
+          await store.putStatus({ network: n, node: `node-${i}`, status: { v: 2, state: 'online', inSync: i % 3 !== 0, errors }, updatedAt: new Date().toISOString() });
+        }
+        costs.push(await costOfCounts(n));
+        if (size === 48) {
+          const keys = [...fake!.throughput.loads().keys()].filter((k) => k.startsWith(`NET#${n}#`));
+          for (const kind of ['L', 'C', 'S']) {
+            const used = keys.filter((k) => new RegExp(`^NET#${n}#${kind}[0-9a-f]{2}$`).test(k)).length;
+            assert.ok(used >= SHARDS * 0.75, `48 nodes use most of the ${SHARDS} ${kind} shards (${used})`);
+          }
+          assert.deepEqual(await store.agentCounts(n), { online: 32, outOfSync: 16, offline: 0 });
+        }
+      }
+      assert.deepEqual(costs, [SHARDS, SHARDS], 'one read unit per shard\'s count item, whatever the number of statuses');
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('a table in the layout of an earlier twill is refused until migrated; the migration moves everything, counts the statuses, and runs again harmlessly', async () => {
+    const table = `${TABLE}-v1`;
+    const raw = new DynamoDBClient(clientConfig);
+    await raw.send(new CreateTableCommand(tableDefinition(table)));
+    for (let i = 0; (await raw.send(new DescribeTableCommand({ TableName: table }))).Table?.TableStatus !== 'ACTIVE'; i++) await new Promise((r) => setTimeout(r, 50));
+    const store = openStore({ tableName: table });
+    try {
+      // Layout 1, as the twill before it wrote it: all of network n under NET#n.
+      const n = 'old';
+      const S = (v: string): AttributeValue => ({ S: v });
+      const N = (v: number): AttributeValue => ({ N: String(v) });
+      const expires = Date.parse('2031-01-01T00:00:00.000Z');
+      const leases: Lease[] = ['a', 'b'].map((node, i) => ({ ...newLease(n, node, { subnet: `10.0.${i + 1}.0/24`, expiresAt: new Date(expires + i).toISOString() }), revision: i + 2 }));
+      const put = (item: Record<string, AttributeValue>) => raw.send(new PutItemCommand({ TableName: table, Item: item }));
+      await put({ pk: S(`NET#${n}`), sk: S('NETWORK'), gsi1pk: S('NETWORKS'), gsi1sk: S(n), name: S(n), config: S(JSON.stringify(CONF)), revision: N(3), leaseCount: N(2), leaseHash: S(leasesHash(leases)), updatedAt: S('2030-01-01T00:00:00.000Z') });
+      for (const l of leases) {
+        const ms = Date.parse(l.expiresAt!);
+        await put({ pk: S(`NET#${n}`), sk: S(`LEASE#${l.node}`), gsi1pk: S(`EXPIRY#${n}`), gsi1sk: S(`${String(ms).padStart(16, '0')}#${l.node}`), node: S(l.node), revision: N(l.revision), lease: S(JSON.stringify(l)), expiresMs: N(ms), ttl: N(Math.ceil(ms / 1000)) });
+        await put({ pk: S(`NET#${n}`), sk: S(`CLAIM#4#0a000${l.revision - 1}00`), node: S(l.node) });
+        await put({ pk: S(`NET#${n}`), sk: S(`STATUS#${l.node}`), gsi1pk: S('STATUS'), gsi1sk: S(`${n}#${l.node}`), network: S(n), node: S(l.node), status: S(JSON.stringify({ v: 2, state: 'online', inSync: l.node === 'a', errors: [] })), updatedAt: S('2030-01-01T00:00:00.000Z') });
+      }
+      for (const [rev, change] of [[1, { revision: 1, config: true }], ...leases.map((l) => [l.revision, { revision: l.revision, node: l.node, lease: l }] as const)] as const) {
+        await put({ pk: S(`NET#${n}`), sk: S(`CHG#${String(rev).padStart(15, '0')}`), change: S(JSON.stringify(change)), ttl: N(Math.ceil(Date.now() / 1000) + 86400) });
+      }
+
+      await assert.rejects(store.getNetwork(n), /item layout of a twill from before .*run the one-off migration/);
+      await assert.rejects(store.listLeases(n), /Upgrading the table/);
+      assert.equal((await store.getNode('nobody')), undefined, 'node records (the authorizer\'s) have one layout: still served');
+
+      const report = await migrateTable(raw, table);
+      assert.deepEqual(report, { current: false, moved: { leases: 2, claims: 2, changes: 3, statuses: 2 } });
+      assert.deepEqual((await store.listLeases(n)).map((l) => [l.node, l.subnet, l.revision]), [['a', '10.0.1.0/24', 2], ['b', '10.0.2.0/24', 3]]);
+      assert.deepEqual((await store.takenSubnets(n)).v4.map(String), [String(0x0a000100), String(0x0a000200)]);
+      assert.deepEqual(await store.agentCounts(n), { online: 1, outOfSync: 1, offline: 0 });
+      assert.deepEqual((await store.listStatus(n)).map((r) => r.node), ['a', 'b']);
+      assert.deepEqual((await store.changesSince(n, 0, 10))?.changes.map((c) => c.revision), [1, 2, 3]);
+      assert.deepEqual((await store.listExpired(expires + 10)).map((l) => l.node), ['a', 'b'], 'the expiry index moved with the leases');
+      const oldLease = await raw.send(new GetItemCommand({ TableName: table, Key: { pk: S(`NET#${n}`), sk: S('LEASE#a') }, ConsistentRead: true }));
+      assert.equal(oldLease.Item, undefined, 'nothing left under the old keys');
+      const joined = await new Controller(store, { publish: async () => {} }, { topics: new Topics(), log: silentLogger }).join(n, 'c', { publicIP: '192.0.2.3' });
+      assert.ok(joined.subnet && !['10.0.1.0/24', '10.0.2.0/24'].includes(joined.subnet), 'a new node is kept off the migrated leases\' subnets');
+      assert.deepEqual(await migrateTable(raw, table), { current: true, moved: { leases: 0, claims: 0, changes: 0, statuses: 0 } });
+    } finally {
+      await store.close();
+      raw.destroy();
+    }
+  });
+
+  test('a new table without the layout item (as infra makes it) is served, and marked', async () => {
+    const table = `${TABLE}-new`;
+    const raw = new DynamoDBClient(clientConfig);
+    await raw.send(new CreateTableCommand(tableDefinition(table)));
+    for (let i = 0; (await raw.send(new DescribeTableCommand({ TableName: table }))).Table?.TableStatus !== 'ACTIVE'; i++) await new Promise((r) => setTimeout(r, 50));
+    const store = openStore({ tableName: table });
+    try {
+      assert.deepEqual(await store.listNetworks(), []);
+      await store.putNetwork('fresh', CONF, undefined);
+      const mark = await raw.send(new GetItemCommand({ TableName: table, Key: LAYOUT_KEY, ConsistentRead: true }));
+      assert.equal(mark.Item?.version?.N, '2');
+    } finally {
+      await store.close();
+      raw.destroy();
     }
   });
 
