@@ -267,8 +267,11 @@ export async function runInUml(o: UmlRunOptions): Promise<UmlResult> {
 export function umlSuite(o: { name: string; file: string; modules: string[]; timeoutMs?: number; memMb?: number }): void {
   const skip = process.env.CI ? false : (labUnavailable() ?? false);
   // A whole scenario inside UML on a busy 2-core machine: ipip's took 431 s
-  // in one CI run and over 480 s in another; the bound only catches a hang.
-  const timeoutMs = o.timeoutMs ?? 15 * 60_000;
+  // in one CI run and over 480 s in another, and past 900 s with one of the
+  // two cores taken by another job (every process inside starts several
+  // times slower, Node 24's larger binary too); the bound only catches a
+  // hang, and two suites of 25 minutes still fit CI's 90.
+  const timeoutMs = o.timeoutMs ?? 25 * 60_000;
   test(`${o.name} (inside user-mode-linux)`, { skip, timeout: timeoutMs + 30_000 }, async (t) => {
     const file = relative(ROOT, o.file);
     const reporter = relative(ROOT, join(ROOT, 'test/helpers/uml-reporter.mjs'));
