@@ -4,8 +4,8 @@
 //
 // ## Item layout (one table, string keys `pk`/`sk`, one sparse GSI `gsi1`)
 //
-// <ss> is a shard: two hex digits, a stable hash of the node name (leases,
-// statuses) or of the claim's sort key (claims), modulo SHARDS.
+// <ss> is a shard: two hex digits, a stable hash (FNV-1a) of the node name
+// (leases, statuses) or of the claim's sort key (claims), modulo SHARDS (32).
 //
 // | item         | pk               | sk                     | gsi1pk / gsi1sk                              | other attributes |
 // |--------------|------------------|------------------------|----------------------------------------------|------------------|
@@ -28,7 +28,7 @@
 //   keys effectively"; burst capacity cannot lift it): past that it throttles,
 //   on-demand tables too. A fleet of 10,000 joining or reconnecting at once
 //   writes a lease, a claim and a few statuses each, and every new agent
-//   lists every lease. So per-node items are spread over SHARDS keys per
+//   lists every lease. So per-node items are spread over SHARDS (32) keys per
 //   network, and a read of "all of them" is SHARDS queries in parallel (a
 //   page of leases is a merge of the shards by node name). What stays on one
 //   key: the network item (below), the change log (one item per revision,
@@ -144,12 +144,14 @@ export const TTL_ATTRIBUTE = 'ttl';
 /**
  * Keys per network for each kind of per-node item. Part of every such key,
  * so it never changes for a table (a different number is a new layout).
- * 16 keys carry 16,000 writes and 48,000 reads a second per kind; a
- * 10,000-agent join storm needs a fraction of that (bench/dynamo-storm),
- * and the fixed cost (the agent counts read every minute, the expiry index
- * queried) is 16 small reads per network.
+ * The busiest shards in a join storm are the leases', read by every new
+ * agent listing the network (each page about 80 read units at 1,000 leases a
+ * page): 32 keys keep a 10,000-agent storm well under 3,000 read units a
+ * second each (bench/dynamo-storm). The fixed cost is 32 small reads a
+ * minute per network (the agent counts) and 32 index queries (the expiry
+ * sweep), about $0.26 a month a network; a join's claims are 32 queries.
  */
-export const SHARDS = 16;
+export const SHARDS = 32;
 /** The item layout this code reads and writes; see the layout item above. */
 export const LAYOUT_VERSION = 2;
 const DEFAULT_TTL_GRACE_SECONDS = 7 * 24 * 3600;

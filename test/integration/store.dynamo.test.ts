@@ -209,7 +209,7 @@ describe('dynamodb: what separate invocations need', () => {
           const keys = [...fake!.throughput.loads().keys()].filter((k) => k.startsWith(`NET#${n}#`));
           for (const kind of ['L', 'C', 'S']) {
             const used = keys.filter((k) => new RegExp(`^NET#${n}#${kind}[0-9a-f]{2}$`).test(k)).length;
-            assert.ok(used >= SHARDS * 0.75, `48 nodes use most of the ${SHARDS} ${kind} shards (${used})`);
+            assert.ok(used >= SHARDS / 2, `48 nodes use many of the ${SHARDS} ${kind} shards (${used})`);
           }
           assert.deepEqual(await store.agentCounts(n), { online: 32, outOfSync: 16, offline: 0 });
         }
