@@ -79,7 +79,8 @@
 //   NET#<network> itself) would look empty here, and a join could then take a
 //   subnet an unmoved lease holds: the store refuses to serve it until the
 //   one-off migration (functions/store/dynamo-migrate.ts, docs/serverless.md
-//   "Upgrading the table") has moved the items and written the layout item.
+//   "a table from an earlier twill") has moved the items and written the
+//   layout item.
 //   A new table (no network yet) simply gets the layout item.
 //
 // ## Conditional writes
@@ -493,7 +494,7 @@ export class DynamoStore implements Store {
       TableName: this.table, IndexName: GSI1, KeyConditionExpression: 'gsi1pk = :p', ExpressionAttributeValues: { ':p': S('NETWORKS') }, Limit: 1,
     })));
     if ((r.Items ?? []).length > 0) {
-      throw new Error(`table ${this.table} holds networks in the item layout of a twill from before 0.2 (no layout item): run the one-off migration first (docs/serverless.md, "Upgrading the table")`);
+      throw new Error(`table ${this.table} holds networks in the item layout of an earlier twill (no layout item): migrate it once with \`node --import tsx cli/migrate-table.ts --table ${this.table}\` (docs/serverless.md, "a table from an earlier twill")`);
     }
     // A new table. The mark is a convenience (the next cold start skips the
     // query), so a function not allowed to write it (the node API) goes on.

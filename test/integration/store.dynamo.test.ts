@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { CreateTableCommand, DescribeTableCommand, DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand, PutItemCommand, type AttributeValue, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { parseNetConf } from '../../core/config.js';
 import { ConflictError } from '../../core/errors.js';
+import { agentState } from '../../core/fabric.js';
 import { leasesHash, type Lease, type NewLease } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
@@ -117,6 +118,30 @@ describe('dynamodb: what separate invocations need', () => {
       assert.equal(net?.leaseCount, 12);
       assert.equal(net?.leaseHash, leasesHash(stored));
       assert.equal((await stores[0]!.takenSubnets(n)).v4.length, 12);
+    } finally {
+      fake?.setTransactionConflictRate(0);
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  test('status writes cancelled by TransactionConflict are retried and the agent counts stay exact', { skip: !!process.env.TWILL_DYNAMODB_ENDPOINT && 'needs the fake' }, async () => {
+    const n = fresh('net');
+    const stores = Array.from({ length: 8 }, () => openStore());
+    try {
+      await stores[0]!.putNetwork(n, CONF, undefined);
+      fake!.setTransactionConflictRate(0.4);
+      const before = fake!.stats.injectedConflicts;
+      const states = [{ v: 2, state: 'online', inSync: false, errors: [] }, { v: 2, state: 'online', inSync: true, errors: [] }, { v: 2, state: 'offline', errors: [] }] as const;
+      // Each node changes state three times, from separate stores at once.
+      for (const round of [0, 1, 2]) {
+        await Promise.all(stores.flatMap((s, k) => Array.from({ length: 4 }, (_, j) =>
+          s.putStatus({ network: n, node: `node-${k}-${j}`, status: { ...states[(round + j) % 3]!, errors: [] }, updatedAt: new Date().toISOString() }))));
+      }
+      fake!.setTransactionConflictRate(0);
+      assert.ok(fake!.stats.injectedConflicts > before, 'some status transactions were cancelled');
+      const listed = (await stores[0]!.listStatus(n)).map((r) => agentState(r.status));
+      assert.equal(listed.length, 32);
+      assert.deepEqual(await stores[0]!.agentCounts(n), { online: listed.filter((x) => x === 'online').length, outOfSync: listed.filter((x) => x === 'outOfSync').length, offline: listed.filter((x) => x === 'offline').length });
     } finally {
       fake?.setTransactionConflictRate(0);
       await Promise.all(stores.map((s) => s.close()));
@@ -245,8 +270,8 @@ describe('dynamodb: what separate invocations need', () => {
         await put({ pk: S(`NET#${n}`), sk: S(`CHG#${String(rev).padStart(15, '0')}`), change: S(JSON.stringify(change)), ttl: N(Math.ceil(Date.now() / 1000) + 86400) });
       }
 
-      await assert.rejects(store.getNetwork(n), /item layout of a twill from before .*run the one-off migration/);
-      await assert.rejects(store.listLeases(n), /Upgrading the table/);
+      await assert.rejects(store.getNetwork(n), /item layout of an earlier twill .*migrate it once with `node --import tsx cli\/migrate-table.ts --table /);
+      await assert.rejects(store.listLeases(n), /a table from an earlier twill/);
       assert.equal((await store.getNode('nobody')), undefined, 'node records (the authorizer\'s) have one layout: still served');
 
       const report = await migrateTable(raw, table);
