@@ -148,6 +148,30 @@ describe('dynamodb: what separate invocations need', () => {
     }
   });
 
+  test('a renewal writes the lease alone, no index entry; the expiry sweep moves a renewed lease\'s index key once its old expiry comes', { skip: !!process.env.TWILL_DYNAMODB_ENDPOINT && 'needs the fake' }, async () => {
+    const n = fresh('net');
+    const store = openStore();
+    const indexWrites = () => [...fake!.throughput.loads()].filter(([k]) => k.startsWith(`gsi1:EXPIRY#${n}#`)).reduce((x, [, l]) => x + l.writeUnits, 0);
+    try {
+      await store.putNetwork(n, CONF, undefined);
+      const t0 = Date.parse('2030-01-01T00:00:00.000Z');
+      const lease = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24', expiresAt: new Date(t0).toISOString() }));
+      assert.equal(indexWrites(), 1, 'a new lease: its index entry');
+      await store.renewLease(n, 'a', lease.revision, new Date(t0 + 3_600_000).toISOString());
+      await store.renewLease(n, 'a', lease.revision, new Date(t0 + 7_200_000).toISOString());
+      assert.equal(indexWrites(), 1, 'renewals wrote no index entry');
+      const expired = async (at: number) => (await store.listExpired(at)).filter((l) => l.network === n).map((l) => l.node);
+      assert.deepEqual(await expired(t0 - 1), [], 'not due');
+      assert.deepEqual(await expired(t0 + 1), [], 'due by the index, but renewed: not expired');
+      assert.equal(indexWrites(), 3, 'the sweep moved its key (a delete and a put)');
+      assert.deepEqual(await expired(t0 + 2), [], 'the moved key is not due again');
+      assert.equal(indexWrites(), 3, 'and is not moved again');
+      assert.deepEqual(await expired(t0 + 7_200_000), ['a'], 'due at its real expiry');
+    } finally {
+      await store.close();
+    }
+  });
+
   test('a lease that expires carries ttl at its expiry plus the grace period; a reservation carries none', async () => {
     const n = fresh('net');
     const store = openStore({ ttlGraceSeconds: 3600 });
