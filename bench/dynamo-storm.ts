@@ -286,6 +286,7 @@ async function storm(layout: string, Store: StoreClass): Promise<Result> {
   const stores: Store[] = [];
   try {
     await createTable(setupClient, TABLE);
+    fake.throughput.paused = true;
     const admin = new Store({ tableName: TABLE, client: setupClient });
     stores.push(admin);
     const topics = new Topics('twill/bench');
@@ -297,19 +298,20 @@ async function storm(layout: string, Store: StoreClass): Promise<Result> {
     for (let i = 0; i < N; i += 50) {
       await Promise.all(Array.from({ length: Math.min(50, N - i) }, (_, j) => admin.putNode({ name: `node-${i + j}`, network: NET, passwordHash: hash, createdAt: created })));
     }
-    // The fleet before the measured stretch: leases one at a time (they all
-    // move the network item), statuses side by side.
-    for (let i = 0; i < N - STORM; i++) {
-      await admin.createLease({
-        network: NET, node: `node-${i}`, subnet: `10.${(i >> 8) & 255}.${i & 255}.0/24`, ipv6Subnet: null, publicIP: `172.16.${(i >> 8) & 255}.${i & 255}`, publicIPv6: null,
+    // The fleet before the measured stretch (unmetered): a few writers at a
+    // time, as they all move the network item.
+    for (let i = 0; i < N - STORM; i += 4) {
+      await Promise.all(Array.from({ length: Math.min(4, N - STORM - i) }, (_, j) => admin.createLease({
+        network: NET, node: `node-${i + j}`, subnet: `10.${((i + j) >> 8) & 255}.${(i + j) & 255}.0/24`, ipv6Subnet: null, publicIP: `172.16.${((i + j) >> 8) & 255}.${(i + j) & 255}`, publicIPv6: null,
         backendType: 'vxlan', backendData: { VtepMAC: '0a:00:00:00:00:01' }, expiresAt: expires, createdAt: created,
-      });
-      if (i % 1000 === 999) console.error(`  ${layout}: ${i + 1} of ${N - STORM} leases written beforehand`);
+      })));
+      if (i % 1000 >= 996) console.error(`  ${layout}: ${i + 4} of ${N - STORM} leases written beforehand`);
     }
     for (let i = 0; i < N - STORM; i += 50) {
       await Promise.all(Array.from({ length: Math.min(50, N - STORM - i) }, (_, j) =>
         admin.putStatus({ network: NET, node: `node-${i + j}`, status: { v: 2, state: 'online', agentVersion: VERSION, backend: 'vxlan', inSync: true, errors: [] }, updatedAt: created })));
     }
+    fake.throughput.paused = false;
     fake.throughput.reset();
     fake.stats.transactions = 0;
     fake.stats.cancelled = 0;

@@ -130,6 +130,8 @@ class Partition {
 export class Throughput {
   limits: ThroughputLimits;
   throttled = 0;
+  /** While true, calls go to dynalite unmetered (a bench's setup, which it does not measure). */
+  paused = false;
   private readonly partitions = new Map<string, Partition>();
 
   constructor(
