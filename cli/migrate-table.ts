@@ -1,6 +1,6 @@
 // Upgrades a deployment's DynamoDB table to the item layout this twill reads
-// (functions/store/dynamo-migrate.ts; docs/serverless.md, "Upgrading the
-// table"). Uses the AWS SDK's usual credentials and region.
+// (functions/store/dynamo-migrate.ts; docs/serverless.md, "a table from an
+// earlier twill"). Uses the AWS SDK's usual credentials and region.
 //   node --import tsx cli/migrate-table.ts --table <table name> [--region <region>]
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { migrateTable } from '../functions/store/dynamo-migrate.js';

@@ -3,7 +3,7 @@
 // network under NET#<network>, statuses indexed under one gsi1 key) to the
 // layout functions/store/dynamo.ts reads (layout 2), then writes the layout
 // item. Until that item is there, the functions refuse the table rather than
-// see it empty (docs/serverless.md, "Upgrading the table").
+// see it empty (docs/serverless.md, "a table from an earlier twill").
 //
 // Each item is written under its new key before the old one is deleted, so a
 // run cut short loses nothing and a second run finishes it; statuses go

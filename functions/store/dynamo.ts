@@ -4,8 +4,8 @@
 //
 // ## Item layout (one table, string keys `pk`/`sk`, one sparse GSI `gsi1`)
 //
-// <ss> is a shard: two hex digits, a stable hash of the node name (leases,
-// statuses) or of the claim's sort key (claims), modulo SHARDS.
+// <ss> is a shard: two hex digits, a stable hash (FNV-1a) of the node name
+// (leases, statuses) or of the claim's sort key (claims), modulo SHARDS (32).
 //
 // | item         | pk               | sk                     | gsi1pk / gsi1sk                              | other attributes |
 // |--------------|------------------|------------------------|----------------------------------------------|------------------|
@@ -28,7 +28,7 @@
 //   keys effectively"; burst capacity cannot lift it): past that it throttles,
 //   on-demand tables too. A fleet of 10,000 joining or reconnecting at once
 //   writes a lease, a claim and a few statuses each, and every new agent
-//   lists every lease. So per-node items are spread over SHARDS keys per
+//   lists every lease. So per-node items are spread over SHARDS (32) keys per
 //   network, and a read of "all of them" is SHARDS queries in parallel (a
 //   page of leases is a merge of the shards by node name). What stays on one
 //   key: the network item (below), the change log (one item per revision,
@@ -79,7 +79,8 @@
 //   NET#<network> itself) would look empty here, and a join could then take a
 //   subnet an unmoved lease holds: the store refuses to serve it until the
 //   one-off migration (functions/store/dynamo-migrate.ts, docs/serverless.md
-//   "Upgrading the table") has moved the items and written the layout item.
+//   "a table from an earlier twill") has moved the items and written the
+//   layout item.
 //   A new table (no network yet) simply gets the layout item.
 //
 // ## Conditional writes
@@ -144,12 +145,14 @@ export const TTL_ATTRIBUTE = 'ttl';
 /**
  * Keys per network for each kind of per-node item. Part of every such key,
  * so it never changes for a table (a different number is a new layout).
- * 16 keys carry 16,000 writes and 48,000 reads a second per kind; a
- * 10,000-agent join storm needs a fraction of that (bench/dynamo-storm),
- * and the fixed cost (the agent counts read every minute, the expiry index
- * queried) is 16 small reads per network.
+ * The busiest shards in a join storm are the leases', read by every new
+ * agent listing the network (each page about 80 read units at 1,000 leases a
+ * page): 32 keys keep a 10,000-agent storm well under 3,000 read units a
+ * second each (bench/dynamo-storm). The fixed cost is 32 small reads a
+ * minute per network (the agent counts) and 32 index queries (the expiry
+ * sweep), about $0.26 a month a network; a join's claims are 32 queries.
  */
-export const SHARDS = 16;
+export const SHARDS = 32;
 /** The item layout this code reads and writes; see the layout item above. */
 export const LAYOUT_VERSION = 2;
 const DEFAULT_TTL_GRACE_SECONDS = 7 * 24 * 3600;
@@ -491,7 +494,7 @@ export class DynamoStore implements Store {
       TableName: this.table, IndexName: GSI1, KeyConditionExpression: 'gsi1pk = :p', ExpressionAttributeValues: { ':p': S('NETWORKS') }, Limit: 1,
     })));
     if ((r.Items ?? []).length > 0) {
-      throw new Error(`table ${this.table} holds networks in the item layout of a twill from before 0.2 (no layout item): run the one-off migration first (docs/serverless.md, "Upgrading the table")`);
+      throw new Error(`table ${this.table} holds networks in the item layout of an earlier twill (no layout item): migrate it once with \`node --import tsx cli/migrate-table.ts --table ${this.table}\` (docs/serverless.md, "a table from an earlier twill")`);
     }
     // A new table. The mark is a convenience (the next cold start skips the
     // query), so a function not allowed to write it (the node API) goes on.

@@ -28,7 +28,9 @@
 //   effectively"; re:Post knowledge center "Why is my on-demand DynamoDB
 //   table being throttled?"): each partition serves up to 3,000 read units or
 //   1,000 write units a second, or a linear combination of both, in on-demand
-//   mode as in provisioned; "burst capacity can't alleviate partition-level
+//   mode as in provisioned (the newer "Key range throughput exceeded" page
+//   says reads and writes are throttled independently: the stand-in keeps
+//   the linear combination, the stricter of the two); "burst capacity can't alleviate partition-level
 //   throttling" ("How does DynamoDB handle spiky workloads?"). Adaptive
 //   capacity may move a hot key to a partition of its own, but never past
 //   those rates ("Burst and adaptive capacity"). So each partition key value is
@@ -130,6 +132,8 @@ class Partition {
 export class Throughput {
   limits: ThroughputLimits;
   throttled = 0;
+  /** While true, calls go to dynalite unmetered (a bench's setup, which it does not measure). */
+  paused = false;
   private readonly partitions = new Map<string, Partition>();
 
   constructor(

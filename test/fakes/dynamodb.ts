@@ -285,7 +285,7 @@ export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<Fak
     // Throughput: an item on a throttled key cancels the whole transaction, and
     // nothing is consumed. Transactional writes cost twice; a cancelled
     // transaction is charged as if it had run.
-    const targets = await Promise.all(steps.map((st) => meter.target(st.table, st.key)));
+    const targets = throughput.paused ? [] : await Promise.all(steps.map((st) => meter.target(st.table, st.key)));
     const admitted = targets.map((t, i) => t && meter.admitWrite(t, steps[i]!.kind === 'put' ? steps[i]!.put : steps[i]!.kind === 'delete' ? undefined : t.old, 2, at));
     if (admitted.some((a) => a && 'refused' in a)) {
       for (const [i, a] of admitted.entries()) if (a && 'taken' in a) meter.settleWrite(targets[i]!, a.taken, 'none', undefined, 2, at);
@@ -404,7 +404,7 @@ export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<Fak
       });
       return;
     }
-    if (METERED.has(op ?? '')) {
+    if (METERED.has(op ?? '') && !throughput.paused) {
       // Metered: admitted or throttled per partition key, then charged (test/fakes/dynamodb-throughput.ts).
       void (async () => {
         const body = await readBody(req);

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { CreateTableCommand, DescribeTableCommand, DescribeTimeToLiveCommand, DynamoDBClient, GetItemCommand, PutItemCommand, type AttributeValue, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { parseNetConf } from '../../core/config.js';
 import { ConflictError } from '../../core/errors.js';
+import { agentState } from '../../core/fabric.js';
 import { leasesHash, type Lease, type NewLease } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
@@ -129,6 +130,54 @@ describe('dynamodb: what separate invocations need', () => {
     }
   });
 
+  test('status writes cancelled by TransactionConflict are retried and the agent counts stay exact', { skip: !!process.env.TWILL_DYNAMODB_ENDPOINT && 'needs the fake' }, async () => {
+    const n = fresh('net');
+    const stores = Array.from({ length: 8 }, () => openStore());
+    try {
+      await stores[0]!.putNetwork(n, CONF, undefined);
+      fake!.setTransactionConflictRate(0.4);
+      const before = fake!.stats.injectedConflicts;
+      const states = [{ v: 2, state: 'online', inSync: false, errors: [] }, { v: 2, state: 'online', inSync: true, errors: [] }, { v: 2, state: 'offline', errors: [] }] as const;
+      // Each node changes state three times, from separate stores at once.
+      for (const round of [0, 1, 2]) {
+        await Promise.all(stores.flatMap((s, k) => Array.from({ length: 4 }, (_, j) =>
+          s.putStatus({ network: n, node: `node-${k}-${j}`, status: { ...states[(round + j) % 3]!, errors: [] }, updatedAt: new Date().toISOString() }))));
+      }
+      fake!.setTransactionConflictRate(0);
+      assert.ok(fake!.stats.injectedConflicts > before, 'some status transactions were cancelled');
+      const listed = (await stores[0]!.listStatus(n)).map((r) => agentState(r.status));
+      assert.equal(listed.length, 32);
+      assert.deepEqual(await stores[0]!.agentCounts(n), { online: listed.filter((x) => x === 'online').length, outOfSync: listed.filter((x) => x === 'outOfSync').length, offline: listed.filter((x) => x === 'offline').length });
+    } finally {
+      fake?.setTransactionConflictRate(0);
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  test('a renewal writes the lease alone, no index entry; the expiry sweep moves a renewed lease\'s index key once its old expiry comes', { skip: !!process.env.TWILL_DYNAMODB_ENDPOINT && 'needs the fake' }, async () => {
+    const n = fresh('net');
+    const store = openStore();
+    const indexWrites = () => [...fake!.throughput.loads()].filter(([k]) => k.startsWith(`gsi1:EXPIRY#${n}#`)).reduce((x, [, l]) => x + l.writeUnits, 0);
+    try {
+      await store.putNetwork(n, CONF, undefined);
+      const t0 = Date.parse('2030-01-01T00:00:00.000Z');
+      const lease = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24', expiresAt: new Date(t0).toISOString() }));
+      assert.equal(indexWrites(), 1, 'a new lease: its index entry');
+      await store.renewLease(n, 'a', lease.revision, new Date(t0 + 3_600_000).toISOString());
+      await store.renewLease(n, 'a', lease.revision, new Date(t0 + 7_200_000).toISOString());
+      assert.equal(indexWrites(), 1, 'renewals wrote no index entry');
+      const expired = async (at: number) => (await store.listExpired(at)).filter((l) => l.network === n).map((l) => l.node);
+      assert.deepEqual(await expired(t0 - 1), [], 'not due');
+      assert.deepEqual(await expired(t0 + 1), [], 'due by the index, but renewed: not expired');
+      assert.equal(indexWrites(), 3, 'the sweep moved its key (a delete and a put)');
+      assert.deepEqual(await expired(t0 + 2), [], 'the moved key is not due again');
+      assert.equal(indexWrites(), 3, 'and is not moved again');
+      assert.deepEqual(await expired(t0 + 7_200_000), ['a'], 'due at its real expiry');
+    } finally {
+      await store.close();
+    }
+  });
+
   test('a lease that expires carries ttl at its expiry plus the grace period; a reservation carries none', async () => {
     const n = fresh('net');
     const store = openStore({ ttlGraceSeconds: 3600 });
@@ -215,7 +264,7 @@ describe('dynamodb: what separate invocations need', () => {
           const keys = [...fake!.throughput.loads().keys()].filter((k) => k.startsWith(`NET#${n}#`));
           for (const kind of ['L', 'C', 'S']) {
             const used = keys.filter((k) => new RegExp(`^NET#${n}#${kind}[0-9a-f]{2}$`).test(k)).length;
-            assert.ok(used >= SHARDS * 0.75, `48 nodes use most of the ${SHARDS} ${kind} shards (${used})`);
+            assert.ok(used >= SHARDS / 2, `48 nodes use many of the ${SHARDS} ${kind} shards (${used})`);
           }
           assert.deepEqual(await store.agentCounts(n), { online: 32, outOfSync: 16, offline: 0 });
         }
@@ -251,8 +300,8 @@ describe('dynamodb: what separate invocations need', () => {
         await put({ pk: S(`NET#${n}`), sk: S(`CHG#${String(rev).padStart(15, '0')}`), change: S(JSON.stringify(change)), ttl: N(Math.ceil(Date.now() / 1000) + 86400) });
       }
 
-      await assert.rejects(store.getNetwork(n), /item layout of a twill from before .*run the one-off migration/);
-      await assert.rejects(store.listLeases(n), /Upgrading the table/);
+      await assert.rejects(store.getNetwork(n), /item layout of an earlier twill .*migrate it once with `node --import tsx cli\/migrate-table.ts --table /);
+      await assert.rejects(store.listLeases(n), /a table from an earlier twill/);
       assert.equal((await store.getNode('nobody')), undefined, 'node records (the authorizer\'s) have one layout: still served');
 
       const report = await migrateTable(raw, table);
