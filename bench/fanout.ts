@@ -1,6 +1,9 @@
 // bench/fanout: what one event costs the control plane at N = 100, 1,000 and
-// 10,000 nodes under protocol v2, counted as AWS IoT Core bills it, through
-// the real controller, store (SQLite) and node API router. Light in-process
+// 10,000 nodes under protocol v2, counted as AWS bills it, and the monthly
+// bill that follows (bench/cost.ts prices it), through the real controller,
+// DynamoDB store and node API router. The store runs against the DynamoDB
+// stand-in (test/fakes/dynamodb.ts), which meters read and write units per
+// call as on-demand DynamoDB does, index writes included. Light in-process
 // agents speak the agent's side of the protocol (agent/watch.ts): exact
 // subscriptions, hello, list over the node API when they have no view, apply
 // changes in revision order, catch up over the API on a gap, and send a
@@ -23,37 +26,85 @@
 // after a day (disconnectAfterInSeconds 86,400), and the broker then
 // publishes the agent's will.
 //
+// Every function invocation is counted by function, with the DynamoDB calls
+// and HTTP publishes it makes, the log bytes it writes (twill's own lines,
+// as the functions write them: JSON, INFO and up) and, for the node API, the
+// bytes it sends to the internet. What cannot be measured here is modelled,
+// and each model is named where it is used: a function's billed duration
+// (MODEL_MS: in-region latencies of the calls it makes), a new TLS connection
+// per node API request (TLS_BYTES), the queue's pollers.
+//
 // Run: node --import tsx bench/fanout.ts [sizes, default 100,1000,10000]
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { gunzipSync } from 'node:zlib';
 import { parseNetConf } from '../core/config.js';
 import type { Lease } from '../core/lease.js';
-import { silentLogger } from '../core/log.js';
+import { createLogger, type Logger } from '../core/log.js';
 import {
   changesIn, changesMessageSchema, changesPageSchema, MAX_CHANGES_BYTES, netConfigSchema, nodeLeaseSchema, parseMessage, snapshotPageSchema,
   type ChangeMessage, type Hello, type Status,
 } from '../core/messages.js';
 import { Topics } from '../core/topics.js';
 import { VERSION } from '../core/version.js';
+import { authorize } from '../functions/authorizer.js';
 import { Controller } from '../functions/controller.js';
 import { hashPassword, VerifiedCredentials } from '../functions/credentials.js';
-import { handleNodeApi, type NodeApiDeps } from '../functions/node-api.js';
+import { emitMetrics } from '../functions/emf.js';
+import { readFabric } from '../functions/fabric.js';
+import { handleNodeApi, SnapshotCache, type NodeApiDeps } from '../functions/node-api.js';
 import type { Publisher } from '../functions/publish/publisher.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
-import type { Store } from '../functions/store/store.js';
+import { cleanRetained, republishStale } from '../functions/republish.js';
+import { createTable, DynamoStore } from '../functions/store/dynamo.js';
+import { startFakeDynamo, type FakeDynamo } from '../test/fakes/dynamodb.js';
+import { addUsage, bill, dollars, emptyUsage, FIXED, total, type FunctionUse, type Usage } from './cost.js';
+
+process.env.AWS_EC2_METADATA_DISABLED = 'true';
 
 const SIZES = (process.argv[2] ?? '100,1000,10000').split(',').map(Number);
 const NET = 'bench';
+const TABLE = 'twill-fanout';
 const PASSWORD = 'bench-password-shared-by-every-light-agent';
 const UNIT = 5 * 1024;
-/** the agent's periodic poll of the node API: uniformly 5 to 10 minutes (agent/watch.ts) */
-const POLLS_PER_DAY = (24 * 60) / 7.5;
+/** the agent's pollInterval (cli/agent-flags.ts default), and others to compare the bill with */
+const POLL_INTERVAL_MINUTES = 5;
+const OTHER_POLL_INTERVALS = [5, 15, 30];
+/** polls a day: each comes uniformly one to two intervals after the last (agent/watch.ts) */
+const pollsPerDay = (intervalMinutes: number) => (24 * 60) / (intervalMinutes * 1.5);
 const AUTHORIZER_REFRESHES_PER_DAY = 23;
 const SCHEDULE_RUNS_PER_DAY = 24 * 60;
+const CLEAN_RUNS_PER_DAY = 24;
 /** agent/agent.ts REVISION_STATUS_MS */
 const STATUS_EVERY_MS = 10 * 60_000;
+
+/** Each function's memory, as infra/ sets it (infra/functions.ts defaults, infra/realtime.ts, infra/schedule.ts). */
+const MEMORY_MB = { AgentMessages: 256, NodeApi: 256, Authorizer: 512, Maintenance: 512 } as const;
+type Fn = keyof typeof MEMORY_MB;
+
+/**
+ * MODEL_MS: a function's billed duration, which this machine cannot measure
+ * (dynalite, not DynamoDB, answers here): a base for the event's parsing and
+ * the handler's own work, and each call it makes at a latency a Lambda sees
+ * in its region (DynamoDB's single-digit milliseconds, a page of items a
+ * little more; an HTTPS publish to the IoT data endpoint). The same figures
+ * as bench/dynamo-storm's simulated clock.
+ */
+const MODEL_MS = {
+  base: 5,
+  dynamo: { GetItem: 4, PutItem: 6, UpdateItem: 6, DeleteItem: 6, Query: 5, BatchGetItem: 8, BatchWriteItem: 10, TransactWriteItems: 15 } as Record<string, number>,
+  dynamoPer100Items: 2,
+  iotPublish: 15,
+  iotRetainedRead: 10,
+};
+
+/**
+ * Bytes a node API answer sends to the internet besides its body: the
+ * response headers, and a TLS connection of its own (the agent's requests
+ * are minutes apart, past any idle timeout): the server's handshake with
+ * its certificate chain, about 4.5 KB for a public ACM certificate. A
+ * resumed session would send less; the model does not count on it.
+ */
+const HEADER_BYTES = 400;
+const TLS_BYTES = 4_500;
 
 const units = (bytes: number) => Math.max(1, Math.ceil(bytes / UNIT));
 
@@ -66,8 +117,42 @@ interface Count {
   apiBytes: number;
   /** of the published, statuses (revision-only ones at most one per agent per interval) */
   statuses: number;
+  /** DynamoDB units, as the stand-in metered them (index writes included) */
+  rru: number;
+  wru: number;
+  /** the functions' log lines, bytes */
+  logBytes: number;
+  /** to the internet: the node API's answers, with headers and TLS */
+  dataOut: number;
+  /** per function: invocations and billed milliseconds (MODEL_MS) */
+  fns: Record<string, { requests: number; ms: number }>;
 }
-const zero = (): Count => ({ published: 0, delivered: 0, iot: 0, invocations: 0, writes: 0, apiBytes: 0, statuses: 0 });
+const zero = (): Count => ({ published: 0, delivered: 0, iot: 0, invocations: 0, writes: 0, apiBytes: 0, statuses: 0, rru: 0, wru: 0, logBytes: 0, dataOut: 0, fns: {} });
+
+/** Which function runs now (the bench runs one invocation at a time), and what it has cost so far. */
+class Invocations {
+  current?: { fn: Fn; ms: number };
+  constructor(private readonly c: () => Count) {}
+
+  async run<T>(fn: Fn, body: () => Promise<T>): Promise<T> {
+    const outer = this.current;
+    this.current = { fn, ms: MODEL_MS.base };
+    try {
+      return await body();
+    } finally {
+      const f = (this.c().fns[fn] ??= { requests: 0, ms: 0 });
+      f.requests++;
+      // Lambda bills each invocation by the millisecond, rounded up.
+      f.ms += Math.ceil(this.current.ms);
+      this.c().invocations++;
+      this.current = outer;
+    }
+  }
+
+  spend(ms: number): void {
+    if (this.current) this.current.ms += ms;
+  }
+}
 
 /** The broker as IoT Core would meter it; exact-topic subscriptions only, as the agents make. */
 class MeterBroker implements Publisher {
@@ -77,16 +162,37 @@ class MeterBroker implements Publisher {
   /** agents' messages wait here until the one being handled is done, as on a real broker */
   private readonly inbox: (() => Promise<void>)[] = [];
   controller!: Controller;
+  readonly calls = new Invocations(() => this.c);
 
   async publish(topic: string, payload: string, retain: boolean): Promise<void> {
     const size = Buffer.byteLength(topic) + Buffer.byteLength(payload);
     this.c.published++;
     this.c.iot += units(Buffer.byteLength(payload)) + (retain ? units(size) : 0);
+    this.calls.spend(MODEL_MS.iotPublish);
     if (retain) {
       if (payload === '') this.retainedMsgs.delete(topic);
       else this.retainedMsgs.set(topic, payload);
     }
     for (const a of this.subs.get(topic) ?? []) this.deliver(a, topic, payload);
+  }
+
+  /** GetRetainedMessage: metered by the size of what it returns. */
+  async retained(topic: string): Promise<string | undefined> {
+    const p = this.retainedMsgs.get(topic);
+    this.c.iot += units(Buffer.byteLength(topic) + Buffer.byteLength(p ?? ''));
+    this.calls.spend(MODEL_MS.iotRetainedRead);
+    return p;
+  }
+
+  /** ListRetainedMessages, pages of 200 summaries (its maximum), each metered by its size. */
+  async listRetained(prefix: string): Promise<{ topic: string }[]> {
+    const all = [...this.retainedMsgs.keys()].filter((t) => t.startsWith(prefix)).map((topic) => ({ topic }));
+    for (let i = 0; i < all.length || i === 0; i += 200) {
+      const page = all.slice(i, i + 200).map(({ topic }) => ({ topic, payloadSize: 300, qos: 1, lastModifiedTime: 1_764_547_200_000 }));
+      this.c.iot += units(Buffer.byteLength(JSON.stringify({ retainedTopics: page, nextToken: 'x'.repeat(64) })));
+      this.calls.spend(MODEL_MS.iotRetainedRead);
+    }
+    return all;
   }
 
   private deliver(a: LightAgent, topic: string, payload: string): void {
@@ -96,9 +202,10 @@ class MeterBroker implements Publisher {
     a.onMessage(topic, payload);
   }
 
+  /** CONNECT: metered with its will; IoT Core runs the custom authorizer on it. */
   connect(a: LightAgent): void {
     this.c.iot += units(Buffer.byteLength(JSON.stringify(a.will)) + 200);
-    this.c.invocations++; // the custom authorizer
+    this.queue(() => a.w.authorize(a.node));
   }
 
   subscribe(a: LightAgent, topics: string[]): void {
@@ -118,13 +225,12 @@ class MeterBroker implements Publisher {
     for (const s of this.subs.values()) s.delete(a);
   }
 
-  /** A message from an agent: metered in, then an IoT rule and a Lambda hand it to the controller. */
+  /** A message from an agent: metered in, then an IoT rule and a Lambda (AgentMessages) hand it to the controller. */
   fromAgent(topic: string, payload: string, retain: boolean): void {
     const size = Buffer.byteLength(topic) + Buffer.byteLength(payload);
     this.c.published++;
     this.c.iot += units(size) + (retain ? units(size) : 0);
-    this.c.invocations++;
-    this.inbox.push(() => this.controller.handleMessage(topic, Buffer.from(payload), 'bench'));
+    this.inbox.push(() => this.calls.run('AgentMessages', () => this.controller.handleMessage(topic, Buffer.from(payload), 'bench')));
   }
 
   queue(task: () => Promise<void>): void {
@@ -154,7 +260,7 @@ class LightAgent {
   constructor(
     readonly node: string,
     private readonly i: number,
-    private readonly w: World,
+    readonly w: World,
   ) {}
 
   get topics(): string[] {
@@ -275,7 +381,7 @@ class LightAgent {
 }
 
 /** Store writes, counted where the controller calls them. */
-function countStoreWrites(store: Store, c: () => Count): void {
+function countStoreWrites(store: DynamoStore, c: () => Count): void {
   for (const m of ['createLease', 'replaceLease', 'renewLease', 'deleteLease', 'putNetwork', 'putStatus'] as const) {
     const orig = (store[m] as (...a: unknown[]) => Promise<unknown>).bind(store);
     (store as unknown as Record<string, unknown>)[m] = async (...a: unknown[]) => {
@@ -291,41 +397,121 @@ class World {
   readonly agents: LightAgent[] = [];
   private clock = Date.parse('2026-12-01T00:00:00Z');
   controller!: Controller;
+  store!: DynamoStore;
   private deps!: NodeApiDeps;
+  /** the functions' log, as they write it (JSON lines, INFO and up): only its bytes are kept */
+  readonly log: Logger = createLogger('twill', 'info', (line) => void (this.broker.c.logBytes += Buffer.byteLength(line) + 1), 'json');
 
   constructor(
-    readonly store: SqliteStore,
+    readonly fake: FakeDynamo,
     private readonly hash: string,
   ) {}
 
   now = () => this.clock;
 
-  async start(): Promise<void> {
-    this.controller = new Controller(this.store, this.broker, { topics: this.topics, log: silentLogger, now: this.now });
+  /** A client whose calls add their in-region latency to the running invocation (MODEL_MS). */
+  private client(): DynamoDBClient {
+    const client = new DynamoDBClient(this.fake.clientConfig);
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const out = await next(args);
+        const op = String(context.commandName).replace(/Command$/, '');
+        const o = (out.output ?? {}) as { Items?: unknown[]; Responses?: Record<string, unknown[]> };
+        const items = o.Items?.length ?? Object.values(o.Responses ?? {}).reduce((n, l) => n + l.length, 0);
+        this.broker.calls.spend((MODEL_MS.dynamo[op] ?? 10) + (MODEL_MS.dynamoPer100Items * items) / 100);
+        return out;
+      },
+      { step: 'initialize', name: 'benchLatency' },
+    );
+    return client;
+  }
+
+  async start(n: number): Promise<void> {
+    const client = this.client();
+    await createTable(client, TABLE);
+    this.store = new DynamoStore({ tableName: TABLE, client });
+    this.controller = new Controller(this.store, this.broker, { topics: this.topics, log: this.log, now: this.now });
     this.controller.api = 'https://node-api.lambda-url.example/';
     this.broker.controller = this.controller;
     countStoreWrites(this.store, () => this.broker.c);
-    this.deps = { store: this.store, credentials: new VerifiedCredentials(this.store), log: silentLogger };
+    // A warm instance's page cache (infra: the node API function keeps it between invocations).
+    this.deps = { store: this.store, credentials: new VerifiedCredentials(this.store), log: this.log, cache: new SnapshotCache(), now: this.now };
     await this.controller.applyNetwork(NET, parseNetConf({ Network: '10.0.0.0/8', SubnetLen: 24, Backend: { Type: 'vxlan' } }));
+    // The network of n-1 members, unmetered: the nodes, their leases (a few
+    // writers at a time, as they all move the network item) and statuses.
+    this.fake.throughput.paused = true;
+    const created = new Date(this.clock).toISOString();
+    const expires = new Date(this.clock + 24 * 3600_000).toISOString();
+    const batch = async (count: number, width: number, each: (i: number) => Promise<unknown>) => {
+      for (let i = 1; i <= count; i += width) await Promise.all(Array.from({ length: Math.min(width, count - i + 1) }, (_, j) => each(i + j)));
+    };
+    await batch(n - 1, 50, (i) => this.addNode(i));
+    await batch(n - 1, 4, (i) => this.store.createLease({
+      network: NET, node: `node-${i}`, subnet: `10.${(i >> 8) & 255}.${i & 255}.0/24`, ipv6Subnet: null, publicIP: this.agents[i - 1]!.hello().publicIP!, publicIPv6: null,
+      backendType: 'vxlan', backendData: this.agents[i - 1]!.hello().backendData ?? {}, expiresAt: expires, createdAt: created,
+    }));
+    await batch(n - 1, 50, (i) => this.store.putStatus({ network: NET, node: `node-${i}`, status: { v: 2, state: 'online', agentVersion: VERSION, backend: 'vxlan', inSync: true, errors: [] }, updatedAt: created }));
+    // What the broker retains for them (own leases, the config), as a running fabric's broker does.
+    await this.controller.republishNetwork(NET);
+    this.fake.throughput.paused = false;
+  }
+
+  /** The custom authorizer on a CONNECT or a refresh: the real one, reading the node from the store. */
+  async authorize(node: string): Promise<void> {
+    await this.broker.calls.run('Authorizer', async () => {
+      const r = await authorize(
+        { protocols: ['mqtt'], protocolData: { mqtt: { username: `${node}?x-amz-customauthorizer-name=twill`, password: Buffer.from(PASSWORD).toString('base64'), clientId: `twill:${NET}:${node}` } }, connectionMetadata: { id: 'bench' } } as Parameters<typeof authorize>[0],
+        { store: this.store, topics: this.topics, log: this.log, region: 'us-east-1', accountId: '123456789012' },
+      );
+      if (!r.isAuthenticated) throw new Error(`the authorizer refused ${node}`);
+    });
   }
 
   async get(node: string, path: string): Promise<unknown> {
     const [p, q] = path.split('?') as [string, string];
-    const r = await handleNodeApi(
+    const r = await this.broker.calls.run('NodeApi', () => handleNodeApi(
       { method: 'GET', path: `/v2/networks/${NET}/${p}`, query: new URLSearchParams(q), headers: { authorization: `Basic ${Buffer.from(`${node}:${PASSWORD}`).toString('base64')}`, 'accept-encoding': 'gzip' } },
       this.deps,
-    );
-    this.broker.c.invocations++;
+    ));
     this.broker.c.apiBytes += r.body.length;
+    this.broker.c.dataOut += r.body.length + HEADER_BYTES + TLS_BYTES;
     if (r.status !== 200) throw new Error(`node API ${path}: HTTP ${r.status} ${r.body.toString()}`);
     return JSON.parse((r.headers['content-encoding'] === 'gzip' ? gunzipSync(r.body) : r.body).toString('utf8'));
+  }
+
+  /** The scheduled task's minute (functions/handlers/schedule.ts): its run lock, expiry, republish check and the fabric's metrics. */
+  async scheduledRun(): Promise<void> {
+    await this.broker.calls.run('Maintenance', async () => {
+      const lock = await this.store.tryLock('schedule/run', 'bench', 300_000, this.clock);
+      if (!lock.acquired) throw new Error('the run lock is held');
+      await this.controller.expire();
+      const republished = await republishStale({ store: this.store, controller: this.controller, broker: this.broker, log: this.log });
+      const { figures } = await readFabric(this.store);
+      const write = (line: string) => void (this.broker.c.logBytes += Buffer.byteLength(line) + 1);
+      for (const f of figures) {
+        emitMetrics({ Stage: 'twill', Network: f.network }, [
+          { name: 'Leases', value: f.leases, unit: 'Count' }, { name: 'FreeSubnets', value: 0, unit: 'Count' },
+          { name: 'AgentsOnline', value: f.agentsOnline, unit: 'Count' }, { name: 'AgentsOutOfSync', value: f.agentsOutOfSync, unit: 'Count' },
+        ], write);
+      }
+      emitMetrics({ Stage: 'twill' }, [{ name: 'ScheduledTaskFailures', value: Object.keys(republished.failed).length, unit: 'Count' }, { name: 'LeasesExpired', value: 0, unit: 'Count' }], write);
+      await this.store.unlock('schedule/run', 'bench');
+    });
+  }
+
+  /** The hourly cleanup of retained topics (RetainedCleanup). */
+  async cleanRun(): Promise<void> {
+    await this.broker.calls.run('Maintenance', async () => {
+      const r = await cleanRetained({ store: this.store, controller: this.controller, broker: this.broker, log: this.log });
+      if (r.deleted.length || Object.keys(r.failed).length) throw new Error(`the cleanup found what it should not: ${JSON.stringify(r).slice(0, 300)}`);
+    });
   }
 
   async addNode(i: number): Promise<LightAgent> {
     const node = `node-${i}`;
     await this.store.putNode({ name: node, network: NET, passwordHash: this.hash, createdAt: new Date(this.clock).toISOString() });
     const a = new LightAgent(node, i, this);
-    this.agents.push(a);
+    this.agents[i - 1] = a;
     return a;
   }
 
@@ -336,15 +522,20 @@ class World {
     await this.broker.settle();
   }
 
-  /** Counts one event: what it publishes, delivers and writes until everything it set off is done. */
+  /** Counts one event: what it publishes, delivers, writes and reads until everything it set off is done. */
   async measure(what: () => Promise<void> | void): Promise<Count> {
     this.clock += 2 * STATUS_EVERY_MS;
     await this.broker.settle();
     this.broker.c = zero();
+    this.fake.throughput.reset();
     await what();
     await this.broker.settle();
     await this.statusInterval();
     const c = this.broker.c;
+    for (const load of this.fake.throughput.loads().values()) {
+      c.rru += load.readUnits;
+      c.wru += load.writeUnits;
+    }
     this.broker.c = zero();
     const net = await this.store.getNetwork(NET);
     const behind = this.agents.filter((a) => a.revision !== net?.revision).length;
@@ -353,19 +544,31 @@ class World {
   }
 }
 
+/** a + k * b, field by field and function by function */
+function plus(a: Count, b: Count, k = 1): Count {
+  const out = zero();
+  for (const key of Object.keys(out) as (keyof Count)[]) if (key !== 'fns') (out[key] as number) = (a[key] as number) + k * (b[key] as number);
+  for (const src of [a, b]) {
+    for (const [fn, f] of Object.entries(src.fns)) {
+      const m = src === a ? 1 : k;
+      const o = (out.fns[fn] ??= { requests: 0, ms: 0 });
+      o.requests += m * f.requests;
+      o.ms += m * f.ms;
+    }
+  }
+  return out;
+}
+
 async function run(n: number, hash: string): Promise<Record<string, Count>> {
-  const dir = mkdtempSync(join(tmpdir(), 'twill-fanout-'));
-  const store = new SqliteStore(join(dir, 'twill.db'));
+  const fake = await startFakeDynamo();
   try {
-    const w = new World(store, hash);
-    await w.start();
-    // The network of N-1 nodes, each agent listed (not counted), then one more joins.
-    for (let i = 1; i < n; i++) await w.controller.join(NET, (await w.addNode(i)).node, w.agents[i - 1]!.hello());
-    const rev = (await store.getNetwork(NET))!.revision;
+    const w = new World(fake, hash);
+    await w.start(n);
+    const rev = (await w.store.getNetwork(NET))!.revision;
     for (const a of w.agents) {
       a.revision = rev;
       a.api = w.controller.api;
-      a.lease = await store.getLease(NET, a.node);
+      a.lease = await w.store.getLease(NET, a.node);
       w.broker.subscribe(a, a.topics);
     }
     await w.statusInterval();
@@ -378,33 +581,60 @@ async function run(n: number, hash: string): Promise<Record<string, Count>> {
       some.disconnect();
       some.connect();
     });
+    out.refresh = await w.measure(() => w.broker.queue(() => w.authorize(some.node)));
     out.poll = await w.measure(() => w.broker.queue(async () => void (await w.get(some.node, `changes?since=${some.revision}`))));
+    out.schedule = await w.measure(() => w.broker.queue(() => w.scheduledRun()));
+    out.clean = await w.measure(() => w.broker.queue(() => w.cleanRun()));
     out.restart = await w.measure(async () => {
-      const fresh = new Controller(store, w.broker, { topics: w.topics, log: silentLogger, now: w.now });
+      const fresh = new Controller(w.store, w.broker, { topics: w.topics, log: w.log, now: w.now });
       fresh.api = w.controller.api;
       await fresh.publishOnStart();
     });
     const leaver = w.agents.pop()!;
     w.broker.drop(leaver);
     out.leave = await w.measure(() => w.broker.queue(async () => void (await w.controller.release(NET, leaver.node))));
-    // A day in steady state, per node: the renewal an hour before expiry, the
-    // reconnect IoT Core forces (its hello renews too), the polls, and the
-    // authorizer's hourly refreshes; per deployment, the scheduled task.
-    const day = zero();
-    for (const k of Object.keys(day) as (keyof Count)[]) {
-      day[k] = n * (out.renewal![k] + out.reconnect![k] + POLLS_PER_DAY * out.poll![k]);
-    }
-    day.invocations += n * AUTHORIZER_REFRESHES_PER_DAY + SCHEDULE_RUNS_PER_DAY;
-    day.iot += SCHEDULE_RUNS_PER_DAY; // its GetRetainedMessage of the network config
-    out.day = day;
+    out.day = dayOf(out, n, POLL_INTERVAL_MINUTES);
     return out;
   } finally {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
+    await fake.close();
   }
 }
 
+/**
+ * A day in steady state. Per node: the renewal an hour before expiry, the
+ * reconnect IoT Core forces (its hello renews too), the polls, and the
+ * authorizer's hourly refreshes. Per deployment: the scheduled task every
+ * minute and the cleanup every hour (whose reads grow with N).
+ */
+function dayOf(out: Record<string, Count>, n: number, pollMinutes: number): Count {
+  let day = zero();
+  day = plus(day, out.renewal!, n);
+  day = plus(day, out.reconnect!, n);
+  day = plus(day, out.poll!, n * pollsPerDay(pollMinutes));
+  day = plus(day, out.refresh!, n * AUTHORIZER_REFRESHES_PER_DAY);
+  day = plus(day, out.schedule!, SCHEDULE_RUNS_PER_DAY);
+  day = plus(day, out.clean!, CLEAN_RUNS_PER_DAY);
+  return day;
+}
+
+/** A month of a day's counts, as bench/cost.ts prices it (nodes connected all month). */
+function monthOf(day: Count, n: number): Usage {
+  const u = emptyUsage();
+  const m = 30;
+  u.iotMessages = day.iot * m;
+  u.iotConnectionMinutes = n * 24 * 60 * m;
+  // each message an agent publishes runs one rule with one action (the Lambda)
+  u.iotRules = (day.fns.AgentMessages?.requests ?? 0) * m;
+  u.functions = Object.entries(day.fns).map(([name, f]): FunctionUse => ({ name, requests: f.requests * m, ms: f.requests ? f.ms / f.requests : 0, memoryMb: MEMORY_MB[name as Fn] }));
+  u.dynamoWru = day.wru * m;
+  u.dynamoRru = day.rru * m;
+  u.logBytes = day.logBytes * m;
+  u.dataOutBytes = day.dataOut * m;
+  return u;
+}
+
 const fmt = (x: number) => (x >= 100 ? Math.round(x).toLocaleString('en-US') : String(Math.round(x * 10) / 10));
+const millions = (x: number) => (x >= 1e6 ? `${(x / 1e6).toFixed(x >= 1e8 ? 0 : 1)} M` : Math.round(x).toLocaleString('en-US'));
 
 async function main(): Promise<void> {
   const hash = await hashPassword(PASSWORD);
@@ -414,15 +644,18 @@ async function main(): Promise<void> {
     results.set(n, await run(n, hash));
     console.error(`N=${n}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   }
-  const events = ['join', 'leave', 'renewal', 'reconnect', 'poll', 'restart', 'day'];
-  const cols: [keyof Count, string][] = [['published', 'published'], ['delivered', 'delivered'], ['iot', 'IoT metered'], ['invocations', 'invocations'], ['writes', 'store writes'], ['apiBytes', 'node API bytes'], ['statuses', 'of which statuses']];
-  console.log('\nbench/fanout: per event, protocol v2 (IoT metered = messages as IoT Core bills them)\n');
+  const events = ['join', 'leave', 'renewal', 'reconnect', 'refresh', 'poll', 'schedule', 'clean', 'restart', 'day'];
+  const cols: [keyof Count, string][] = [
+    ['published', 'published'], ['delivered', 'delivered'], ['iot', 'IoT metered'], ['invocations', 'invocations'], ['writes', 'store writes'],
+    ['wru', 'write units'], ['rru', 'read units'], ['logBytes', 'log bytes'], ['dataOut', 'bytes out'], ['statuses', 'of which statuses'],
+  ];
+  console.log(`\nbench/fanout: per event, protocol v2 (IoT metered = messages as IoT Core bills them; the agent's poll every ${POLL_INTERVAL_MINUTES} to ${2 * POLL_INTERVAL_MINUTES} min)\n`);
   console.log(`| event | N | ${cols.map((c) => c[1]).join(' | ')} |`);
   console.log(`|---|---|${cols.map(() => '---|').join('')}`);
   for (const e of events) {
     for (const n of SIZES) {
       const c = results.get(n)![e]!;
-      console.log(`| ${e} | ${n.toLocaleString('en-US')} | ${cols.map(([k]) => fmt(c[k])).join(' | ')} |`);
+      console.log(`| ${e} | ${n.toLocaleString('en-US')} | ${cols.map(([k]) => fmt(c[k] as number)).join(' | ')} |`);
     }
   }
   console.log('\nper node per day (a day divided by N):\n');
@@ -430,8 +663,39 @@ async function main(): Promise<void> {
   console.log(`|---|${cols.map(() => '---|').join('')}`);
   for (const n of SIZES) {
     const c = results.get(n)!.day!;
-    console.log(`| ${n.toLocaleString('en-US')} | ${cols.map(([k]) => fmt(c[k] / n)).join(' | ')} |`);
+    console.log(`| ${n.toLocaleString('en-US')} | ${cols.map(([k]) => fmt((c[k] as number) / n)).join(' | ')} |`);
   }
+  console.log('\nfunction invocations a day, and their average billed duration (MODEL_MS):\n');
+  const fns = Object.keys(MEMORY_MB);
+  console.log(`| N | ${fns.map((f) => `${f} (${MEMORY_MB[f as Fn]} MB)`).join(' | ')} |`);
+  console.log(`|---|${fns.map(() => '---|').join('')}`);
+  for (const n of SIZES) {
+    const d = results.get(n)!.day!;
+    console.log(`| ${n.toLocaleString('en-US')} | ${fns.map((f) => { const x = d.fns[f]; return x ? `${fmt(x.requests)} × ${fmt(x.ms / x.requests)} ms` : '0'; }).join(' | ')} |`);
+  }
+
+  // The bill: what grows with the fabric, and the fixed costs apart.
+  const months = SIZES.map((n) => ({ n, variable: bill(monthOf(results.get(n)!.day!, n)) }));
+  const fixed = bill(addUsage(emptyUsage(), FIXED));
+  const items = [...new Set([...months.flatMap((m) => Object.keys(m.variable))])];
+  console.log('\na month (30 days), us-east-1 list prices (bench/cost.ts), no free tier; the scheduled task\'s share is in the rows above its fixed costs:\n');
+  console.log(`| item | ${SIZES.map((n) => `N = ${n.toLocaleString('en-US')}`).join(' | ')} |`);
+  console.log(`|---|${SIZES.map(() => '---|').join('')}`);
+  for (const item of items) {
+    if (months.every((m) => (m.variable[item] ?? 0) === 0)) continue;
+    console.log(`| ${item} | ${months.map((m) => dollars(m.variable[item] ?? 0)).join(' | ')} |`);
+  }
+  console.log(`| **with the fabric** | ${months.map((m) => `**${dollars(total(m.variable))}**`).join(' | ')} |`);
+  console.log(`| per node | ${months.map((m) => `${(total(m.variable) / m.n * 100).toFixed(2)} ¢`).join(' | ')} |`);
+  console.log(`| fixed (${Object.entries(fixed).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${dollars(v)}`).join(', ')}) | ${months.map(() => dollars(total(fixed))).join(' | ')} |`);
+  console.log(`| **total** | ${months.map((m) => `**${dollars(total(m.variable) + total(fixed))}**`).join(' | ')} |`);
+  console.log('\nwhat grows with the fabric, by the agents\' poll interval (pollInterval; polls come one to two intervals apart):\n');
+  console.log(`| pollInterval | ${SIZES.map((n) => `N = ${n.toLocaleString('en-US')}`).join(' | ')} |`);
+  console.log(`|---|${SIZES.map(() => '---|').join('')}`);
+  for (const p of OTHER_POLL_INTERVALS) {
+    console.log(`| ${p}m | ${SIZES.map((n) => { const t = total(bill(monthOf(dayOf(results.get(n)!, n, p), n))); return `${dollars(t)} (${(t / n * 100).toFixed(2)} ¢ a node)`; }).join(' | ')} |`);
+  }
+  console.log(`\n(monthly usage: ${months.map((m) => { const u = monthOf(results.get(m.n)!.day!, m.n); return `N=${m.n}: ${millions(u.iotMessages)} IoT messages, ${millions(u.functions.reduce((s, f) => s + f.requests, 0))} invocations, ${millions(u.dynamoRru)} RRU, ${millions(u.dynamoWru)} WRU, ${(u.logBytes / 1024 ** 3).toFixed(2)} GB logs, ${(u.dataOutBytes / 1024 ** 3).toFixed(1)} GB out`; }).join('; ')})`);
 }
 
 await main();
