@@ -28,7 +28,7 @@ export const agentFileSchema = z.strictObject({
   iptablesForwardRules: z.boolean().optional(),
   resyncInterval: z.string().optional(),
   renewMargin: z.string().optional(),
-  /** how often the agent asks the node API for a change its broker may have lost (5m: every 5 to 10 minutes) */
+  /** how often the agent asks the node API for a change its broker may have lost (15m: every 15 to 30 minutes; see pollInterval in docs/serverless.md, What it costs) */
   pollInterval: z.string().optional(),
   /** flanneld's --iface-can-reach: the interface the routes use to reach this address */
   ifaceCanReach: z.string().optional(),
@@ -48,7 +48,10 @@ export const AGENT_DEFAULTS = {
   metricsAddr: '127.0.0.1:9464',
   resyncInterval: '10s',
   renewMargin: '1h',
-  pollInterval: '5m',
+  // The backstop for the rare change no later change reveals (its publish
+  // lost): on IoT Core each poll is a function URL call, and at 5m the polls
+  // were two fifths of a 10,000-node fabric's bill (bench/fanout).
+  pollInterval: '15m',
 };
 
 /** Polling more often than this buys nothing the revision rule does not already give, and loads the node API. */

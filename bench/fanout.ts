@@ -66,7 +66,7 @@ const TABLE = 'twill-fanout';
 const PASSWORD = 'bench-password-shared-by-every-light-agent';
 const UNIT = 5 * 1024;
 /** the agent's pollInterval (cli/agent-flags.ts default), and others to compare the bill with */
-const POLL_INTERVAL_MINUTES = 5;
+const POLL_INTERVAL_MINUTES = 15;
 const OTHER_POLL_INTERVALS = [5, 15, 30];
 /** polls a day: each comes uniformly one to two intervals after the last (agent/watch.ts) */
 const pollsPerDay = (intervalMinutes: number) => (24 * 60) / (intervalMinutes * 1.5);

@@ -118,7 +118,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'state-dir', kind: 'string', arg: 'DIR', default: '/var/lib/twill', help: 'where the agent keeps its lease, VTEP MAC and config', set: field('stateDir') },
   { name: 'metrics-addr', kind: 'string', arg: 'HOST:PORT', default: '127.0.0.1:9464', help: '/healthz, /readyz and /metrics (empty: off)', set: field('metricsAddr') },
   { name: 'resync-interval', kind: 'string', arg: 'DURATION', default: '10s', help: 'how often the kernel and the rules are checked and repaired', set: field('resyncInterval') },
-  { name: 'poll-interval', kind: 'string', arg: 'DURATION', default: '5m', help: 'how often the node API is asked for a change the broker may have lost (at least 30s)', set: field('pollInterval') },
+  { name: 'poll-interval', kind: 'string', arg: 'DURATION', default: '15m', help: 'how often the node API is asked for a change the broker may have lost (at least 30s)', set: field('pollInterval') },
   {
     name: 'log-level', kind: 'string', arg: 'LEVEL', default: 'info', help: 'error, warn, info or debug (also TWILL_LOG_LEVEL)',
     set: (o, v) => {

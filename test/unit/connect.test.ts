@@ -66,8 +66,8 @@ describe('broker connection', () => {
 
 describe('agent config: the node API poll', () => {
   const file = { broker: 'mqtt://127.0.0.1:1883', network: 'net', node: 'n1' };
-  test('every 5 minutes by default; the file or --poll-interval sets it; shorter than 30 s is refused, saying why', () => {
-    assert.equal(agentOptions(file, {}, silentLogger).pollMs, 300_000);
+  test('every 15 minutes by default; the file or --poll-interval sets it; shorter than 30 s is refused, saying why', () => {
+    assert.equal(agentOptions(file, {}, silentLogger).pollMs, 900_000);
     assert.equal(agentOptions({ ...file, pollInterval: '30m' }, {}, silentLogger).pollMs, 1_800_000);
     assert.equal(agentOptions({ ...file, pollInterval: '30m' }, { pollInterval: '1h' }, silentLogger).pollMs, 3_600_000);
     assert.throws(() => agentOptions(file, { pollInterval: '10s' }, silentLogger), /poll interval 10s is too short: at least 30s/);
