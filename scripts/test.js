@@ -52,7 +52,7 @@ if (!sqliteLoads() && spawnSync(process.execPath, [join(import.meta.dirname, 'na
 
 /** Each tier is a folder of test/; the README says what each needs. */
 const TIERS = {
-  unit: 'in-process, no root, no Debian packages: seconds',
+  unit: 'in-process, no root, no Debian packages, no build: the fast loop',
   integration: 'twill processes over real MQTT, Mosquitto, dynalite, the SST check',
   kernel: 'root: network namespaces, real devices, iptables',
   e2e: 'root: hosts as namespaces with CNI pods, and user-mode-linux for ipip and ipsec',
