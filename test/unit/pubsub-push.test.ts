@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FakePushSubscription } from '../fakes/pubsub-push.js';
+import { waitFor } from '../helpers/procs.js';
 
 // Bounded for a hang only: a message never settled.
 describe('Pub/Sub push stand-in', { timeout: 120_000 }, () => {
@@ -69,6 +70,10 @@ describe('Pub/Sub push stand-in', { timeout: 120_000 }, () => {
     sub = new FakePushSubscription({ endpoint: endpoint.url, subscription: SUBSCRIPTION, secondMs: 5, deadLetterPolicy: { deadLetterTopic: 'projects/my-project/topics/dead', maxDeliveryAttempts: 5 } });
     const id = sub.publish('slow');
     assert.equal(await sub.settled(id), 'dead-lettered');
+    // The stand-in settles at the fifth push's deadline; the endpoint reads that
+    // push on a later turn of the event loop than the one this test resumes on
+    // (on a busy machine, several turns later).
+    await waitFor('the endpoint has read all five pushes', () => received.length >= 5);
     assert.deepEqual(sub.deliveriesOf(id).map((d) => [d.attempt, d.result]), [[1, 'deadline'], [2, 'deadline'], [3, 'deadline'], [4, 'deadline'], [5, 'deadline']]);
     assert.deepEqual(received.map((r) => r.body.deliveryAttempt), [1, 2, 3, 4, 5], 'the attempt number rides along with a dead-letter policy');
     assert.deepEqual(sub.deadLettered, [{ messageId: id, data: Buffer.from('slow').toString('base64'), attempts: 5 }]);
