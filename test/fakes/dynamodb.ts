@@ -372,22 +372,26 @@ export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<Fak
     });
   });
 
+  /** A call the stand-in answers itself, under the table lock (exclusive for a transaction). */
+  function serveLocked(req: IncomingMessage, res: ServerResponse, exclusive: boolean, serve: (body: Record<string, unknown>) => Promise<{ status: number; body: unknown }>): void {
+    void (async () => {
+      const body = await readBody(req);
+      const release = await lock.acquire(exclusive);
+      try {
+        const r = await serve(JSON.parse(body) as Record<string, unknown>);
+        send(res, r.status, r.body);
+      } catch (e) {
+        send(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: (e as Error).message });
+      } finally {
+        release();
+      }
+    })();
+  }
+
   function dispatch(req: IncomingMessage, res: ServerResponse): void {
     const op = String(req.headers['x-amz-target'] ?? '').split('.')[1];
     if (op === 'TransactWriteItems') {
-      void (async () => {
-        const body = await readBody(req);
-        const release = await lock.acquire(true);
-        try {
-          const r = await transactWrite(JSON.parse(body) as { TransactItems?: TransactWriteItem[] }, now(req.headers));
-          send(res, r.status, r.body);
-        } catch (e) {
-          send(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: (e as Error).message });
-        } finally {
-          release();
-        }
-      })();
-      return;
+      return serveLocked(req, res, true, (body) => transactWrite(body as { TransactItems?: TransactWriteItem[] }, now(req.headers)));
     }
     if (op === 'UpdateTimeToLive' || op === 'DescribeTimeToLive') {
       void readBody(req).then((text) => {
@@ -406,19 +410,7 @@ export async function startFakeDynamo(opts: FakeDynamoOptions = {}): Promise<Fak
     }
     if (METERED.has(op ?? '') && !throughput.paused) {
       // Metered: admitted or throttled per partition key, then charged (test/fakes/dynamodb-throughput.ts).
-      void (async () => {
-        const body = await readBody(req);
-        const release = await lock.acquire(false);
-        try {
-          const r = await meter.serve(op!, JSON.parse(body) as Record<string, unknown>, now(req.headers));
-          send(res, r.status, r.body);
-        } catch (e) {
-          send(res, 500, { __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: (e as Error).message });
-        } finally {
-          release();
-        }
-      })();
-      return;
+      return serveLocked(req, res, false, (body) => meter.serve(op!, body, now(req.headers)));
     }
     void lock.acquire(false).then((release) => {
       res.once('close', release);

@@ -25,6 +25,12 @@ const CONF = parseNetConf({ Network: '10.0.0.0/16' }, {});
 
 let fake: FakeDynamo | undefined;
 let clientConfig: DynamoDBClientConfig;
+/**
+ * The stand-in's clock while a test runs on simulated time (the wall clock
+ * otherwise): rates per second are then a property of the calls made, not
+ * of how fast this machine happens to make them.
+ */
+let simulatedNow: number | undefined;
 
 before(async () => {
   const external = process.env.TWILL_DYNAMODB_ENDPOINT;
@@ -33,7 +39,7 @@ before(async () => {
     assert.ok(['127.0.0.1', 'localhost', '[::1]'].includes(host), `TWILL_DYNAMODB_ENDPOINT must be on loopback, not ${host}`);
     clientConfig = localClientConfig(external);
   } else {
-    fake = await startFakeDynamo();
+    fake = await startFakeDynamo({ now: () => simulatedNow ?? Date.now() });
     clientConfig = fake.clientConfig;
   }
   const admin = new DynamoDBClient(clientConfig);
@@ -49,7 +55,7 @@ after(async () => {
 });
 
 /** A store with its own client, as each Lambda invocation environment has. */
-function openStore(opts: { ttlGraceSeconds?: number; tableName?: string } = {}): DynamoStore {
+function openStore(opts: { ttlGraceSeconds?: number; tableName?: string; sleep?: (ms: number) => Promise<void> } = {}): DynamoStore {
   return new DynamoStore({ tableName: TABLE, clientConfig, ...opts });
 }
 
@@ -208,7 +214,14 @@ describe('dynamodb: what separate invocations need', () => {
 
   test('a burst past a partition key\'s rate is throttled, sent again with backoff, and every lease and count ends right', { skip: !!process.env.TWILL_DYNAMODB_ENDPOINT && 'needs the fake' }, async () => {
     const n = fresh('net');
-    const stores = Array.from({ length: 12 }, () => openStore());
+    // Simulated time: the clock moves only as the stores back off, so the
+    // twelve writers arrive within one second however slow this machine is.
+    simulatedNow = Date.now();
+    const sleep = async (ms: number) => {
+      simulatedNow! += ms;
+      await new Promise((r) => setImmediate(r));
+    };
+    const stores = Array.from({ length: 12 }, () => openStore({ sleep }));
     const throttledBefore = fake!.throughput.throttled;
     try {
       await stores[0]!.putNetwork(n, CONF, undefined);
@@ -235,6 +248,7 @@ describe('dynamodb: what separate invocations need', () => {
       assert.deepEqual(await stores[0]!.agentCounts(n), { online: 0, outOfSync: 12, offline: 0 });
     } finally {
       fake?.throughput.limits && (fake.throughput.limits = { writeUnitsPerKey: 1000, readUnitsPerKey: 3000 });
+      simulatedNow = undefined;
       await Promise.all(stores.map((s) => s.close()));
     }
   });
