@@ -280,13 +280,13 @@ function start(c: StartCmd): void {
           broker: c.broker, username: node, password: c.password, network: c.network, node, clientId: nodeClientId(topics.prefix, c.network, node),
           topics, log: silentLogger, helloRetryMs: HELLO_RETRY_MS, renewMarginMs: 3600_000, pollMs: 300_000,
           will: { v: 2, state: 'offline', agentVersion: VERSION, errors: [] },
-          hello: counted,
         },
         {
-          onConfig: () => {},
-          onOwn: () => {},
-          onView: () => {},
-          onProblem: (kind, problem) => {
+          hello: counted,
+          sharedConfig: () => {},
+          own: () => {},
+          viewChanged: () => {},
+          problem: (kind, problem) => {
             if (kind === 'session' && problem === undefined) l.sessions++;
           },
         },
