@@ -2,6 +2,13 @@
 // keeps the kernel matching every peer's lease through its backend. It never
 // tears anything down when the broker goes away: the data plane does not
 // depend on the control plane being up.
+//
+// Its parts: the watch (agent/watch/: the view, the broker session, the
+// node API client and the hello schedule) brings the lease, the
+// config and the network's view, and tells the agent through WatchOwner; the
+// backend (agent/backends) programs the kernel; readiness (agent/readiness.ts),
+// the retained status (agent/status.ts) and /healthz, /readyz and /metrics
+// (agent/health.ts) say how it is doing.
 import type { Server } from 'node:http';
 import type { NetConf } from '../core/config.js';
 import { TwillError, errorMessage } from '../core/errors.js';
@@ -28,8 +35,8 @@ import { serveHealth } from './health.js';
 import { familyGaps, readiness, type Readiness } from './readiness.js';
 import { StatusReport } from './status.js';
 import { within } from './timing.js';
-import type { ChangedPeers } from './view.js';
-import { Watch, type WatchOwner } from './watch.js';
+import type { ChangedPeers } from './watch/view.js';
+import { Watch, type WatchOwner } from './watch/watch.js';
 
 export type { Readiness } from './readiness.js';
 
@@ -71,8 +78,6 @@ export interface AgentOptions extends IfaceOptions {
 
 /** how long each step of stop() may take before it is abandoned */
 const STOP_STEP_MS = 2_000;
-/** the state file holding the network's last shared config */
-const CONFIG_STATE = 'config.json';
 const DEFAULT_POLL_MS = 5 * 60_000;
 const CONNECTED_METRIC = ['twill_agent_mqtt_connected', '1 while connected to the broker'] as const;
 
@@ -195,7 +200,7 @@ export class Agent {
     // The backend starts from the last config it ran with, before the broker
     // answers: a data plane that lives in this process (udp) forwards again
     // at once after a restart, and whether the broker is up or not.
-    const savedConfig = this.savedConfig();
+    const savedConfig = this.state.lastConfig(this.opts.network, process.env);
     if (savedConfig) await this.useSharedConfig(savedConfig);
     if (this.opts.metricsAddr) this.metricsServer = await this.serve(this.opts.metricsAddr, '--metrics-addr');
     if (this.opts.healthzAddr) await this.serve(this.opts.healthzAddr, '--healthz-port');
@@ -251,23 +256,10 @@ export class Agent {
     });
   }
 
-  /** The network's config as last received (the shared one: it holds no secrets). */
-  private savedConfig(): NetConf | undefined {
-    const text = this.state.get(CONFIG_STATE);
-    if (!text) return undefined;
-    try {
-      const saved = JSON.parse(text) as { network?: string; config?: unknown };
-      return saved.network === this.opts.network ? parseNetConf(saved.config, process.env, { masked: true }) : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
   private async useSharedConfig(config: NetConf): Promise<void> {
     const changedType = this.config.shared?.Backend.Type !== config.Backend.Type;
     this.config.shared = config;
-    const text = JSON.stringify({ network: this.opts.network, config });
-    if (this.state.get(CONFIG_STATE) !== text) this.state.set(CONFIG_STATE, text);
+    this.state.saveConfig(this.opts.network, config);
     if (!changedType && this.backend) return this.scheduleReconcile('every peer');
     try {
       await this.backend?.close();

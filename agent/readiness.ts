@@ -6,7 +6,7 @@
 import type { NetConf } from '../core/config.js';
 import { backendSpec } from '../core/backends/index.js';
 import type { Lease } from '../core/lease.js';
-import type { View } from './view.js';
+import type { View } from './watch/view.js';
 
 type FamilyGap = `IPv${4 | 6} not carried: ${string}`;
 

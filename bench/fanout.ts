@@ -1,7 +1,7 @@
 // bench/fanout: what one event costs the control plane at N = 100, 1,000 and
 // 10,000 nodes under protocol v2, counted as AWS IoT Core bills it, through
 // the real controller, store (SQLite) and node API router. Light in-process
-// agents speak the agent's side of the protocol (agent/watch.ts): exact
+// agents speak the agent's side of the protocol (agent/watch/): exact
 // subscriptions, hello, list over the node API when they have no view, apply
 // changes in revision order, catch up over the API on a gap, and send a
 // status when its meaning changes (revision-only news at most every 10 minutes).
@@ -48,7 +48,7 @@ const SIZES = (process.argv[2] ?? '100,1000,10000').split(',').map(Number);
 const NET = 'bench';
 const PASSWORD = 'bench-password-shared-by-every-light-agent';
 const UNIT = 5 * 1024;
-/** the agent's periodic poll of the node API: uniformly 5 to 10 minutes (agent/watch.ts) */
+/** the agent's periodic poll of the node API: uniformly 5 to 10 minutes (agent/watch/watch.ts) */
 const POLLS_PER_DAY = (24 * 60) / 7.5;
 const AUTHORIZER_REFRESHES_PER_DAY = 23;
 const SCHEDULE_RUNS_PER_DAY = 24 * 60;

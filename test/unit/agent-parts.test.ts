@@ -1,13 +1,13 @@
 // The agent's rules that need no broker, kernel or clock: when it is ready
 // (agent/readiness.ts), when a session's ends suggest another process with
-// this node's identity, and how long it waits to reconnect (agent/session.ts).
+// this node's identity, and how long it waits to reconnect (agent/watch/session.ts).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseNetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
 import { familyGaps, readiness, type Progress } from '../../agent/readiness.js';
-import { reconnectDelay, ShortSessions } from '../../agent/session.js';
-import type { View } from '../../agent/view.js';
+import { reconnectDelay, ShortSessions } from '../../agent/watch/session.js';
+import type { View } from '../../agent/watch/view.js';
 
 const lease: Lease = {
   network: 'net', node: 'me', subnet: '10.244.3.0/24', ipv6Subnet: null, publicIP: '192.168.1.3', publicIPv6: null,

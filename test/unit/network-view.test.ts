@@ -1,4 +1,4 @@
-// The agent's view of its network (agent/view.ts) on its own, with no broker
+// The agent's view of its network (agent/watch/view.ts) on its own, with no broker
 // and no node API: what the watch hands it (changes from the broker, pages of
 // a snapshot and of the change log) and what it answers. The view an agent
 // programs its kernel from must never miss a peer, never go back to an older
@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Lease } from '../../core/lease.js';
 import type { ChangeMessage } from '../../core/messages.js';
-import { NetworkView } from '../../agent/view.js';
+import { NetworkView } from '../../agent/watch/view.js';
 
 const NET = 'net';
 const SELF = 'me';

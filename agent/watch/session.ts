@@ -5,17 +5,17 @@
 // says (its hello, its retained status, and a last will saying it is
 // offline). It reconnects forever, with backoff, and notices when another
 // process seems to be using this node's identity. Messages are parsed here,
-// at the edge; agent/watch.ts gets them typed.
+// at the edge; agent/watch/watch.ts gets them typed.
 import mqtt from 'mqtt';
-import { errorMessage } from '../core/errors.js';
-import type { Logger } from '../core/log.js';
+import { errorMessage } from '../../core/errors.js';
+import type { Logger } from '../../core/log.js';
 import {
   changesIn, changesMessageSchema, MAX_CHANGES_BYTES, netConfigSchema, nodeLeaseSchema, parseMessage,
   type ChangeMessage, type Hello, type Status,
-} from '../core/messages.js';
-import type { Topics } from '../core/topics.js';
-import { brokerConnection, type BrokerOptions } from './connect.js';
-import { jitter, within } from './timing.js';
+} from '../../core/messages.js';
+import type { Topics } from '../../core/topics.js';
+import { brokerConnection, type BrokerOptions } from '../connect.js';
+import { jitter, within } from '../timing.js';
 
 export interface SessionOptions extends BrokerOptions {
   network: string;

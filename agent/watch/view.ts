@@ -1,7 +1,7 @@
 // The agent's view of its network, as list-then-watch keeps it (Kubernetes
 // informers, flannel's etcd watch): a snapshot of the leases at some revision
 // R, then each change whose revision is the next one. This file is the rule
-// alone, with no broker, no HTTP and no clock: agent/watch.ts feeds it what the
+// alone, with no broker, no HTTP and no clock: agent/watch/watch.ts feeds it what the
 // broker and the node API bring and does what it answers.
 //
 //   - A change that skips a revision (a message a broker lost, or two
@@ -14,8 +14,8 @@
 //     revision) is complete at the oldest page's revision: the changes since
 //     then redo whatever a newer page already had.
 //   - A peer's lease older than the one held is never put back.
-import type { Lease } from '../core/lease.js';
-import type { ChangeMessage } from '../core/messages.js';
+import type { Lease } from '../../core/lease.js';
+import type { ChangeMessage } from '../../core/messages.js';
 
 export type WatchState =
   /** no complete view yet: connecting, waiting for the API's address, or listing */

@@ -6,23 +6,23 @@
 // change log that no longer reaches back means listing again. The view is
 // complete by construction: there is no "wait a while, then go ahead".
 //
-// This file joins the parts and owns no rule of its own: the view's rules
-// (agent/view.ts, pure), the MQTT session (agent/session.ts), the node API
-// client (agent/node-api.ts) and when to say hello (agent/hello.ts). It tells
-// the agent what happened through one interface, WatchOwner.
+// This file joins the parts beside it and owns no rule of its own: the view's
+// rules (view.ts, pure), the MQTT session (session.ts), the node API client
+// (node-api.ts) and when to say hello (hello.ts). It tells the agent what
+// happened through one interface, WatchOwner.
 //
 // A reconnect keeps the view: the agent asks for the changes since its
 // revision, which costs one small request, and nobody else anything.
-import { errorMessage } from '../core/errors.js';
-import type { Lease } from '../core/lease.js';
-import type { Logger } from '../core/log.js';
-import type { Hello, Status } from '../core/messages.js';
-import type { Topics } from '../core/topics.js';
-import type { BrokerOptions } from './connect.js';
+import { errorMessage } from '../../core/errors.js';
+import type { Lease } from '../../core/lease.js';
+import type { Logger } from '../../core/log.js';
+import type { Hello, Status } from '../../core/messages.js';
+import type { Topics } from '../../core/topics.js';
+import type { BrokerOptions } from '../connect.js';
 import { HelloSchedule } from './hello.js';
 import { GoneError, NodeApiClient } from './node-api.js';
 import { BrokerSession, type OwnMessage, type SessionProblem } from './session.js';
-import { jitter } from './timing.js';
+import { jitter } from '../timing.js';
 import { NetworkView, type ChangedPeers, type SnapshotPage, type View } from './view.js';
 
 export type { ChangedPeers, View, WatchState } from './view.js';

@@ -4,9 +4,9 @@
 // topic; until then there is nothing to ask. Every answer is bounded and
 // parsed before it is used: the API is the control plane's, but what comes
 // over a network is checked all the same.
-import { changesPageSchema, snapshotPageSchema } from '../core/messages.js';
-import type { Lease } from '../core/lease.js';
-import type { ChangeMessage } from '../core/messages.js';
+import { changesPageSchema, snapshotPageSchema } from '../../core/messages.js';
+import type { Lease } from '../../core/lease.js';
+import type { ChangeMessage } from '../../core/messages.js';
 
 /** leases or changes per request */
 const PAGE = 1000;

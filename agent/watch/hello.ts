@@ -4,8 +4,8 @@
 // controller refused, and to renew the lease when less than the renewal
 // margin is left of it. The hello itself (what it says) and how it is sent
 // are the caller's: this is only the timing.
-import type { Logger } from '../core/log.js';
-import { jitter } from './timing.js';
+import type { Logger } from '../../core/log.js';
+import { jitter } from '../timing.js';
 
 export interface HelloOptions {
   /** ask again when a hello gets no answer in this time */
