@@ -31,7 +31,7 @@ import { HostRules, removeUnwanted } from './rules.js';
 import { iproute2, type KernelIO } from './kernel/io.js';
 import { iptables, type IptablesIO } from './iptables.js';
 import { NftRules, nft, type NftIO } from './nftables.js';
-import { serveHealth } from './health.js';
+import { serveHealth, type HealthFlag } from './health.js';
 import { familyGaps, readiness, type Readiness } from './readiness.js';
 import { StatusReport } from './status.js';
 import { within } from './timing.js';
@@ -249,11 +249,10 @@ export class Agent {
     };
   }
 
-  private serve(addr: string, flag: '--metrics-addr' | '--healthz-port'): Promise<Server> {
-    return serveHealth(addr, flag, this).then((s) => {
-      this.servers.push(s);
-      return s;
-    });
+  private async serve(addr: string, flag: HealthFlag): Promise<Server> {
+    const server = await serveHealth(addr, flag, this);
+    this.servers.push(server);
+    return server;
   }
 
   private async useSharedConfig(config: NetConf): Promise<void> {

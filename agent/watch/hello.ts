@@ -22,7 +22,8 @@ const REFUSED_RETRY_MS = 10_000;
 
 export class HelloSchedule {
   /**
-   * A hello is outstanding: one was sent (or is due after a refusal) and the
+   * A hello is outstanding: one was sent, or is wanted (after a refusal, or
+   * a retry that found no session: the next session says it), and the
    * controller has not answered yet. Renewal waits for that answer rather
    * than say hello over it.
    */
@@ -58,8 +59,7 @@ export class HelloSchedule {
   /** The controller answered on the own topic: no hello is outstanding. */
   answered(): void {
     this.outstanding = false;
-    clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
+    this.clearRetry();
   }
 
   /** The controller refused this node: ask again later, when the operator may have fixed the cause (added the node, freed a subnet). */
@@ -85,9 +85,14 @@ export class HelloSchedule {
   }
 
   private retryIn(ms: number): void {
-    this.answered();
+    this.clearRetry();
     this.outstanding = true;
     this.retryTimer = setTimeout(() => this.sayHello(), ms);
+  }
+
+  private clearRetry(): void {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
   }
 
   private maybeRenew(): void {

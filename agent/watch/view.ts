@@ -46,7 +46,7 @@ export interface SnapshotPage {
 }
 
 /** changes held while listing or waiting for a missing revision; past this, list again */
-export const MAX_HELD = 100_000;
+const MAX_HELD = 100_000;
 
 export class NetworkView {
   private readonly peerLeases = new Map<string, Lease>();
