@@ -2,9 +2,16 @@
 // keeps the kernel matching every peer's lease through its backend. It never
 // tears anything down when the broker goes away: the data plane does not
 // depend on the control plane being up.
-import { createServer, type Server } from 'node:http';
+//
+// Its parts: the watch (agent/watch/: the view, the broker session, the
+// node API client and the hello schedule) brings the lease, the
+// config and the network's view, and tells the agent through WatchOwner; the
+// backend (agent/backends) programs the kernel; readiness (agent/readiness.ts),
+// the retained status (agent/status.ts) and /healthz, /readyz and /metrics
+// (agent/health.ts) say how it is doing.
+import type { Server } from 'node:http';
 import type { NetConf } from '../core/config.js';
-import { TwillError, errorMessage, listenError } from '../core/errors.js';
+import { TwillError, errorMessage } from '../core/errors.js';
 import type { Lease } from '../core/lease.js';
 import type { Hello, Status } from '../core/messages.js';
 import { parseNetConf } from '../core/config.js';
@@ -13,6 +20,7 @@ import type { Logger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
 import { nodeClientId } from '../core/acl.js';
 import { VERSION } from '../core/version.js';
+import { formatHostPort } from '../core/host-port.js';
 import { backendFactory } from './backends/index.js';
 import type { Backend } from './backends/backend.js';
 import { findExternal, type External, type IfaceOptions } from './iface.js';
@@ -23,7 +31,14 @@ import { HostRules, removeUnwanted } from './rules.js';
 import { iproute2, type KernelIO } from './kernel/io.js';
 import { iptables, type IptablesIO } from './iptables.js';
 import { NftRules, nft, type NftIO } from './nftables.js';
-import { Watch, within } from './watch.js';
+import { serveHealth, type HealthFlag } from './health.js';
+import { familyGaps, readiness, type Readiness } from './readiness.js';
+import { StatusReport } from './status.js';
+import { within } from './timing.js';
+import type { ChangedPeers } from './watch/view.js';
+import { Watch, type WatchOwner } from './watch/watch.js';
+
+export type { Readiness } from './readiness.js';
 
 export interface AgentOptions extends IfaceOptions {
   broker: string;
@@ -63,54 +78,71 @@ export interface AgentOptions extends IfaceOptions {
 
 /** how long each step of stop() may take before it is abandoned */
 const STOP_STEP_MS = 2_000;
-/** the state file holding the network's last shared config */
-const CONFIG_STATE = 'config.json';
-/**
- * A status whose only news is a newer applied revision (a peer came or went)
- * is sent at most this often: each membership change would otherwise cost
- * every member a status, N messages, rule runs and store writes per change
- * (bench/fanout). Falling behind and catching up change the status's meaning
- * (inSync), and those are sent at once; `twill status` shows them.
- */
-const REVISION_STATUS_MS = 10 * 60_000;
+const DEFAULT_POLL_MS = 5 * 60_000;
+const CONNECTED_METRIC = ['twill_agent_mqtt_connected', '1 while connected to the broker'] as const;
+
+/** The network's config, in the two copies that reach the agent. */
+interface NetworkConfig {
+  /**
+   * The copy on the network's shared topic, which every member reads: its
+   * secrets masked. It picks the backend, shapes the hello and the status,
+   * and is saved so the next start has a data plane before the broker answers.
+   */
+  shared?: NetConf;
+  /** The copy on this node's own topic, with the secrets (an ipsec PSK): what the kernel is programmed with once it came. */
+  withSecrets?: NetConf;
+}
 
 /**
- * Readiness, one state at a time: the agent is ready when it holds its lease
- * and has applied a complete view of its network (agent/watch.ts).
+ * The peers whose leases changed since the last kernel pass: the next pass
+ * looks at just those, or at every peer once something broader moved (a
+ * list, the config, the own lease, the periodic resync, a failed pass).
  */
-export type Readiness = 'starting' | 'no lease yet' | `no lease yet: ${string}` | `login refused: ${string}` | 'listing the network' | 'applying' | `IPv${4 | 6} not carried: ${string}` | 'ready';
+class PendingPeers {
+  private every = true;
+  private readonly some = new Set<string>();
+
+  add(changed: ChangedPeers): void {
+    if (changed === 'every peer') this.every = true;
+    else if (!this.every) for (const p of changed) this.some.add(p);
+  }
+
+  /** What the next pass looks at; nothing is pending after. */
+  take(): ChangedPeers {
+    const taken: ChangedPeers = this.every ? 'every peer' : new Set(this.some);
+    this.every = false;
+    this.some.clear();
+    return taken;
+  }
+}
 
 export class Agent {
-  private readonly topics: Topics;
-  private readonly log: Logger;
   private readonly state: StateDir;
   private readonly kernel: KernelIO;
   private readonly iptables: IptablesIO;
   private readonly rules: HostRules;
   readonly metrics = new Metrics();
   private watch?: Watch;
-  private http?: Server;
-  /** the subnets an existing subnet.env names, asked for when the state directory holds no lease */
-  private inherited: { subnet?: string; ipv6Subnet?: string } = {};
+  /** the --metrics-addr server, whose address the command logs */
+  private metricsServer?: Server;
   /** every HTTP server the agent runs (--metrics-addr, --healthz-port), closed on stop */
   private readonly servers: Server[] = [];
+  /** the subnets an existing subnet.env names, asked for when the state directory holds no lease */
+  private inherited: { subnet?: string; ipv6Subnet?: string } = {};
   private external?: External;
   private backend?: Backend;
-  private sharedConfig?: NetConf;
-  private fullConfig?: NetConf;
-  /** the view revision the last pass applied (0: none yet) */
+  private readonly config: NetworkConfig = {};
+  /** the view revision the last kernel pass applied (0: none yet) */
   private appliedRevision = 0;
-  private lastStatus?: Status;
-  private lastStatusAt = 0;
-  private statusTimer?: NodeJS.Timeout;
-  private lastErrors: string[] = [];
-  private problems = new Map<string, string>();
-  private timers: NodeJS.Timeout[] = [];
+  private readonly status: StatusReport;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly pending = new PendingPeers();
+  /** a pass is queued and has not begun: what changes meanwhile joins it */
   private reconcileQueued = false;
-  /** peers changed since the last pass; 'all' asks the backend to compare everything with the kernel */
-  private changed: Set<string> | 'all' = 'all';
-  private rulesLogged = false;
+  /** the pass running or queued last; stop() waits for it */
   private reconciling: Promise<void> = Promise.resolve();
+  /** rules found missing after the first pass are drift, and said so */
+  private rulesLogged = false;
   private stopped = false;
   private fail!: (e: Error) => void;
   private failed = false;
@@ -118,53 +150,35 @@ export class Agent {
   readonly fatal = new Promise<never>((_, reject) => (this.fail = (e) => { this.failed = true; reject(e); }));
 
   constructor(readonly opts: AgentOptions) {
-    this.topics = new Topics(opts.prefix);
-    this.log = opts.log;
     this.state = new StateDir(opts.stateDir);
     this.kernel = opts.kernel ?? iproute2();
     this.iptables = opts.iptables ?? iptables;
     this.rules = new HostRules(this.iptables, new NftRules(opts.nft ?? nft()), this.state);
+    this.status = new StatusReport(opts.log, () => this.composeStatus());
     this.metrics.set('twill_agent_info', 'twill agent version and identity', 1, { version: VERSION, network: opts.network, node: opts.node });
-    this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', 0);
+    this.metrics.set(...CONNECTED_METRIC, 0);
     this.metrics.declare('twill_agent_reconciles_total', 'reconciles of the kernel state');
     this.metrics.declare('twill_agent_reconcile_errors_total', 'reconciles that reported errors');
   }
 
+  private get log(): Logger {
+    return this.opts.log;
+  }
+
   get address(): string | undefined {
-    const a = this.http?.address();
-    return a && typeof a === 'object' ? `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}` : undefined;
+    const a = this.metricsServer?.address();
+    return a && typeof a === 'object' ? formatHostPort(a.address, a.port) : undefined;
   }
 
+  /** Ready, or the first step not reached yet (agent/readiness.ts). */
   readiness(): Readiness {
-    const v = this.watch?.view();
-    if (!v) return 'starting';
-    // A broker that refuses our credentials (removed, rotated) will never
-    // let us renew: not ready, whatever the kernel holds, and say so. One
-    // that is merely away leaves a ready agent ready: the data plane runs on.
-    const session = this.watch?.connected ? undefined : this.problems.get('session');
-    if (session && /Connection refused: (Bad username or password|Not authorized)/.test(session)) return `login refused: ${session} (retrying)`;
-    if (!v.lease) return session ? `no lease yet: ${session} (retrying)` : 'no lease yet';
-    if (v.revision === 0) return 'listing the network';
-    if (this.appliedRevision === 0) return 'applying';
-    // Pods get an address of every family the network enables (subnet.env
-    // says so): the agent is not ready until it carries each of them.
-    const gap = this.familyGaps()[0];
-    if (gap) return gap;
-    return 'ready';
-  }
-
-  /** Each family the network enables that this node does not carry, with why. */
-  private familyGaps(): `IPv${4 | 6} not carried: ${string}`[] {
-    const config = this.sharedConfig;
-    const lease = this.watch?.view().lease;
-    if (!config || !lease) return [];
-    const gaps: `IPv${4 | 6} not carried: ${string}`[] = [];
-    if (config.EnableIPv4 && !lease.subnet) gaps.push('IPv4 not carried: the lease has no IPv4 subnet');
-    if (config.EnableIPv6 && !lease.ipv6Subnet) gaps.push('IPv6 not carried: the lease has no IPv6 subnet');
-    const kernel = backendSpec(config.Backend.Type).programsKernel;
-    if (kernel && config.EnableIPv4 && !lease.publicIP) gaps.push(`IPv4 not carried: no public IPv4 address (on ${this.external?.iface.name ?? 'the interface'}, or --public-ip)`);
-    if (kernel && config.EnableIPv6 && !lease.publicIPv6) gaps.push(`IPv6 not carried: no public IPv6 address (on ${this.external?.iface.name ?? 'the interface'}, or --public-ipv6)`);
-    return gaps;
+    const view = this.watch?.view();
+    return readiness({
+      view,
+      sessionDown: this.watch?.connected ? undefined : this.status.problem('session'),
+      applied: this.appliedRevision,
+      gaps: familyGaps(this.config.shared, view?.lease, this.external?.iface.name),
+    });
   }
 
   isReady(): boolean {
@@ -186,69 +200,66 @@ export class Agent {
     // The backend starts from the last config it ran with, before the broker
     // answers: a data plane that lives in this process (udp) forwards again
     // at once after a restart, and whether the broker is up or not.
-    const savedConfig = this.savedConfig();
-    if (savedConfig) await this.onConfig(savedConfig);
-    if (this.opts.metricsAddr) this.http = await this.startHttp(this.opts.metricsAddr, '--metrics-addr');
-    if (this.opts.healthzAddr) await this.startHttp(this.opts.healthzAddr, '--healthz-port');
+    const savedConfig = this.state.lastConfig(this.opts.network, process.env);
+    if (savedConfig) await this.useSharedConfig(savedConfig);
+    if (this.opts.metricsAddr) this.metricsServer = await this.serve(this.opts.metricsAddr, '--metrics-addr');
+    if (this.opts.healthzAddr) await this.serve(this.opts.healthzAddr, '--healthz-port');
     // A backend that refused this host ends the agent: no session to open.
     if (this.stopped || this.failed) return;
 
-    const offline: Status = { v: 2, state: 'offline', agentVersion: VERSION, errors: [] };
+    const topics = new Topics(this.opts.prefix);
     this.watch = new Watch(
       {
         ...this.opts,
-        clientId: nodeClientId(this.topics.prefix, this.opts.network, this.opts.node),
-        topics: this.topics,
-        pollMs: this.opts.pollMs ?? 5 * 60_000,
-        will: offline,
+        clientId: nodeClientId(topics.prefix, this.opts.network, this.opts.node),
+        topics,
+        pollMs: this.opts.pollMs ?? DEFAULT_POLL_MS,
+        will: offline(),
         previous: previous ?? undefined,
-        hello: (last) => this.hello(last),
       },
-      {
-        onConfig: (config) => {
-          try {
-            // the shared topic's copy: its secrets are masked (the full config comes with our own lease)
-            void this.onConfig(parseNetConf(config, process.env, { masked: true }));
-          } catch (e) {
-            this.log.warn('network config refused', { reason: errorMessage(e) });
-          }
-        },
-        onOwn: (m) => this.onOwn(m),
-        onView: (changed) => {
-          this.metrics.set('twill_agent_peers', 'peer leases known', this.watch?.view().peers.size ?? 0);
-          this.scheduleReconcile(changed === 'all' ? 'all' : changed);
-        },
-        onProblem: (kind, problem) => {
-          if (problem) this.problems.set(kind, problem);
-          else this.problems.delete(kind);
-          this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', this.watch?.connected ? 1 : 0);
-          void this.publishStatus();
-        },
-      },
+      this.watchOwner(),
     );
     this.watch.start();
-    this.timers.push(setInterval(() => this.scheduleReconcile('all'), this.opts.resyncIntervalMs));
-    this.timers.push(setInterval(() => this.metrics.set('twill_agent_mqtt_connected', '1 while connected to the broker', this.watch?.connected ? 1 : 0), 1000));
+    this.timers.push(setInterval(() => this.scheduleReconcile('every peer'), this.opts.resyncIntervalMs));
+    this.timers.push(setInterval(() => this.metrics.set(...CONNECTED_METRIC, this.watch?.connected ? 1 : 0), 1000));
   }
 
-  /** The network's config as last received (the shared one: it holds no secrets). */
-  private savedConfig(): NetConf | undefined {
-    const text = this.state.get(CONFIG_STATE);
-    if (!text) return undefined;
-    try {
-      const saved = JSON.parse(text) as { network?: string; config?: unknown };
-      return saved.network === this.opts.network ? parseNetConf(saved.config, process.env, { masked: true }) : undefined;
-    } catch {
-      return undefined;
-    }
+  /** What the watch tells the agent, and the one thing it asks (what a hello says). */
+  private watchOwner(): WatchOwner {
+    return {
+      hello: (previous) => this.hello(previous),
+      sharedConfig: (config) => {
+        try {
+          // the shared topic's copy: its secrets are masked (the full config comes with our own lease)
+          void this.useSharedConfig(parseNetConf(config, process.env, { masked: true }));
+        } catch (e) {
+          this.log.warn('network config refused', { reason: errorMessage(e) });
+        }
+      },
+      own: (m) => this.onOwn(m),
+      viewChanged: (changed) => {
+        this.metrics.set('twill_agent_peers', 'peer leases known', this.watch?.view().peers.size ?? 0);
+        this.scheduleReconcile(changed);
+      },
+      problem: (kind, problem) => {
+        this.status.setProblem(kind, problem);
+        this.metrics.set(...CONNECTED_METRIC, this.watch?.connected ? 1 : 0);
+        void this.publishStatus();
+      },
+    };
   }
 
-  private async onConfig(config: NetConf): Promise<void> {
-    const changedType = this.sharedConfig?.Backend.Type !== config.Backend.Type;
-    this.sharedConfig = config;
-    const text = JSON.stringify({ network: this.opts.network, config });
-    if (this.state.get(CONFIG_STATE) !== text) this.state.set(CONFIG_STATE, text);
-    if (!changedType && this.backend) return this.scheduleReconcile('all');
+  private async serve(addr: string, flag: HealthFlag): Promise<Server> {
+    const server = await serveHealth(addr, flag, this);
+    this.servers.push(server);
+    return server;
+  }
+
+  private async useSharedConfig(config: NetConf): Promise<void> {
+    const changedType = this.config.shared?.Backend.Type !== config.Backend.Type;
+    this.config.shared = config;
+    this.state.saveConfig(this.opts.network, config);
+    if (!changedType && this.backend) return this.scheduleReconcile('every peer');
     try {
       await this.backend?.close();
       this.backend = await backendFactory(config.Backend.Type)({
@@ -260,10 +271,10 @@ export class Agent {
         kernel: this.kernel,
         blackholeRoute: this.opts.blackholeRoute,
       });
-      if (this.kernelBackends() && !config.EnableNFTables) await removeUnwanted(this.iptables, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
+      if (this.carriesPodTraffic() && !config.EnableNFTables) await removeUnwanted(this.iptables, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
       this.metrics.clear('twill_agent_info');
       this.metrics.set('twill_agent_info', 'twill agent version and identity', 1, { version: VERSION, network: this.opts.network, node: this.opts.node, backend: config.Backend.Type });
-      this.watch?.sendHello();
+      this.watch?.sayHello();
     } catch (e) {
       this.backend = undefined;
       this.reportErrors([errorMessage(e)]);
@@ -274,26 +285,26 @@ export class Agent {
   }
 
   /** Backends that carry pods' traffic get forward and masquerade rules (their spec says; alloc carries none). */
-  private kernelBackends(): boolean {
-    const type = this.sharedConfig?.Backend.Type;
+  private carriesPodTraffic(): boolean {
+    const type = this.config.shared?.Backend.Type;
     return type !== undefined && backendSpec(type).podTraffic;
   }
 
   private onOwn(m: { lease: Lease | null; config?: Record<string, unknown>; error?: string }): void {
     if (m.config) {
       try {
-        this.fullConfig = parseNetConf(m.config);
+        this.config.withSecrets = parseNetConf(m.config);
       } catch (e) {
         this.log.warn('config on the own topic refused', { reason: errorMessage(e) });
       }
     }
     if (m.error) {
-      this.problems.set('controller', m.error);
+      this.status.setProblem('controller', m.error);
       this.log.error('controller refused this node', { reason: m.error });
       void this.publishStatus();
       return;
     }
-    this.problems.delete('controller');
+    this.status.setProblem('controller', undefined);
     if (!m.lease) return;
     const old = this.state.lastLease(this.opts.network, this.opts.node);
     if (old?.subnet !== m.lease.subnet || old?.ipv6Subnet !== m.lease.ipv6Subnet) {
@@ -301,13 +312,13 @@ export class Agent {
     }
     this.state.saveLease(m.lease);
     this.metrics.set('twill_agent_lease_expiry_timestamp_seconds', 'when the lease expires (0: a reservation)', m.lease.expiresAt ? Date.parse(m.lease.expiresAt) / 1000 : 0);
-    this.scheduleReconcile('all');
+    this.scheduleReconcile('every peer');
   }
 
   private hello(last?: Lease): Hello | undefined {
     if (!this.backend || !this.external) return undefined;
     const ext = this.external;
-    const cfg = this.sharedConfig;
+    const cfg = this.config.shared;
     return {
       v: 2,
       agentVersion: VERSION,
@@ -321,9 +332,8 @@ export class Agent {
   }
 
   /** Coalesces bursts (a snapshot of thousands of leases) into one reconcile. */
-  private scheduleReconcile(peers?: ReadonlySet<string> | 'all'): void {
-    if (peers === 'all') this.changed = 'all';
-    else if (peers !== undefined && this.changed !== 'all') for (const p of peers) this.changed.add(p);
+  private scheduleReconcile(changed: ChangedPeers): void {
+    this.pending.add(changed);
     if (this.reconcileQueued || this.stopped) return;
     this.reconcileQueued = true;
     this.reconciling = this.reconciling.then(async () => {
@@ -337,11 +347,10 @@ export class Agent {
     const view = this.watch?.view();
     const lease = view?.lease;
     const backend = this.backend;
-    const config = this.fullConfig ?? this.sharedConfig;
+    const config = this.config.withSecrets ?? this.config.shared;
     if (!view || !lease || !backend || !config) return;
     const errors: string[] = [];
-    const changed = this.changed;
-    this.changed = new Set();
+    const changed = this.pending.take();
     try {
       writeSubnetEnv(this.opts.subnetFile, {
         network: config.EnableIPv4 ? config.Network : undefined,
@@ -357,20 +366,22 @@ export class Agent {
       // partial view, so there is nothing to wait out.
       if (view.revision > 0) {
         const revision = view.revision;
-        const report = await backend.reconcile(config, lease, view.peers, changed === 'all' ? undefined : changed);
+        const every = changed === 'every peer';
+        const report = await backend.reconcile(config, lease, view.peers, every ? undefined : changed);
         errors.push(...report.errors);
-        if (changed === 'all' && this.kernelBackends()) {
+        if (every && this.carriesPodTraffic()) {
           const repaired = await this.rules.ensure(config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules, randomFully: this.opts.masqRandomFully });
           if (repaired.length && this.rulesLogged) this.log.warn(`${config.EnableNFTables ? 'nftables' : 'iptables'} rules were missing and are restored`, { chains: repaired.join(',') });
           this.rulesLogged = true;
         }
-        if (changed === 'all' || this.appliedRevision > 0) this.appliedRevision = revision;
+        // A pass over some peers brings the kernel to the view only once a pass over every peer has.
+        if (every || this.appliedRevision > 0) this.appliedRevision = revision;
       } else {
-        this.changed = 'all';
+        this.pending.add('every peer');
       }
     } catch (e) {
       errors.push(errorMessage(e));
-      this.changed = 'all';
+      this.pending.add('every peer');
     }
     this.metrics.inc('twill_agent_reconciles_total', 'reconciles of the kernel state');
     if (errors.length) this.metrics.inc('twill_agent_reconcile_errors_total', 'reconciles that reported errors');
@@ -380,84 +391,45 @@ export class Agent {
   }
 
   private reportErrors(errors: string[]): void {
-    const fresh = errors.filter((e) => !this.lastErrors.includes(e));
-    for (const e of fresh) this.log.error('agent error', { reason: e });
-    this.lastErrors = errors;
+    this.status.setErrors(errors);
     void this.publishStatus();
   }
 
-  /**
-   * The retained status, sent when its meaning changes (online, in sync or
-   * not, errors, subnet); a newer applied revision alone is sent at most
-   * every REVISION_STATUS_MS, so a busy network costs each agent O(1) status messages.
-   */
-  private async publishStatus(): Promise<void> {
-    const watch = this.watch;
-    if (!watch?.connected) return;
-    const view = watch.view();
-    const status: Status = {
+  private publishStatus(): Promise<void> {
+    return this.status.publish(this.watch);
+  }
+
+  /** The retained status as it stands (its errors are StatusReport's). */
+  private composeStatus(): Omit<Status, 'errors'> {
+    const view = this.watch?.view();
+    return {
       v: 2,
       state: 'online',
       agentVersion: VERSION,
-      backend: this.sharedConfig?.Backend.Type,
-      subnet: view.lease?.subnet ?? null,
-      ipv6Subnet: view.lease?.ipv6Subnet ?? null,
+      backend: this.config.shared?.Backend.Type,
+      subnet: view?.lease?.subnet ?? null,
+      ipv6Subnet: view?.lease?.ipv6Subnet ?? null,
       revision: this.appliedRevision,
-      inSync: this.isReady() && view.state === 'in-sync',
-      peers: view.peers.size,
-      errors: [...this.problems.values(), ...this.lastErrors].slice(0, 32).map((e) => e.slice(0, 1024)),
+      inSync: this.isReady() && view?.state === 'in-sync',
+      peers: view?.peers.size ?? 0,
     };
-    const last = this.lastStatus;
-    const meaning = (x: Status | undefined) => JSON.stringify(x && { ...x, revision: undefined, peers: undefined });
-    if (last && meaning(last) === meaning(status)) {
-      if (last.revision === status.revision && last.peers === status.peers) return;
-      // only the revision moved: at most every REVISION_STATUS_MS
-      const wait = this.lastStatusAt + REVISION_STATUS_MS - Date.now();
-      if (wait > 0) {
-        this.statusTimer ??= setTimeout(() => { this.statusTimer = undefined; void this.publishStatus(); }, wait);
-        return;
-      }
-    }
-    this.lastStatus = status;
-    this.lastStatusAt = Date.now();
-    await watch.publishStatus(status);
-  }
-
-  /** Serves /healthz and /readyz at addr, and /metrics unless this is flanneld's --healthz-port. */
-  private async startHttp(addr: string, flag: '--metrics-addr' | '--healthz-port'): Promise<Server> {
-    const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr);
-    if (!m) throw new Error(`${flag} address ${JSON.stringify(addr)} is not HOST:PORT`);
-    const server = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
-      if (path === '/healthz') {
-        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-      } else if (path === '/readyz') {
-        const r = this.readiness();
-        res.writeHead(r === 'ready' ? 200 : 503, { 'content-type': 'text/plain' }).end(r === 'ready' ? 'ready\n' : `not ready: ${r}\n`);
-      } else if (path === '/metrics' && flag === '--metrics-addr') {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(this.metrics.render());
-      } else {
-        res.writeHead(404).end();
-      }
-    });
-    this.servers.push(server);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (e) => reject(listenError(e, addr, flag)));
-      server.listen(Number(m[3]), m[1] ?? m[2] ?? '127.0.0.1', () => resolve());
-    });
-    return server;
   }
 
   /** Leaves the kernel and subnet.env as they are; tells the broker we are going. */
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
-    if (this.statusTimer) clearTimeout(this.statusTimer);
+    this.status.stop();
     // Every step is bounded: a broker that never acknowledges, or a reconcile
     // stuck on a wedged command, must not keep the process from exiting.
     await within(STOP_STEP_MS, this.reconciling.catch(() => {}));
-    await this.watch?.stop({ v: 2, state: 'offline', agentVersion: VERSION, errors: [] });
+    await this.watch?.stop(offline());
     await this.backend?.close();
     await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
+}
+
+/** The status the broker keeps while the agent is gone (its last will, and its last word). */
+function offline(): Status {
+  return { v: 2, state: 'offline', agentVersion: VERSION, errors: [] };
 }

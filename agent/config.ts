@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parseDuration } from '../core/duration.js';
 import { TwillError } from '../core/errors.js';
+import { formatHostPort } from '../core/host-port.js';
 import { checkName } from '../core/topics.js';
 import type { AgentOptions } from './agent.js';
 import { brokerConnection, type BrokerOptions } from './connect.js';
@@ -42,17 +43,33 @@ export const agentFileSchema = z.strictObject({
 });
 export type AgentFile = z.infer<typeof agentFileSchema>;
 
+/**
+ * What the agent does where neither its config file nor a flag says: the one
+ * table of defaults. agentOptions() fills from it and `twill agent --help`
+ * (cli/agent-flags.ts) shows it, flanneld's flags in their own units.
+ */
 export const AGENT_DEFAULTS = {
   subnetFile: '/run/flannel/subnet.env',
   stateDir: '/var/lib/twill',
   metricsAddr: '127.0.0.1:9464',
+  ipMasq: false,
+  // flanneld's default: --ip-masq-fully-random-disable turns it off
+  ipMasqRandomFully: true,
+  ipBlackholeRoute: false,
+  iptablesForwardRules: true,
+  healthzIP: '0.0.0.0',
+  // 0: no second health server
+  healthzPort: 0,
   resyncInterval: '10s',
   renewMargin: '1h',
   // The backstop for the rare change no later change reveals (its publish
   // lost): on IoT Core each poll is a function URL call, and at 5m the polls
   // were two fifths of a 10,000-node fabric's bill (bench/fanout).
   pollInterval: '15m',
-};
+} as const satisfies Partial<AgentFile>;
+
+/** Ask again when a hello gets no answer in this time (doubling to a minute); no flag sets it. */
+const HELLO_RETRY_MS = 5_000;
 
 /** Polling more often than this buys nothing the revision rule does not already give, and loads the node API. */
 const MIN_POLL_MS = 30_000;
@@ -86,6 +103,8 @@ export function agentOptions(file: Partial<AgentFile>, flags: Partial<AgentFile>
   if (missing.length) throw new TwillError('InvalidConfig', `agent needs ${missing.join(', ')}: give --config FILE (from twill node add) or --${missing[0]}`);
   // A broker the agent could never connect to is refused here, not on every reconnect.
   brokerConnection({ broker: m.broker as string, username: m.username, password: m.password, authorizer: m.authorizer });
+  const d = AGENT_DEFAULTS;
+  const healthzPort = m.healthzPort ?? d.healthzPort;
   return {
     broker: m.broker as string,
     network: checkName('network', m.network as string),
@@ -99,25 +118,20 @@ export function agentOptions(file: Partial<AgentFile>, flags: Partial<AgentFile>
     ifaceCanReach: m.ifaceCanReach,
     publicIP: m.publicIP,
     publicIPv6: m.publicIPv6,
-    subnetFile: m.subnetFile ?? AGENT_DEFAULTS.subnetFile,
-    stateDir: m.stateDir ?? AGENT_DEFAULTS.stateDir,
-    metricsAddr: m.metricsAddr ?? AGENT_DEFAULTS.metricsAddr,
-    ipMasq: m.ipMasq ?? false,
-    masqRandomFully: m.ipMasqRandomFully ?? true,
-    blackholeRoute: m.ipBlackholeRoute ?? false,
-    healthzAddr: m.healthzPort ? hostPort(m.healthzIP ?? '0.0.0.0', m.healthzPort) : undefined,
-    forwardRules: m.iptablesForwardRules ?? true,
-    resyncIntervalMs: parseDuration(m.resyncInterval ?? AGENT_DEFAULTS.resyncInterval, 'resync interval'),
-    renewMarginMs: parseDuration(m.renewMargin ?? AGENT_DEFAULTS.renewMargin, 'renew margin'),
-    helloRetryMs: 5_000,
-    pollMs: pollInterval(m.pollInterval ?? AGENT_DEFAULTS.pollInterval),
+    subnetFile: m.subnetFile ?? d.subnetFile,
+    stateDir: m.stateDir ?? d.stateDir,
+    metricsAddr: m.metricsAddr ?? d.metricsAddr,
+    ipMasq: m.ipMasq ?? d.ipMasq,
+    masqRandomFully: m.ipMasqRandomFully ?? d.ipMasqRandomFully,
+    blackholeRoute: m.ipBlackholeRoute ?? d.ipBlackholeRoute,
+    healthzAddr: healthzPort ? formatHostPort(m.healthzIP ?? d.healthzIP, healthzPort) : undefined,
+    forwardRules: m.iptablesForwardRules ?? d.iptablesForwardRules,
+    resyncIntervalMs: parseDuration(m.resyncInterval ?? d.resyncInterval, 'resync interval'),
+    renewMarginMs: parseDuration(m.renewMargin ?? d.renewMargin, 'renew margin'),
+    helloRetryMs: HELLO_RETRY_MS,
+    pollMs: pollInterval(m.pollInterval ?? d.pollInterval),
     log,
   };
-}
-
-/** HOST:PORT, an IPv6 host in brackets. */
-function hostPort(host: string, port: number): string {
-  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 function pollInterval(text: string): number {

@@ -1,10 +1,14 @@
 // The agent's state directory: which node it is and the last lease it held,
-// so a restart asks for (and gets) the same subnet.
+// so a restart asks for (and gets) the same subnet, and the network's last
+// shared config, so a restart has its data plane before the broker answers.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseNetConf, type NetConf } from '../core/config.js';
 import type { Lease } from '../core/lease.js';
 import { leaseSchema } from '../core/messages.js';
 import { writeFileAtomic } from './subnet-env.js';
+
+const CONFIG_FILE = 'config.json';
 
 export class StateDir {
   constructor(readonly dir: string) {}
@@ -35,6 +39,24 @@ export class StateDir {
 
   saveLease(lease: Lease): void {
     this.write('lease.json', JSON.stringify(lease, null, 2) + '\n');
+  }
+
+  /** The network's shared config as last received (it holds no secrets: they are masked), if it is this network's. */
+  lastConfig(network: string, env: Record<string, string | undefined>): NetConf | undefined {
+    const text = this.get(CONFIG_FILE);
+    if (!text) return undefined;
+    try {
+      const saved = JSON.parse(text) as { network?: string; config?: unknown };
+      return saved.network === network ? parseNetConf(saved.config, env, { masked: true }) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Keeps the network's shared config (secrets masked); written only when it changed. */
+  saveConfig(network: string, config: NetConf): void {
+    const text = JSON.stringify({ network, config });
+    if (this.get(CONFIG_FILE) !== text) this.set(CONFIG_FILE, text);
   }
 
   /** A small named value a backend keeps across restarts (e.g. the VTEP MAC). */

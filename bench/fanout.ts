@@ -4,7 +4,7 @@
 // DynamoDB store and node API router. The store runs against the DynamoDB
 // stand-in (test/fakes/dynamodb.ts), which meters read and write units per
 // call as on-demand DynamoDB does, index writes included. Light in-process
-// agents speak the agent's side of the protocol (agent/watch.ts): exact
+// agents speak the agent's side of the protocol (agent/watch/): exact
 // subscriptions, hello, list over the node API when they have no view, apply
 // changes in revision order, catch up over the API on a gap, and send a
 // status when its meaning changes (revision-only news at most every 10 minutes).
@@ -68,7 +68,7 @@ const UNIT = 5 * 1024;
 /** the agent's pollInterval (cli/agent-flags.ts default), and others to compare the bill with */
 const POLL_INTERVAL_MINUTES = 15;
 const OTHER_POLL_INTERVALS = [5, 15, 30];
-/** polls a day: each comes uniformly one to two intervals after the last (agent/watch.ts) */
+/** polls a day: each comes uniformly one to two intervals after the last (agent/watch/watch.ts) */
 const pollsPerDay = (intervalMinutes: number) => (24 * 60) / (intervalMinutes * 1.5);
 const AUTHORIZER_REFRESHES_PER_DAY = 23;
 const SCHEDULE_RUNS_PER_DAY = 24 * 60;

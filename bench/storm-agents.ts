@@ -1,7 +1,7 @@
 // A worker of bench/storm.ts: many agents in one process, with no backend
 // behind them. It reports to the parent how many hold the view the parent
 // expects, how many hellos they sent, and their subnets. Two kinds:
-//   watch  the agent's real watch (agent/watch.ts): its MQTT session, hello
+//   watch  the agent's real watch (agent/watch/): its MQTT session, hello
 //          and renewal with backoff, list over the node API, changes in
 //          revision order, every message validated, every peer's lease kept
 //   light  the same protocol and the same timers in a few lines, keeping a
@@ -16,7 +16,7 @@ import { silentLogger } from '../core/log.js';
 import type { Hello, Status } from '../core/messages.js';
 import { Topics } from '../core/topics.js';
 import { VERSION } from '../core/version.js';
-import { Watch, type View } from '../agent/watch.js';
+import { Watch, type View } from '../agent/watch/watch.js';
 
 export interface StartCmd {
   cmd: 'start';
@@ -65,7 +65,7 @@ const jitter = (ms: number) => Math.round(ms / 2 + Math.random() * (ms / 2));
 const HELLO_RETRY_MS = 5_000;
 
 /**
- * The light agent: agent/watch.ts's protocol and timers (exact
+ * The light agent: the agent's watch protocol (agent/watch/) and timers (exact
  * subscriptions, a hello on connect asked again after 5-10 s and doubling to
  * 60 s, list then changes, the gap rule, a status when in sync), peers kept
  * as revisions.
@@ -280,13 +280,13 @@ function start(c: StartCmd): void {
           broker: c.broker, username: node, password: c.password, network: c.network, node, clientId: nodeClientId(topics.prefix, c.network, node),
           topics, log: silentLogger, helloRetryMs: HELLO_RETRY_MS, renewMarginMs: 3600_000, pollMs: 300_000,
           will: { v: 2, state: 'offline', agentVersion: VERSION, errors: [] },
-          hello: counted,
         },
         {
-          onConfig: () => {},
-          onOwn: () => {},
-          onView: () => {},
-          onProblem: (kind, problem) => {
+          hello: counted,
+          sharedConfig: () => {},
+          own: () => {},
+          viewChanged: () => {},
+          problem: (kind, problem) => {
             if (kind === 'session' && problem === undefined) l.sessions++;
           },
         },

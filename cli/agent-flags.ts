@@ -7,11 +7,14 @@
 // twill (the Kubernetes and etcd subnet managers, net-config-path) are
 // refused with a sentence saying what twill does instead. One table (FLAGS)
 // makes the parser, the help text and the README's compatibility rows, so
-// they cannot disagree. Pure: the environment is a parameter.
+// they cannot disagree; the defaults help shows are read from the agent's own
+// table (AGENT_DEFAULTS), the one agentOptions() fills from. Pure: the
+// environment is a parameter.
 import { TwillError } from '../core/errors.js';
 import { closestName } from '../core/go-json.js';
 import type { Level as LogLevel } from '../core/log.js';
-import type { AgentFile } from '../agent/config.js';
+import { AGENT_DEFAULTS, type AgentFile } from '../agent/config.js';
+import { parseDuration } from '../core/duration.js';
 
 type Kind = 'string' | 'bool' | 'int' | 'list';
 type Value = string | boolean | number | string[];
@@ -38,7 +41,7 @@ export interface FlagSpec {
   help: string;
   /** set when flanneld has this flag: how twill treats it (and its FLANNELD_* variable) */
   flannel?: FlannelFate;
-  /** the default, as help shows it */
+  /** the default, as help shows it (an option's from AGENT_DEFAULTS, in this flag's unit) */
   default?: string;
   /** puts the value where it belongs; where names the flag or variable it came from, for messages */
   set(out: AgentFlags, v: Value, ctx: { seen: ReadonlySet<string>; where: string }): void;
@@ -54,6 +57,10 @@ const field = <K extends keyof AgentFile>(key: K) => (out: AgentFlags, v: Value)
   const prev = file[key];
   file[key] = Array.isArray(v) && Array.isArray(prev) ? [...(prev as string[]), ...v] : v;
 };
+const D = AGENT_DEFAULTS;
+/** A duration default in a flanneld flag's unit (its seconds or minutes). */
+const inUnits = (duration: string, unitMs: number) => String(parseDuration(duration, 'default') / unitMs);
+
 /** A flag flanneld has and twill refuses: any value but false or empty says why. */
 const refused = (why: string) => (_out: AgentFlags, v: Value, ctx: { where: string }) => {
   if (v === false || v === '') return;
@@ -77,14 +84,14 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'iface-can-reach', kind: 'string', arg: 'ADDR', flannel: 'same', help: 'the interface this host\'s routes use to reach ADDR, as `ip route get ADDR` says', set: field('ifaceCanReach') },
   { name: 'public-ip', kind: 'string', arg: 'IP', flannel: 'same', help: 'the IPv4 address peers reach this host at (default the interface\'s)', set: field('publicIP') },
   { name: 'public-ipv6', kind: 'string', arg: 'IP', flannel: 'same', help: 'the IPv6 address peers reach this host at (default the interface\'s)', set: field('publicIPv6') },
-  { name: 'ip-masq', kind: 'bool', flannel: 'same', default: 'false', help: 'masquerade pods\' traffic leaving the network', set: field('ipMasq') },
+  { name: 'ip-masq', kind: 'bool', flannel: 'same', default: String(D.ipMasq), help: 'masquerade pods\' traffic leaving the network', set: field('ipMasq') },
   {
-    name: 'ip-masq-fully-random-disable', kind: 'bool', flannel: 'same', default: 'false',
+    name: 'ip-masq-fully-random-disable', kind: 'bool', flannel: 'same', default: String(!D.ipMasqRandomFully),
     help: 'masquerade without --random-fully', set: (o, v) => { o.file.ipMasqRandomFully = !(v as boolean); },
   },
-  { name: 'iptables-forward-rules', kind: 'bool', flannel: 'same', default: 'true', help: 'accept the network\'s traffic in FORWARD (for a DROP policy)', set: field('iptablesForwardRules') },
+  { name: 'iptables-forward-rules', kind: 'bool', flannel: 'same', default: String(D.iptablesForwardRules), help: 'accept the network\'s traffic in FORWARD (for a DROP policy)', set: field('iptablesForwardRules') },
   {
-    name: 'iptables-resync', kind: 'int', arg: 'SECONDS', flannel: 'converted', default: '5',
+    name: 'iptables-resync', kind: 'int', arg: 'SECONDS', flannel: 'converted', default: inUnits(D.resyncInterval, 1000),
     help: 'how often the rules are checked: twill checks rules and kernel together, so this sets --resync-interval',
     set: (o, v, { seen }) => {
       if (seen.has('resync-interval')) throw new TwillError('Usage', '--iptables-resync and --resync-interval both set the resync interval: give one');
@@ -92,10 +99,10 @@ export const FLAGS: readonly FlagSpec[] = [
       o.file.resyncInterval = `${v}s`;
     },
   },
-  { name: 'ip-blackhole-route', kind: 'bool', flannel: 'same', default: 'false', help: 'a blackhole route for this node\'s own subnet, so traffic to its unused addresses goes nowhere', set: field('ipBlackholeRoute') },
-  { name: 'subnet-file', kind: 'string', arg: 'FILE', flannel: 'same', default: '/run/flannel/subnet.env', help: 'where subnet.env is written', set: field('subnetFile') },
+  { name: 'ip-blackhole-route', kind: 'bool', flannel: 'same', default: String(D.ipBlackholeRoute), help: 'a blackhole route for this node\'s own subnet, so traffic to its unused addresses goes nowhere', set: field('ipBlackholeRoute') },
+  { name: 'subnet-file', kind: 'string', arg: 'FILE', flannel: 'same', default: D.subnetFile, help: 'where subnet.env is written', set: field('subnetFile') },
   {
-    name: 'subnet-lease-renew-margin', kind: 'int', arg: 'MINUTES', flannel: 'same', default: '60',
+    name: 'subnet-lease-renew-margin', kind: 'int', arg: 'MINUTES', flannel: 'same', default: inUnits(D.renewMargin, 60_000),
     help: 'renew the lease this many minutes before it expires (1 to 1439)',
     set: (o, v, { seen }) => {
       if (seen.has('renew-margin')) throw new TwillError('Usage', '--subnet-lease-renew-margin and --renew-margin both set the renewal margin: give one');
@@ -104,10 +111,10 @@ export const FLAGS: readonly FlagSpec[] = [
       o.file.renewMargin = `${m}m`;
     },
   },
-  { name: 'renew-margin', kind: 'string', arg: 'DURATION', default: '1h', help: 'renew the lease this long before it expires', set: field('renewMargin') },
-  { name: 'healthz-ip', kind: 'string', arg: 'IP', flannel: 'same', default: '0.0.0.0', help: 'where --healthz-port listens', set: (o, v) => { o.file.healthzIP = v as string; } },
+  { name: 'renew-margin', kind: 'string', arg: 'DURATION', default: D.renewMargin, help: 'renew the lease this long before it expires', set: field('renewMargin') },
+  { name: 'healthz-ip', kind: 'string', arg: 'IP', flannel: 'same', default: D.healthzIP, help: 'where --healthz-port listens', set: (o, v) => { o.file.healthzIP = v as string; } },
   {
-    name: 'healthz-port', kind: 'int', arg: 'PORT', flannel: 'same', default: '0',
+    name: 'healthz-port', kind: 'int', arg: 'PORT', flannel: 'same', default: String(D.healthzPort),
     help: 'serve /healthz and /readyz on this port as well (0: not)',
     set: (o, v) => {
       const p = v as number;
@@ -115,10 +122,10 @@ export const FLAGS: readonly FlagSpec[] = [
       o.file.healthzPort = p;
     },
   },
-  { name: 'state-dir', kind: 'string', arg: 'DIR', default: '/var/lib/twill', help: 'where the agent keeps its lease, VTEP MAC and config', set: field('stateDir') },
-  { name: 'metrics-addr', kind: 'string', arg: 'HOST:PORT', default: '127.0.0.1:9464', help: '/healthz, /readyz and /metrics (empty: off)', set: field('metricsAddr') },
-  { name: 'resync-interval', kind: 'string', arg: 'DURATION', default: '10s', help: 'how often the kernel and the rules are checked and repaired', set: field('resyncInterval') },
-  { name: 'poll-interval', kind: 'string', arg: 'DURATION', default: '15m', help: 'how often the node API is asked for a change the broker may have lost (at least 30s)', set: field('pollInterval') },
+  { name: 'state-dir', kind: 'string', arg: 'DIR', default: D.stateDir, help: 'where the agent keeps its lease, VTEP MAC and config', set: field('stateDir') },
+  { name: 'metrics-addr', kind: 'string', arg: 'HOST:PORT', default: D.metricsAddr, help: '/healthz, /readyz and /metrics (empty: off)', set: field('metricsAddr') },
+  { name: 'resync-interval', kind: 'string', arg: 'DURATION', default: D.resyncInterval, help: 'how often the kernel and the rules are checked and repaired', set: field('resyncInterval') },
+  { name: 'poll-interval', kind: 'string', arg: 'DURATION', default: D.pollInterval, help: 'how often the node API is asked for a change the broker may have lost (at least 30s)', set: field('pollInterval') },
   {
     name: 'log-level', kind: 'string', arg: 'LEVEL', default: 'info', help: 'error, warn, info or debug (also TWILL_LOG_LEVEL)',
     set: (o, v) => {

@@ -23,7 +23,8 @@ export interface BackendContext {
   blackholeRoute?: boolean;
 }
 
-export interface ReconcileReport {
+/** What a backend reports of one reconcile (distinct from the kernel pass report it may build on). */
+export interface BackendReport {
   /** problems a person should see in status, one line each (e.g. a peer that is not on-link) */
   errors: string[];
 }
@@ -41,7 +42,7 @@ export interface Backend {
    * last call: a backend may then apply just their entries; without it, the
    * backend compares everything with the kernel (the periodic resync).
    */
-  reconcile(config: NetConf, own: Lease, peers: ReadonlyMap<string, Lease>, changed?: ReadonlySet<string>): Promise<ReconcileReport>;
+  reconcile(config: NetConf, own: Lease, peers: ReadonlyMap<string, Lease>, changed?: ReadonlySet<string>): Promise<BackendReport>;
   /** Stops background work. Never removes kernel state: the data plane outlives the agent. */
   close(): Promise<void>;
 }

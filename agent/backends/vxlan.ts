@@ -12,14 +12,13 @@ import { randomBytes } from 'node:crypto';
 import type { Family } from '../../core/cidr.js';
 import type { NetConf, VxlanBackend } from '../../core/config.js';
 import { TwillError } from '../../core/errors.js';
+import { localUnicastMac, macAddress } from '../../core/mac.js';
 import type { Lease } from '../../core/lease.js';
 import { connectedPrefixes, isOnLink } from '../iface.js';
 import type { DeviceSpec, Entries } from '../kernel/index.js';
 import { ownEntries, subnetBase } from './common.js';
 import type { Backend, BackendContext } from './backend.js';
 import { PeerSync, type PeerEntries } from './peer-sync.js';
-
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 /** A family's device and what it takes from the host and from a peer's lease. */
 const FAMILY = {
@@ -41,10 +40,8 @@ const FAMILY = {
 export function vtepMac(ctx: BackendContext, vni: number, family: Family = 4): string {
   const key = FAMILY[family].macState(vni);
   const saved = ctx.state.get(key);
-  if (saved && MAC_RE.test(saved)) return saved;
-  const b = randomBytes(6);
-  b[0] = ((b[0] as number) & 0xfe) | 0x02;
-  const mac = [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+  if (saved && macAddress(saved) === undefined) return saved;
+  const mac = localUnicastMac(randomBytes(6));
   ctx.state.set(key, mac);
   return mac;
 }
@@ -129,7 +126,7 @@ export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
             continue;
           }
           const peerMac = String(peer.backendData[f.macKey] ?? '');
-          if (peer.backendType !== 'vxlan' || !MAC_RE.test(peerMac)) {
+          if (peer.backendType !== 'vxlan' || macAddress(peerMac) !== undefined) {
             problems.push(`peer ${peer.node} (${via}) published no ${f.macKey}: is its agent running the vxlan backend${family === 6 ? ' with IPv6' : ''}?`);
             continue;
           }

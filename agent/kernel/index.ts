@@ -3,7 +3,7 @@
 
 export * from './types.js';
 export { iproute2, type KernelIO } from './io.js';
-export { reconcile, type ReconcileOptions, type ReconcileReport } from './reconcile.js';
+export { reconcile, type ReconcileOptions, type KernelPassReport } from './reconcile.js';
 export { planReconcile, type Plan, type PlanStep, type Changes, type ChangeSet, type Conflict } from './plan.js';
 export { normalizeState, DEFAULT_VXLAN_PORT } from './desired.js';
 export { readKernel, readLinks, readRoutes, readNeighbours, readFdb, parseLinks, parseRoutes, parseNeighbours, parseFdb, type ReadOptions } from './read.js';

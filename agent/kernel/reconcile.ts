@@ -19,7 +19,8 @@ export interface ReconcileOptions {
   io?: KernelIO;
 }
 
-export interface ReconcileReport {
+/** What one kernel pass found and did: its plan, the batches sent, what failed. */
+export interface KernelPassReport {
   plan: Plan;
   batches: BatchResult[];
   /** every line the kernel or iproute2 refused, across all batches */
@@ -36,7 +37,7 @@ export async function reconcile(
   desired: Partial<KernelState>,
   ownership: Ownership,
   opts: ReconcileOptions = {},
-): Promise<ReconcileReport> {
+): Promise<KernelPassReport> {
   const t0 = performance.now();
   // The dumps run in child processes while the desired state is checked
   // here; a bad desired state then fails before anything is changed.

@@ -1,7 +1,8 @@
 // The vocabulary of the kernel layer: what a backend asks for (specs), what
 // the kernel has (records), and which of the kernel's objects are twill's.
+import type { Family } from '../../core/cidr.js';
 
-export type Family = 4 | 6;
+export type { Family };
 
 /**
  * The routing protocol number stamped on every route twill installs, and the

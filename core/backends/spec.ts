@@ -70,11 +70,3 @@ export function readRouteLimit(f: Fields, ctx: ReadContext): { RouteLimit?: numb
   return {};
 }
 
-const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-
-/** A unicast MAC address in lower case, as the agent writes one: 0e:2a:00:11:22:33. */
-export function macAddress(value: unknown): string | undefined {
-  if (typeof value !== 'string' || !MAC.test(value)) return 'must be a MAC address like 0e:2a:00:11:22:33';
-  if (parseInt(value.slice(0, 2), 16) & 1) return 'must be a unicast MAC address (the first octet even)';
-  return undefined;
-}

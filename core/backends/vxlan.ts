@@ -1,6 +1,7 @@
 // vxlan: flannel.<VNI> (and flannel-v6.<VNI>), one neighbour, fdb entry and
 // route per peer; DirectRouting routes peers on the same link directly.
-import { macAddress, type BackendSpec } from './spec.js';
+import { macAddress } from '../mac.js';
+import type { BackendSpec } from './spec.js';
 
 export interface VxlanBackend {
   Type: 'vxlan';

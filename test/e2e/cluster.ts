@@ -277,7 +277,7 @@ export class Cluster {
    * Every agent named holds `peers` peers and says it is ready (its own
    * metrics and /readyz: the status it publishes reports a change of peers
    * at most once a minute, by design). After a controller restart this
-   * includes the agents' reconnect backoff (up to 30 s, agent/watch.ts) and
+   * includes the agents' reconnect backoff (up to 30 s, agent/watch/session.ts) and
    * a resync; inside a starved UML the whole restart test has taken 175 s, so the bound is
    * only a hang's.
    */

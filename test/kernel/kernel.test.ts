@@ -15,7 +15,7 @@ import {
   type ActualState,
   type KernelState,
   type Ownership,
-  type ReconcileReport,
+  type KernelPassReport,
 } from '../../agent/kernel/index.js';
 
 // In CI the kernel tests run as root and must run: a missing tool fails there rather than skipping.
@@ -92,7 +92,7 @@ function expected(s: KernelState) {
   };
 }
 
-function assertClean(r: ReconcileReport) {
+function assertClean(r: KernelPassReport) {
   assert.deepEqual(r.failures, [], 'no line failed');
   assert.deepEqual(r.plan.conflicts, []);
 }

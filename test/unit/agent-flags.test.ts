@@ -5,6 +5,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FLAGS, agentHelp, envName, parseAgentArgs } from '../../cli/agent-flags.js';
 import { TwillError } from '../../core/errors.js';
+import { silentLogger } from '../../core/log.js';
+import { agentOptions } from '../../agent/config.js';
 
 const refusal = (args: string[], env: Record<string, string> = {}): string => {
   try {
@@ -100,4 +102,21 @@ test('help lists every flag twill takes, from the same table, and names the refu
     if (f.flannel === 'refused') assert.ok(help.includes(`--${f.name},`) || help.includes(`--${f.name} are refused`), f.name);
     else assert.match(help, new RegExp(`^  --${f.name}\\b`, 'm'), f.name);
   }
+});
+
+test('the default help shows for a flag is the one the agent runs with: giving it changes none of the agent\'s options', () => {
+  const base = { broker: 'mqtt://127.0.0.1:1883', network: 'net', node: 'n1' };
+  const none = agentOptions(base, {}, silentLogger);
+  const cliOnly: string[] = [];
+  for (const f of FLAGS.filter((x) => x.default !== undefined)) {
+    const file = parseAgentArgs([`--${f.name}=${f.default}`]).file;
+    if (Object.keys(file).length === 0) {
+      cliOnly.push(f.name);
+      continue;
+    }
+    assert.deepEqual(agentOptions(base, file, silentLogger), none, `--${f.name}=${f.default}`);
+  }
+  // the two that set no agent option at all: the log level
+  assert.deepEqual(cliOnly, ['log-level', 'v']);
+  assert.match(agentHelp(), /--iptables-resync SECONDS\n.*\(default 10\)/);
 });
