@@ -67,6 +67,65 @@ interface Desired {
   initiator: boolean;
 }
 
+type Attempt = (what: string, fn: () => Promise<unknown>) => Promise<void>;
+type Vici = Awaited<ReturnType<Charon['ensure']>>['vici'];
+
+/**
+ * On a pass with no peer change, the kernel's side against what charon
+ * should have installed: each peer's three policies (repaired by a rekey,
+ * or by reloading the connection when there is no SA), the allow and block
+ * policies of the pod network, and no pod-network policy of a peer that is
+ * gone.
+ */
+async function repairPolicies(ctx: BackendContext, vici: Vici, network: string, ownSubnet: string, desired: Map<string, Desired>, established: Set<string>, attempt: Attempt): Promise<void> {
+    const net = parseCidr(network);
+    const inNetwork = (cidr: string) => {
+      const c = parseCidr(cidr);
+      return !!net && !!c && c.family === 4 && contains(net, c);
+    };
+    const policies = await readPolicies();
+    const has = (src: string, dst: string, dir: XfrmPolicy['dir']) => policies.some((p) => p.src === src && p.dst === dst && p.dir === dir && p.action === 'allow' && p.tmpl);
+    for (const [name, d] of desired) {
+      if (has(ownSubnet, d.subnet, 'out') && has(d.subnet, ownSubnet, 'in') && has(d.subnet, ownSubnet, 'fwd')) continue;
+      await attempt(`restoring the policies for ${d.peer.node}`, async () => {
+        // A rekey installs the policies of the new CHILD_SA, all three, before the old one goes.
+        const r = established.has(name) ? await vici.request('rekey', { child: name }) : { matches: '0' };
+        if (r.matches === '0') {
+          // No SA to rekey: reload the connection, which installs its trap policies again.
+          await vici.request('unload-conn', { name });
+          await vici.request('load-conn', { [name]: d.def });
+          if (d.initiator) await vici.request('initiate', { child: name, ike: name, timeout: '-1' });
+        }
+        ctx.log.warn('repaired ipsec policies deleted behind our back', { peer: d.peer.node, subnet: d.subnet });
+      });
+    }
+
+    const wanted: Pick<XfrmPolicy, 'src' | 'dst' | 'dir' | 'action' | 'priority'>[] = [
+      { src: '0.0.0.0/0', dst: ownSubnet, dir: 'out', action: 'allow', priority: ALLOW_PRIORITY },
+      { src: network, dst: network, dir: 'out', action: 'block', priority: BLOCK_PRIORITY },
+    ];
+    for (const w of wanted) {
+      if (policies.some((p) => p.src === w.src && p.dst === w.dst && p.dir === w.dir && p.action === w.action && p.priority === w.priority && !p.tmpl)) continue;
+      await attempt(`installing the ${w.action} policy ${w.src} -> ${w.dst}`, () => updatePolicy(w));
+    }
+
+    // Pod-network policies that belong to no current peer: left by a peer
+    // that went while charon was not told, by a charon that died, or by
+    // this node's previous subnet.
+    const current = new Set([...desired.values()].flatMap((d) => [`${ownSubnet} ${d.subnet}`, `${d.subnet} ${ownSubnet}`]));
+    for (const p of policies) {
+      // the allow policy of a subnet this node held before
+      const oldAllow = p.action === 'allow' && !p.tmpl && p.priority === ALLOW_PRIORITY && p.src === '0.0.0.0/0' && inNetwork(p.dst) && p.dst !== ownSubnet;
+      if (!oldAllow && (!inNetwork(p.src) || !inNetwork(p.dst))) continue;
+      if (current.has(`${p.src} ${p.dst}`)) continue;
+      if (wanted.some((w) => w.src === p.src && w.dst === p.dst && w.dir === p.dir)) continue;
+      await attempt(`removing the stale policy ${p.src} -> ${p.dst} (${p.dir})`, async () => {
+        await deletePolicy(p);
+        ctx.log.info('removed a stale ipsec policy', { src: p.src, dst: p.dst, dir: p.dir });
+      });
+    }
+}
+
 export async function ipsecBackend(ctx: BackendContext): Promise<Backend> {
   const ext = ctx.external;
   const local = ipv4Underlay(ctx, 'ipsec', '');
@@ -175,54 +234,7 @@ export async function ipsecBackend(ctx: BackendContext): Promise<Backend> {
         }
       }
 
-      if (!changed) {
-        const net = parseCidr(config.Network);
-        const inNetwork = (cidr: string) => {
-          const c = parseCidr(cidr);
-          return !!net && !!c && c.family === 4 && contains(net, c);
-        };
-        const policies = await readPolicies();
-        const has = (src: string, dst: string, dir: XfrmPolicy['dir']) => policies.some((p) => p.src === src && p.dst === dst && p.dir === dir && p.action === 'allow' && p.tmpl);
-        for (const [name, d] of desired) {
-          if (has(own.subnet, d.subnet, 'out') && has(d.subnet, own.subnet, 'in') && has(d.subnet, own.subnet, 'fwd')) continue;
-          await attempt(`restoring the policies for ${d.peer.node}`, async () => {
-            // A rekey installs the policies of the new CHILD_SA, all three, before the old one goes.
-            const r = established.has(name) ? await vici.request('rekey', { child: name }) : { matches: '0' };
-            if (r.matches === '0') {
-              // No SA to rekey: reload the connection, which installs its trap policies again.
-              await vici.request('unload-conn', { name });
-              await vici.request('load-conn', { [name]: d.def });
-              if (d.initiator) await vici.request('initiate', { child: name, ike: name, timeout: '-1' });
-            }
-            ctx.log.warn('repaired ipsec policies deleted behind our back', { peer: d.peer.node, subnet: d.subnet });
-          });
-        }
-
-        const wanted: Pick<XfrmPolicy, 'src' | 'dst' | 'dir' | 'action' | 'priority'>[] = [
-          { src: '0.0.0.0/0', dst: own.subnet, dir: 'out', action: 'allow', priority: ALLOW_PRIORITY },
-          { src: config.Network, dst: config.Network, dir: 'out', action: 'block', priority: BLOCK_PRIORITY },
-        ];
-        for (const w of wanted) {
-          if (policies.some((p) => p.src === w.src && p.dst === w.dst && p.dir === w.dir && p.action === w.action && p.priority === w.priority && !p.tmpl)) continue;
-          await attempt(`installing the ${w.action} policy ${w.src} -> ${w.dst}`, () => updatePolicy(w));
-        }
-
-        // Pod-network policies that belong to no current peer: left by a peer
-        // that went while charon was not told, by a charon that died, or by
-        // this node's previous subnet.
-        const current = new Set([...desired.values()].flatMap((d) => [`${own.subnet} ${d.subnet}`, `${d.subnet} ${own.subnet}`]));
-        for (const p of policies) {
-          // the allow policy of a subnet this node held before
-          const oldAllow = p.action === 'allow' && !p.tmpl && p.priority === ALLOW_PRIORITY && p.src === '0.0.0.0/0' && inNetwork(p.dst) && p.dst !== own.subnet;
-          if (!oldAllow && (!inNetwork(p.src) || !inNetwork(p.dst))) continue;
-          if (current.has(`${p.src} ${p.dst}`)) continue;
-          if (wanted.some((w) => w.src === p.src && w.dst === p.dst && w.dir === p.dir)) continue;
-          await attempt(`removing the stale policy ${p.src} -> ${p.dst} (${p.dir})`, async () => {
-            await deletePolicy(p);
-            ctx.log.info('removed a stale ipsec policy', { src: p.src, dst: p.dst, dir: p.dir });
-          });
-        }
-      }
+      if (!changed) await repairPolicies(ctx, vici, config.Network, own.subnet, desired, established, attempt);
       return { errors };
     },
     close: async () => {

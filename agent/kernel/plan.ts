@@ -95,22 +95,13 @@ const RTN_BLACKHOLE = 6;
 const sameRoute = (d: Route, a: RouteRecord) =>
   a.type === (d.blackhole ? RTN_BLACKHOLE : RTN_UNICAST) && !a.multipath && a.dev === d.dev && a.via === d.via && a.onlink === d.onlink;
 
-export function planReconcile(desired: NormalState, actual: ActualState, ownership: Ownership): Plan {
-  checkDesiredOwned(ownership, desired);
-  const proto = routeProtocol(ownership);
-  const changes: Changes = {
-    devices: { add: [], replace: [], remove: [], update: [] },
-    addresses: { add: [], replace: [], remove: [] },
-    routes: { add: [], replace: [], remove: [] },
-    neighbours: { add: [], replace: [], remove: [] },
-    fdb: { add: [], replace: [], remove: [] },
-  };
-  const conflicts: Conflict[] = [];
-  const before: string[] = [];
-  const bridge: string[] = [];
-  const after: string[] = [];
-
-  // ---- devices ----
+/**
+ * The devices' part of a plan: which desired devices a foreign device of the
+ * same name blocks, which devices go (and with them whatever was on them),
+ * and the commands that delete, create and change devices and addresses, in
+ * the order step 1 runs them.
+ */
+function planDevices(desired: NormalState, actual: ActualState, ownership: Ownership, changes: Changes, conflicts: Conflict[]) {
   const linkByName = new Map(actual.links.map((l) => [l.name, l]));
   const owned = actual.links.filter((l) => ownsLink(ownership, l));
   const ownedNames = new Set(owned.map((l) => l.name));
@@ -178,6 +169,27 @@ export function planReconcile(desired: NormalState, actual: ActualState, ownersh
     changes.devices.update.push(d.name);
   }
 
+  return { ownedNames, blocked, gone, commands: [...deviceDels, ...deviceAdds, ...deviceSets, ...addrDels, ...addrAdds, ...ups] };
+}
+
+export function planReconcile(desired: NormalState, actual: ActualState, ownership: Ownership): Plan {
+  checkDesiredOwned(ownership, desired);
+  const proto = routeProtocol(ownership);
+  const changes: Changes = {
+    devices: { add: [], replace: [], remove: [], update: [] },
+    addresses: { add: [], replace: [], remove: [] },
+    routes: { add: [], replace: [], remove: [] },
+    neighbours: { add: [], replace: [], remove: [] },
+    fdb: { add: [], replace: [], remove: [] },
+  };
+  const conflicts: Conflict[] = [];
+  const before: string[] = [];
+  const bridge: string[] = [];
+  const after: string[] = [];
+
+  // ---- devices ----
+  const { ownedNames, blocked, gone, commands: deviceCommands } = planDevices(desired, actual, ownership, changes, conflicts);
+
   // Devices whose neighbours and fdb entries twill manages.
   const managed = new Set([...ownedNames, ...desired.devices.map((d) => d.name)]);
   for (const b of blocked) managed.delete(b);
@@ -223,7 +235,7 @@ export function planReconcile(desired: NormalState, actual: ActualState, ownersh
     before.push(cmd.neighDel(n));
     changes.neighbours.remove.push(neighbourKey(n));
   }
-  before.push(...deviceDels, ...deviceAdds, ...deviceSets, ...addrDels, ...addrAdds, ...ups);
+  before.push(...deviceCommands);
 
   // ---- step 2 ----
   for (const f of fdbDiff.remove) {
