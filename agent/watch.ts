@@ -1,6 +1,6 @@
 // The agent's view of its network, kept by list-then-watch (Kubernetes
 // informers, flannel's etcd watch): subscribe to the network's changes
-// first, list the network over the node API (functions/node-api.ts) at some
+// first, list the network over the node API (control/http/node-api.ts) at some
 // revision R, apply the changes newer than R, and from then on apply each
 // change whose revision is the next one. A change that skips a revision (a
 // message lost by a broker, or published out of order by two controllers)

@@ -37,12 +37,12 @@ import {
 } from '../core/messages.js';
 import { Topics } from '../core/topics.js';
 import { VERSION } from '../core/version.js';
-import { Controller } from '../functions/controller.js';
-import { hashPassword, VerifiedCredentials } from '../functions/credentials.js';
-import { handleNodeApi, type NodeApiDeps } from '../functions/node-api.js';
-import type { Publisher } from '../functions/publish/publisher.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
-import type { Store } from '../functions/store/store.js';
+import { Controller } from '../control/controller/controller.js';
+import { hashPassword, VerifiedCredentials } from '../control/auth/credentials.js';
+import { handleNodeApi, type NodeApiDeps } from '../control/http/node-api.js';
+import type { Publisher } from '../control/publish/publisher.js';
+import { SqliteStore } from '../control/store/sqlite.js';
+import type { Store } from '../control/store/store.js';
 
 const SIZES = (process.argv[2] ?? '100,1000,10000').split(',').map(Number);
 const NET = 'bench';

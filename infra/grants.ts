@@ -4,7 +4,7 @@
 // enforce exactly these (test/fakes/iam.ts fills them with the test's), so a
 // call a function makes without its grant fails a test, not a deployment.
 //
-// Each entry is what a code path of the function calls (grep functions/ for
+// Each entry is what a code path of the function calls (grep control/ and functions/ for
 // `new .*Command(`), as IAM authorizes it:
 // - DynamoDB: every operation is the action of its name on the table's ARN;
 //   a Query on an index is authorized on the index's ARN; BatchGetItem and
@@ -58,8 +58,8 @@ const INTERFACES = 'arn:{partition}:ec2:{region}:{account}:network-interface/*';
 const parameter = (name: 'adminTokenParameter' | 'aliEventTokenParameter') => `arn:{partition}:ssm:{region}:{account}:parameter{${name}}`;
 
 /**
- * The store as the controller uses it (functions/store/dynamo.ts, from
- * functions/controller.ts): consistent item reads, partition queries, and the
+ * The store as the controller uses it (control/store/dynamo.ts, from
+ * control/controller/controller.ts): consistent item reads, partition queries, and the
  * lease transactions (a lease and its subnet claims put or deleted, the
  * network item updated, a change item put), status puts, node updates.
  */
@@ -74,7 +74,7 @@ const storeLists: Grant[] = [
 ];
 /** Publishing retained state (and the live changes) under the prefix. */
 const publish: Grant = { actions: ['iot:Publish', 'iot:RetainPublish'], resources: [TOPICS] };
-/** Reconciling aws-vpc networks (functions/clouds/aws.ts). */
+/** Reconciling aws-vpc networks (control/routes/clouds/aws.ts). */
 const ec2Routes: Grant[] = [
   { actions: ['ec2:DescribeInstances', 'ec2:DescribeRouteTables'], resources: ['*'] },
   { actions: ['ec2:CreateRoute', 'ec2:ReplaceRoute', 'ec2:DeleteRoute'], resources: [ROUTE_TABLES] },
@@ -96,9 +96,9 @@ export const GRANTS = {
     { actions: ['iot:DeleteConnection'], resources: [CLIENTS] },
     { actions: ['ssm:GetParameter'], resources: [parameter('adminTokenParameter')] },
   ],
-  /** The node API (functions/node-api.ts): a node's credentials, its network, the change log and leases, read only. */
+  /** The node API (control/http/node-api.ts): a node's credentials, its network, the change log and leases, read only. */
   NodeApi: [{ actions: ['dynamodb:GetItem', 'dynamodb:Query'], resources: [TABLE] }],
-  /** The IoT custom authorizer (functions/authorizer.ts): one node's credentials, one item. */
+  /** The IoT custom authorizer (control/auth/authorizer.ts): one node's credentials, one item. */
   Authorizer: [{ actions: ['dynamodb:GetItem'], resources: [TABLE] }],
   /** The hello and status rules (functions/handlers/iot.ts): joins, renewals, statuses, the node's own topic and the changes. */
   AgentMessages: [storeOnTable, publish],

@@ -3,7 +3,7 @@
 // OIDC token) and /ali for Alibaba Cloud EventBridge (the shared token).
 // The URL is public (auth "none") because neither pusher can sign an AWS
 // request; the function itself refuses anything without the right token
-// (functions/push-auth.ts).
+// (control/auth/push-auth.ts).
 // It reconciles nothing: an event it accepts goes to the instance-events
 // queue (infra/events.ts) and is acknowledged at once, well within Pub/Sub's
 // ack deadline (10 s by default); the queue's function reconciles it.

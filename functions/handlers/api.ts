@@ -1,12 +1,12 @@
 // Lambda behind a function URL: the admin HTTP API the twill CLI talks to
-// (--api URL). functions/api.ts routes and checks the admin token; this only
+// (--api URL). control/http/api.ts routes and checks the admin token; this only
 // turns the function URL's request into its ApiRequest and back. The token
 // is read from SSM (a SecureString, cached a few minutes), never from code or
 // the function's configuration. Agent configs it issues point at IoT Core
 // over wss with the custom authorizer, so they work as printed.
 import type { LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
-import { encodeForClient, handleApi } from '../api.js';
-import { runtime } from './runtime.js';
+import { encodeForClient, handleApi } from '../../control/http/api.js';
+import { runtime } from '../../control/lambda/runtime.js';
 import { nodeClientId } from '../../core/acl.js';
 
 export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunctionURLResult> {

@@ -1,11 +1,11 @@
 // Lambda: IoT Core's custom authorizer. IoT Core calls it on every MQTT
 // CONNECT (and again every refreshAfterInSeconds on a live connection); the
-// answer is the policy the node gets, from functions/authorizer.ts. The
+// answer is the policy the node gets, from control/auth/authorizer.ts. The
 // policy's ARNs need this function's own region and account, which the
 // invocation context carries.
 import type { Context, IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult } from 'aws-lambda';
-import { authorize } from '../authorizer.js';
-import { runtime } from './runtime.js';
+import { authorize } from '../../control/auth/authorizer.js';
+import { runtime } from '../../control/lambda/runtime.js';
 
 /** arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER] */
 function arnParts(arn: string): { region: string; accountId: string } {

@@ -16,8 +16,8 @@
 // apply. Either way, a lost event costs at most one scheduled reconcile's
 // delay: every event only pokes a full, level-triggered reconcile.
 import type { Context, EventBridgeEvent, SQSBatchResponse, SQSEvent } from 'aws-lambda';
-import { batchReconciler, poke } from './poke.js';
-import { runtime } from './runtime.js';
+import { batchReconciler, poke } from '../../control/lambda/poke.js';
+import { runtime } from '../../control/lambda/runtime.js';
 
 export type Ec2StateChange = EventBridgeEvent<'EC2 Instance State-change Notification', { 'instance-id': string; state: string }>;
 

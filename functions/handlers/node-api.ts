@@ -1,12 +1,12 @@
 // Lambda behind a function URL: the node API agents list their network from
-// (protocol v2). functions/node-api.ts routes and checks the node's own
+// (protocol v2). control/http/node-api.ts routes and checks the node's own
 // credentials against the store; this only turns the function URL's request
 // into its NodeApiRequest and back. Its URL reaches every agent on its own
 // lease topic (TWILL_NODE_API_URL in the other functions' environment).
 import type { LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
-import { VerifiedCredentials } from '../credentials.js';
-import { handleNodeApi, SnapshotCache } from '../node-api.js';
-import { runtime } from './runtime.js';
+import { VerifiedCredentials } from '../../control/auth/credentials.js';
+import { handleNodeApi, SnapshotCache } from '../../control/http/node-api.js';
+import { runtime } from '../../control/lambda/runtime.js';
 
 let credentials: VerifiedCredentials | undefined;
 // Per warm container too: the pages a fleet asks for at once are built once a second.

@@ -1,7 +1,7 @@
 // Lambda behind a function URL: instance events pushed from the other clouds,
 // for the gce and ali-vpc networks run from the same deployment.
 //   POST /gce  a Pub/Sub push of a GCE audit log entry, with Google's OIDC
-//              token (functions/push-auth.ts checks signature, issuer,
+//              token (control/auth/push-auth.ts checks signature, issuer,
 //              audience, service account)
 //   POST /ali  an Alibaba Cloud EventBridge delivery (CloudEvent) of an ECS
 //              state change, with the shared token
@@ -24,9 +24,9 @@
 // the pusher sends it again.
 import type { APIGatewayProxyStructuredResultV2, LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
 import { errorMessage } from '../../core/errors.js';
-import { checkSharedToken, sharedTokenOf, type AuthResult } from '../push-auth.js';
-import { admit } from './poke.js';
-import { runtime } from './runtime.js';
+import { checkSharedToken, sharedTokenOf, type AuthResult } from '../../control/auth/push-auth.js';
+import { admit } from '../../control/lambda/poke.js';
+import { runtime } from '../../control/lambda/runtime.js';
 
 /** SQS's answers to a body it can never carry (too large, characters SQS refuses): the event is poison, not a retry. */
 const NEVER_QUEUED = new Set(['InvalidMessageContents', 'InvalidParameterValue']);

@@ -2,11 +2,11 @@
 // level-triggered loop that events only speed up.
 //   expire     removes leases past their expiry (Controller.expire)
 //   reconcile  reconciles every aws-vpc, gce and ali-vpc network against its
-//              cloud (functions/routes.ts), whatever events were lost
+//              cloud (control/routes/routes.ts), whatever events were lost
 //   republish  republishes a network whose retained manifest on IoT Core is
-//              behind the store (functions/republish.ts)
+//              behind the store (control/tasks/republish.ts)
 //   clean      deletes the retained topics under the deployment's prefix that
-//              the store no longer backs (functions/republish.ts cleanRetained);
+//              the store no longer backs (control/tasks/republish.ts cleanRetained);
 //              it lists the account's retained messages and reads every node
 //              and lease, so infra/schedule.ts runs it hourly, not each minute
 // The schedule's input may name the tasks ({"tasks": ["expire"]}); any
@@ -21,15 +21,15 @@
 import { randomUUID } from 'node:crypto';
 import type { Context, ScheduledEvent } from 'aws-lambda';
 import { errorMessage } from '../../core/errors.js';
-import { isCloudBackend, routeLimit } from '../clouds/cloud.js';
-import { emitMetrics, type MetricValue } from '../emf.js';
-import { readFabric } from '../fabric.js';
-import type { ReconcileReport } from '../routes.js';
-import { CLOUD_OF_BACKEND } from '../clouds/index.js';
-import { cleanRetained, republishStale, type CleanReport, type RepublishReport } from '../republish.js';
-import { batchReconciler } from './poke.js';
+import { isCloudBackend, routeLimit } from '../../control/routes/clouds/cloud.js';
+import { emitMetrics, type MetricValue } from '../../control/metrics/emf.js';
+import { readFabric } from '../../control/metrics/fabric.js';
+import type { ReconcileReport } from '../../control/routes/routes.js';
+import { CLOUD_OF_BACKEND } from '../../control/routes/clouds/index.js';
+import { cleanRetained, republishStale, type CleanReport, type RepublishReport } from '../../control/tasks/republish.js';
+import { batchReconciler } from '../../control/lambda/poke.js';
 import type { Logger } from '../../core/log.js';
-import { runtime, type Runtime } from './runtime.js';
+import { runtime, type Runtime } from '../../control/lambda/runtime.js';
 
 export const TASKS = ['expire', 'reconcile', 'republish', 'clean'] as const;
 export type Task = (typeof TASKS)[number];

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { nodeClientId } from '../../core/acl.js';
 import { parseNetConf } from '../../core/config.js';
-import { addNode } from '../../functions/admin.js';
+import { addNode } from '../../control/http/admin.js';
 import type { FakeIotCore } from '../fakes/iot-core.js';
 import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { metric, startAgent, subnetOf, type AgentProc } from '../helpers/cluster.js';

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GSI1, TTL_ATTRIBUTE, tableDefinition } from '../../functions/store/dynamo.js';
+import { GSI1, TTL_ATTRIBUTE, tableDefinition } from '../../control/store/dynamo.js';
 import { TABLE_SCHEMA } from '../../infra/schema.js';
 import { FUNCTIONS } from '../../infra/grants.js';
 import { ROOT, removeTempDirs, tempDir } from '../helpers/procs.js';

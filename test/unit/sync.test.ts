@@ -1,4 +1,4 @@
-// The controller's sync loop (functions/sync.ts): it republishes exactly the
+// The controller's sync loop (control/tasks/sync.ts): it republishes exactly the
 // writes it did not publish itself, with the real SQLite store and a second
 // handle on the same file standing for the CLI.
 import { after, before, describe, test } from 'node:test';
@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { parseNetConf } from '../../core/config.js';
 import { silentLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
-import { Controller } from '../../functions/controller.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
-import { PublishedWatermark, Sync } from '../../functions/sync.js';
+import { Controller } from '../../control/controller/controller.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
+import { PublishedWatermark, Sync } from '../../control/tasks/sync.js';
 import { RecordingPublisher } from '../helpers/recording-publisher.js';
 
 const topics = new Topics();
