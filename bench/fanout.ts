@@ -17,7 +17,7 @@
 // and CONNACK are free.
 //
 // Invocations: each message an agent publishes runs an IoT rule and a Lambda
-// (functions/handlers/iot.ts); each node API request is one function URL
+// (functions/iot.ts); each node API request is one function URL
 // call; the custom authorizer runs on every CONNECT and once an hour on a live
 // connection (refreshAfterInSeconds 3600); IoT Core ends every connection
 // after a day (disconnectAfterInSeconds 86,400), and the broker then

@@ -8,7 +8,7 @@ import { realtime } from './realtime.js';
 import { nodeApiEnvironment } from './node-api.js';
 
 export const api = new sst.aws.Function('Api', {
-  handler: 'functions/handlers/api.handler',
+  handler: 'functions/api.handler',
   ...defaults,
   // No CORS: the CLI is not a browser, and the dashboard is served by this
   // same function (<url>/dashboard/), so its calls are same-origin.

@@ -84,7 +84,7 @@ const ec2Routes: Grant[] = [
 
 export const GRANTS = {
   /**
-   * The admin API (functions/handlers/api.ts): the whole store, removing a
+   * The admin API (functions/api.ts): the whole store, removing a
    * network's leftover items with BatchWriteItem (deleteNetwork), publishing,
    * disconnecting a removed or rotated node, and reading the admin token.
    */
@@ -100,10 +100,10 @@ export const GRANTS = {
   NodeApi: [{ actions: ['dynamodb:GetItem', 'dynamodb:Query'], resources: [TABLE] }],
   /** The IoT custom authorizer (control/auth/authorizer.ts): one node's credentials, one item. */
   Authorizer: [{ actions: ['dynamodb:GetItem'], resources: [TABLE] }],
-  /** The hello and status rules (functions/handlers/iot.ts): joins, renewals, statuses, the node's own topic and the changes. */
+  /** The hello and status rules (functions/iot.ts): joins, renewals, statuses, the node's own topic and the changes. */
   AgentMessages: [storeOnTable, publish],
   /**
-   * GCE and Alibaba instance events (functions/handlers/push.ts): it checks
+   * GCE and Alibaba instance events (functions/push.ts): it checks
    * the caller (Alibaba's shared token) and queues the event, reconciling
    * nothing: no table, no cloud, no IoT.
    */
@@ -111,10 +111,10 @@ export const GRANTS = {
     { actions: ['sqs:SendMessage'], resources: ['arn:{partition}:sqs:{region}:{account}:{eventsQueue}'] },
     { actions: ['ssm:GetParameter'], resources: [parameter('aliEventTokenParameter')] },
   ],
-  /** Instance events from the queue (functions/handlers/cloud-events.ts): EC2's, and those the push function queued; the reconcile of their networks. */
+  /** Instance events from the queue (functions/cloud-events.ts): EC2's, and those the push function queued; the reconcile of their networks. */
   InstanceEvents: [storeOnTable, ...storeLists, publish, ...ec2Routes],
   /**
-   * The schedule (functions/handlers/schedule.ts): expiry, every cloud
+   * The schedule (functions/schedule.ts): expiry, every cloud
    * network's reconcile, the republish that reads each network's retained
    * config and lists the account's retained topics to clear those the store
    * no longer backs (issue 20; the list takes "*" only, so it is filtered by

@@ -12,7 +12,7 @@ import { instanceEvents } from './events.js';
 import { defaults, environment, permissions } from './functions.js';
 
 export const push = new sst.aws.Function('Push', {
-  handler: 'functions/handlers/push.handler',
+  handler: 'functions/push.handler',
   ...defaults,
   // Past this an answer is too late for Pub/Sub anyway (its default ack
   // deadline); the work is a token check (a Google key fetch at most) and one

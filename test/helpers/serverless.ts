@@ -15,7 +15,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context, LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
-import { handler as nodeApiHandler } from '../../functions/handlers/node-api.js';
+import { handler as nodeApiHandler } from '../../functions/node-api.js';
 import { Topics } from '../../core/topics.js';
 import { createRuntime, readEnv, resetRuntime, withRuntime, type Runtime } from '../../control/lambda/runtime.js';
 import { createTable, DynamoStore } from '../../control/store/dynamo.js';

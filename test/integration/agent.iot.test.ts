@@ -18,7 +18,7 @@ import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { metric, startAgent, subnetOf, type AgentProc } from '../helpers/cluster.js';
 import { removeTempDirs, tempDir, waitFor } from '../helpers/procs.js';
 import { ADMIN_TOKEN, AUTHORIZER, PREFIX, urlEvent, type ServerlessWorld } from '../helpers/serverless.js';
-import { handler as apiHandler } from '../../functions/handlers/api.js';
+import { handler as apiHandler } from '../../functions/api.js';
 
 describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
   let dir: string;

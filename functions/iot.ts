@@ -8,7 +8,7 @@
 // retries are never spent on it, and a hello lost to an outage is sent again
 // by the agent, which repeats an unanswered hello.
 import type { IoTEvent } from 'aws-lambda';
-import { runtime } from '../../control/lambda/runtime.js';
+import { runtime } from '../control/lambda/runtime.js';
 
 /** What the rule's SELECT produces. */
 export interface IotRuleMessage {

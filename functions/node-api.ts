@@ -4,9 +4,9 @@
 // into its NodeApiRequest and back. Its URL reaches every agent on its own
 // lease topic (TWILL_NODE_API_URL in the other functions' environment).
 import type { LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
-import { VerifiedCredentials } from '../../control/auth/credentials.js';
-import { handleNodeApi, SnapshotCache } from '../../control/http/node-api.js';
-import { runtime } from '../../control/lambda/runtime.js';
+import { VerifiedCredentials } from '../control/auth/credentials.js';
+import { handleNodeApi, SnapshotCache } from '../control/http/node-api.js';
+import { runtime } from '../control/lambda/runtime.js';
 
 let credentials: VerifiedCredentials | undefined;
 // Per warm container too: the pages a fleet asks for at once are built once a second.

@@ -20,16 +20,16 @@
 // that died keeps it only until its timeout.
 import { randomUUID } from 'node:crypto';
 import type { Context, ScheduledEvent } from 'aws-lambda';
-import { errorMessage } from '../../core/errors.js';
-import { isCloudBackend, routeLimit } from '../../control/routes/clouds/cloud.js';
-import { emitMetrics, type MetricValue } from '../../control/metrics/emf.js';
-import { readFabric } from '../../control/metrics/fabric.js';
-import type { ReconcileReport } from '../../control/routes/routes.js';
-import { CLOUD_OF_BACKEND } from '../../control/routes/clouds/index.js';
-import { cleanRetained, republishStale, type CleanReport, type RepublishReport } from '../../control/tasks/republish.js';
-import { batchReconciler } from '../../control/lambda/poke.js';
-import type { Logger } from '../../core/log.js';
-import { runtime, type Runtime } from '../../control/lambda/runtime.js';
+import { errorMessage } from '../core/errors.js';
+import { isCloudBackend, routeLimit } from '../control/routes/clouds/cloud.js';
+import { emitMetrics, type MetricValue } from '../control/metrics/emf.js';
+import { readFabric } from '../control/metrics/fabric.js';
+import type { ReconcileReport } from '../control/routes/routes.js';
+import { CLOUD_OF_BACKEND } from '../control/routes/clouds/index.js';
+import { cleanRetained, republishStale, type CleanReport, type RepublishReport } from '../control/tasks/republish.js';
+import { batchReconciler } from '../control/lambda/poke.js';
+import type { Logger } from '../core/log.js';
+import { runtime, type Runtime } from '../control/lambda/runtime.js';
 
 export const TASKS = ['expire', 'reconcile', 'republish', 'clean'] as const;
 export type Task = (typeof TASKS)[number];

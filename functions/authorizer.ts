@@ -4,8 +4,8 @@
 // policy's ARNs need this function's own region and account, which the
 // invocation context carries.
 import type { Context, IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult } from 'aws-lambda';
-import { authorize } from '../../control/auth/authorizer.js';
-import { runtime } from '../../control/lambda/runtime.js';
+import { authorize } from '../control/auth/authorizer.js';
+import { runtime } from '../control/lambda/runtime.js';
 
 /** arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER] */
 function arnParts(arn: string): { region: string; accountId: string } {

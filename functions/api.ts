@@ -5,9 +5,9 @@
 // the function's configuration. Agent configs it issues point at IoT Core
 // over wss with the custom authorizer, so they work as printed.
 import type { LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
-import { encodeForClient, handleApi } from '../../control/http/api.js';
-import { runtime } from '../../control/lambda/runtime.js';
-import { nodeClientId } from '../../core/acl.js';
+import { encodeForClient, handleApi } from '../control/http/api.js';
+import { runtime } from '../control/lambda/runtime.js';
+import { nodeClientId } from '../core/acl.js';
 
 export async function handler(event: LambdaFunctionURLEvent): Promise<LambdaFunctionURLResult> {
   const rt = runtime();

@@ -1,7 +1,7 @@
 // Lambda: instance events, from the instance-events queue (infra/events.ts):
 // EC2 state changes (EventBridge's rule on the default bus sends them there)
 // and the GCE Pub/Sub pushes and Alibaba EventBridge deliveries the push
-// function checked and queued (functions/handlers/push.ts). It takes them in
+// function checked and queued (functions/push.ts). It takes them in
 // batches, so
 //   - a burst (an auto scaling group launching twenty instances) becomes one
 //     reconcile per network, not twenty;
@@ -16,8 +16,8 @@
 // apply. Either way, a lost event costs at most one scheduled reconcile's
 // delay: every event only pokes a full, level-triggered reconcile.
 import type { Context, EventBridgeEvent, SQSBatchResponse, SQSEvent } from 'aws-lambda';
-import { batchReconciler, poke } from '../../control/lambda/poke.js';
-import { runtime } from '../../control/lambda/runtime.js';
+import { batchReconciler, poke } from '../control/lambda/poke.js';
+import { runtime } from '../control/lambda/runtime.js';
 
 export type Ec2StateChange = EventBridgeEvent<'EC2 Instance State-change Notification', { 'instance-id': string; state: string }>;
 

@@ -11,7 +11,7 @@
 // deadline (10 s by default) or Pub/Sub delivers it again, concurrently with
 // the first; a reconcile waits for the cloud's operations (an Alibaba route
 // entry takes its time to settle) and must not race its own duplicates. From
-// the queue, functions/handlers/cloud-events.ts reconciles each network once
+// the queue, functions/cloud-events.ts reconciles each network once
 // per batch, a failure is retried by SQS (after the visibility timeout, then
 // the dead-letter queue), never by the pusher, and the per-VPC lock holds
 // across function instances.
@@ -23,10 +23,10 @@
 // reconcile covers what it was about; 503 when the queue did not take it, so
 // the pusher sends it again.
 import type { APIGatewayProxyStructuredResultV2, LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
-import { errorMessage } from '../../core/errors.js';
-import { checkSharedToken, sharedTokenOf, type AuthResult } from '../../control/auth/push-auth.js';
-import { admit } from '../../control/lambda/poke.js';
-import { runtime } from '../../control/lambda/runtime.js';
+import { errorMessage } from '../core/errors.js';
+import { checkSharedToken, sharedTokenOf, type AuthResult } from '../control/auth/push-auth.js';
+import { admit } from '../control/lambda/poke.js';
+import { runtime } from '../control/lambda/runtime.js';
 
 /** SQS's answers to a body it can never carry (too large, characters SQS refuses): the event is poison, not a retry. */
 const NEVER_QUEUED = new Set(['InvalidMessageContents', 'InvalidParameterValue']);
