@@ -323,10 +323,9 @@ async function storm(layout: string, Store: StoreClass): Promise<Result> {
         stores.push(store);
         const inst: Instance = {
           pool, clock: 0, busy: false, store,
-          controller: new Controller(store, publisher, { topics, log: silentLogger, now: () => als.getStore()?.clock ?? 0 }),
+          controller: new Controller(store, publisher, { topics, log: silentLogger, now: () => als.getStore()?.clock ?? 0, api: 'https://node-api.lambda-url.example/' }),
           api: { store, credentials: new VerifiedCredentials(store), log: silentLogger, cache: new SnapshotCache(), now: () => als.getStore()?.clock ?? 0 },
         };
-        inst.controller.api = 'https://node-api.lambda-url.example/';
         sim.instances.push(inst);
       }
     }

@@ -301,8 +301,7 @@ class World {
   now = () => this.clock;
 
   async start(): Promise<void> {
-    this.controller = new Controller(this.store, this.broker, { topics: this.topics, log: silentLogger, now: this.now });
-    this.controller.api = 'https://node-api.lambda-url.example/';
+    this.controller = new Controller(this.store, this.broker, { topics: this.topics, log: silentLogger, now: this.now, api: 'https://node-api.lambda-url.example/' });
     this.broker.controller = this.controller;
     countStoreWrites(this.store, () => this.broker.c);
     this.deps = { store: this.store, credentials: new VerifiedCredentials(this.store), log: silentLogger };
@@ -380,8 +379,7 @@ async function run(n: number, hash: string): Promise<Record<string, Count>> {
     });
     out.poll = await w.measure(() => w.broker.queue(async () => void (await w.get(some.node, `changes?since=${some.revision}`))));
     out.restart = await w.measure(async () => {
-      const fresh = new Controller(store, w.broker, { topics: w.topics, log: silentLogger, now: w.now });
-      fresh.api = w.controller.api;
+      const fresh = new Controller(store, w.broker, { topics: w.topics, log: silentLogger, now: w.now, api: w.controller.api });
       await fresh.publishOnStart();
     });
     const leaver = w.agents.pop()!;

@@ -16,7 +16,6 @@
 // apply. Either way, a lost event costs at most one scheduled reconcile's
 // delay: every event only pokes a full, level-triggered reconcile.
 import type { Context, EventBridgeEvent, SQSBatchResponse, SQSEvent } from 'aws-lambda';
-import { batchReconciler, poke } from '../control/lambda/poke.js';
 import { runtime } from '../control/lambda/runtime.js';
 
 export type Ec2StateChange = EventBridgeEvent<'EC2 Instance State-change Notification', { 'instance-id': string; state: string }>;
@@ -31,18 +30,18 @@ const ANSWER_MARGIN_MS = 3_000;
 export async function handler(event: SQSEvent | Ec2StateChange, context?: Context): Promise<SQSBatchResponse | void> {
   const rt = runtime();
   const log = rt.log('events');
-  const reconcile = batchReconciler(rt, log);
+  const reconcile = rt.plane.reconciler(log);
   rt.setDeadline(context ? Date.now() + context.getRemainingTimeInMillis() - ANSWER_MARGIN_MS : undefined);
   try {
     if (!isSqs(event)) {
-      const v = await poke(event, rt, reconcile, log);
+      const v = await rt.plane.instanceEvent(event, reconcile, log);
       if (v.kind === 'poison') log.warn('poison event dropped', { reason: v.reason });
       if (v.kind === 'retry') throw new Error(`event not handled, to be retried: ${v.reason}`);
       return;
     }
     // Side by side: records of one network share its one reconcile (the
     // reconciler's), and a slow cloud's network does not hold up another's.
-    const verdicts = await Promise.all(event.Records.map((record) => poke(record.body, rt, reconcile, log)));
+    const verdicts = await Promise.all(event.Records.map((record) => rt.plane.instanceEvent(record.body, reconcile, log)));
     const failures: SQSBatchResponse['batchItemFailures'] = [];
     event.Records.forEach((record, i) => {
       const v = verdicts[i]!;

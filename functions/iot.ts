@@ -2,8 +2,8 @@
 // SQL (infra/realtime.ts) hands over the topic and the payload as IoT Core
 // received it, base64-encoded so any bytes survive:
 //   SELECT topic() AS topic, clientid() AS clientId, encode(*, 'base64') AS payload FROM '<prefix>/v1/node/+/+/hello'
-// and the controller takes it exactly as the local controller takes a
-// message from its broker. Controller.handleMessage never throws: a bad
+// and the plane takes it exactly as the local controller takes a message
+// from its broker (ControlPlane.nodeMessage). It never throws: a bad
 // message is logged and answered on the node's own topic, so IoT Core's
 // retries are never spent on it, and a hello lost to an outage is sent again
 // by the agent, which repeats an unanswered hello.
@@ -26,5 +26,5 @@ export async function handler(event: IoTEvent<IotRuleMessage>): Promise<void> {
     return;
   }
   const client = typeof event.clientId === 'string' ? event.clientId.slice(0, 128) : 'iot';
-  await rt.controller.handleMessage(event.topic, Buffer.from(event.payload, 'base64'), client);
+  await rt.plane.nodeMessage(event.topic, Buffer.from(event.payload, 'base64'), client);
 }

@@ -25,7 +25,7 @@
 import type { APIGatewayProxyStructuredResultV2, LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
 import { errorMessage } from '../core/errors.js';
 import { checkSharedToken, sharedTokenOf, type AuthResult } from '../control/auth/push-auth.js';
-import { admit } from '../control/lambda/poke.js';
+import { admit } from '../control/routes/poke.js';
 import { runtime } from '../control/lambda/runtime.js';
 
 /** SQS's answers to a body it can never carry (too large, characters SQS refuses): the event is poison, not a retry. */

@@ -50,6 +50,22 @@ export interface ControllerOptions {
   random?: () => number;
   /** where joins and refused messages are counted (the local controller's /metrics) */
   metrics?: Metrics;
+  /** The node API's URL, told to every node on its own topic (it lists its network there). */
+  api?: string;
+  /** who is told what this controller published (control/plane.ts wires the sync task's watermark here) */
+  listeners?: ControllerListeners;
+}
+
+/** What a host may want to hear of a controller's publishes. */
+export interface ControllerListeners {
+  /**
+   * Told of every write this controller has published: the write at revision
+   * (or, with upTo, every write up to it, after a whole republish). The sync
+   * task republishes what it was not told of (control/tasks/sync.ts).
+   */
+  published?(network: string, revision: number, upTo: boolean): void;
+  /** Called when a network is removed (its revisions start again with a new one). */
+  removed?(network: string): void;
 }
 
 /** The data a join carries, whoever asks: an agent's hello or a cloud instance. */
@@ -82,16 +98,10 @@ export class Controller {
   private readonly ttl: number;
   private readonly now: () => number;
   private readonly random: () => number;
-  /**
-   * Told of every write this controller has published: the write at revision
-   * (or, with upTo, every write up to it, after a whole republish). The sync
-   * loop republishes what it was not told of (control/tasks/sync.ts).
-   */
-  onPublished: (network: string, revision: number, upTo: boolean) => void = () => {};
-  /** Called when a network is removed (its revisions start again with a new one). */
-  onRemoved: (network: string) => void = () => {};
+  private readonly onPublished: (network: string, revision: number, upTo: boolean) => void;
+  private readonly onRemoved: (network: string) => void;
   /** The node API's URL, told to every node on its own topic (it lists its network there). */
-  api?: string;
+  readonly api?: string;
   private readonly outboxes = new Map<string, Outbox>();
   private readonly writers = new Map<string, number>();
 
@@ -105,6 +115,9 @@ export class Controller {
     this.ttl = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
+    this.api = opts.api;
+    this.onPublished = (network, revision, upTo) => opts.listeners?.published?.(network, revision, upTo);
+    this.onRemoved = (network) => opts.listeners?.removed?.(network);
     this.limiter = new RateLimiter(undefined, this.now);
     this.metrics = opts.metrics;
     for (const kind of ['hello', 'status']) {

@@ -1,8 +1,9 @@
 // The HTTP API the twill CLI talks to (networks, nodes, leases, status). One
 // router, framework-free, over the same controller and store everything else
-// uses; the Lambda handler and the local controller only adapt requests to it.
-// Every call needs the admin token; it is compared in constant time and never
-// logged.
+// uses; control/http/router.ts hands it every request that is not the node
+// API's or /metrics, in both hosts. Every call needs the admin token (the
+// dashboard's page and files excepted); it is compared in constant time and
+// never logged, and a request is refused before its body is read.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { readNetConf } from '../../core/config.js';
@@ -18,9 +19,23 @@ export interface ApiRequest {
   /** path without the query string, e.g. /v1/nodes/h1 */
   path: string;
   headers: Record<string, string | undefined>;
-  body?: string;
+  /**
+   * The body, or how to read it: a host that streams requests reads it only
+   * once the request is let in (BodyTooLargeError past MAX_BODY).
+   */
+  body?: string | (() => Promise<string | undefined>);
   /** the query string's parameters, e.g. force=true */
   query?: URLSearchParams;
+}
+
+/** A request whose body was read: what the endpoints see. */
+type ReadRequest = Omit<ApiRequest, 'body'> & { body?: string };
+
+/** A body past MAX_BODY, found while reading it: the request is answered 413. */
+export class BodyTooLargeError extends Error {
+  constructor() {
+    super(`request body larger than ${MAX_BODY} bytes`);
+  }
 }
 
 export interface ApiResponse {
@@ -32,7 +47,8 @@ export interface ApiResponse {
 export interface ApiDeps {
   store: Store;
   controller: Controller;
-  adminToken: string;
+  /** the admin token, or how to read it (the deployment's is in SSM and may be rotated); undefined: not configured */
+  adminToken: string | (() => Promise<string | undefined>);
   /** the broker URL written into agent configs */
   broker: string;
   prefix?: string;
@@ -62,10 +78,9 @@ const GZIP_FROM = 1024;
  * dashboard view of 10,000 nodes is a few MB of repetitive JSON and a
  * fraction of that gzipped (and a function URL answers at most 6 MB).
  */
-export function encodeForClient(res: ApiResponse, acceptEncoding: string | undefined): { headers: Record<string, string>; body: Buffer } {
-  const raw = Buffer.from(res.body);
-  if (raw.length < GZIP_FROM || !/\bgzip\b/.test(acceptEncoding ?? '')) return { headers: res.headers, body: raw };
-  return { headers: { ...res.headers, 'content-encoding': 'gzip', vary: 'accept-encoding' }, body: gzipSync(raw, { level: 3 }) };
+export function encodeForClient(res: ApiResponse, acceptEncoding: string | undefined): { status: number; headers: Record<string, string>; body: string | Buffer } {
+  if (Buffer.byteLength(res.body) < GZIP_FROM || !/\bgzip\b/.test(acceptEncoding ?? '')) return res;
+  return { status: res.status, headers: { ...res.headers, 'content-encoding': 'gzip', vary: 'accept-encoding' }, body: gzipSync(res.body, { level: 3 }) };
 }
 
 /** Hashing first makes the comparison constant-time whatever the lengths. */
@@ -74,9 +89,8 @@ function tokenMatches(given: string, expected: string): boolean {
   return expected.length > 0 && timingSafeEqual(h(given), h(expected));
 }
 
-function body(req: ApiRequest): unknown {
+function body(req: ReadRequest): unknown {
   if (!req.body) throw new TwillError('InvalidRequest', 'the request needs a JSON body');
-  if (Buffer.byteLength(req.body) > MAX_BODY) throw new TwillError('InvalidRequest', `the body is larger than ${MAX_BODY} bytes`);
   try {
     return JSON.parse(req.body);
   } catch (e) {
@@ -93,7 +107,7 @@ function field(o: unknown, name: string, required = false): string | undefined {
   return v;
 }
 
-type Handler = (req: ApiRequest, params: string[], deps: ApiDeps) => Promise<ApiResponse>;
+type Handler = (req: ReadRequest, params: string[], deps: ApiDeps) => Promise<ApiResponse>;
 
 /** A network as `twill network list` shows it: no option of its backend (the PSK is one). */
 export function networkSummary(n: NetworkRecord) {
@@ -168,20 +182,30 @@ const routes: [string, RegExp, Handler][] = [
   ],
 ];
 
-/**
- * The answer to a request without the right admin token, or undefined when
- * the token is right. Exported so that a server can ask before it reads a
- * body: nobody without the token makes the controller hold one.
- */
-export function refuseUnauthorized(req: Pick<ApiRequest, 'method' | 'path' | 'headers'>, deps: Pick<ApiDeps, 'adminToken' | 'log'>): ApiResponse | undefined {
+/** The answer to a request without the right admin token, or undefined when the token is right. */
+function refuseUnauthorized(req: ApiRequest, adminToken: string, log: Logger): ApiResponse | undefined {
   const auth = req.headers.authorization ?? req.headers.Authorization;
   const token = auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
   if (!token) return { ...problem(401, 'missing admin token: send Authorization: Bearer <token>'), headers: { 'content-type': 'application/json', 'www-authenticate': 'Bearer' } };
-  if (!tokenMatches(token, deps.adminToken)) {
-    deps.log.warn('api call refused: wrong admin token', { method: req.method, path: req.path.slice(0, 200) });
+  if (!tokenMatches(token, adminToken)) {
+    log.warn('api call refused: wrong admin token', { method: req.method, path: req.path.slice(0, 200) });
     return problem(403, 'wrong admin token');
   }
   return undefined;
+}
+
+const tooLarge = () => problem(413, `request body larger than ${MAX_BODY} bytes: nothing was changed`);
+
+/** The body, once the request is let in; undefined when it has none, 'too large' past MAX_BODY. */
+async function readBody(req: ApiRequest): Promise<string | undefined | 'too large'> {
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY) return 'too large';
+  try {
+    const text = typeof req.body === 'function' ? await req.body() : req.body;
+    return text !== undefined && Buffer.byteLength(text) > MAX_BODY ? 'too large' : text;
+  } catch (e) {
+    if (e instanceof BodyTooLargeError) return 'too large';
+    throw e;
+  }
 }
 
 /** A path parameter, %-decoded; a malformed escape is the client's error (400), never a 500. */
@@ -193,15 +217,32 @@ function decodeParam(p: string): string {
   }
 }
 
+/**
+ * One admin API request, in this order: the token must be configured; the
+ * dashboard's page and files need none; every other path needs the token,
+ * then a body within MAX_BODY; then its endpoint.
+ */
 export async function handleApi(req: ApiRequest, deps: ApiDeps): Promise<ApiResponse> {
+  const adminToken = typeof deps.adminToken === 'string' ? deps.adminToken : await deps.adminToken();
+  if (!adminToken) {
+    deps.log.error('admin API has no token: set it with sst secret set AdminToken and deploy');
+    return problem(503, 'the admin token is not configured');
+  }
   // The dashboard's page and files hold nothing secret: a browser loads them
   // before the operator has signed in; everything they show comes from /v1/ with the token.
   if (req.method === 'GET') {
     const page = dashboardAsset(req.path);
     if (page) return page;
   }
-  const refused = refuseUnauthorized(req, deps);
+  const refused = refuseUnauthorized(req, adminToken, deps.log);
   if (refused) return refused;
+  const text = await readBody(req);
+  if (text === 'too large') return tooLarge();
+  return answer({ ...req, body: text }, deps);
+}
+
+/** An admitted request: its endpoint's answer, and errors as the statuses the CLI reads. */
+async function answer(req: ReadRequest, deps: ApiDeps): Promise<ApiResponse> {
   const known = routes.filter(([, re]) => re.test(req.path));
   if (known.length === 0) return problem(404, `no such endpoint: ${req.path.slice(0, 200)}`);
   const match = known.find(([m]) => m === req.method);

@@ -1,7 +1,9 @@
-// What every Lambda handler shares: the store, the publisher and the
-// controller, built from the environment once per container (a warm
-// container reuses them, and their SDK clients' connections) and exactly the
-// classes the local controller runs. The handlers only translate events.
+// What every Lambda handler shares: the control plane (control/plane.ts)
+// over DynamoDB and IoT Core, built from the environment once per container
+// (a warm container reuses it, and its SDK clients' connections), exactly as
+// the local controller builds it; and the Lambda host's own needs: secrets
+// from SSM, the instance-events queue, the invocation's deadline. The
+// handlers only translate events.
 //
 // Environment (infra/functions.ts sets it; nothing here has a default that
 // reaches AWS on its own):
@@ -32,9 +34,11 @@ import { parseDuration } from '../../core/duration.js';
 import { TwillError } from '../../core/errors.js';
 import { createLogger, type Logger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
-import type { Cloud, CloudKind } from '../routes/clouds/cloud.js';
-import { createCloud } from '../routes/clouds/index.js';
-import { Controller } from '../controller/controller.js';
+import { nodeClientId } from '../../core/acl.js';
+import { isCloudBackend, type Cloud, type CloudKind } from '../routes/clouds/cloud.js';
+import { CLOUD_OF_BACKEND, createCloud } from '../routes/clouds/index.js';
+import type { Controller } from '../controller/controller.js';
+import { createControlPlane, type ControlPlane } from '../plane.js';
 import { StoreLocks } from '../store/locks.js';
 import { googleOidcVerifier, type AuthResult } from '../auth/push-auth.js';
 import { IotPublisher } from '../publish/iot.js';
@@ -100,6 +104,7 @@ export function readEnv(env: NodeJS.ProcessEnv = process.env): RuntimeEnv {
 
 export interface Runtime {
   env: RuntimeEnv;
+  plane: ControlPlane;
   topics: Topics;
   store: DynamoStore;
   publisher: IotPublisher;
@@ -136,8 +141,6 @@ export function createRuntime(env: RuntimeEnv, aws: AwsAccess = {}): Runtime {
   const topics = new Topics(env.prefix);
   const store = new DynamoStore({ tableName: env.table, clientConfig: { ...aws } });
   const publisher = new IotPublisher({ clientConfig: { endpoint: env.iotEndpoint, ...(env.region ? { region: env.region } : {}), ...aws } });
-  const controller = new Controller(store, publisher, { topics, log: root.child('controller'), leaseTtlMs: env.leaseTtlMs });
-  controller.api = env.nodeApiUrl?.replace(/\/$/, '');
   const clouds = new Map<CloudKind, Promise<Cloud>>();
   const secrets = new Map<string, { value: string | undefined; at: number }>();
   let ssm: SSMClient | undefined;
@@ -161,34 +164,56 @@ export function createRuntime(env: RuntimeEnv, aws: AwsAccess = {}): Runtime {
     return createCloud(kind, options);
   };
 
+  const cloud = (kind: CloudKind): Promise<Cloud> => {
+    let c = clouds.get(kind);
+    if (!c) {
+      c = makeCloud(kind);
+      // A cloud that failed to build is tried again on the next call, not remembered.
+      c.catch(() => clouds.delete(kind));
+      clouds.set(kind, c);
+    }
+    return c;
+  };
+  const secret = async (param: string | undefined): Promise<string | undefined> => {
+    if (!param) return undefined;
+    const hit = secrets.get(param);
+    if (hit && Date.now() - hit.at < SECRET_TTL_MS) return hit.value;
+    ssm ??= new SSMClient({ ...(env.region ? { region: env.region } : {}), ...aws });
+    const r = await ssm.send(new GetParameterCommand({ Name: param, WithDecryption: true }));
+    const v = r.Parameter?.Value?.trim();
+    const got = v && v !== 'none' ? v : undefined;
+    secrets.set(param, { value: got, at: Date.now() });
+    return got;
+  };
+  const apiLog = root.child('api');
+  const plane = createControlPlane({
+    store, publisher, topics, log: root, controllerLog: root.child('controller'), leaseTtlMs: env.leaseTtlMs,
+    nodeApiUrl: env.nodeApiUrl?.replace(/\/$/, ''),
+    clouds: { kindOf: (type) => (isCloudBackend(type) ? CLOUD_OF_BACKEND[type] : undefined), get: cloud },
+    // IoT Core lists what it retains (ListRetainedMessages) and answers for one topic.
+    retained: publisher,
+    admin: {
+      // Read from SSM (a SecureString, cached a few minutes), never from code or the function's configuration.
+      token: () => secret(env.adminTokenParam),
+      // Agent configs point at IoT Core over wss with the custom authorizer, so they work as printed.
+      broker: `wss://${new URL(env.iotEndpoint).host}/mqtt`, prefix: env.prefix, authorizer: env.iotAuthorizer,
+      // IoT Core keeps a connection's policy until it refreshes: a removed or rotated node is disconnected now.
+      revokeSessions: async (n) => {
+        if (await publisher.disconnect(nodeClientId(topics.prefix, n.network, n.name))) apiLog.info('node disconnected from IoT Core', { node: n.name, network: n.network });
+      },
+    },
+  });
+
   return {
     env,
+    plane,
     topics,
     store,
     publisher,
-    controller,
+    controller: plane.controller,
     log: (component) => root.child(component),
-    cloud(kind) {
-      let c = clouds.get(kind);
-      if (!c) {
-        c = makeCloud(kind);
-        // A cloud that failed to build is tried again on the next call, not remembered.
-        c.catch(() => clouds.delete(kind));
-        clouds.set(kind, c);
-      }
-      return c;
-    },
-    async secret(param) {
-      if (!param) return undefined;
-      const hit = secrets.get(param);
-      if (hit && Date.now() - hit.at < SECRET_TTL_MS) return hit.value;
-      ssm ??= new SSMClient({ ...(env.region ? { region: env.region } : {}), ...aws });
-      const r = await ssm.send(new GetParameterCommand({ Name: param, WithDecryption: true }));
-      const v = r.Parameter?.Value?.trim();
-      const got = v && v !== 'none' ? v : undefined;
-      secrets.set(param, { value: got, at: Date.now() });
-      return got;
-    },
+    cloud,
+    secret,
     gceVerifier() {
       if (!env.gcePush) return undefined;
       verifier ??= googleOidcVerifier(env.gcePush);

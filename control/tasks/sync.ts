@@ -12,7 +12,7 @@
 // the release is never published, and every agent keeps the departed peer);
 // and it would also lag behind concurrent own writes and make a storm
 // republish the whole network on every pass.
-import type { Controller } from '../controller/controller.js';
+import type { Controller, ControllerListeners } from '../controller/controller.js';
 import type { Store } from '../store/store.js';
 
 export class PublishedWatermark {
@@ -51,18 +51,20 @@ export class PublishedWatermark {
   upTo(network: string): number {
     return this.marks.get(network)?.upTo ?? 0;
   }
+
+  /** What a controller tells this watermark (given to it at construction: control/plane.ts). */
+  listeners(): ControllerListeners {
+    return { published: (network, revision, upTo) => this.note(network, revision, upTo), removed: (network) => this.forget(network) };
+  }
 }
 
+/** The pass over every network: its watermark is the one the controller reports its publishes to. */
 export class Sync {
-  readonly published = new PublishedWatermark();
-
   constructor(
     private readonly controller: Controller,
     private readonly store: Store,
-  ) {
-    controller.onPublished = (network, revision, upTo) => this.published.note(network, revision, upTo);
-    controller.onRemoved = (network) => this.published.forget(network);
-  }
+    readonly published: PublishedWatermark,
+  ) {}
 
   /** One pass; returns the networks it republished. */
   async run(): Promise<string[]> {

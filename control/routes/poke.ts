@@ -1,14 +1,33 @@
-// What the instance-event handlers share: one event in, the reconciles it
+// How the plane takes an instance event: one event in, the reconciles it
 // asks for out, and a verdict the trigger can act on. The work itself is
 // control/routes/events.ts (parse, find the networks, reconcile each) and
 // control/routes/routes.ts (the reconcile); this only picks the cloud and says
 // whether a retry could help.
 import { errorMessage } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
-import type { CloudKind } from '../routes/clouds/cloud.js';
-import { EventError, handleEvent, parseEvent, type HandleResult, type EventCloud, type InstanceEvent } from '../routes/events.js';
-import { reconcileNetwork, type ReconcileReport } from '../routes/routes.js';
-import type { Runtime } from './runtime.js';
+import type { Metrics } from '../../core/metrics.js';
+import type { BackendType } from '../../core/backends/index.js';
+import type { Controller } from '../controller/controller.js';
+import type { Store } from '../store/store.js';
+import type { Cloud, CloudKind } from './clouds/cloud.js';
+import { EventError, handleEvent, parseEvent, type HandleResult, type EventCloud, type InstanceEvent } from './events.js';
+import { reconcileNetwork, type ReconcileReport } from './routes.js';
+
+/** The clouds a host reconciles against: which serves a network's backend type, and the cloud itself. */
+export interface CloudSource {
+  /** the cloud whose route tables carry this backend type, or undefined when this host runs none for it */
+  kindOf(type: BackendType): CloudKind | undefined;
+  /** the cloud, made on first use */
+  get(kind: CloudKind): Promise<Cloud>;
+}
+
+/** What the route controller runs on. */
+export interface RouteControl {
+  controller: Controller;
+  store: Store;
+  clouds: CloudSource;
+  metrics?: Metrics;
+}
 
 export type Verdict =
   /** done (or nothing to do): acknowledge */
@@ -25,12 +44,12 @@ export type Reconciler = (cloud: CloudKind, network: string) => Promise<Reconcil
  * once per batch. Every event of a batch happened before the batch was
  * delivered, so one full reconcile started after delivery answers them all.
  */
-export function batchReconciler(rt: Runtime, log: Logger): Reconciler {
+export function batchReconciler(rc: RouteControl, log: Logger): Reconciler {
   const runs = new Map<string, Promise<ReconcileReport>>();
   return (kind, network) => {
     let run = runs.get(network);
     if (!run) {
-      run = rt.cloud(kind).then((cloud) => reconcileNetwork(network, { controller: rt.controller, store: rt.store, cloud, log: log.child('routes') }));
+      run = rc.clouds.get(kind).then((cloud) => reconcileNetwork(network, { controller: rc.controller, store: rc.store, cloud, log: log.child('routes'), metrics: rc.metrics }));
       runs.set(network, run);
     }
     return run;
@@ -62,7 +81,7 @@ export function admit(input: unknown, only?: EventCloud): Admission {
 }
 
 /** Handles one event: a parsed value, or the text of one. */
-export async function poke(input: unknown, rt: Runtime, reconcile: Reconciler, log: Logger): Promise<Verdict> {
+export async function poke(input: unknown, rc: RouteControl, reconcile: Reconciler, log: Logger): Promise<Verdict> {
   let a: Admission;
   try {
     a = admit(input);
@@ -74,8 +93,8 @@ export async function poke(input: unknown, rt: Runtime, reconcile: Reconciler, l
   const cloud = a.event.cloud;
   try {
     const result = await handleEvent(input, {
-      store: rt.store,
-      cloud: await rt.cloud(cloud),
+      store: rc.store,
+      cloud: await rc.clouds.get(cloud),
       reconcile: (network) => reconcile(cloud, network),
       log,
     });
