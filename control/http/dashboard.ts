@@ -117,12 +117,16 @@ export async function dashboardView(store: Store, now = Date.now()): Promise<Das
 
 // ---- the page ----
 
-/** The page's files, by the path under /dashboard/ they are served at. */
-const ASSETS: Record<string, { file: string; type: string }> = {
-  '': { file: 'index.html', type: 'text/html; charset=utf-8' },
-  'app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
-  'style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
-};
+/**
+ * The page's files, by the path under /dashboard/ they are served at. A Map:
+ * a plain object would answer for the names it inherits (__proto__,
+ * constructor, toString) too.
+ */
+const ASSETS = new Map<string, { file: string; type: string }>([
+  ['', { file: 'index.html', type: 'text/html; charset=utf-8' }],
+  ['app.js', { file: 'app.js', type: 'text/javascript; charset=utf-8' }],
+  ['style.css', { file: 'style.css', type: 'text/css; charset=utf-8' }],
+]);
 
 /**
  * Where dashboard/ is: two levels up from control/http/ in a checkout (tsx),
@@ -167,7 +171,7 @@ export const DASHBOARD_HEADERS = {
 export function dashboardAsset(path: string): { status: number; headers: Record<string, string>; body: string } | undefined {
   if (path === '/' || path === '/dashboard') return { status: 302, headers: { location: '/dashboard/' }, body: '' };
   if (!path.startsWith('/dashboard/')) return undefined;
-  const asset = ASSETS[path.slice('/dashboard/'.length)];
+  const asset = ASSETS.get(path.slice('/dashboard/'.length));
   if (!asset) return undefined;
   const body = readAsset(asset.file);
   if (body === undefined) return { status: 500, headers: { 'content-type': 'text/plain' }, body: `the dashboard's ${asset.file} is missing from this installation\n` };
