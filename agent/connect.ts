@@ -17,7 +17,7 @@
 //   - IoT Core routes on SNI, so the hostname must go in the TLS handshake
 //     (mqtt.js does this for names; it is set explicitly here all the same,
 //     and never to an address, which SNI cannot carry).
-// The authorizer (functions/authorizer.ts) strips that query string before it
+// The authorizer (control/auth/authorizer.ts) strips that query string before it
 // reads the node name, and IoT Core base64-encodes the password for it.
 import { isIP } from 'node:net';
 import type { IClientOptions } from 'mqtt';

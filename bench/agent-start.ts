@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseNetConf } from '../core/config.js';
 import { silentLogger } from '../core/log.js';
-import { addNode } from '../functions/admin.js';
-import { startLocalController } from '../functions/local/server.js';
+import { addNode } from '../control/http/admin.js';
+import { startLocalController } from '../control/local/server.js';
 import { freePort, ROOT, TWILL } from '../test/helpers/procs.js';
 
 const RUNS = Number(process.argv[2] ?? 5);

@@ -11,9 +11,9 @@ import { parseNetConf } from '../core/config.js';
 import { ConflictError, errorMessage } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
-import { Controller } from '../functions/controller.js';
-import type { Publisher } from '../functions/publish/publisher.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
+import { Controller } from '../control/controller/controller.js';
+import type { Publisher } from '../control/publish/publisher.js';
+import { SqliteStore } from '../control/store/sqlite.js';
 
 const NODES = Number(process.argv[2] ?? 10_000);
 const BATCH = 64;

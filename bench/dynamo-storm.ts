@@ -46,12 +46,12 @@ import { silentLogger } from '../core/log.js';
 import type { Status } from '../core/messages.js';
 import { Topics } from '../core/topics.js';
 import { VERSION } from '../core/version.js';
-import { Controller } from '../functions/controller.js';
-import { hashPassword, VerifiedCredentials } from '../functions/credentials.js';
-import { readFabric } from '../functions/fabric.js';
-import { handleNodeApi, SnapshotCache, type NodeApiDeps } from '../functions/node-api.js';
-import { createTable, DynamoStore, SHARDS } from '../functions/store/dynamo.js';
-import type { Store } from '../functions/store/store.js';
+import { Controller } from '../control/controller/controller.js';
+import { hashPassword, VerifiedCredentials } from '../control/auth/credentials.js';
+import { readFabric } from '../control/metrics/fabric.js';
+import { handleNodeApi, SnapshotCache, type NodeApiDeps } from '../control/http/node-api.js';
+import { createTable, DynamoStore, SHARDS } from '../control/store/dynamo.js';
+import type { Store } from '../control/store/store.js';
 import { startFakeDynamo, type FakeDynamo } from '../test/fakes/dynamodb.js';
 import type { KeyLoad } from '../test/fakes/dynamodb-throughput.js';
 
@@ -253,7 +253,7 @@ async function storeBefore(): Promise<{ Store: StoreClass; cleanup(): void } | u
   if (!source.includes(sleep)) throw new Error(`the store at ${BEFORE} has no sleep to route to the simulated clock`);
   source = source.replace(sleep, 'function sleep(ms: number): Promise<void> {\n  return (globalThis as unknown as { benchSleep: (ms: number) => Promise<void> }).benchSleep(ms);\n}');
   // Next to the store it imports from (and ignored by git); its types are an older Store's.
-  const file = join(ROOT, 'functions', 'store', `.dynamo-before-${process.pid}.ts`);
+  const file = join(ROOT, 'control', 'store', `.dynamo-before-${process.pid}.ts`);
   writeFileSync(file, `// @ts-nocheck\n${source}`);
   const mod = (await import(file)) as { DynamoStore: StoreClass };
   return { Store: mod.DynamoStore, cleanup: () => rmSync(file, { force: true }) };
@@ -323,10 +323,9 @@ async function storm(layout: string, Store: StoreClass): Promise<Result> {
         stores.push(store);
         const inst: Instance = {
           pool, clock: 0, busy: false, store,
-          controller: new Controller(store, publisher, { topics, log: silentLogger, now: () => als.getStore()?.clock ?? 0 }),
+          controller: new Controller(store, publisher, { topics, log: silentLogger, now: () => als.getStore()?.clock ?? 0, api: 'https://node-api.lambda-url.example/' }),
           api: { store, credentials: new VerifiedCredentials(store), log: silentLogger, cache: new SnapshotCache(), now: () => als.getStore()?.clock ?? 0 },
         };
-        inst.controller.api = 'https://node-api.lambda-url.example/';
         sim.instances.push(inst);
       }
     }

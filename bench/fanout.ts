@@ -20,7 +20,7 @@
 // and CONNACK are free.
 //
 // Invocations: each message an agent publishes runs an IoT rule and a Lambda
-// (functions/handlers/iot.ts); each node API request is one function URL
+// (functions/iot.ts); each node API request is one function URL
 // call; the custom authorizer runs on every CONNECT and once an hour on a live
 // connection (refreshAfterInSeconds 3600); IoT Core ends every connection
 // after a day (disconnectAfterInSeconds 86,400), and the broker then
@@ -46,15 +46,15 @@ import {
 } from '../core/messages.js';
 import { Topics } from '../core/topics.js';
 import { VERSION } from '../core/version.js';
-import { authorize } from '../functions/authorizer.js';
-import { Controller } from '../functions/controller.js';
-import { hashPassword, VerifiedCredentials } from '../functions/credentials.js';
-import { emitMetrics } from '../functions/emf.js';
-import { readFabric } from '../functions/fabric.js';
-import { handleNodeApi, SnapshotCache, type NodeApiDeps } from '../functions/node-api.js';
-import type { Publisher } from '../functions/publish/publisher.js';
-import { cleanRetained, republishStale } from '../functions/republish.js';
-import { createTable, DynamoStore } from '../functions/store/dynamo.js';
+import { authorize } from '../control/auth/authorizer.js';
+import { Controller } from '../control/controller/controller.js';
+import { hashPassword, VerifiedCredentials } from '../control/auth/credentials.js';
+import { emitMetrics } from '../control/metrics/emf.js';
+import { readFabric } from '../control/metrics/fabric.js';
+import { handleNodeApi, SnapshotCache, type NodeApiDeps } from '../control/http/node-api.js';
+import type { Publisher } from '../control/publish/publisher.js';
+import { cleanRetained, republishStale } from '../control/tasks/republish.js';
+import { createTable, DynamoStore } from '../control/store/dynamo.js';
 import { startFakeDynamo, type FakeDynamo } from '../test/fakes/dynamodb.js';
 import { addUsage, bill, dollars, emptyUsage, FIXED, total, type FunctionUse, type Usage } from './cost.js';
 
@@ -430,8 +430,7 @@ class World {
     const client = this.client();
     await createTable(client, TABLE);
     this.store = new DynamoStore({ tableName: TABLE, client });
-    this.controller = new Controller(this.store, this.broker, { topics: this.topics, log: this.log, now: this.now });
-    this.controller.api = 'https://node-api.lambda-url.example/';
+    this.controller = new Controller(this.store, this.broker, { topics: this.topics, log: this.log, now: this.now, api: 'https://node-api.lambda-url.example/' });
     this.broker.controller = this.controller;
     countStoreWrites(this.store, () => this.broker.c);
     // A warm instance's page cache (infra: the node API function keeps it between invocations).
@@ -479,7 +478,7 @@ class World {
     return JSON.parse((r.headers['content-encoding'] === 'gzip' ? gunzipSync(r.body) : r.body).toString('utf8'));
   }
 
-  /** The scheduled task's minute (functions/handlers/schedule.ts): its run lock, expiry, republish check and the fabric's metrics. */
+  /** The scheduled task's minute (functions/schedule.ts, control/lambda/schedule.ts): its run lock, expiry, republish check and the fabric's metrics. */
   async scheduledRun(): Promise<void> {
     await this.broker.calls.run('Maintenance', async () => {
       const lock = await this.store.tryLock('schedule/run', 'bench', 300_000, this.clock);
@@ -586,8 +585,7 @@ async function run(n: number, hash: string): Promise<Record<string, Count>> {
     out.schedule = await w.measure(() => w.broker.queue(() => w.scheduledRun()));
     out.clean = await w.measure(() => w.broker.queue(() => w.cleanRun()));
     out.restart = await w.measure(async () => {
-      const fresh = new Controller(w.store, w.broker, { topics: w.topics, log: w.log, now: w.now });
-      fresh.api = w.controller.api;
+      const fresh = new Controller(w.store, w.broker, { topics: w.topics, log: w.log, now: w.now, api: w.controller.api });
       await fresh.publishOnStart();
     });
     const leaver = w.agents.pop()!;

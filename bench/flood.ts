@@ -24,8 +24,8 @@ import { join, resolve } from 'node:path';
 import mqtt from 'mqtt';
 import { nodeClientId } from '../core/acl.js';
 import { DEFAULT_PREFIX, Topics } from '../core/topics.js';
-import { hashPassword } from '../functions/credentials.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
+import { hashPassword } from '../control/auth/credentials.js';
+import { SqliteStore } from '../control/store/sqlite.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const NET = 'bench';

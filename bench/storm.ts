@@ -19,8 +19,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import mqtt from 'mqtt';
-import { hashPassword } from '../functions/credentials.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
+import { hashPassword } from '../control/auth/credentials.js';
+import { SqliteStore } from '../control/store/sqlite.js';
 import type { ExpectCmd, WorkerCmd, WorkerReport } from './storm-agents.js';
 
 const SIZES = (process.argv[2] ?? '1000,5000').split(',').map(Number);

@@ -5,8 +5,8 @@ import { parseDuration } from '../core/duration.js';
 import { ConfigError, TwillError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
 import { checkName } from '../core/topics.js';
-import { parseCloudKind } from '../functions/clouds/index.js';
-import { startLocalController } from '../functions/local/server.js';
+import { parseCloudKind } from '../control/routes/clouds/index.js';
+import { startLocalController } from '../control/local/server.js';
 import { DEFAULT_DATA_DIR, parse } from './args.js';
 
 export const CONTROLLER_USAGE = `twill controller [--listen 127.0.0.1:1883] [--data-dir .twill] [--network NAME=FILE]...

@@ -6,8 +6,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TwillError } from '../core/errors.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
-import { isLocked } from '../functions/local/lock.js';
+import { SqliteStore } from '../control/store/sqlite.js';
+import { isLocked } from '../control/local/lock.js';
 import type { Remote } from './remote.js';
 
 export function openDataDir(dataDir: string): SqliteStore {
@@ -21,7 +21,7 @@ export function openDataDir(dataDir: string): SqliteStore {
   return new SqliteStore(file);
 }
 
-/** Where the controller running on a data directory says it serves (written at start, functions/local/server.ts). */
+/** Where the controller running on a data directory says it serves (written at start, control/local/server.ts). */
 export const ENDPOINTS_FILE = 'endpoints.json';
 
 /** What the controller on this data directory said at start; empty when none has. */

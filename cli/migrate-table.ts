@@ -1,9 +1,9 @@
 // Upgrades a deployment's DynamoDB table to the item layout this twill reads
-// (functions/store/dynamo-migrate.ts; docs/serverless.md, "a table from an
+// (control/store/dynamo-migrate.ts; docs/serverless.md, "a table from an
 // earlier twill"). Uses the AWS SDK's usual credentials and region.
 //   node --import tsx cli/migrate-table.ts --table <table name> [--region <region>]
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { migrateTable } from '../functions/store/dynamo-migrate.js';
+import { migrateTable } from '../control/store/dynamo-migrate.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string) => {

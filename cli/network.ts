@@ -4,12 +4,12 @@ import { readNetConf } from '../core/config.js';
 import { TwillError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
-import { Controller } from '../functions/controller.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
+import { Controller } from '../control/controller/controller.js';
+import { SqliteStore } from '../control/store/sqlite.js';
 import { DEFAULT_DATA_DIR, OUTPUT_OPTION, parse, wantsJson } from './args.js';
 import { openDataDir, servingController } from './data-dir.js';
 import { table } from './table.js';
-import { networkSummary } from '../functions/api.js';
+import { networkSummary } from '../control/http/api.js';
 import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 

@@ -1,10 +1,10 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { TwillError } from '../core/errors.js';
-import { addNode, removeNode, type AgentConfig } from '../functions/admin.js';
+import { addNode, removeNode, type AgentConfig } from '../control/http/admin.js';
 import { createLogger } from '../core/log.js';
 import { Topics } from '../core/topics.js';
-import { Controller } from '../functions/controller.js';
-import { SqliteStore } from '../functions/store/sqlite.js';
+import { Controller } from '../control/controller/controller.js';
+import { SqliteStore } from '../control/store/sqlite.js';
 import { DEFAULT_DATA_DIR, parse, wantsJson } from './args.js';
 import { openDataDir, servedBroker, servingController } from './data-dir.js';
 import { publishedByController } from './lease.js';

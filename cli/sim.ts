@@ -3,7 +3,7 @@
 // directory. Instances start, stop and terminate as on a real cloud; the
 // controller's next reconcile gives them leases and routes, or takes them away.
 import { TwillError } from '../core/errors.js';
-import { SimVpc, simFile, simTable } from '../functions/clouds/sim.js';
+import { SimVpc, simFile, simTable } from '../control/routes/clouds/sim.js';
 import { DEFAULT_DATA_DIR, parse } from './args.js';
 import { table } from './table.js';
 

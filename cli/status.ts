@@ -1,5 +1,5 @@
 import { formatDuration } from '../core/duration.js';
-import { expiryText, statusReport, type StatusReport } from '../functions/admin.js';
+import { expiryText, statusReport, type StatusReport } from '../control/http/admin.js';
 import { DEFAULT_DATA_DIR, OUTPUT_OPTION, parse, wantsJson } from './args.js';
 import { openDataDir } from './data-dir.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';

@@ -98,7 +98,7 @@ export function changesIn(m: z.infer<typeof changesMessageSchema>): ChangeMessag
   return 'changes' in m ? m.changes : [m];
 }
 
-/** The node API's answers (functions/node-api.ts), as an agent parses them. */
+/** The node API's answers (control/http/node-api.ts), as an agent parses them. */
 export const snapshotPageSchema = z.object({
   v: z.literal(2),
   network: name,
@@ -137,7 +137,7 @@ export interface NodeLeaseMessage {
   v: 2;
   lease: Lease | null;
   config?: NetConf;
-  /** where the node API is (functions/node-api.ts): the agent lists its network there */
+  /** where the node API is (control/http/node-api.ts): the agent lists its network there */
   api?: string;
   error?: string;
 }

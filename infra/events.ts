@@ -31,7 +31,7 @@ export const instanceEvents = new sst.aws.Queue('InstanceEvents', {
 
 instanceEvents.subscribe(
   {
-    handler: 'functions/handlers/cloud-events.handler',
+    handler: 'functions/cloud-events.handler',
     ...defaults,
     // The handler stops starting cloud route changes a few seconds before it
     // (an Alibaba entry takes its time to settle): what is left, the next

@@ -39,7 +39,7 @@ export const defaults = {
   nodejs: { format: 'esm', splitting: true },
 } satisfies Partial<sst.aws.FunctionArgs>;
 
-/** The environment functions/handlers/runtime.ts reads. */
+/** The environment control/lambda/runtime.ts reads. */
 export function environment(extra: Record<string, $util.Input<string>> = {}): Record<string, $util.Input<string>> {
   return {
     TWILL_TABLE: table.name,

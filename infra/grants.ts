@@ -4,7 +4,7 @@
 // enforce exactly these (test/fakes/iam.ts fills them with the test's), so a
 // call a function makes without its grant fails a test, not a deployment.
 //
-// Each entry is what a code path of the function calls (grep functions/ for
+// Each entry is what a code path of the function calls (grep control/ and functions/ for
 // `new .*Command(`), as IAM authorizes it:
 // - DynamoDB: every operation is the action of its name on the table's ARN;
 //   a Query on an index is authorized on the index's ARN; BatchGetItem and
@@ -58,8 +58,8 @@ const INTERFACES = 'arn:{partition}:ec2:{region}:{account}:network-interface/*';
 const parameter = (name: 'adminTokenParameter' | 'aliEventTokenParameter') => `arn:{partition}:ssm:{region}:{account}:parameter{${name}}`;
 
 /**
- * The store as the controller uses it (functions/store/dynamo.ts, from
- * functions/controller.ts): consistent item reads, partition queries, and the
+ * The store as the controller uses it (control/store/dynamo.ts, from
+ * control/controller/controller.ts): consistent item reads, partition queries, and the
  * lease transactions (a lease and its subnet claims put or deleted, the
  * network item updated, a change item put), status puts, node updates.
  */
@@ -74,7 +74,7 @@ const storeLists: Grant[] = [
 ];
 /** Publishing retained state (and the live changes) under the prefix. */
 const publish: Grant = { actions: ['iot:Publish', 'iot:RetainPublish'], resources: [TOPICS] };
-/** Reconciling aws-vpc networks (functions/clouds/aws.ts). */
+/** Reconciling aws-vpc networks (control/routes/clouds/aws.ts). */
 const ec2Routes: Grant[] = [
   { actions: ['ec2:DescribeInstances', 'ec2:DescribeRouteTables'], resources: ['*'] },
   { actions: ['ec2:CreateRoute', 'ec2:ReplaceRoute', 'ec2:DeleteRoute'], resources: [ROUTE_TABLES] },
@@ -84,7 +84,7 @@ const ec2Routes: Grant[] = [
 
 export const GRANTS = {
   /**
-   * The admin API (functions/handlers/api.ts): the whole store, removing a
+   * The admin API (functions/api.ts): the whole store, removing a
    * network's leftover items with BatchWriteItem (deleteNetwork), publishing,
    * disconnecting a removed or rotated node, and reading the admin token.
    */
@@ -96,14 +96,14 @@ export const GRANTS = {
     { actions: ['iot:DeleteConnection'], resources: [CLIENTS] },
     { actions: ['ssm:GetParameter'], resources: [parameter('adminTokenParameter')] },
   ],
-  /** The node API (functions/node-api.ts): a node's credentials, its network, the change log and leases, read only. */
+  /** The node API (control/http/node-api.ts): a node's credentials, its network, the change log and leases, read only. */
   NodeApi: [{ actions: ['dynamodb:GetItem', 'dynamodb:Query'], resources: [TABLE] }],
-  /** The IoT custom authorizer (functions/authorizer.ts): one node's credentials, one item. */
+  /** The IoT custom authorizer (control/auth/authorizer.ts): one node's credentials, one item. */
   Authorizer: [{ actions: ['dynamodb:GetItem'], resources: [TABLE] }],
-  /** The hello and status rules (functions/handlers/iot.ts): joins, renewals, statuses, the node's own topic and the changes. */
+  /** The hello and status rules (functions/iot.ts): joins, renewals, statuses, the node's own topic and the changes. */
   AgentMessages: [storeOnTable, publish],
   /**
-   * GCE and Alibaba instance events (functions/handlers/push.ts): it checks
+   * GCE and Alibaba instance events (functions/push.ts): it checks
    * the caller (Alibaba's shared token) and queues the event, reconciling
    * nothing: no table, no cloud, no IoT.
    */
@@ -111,10 +111,10 @@ export const GRANTS = {
     { actions: ['sqs:SendMessage'], resources: ['arn:{partition}:sqs:{region}:{account}:{eventsQueue}'] },
     { actions: ['ssm:GetParameter'], resources: [parameter('aliEventTokenParameter')] },
   ],
-  /** Instance events from the queue (functions/handlers/cloud-events.ts): EC2's, and those the push function queued; the reconcile of their networks. */
+  /** Instance events from the queue (functions/cloud-events.ts): EC2's, and those the push function queued; the reconcile of their networks. */
   InstanceEvents: [storeOnTable, ...storeLists, publish, ...ec2Routes],
   /**
-   * The schedule (functions/handlers/schedule.ts): expiry, every cloud
+   * The schedule (functions/schedule.ts): expiry, every cloud
    * network's reconcile, the republish that reads each network's retained
    * config and lists the account's retained topics to clear those the store
    * no longer backs (issue 20; the list takes "*" only, so it is filtered by

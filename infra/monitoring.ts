@@ -1,6 +1,6 @@
 // The deployment as an operator sees it in the AWS console: one CloudWatch
 // dashboard of the fabric (the metrics the scheduled function emits in the
-// embedded metric format, functions/emf.ts) and of the services under it,
+// embedded metric format, control/metrics/emf.ts) and of the services under it,
 // and alarms on what needs a person, all sent to one SNS topic (subscribe an
 // address with the AlarmEmail setting). A monthly budget warns before the
 // bill surprises anyone.

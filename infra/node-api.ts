@@ -6,7 +6,7 @@
 import { defaults, environment, permissions } from './functions.js';
 
 export const nodeApi = new sst.aws.Function('NodeApi', {
-  handler: 'functions/handlers/node-api.handler',
+  handler: 'functions/node-api.handler',
   ...defaults,
   url: { cors: false },
   environment: environment(),

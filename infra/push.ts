@@ -3,7 +3,7 @@
 // OIDC token) and /ali for Alibaba Cloud EventBridge (the shared token).
 // The URL is public (auth "none") because neither pusher can sign an AWS
 // request; the function itself refuses anything without the right token
-// (functions/push-auth.ts).
+// (control/auth/push-auth.ts).
 // It reconciles nothing: an event it accepts goes to the instance-events
 // queue (infra/events.ts) and is acknowledged at once, well within Pub/Sub's
 // ack deadline (10 s by default); the queue's function reconciles it.
@@ -12,7 +12,7 @@ import { instanceEvents } from './events.js';
 import { defaults, environment, permissions } from './functions.js';
 
 export const push = new sst.aws.Function('Push', {
-  handler: 'functions/handlers/push.handler',
+  handler: 'functions/push.handler',
   ...defaults,
   // Past this an answer is too late for Pub/Sub anyway (its default ack
   // deadline); the work is a token check (a Google key fetch at most) and one

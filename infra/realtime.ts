@@ -17,7 +17,7 @@ $transform(sst.aws.Function, (args, _opts, name) => {
 
 export const realtime = new sst.aws.Realtime(REALTIME, {
   authorizer: {
-    handler: 'functions/handlers/authorizer.handler',
+    handler: 'functions/authorizer.handler',
     ...defaults,
     // Nodes added by earlier versions have scrypt hashes (N=16384: 16 MB and a
     // CPU); 512 MB gets a third of a vCPU and keeps their CONNECT well under
@@ -47,7 +47,7 @@ export const realtime = new sst.aws.Realtime(REALTIME, {
  * status by its topic, as the local controller does.
  */
 export const agentMessages = new sst.aws.Function('AgentMessages', {
-  handler: 'functions/handlers/iot.handler',
+  handler: 'functions/iot.handler',
   ...defaults,
   environment: environment(nodeApiEnvironment),
   permissions: permissions('AgentMessages'),

@@ -1,6 +1,6 @@
 // The periodic, level-triggered loop: lease expiry, a full reconcile of every
 // cloud network, and a republish of any network whose retained state on IoT
-// Core is behind the store (functions/handlers/schedule.ts). Events only make
+// Core is behind the store (functions/schedule.ts). Events only make
 // it faster; this alone would keep everything right. Hourly, the retained
 // topics the store no longer backs are deleted.
 import { cloudEnvironment, defaults, environment, permissions } from './functions.js';
@@ -12,7 +12,7 @@ export const maintenance = new sst.aws.CronV2('Maintenance', {
   schedule: 'rate(1 minute)',
   event: { tasks: ['expire', 'reconcile', 'republish'] },
   function: {
-    handler: 'functions/handlers/schedule.handler',
+    handler: 'functions/schedule.handler',
     ...defaults,
     // A reconcile may wait out a cloud's rate limits; runs never pile up, as
     // one still running when the next starts only repeats the same work.

@@ -1,4 +1,4 @@
-// The agent's client of the node API (functions/node-api.ts): a network's
+// The agent's client of the node API (control/http/node-api.ts): a network's
 // snapshot and its change log, read in pages over HTTP with the node's own
 // credentials. The controller tells the agent the API's address on its own
 // topic; until then there is nothing to ask. Every answer is bounded and

@@ -1,5 +1,5 @@
 // The agent's watch on its network: subscribe to the network's changes first,
-// list the network over the node API (functions/node-api.ts) at some
+// list the network over the node API (control/http/node-api.ts) at some
 // revision R, apply the changes newer than R, and from then on apply each
 // change whose revision is the next one; a change that skips a revision is
 // held back and the missing ones are fetched from the API (`since`), and a

@@ -13,7 +13,7 @@ export const aliVpc: BackendSpec<AliVpcBackend> = {
   // nothing, so no node gets it. The key ID is not a secret (it is shown by
   // config check, as Alibaba's console shows it).
   controlSecrets: ['AccessKeySecret'],
-  // IPv6 subnets are leased, and get no VPC route (functions/routes.ts says so when asked)
+  // IPv6 subnets are leased, and get no VPC route (control/routes/routes.ts says so when asked)
   families: [4, 6],
   programsKernel: false,
   podTraffic: true,

@@ -10,7 +10,7 @@ export const gce: BackendSpec<GceBackend> = {
   agentData: {},
   nodeSecrets: [],
   controlSecrets: [],
-  // IPv6 subnets are leased, and get no VPC route (functions/routes.ts says so when asked)
+  // IPv6 subnets are leased, and get no VPC route (control/routes/routes.ts says so when asked)
   families: [4, 6],
   programsKernel: false,
   podTraffic: true,

@@ -4,7 +4,7 @@
 // carries, whether pods' traffic crosses the host through it, and the cloud
 // whose route table carries it. The parser (core/config.ts), the agent's
 // registry and decisions (agent/backends/index.ts, agent/agent.ts) and the
-// route controller (functions/clouds) derive what they need from it. One
+// route controller (control/routes/clouds) derive what they need from it. One
 // type per file beside this one; index.ts lists them.
 import type { Family } from '../cidr.js';
 import type { Fields } from '../go-json.js';

@@ -10,7 +10,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Lease } from '../../core/lease.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 import { MOSQUITTO } from '../helpers/mosquitto.js';
 import { Lab, type Host, type LabProcess, type Pod } from '../helpers/netns.js';
 import { freePort, ROOT, runTwill, START_BOUND_MS, TWILL, waitFor, waitForStart } from '../helpers/procs.js';

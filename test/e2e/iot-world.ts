@@ -14,7 +14,7 @@
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseNetConf } from '../../core/config.js';
-import { addNode } from '../../functions/admin.js';
+import { addNode } from '../../control/http/admin.js';
 import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { AUTHORIZER, PREFIX } from '../helpers/serverless.js';
 import { WORLD_TAG } from './cluster.js';

@@ -5,12 +5,12 @@ import { parseNetConf } from '../../core/config.js';
 import { createLogger } from '../../core/log.js';
 import { Metrics } from '../../core/metrics.js';
 import { Topics } from '../../core/topics.js';
-import { Controller } from '../../functions/controller.js';
-import type { Cloud } from '../../functions/clouds/cloud.js';
-import type { Publisher } from '../../functions/publish/publisher.js';
-import { reconcileNetwork, type ReconcileReport, type RouteDeps } from '../../functions/routes.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
-import { tempDir } from '../helpers/procs.js';
+import { Controller } from '../../control/controller/controller.js';
+import type { Cloud } from '../../control/routes/clouds/cloud.js';
+import type { Publisher } from '../../control/publish/publisher.js';
+import { reconcileNetwork, type ReconcileReport, type RouteDeps } from '../../control/routes/routes.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
+import { tempDir } from './procs.js';
 
 export const FAKE_CREDENTIALS = { accessKeyId: 'AKIDFAKEFAKEFAKE', secretAccessKey: 'fake-secret-for-tests' };
 
@@ -63,7 +63,7 @@ export function callsSince(now: Record<string, number>, before: Record<string, n
 
 /** `twill controller` as a process, with its environment given (cluster.ts's helper, plus env). */
 export async function startCloudController(opts: { dataDir: string; networks: Record<string, string>; extra: string[]; env?: NodeJS.ProcessEnv }) {
-  const { freePort, startProc, waitFor, waitForStart } = await import('../helpers/procs.js');
+  const { freePort, startProc, waitFor, waitForStart } = await import('./procs.js');
   const port = await freePort();
   const args = ['controller', '--data-dir', opts.dataDir, '--listen', `127.0.0.1:${port}`];
   for (const [name, file] of Object.entries(opts.networks)) args.push('--network', `${name}=${file}`);

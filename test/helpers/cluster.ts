@@ -3,7 +3,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readSubnetEnv } from '../../agent/subnet-env.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 import { freePort, runTwill, startProc, waitFor, waitForStart, type Proc } from './procs.js';
 
 export interface ControllerProc extends Proc {

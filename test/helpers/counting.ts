@@ -1,7 +1,7 @@
 // Counters around the controller's two outputs, to prove that a reconcile with
 // nothing to change writes nothing and publishes nothing.
-import type { Publisher } from '../../functions/publish/publisher.js';
-import type { Store } from '../../functions/store/store.js';
+import type { Publisher } from '../../control/publish/publisher.js';
+import type { Store } from '../../control/store/store.js';
 
 export class CountingPublisher implements Publisher {
   count = 0;

@@ -10,8 +10,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IoTCustomAuthorizerEvent, IoTCustomAuthorizerResult } from 'aws-lambda';
-import { handler as authorizerHandler } from '../../functions/handlers/authorizer.js';
-import { handler as iotHandler } from '../../functions/handlers/iot.js';
+import { handler as authorizerHandler } from '../../functions/authorizer.js';
+import { handler as iotHandler } from '../../functions/iot.js';
 import { startFakeIotCore, type FakeIotCore, type FakeIotCoreOptions } from '../fakes/iot-core.js';
 import { ACCOUNT, AUTHORIZER, PREFIX, REGION, lambdaContext, startServerless, type ServerlessWorld } from './serverless.js';
 

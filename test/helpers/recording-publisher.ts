@@ -1,6 +1,6 @@
 // The controller's output boundary, recorded: what it asked the broker to
 // publish, in order, so a test can assert what agents would receive.
-import type { Publisher } from '../../functions/publish/publisher.js';
+import type { Publisher } from '../../control/publish/publisher.js';
 
 export interface Publication { topic: string; payload: string; retain: boolean }
 

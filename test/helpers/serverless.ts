@@ -1,6 +1,6 @@
 // The serverless control plane on this machine: DynamoDB (dynalite), SSM and
 // IoT Core's data plane as local fakes, and the environment the Lambda
-// handlers read (functions/handlers/runtime.ts), so a test invokes the real
+// handlers read (control/lambda/runtime.ts), so a test invokes the real
 // exported handlers as Lambda would. Every AWS SDK client finds a local
 // endpoint: the service-specific ones for the services used, and a dead
 // loopback port for any other, so nothing can leave the machine.
@@ -15,10 +15,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { Context, LambdaFunctionURLEvent, LambdaFunctionURLResult } from 'aws-lambda';
-import { handler as nodeApiHandler } from '../../functions/handlers/node-api.js';
+import { handler as nodeApiHandler } from '../../functions/node-api.js';
 import { Topics } from '../../core/topics.js';
-import { createRuntime, readEnv, resetRuntime, withRuntime, type Runtime } from '../../functions/handlers/runtime.js';
-import { createTable, DynamoStore } from '../../functions/store/dynamo.js';
+import { createRuntime, readEnv, resetRuntime, withRuntime, type Runtime } from '../../control/lambda/runtime.js';
+import { createTable, DynamoStore } from '../../control/store/dynamo.js';
 import type { FunctionName } from '../../infra/grants.js';
 import { startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
 import { addFunctions, ACCOUNT as IAM_ACCOUNT, Iam, withoutActions, type Principal } from '../fakes/iam.js';

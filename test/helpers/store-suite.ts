@@ -13,8 +13,8 @@ import { leasesHash, type Lease, type NewLease } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
 import type { Status } from '../../core/messages.js';
 import { Topics } from '../../core/topics.js';
-import { Controller } from '../../functions/controller.js';
-import type { Store } from '../../functions/store/store.js';
+import { Controller } from '../../control/controller/controller.js';
+import type { Store } from '../../control/store/store.js';
 
 export interface OpenedStore {
   store: Store;

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nodeClientId } from '../../core/acl.js';
 import { parseNetConf } from '../../core/config.js';
-import { addNode } from '../../functions/admin.js';
+import { addNode } from '../../control/http/admin.js';
 import { startIotCoreWorld, type IotCoreWorld } from '../helpers/iot-core.js';
 import { metric, startAgent, subnetOf, type AgentProc } from '../helpers/cluster.js';
 import { removeTempDirs, tempDir, waitFor } from '../helpers/procs.js';

@@ -12,13 +12,13 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { nodeClientId } from '../../core/acl.js';
 import { parseNetConf } from '../../core/config.js';
-import { addNode } from '../../functions/admin.js';
+import { addNode } from '../../control/http/admin.js';
 import type { FakeIotCore } from '../fakes/iot-core.js';
 import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { metric, startAgent, subnetOf, type AgentProc } from '../helpers/cluster.js';
 import { removeTempDirs, tempDir, waitFor } from '../helpers/procs.js';
 import { ADMIN_TOKEN, AUTHORIZER, PREFIX, urlEvent, type ServerlessWorld } from '../helpers/serverless.js';
-import { handler as apiHandler } from '../../functions/handlers/api.js';
+import { handler as apiHandler } from '../../functions/api.js';
 
 describe('agent on AWS IoT Core (custom authorizer, TLS and WebSocket)', () => {
   let dir: string;

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseNetConf } from '../../core/config.js';
-import { addNode as addNodeTo } from '../../functions/admin.js';
+import { addNode as addNodeTo } from '../../control/http/admin.js';
 import { startIotCoreWorld } from '../helpers/iot-core.js';
 import { addNode, metric, startAgent, startController, writeNetConf, type AgentCreds, type AgentProc, type ControllerProc } from '../helpers/cluster.js';
 import { startMosquitto } from '../helpers/mosquitto.js';

@@ -138,6 +138,33 @@ describe('twill CLI with --api', () => {
     assert.equal(r.status, 400);
     assert.match(((await r.json()) as { error: string }).error, /malformed %-escape/);
   });
+
+  test("a name the dashboard's asset table inherits is no file, a target that is no path is a 400: never a 500, and the controller serves on", async () => {
+    for (const name of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) {
+      const anonymous = await fetch(`${api}/dashboard/${name}`);
+      assert.equal(anonymous.status, 401, `/dashboard/${name} without a token: no file, so the admin API's, which wants the token`);
+      const signed = await fetch(`${api}/dashboard/${name}`, { headers: { authorization: `Bearer ${env.TWILL_API_TOKEN}` } });
+      assert.equal(signed.status, 404, `/dashboard/${name} with the token`);
+    }
+    // Request targets fetch would never send: written on a socket as a hostile client would.
+    const raw = async (target: string) => {
+      const { connect } = await import('node:net');
+      const sock = connect(Number(new URL(api).port), '127.0.0.1');
+      let answer = '';
+      sock.on('data', (d) => { answer += d.toString(); });
+      sock.on('error', () => {});
+      await new Promise<void>((r) => sock.once('connect', () => r()));
+      sock.write(`GET ${target} HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n`);
+      await new Promise<void>((r) => sock.on('close', () => r()));
+      return Number(/^HTTP\/1\.1 (\d{3}) /.exec(answer)?.[1]);
+    };
+    for (const target of ['//', '//[', '//x/v1/status', '*']) {
+      const status = await raw(target);
+      assert.ok(status >= 400 && status < 500, `GET ${target}: ${status}, a 4xx`);
+    }
+    assert.equal((await fetch(`${api}/dashboard/`)).status, 200, 'the controller still serves');
+    assert.doesNotMatch(ctl.output(), /internal error|TypeError/);
+  });
 });
 
 describe('twill CLI on a data directory that is not there', () => {

@@ -2,7 +2,7 @@
 // @aws-sdk/client-ec2 client.
 import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AwsCloud } from '../../functions/clouds/aws.js';
+import { AwsCloud } from '../../control/routes/clouds/aws.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { removeTempDirs } from '../helpers/procs.js';
 import { FAKE_CREDENTIALS, callsSince, subnetOf, world, type World } from '../helpers/clouds.js';

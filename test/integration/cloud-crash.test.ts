@@ -11,20 +11,20 @@ import { pathToFileURL } from 'node:url';
 import { parseNetConf } from '../../core/config.js';
 import { silentLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
-import { AwsCloud } from '../../functions/clouds/aws.js';
-import { Controller } from '../../functions/controller.js';
-import { reconcileNetwork } from '../../functions/routes.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+import { AwsCloud } from '../../control/routes/clouds/aws.js';
+import { Controller } from '../../control/controller/controller.js';
+import { reconcileNetwork } from '../../control/routes/routes.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { ROOT, removeTempDirs, tempDir } from '../helpers/procs.js';
 import { CountingPublisher, FAKE_CREDENTIALS } from '../helpers/clouds.js';
 
 const CHILD = `
   const m = (p) => import(new URL(p, process.env.TWILL_ROOT_URL).href);
-  const { SqliteStore } = await m('functions/store/sqlite.ts');
-  const { Controller } = await m('functions/controller.ts');
-  const { AwsCloud } = await m('functions/clouds/aws.ts');
-  const { reconcileNetwork } = await m('functions/routes.ts');
+  const { SqliteStore } = await m('control/store/sqlite.ts');
+  const { Controller } = await m('control/controller/controller.ts');
+  const { AwsCloud } = await m('control/routes/clouds/aws.ts');
+  const { reconcileNetwork } = await m('control/routes/routes.ts');
   const { Topics } = await m('core/topics.ts');
   const { silentLogger } = await m('core/log.ts');
   const store = new SqliteStore(process.env.TWILL_DB);

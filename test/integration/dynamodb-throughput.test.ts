@@ -9,7 +9,7 @@ import {
   BatchGetItemCommand, BatchWriteItemCommand, DynamoDBClient, GetItemCommand, PutItemCommand, QueryCommand, TransactWriteItemsCommand, UpdateItemCommand,
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
-import { createTable } from '../../functions/store/dynamo.js';
+import { createTable } from '../../control/store/dynamo.js';
 import { startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
 import { ON_DEMAND_LIMITS, THROTTLE_MESSAGE } from '../fakes/dynamodb-throughput.js';
 

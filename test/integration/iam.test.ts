@@ -13,7 +13,7 @@ import {
 import { CreateRouteCommand, DescribeRouteTablesCommand, EC2Client } from '@aws-sdk/client-ec2';
 import { DeleteConnectionCommand, IoTDataPlaneClient, ListRetainedMessagesCommand, PublishCommand } from '@aws-sdk/client-iot-data-plane';
 import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
-import { createTable } from '../../functions/store/dynamo.js';
+import { createTable } from '../../control/store/dynamo.js';
 import { FUNCTIONS, GRANTS, grantsOf } from '../../infra/grants.js';
 import { localClientConfig, startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
 import { FakeEc2 } from '../fakes/ec2.js';

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import type { IoTCustomAuthorizerResult } from 'aws-lambda';
 import { IoTDataPlaneClient, ListRetainedMessagesCommand } from '@aws-sdk/client-iot-data-plane';
-import { IotPublisher } from '../../functions/publish/iot.js';
+import { IotPublisher } from '../../control/publish/iot.js';
 import { startFakeIotCore, type FakeIotCore, type FakeIotCoreOptions } from '../fakes/iot-core.js';
 import { startFakeIotData, type FakeIotData } from '../fakes/iot-data.js';
 import { removeTempDirs, tempDir, waitFor } from '../helpers/procs.js';

@@ -40,10 +40,10 @@ test('npm pack gives a package that installs the twill command on a host without
     // twill version, -v and --version, and the agent's --version (flanneld's; its -v is klog's verbosity) agree with package.json
     for (const args of [['version'], ['-v'], ['--version'], ['agent', '--version']]) assert.equal(run(args).stdout, `twill ${VERSION}\n`, args.join(' '));
 
-    // The installed controller finds the dashboard's page (dist/functions/ reads ../../dashboard/).
+    // The installed controller finds the dashboard's page (dist/control/http/ reads ../../../dashboard/).
     assert.ok(listing.includes('package/dashboard/index.html') && listing.includes('package/dashboard/app.js'), 'the dashboard');
     const page = spawnSync(process.execPath, ['--input-type=module', '-e',
-      "const { dashboardAsset } = await import('twill/dist/functions/dashboard.js'); const r = dashboardAsset('/dashboard/app.js'); console.log(r.status, r.body.length > 1000);"], { cwd: host, encoding: 'utf8' });
+      "const { dashboardAsset } = await import('twill/dist/control/http/dashboard.js'); const r = dashboardAsset('/dashboard/app.js'); console.log(r.status, r.body.length > 1000);"], { cwd: host, encoding: 'utf8' });
     assert.equal(page.stdout.trim(), '200 true', page.stderr);
 
     // The units, pointed at the installed command, are what systemd accepts.

@@ -9,12 +9,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import mqtt from 'mqtt';
 import { parseNetConf } from '../../core/config.js';
-import { addNode } from '../../functions/admin.js';
-import { handler as apiHandler } from '../../functions/handlers/api.js';
-import { handler as scheduleHandler } from '../../functions/handlers/schedule.js';
+import { addNode } from '../../control/http/admin.js';
+import { handler as apiHandler } from '../../functions/api.js';
+import { handler as scheduleHandler } from '../../functions/schedule.js';
 import { startIotCoreWorld, type IotCoreWorld } from '../helpers/iot-core.js';
 import { removeTempDirs, tempDir, waitFor } from '../helpers/procs.js';
-import { IotPublisher } from '../../functions/publish/iot.js';
+import { IotPublisher } from '../../control/publish/iot.js';
 import { ADMIN_KEYS } from '../fakes/iam.js';
 import { ADMIN_TOKEN, PREFIX, REGION, urlEvent } from '../helpers/serverless.js';
 

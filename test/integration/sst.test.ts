@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GSI1, TTL_ATTRIBUTE, tableDefinition } from '../../functions/store/dynamo.js';
+import { GSI1, TTL_ATTRIBUTE, tableDefinition } from '../../control/store/dynamo.js';
 import { TABLE_SCHEMA } from '../../infra/schema.js';
 import { FUNCTIONS } from '../../infra/grants.js';
 import { ROOT, removeTempDirs, tempDir } from '../helpers/procs.js';
@@ -113,10 +113,10 @@ describe('SST program', () => {
 
   test('every handler bundles as SST bundles it, and no cloud SDK loads on its cold start', async () => {
     const esbuild = await import('esbuild');
-    const handlers = readdirSync(join(ROOT, 'functions/handlers')).filter((f) => f.endsWith('.ts') && !['runtime.ts', 'poke.ts'].includes(f));
+    const handlers = readdirSync(join(ROOT, 'functions')).filter((f) => f.endsWith('.ts'));
     const outdir = tempDir('twill-bundle-');
     const r = await esbuild.build({
-      entryPoints: handlers.map((h) => join(ROOT, 'functions/handlers', h)),
+      entryPoints: handlers.map((h) => join(ROOT, 'functions', h)),
       bundle: true,
       splitting: true,
       format: 'esm',
@@ -139,7 +139,7 @@ describe('SST program', () => {
     let checked = 0;
     for (const [out, meta] of Object.entries(outputs)) {
       // Dynamic imports get chunks with entry points of their own; only the handlers' count here.
-      if (!meta.entryPoint?.startsWith('functions/handlers/')) continue;
+      if (!meta.entryPoint?.startsWith('functions/')) continue;
       const inputs = [...staticClosure(out)].flatMap((o) => Object.keys(outputs[o]?.inputs ?? {}));
       for (const sdk of ['@google-cloud/compute', '@alicloud/pop-core', 'better-sqlite3', '@aws-sdk/client-ec2']) {
         assert.ok(!inputs.some((i) => i.includes(`node_modules/${sdk}/`)), `${meta.entryPoint} loads ${sdk} at cold start`);

@@ -12,9 +12,9 @@ import { agentState } from '../../core/fabric.js';
 import { leasesHash, type Lease, type NewLease } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
-import { Controller } from '../../functions/controller.js';
-import { createTable, DynamoStore, LAYOUT_KEY, leasePk, SHARDS, tableDefinition, TTL_ATTRIBUTE } from '../../functions/store/dynamo.js';
-import { migrateTable } from '../../functions/store/dynamo-migrate.js';
+import { Controller } from '../../control/controller/controller.js';
+import { createTable, DynamoStore, LAYOUT_KEY, leasePk, SHARDS, tableDefinition, TTL_ATTRIBUTE } from '../../control/store/dynamo.js';
+import { migrateTable } from '../../control/store/dynamo-migrate.js';
 import { localClientConfig, startFakeDynamo, type FakeDynamo } from '../fakes/dynamodb.js';
 import { storeSuite } from '../helpers/store-suite.js';
 

@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseNetConf } from '../../core/config.js';
 import { leasesHash } from '../../core/lease.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 import { storeSuite } from '../helpers/store-suite.js';
 
 const ROOT = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
@@ -118,7 +118,7 @@ describe('sqlite: durability', () => {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: {
           ...process.env,
-          TWILL_STORE_MODULE: pathToFileURL(join(ROOT, 'functions/store/sqlite.ts')).href,
+          TWILL_STORE_MODULE: pathToFileURL(join(ROOT, 'control/store/sqlite.ts')).href,
           TWILL_CONFIG_MODULE: pathToFileURL(join(ROOT, 'core/config.ts')).href,
           TWILL_STORE_FILE: file,
           TWILL_START: String(start),

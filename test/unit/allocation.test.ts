@@ -14,9 +14,9 @@ import { leasesHash } from '../../core/lease.js';
 import { silentLogger } from '../../core/log.js';
 import type { NodeLeaseMessage } from '../../core/messages.js';
 import { Topics } from '../../core/topics.js';
-import { Controller, type ControllerOptions } from '../../functions/controller.js';
+import { Controller, type ControllerOptions } from '../../control/controller/controller.js';
 import { RecordingPublisher } from '../helpers/recording-publisher.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 
 
 const topics = new Topics();

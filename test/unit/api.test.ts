@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { silentLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
-import { handleApi, type ApiDeps } from '../../functions/api.js';
-import { Controller } from '../../functions/controller.js';
-import { verifyPassword } from '../../functions/credentials.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+import { handleApi, type ApiDeps } from '../../control/http/api.js';
+import { Controller } from '../../control/controller/controller.js';
+import { verifyPassword } from '../../control/auth/credentials.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 import { removeTempDirs, tempDir } from '../helpers/procs.js';
 import { RecordingPublisher } from '../helpers/recording-publisher.js';
 

@@ -8,9 +8,9 @@ import type { IoTCustomAuthorizerEvent } from 'aws-lambda';
 import { nodeAcl } from '../../core/acl.js';
 import { createLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
-import { MAX_POLICY_CHARS, authorize, nodePolicy, principalIdOf, splitPolicy, type AuthorizerOptions } from '../../functions/authorizer.js';
-import { generatePassword, hashPassword } from '../../functions/credentials.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+import { MAX_POLICY_CHARS, authorize, nodePolicy, principalIdOf, splitPolicy, type AuthorizerOptions } from '../../control/auth/authorizer.js';
+import { generatePassword, hashPassword } from '../../control/auth/credentials.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 import { removeTempDirs, tempDir } from '../helpers/procs.js';
 
 const REGION = 'eu-west-1';

@@ -1,12 +1,12 @@
 // The embedded broker's retained messages, found by topic for exact
-// subscriptions (functions/local/broker.ts retainedByTopic): what every
+// subscriptions (control/local/broker.ts retainedByTopic): what every
 // agent's first SUBSCRIBE relies on, over real MQTT.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { Aedes } from 'aedes';
 import mqtt from 'mqtt';
-import { retainedByTopic } from '../../functions/local/broker.js';
+import { retainedByTopic } from '../../control/local/broker.js';
 
 async function retainedSeen(url: string, filters: string[]): Promise<Map<string, string>> {
   const c = await mqtt.connectAsync(url, { reconnectPeriod: 0 });

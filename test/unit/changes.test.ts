@@ -1,7 +1,7 @@
 // changeRun: when a read of the change log is the whole story since a revision.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { changeRun, type Change } from '../../functions/store/store.js';
+import { changeRun, type Change } from '../../control/store/store.js';
 
 const c = (...revs: number[]): Change[] => revs.map((revision) => ({ revision, config: true }));
 

@@ -3,13 +3,13 @@
 import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseNetConf } from '../../core/config.js';
-import { ROUTE_DESCRIPTION } from '../../functions/clouds/cloud.js';
+import { ROUTE_DESCRIPTION } from '../../control/routes/clouds/cloud.js';
 import { join } from 'node:path';
 import RPCClient from '@alicloud/pop-core';
-import { AliCloud, type AliOptions } from '../../functions/clouds/ali.js';
-import { StoreLocks } from '../../functions/locks.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
-import type { Store } from '../../functions/store/store.js';
+import { AliCloud, type AliOptions } from '../../control/routes/clouds/ali.js';
+import { StoreLocks } from '../../control/store/locks.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
+import type { Store } from '../../control/store/store.js';
 import { FakeAli } from '../fakes/ali.js';
 import { removeTempDirs, tempDir } from '../helpers/procs.js';
 import { FAKE_CREDENTIALS, callsSince, subnetOf, world, type World } from '../helpers/clouds.js';

@@ -8,13 +8,13 @@ import { readFileSync } from 'node:fs';
 import { parseNetConf } from '../../core/config.js';
 import { createLogger, silentLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
-import { AwsCloud } from '../../functions/clouds/aws.js';
-import { Controller } from '../../functions/controller.js';
+import { AwsCloud } from '../../control/routes/clouds/aws.js';
+import { Controller } from '../../control/controller/controller.js';
 import {
   EventError, handleEvent, networksToReconcile, parseEvent, type InstanceEvent,
-} from '../../functions/events.js';
-import { reconcileNetwork } from '../../functions/routes.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+} from '../../control/routes/events.js';
+import { reconcileNetwork } from '../../control/routes/routes.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { FAKE_CREDENTIALS, CountingPublisher } from '../helpers/clouds.js';
 import { EVENT_FIXTURES } from '../helpers/procs.js';

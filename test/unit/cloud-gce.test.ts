@@ -4,8 +4,8 @@
 import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseNetConf } from '../../core/config.js';
-import { ROUTE_DESCRIPTION, routeName } from '../../functions/clouds/cloud.js';
-import { GceCloud } from '../../functions/clouds/gce.js';
+import { ROUTE_DESCRIPTION, routeName } from '../../control/routes/clouds/cloud.js';
+import { GceCloud } from '../../control/routes/clouds/gce.js';
 import { FakeGce } from '../fakes/gce.js';
 import { removeTempDirs } from '../helpers/procs.js';
 import { callsSince, subnetOf, world, type World } from '../helpers/clouds.js';

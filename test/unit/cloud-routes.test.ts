@@ -8,11 +8,11 @@ import { parseNetConf } from '../../core/config.js';
 import { createLogger, silentLogger } from '../../core/log.js';
 import { Metrics } from '../../core/metrics.js';
 import { Topics } from '../../core/topics.js';
-import { Controller } from '../../functions/controller.js';
-import type { Cloud } from '../../functions/clouds/cloud.js';
-import { SimCloud, SimVpc, simTable } from '../../functions/clouds/sim.js';
-import { reconcileNetwork, type RouteDeps } from '../../functions/routes.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+import { Controller } from '../../control/controller/controller.js';
+import type { Cloud } from '../../control/routes/clouds/cloud.js';
+import { SimCloud, SimVpc, simTable } from '../../control/routes/clouds/sim.js';
+import { reconcileNetwork, type RouteDeps } from '../../control/routes/routes.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 import { removeTempDirs, tempDir } from '../helpers/procs.js';
 
 

@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, scryptSync } from 'node:crypto';
-import { BoundedCredentials, CredentialsBusyError, DUMMY_HASH, generatePassword, hashPassword, verifyPassword, VerifiedCredentials } from '../../functions/credentials.js';
-import type { NodeRecord } from '../../functions/store/store.js';
+import { BoundedCredentials, CredentialsBusyError, DUMMY_HASH, generatePassword, hashPassword, verifyPassword, VerifiedCredentials } from '../../control/auth/credentials.js';
+import type { NodeRecord } from '../../control/store/store.js';
 
 test('a hash verifies its own password only, and holds no trace of it', async () => {
   const pw = generatePassword();

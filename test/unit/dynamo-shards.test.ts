@@ -3,7 +3,7 @@
 // evenly, or one shard's partition key takes more than its share of a storm.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SHARDS, shardOf } from '../../functions/store/dynamo.js';
+import { SHARDS, shardOf } from '../../control/store/dynamo.js';
 
 test('shardOf is stable: the same names land on the same shards in every release', () => {
   // Pinned values (FNV-1a, modulo 32): changing the hash would move every item of every table.

@@ -3,7 +3,7 @@
 // format"); a document that breaks a rule is refused here, not dropped there.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { emfDocument } from '../../functions/emf.js';
+import { emfDocument } from '../../control/metrics/emf.js';
 
 test('a document: the metadata directive, then each dimension and metric as a member of the root', () => {
   const d = emfDocument({ Stage: 'twill/prod', Network: 'edge' }, [{ name: 'Leases', value: 3, unit: 'Count' }], 1_796_000_000_000);

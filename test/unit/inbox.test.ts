@@ -2,7 +2,7 @@
 // different nodes' side by side, never more than the bound at once.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { KeyedQueue } from '../../functions/local/inbox.js';
+import { KeyedQueue } from '../../control/controller/inbox.js';
 
 test('tasks of one key run in order; of different keys, side by side up to the bound', async () => {
   const q = new KeyedQueue(3);

@@ -7,8 +7,8 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '../../core/log.js';
-import { startLocalController } from '../../functions/local/server.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+import { startLocalController } from '../../control/local/server.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 import { parseNetConf } from '../../core/config.js';
 
 async function taken(): Promise<{ server: Server; addr: string }> {

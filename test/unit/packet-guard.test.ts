@@ -2,7 +2,7 @@
 // the bytes go by (MQTT 3.1.1 §2.2.3), wherever the chunks split them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PacketScanner } from '../../functions/local/packet-guard.js';
+import { PacketScanner } from '../../control/local/packet-guard.js';
 
 /** An MQTT packet of a type byte and a body of n bytes, with its remaining length encoded. */
 function packet(type: number, n: number): Buffer {

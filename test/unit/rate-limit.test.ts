@@ -1,4 +1,4 @@
-// Fairness between nodes (functions/rate-limit.ts, used by the controller for
+// Fairness between nodes (control/controller/rate-limit.ts, used by the controller for
 // every hello and status): one node's flood is refused cheaply and counted,
 // every other node is served as usual, and a quiet node gets its burst back.
 import { test } from 'node:test';
@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { parseNetConf } from '../../core/config.js';
 import { createLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
-import { Controller } from '../../functions/controller.js';
-import { RateLimiter } from '../../functions/rate-limit.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
+import { Controller } from '../../control/controller/controller.js';
+import { RateLimiter } from '../../control/controller/rate-limit.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
 import { RecordingPublisher } from '../helpers/recording-publisher.js';
 
 test('a burst, then one message per interval; refusals reported once a minute with their count; other keys untouched', () => {

@@ -1,4 +1,4 @@
-// What stays retained on the broker (functions/republish.ts cleanRetained,
+// What stays retained on the broker (control/tasks/republish.ts cleanRetained,
 // and the controller's release and removal): only what the store backs. The
 // rule first, as a table; then the local controller on its embedded broker,
 // which deletes a released or removed node's topics at once and, on its
@@ -13,9 +13,9 @@ import { nodeClientId } from '../../core/acl.js';
 import { parseNetConf } from '../../core/config.js';
 import { silentLogger } from '../../core/log.js';
 import { DEFAULT_PREFIX, Topics } from '../../core/topics.js';
-import { addNode, removeNode } from '../../functions/admin.js';
-import { startLocalController } from '../../functions/local/server.js';
-import { isBacked, retainedShape, type Backing } from '../../functions/republish.js';
+import { addNode, removeNode } from '../../control/http/admin.js';
+import { startLocalController } from '../../control/local/server.js';
+import { isBacked, retainedShape, type Backing } from '../../control/tasks/republish.js';
 import { waitFor } from '../helpers/procs.js';
 
 const dirs: string[] = [];

@@ -1,6 +1,7 @@
-// The controller's sync loop (functions/sync.ts): it republishes exactly the
-// writes it did not publish itself, with the real SQLite store and a second
-// handle on the same file standing for the CLI.
+// The controller's sync loop (control/tasks/sync.ts), as the plane composes it
+// (control/plane.ts: the controller tells the loop's memory what it published):
+// it republishes exactly the writes it did not publish itself, with the real
+// SQLite store and a second handle on the same file standing for the CLI.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -9,9 +10,10 @@ import { join } from 'node:path';
 import { parseNetConf } from '../../core/config.js';
 import { silentLogger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
-import { Controller } from '../../functions/controller.js';
-import { SqliteStore } from '../../functions/store/sqlite.js';
-import { PublishedWatermark, Sync } from '../../functions/sync.js';
+import { Controller } from '../../control/controller/controller.js';
+import { createControlPlane } from '../../control/plane.js';
+import { SqliteStore } from '../../control/store/sqlite.js';
+import { PublishedWatermark } from '../../control/tasks/sync.js';
 import { RecordingPublisher } from '../helpers/recording-publisher.js';
 
 const topics = new Topics();
@@ -31,8 +33,9 @@ async function setup() {
   const cli = new SqliteStore(file);
   opened.push(store, cli);
   const pub = new RecordingPublisher();
-  const controller = new Controller(store, pub, { topics, log: silentLogger });
-  const sync = new Sync(controller, store);
+  const plane = createControlPlane({ store, publisher: pub, topics, log: silentLogger, remembersPublished: true });
+  const controller = plane.controller;
+  const sync = { run: () => plane.tasks.sync() };
   await controller.applyNetwork('n', parseNetConf({ Network: '10.1.0.0/16' }, {}));
   return { store, cli, pub, controller, sync };
 }
