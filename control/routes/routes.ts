@@ -99,47 +99,41 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
   const snap = await readSnapshot(name, deps);
   const { instances, routes, pools, tables } = snap.cloud;
   const traits = traitsOf(deps.cloud);
-  const report: ReconcileReport = {
-    network: name, instances: instances.length, joined: 0, released: 0, prepared: 0,
-    created: 0, replaced: 0, deleted: 0, routes: 0, pending: {}, errors: {}, tables: [],
-  };
   const ctx: ApplyContext = { network: name, ref: snap.ref, cloud: deps.cloud, leases: deps.controller, log: deps.log, notes: new Notes() };
 
   // The leases, as read and then as this reconcile changes them (the store's order, new ones last).
   const leases = new Map(snap.ref.leases.map((l) => [l.node, l]));
   const lease = planJoins({ instances, leases: snap.ref.leases, space: snap.space, now, ttlMs: deps.controller.leaseTtlMs });
   for (const node of lease.unaddressed) deps.log.debug('instance has no private IP yet', { network: name, node });
-  const written = await applyJoins(ctx, lease.joins);
-  for (const l of written) leases.set(l.node, l);
-  report.joined = written.length;
+  const joined = await applyJoins(ctx, lease.joins);
+  for (const l of joined) leases.set(l.node, l);
 
   const plan = planRoutes({ space: snap.space, traits, instances, leasesBefore: snap.ref.leases, leases: [...leases.values()], routes });
   const deleted = await applyDeletes(ctx, plan.deletes);
-  report.deleted = deleted.length;
 
   const { released, dropped } = await applyReleases(ctx, planReleases({ leases: [...leases.values()], instances, owned: plan.owned, deleted }));
-  report.released = released;
   for (const node of dropped) leases.delete(node);
 
   const admission = planAdmission({ plan, deleted, pools, tables, instances, traits });
   for (const n of admission.notes) ctx.notes.add(n.node, n.state, n.reason);
   const ledger = new PoolLedger(admission.pools, tables);
   const done = await applyJobs(ctx, admission.jobs, ledger);
-  report.prepared = done.prepared;
-  report.replaced = done.replaced;
-  report.created = done.created;
-  report.routes = plan.present.size + done.replaced + done.created;
+  const routed = plan.present.size + done.replaced + done.created;
 
-  if (ctx.networkError !== undefined) report.errors[name] = ctx.networkError;
   const status = planStatus({ network: name, leases: [...leases.values()], instances, notes: ctx.notes, previous: snap.previous });
+  const pending: Record<string, string> = {};
+  const errors: Record<string, string> = ctx.networkError !== undefined ? { [name]: ctx.networkError } : {};
   for (const s of status.statuses) {
-    if (s.state === 'pending') report.pending[s.node] = s.reason;
-    if (s.state === 'error') report.errors[s.node] = s.reason;
+    if (s.state === 'pending') pending[s.node] = s.reason;
+    if (s.state === 'error') errors[s.node] = s.reason;
   }
   const sinks = { network: name, store: deps.store, log: deps.log, metrics: deps.metrics };
   const stamp = new Date(now).toISOString();
   await applyStatus(sinks, status.statuses, status.removed, stamp);
-  report.tables = ledger.list().map((p) => ({ what: p.what, used: p.used, limit: p.limit }));
-  await applyTables(sinks, report.routes, report.tables, stamp);
-  return report;
+  const used = ledger.list().map((p) => ({ what: p.what, used: p.used, limit: p.limit }));
+  await applyTables(sinks, routed, used, stamp);
+  return {
+    network: name, instances: instances.length, joined: joined.length, released, prepared: done.prepared,
+    created: done.created, replaced: done.replaced, deleted: deleted.length, routes: routed, pending, errors, tables: used,
+  };
 }
