@@ -17,6 +17,9 @@
 //   routes are retargeted and created within the limit, oldest lease first.
 //   Each stage is planned from what the ones before achieved, so a failed
 //   call changes what follows exactly as far as it must.
+//
+// Which routes are twill's (the ownership rule for 'marked' and 'inferred'
+// clouds) and which networks a cloud serves (IPv4 only) are in plan.ts.
 import { NotFoundError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { Metrics } from '../../core/metrics.js';
