@@ -64,7 +64,7 @@ export function isThrottled(e: unknown): boolean {
 export type Role = 'lease' | 'claim' | 'release' | 'network' | 'change';
 
 /** How a cancelled lease transaction should be answered: the role whose condition failed, or retry (the network was busy). */
-export type Outcome = { kind: 'lease' } | { kind: 'claim' } | { kind: 'release' } | { kind: 'retry' };
+type Outcome = { kind: 'lease' } | { kind: 'claim' } | { kind: 'release' } | { kind: 'retry' };
 
 export function classifyCancellation(e: unknown, roles: Role[]): Outcome | undefined {
   if (errorName(e) !== 'TransactionCanceledException') return undefined;

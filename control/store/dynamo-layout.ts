@@ -81,12 +81,13 @@
 //   "a table from an earlier twill") has moved the items and written the
 //   layout item.
 //   A new table (no network yet) simply gets the layout item.
-//
+// - Locks (LOCK#<name> / LOCK) are apart from every network: see the locks in
+//   dynamo.ts. How the lease writes use these items: dynamo-writes.ts.
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import type { NetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
 import { CHANGE_RETENTION_MS, type Change, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type StatusRecord } from './store.js';
-import type { Claim, Claims } from './lease-write.js';
+import type { Claim } from './lease-write.js';
 
 export type Item = Record<string, AttributeValue>;
 export type Key = { pk: AttributeValue; sk: AttributeValue };
@@ -108,14 +109,14 @@ export const SHARDS = 32;
 export const LAYOUT_VERSION = 2;
 
 export const netPk = (network: string) => `NET#${network}`;
-export const NETWORK_SK = 'NETWORK';
+const NETWORK_SK = 'NETWORK';
 export const LEASE_PREFIX = 'LEASE#';
 export const CLAIM_PREFIX = 'CLAIM#';
-export const CHANGE_PREFIX = 'CHG#';
+const CHANGE_PREFIX = 'CHG#';
 /** Fixed width, so the sort key orders changes by revision. */
 export const changeSk = (revision: number) => `${CHANGE_PREFIX}${String(revision).padStart(15, '0')}`;
 export const ROUTE_PREFIX = 'ROUTE#';
-export const ROUTE_TABLES_SK = 'ROUTETABLES';
+const ROUTE_TABLES_SK = 'ROUTETABLES';
 export const STATUS_PREFIX = 'STATUS#';
 export const AGENTS_SK = 'AGENTS';
 const nodePk = (name: string) => `NODE#${name}`;
@@ -180,11 +181,6 @@ export function expiryKey(ms: number): string {
 /** A claim's sort key: the network address in fixed-width hex sorts numerically. */
 export function claimSk(claim: Claim): string {
   return `${CLAIM_PREFIX}${claim.family}#${claim.ip.toString(16).padStart(claim.family === 4 ? 8 : 32, '0')}`;
-}
-
-/** The claim sort keys of a lease's subnets. */
-export function claimSks(claims: Claims): string[] {
-  return [claims.v4 !== undefined && claimSk({ family: 4, ip: claims.v4 }), claims.v6 !== undefined && claimSk({ family: 6, ip: claims.v6 })].filter((k): k is string => !!k);
 }
 
 /** The claimed address of a claim's sort key. */
