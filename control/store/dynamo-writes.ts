@@ -121,8 +121,20 @@ function leaseTransaction(table: string, plan: LeaseWritePlan, ttlGraceSeconds: 
   const roles: Role[] = [];
   const add = (role: Role, item: TransactWriteItem) => { roles.push(role); items.push(item); };
   const cond = plan.leaseCondition;
-  if (plan.deletes) {
-    const by = 'expiredBy' in cond ? cond.expiredBy : undefined;
+  if ('absent' in cond) {
+    add('lease', { Put: { TableName: table, Item: leaseItem(lease, ttlGraceSeconds), ConditionExpression: 'attribute_not_exists(pk)' } });
+  } else if (!plan.deletes) {
+    add('lease', {
+      Put: {
+        TableName: table,
+        Item: leaseItem(lease, ttlGraceSeconds),
+        ConditionExpression: '#rev = :expected',
+        ExpressionAttributeNames: { '#rev': 'revision' },
+        ExpressionAttributeValues: { ':expected': N(cond.revision) },
+      },
+    });
+  } else {
+    const by = cond.expiredBy;
     add('lease', {
       Delete: {
         TableName: table,
@@ -130,17 +142,7 @@ function leaseTransaction(table: string, plan: LeaseWritePlan, ttlGraceSeconds: 
         // At expiry, also on the expiry read: a renewal meanwhile moves it but not the revision.
         ConditionExpression: by === undefined ? '#rev = :expected' : '#rev = :expected AND (attribute_not_exists(#exp) OR #exp <= :by)',
         ExpressionAttributeNames: { '#rev': 'revision', ...(by !== undefined && { '#exp': 'expiresMs' }) },
-        ExpressionAttributeValues: { ':expected': N((cond as { revision: number }).revision), ...(by !== undefined && { ':by': N(by) }) },
-      },
-    });
-  } else {
-    add('lease', {
-      Put: {
-        TableName: table,
-        Item: leaseItem(lease, ttlGraceSeconds),
-        ...('revision' in cond
-          ? { ConditionExpression: '#rev = :expected', ExpressionAttributeNames: { '#rev': 'revision' }, ExpressionAttributeValues: { ':expected': N(cond.revision) } }
-          : { ConditionExpression: 'attribute_not_exists(pk)' }),
+        ExpressionAttributeValues: { ':expected': N(cond.revision), ...(by !== undefined && { ':by': N(by) }) },
       },
     });
   }

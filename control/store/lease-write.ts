@@ -65,11 +65,6 @@ export type LeaseRequest =
   /** with expectedRevision, only while the lease is still at it; with expiredBy (epoch ms), only when it expired by then */
   | { kind: 'delete'; network: string; node: string; expectedRevision?: number; expiredBy?: number };
 
-/** What createLease and replaceLease answer. */
-export const written = (plan: LeaseWritePlan): Lease => plan.lease;
-/** What deleteLease answers: the lease that went and the network's revision after it. */
-export const deleted = (plan: LeaseWritePlan): { lease: Lease; revision: number } => ({ lease: plan.lease, revision: plan.network.revision });
-
 /** What a lease write read: the network record and the node's lease (undefined when absent or, for a create, not read). */
 export interface LeaseRead {
   network: NetworkRecord | undefined;
@@ -104,13 +99,18 @@ export interface LeaseWritePlan {
   failed: { lease: Failure | 'read-again'; claim: Failure; release: Failure };
 }
 
+/** What createLease and replaceLease answer. */
+export const written = (plan: LeaseWritePlan): Lease => plan.lease;
+/** What deleteLease answers: the lease that went and the network's revision after it. */
+export const deleted = (plan: LeaseWritePlan): { lease: Lease; revision: number } => ({ lease: plan.lease, revision: plan.network.revision });
+
 const noNetwork = (name: string): Failure => ({ refuse: 'no-network', message: `network ${name} does not exist` });
 const leaseChanged = (node: string, network: string): Failure => ({ refuse: 'conflict', message: `lease of node ${node} in network ${network} changed meanwhile` });
 const alreadyHolds = (node: string, network: string): Failure => ({ refuse: 'conflict', message: `node ${node} already holds a lease in network ${network}` });
 
 /**
- * Refuses a request on the lease read alone, so a delete or renewal whose
- * lease is gone or moved needs no other read. undefined: the lease is as asked.
+ * Refuses a request on the lease read alone, so a delete whose lease is gone
+ * or moved needs no network read. undefined: the lease is as asked.
  */
 export function leaseRefusal(req: LeaseRequest, lease: Lease | undefined): Refusal | undefined {
   switch (req.kind) {

@@ -1,6 +1,8 @@
 // The embedded store: one SQLite file under the controller's data directory.
 // WAL with synchronous=FULL: every committed transaction is on disk before the
 // call returns, so SIGKILL (or a power cut) loses nothing that was answered.
+// A lease or network write executes its plan (control/store/lease-write.ts)
+// in one transaction: what it read there stays true until it commits.
 import Database from 'better-sqlite3';
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -163,8 +165,7 @@ export class SqliteStore implements Store {
   }
 
   async getLease(network: string, node: string): Promise<Lease | undefined> {
-    const r = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
-    return r && (JSON.parse(r.lease) as Lease);
+    return this.readLease(network, node);
   }
 
   async listLeases(network: string): Promise<Lease[]> {
