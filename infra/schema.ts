@@ -1,6 +1,6 @@
 // The table's shape, as data with no SST globals, so that test/sst.test.ts
 // can check it against what the store expects (tableDefinition in
-// control/store/dynamo.ts, the single source of the item layout).
+// control/store/dynamo-table.ts; the item layout is control/store/dynamo-layout.ts).
 export const TABLE_SCHEMA = {
   fields: { pk: 'string', sk: 'string', gsi1pk: 'string', gsi1sk: 'string' },
   primaryIndex: { hashKey: 'pk', rangeKey: 'sk' },

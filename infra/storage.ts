@@ -1,5 +1,5 @@
 // The store: one DynamoDB table for networks, leases, subnet claims, node
-// credentials and statuses (layout in control/store/dynamo.ts).
+// credentials and statuses (layout in control/store/dynamo-layout.ts).
 import { TABLE_SCHEMA } from './schema.js';
 
 export const table = new sst.aws.Dynamo('Table', {

@@ -1,7 +1,7 @@
 // The one-off step that upgrades a table written by a twill from before the
 // sharded layout (layout 1: every lease, subnet claim, status and change of a
 // network under NET#<network>, statuses indexed under one gsi1 key) to the
-// layout control/store/dynamo.ts reads (layout 2), then writes the layout
+// layout control/store/dynamo-layout.ts describes (layout 2), then writes the layout
 // item. Until that item is there, the functions refuse the table rather than
 // see it empty (docs/serverless.md, "a table from an earlier twill").
 //
@@ -12,7 +12,8 @@
 // deployed (they refuse the table meanwhile) and with credentials that may
 // Scan, GetItem, PutItem, UpdateItem and DeleteItem the table.
 import { DeleteItemCommand, GetItemCommand, PutItemCommand, ScanCommand, type AttributeValue, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { changePk, claimPk, DynamoStore, expiryPkOf, LAYOUT_KEY, LAYOUT_VERSION, layoutItem, leasePk, shardOf } from './dynamo.js';
+import { DynamoStore } from './dynamo.js';
+import { changePk, claimPk, expiryPkOf, LAYOUT_KEY, LAYOUT_VERSION, layoutItem, leasePk, shardOf } from './dynamo-layout.js';
 import type { StatusRecord } from './store.js';
 
 type Item = Record<string, AttributeValue>;

@@ -1,16 +1,18 @@
 // The embedded store: one SQLite file under the controller's data directory.
 // WAL with synchronous=FULL: every committed transaction is on disk before the
 // call returns, so SIGKILL (or a power cut) loses nothing that was answered.
+// A lease or network write executes its plan (control/store/lease-write.ts)
+// in one transaction: what it read there stays true until it commits.
 import Database from 'better-sqlite3';
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { parseCidr } from '../../core/cidr.js';
-import { ConflictError, NotFoundError } from '../../core/errors.js';
-import { digestHex, leaseDigest, type Lease, type NewLease } from '../../core/lease.js';
+import { ConflictError } from '../../core/errors.js';
+import type { Lease, NewLease } from '../../core/lease.js';
 import type { NetConf } from '../../core/config.js';
 import { agentState, noAgents, type AgentCounts } from '../../core/fabric.js';
 import { CHANGE_RETENTION_MS, changeRun, type Change, type ChangesSince, type NetworkRecord, type NodeRecord, type RouteStatusRecord, type RouteTablesRecord, type StatusRecord, type Store, type TakenSubnets, type LockResult, checkLockArgs } from './store.js';
 import { makeDirs } from '../../core/dirs.js';
+import { claimsOf, deleted, isRefusal, planLeaseWrite, planNetworkPut, planRenew, refusalError, written, type LeaseRequest, type LeaseWritePlan } from './lease-write.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS networks (
@@ -80,12 +82,8 @@ interface LeaseRow { lease: string }
 
 /** Sortable keys for the unique indexes: IPv4 as an integer, IPv6 as 32 hex digits. */
 function subnetKeys(lease: NewLease): { v4: number | null; v6: string | null } {
-  const v4 = lease.subnet ? parseCidr(lease.subnet, true) : undefined;
-  const v6 = lease.ipv6Subnet ? parseCidr(lease.ipv6Subnet, true) : undefined;
-  return {
-    v4: v4 ? Number(v4.ip) : null,
-    v6: v6 ? v6.ip.toString(16).padStart(32, '0') : null,
-  };
+  const { v4, v6 } = claimsOf(lease);
+  return { v4: v4 === undefined ? null : Number(v4), v6: v6 === undefined ? null : v6.toString(16).padStart(32, '0') };
 }
 
 function isUniqueViolation(e: unknown): boolean {
@@ -149,27 +147,25 @@ export class SqliteStore implements Store {
 
   async putNetwork(name: string, config: NetConf, expectedRevision: number | undefined): Promise<NetworkRecord> {
     return this.db.transaction(() => {
-      const now = new Date().toISOString();
       const cur = this.networkRow(name);
-      if ((cur?.revision) !== expectedRevision) {
-        throw new ConflictError(`network ${name} changed meanwhile (revision ${cur?.revision ?? 'none'}, expected ${expectedRevision ?? 'none'})`);
-      }
-      if (cur) {
-        this.q('UPDATE networks SET config = ?, revision = revision + 1, updated_at = ? WHERE name = ?').run(JSON.stringify(config), now, name);
-      } else {
+      const plan = planNetworkPut(cur && SqliteStore.toNetwork(cur), name, config, expectedRevision, Date.now());
+      if (isRefusal(plan)) throw refusalError(plan);
+      const r = plan.record;
+      if (plan.create) {
         this
-          .q('INSERT INTO networks (name, config, revision, lease_count, lease_hash, updated_at) VALUES (?, ?, 1, 0, ?, ?)')
-          .run(name, JSON.stringify(config), digestHex(0n), now);
+          .q('INSERT INTO networks (name, config, revision, lease_count, lease_hash, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
+          .run(name, JSON.stringify(config), r.revision, r.leaseCount, r.leaseHash, r.updatedAt);
+      } else {
+        // Only config and revision: the lease count and hash belong to the lease writes.
+        this.q('UPDATE networks SET config = ?, revision = ?, updated_at = ? WHERE name = ?').run(JSON.stringify(config), r.revision, r.updatedAt, name);
       }
-      const rec = SqliteStore.toNetwork(this.networkRow(name) as NetworkRow);
-      this.logChange(name, { revision: rec.revision, config: true });
-      return rec;
+      this.logChange(name, plan.change, plan.at);
+      return r;
     })();
   }
 
   async getLease(network: string, node: string): Promise<Lease | undefined> {
-    const r = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
-    return r && (JSON.parse(r.lease) as Lease);
+    return this.readLease(network, node);
   }
 
   async listLeases(network: string): Promise<Lease[]> {
@@ -189,26 +185,10 @@ export class SqliteStore implements Store {
     return { v4, v6 };
   }
 
-  /** Bumps the network's revision and folds the lease digests in and out of its hash. */
-  private bump(network: string, remove: Lease | undefined, add: { node: string } | undefined): number {
-    const cur = this.networkRow(network);
-    if (!cur) throw new NotFoundError(`network ${network} does not exist`);
-    const revision = cur.revision + 1;
-    let hash = BigInt('0x' + cur.lease_hash);
-    let count = cur.lease_count;
-    if (remove) { hash ^= leaseDigest(remove.node, remove.revision); count--; }
-    if (add) { hash ^= leaseDigest(add.node, revision); count++; }
-    this
-      .q('UPDATE networks SET revision = ?, lease_count = ?, lease_hash = ?, updated_at = ? WHERE name = ?')
-      .run(revision, count, digestHex(hash), new Date().toISOString(), network);
-    return revision;
-  }
-
   /** The change of the write at revision, in its transaction; changes past their retention go. */
-  private logChange(network: string, change: Change): void {
-    const now = Date.now();
-    this.q('INSERT INTO changes (network, revision, at, change) VALUES (?, ?, ?, ?)').run(network, change.revision, now, JSON.stringify(change));
-    this.q('DELETE FROM changes WHERE network = ? AND at < ?').run(network, now - CHANGE_RETENTION_MS);
+  private logChange(network: string, change: Change, at: number): void {
+    this.q('INSERT INTO changes (network, revision, at, change) VALUES (?, ?, ?, ?)').run(network, change.revision, at, JSON.stringify(change));
+    this.q('DELETE FROM changes WHERE network = ? AND at < ?').run(network, at - CHANGE_RETENTION_MS);
   }
 
   async changesSince(network: string, after: number, limit: number): Promise<ChangesSince | undefined> {
@@ -220,12 +200,35 @@ export class SqliteStore implements Store {
     })();
   }
 
-  private writeLease(lease: NewLease, previous: Lease | undefined): Lease {
-    const revision = this.bump(lease.network, previous, lease);
-    const full: Lease = { ...lease, revision };
-    this.logChange(lease.network, { revision, node: lease.node, lease: full });
+  private readLease(network: string, node: string): Lease | undefined {
+    const r = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
+    return r && (JSON.parse(r.lease) as Lease);
+  }
+
+  /**
+   * A lease write in one transaction: what it reads there stays true until
+   * it commits, so the plan's conditions hold; only a subnet another lease
+   * holds (the unique indexes are the claims) can still refuse it.
+   */
+  private leaseWrite(req: LeaseRequest): LeaseWritePlan | undefined {
+    const [network, node] = req.kind === 'delete' ? [req.network, req.node] : [req.lease.network, req.lease.node];
+    const row = this.networkRow(network);
+    const plan = planLeaseWrite({ network: row && SqliteStore.toNetwork(row), lease: this.readLease(network, node) }, req, Date.now());
+    if (isRefusal(plan)) {
+      if (plan.refuse === 'gone') return undefined;
+      throw refusalError(plan);
+    }
+    const n = plan.network;
+    this
+      .q('UPDATE networks SET revision = ?, lease_count = ?, lease_hash = ?, updated_at = ? WHERE name = ? AND revision = ?')
+      .run(n.revision, n.leaseCount, n.leaseHash, n.updatedAt, network, n.readRevision);
+    this.logChange(network, plan.change, plan.at);
+    if (plan.deletes) {
+      this.q('DELETE FROM leases WHERE network = ? AND node = ?').run(network, node);
+      return plan;
+    }
+    const lease = plan.lease;
     const keys = subnetKeys(lease);
-    const expires = lease.expiresAt === null ? null : Date.parse(lease.expiresAt);
     try {
       this
         .q(
@@ -233,55 +236,35 @@ export class SqliteStore implements Store {
            ON CONFLICT (network, node) DO UPDATE SET subnet_key = excluded.subnet_key, ipv6_key = excluded.ipv6_key,
              expires_at = excluded.expires_at, revision = excluded.revision, lease = excluded.lease`,
         )
-        .run(lease.network, lease.node, keys.v4, keys.v6, expires, revision, JSON.stringify(full));
+        .run(network, node, keys.v4, keys.v6, plan.expiresMs, lease.revision, JSON.stringify(lease));
     } catch (e) {
-      if (isUniqueViolation(e)) throw new ConflictError(`subnet ${[lease.subnet, lease.ipv6Subnet].filter(Boolean).join(' or ')} of network ${lease.network} is already leased`);
+      if (isUniqueViolation(e)) throw refusalError(plan.failed.claim);
       throw e;
     }
-    return full;
+    return plan;
   }
 
   async createLease(lease: NewLease): Promise<Lease> {
-    return this.db.transaction(() => {
-      if (this.q('SELECT 1 FROM leases WHERE network = ? AND node = ?').get(lease.network, lease.node)) {
-        throw new ConflictError(`node ${lease.node} already holds a lease in network ${lease.network}`);
-      }
-      return this.writeLease(lease, undefined);
-    })();
+    return this.db.transaction(() => written(this.leaseWrite({ kind: 'create', lease })!))();
   }
 
   async replaceLease(lease: NewLease, expectedRevision: number): Promise<Lease> {
-    return this.db.transaction(() => {
-      const cur = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(lease.network, lease.node) as LeaseRow | undefined;
-      const prev = cur && (JSON.parse(cur.lease) as Lease);
-      if (!prev || prev.revision !== expectedRevision) {
-        throw new ConflictError(`lease of node ${lease.node} in network ${lease.network} changed meanwhile`);
-      }
-      return this.writeLease(lease, prev);
-    })();
+    return this.db.transaction(() => written(this.leaseWrite({ kind: 'replace', lease, expectedRevision })!))();
   }
 
   async renewLease(network: string, node: string, revision: number, expiresAt: string): Promise<Lease | undefined> {
     return this.db.transaction(() => {
-      const cur = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
-      const prev = cur && (JSON.parse(cur.lease) as Lease);
-      if (!prev || prev.revision !== revision || prev.expiresAt === null) return undefined;
-      const full: Lease = { ...prev, expiresAt };
-      this.q('UPDATE leases SET expires_at = ?, lease = ? WHERE network = ? AND node = ?').run(Date.parse(expiresAt), JSON.stringify(full), network, node);
-      return full;
+      const plan = planRenew(this.readLease(network, node), revision, expiresAt);
+      if (isRefusal(plan)) return undefined;
+      this.q('UPDATE leases SET expires_at = ?, lease = ? WHERE network = ? AND node = ?').run(plan.expiresMs, JSON.stringify(plan.lease), network, node);
+      return plan.lease;
     })();
   }
 
   async deleteLease(network: string, node: string, expectedRevision?: number, expiredBy?: number): Promise<{ lease: Lease; revision: number } | undefined> {
     return this.db.transaction(() => {
-      const cur = this.q('SELECT lease FROM leases WHERE network = ? AND node = ?').get(network, node) as LeaseRow | undefined;
-      const prev = cur && (JSON.parse(cur.lease) as Lease);
-      if (!prev || (expectedRevision !== undefined && prev.revision !== expectedRevision)) return undefined;
-      if (expiredBy !== undefined && (prev.expiresAt === null || Date.parse(prev.expiresAt) > expiredBy)) return undefined;
-      this.q('DELETE FROM leases WHERE network = ? AND node = ?').run(network, node);
-      const revision = this.bump(network, prev, undefined);
-      this.logChange(network, { revision, node, lease: null });
-      return { lease: prev, revision };
+      const plan = this.leaseWrite({ kind: 'delete', network, node, expectedRevision, expiredBy });
+      return plan && deleted(plan);
     })();
   }
 
