@@ -49,11 +49,11 @@ import { VERSION } from '../core/version.js';
 import { authorize } from '../control/auth/authorizer.js';
 import { Controller } from '../control/controller/controller.js';
 import { hashPassword, VerifiedCredentials } from '../control/auth/credentials.js';
-import { emitMetrics } from '../control/metrics/emf.js';
-import { readFabric } from '../control/metrics/fabric.js';
+import { emitFabric } from '../control/metrics/cloudwatch.js';
+import { RUN_LOCK } from '../control/lambda/schedule.js';
 import { handleNodeApi, SnapshotCache, type NodeApiDeps } from '../control/http/node-api.js';
 import type { Publisher } from '../control/publish/publisher.js';
-import { cleanRetained, republishStale } from '../control/tasks/republish.js';
+import { createTasks, runTasks } from '../control/tasks/tasks.js';
 import { createTable, DynamoStore } from '../control/store/dynamo.js';
 import { startFakeDynamo, type FakeDynamo } from '../test/fakes/dynamodb.js';
 import { addUsage, bill, dollars, emptyUsage, FIXED, total, type FunctionUse, type Usage } from './cost.js';
@@ -478,32 +478,47 @@ class World {
     return JSON.parse((r.headers['content-encoding'] === 'gzip' ? gunzipSync(r.body) : r.body).toString('utf8'));
   }
 
-  /** The scheduled task's minute (functions/schedule.ts, control/lambda/schedule.ts): its run lock, expiry, republish check and the fabric's metrics. */
+  /** The scheduled task's minute (functions/schedule.ts, control/lambda/schedule.ts): its run lock, its tasks and the fabric's metrics. */
   async scheduledRun(): Promise<void> {
     await this.broker.calls.run('Maintenance', async () => {
-      const lock = await this.store.tryLock('schedule/run', 'bench', 300_000, this.clock);
+      const lock = await this.store.tryLock(RUN_LOCK, 'bench', 300_000, this.clock);
       if (!lock.acquired) throw new Error('the run lock is held');
-      await this.controller.expire();
-      const republished = await republishStale({ store: this.store, controller: this.controller, broker: this.broker, log: this.log });
-      const { figures } = await readFabric(this.store);
-      const write = (line: string) => void (this.broker.c.logBytes += Buffer.byteLength(line) + 1);
-      for (const f of figures) {
-        emitMetrics({ Stage: 'twill', Network: f.network }, [
-          { name: 'Leases', value: f.leases, unit: 'Count' }, { name: 'FreeSubnets', value: 0, unit: 'Count' },
-          { name: 'AgentsOnline', value: f.agentsOnline, unit: 'Count' }, { name: 'AgentsOutOfSync', value: f.agentsOutOfSync, unit: 'Count' },
-        ], write);
-      }
-      emitMetrics({ Stage: 'twill' }, [{ name: 'ScheduledTaskFailures', value: Object.keys(republished.failed).length, unit: 'Count' }, { name: 'LeasesExpired', value: 0, unit: 'Count' }], write);
-      await this.store.unlock('schedule/run', 'bench');
+      const { report, reports } = await runTasks(this.tasks(), ['expire', 'reconcile', 'republish'], this.log);
+      if (Object.keys(report.failed).length) throw new Error(`the scheduled run failed: ${JSON.stringify(report.failed)}`);
+      // Its CloudWatch metrics are log lines too (the embedded metric format,
+      // written to stdout in Lambda only): counted, not shown.
+      await this.countingStdout(() => emitFabric(this.store, 'twill', reports, report));
+      await this.store.unlock(RUN_LOCK, 'bench');
     });
   }
 
   /** The hourly cleanup of retained topics (RetainedCleanup). */
   async cleanRun(): Promise<void> {
     await this.broker.calls.run('Maintenance', async () => {
-      const r = await cleanRetained({ store: this.store, controller: this.controller, broker: this.broker, log: this.log });
-      if (r.deleted.length || Object.keys(r.failed).length) throw new Error(`the cleanup found what it should not: ${JSON.stringify(r).slice(0, 300)}`);
+      const { report } = await runTasks(this.tasks(), ['clean'], this.log);
+      if (report.clean?.deleted.length || Object.keys(report.failed).length) throw new Error(`the cleanup found what it should not: ${JSON.stringify(report).slice(0, 300)}`);
     });
+  }
+
+  /** The plane's periodic tasks (control/tasks/tasks.ts), as the scheduled function runs them. */
+  private tasks() {
+    return createTasks({ controller: this.controller, store: this.store, log: this.log, retained: this.broker });
+  }
+
+  /** Runs body as in Lambda, counting what it writes to stdout instead of writing it. */
+  private async countingStdout(body: () => Promise<void>): Promise<void> {
+    const write = process.stdout.write;
+    process.env.AWS_LAMBDA_FUNCTION_NAME = 'twill-bench-Maintenance';
+    process.stdout.write = ((chunk: string | Uint8Array) => {
+      this.broker.c.logBytes += Buffer.byteLength(chunk);
+      return true;
+    }) as typeof process.stdout.write;
+    try {
+      await body();
+    } finally {
+      process.stdout.write = write;
+      delete process.env.AWS_LAMBDA_FUNCTION_NAME;
+    }
   }
 
   async addNode(i: number): Promise<LightAgent> {
