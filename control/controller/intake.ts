@@ -6,7 +6,7 @@ import { errorMessage, TwillError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { helloSchema, MessageError, parseMessage, statusSchema } from '../../core/messages.js';
 import type { Metrics } from '../../core/metrics.js';
-import type { Topics } from '../../core/topics.js';
+import type { TopicKind, Topics } from '../../core/topics.js';
 import type { Store } from '../store/store.js';
 import type { Leases } from './leases.js';
 import type { RetainedPublisher } from './publishing.js';
@@ -15,6 +15,27 @@ import { RateLimiter } from './rate-limit.js';
 const MESSAGES = 'twill_agent_messages_total';
 const MESSAGES_HELP = 'hellos and statuses from agents, by result (ok, refused_rate: over the node\'s rate limit, refused_invalid: refused with a reason)';
 type Result = 'ok' | 'refused_rate' | 'refused_invalid';
+
+/**
+ * The rate limit (control/controller/rate-limit.ts NODE_LIMITS) a message on
+ * a node's topic is admitted by, for every topic a node may publish to
+ * (core/acl.ts): its hello, its status, and the previous protocol's hello. A
+ * v1 hello is a hello of the same node and takes from the same bucket as its
+ * v2 hellos: speaking the old protocol is no way around the limit (each one
+ * costs an upgrade notice and a log line). The other topics are the
+ * controller's own, which no node may publish to.
+ */
+function limitOf(t: TopicKind): { kind: 'hello' | 'status'; network: string; node: string } | undefined {
+  switch (t.kind) {
+    case 'nodeHello':
+    case 'legacyHello':
+      return { kind: 'hello', network: t.network, node: t.node };
+    case 'nodeStatus':
+      return { kind: 'status', network: t.network, node: t.node };
+    default:
+      return undefined;
+  }
+}
 
 export interface IntakeParts {
   store: Store;
@@ -44,20 +65,22 @@ export class MessageIntake {
   }
 
   /**
-   * The node's rate limit on its hellos and statuses: false (counted, and
+   * The node's rate limit on every topic it publishes to: false (counted, and
    * logged once a minute) when this message is over it. Cheap, before any
-   * parse or store read; the local controller asks it before a message is
-   * queued, so a flood never queues (handleMessage asks it otherwise).
+   * parse of the payload or store read; the local controller asks it before
+   * a message is queued, so a flood never queues (handleMessage asks it
+   * otherwise).
    */
   admit(topic: string, client = 'unknown'): boolean {
     const t = this.parts.topics.parse(topic);
-    if (t?.kind !== 'nodeHello' && t?.kind !== 'nodeStatus') return true;
-    const kind = t.kind === 'nodeHello' ? 'hello' : 'status';
-    const taken = this.limiter.take(kind, `${t.network}/${t.node}`);
+    const limit = t && limitOf(t);
+    if (!limit) return true;
+    const { kind, network, node } = limit;
+    const taken = this.limiter.take(kind, `${network}/${node}`);
     if (taken.ok) return true;
     this.refusedByRate++;
     this.count(kind, 'refused_rate');
-    if (taken.report) this.parts.log.warn(`${kind} messages of a node over its rate limit refused`, { network: t.network, node: t.node, client, refused: taken.report });
+    if (taken.report) this.parts.log.warn(`${kind} messages of a node over its rate limit refused`, { network, node, client, refused: taken.report });
     return false;
   }
 
