@@ -117,7 +117,7 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       const old = await asNode('old');
       const calm = await asNode('calm-v1');
       const v1Hello = (node: string) => `${topics.legacyRoot}/node/${NET}/${node}/hello`;
-      const noticeLines = (node: string) => (ctl.output().match(new RegExp(`older protocol refused .*node=${node}( |$)`, 'gm')) ?? []).length;
+      const noticeLines = (node: string) => (ctl.output().match(new RegExp(`older protocol refused: .* node=${node}( |$)`, 'gm')) ?? []).length;
       for (let i = 0; i < 300; i++) await old.c.publishAsync(v1Hello('old'), '{"v":1}', { qos: 0 });
       // The calm node's own v1 hello is answered: the flood held no one else up.
       await calm.c.publishAsync(v1Hello('calm-v1'), '{"v":1}', { qos: 1 });
