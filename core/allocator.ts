@@ -23,7 +23,7 @@ export function fitsRange(range: SubnetRange, subnet: string | null | undefined)
 }
 
 /** The first `limit` free subnets from range.min, walking past the sorted taken list. */
-export function firstFree(range: SubnetRange, takenSorted: readonly bigint[], limit = CANDIDATES): bigint[] {
+function firstFree(range: SubnetRange, takenSorted: readonly bigint[], limit = CANDIDATES): bigint[] {
   const step = subnetStep(range.network.family, range.len);
   const free: bigint[] = [];
   let candidate = range.min;
@@ -57,7 +57,7 @@ function has(sorted: readonly bigint[], v: bigint): boolean {
  * takenSorted lists the leased subnets of this family in ascending order;
  * previous is the subnet the node held before, preferred when it is free.
  */
-export function pickSubnet(
+function pickSubnet(
   range: SubnetRange,
   takenSorted: readonly bigint[],
   previous: string | null | undefined,

@@ -22,7 +22,7 @@ import { RetainedPublisher } from './publishing.js';
 
 export type { JoinRequest } from './leases.js';
 
-export const DEFAULT_LEASE_TTL_MS = 24 * 3600 * 1000;
+const DEFAULT_LEASE_TTL_MS = 24 * 3600 * 1000;
 
 export interface ControllerOptions {
   topics: Topics;
