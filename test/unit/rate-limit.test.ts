@@ -32,15 +32,35 @@ test('a burst, then one message per interval; refusals reported once a minute wi
   assert.equal(rl.take('other', 'a').ok, true, 'a kind without a limit');
 });
 
-test('a flood of 10,000 hellos from one node costs the store nothing past its burst, and another node still joins', async () => {
+interface Rig {
+  store: SqliteStore;
+  topics: Topics;
+  pub: RecordingPublisher;
+  controller: Controller;
+  /** the controller's log lines */
+  logs: string[];
+}
+
+/** A controller on a fresh SQLite store with network n (alloc) and the nodes registered; removed afterwards, even on failure. */
+async function withController(nodes: string[], now: (() => number) | undefined, run: (rig: Rig) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'twill-rate-'));
   const store = new SqliteStore(join(dir, 'db'));
   try {
     const topics = new Topics();
     const logs: string[] = [];
-    const controller = new Controller(store, new RecordingPublisher(), { topics, log: createLogger('c', 'debug', (l) => logs.push(l)) });
+    const pub = new RecordingPublisher();
+    const controller = new Controller(store, pub, { topics, log: createLogger('c', 'debug', (l) => logs.push(l)), now });
     await controller.applyNetwork('n', parseNetConf({ Network: '10.80.0.0/16', Backend: { Type: 'alloc' } }, {}));
-    for (const name of ['flood', 'calm']) await store.putNode({ name, network: 'n', passwordHash: 'x', createdAt: new Date().toISOString() });
+    for (const name of nodes) await store.putNode({ name, network: 'n', passwordHash: 'x', createdAt: new Date().toISOString() });
+    await run({ store, topics, pub, controller, logs });
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('a flood of 10,000 hellos from one node costs the store nothing past its burst, and another node still joins', async () => {
+  await withController(['flood', 'calm'], undefined, async ({ store, topics, controller, logs }) => {
     const hello = Buffer.from(JSON.stringify({ v: 2, agentVersion: 't', publicIP: '192.0.2.9' }));
     let reads = 0;
     const getNode = store.getNode.bind(store);
@@ -51,24 +71,13 @@ test('a flood of 10,000 hellos from one node costs the store nothing past its bu
     assert.equal(logs.filter((l) => /over its rate limit refused/.test(l)).length, 1, logs.slice(-3).join('\n'));
     await controller.handleMessage(topics.nodeHello('n', 'calm'), hello);
     assert.ok((await store.getLease('n', 'calm'))?.subnet, 'the other node joined');
-  } finally {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test("a node's v1 hellos meet the same hello limit as its v2 hellos: a burst of 300 gets the burst's notices and log lines, and other nodes are served", async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'twill-rate-v1-'));
-  const store = new SqliteStore(join(dir, 'db'));
-  try {
-    const topics = new Topics();
-    const logs: string[] = [];
-    const pub = new RecordingPublisher();
-    // The clock stands still: no bucket refills during the test, so the counts are exact.
-    const t0 = Date.now();
-    const controller = new Controller(store, pub, { topics, log: createLogger('c', 'debug', (l) => logs.push(l)), now: () => t0 });
-    await controller.applyNetwork('n', parseNetConf({ Network: '10.80.0.0/16', Backend: { Type: 'alloc' } }, {}));
-    for (const name of ['old', 'calm']) await store.putNode({ name, network: 'n', passwordHash: 'x', createdAt: new Date().toISOString() });
+  // The clock stands still: no bucket refills during the test, so the counts are exact.
+  const t0 = Date.now();
+  await withController(['old', 'calm'], () => t0, async ({ store, topics, pub, controller, logs }) => {
     const v1Hello = (node: string) => `${topics.legacyRoot}/node/n/${node}/hello`;
     const notices = (node: string) => pub.sent.filter((p) => p.topic === topics.legacyNodeLease('n', node)).length;
     const noticeLines = (node: string) => logs.filter((l) => /older protocol refused/.test(l) && l.includes(`node=${node}`)).length;
@@ -92,8 +101,5 @@ test("a node's v1 hellos meet the same hello limit as its v2 hellos: a burst of 
     await controller.handleMessage(topics.nodeHello('n', 'calm'), Buffer.from(JSON.stringify({ v: 2, agentVersion: 't', publicIP: '192.0.2.9' })), 'calm');
     assert.ok((await store.getLease('n', 'calm'))?.subnet, 'the other node joined');
     assert.equal(controller.refusedByRate, 300 - burst + 1, 'nothing of the calm node refused');
-  } finally {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 });
