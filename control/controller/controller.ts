@@ -1,12 +1,14 @@
 // The controller: leases, allocation, expiry and everything published about
 // them. The local controller and the serverless handlers both drive this class
 // (through control/plane.ts); neither holds logic of its own. It is a facade
-// over five parts, each in its own file:
+// over its parts, each in its own file:
 //   networks.ts    a network stored, published and removed
 //   leases.ts      allocation: join, renew, reserve, release, expire
 //   intake.ts      agents' messages: rate limit, parsing, metrics
 //   outbox.ts      each network's changes, batched onto its changes topic
-//   publishing.ts  the retained topics, written, rebuilt and cleared
+//   publishing.ts  the retained topics, written and cleared
+//   catch-up.ts    the broker caught up with the store: what this process
+//                  did not publish, and every retained message on start
 import type { NetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
 import type { Logger } from '../../core/log.js';
@@ -14,6 +16,7 @@ import type { Metrics } from '../../core/metrics.js';
 import type { Topics } from '../../core/topics.js';
 import type { Publisher } from '../publish/publisher.js';
 import type { NetworkRecord, Store } from '../store/store.js';
+import { CatchUp } from './catch-up.js';
 import { MessageIntake } from './intake.js';
 import { Leases, type JoinRequest } from './leases.js';
 import { Networks } from './networks.js';
@@ -59,6 +62,7 @@ export class Controller {
   private readonly leases: Leases;
   private readonly intake: MessageIntake;
   private readonly publishing: RetainedPublisher;
+  private readonly catchUp: CatchUp;
 
   constructor(
     readonly store: Store,
@@ -71,10 +75,9 @@ export class Controller {
     this.ttl = opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
     const now = opts.now ?? Date.now;
     const outbox = new ChangeOutbox(publisher, topics);
-    this.publishing = new RetainedPublisher({
-      store, publisher, topics, outbox, api: opts.api,
-      published: (network, revision, upTo) => listeners?.published?.(network, revision, upTo),
-    });
+    const published = (network: string, revision: number, upTo: boolean) => listeners?.published?.(network, revision, upTo);
+    this.publishing = new RetainedPublisher({ store, publisher, topics, outbox, api: opts.api, published });
+    this.catchUp = new CatchUp({ store, outbox, publishing: this.publishing, published });
     this.leases = new Leases({ store, outbox, publishing: this.publishing, log, metrics, ttlMs: this.ttl, now, random: opts.random ?? Math.random });
     this.networks = new Networks({
       store, publishing: this.publishing, log,
@@ -140,7 +143,7 @@ export class Controller {
     return this.intake.handle(topic, payload, client, admitted);
   }
 
-  // ---- retained topics (publishing.ts) ----
+  // ---- retained topics (publishing.ts, catch-up.ts) ----
 
   /** Tells an agent of the previous protocol that it must be upgraded. */
   announceUpgrade(network: string, node: string): Promise<void> {
@@ -164,20 +167,20 @@ export class Controller {
 
   /** Catches the broker up with the store's change log after `after`; false when the log no longer reaches back. */
   publishChangesSince(name: string, after: number, published?: (revision: number) => boolean): Promise<boolean> {
-    return this.publishing.changesSince(name, after, published);
+    return this.catchUp.changesSince(name, after, published);
   }
 
   /** Rebuilds a network's retained messages from the store. */
   republishNetwork(name: string): Promise<void> {
-    return this.publishing.republishNetwork(name);
+    return this.catchUp.republishNetwork(name);
   }
 
   republishAll(): Promise<void> {
-    return this.publishing.republishAll();
+    return this.catchUp.republishAll();
   }
 
   /** What a controller publishes when it starts: every retained message rebuilt, and v1 agents told to upgrade. */
   publishOnStart(): Promise<void> {
-    return this.publishing.onStart();
+    return this.catchUp.onStart();
   }
 }

@@ -6,7 +6,7 @@
 // than its list; a gap in the revisions sends it back to the API). Per
 // node, a retained topic with its own lease and the full config. The
 // changes go out through the outbox (outbox.ts); the retained topics are
-// written, rebuilt and cleared here.
+// written and cleared here, and rebuilt from the store by catch-up.ts.
 import { nodeConfig, publicConfig, type NetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
 import type { NodeLeaseMessage } from '../../core/messages.js';
@@ -16,8 +16,8 @@ import type { Publisher } from '../publish/publisher.js';
 import type { NetworkRecord, Store } from '../store/store.js';
 import type { ChangeOutbox } from './outbox.js';
 
-/** how often an own-lease publish overtaken by a concurrent write is redone */
-const PUBLISH_ROUNDS = 4;
+/** how often an own-lease publish (or a rebuild: catch-up.ts) overtaken by a concurrent write is redone */
+export const PUBLISH_ROUNDS = 4;
 
 export interface PublishingParts {
   store: Store;
@@ -72,7 +72,7 @@ export class RetainedPublisher {
    * agent if it listens. An agent that was away finds nothing retained and
    * says hello when it connects, as it always does.
    */
-  private async clearOwn(network: string, node: string): Promise<void> {
+  async clearOwn(network: string, node: string): Promise<void> {
     const topic = this.topics.nodeLease(network, node);
     await this.publisher.publish(topic, '', true);
     const own: NodeLeaseMessage = { v: 2, lease: null, ...(this.api && { api: this.api }) };
@@ -150,81 +150,8 @@ export class RetainedPublisher {
     this.published(net.name, net.revision, false);
   }
 
-  private async config(net: NetworkRecord): Promise<void> {
+  /** The network's config, secrets masked, on its retained config topic. */
+  async config(net: NetworkRecord): Promise<void> {
     await this.publisher.publish(this.topics.netConfig(net.name), JSON.stringify({ v: 2, revision: net.revision, config: publicConfig(net.config) }), true);
-  }
-
-  /**
-   * Catches the broker up with the store after writes this process did not
-   * publish (the CLI writes releases and reservations straight to the store,
-   * a function died between its write and its publish): the changes after
-   * `after` from the store's change log, each once, and the own topics of
-   * the nodes they touched. Returns false when the log no longer reaches back
-   * (the agents' own gap rule then sends them to the node API).
-   */
-  async changesSince(name: string, after: number, published: (revision: number) => boolean = () => false): Promise<boolean> {
-    let from = after;
-    for (;;) {
-      const run = await this.store.changesSince(name, from, 1000);
-      const net = await this.store.getNetwork(name);
-      if (!run || !net) return false;
-      for (const c of run.changes) {
-        if (published(c.revision)) continue;
-        await this.outbox.publish(name, c);
-        if (c.config) {
-          await this.config(net);
-          for (const lease of await this.store.listLeases(name)) await this.own(lease, net.config);
-        } else if (c.node) {
-          const now = (await this.store.getLease(name, c.node)) ?? null;
-          if (now) await this.own(now, net.config);
-          else await this.clearOwn(name, c.node);
-        }
-      }
-      const last = run.changes.length ? run.changes[run.changes.length - 1]!.revision : from;
-      this.published(name, last, true);
-      if (!run.more) return true;
-      from = last;
-    }
-  }
-
-  /**
-   * Rebuilds a network's retained messages from the store (on start: the
-   * broker is only a cache): its config, and every node's own topic.
-   */
-  async republishNetwork(name: string): Promise<void> {
-    let net = await this.store.getNetwork(name);
-    if (!net) return;
-    await this.config(net);
-    for (const lease of await this.store.listLeases(name)) await this.own(lease, net.config);
-    // A write landing meanwhile may have been overtaken by the older copy
-    // read here: the nodes written since are published again as they are now.
-    for (let round = 0; round < PUBLISH_ROUNDS; round++) {
-      const now = await this.store.getNetwork(name);
-      if (!now || now.revision === net.revision) break;
-      const run = await this.store.changesSince(name, net.revision, 1000);
-      const nodes = run ? new Set(run.changes.flatMap((c) => (c.node ? [c.node] : []))) : new Set((await this.store.listLeases(name)).map((l) => l.node));
-      for (const node of nodes) {
-        const lease = await this.store.getLease(name, node);
-        if (lease) await this.own(lease, now.config);
-        else await this.clearOwn(name, node);
-      }
-      net = now;
-    }
-    this.published(name, net.revision, true);
-  }
-
-  async republishAll(): Promise<void> {
-    for (const net of await this.store.listNetworks()) await this.republishNetwork(net.name);
-  }
-
-  /**
-   * What a controller publishes when it starts: every network's retained
-   * messages rebuilt from the store, and each registered node told on the
-   * previous protocol's topic to upgrade (an agent of that protocol already
-   * connected says no new hello until its renewal).
-   */
-  async onStart(): Promise<void> {
-    await this.republishAll();
-    for (const n of await this.store.listNodes()) await this.announceUpgrade(n.network, n.name);
   }
 }
