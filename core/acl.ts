@@ -114,7 +114,7 @@ export function nodeGrants(topics: Topics, node: NodeIdentity): NodeGrants {
  * broker, so that it hears why it is refused: say hello and its status, and
  * read its own lease topic, where the controller tells it to upgrade.
  */
-export function legacyGrants(topics: Topics, node: NodeIdentity): Pick<NodeGrants, 'publish' | 'read'> {
+function legacyGrants(topics: Topics, node: NodeIdentity): Pick<NodeGrants, 'publish' | 'read'> {
   const base = `${topics.legacyRoot}/node/${node.network}/${node.name}`;
   return { publish: [`${base}/hello`, `${base}/status`], read: [`${base}/lease`] };
 }

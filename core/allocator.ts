@@ -2,8 +2,9 @@
 // else a random pick among the first 100 free subnets from SubnetMin up. Random
 // among the first few, not the first one, so nodes that join at the same time
 // rarely race for the same subnet; near the bottom so the space stays compact.
-import { formatCidr, mask, parseCidr, subnetStep, type Cidr } from './cidr.js';
+import { formatCidr, formatIP, mask, parseCidr, subnetStep, type Cidr } from './cidr.js';
 import type { SubnetRange } from './config.js';
+import { OutOfSubnetsError } from './errors.js';
 
 export const CANDIDATES = 100;
 
@@ -22,7 +23,7 @@ export function fitsRange(range: SubnetRange, subnet: string | null | undefined)
 }
 
 /** The first `limit` free subnets from range.min, walking past the sorted taken list. */
-export function firstFree(range: SubnetRange, takenSorted: readonly bigint[], limit = CANDIDATES): bigint[] {
+function firstFree(range: SubnetRange, takenSorted: readonly bigint[], limit = CANDIDATES): bigint[] {
   const step = subnetStep(range.network.family, range.len);
   const free: bigint[] = [];
   let candidate = range.min;
@@ -56,7 +57,7 @@ function has(sorted: readonly bigint[], v: bigint): boolean {
  * takenSorted lists the leased subnets of this family in ascending order;
  * previous is the subnet the node held before, preferred when it is free.
  */
-export function pickSubnet(
+function pickSubnet(
   range: SubnetRange,
   takenSorted: readonly bigint[],
   previous: string | null | undefined,
@@ -70,6 +71,36 @@ export function pickSubnet(
   if (free.length === 0) return undefined;
   const ip = free[Math.floor(random() * free.length)] as bigint;
   return formatCidr({ family: range.network.family, ip, prefix: range.len });
+}
+
+/**
+ * The subnet of one family a node gets when it needs a new one (it joins, or
+ * what it holds no longer fits): the one it holds if it fits and no other
+ * node has it; holding none, the one it held before a release if that fits
+ * and is free; else a pick among the first free ones. takenSorted lists every leased subnet of the
+ * family, the node's own included; no range (the family is off): null.
+ * Throws OutOfSubnetsError, naming the range, when every subnet is leased.
+ */
+export function chooseSubnet(
+  network: string,
+  range: SubnetRange | undefined,
+  takenSorted: readonly bigint[],
+  held: string | null | undefined,
+  previous: string | undefined,
+  random: () => number,
+): string | null {
+  if (!range) return null;
+  const own = held ? parseCidr(held, true)?.ip : undefined;
+  const others = own === undefined ? takenSorted : takenSorted.filter((x) => x !== own);
+  const chosen = pickSubnet(range, others, held ?? previous, random) ?? pickSubnet(range, others, previous, random);
+  if (!chosen) {
+    const fam = range.network.family;
+    throw new OutOfSubnetsError(
+      network,
+      `all ${rangeSize(range)} /${range.len} subnets from ${formatIP(fam, range.min)} to ${formatIP(fam, range.max)} are leased; widen the network or remove nodes that left`,
+    );
+  }
+  return chosen;
 }
 
 /** How many subnets the range holds, for error messages. */

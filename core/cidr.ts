@@ -78,7 +78,7 @@ export function formatIPv4(ip: bigint): string {
 }
 
 /** RFC 5952 form: lower case, longest run of zero groups compressed. */
-export function formatIPv6(ip: bigint): string {
+function formatIPv6(ip: bigint): string {
   const groups: number[] = [];
   for (let i = 7; i >= 0; i--) groups.push(Number((ip >> BigInt(i * 16)) & 0xffffn));
   let bestStart = -1;
@@ -143,8 +143,4 @@ export function containsIP(outer: Cidr, family: Family, ip: bigint): boolean {
 /** The size of one subnet of length len, as an address increment. */
 export function subnetStep(family: Family, len: number): bigint {
   return 1n << BigInt(bits(family) - len);
-}
-
-export function sameCidr(a: Cidr, b: Cidr): boolean {
-  return a.family === b.family && a.ip === b.ip && a.prefix === b.prefix;
 }

@@ -38,7 +38,7 @@ export function digestHex(d: bigint): string {
   return d.toString(16).padStart(16, '0');
 }
 
-export function combineDigests(leases: Iterable<{ node: string; revision: number }>): bigint {
+function combineDigests(leases: Iterable<{ node: string; revision: number }>): bigint {
   let d = 0n;
   for (const l of leases) d ^= leaseDigest(l.node, l.revision);
   return d;

@@ -75,7 +75,7 @@ export type Hello = z.infer<typeof helloSchema>;
  * peer uses, with the network revision it made. A lease of null is a removal;
  * config says the network's config changed (read it from its topic).
  */
-export const changeSchema = z.strictObject({
+const changeSchema = z.strictObject({
   v: z.literal(2).optional(),
   revision: z.number().int().positive(),
   node: name.optional(),

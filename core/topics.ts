@@ -27,7 +27,7 @@ export function checkName(kind: string, name: string): string {
  */
 export const MAX_PREFIX_LENGTH = 100;
 
-export function checkPrefix(prefix: string): string {
+function checkPrefix(prefix: string): string {
   if (!PREFIX_RE.test(prefix) || prefix.length > MAX_PREFIX_LENGTH) {
     throw new TwillError(
       'InvalidPrefix',

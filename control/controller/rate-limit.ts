@@ -1,6 +1,7 @@
 // Fairness between nodes: a token bucket per node and kind of message, so
 // one node's flood of hellos or statuses is refused cheaply (no parse, no
-// store) while every other node is served as usual. Pure apart from the
+// store) while every other node is served as usual. Which topic takes from
+// which bucket is said once, in intake.ts (limitOf). Pure apart from the
 // clock it is given.
 
 export interface Bucket {

@@ -18,11 +18,13 @@ import { z } from 'zod';
 import type { NetConf } from '../../core/config.js';
 import { TwillError, errorMessage } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
-import type { Cloud, CloudBackendType, InstanceRef } from './clouds/cloud.js';
+import type { CloudName } from '../../core/backends/index.js';
+import { BACKEND_OF_CLOUD, type Cloud, type CloudBackendType, type InstanceRef } from './clouds/cloud.js';
 import type { ReconcileReport } from './routes.js';
 import type { Store } from '../store/store.js';
 
-export type EventCloud = 'aws' | 'gce' | 'ali';
+/** the cloud an event comes from (core/backends/spec.ts CLOUD_NAMES) */
+export type EventCloud = CloudName;
 /** What happened to the instance, in the same words for every cloud; 'changed' is a label or tag change. */
 export type EventState = 'pending' | 'running' | 'stopping' | 'stopped' | 'terminated' | 'changed';
 
@@ -46,7 +48,8 @@ export class EventError extends TwillError {
   }
 }
 
-export const EVENT_BACKEND: Record<EventCloud, CloudBackendType> = { aws: 'aws-vpc', gce: 'gce', ali: 'ali-vpc' };
+/** the backend type whose networks an event of each cloud concerns */
+export const EVENT_BACKEND: Readonly<Record<EventCloud, CloudBackendType>> = BACKEND_OF_CLOUD;
 
 /** Events are small; anything larger is not one of these. */
 const MAX_EVENT_BYTES = 256 * 1024;

@@ -11,7 +11,7 @@ import { udp, type UdpBackend } from './udp.js';
 import { vxlan, type VxlanBackend } from './vxlan.js';
 
 export type { AliVpcBackend, AllocBackend, AwsVpcBackend, GceBackend, HostGwBackend, IpipBackend, IpsecBackend, UdpBackend, VxlanBackend };
-export type { BackendSpec, CloudKind, ReadContext } from './spec.js';
+export { CLOUD_NAMES, type BackendSpec, type CloudName, type ReadContext } from './spec.js';
 export { DEFAULT_ESP_PROPOSAL } from './ipsec.js';
 export { VXLAN_OVERHEAD } from './vxlan.js';
 

@@ -18,7 +18,14 @@ export interface ReadContext {
   masked: boolean;
 }
 
-export type CloudKind = 'aws' | 'gce' | 'ali';
+/**
+ * The clouds whose VPC route tables twill writes, by the name --cloud and
+ * the instance events use. A cloud backend's spec names its cloud (cloud
+ * below): that is the one table of clouds and backends, and everything else
+ * (control/routes/clouds/cloud.ts) is derived from it.
+ */
+export const CLOUD_NAMES = ['aws', 'gce', 'ali'] as const;
+export type CloudName = (typeof CLOUD_NAMES)[number];
 
 export interface BackendSpec<C extends { Type: string } = { Type: string }> {
   type: C['Type'];
@@ -49,7 +56,7 @@ export interface BackendSpec<C extends { Type: string } = { Type: string }> {
   /** whether pods' traffic leaves the host through it, so forward and masquerade rules apply (alloc: none) */
   podTraffic: boolean;
   /** the cloud whose VPC route table carries the pod subnets, and the route limit it documents by default */
-  cloud?: { kind: CloudKind; routeLimit: number };
+  cloud?: { kind: CloudName; routeLimit: number };
   /**
    * The backend data an agent of this type publishes in its lease for its
    * peers, key by key, each with the rule its value must meet (a problem, or

@@ -113,6 +113,21 @@ for (const kind of ['embedded', 'mosquitto'] as const) {
       assert.ok(flood.answers.length <= 25, `${flood.answers.length} answers to 3,000 hellos`);
     });
 
+    test("a flood of the previous protocol's hellos meets the same rate limit: at most the burst of upgrade notices and log lines", async () => {
+      const old = await asNode('old');
+      const calm = await asNode('calm-v1');
+      const v1Hello = (node: string) => `${topics.legacyRoot}/node/${NET}/${node}/hello`;
+      const noticeLines = (node: string) => (ctl.output().match(new RegExp(`older protocol refused: .* node=${node}( |$)`, 'gm')) ?? []).length;
+      for (let i = 0; i < 300; i++) await old.c.publishAsync(v1Hello('old'), '{"v":1}', { qos: 0 });
+      // The calm node's own v1 hello is answered: the flood held no one else up.
+      await calm.c.publishAsync(v1Hello('calm-v1'), '{"v":1}', { qos: 1 });
+      await waitFor("the calm node's notice logged", () => noticeLines('calm-v1') === 1);
+      await waitFor('the refusals logged with their count', () => /hello messages of a node over its rate limit refused .*node=old( |$)/m.test(ctl.output()));
+      assert.equal((ctl.output().match(/over its rate limit refused .*node=old( |$)/gm) ?? []).length, 1, 'one log line, not one per message');
+      // The burst (20) and what refills while the test runs (one every 3 s); not one per hello.
+      assert.ok(noticeLines('old') <= 25, `${noticeLines('old')} notices logged for 300 hellos`);
+    });
+
     test('escape codes and newlines in a status reach neither twill status nor the log raw', async () => {
       const n = await asNode('inky');
       await n.c.publishAsync(topics.nodeStatus(NET, 'inky'), JSON.stringify({ v: 2, state: 'online', errors: ['\u001b[2J\u001b[31mFAKE\nv      forged   10.60.99.0/24'] }), { qos: 1, retain: true });

@@ -3,20 +3,34 @@
 // few list calls as the API allows), and change one route at a time. The
 // reconcile (control/routes/routes.ts) decides everything else, the same way for
 // every cloud; a cloud file only translates.
-import { BACKEND_SPECS, BACKEND_TYPES } from '../../../core/backends/index.js';
+import { BACKEND_SPECS, BACKEND_TYPES, CLOUD_NAMES, type CloudName } from '../../../core/backends/index.js';
 import type { BackendType, NetConf } from '../../../core/config.js';
 import { TwillError, errorMessage } from '../../../core/errors.js';
 import type { Lease } from '../../../core/lease.js';
 
-export const CLOUD_KINDS = ['aws', 'gce', 'ali', 'sim'] as const;
+// Which cloud carries which backend is said once, in each backend's spec
+// (core/backends/, spec.cloud.kind); the lists and maps here derive from it.
+
+/** What a route controller runs against: a cloud twill writes routes on, or the simulated one (twill sim). */
+export const CLOUD_KINDS = [...CLOUD_NAMES, 'sim'] as const;
 export type CloudKind = (typeof CLOUD_KINDS)[number];
 export type CloudBackendType = 'aws-vpc' | 'gce' | 'ali-vpc';
 /** The backend types a cloud's route table carries: those whose spec (core/backends/) names a cloud. */
 export const CLOUD_BACKEND_TYPES = BACKEND_TYPES.filter((t) => BACKEND_SPECS[t].cloud) as readonly CloudBackendType[];
 
+/** The cloud whose route table carries each cloud backend type. */
+export const CLOUD_OF_BACKEND = Object.fromEntries(
+  CLOUD_BACKEND_TYPES.map((t) => [t, BACKEND_SPECS[t].cloud?.kind as CloudName]),
+) as Record<CloudBackendType, CloudName>;
+
+/** The backend type each cloud's route table carries (one per cloud): whose networks an instance event of that cloud concerns. */
+export const BACKEND_OF_CLOUD = Object.fromEntries(
+  CLOUD_BACKEND_TYPES.map((t) => [CLOUD_OF_BACKEND[t], t]),
+) as Record<CloudName, CloudBackendType>;
+
 /** The backend types whose networks a cloud serves. The sim stands in for any of them. */
 export function backendTypesOf(kind: CloudKind): readonly CloudBackendType[] {
-  return kind === 'sim' ? CLOUD_BACKEND_TYPES : CLOUD_BACKEND_TYPES.filter((t) => BACKEND_SPECS[t].cloud?.kind === kind);
+  return kind === 'sim' ? CLOUD_BACKEND_TYPES : CLOUD_BACKEND_TYPES.filter((t) => CLOUD_OF_BACKEND[t] === kind);
 }
 
 export function isCloudBackend(type: BackendType): type is CloudBackendType {
@@ -32,7 +46,7 @@ export const MEMBER_TAG = 'twill-network';
  * custom entries per route table. Backend.RouteLimit overrides them for
  * accounts with a raised quota.
  */
-export const DEFAULT_ROUTE_LIMIT = Object.fromEntries(
+const DEFAULT_ROUTE_LIMIT = Object.fromEntries(
   CLOUD_BACKEND_TYPES.map((t) => [t, BACKEND_SPECS[t].cloud?.routeLimit as number]),
 ) as Record<CloudBackendType, number>;
 

@@ -52,7 +52,7 @@ const STATES: Record<string, InstanceState | undefined> = {
 };
 
 /** projects/p/zones/z/instances/n, whatever the host and version in front of it. */
-export function normalizeLink(url: string | null | undefined): string | undefined {
+function normalizeLink(url: string | null | undefined): string | undefined {
   if (!url) return undefined;
   const m = /^(?:https?:\/\/[^/]+\/compute\/(?:v1|beta|alpha)\/)?(projects\/.*)$/.exec(url);
   return m ? m[1] : url;

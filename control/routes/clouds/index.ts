@@ -2,9 +2,10 @@
 // loaded only when that cloud is used, so the local controller and the CLI do
 // not pay for the three SDKs when they use one or none.
 import { TwillError } from '../../../core/errors.js';
-import { BACKEND_SPECS } from '../../../core/backends/index.js';
 import type { Locks } from '../../store/locks.js';
-import { CLOUD_BACKEND_TYPES, CLOUD_KINDS, type Cloud, type CloudBackendType, type CloudKind } from './cloud.js';
+import { CLOUD_KINDS, type Cloud, type CloudKind } from './cloud.js';
+
+export { CLOUD_OF_BACKEND } from './cloud.js';
 
 export interface CloudOptions {
   /** an endpoint other than the cloud's own, e.g. a local one (GCE and Ali; AWS also reads AWS_ENDPOINT_URL) */
@@ -27,10 +28,6 @@ export function parseCloudKind(s: string): CloudKind {
   if ((CLOUD_KINDS as readonly string[]).includes(s)) return s as CloudKind;
   throw new TwillError('Usage', `--cloud ${JSON.stringify(s)} is not known: use one of ${CLOUD_KINDS.join(', ')}`);
 }
-
-export const CLOUD_OF_BACKEND = Object.fromEntries(
-  CLOUD_BACKEND_TYPES.map((t) => [t, BACKEND_SPECS[t].cloud?.kind as CloudKind]),
-) as Record<CloudBackendType, CloudKind>;
 
 export async function createCloud(kind: CloudKind, opts: CloudOptions = {}): Promise<Cloud> {
   switch (kind) {
