@@ -23,7 +23,6 @@ if (!insideUml()) {
     hosts: { h1: 0, h2: 0, h3: 1 },
     device: 'flannel.ipip',
     entries: async () => ({ route: true }),
-    repairWithinMs: 8_000,
     extra: (get) => {
       test('flannel.ipip is one-to-many from the public IP, MTU 20 below the underlay; peers are routed onlink through it, on-link ones directly', async () => {
         const c = get();

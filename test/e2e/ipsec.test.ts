@@ -77,7 +77,6 @@ if (!insideUml()) {
     name: 'ipsec',
     conf: { Network: NETWORK, Backend: { Type: 'ipsec', PSK } },
     hosts: { h1: 0, h2: 0, h3: 0 },
-    repairWithinMs: 8_000,
     present: async (c, on, peer) => {
       const mine = await c.subnetOf(on);
       const theirs = await c.subnetOf(peer);
