@@ -7,20 +7,21 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { listenError } from '../../core/errors.js';
 import { BodyTooLargeError, MAX_BODY } from '../http/api.js';
+import { formatHostPort, parseHostPort, type HostPort } from '../../core/host-port.js';
 import { splitTarget, type HttpRequest, type HttpResponse } from '../http/router.js';
 
 /** how much of an unread body is read and dropped before its connection is cut */
 const DRAIN_BYTES = 1024 * 1024;
 
-export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(listen);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new Error(`listen address ${JSON.stringify(listen)} is not HOST:PORT (e.g. 127.0.0.1:1883)`);
-  return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
+/** A listening address (--listen, --api-listen); a missing host is loopback's. */
+export function parseListen(listen: string): HostPort {
+  const at = parseHostPort(listen);
+  if (!at) throw new Error(`listen address ${JSON.stringify(listen)} is not HOST:PORT (e.g. 127.0.0.1:1883)`);
+  return { host: at.host || '127.0.0.1', port: at.port };
 }
 
 /** host:port as a URL's authority (an IPv6 address in brackets). */
-export const authority = (host: string, port: number) => `${host.includes(':') ? `[${host}]` : host}:${port}`;
+export const authority = formatHostPort;
 
 export type Answer = (req: HttpRequest) => Promise<HttpResponse>;
 
