@@ -6,6 +6,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TwillError } from '../core/errors.js';
+import { createLogger } from '../core/log.js';
+import { Topics } from '../core/topics.js';
+import { createControlPlane, type ControlPlane } from '../control/plane.js';
+import type { Publisher } from '../control/publish/publisher.js';
 import { SqliteStore } from '../control/store/sqlite.js';
 import { isLocked } from '../control/local/lock.js';
 import type { Remote } from './remote.js';
@@ -57,4 +61,13 @@ export function servingController(dataDir: string): Remote | undefined {
   }
   // (a controller still starting has not said where it serves yet)
   return typeof api === 'string' && token ? { url: api, token } : undefined;
+}
+
+// Without --api the CLI only writes the store. The running controller sees
+// the network's revision move on its next sync and publishes the change.
+const publishedByController: Publisher = { publish: async () => {} };
+
+/** The control plane over a data directory's store, for a command run without a controller: it writes, the controller publishes. */
+export function storePlane(store: SqliteStore, command: string): ControlPlane {
+  return createControlPlane({ store, publisher: publishedByController, topics: new Topics(), log: createLogger(command) });
 }

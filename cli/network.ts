@@ -2,15 +2,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readNetConf } from '../core/config.js';
 import { TwillError } from '../core/errors.js';
-import { createLogger } from '../core/log.js';
-import { Topics } from '../core/topics.js';
-import { Controller } from '../control/controller/controller.js';
 import { SqliteStore } from '../control/store/sqlite.js';
 import { DEFAULT_DATA_DIR, OUTPUT_OPTION, parse, wantsJson } from './args.js';
-import { openDataDir, servingController } from './data-dir.js';
+import { openDataDir, servingController, storePlane } from './data-dir.js';
 import { table } from './table.js';
 import { networkSummary } from '../control/http/api.js';
-import { publishedByController } from './lease.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 
 export const NETWORK_USAGE = `twill network set NAME FILE [--data-dir .twill | --api URL [--token-file F]]   (FILE: flannel's net-conf.json)
@@ -49,7 +45,7 @@ export async function networkCommand(args: string[]): Promise<number> {
   }
   const store = new SqliteStore(join(values['data-dir'], 'twill.db'));
   try {
-    const controller = new Controller(store, publishedByController, { topics: new Topics(), log: createLogger('network') });
+    const controller = storePlane(store, 'network').controller;
     const { config, warnings } = readNetConf(text);
     process.stderr.write(warnings.map((w) => `${file}: warning: ${w}\n`).join(''));
     const rec = await controller.applyNetwork(name, config);
@@ -72,7 +68,7 @@ async function removeNetwork(name: string | undefined, values: { force?: boolean
     const store = openDataDir(values['data-dir']);
     try {
       // No controller runs here: there is no broker to tell (one that starts reads the store).
-      const controller = new Controller(store, publishedByController, { topics: new Topics(), log: createLogger('network') });
+      const controller = storePlane(store, 'network').controller;
       r = await controller.removeNetwork(name, { force: values.force });
     } finally {
       await store.close();

@@ -1,13 +1,9 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { TwillError } from '../core/errors.js';
 import { addNode, removeNode, type AgentConfig } from '../control/http/admin.js';
-import { createLogger } from '../core/log.js';
-import { Topics } from '../core/topics.js';
-import { Controller } from '../control/controller/controller.js';
 import { SqliteStore } from '../control/store/sqlite.js';
 import { DEFAULT_DATA_DIR, parse, wantsJson } from './args.js';
-import { openDataDir, servedBroker, servingController } from './data-dir.js';
-import { publishedByController } from './lease.js';
+import { openDataDir, servedBroker, servingController, storePlane } from './data-dir.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
 
@@ -70,7 +66,7 @@ export async function nodeCommand(args: string[]): Promise<number> {
       const name = positionals[0] ?? '';
       const { released } = remote
         ? await callApi<{ released: boolean }>(remote, 'DELETE', `/v1/nodes/${encodeURIComponent(name)}`)
-        : await removeNode(store as SqliteStore, name, new Controller(store as SqliteStore, publishedByController, { topics: new Topics(), log: createLogger('node') }));
+        : await removeNode(store as SqliteStore, name, storePlane(store as SqliteStore, 'node').controller);
       process.stdout.write(`node ${name} removed: its credentials no longer work, its sessions are closed${released ? ', and its lease is released' : ''}\n`);
       return 0;
     }

@@ -35,8 +35,9 @@ import { TwillError } from '../../core/errors.js';
 import { createLogger, type Logger } from '../../core/log.js';
 import { Topics } from '../../core/topics.js';
 import { nodeClientId } from '../../core/acl.js';
-import { isCloudBackend, type Cloud, type CloudKind } from '../routes/clouds/cloud.js';
-import { CLOUD_OF_BACKEND, createCloud } from '../routes/clouds/index.js';
+import { CLOUD_NAMES } from '../../core/backends/index.js';
+import { cloudServing, type Cloud, type CloudKind } from '../routes/clouds/cloud.js';
+import { createCloud } from '../routes/clouds/index.js';
 import type { Controller } from '../controller/controller.js';
 import { createControlPlane, type ControlPlane } from '../plane.js';
 import { StoreLocks } from '../store/locks.js';
@@ -189,7 +190,7 @@ export function createRuntime(env: RuntimeEnv, aws: AwsAccess = {}): Runtime {
   const plane = createControlPlane({
     store, publisher, topics, log: root, controllerLog: root.child('controller'), leaseTtlMs: env.leaseTtlMs,
     nodeApiUrl: env.nodeApiUrl?.replace(/\/$/, ''),
-    clouds: { kindOf: (type) => (isCloudBackend(type) ? CLOUD_OF_BACKEND[type] : undefined), get: cloud },
+    clouds: { kindOf: (type) => cloudServing(type, CLOUD_NAMES), get: cloud },
     // IoT Core lists what it retains (ListRetainedMessages) and answers for one topic.
     retained: publisher,
     admin: {

@@ -19,7 +19,7 @@ import type { Controller } from '../controller/controller.js';
 import type { Surface } from '../http/router.js';
 import { MeasuredPublisher } from '../metrics/prometheus.js';
 import { createControlPlane, type ControlPlane } from '../plane.js';
-import { backendTypesOf, type Cloud, type CloudKind } from '../routes/clouds/cloud.js';
+import { cloudServing, type Cloud, type CloudKind } from '../routes/clouds/cloud.js';
 import { createCloud, type CloudOptions } from '../routes/clouds/index.js';
 import { SqliteStore } from '../store/sqlite.js';
 import type { RetainedLister } from '../tasks/republish.js';
@@ -166,7 +166,7 @@ export async function startLocalController(opts: LocalControllerOptions): Promis
     const plane = createControlPlane({
       store, publisher: new MeasuredPublisher(broker.publisher, metrics), topics, log, metrics, leaseTtlMs: opts.leaseTtlMs,
       nodeApiUrl: api.url, retained: broker.retained, remembersPublished: true, credentials,
-      clouds: cloud && { kindOf: (type) => ((backendTypesOf(cloud.kind) as readonly string[]).includes(type) ? cloud.kind : undefined), get: async () => cloud },
+      clouds: cloud && { kindOf: (type) => cloudServing(type, [cloud.kind]), get: async () => cloud },
       admin: { token: adminToken, broker: broker.url, prefix: opts.prefix, revokeSessions },
     });
     await plane.start(opts.networks);

@@ -310,6 +310,11 @@ export class PoolLedger {
     if (p) p.used--;
   }
 
+  take(table: string): void {
+    const p = this.poolOf.get(table);
+    if (p) p.used++;
+  }
+
   list(): RoutePool[] {
     return [...this.pools.values()].map((p) => ({ ...p }));
   }
@@ -336,6 +341,9 @@ export function planAdmission(input: {
   const ledger = new PoolLedger(input.pools, input.tables);
   for (const d of input.deleted) ledger.free(d.route.table);
   const recreate = input.deleted.flatMap((d) => (d.recreate ? [d.recreate] : []));
+  // A retarget's route goes back into the slot its delete freed: that slot
+  // is not room for a node waiting in line.
+  for (const w of recreate) ledger.take(w.table);
   const notes: NodeNote[] = [];
   const recreateKeys = new Set(recreate.map((w) => routeKey(w.table, w.destination)));
   const replaceKeys = new Set(plan.replaces.map((x) => routeKey(x.want.table, x.want.destination)));

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BACKEND_SPECS, BACKEND_TYPES, CLOUD_NAMES } from '../../core/backends/index.js';
-import { BACKEND_OF_CLOUD, CLOUD_BACKEND_TYPES, CLOUD_KINDS, CLOUD_OF_BACKEND, backendTypesOf, isCloudBackend } from '../../control/routes/clouds/cloud.js';
+import { BACKEND_OF_CLOUD, CLOUD_BACKEND_TYPES, CLOUD_KINDS, CLOUD_OF_BACKEND, backendTypesOf, cloudServing, isCloudBackend } from '../../control/routes/clouds/cloud.js';
 import { parseCloudKind } from '../../control/routes/clouds/index.js';
 import { EVENT_BACKEND } from '../../control/routes/events.js';
 
@@ -22,6 +22,17 @@ test("a route controller serves its cloud's networks; the simulated one stands i
   assert.deepEqual(backendTypesOf('gce'), ['gce']);
   assert.deepEqual(backendTypesOf('ali'), ['ali-vpc']);
   assert.deepEqual([...backendTypesOf('sim')].sort(), ['ali-vpc', 'aws-vpc', 'gce']);
+});
+
+test('the cloud that serves a network is the hosted one that carries its backend: the daemon hosts one, the functions every real cloud', () => {
+  // the local daemon on one cloud, or on the simulated one
+  assert.equal(cloudServing('gce', ['gce']), 'gce');
+  assert.equal(cloudServing('aws-vpc', ['gce']), undefined);
+  assert.equal(cloudServing('ali-vpc', ['sim']), 'sim');
+  assert.equal(cloudServing('vxlan', ['sim']), undefined);
+  // the functions
+  for (const t of CLOUD_BACKEND_TYPES) assert.equal(cloudServing(t, CLOUD_NAMES), CLOUD_OF_BACKEND[t]);
+  assert.equal(cloudServing('host-gw', CLOUD_NAMES), undefined);
 });
 
 test('an instance event of each cloud concerns the networks of that cloud\'s backend type', () => {

@@ -126,6 +126,21 @@ describe('planRoutes: which routes are twill’s, and what each needs', () => {
     assert.deepEqual(failed.notes, [{ node: 'a', state: 'pending', reason: `route pending: route table ${T} full (2 of 2)` }]);
   });
 
+  test('the slot a retarget freed is taken back by its recreate, never by a node waiting for room', () => {
+    const r = route('10.10.1.0/24', 'b', { marked: true });
+    const w: World = {
+      instances: [inst('a'), inst('b'), inst('c')],
+      leases: [lease('a', '10.10.1.0/24'), lease('b', '10.10.2.0/24'), lease('c', '10.10.3.0/24', { createdAt: at(1) })],
+      routes: [r, route('10.10.2.0/24', 'b', { marked: true })],
+      traits: MARKED,
+    };
+    const p = plan(w);
+    const a = admit(w, p, [pool(2, 2)], p.deletes);
+    assert.deepEqual(a.jobs.map((j) => [j.node, j.create.map((c) => c.destination)]), [['a', ['10.10.1.0/24']]]);
+    assert.deepEqual(a.notes, [{ node: 'c', state: 'pending', reason: `route pending: route table ${T} full (2 of 2)` }]);
+    assert.deepEqual(a.pools, [pool(2, 2)], 'the table holds what it held: two routes');
+  });
+
   test('routes of other tools are never touched, and one holding a wanted subnet puts its node in error', () => {
     const foreign = [
       route('0.0.0.0/0', 'igw-1', { instanceHop: false }),

@@ -33,6 +33,15 @@ export function backendTypesOf(kind: CloudKind): readonly CloudBackendType[] {
   return kind === 'sim' ? CLOUD_BACKEND_TYPES : CLOUD_BACKEND_TYPES.filter((t) => CLOUD_OF_BACKEND[t] === kind);
 }
 
+/**
+ * Which of the clouds a host runs serves a backend type's networks (the
+ * local daemon runs one, perhaps the sim; the functions run every real
+ * cloud): the route controller reconciles a network against it, or not at all.
+ */
+export function cloudServing(type: BackendType, hosted: readonly CloudKind[]): CloudKind | undefined {
+  return hosted.find((kind) => (backendTypesOf(kind) as readonly string[]).includes(type));
+}
+
 export function isCloudBackend(type: BackendType): type is CloudBackendType {
   return (CLOUD_BACKEND_TYPES as readonly string[]).includes(type);
 }

@@ -5,8 +5,6 @@ import { TwillError } from '../../../core/errors.js';
 import type { Locks } from '../../store/locks.js';
 import { CLOUD_KINDS, type Cloud, type CloudKind } from './cloud.js';
 
-export { CLOUD_OF_BACKEND } from './cloud.js';
-
 export interface CloudOptions {
   /** an endpoint other than the cloud's own, e.g. a local one (GCE and Ali; AWS also reads AWS_ENDPOINT_URL) */
   endpoint?: string;
