@@ -274,7 +274,7 @@ export function readNetConf(input: string | unknown, env: Record<string, string 
     if (f.has(name)) warnings.push(`${name}: flanneld does not allocate from it (it uses ${instead}), and neither does twill: ignored`);
   }
   for (const key of f.unknown()) warnings.push(unknownKey('', key, TOP_LEVEL_FIELDS, 'field'));
-  const backend = readBackend(backendValue, { v4: enable4, v6: enable6 }, { env, errors, warnings, masked: opts.masked ?? false });
+  const backend = readBackend(backendValue, { v4: enable4, v6: enable6 }, { env, errors, warnings, masked: opts.masked ?? false, families: { v4: enable4, v6: enable6 } });
   if (errors.length > 0 || !backend) throw new ConfigError(errors);
 
   const conf: Omit<NetConf, 'Backend'> = { EnableIPv4: enable4, EnableIPv6: enable6, ...(nftables && { EnableNFTables: true }) };

@@ -9,23 +9,25 @@ import { ipsec, type IpsecBackend } from './ipsec.js';
 import type { BackendSpec } from './spec.js';
 import { udp, type UdpBackend } from './udp.js';
 import { vxlan, type VxlanBackend } from './vxlan.js';
+import { wireguard, type WireguardBackend } from './wireguard.js';
 
-export type { AliVpcBackend, AllocBackend, AwsVpcBackend, GceBackend, HostGwBackend, IpipBackend, IpsecBackend, UdpBackend, VxlanBackend };
+export type { AliVpcBackend, AllocBackend, AwsVpcBackend, GceBackend, HostGwBackend, IpipBackend, IpsecBackend, UdpBackend, VxlanBackend, WireguardBackend };
 export { CLOUD_NAMES, type BackendSpec, type CloudName, type ReadContext } from './spec.js';
 export { DEFAULT_ESP_PROPOSAL } from './ipsec.js';
 export { VXLAN_OVERHEAD } from './vxlan.js';
+export { WIREGUARD_MODES, WIREGUARD_OVERHEAD, WIREGUARD_PORTS, keyRotationMs, wireguardKeyProblem, type WireguardMode } from './wireguard.js';
 
-export const BACKEND_TYPES = ['vxlan', 'host-gw', 'udp', 'ipip', 'ipsec', 'alloc', 'aws-vpc', 'gce', 'ali-vpc'] as const;
+export const BACKEND_TYPES = ['vxlan', 'host-gw', 'wireguard', 'udp', 'ipip', 'ipsec', 'alloc', 'aws-vpc', 'gce', 'ali-vpc'] as const;
 export type BackendType = (typeof BACKEND_TYPES)[number];
 
 export type BackendConfig =
-  | VxlanBackend | HostGwBackend | UdpBackend | IpipBackend | IpsecBackend
+  | VxlanBackend | HostGwBackend | WireguardBackend | UdpBackend | IpipBackend | IpsecBackend
   | AllocBackend | AwsVpcBackend | GceBackend | AliVpcBackend;
 
 type Specs = { [T in BackendType]: BackendSpec<Extract<BackendConfig, { Type: T }>> };
 
 export const BACKEND_SPECS: Specs = {
-  vxlan, 'host-gw': hostGw, udp, ipip, ipsec, alloc, 'aws-vpc': awsVpc, gce, 'ali-vpc': aliVpc,
+  vxlan, 'host-gw': hostGw, wireguard, udp, ipip, ipsec, alloc, 'aws-vpc': awsVpc, gce, 'ali-vpc': aliVpc,
 };
 
 export function isBackendType(s: string): s is BackendType {
@@ -41,7 +43,6 @@ export function backendSpec(type: BackendType): BackendSpec {
  * when a net-conf.json names one, rather than "not known".
  */
 export const FLANNEL_ONLY_BACKENDS: Readonly<Record<string, string>> = {
-  wireguard: 'twill has no wireguard backend: use ipsec for encrypted traffic between hosts',
   'tencent-vpc': 'twill writes the route tables of AWS (aws-vpc), GCE (gce) and Alibaba Cloud (ali-vpc) only',
   extension: 'twill runs no external commands for a backend: use one of its own',
 };

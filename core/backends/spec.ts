@@ -16,6 +16,8 @@ export interface ReadContext {
   warnings: string[];
   /** reading a config publicConfig() masked: a masked secret is expected there */
   masked: boolean;
+  /** the address families the network enables (options that depend on them are checked against them) */
+  families?: { v4: boolean; v6: boolean };
 }
 
 /**

@@ -14,6 +14,8 @@ import { parseIP } from '../../core/cidr.js';
 
 const NO_ENV = {};
 const PSK = 'k'.repeat(96);
+/** a key as `wg genpsk` prints it */
+const WG_PSK = 'yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=';
 const NET = { Network: '10.3.0.0/16' };
 
 function parse(input: unknown, env: Record<string, string | undefined> = NO_ENV): NetConf {
@@ -386,6 +388,42 @@ describe('backends', () => {
     assertError({ ...NET, Backend: { Type: 'ipsec', PSK, UDPEncap: 'true' } }, /^Backend\.UDPEncap "true" is a string/);
   });
 
+  test("wireguard: flannel's options and defaults, read as flanneld reads them", () => {
+    assert.deepEqual(backend({ Type: 'wireguard' }), { Type: 'wireguard', ListenPort: 51820, ListenPortV6: 51821, PersistentKeepaliveInterval: 0, Mode: 'separate' });
+    assert.deepEqual(backend({ Type: 'WireGuard', PSK: WG_PSK, ListenPort: 4000, ListenPortV6: 4001, PersistentKeepaliveInterval: 25, Mode: 'auto', MTU: 1500, KeyRotation: '720h' }), {
+      Type: 'wireguard', PSK: WG_PSK, ListenPort: 4000, ListenPortV6: 4001, PersistentKeepaliveInterval: 25, Mode: 'auto', MTU: 1500, KeyRotation: '720h',
+    });
+    // Go cannot tell 0 from absent: MTU 0 is the underlay's, an empty PSK none
+    assert.deepEqual(backend({ Type: 'wireguard', MTU: 0, PSK: '' }), { Type: 'wireguard', ListenPort: 51820, ListenPortV6: 51821, PersistentKeepaliveInterval: 0, Mode: 'separate' });
+    assert.equal((parse({ ...NET, EnableIPv6: true, IPv6Network: 'fd00:10::/56', Backend: { Type: 'wireguard', Mode: 'ipv6' } }).Backend as { Mode: string }).Mode, 'ipv6');
+  });
+
+  test('wireguard: a PSK must be a WireGuard key, and is never echoed', () => {
+    for (const bad of ['k'.repeat(96), WG_PSK.slice(1), WG_PSK.replace('=', 'A'), `${WG_PSK.slice(0, 42)}B=`]) {
+      const errors = errorsOf({ ...NET, Backend: { Type: 'wireguard', PSK: bad } });
+      assert.deepEqual(errors, ['Backend.PSK is not a WireGuard key: make one with "wg genpsk" (32 bytes in base64, 44 characters ending in "=")']);
+      assert.ok(!errors.join().includes(bad));
+    }
+    // masked, as the shared topic carries it, it is expected
+    assert.equal((parseNetConf({ ...NET, Backend: { Type: 'wireguard', PSK: SECRET_MASK } }, NO_ENV, { masked: true }).Backend as { PSK: string }).PSK, SECRET_MASK);
+    assert.equal((nodeConfig(parse({ ...NET, Backend: { Type: 'wireguard', PSK: WG_PSK } })).Backend as { PSK: string }).PSK, WG_PSK, 'a node needs the PSK');
+    assert.ok(!JSON.stringify(publicConfig(parse({ ...NET, Backend: { Type: 'wireguard', PSK: WG_PSK } }))).includes(WG_PSK));
+  });
+
+  test('wireguard: Mode, ports, MTU and KeyRotation out of their rules are refused with the reason', () => {
+    assertError({ ...NET, Backend: { Type: 'wireguard', Mode: 'both' } }, 'Backend.Mode "both" is not known: use one of separate, auto, ipv4, ipv6');
+    assertError({ ...NET, Backend: { Type: 'wireguard', Mode: 'ipv6' } }, /^Backend\.Mode ipv6 needs EnableIPv6/);
+    assertError({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00:10::/56', Backend: { Type: 'wireguard', Mode: 'ipv4' } }, /^Backend\.Mode ipv4 needs EnableIPv4/);
+    assertError({ ...NET, EnableIPv6: true, IPv6Network: 'fd00:10::/56', Backend: { Type: 'wireguard', ListenPortV6: 51820 } }, 'Backend.ListenPort and Backend.ListenPortV6 are both 51820: in Mode separate each family has its own device, and each device its own port');
+    assert.equal((parse({ ...NET, Backend: { Type: 'wireguard', ListenPortV6: 51820 } }).Backend as { ListenPortV6: number }).ListenPortV6, 51820, 'IPv4 only: one device');
+    assertError({ ...NET, Backend: { Type: 'wireguard', ListenPort: 70000 } }, 'Backend.ListenPort 70000 is out of range: it must be from 1 to 65535');
+    assertError({ ...NET, Backend: { Type: 'wireguard', PersistentKeepaliveInterval: -1 } }, /^Backend\.PersistentKeepaliveInterval -1 is out of range/);
+    assertError({ ...NET, Backend: { Type: 'wireguard', MTU: 600 } }, 'Backend.MTU 600 is out of range: from 636 to 65535 (a device gets MTU - 60, and IPv4 needs at least 576)');
+    assertError({ ...NET, EnableIPv6: true, IPv6Network: 'fd00:10::/56', Backend: { Type: 'wireguard', MTU: 1300 } }, 'Backend.MTU 1300 is out of range: from 1360 to 65535 (a device gets MTU - 80, and IPv6 needs at least 1280)');
+    assertError({ ...NET, Backend: { Type: 'wireguard', KeyRotation: '5m' } }, /^Backend\.KeyRotation 5m is too short: at least 10m/);
+    assertError({ ...NET, Backend: { Type: 'wireguard', KeyRotation: 'weekly' } }, /^Backend\.KeyRotation "weekly" is not a duration/);
+  });
+
   test('aws-vpc: RouteTableID is one ID or a list, always a list in effect', () => {
     assert.deepEqual(backend({ Type: 'aws-vpc', RouteTableID: 'rtb-1' }), { Type: 'aws-vpc', RouteTableID: ['rtb-1'] });
     assert.deepEqual(backend({ Type: 'aws-vpc', RouteTableID: ['rtb-1', 'rtb-2'], RouteLimit: 100 }), {
@@ -452,7 +490,7 @@ describe('backends', () => {
     assertError({ ...NET, Backend: { Type: 'vxaln' } }, /^Backend\.Type "vxaln" is not known \(did you mean vxlan\?\): it must be one of/);
     assertError({ ...NET, Backend: { Type: 'fancy' } }, /^Backend\.Type "fancy" is not known: it must be one of/);
     // flannel's backends twill has not: what to use instead
-    assertError({ ...NET, Backend: { Type: 'wireguard' } }, 'Backend.Type "wireguard" is not known: twill has no wireguard backend: use ipsec for encrypted traffic between hosts');
+    assertError({ ...NET, Backend: { Type: 'tencent-vpc' } }, /^Backend\.Type "tencent-vpc" is not known: twill writes the route tables of AWS/);
   });
 });
 
