@@ -19,6 +19,13 @@ export interface Lease {
   createdAt: string;
   /** the network's revision at this lease's last write, assigned by the store */
   revision: number;
+  /**
+   * A new key pair asked of this node (twill node rotate-key), as an opaque
+   * token: the node makes one new key pair per token it has not seen, so the
+   * request holds across restarts and needs no clock shared with the node.
+   * Absent: none asked. Backends without keys ignore it.
+   */
+  rotateKey?: string;
 }
 
 export type NewLease = Omit<Lease, 'revision'>;

@@ -56,6 +56,7 @@ export const leaseSchema = z.object({
   expiresAt: isoTime.nullable(),
   createdAt: isoTime,
   revision: z.number().int().nonnegative(),
+  rotateKey: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/).optional(),
 });
 
 export const helloSchema = z.strictObject({
