@@ -1,5 +1,6 @@
 // The lease: one node's claim on one subnet (and IPv6 subnet) of a network.
 import { createHash } from 'node:crypto';
+import { backendSpec } from './backends/index.js';
 import type { BackendType } from './config.js';
 
 export interface Lease {
@@ -29,6 +30,14 @@ export interface Lease {
 }
 
 export type NewLease = Omit<Lease, 'revision'>;
+
+/**
+ * Whether a backend's nodes hold a key pair, whose public half their lease's
+ * backend data carries (wireguard's PublicKey): only theirs can rotate.
+ */
+export function backendHasKeys(type: BackendType): boolean {
+  return Object.hasOwn(backendSpec(type).agentData, 'PublicKey');
+}
 
 /**
  * Manifest digests are an XOR of per-lease digests: independent of order and

@@ -9,6 +9,7 @@
 //   publishing.ts  the retained topics, written and cleared
 //   catch-up.ts    the broker caught up with the store: what this process
 //                  did not publish, and every retained message on start
+import { randomBytes } from 'node:crypto';
 import type { NetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
 import type { Logger } from '../../core/log.js';
@@ -114,6 +115,14 @@ export class Controller {
   /** Gives the node a lease, or renews the one it holds. */
   join(network: string, node: string, req: JoinRequest): Promise<Lease> {
     return this.leases.join(network, node, req);
+  }
+
+  /**
+   * Asks a node of a network with keys (wireguard) for a new key pair: a
+   * fresh token on its lease, which its agent honours once.
+   */
+  rotateKey(network: string, node: string): Promise<Lease> {
+    return this.leases.rotateKey(network, node, randomBytes(12).toString('base64url'));
   }
 
   /** A subnet held for a node forever and never given to another. */

@@ -4,8 +4,8 @@
 import { chooseSubnet, fitsRange } from '../../core/allocator.js';
 import { parseCidr } from '../../core/cidr.js';
 import { subnetRanges, type NetConf, type SubnetRange } from '../../core/config.js';
-import { ConflictError, TwillError } from '../../core/errors.js';
-import type { Lease, NewLease } from '../../core/lease.js';
+import { ConflictError, NotFoundError, TwillError } from '../../core/errors.js';
+import { backendHasKeys, type Lease, type NewLease } from '../../core/lease.js';
 import type { Logger } from '../../core/log.js';
 import type { Metrics } from '../../core/metrics.js';
 import { agentDataProblems } from '../../core/backends/index.js';
@@ -30,6 +30,16 @@ export interface JoinRequest {
 function samePeerView(lease: Lease, next: Pick<NewLease, 'publicIP' | 'publicIPv6' | 'backendType' | 'backendData'>): boolean {
   const data = (d: Record<string, unknown>) => JSON.stringify(Object.entries(d).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   return lease.publicIP === next.publicIP && lease.publicIPv6 === next.publicIPv6 && lease.backendType === next.backendType && data(lease.backendData) === data(next.backendData);
+}
+
+/**
+ * A rotation asked of the node stays on its lease through every rewrite
+ * (a new address, a new key, a new subnet, a reservation) until another
+ * replaces it: the node honours each token once, whenever it next applies
+ * its lease, and a rewrite in between must not take the request back.
+ */
+function keptRotation(lease: Lease | undefined): Pick<NewLease, 'rotateKey'> {
+  return lease?.rotateKey !== undefined ? { rotateKey: lease.rotateKey } : {};
 }
 
 function leaseFits(lease: Lease, config: NetConf, ranges: { v4?: SubnetRange; v6?: SubnetRange }): boolean {
@@ -118,7 +128,7 @@ export class Leases {
       }
       let next: NewLease;
       if (existing && fits) {
-        next = { ...base, subnet: existing.subnet, ipv6Subnet: existing.ipv6Subnet, createdAt: existing.createdAt };
+        next = { ...base, subnet: existing.subnet, ipv6Subnet: existing.ipv6Subnet, createdAt: existing.createdAt, ...keptRotation(existing) };
       } else {
         if (existing?.expiresAt === null) {
           throw new TwillError('ReservationMismatch', `node ${node} has a reservation (${existing.subnet ?? existing.ipv6Subnet}) that no longer fits network ${network}; release or change it`);
@@ -129,6 +139,7 @@ export class Leases {
           subnet: chooseSubnet(network, ranges.v4, taken.v4, existing?.subnet, req.previousSubnet, this.parts.random),
           ipv6Subnet: chooseSubnet(network, ranges.v6, taken.v6, existing?.ipv6Subnet, req.previousIPv6Subnet, this.parts.random),
           createdAt: new Date(now()).toISOString(),
+          ...keptRotation(existing),
         };
       }
       try {
@@ -149,6 +160,39 @@ export class Leases {
     }
     await this.publishing.lease(lease, config);
     return lease;
+  }
+
+  /**
+   * Asks the node for a new key pair: its lease carries `token` from now on
+   * (a change at the next revision, to the node on its own topic and to
+   * every peer). Refused, changing nothing, on a network whose backend has
+   * no keys and for a node without a lease there.
+   */
+  async rotateKey(network: string, node: string, token: string): Promise<Lease> {
+    checkName('node', node);
+    return this.parts.outbox.writing(network, async () => {
+      for (let attempt = 0; ; attempt++) {
+        const config = (await requireNetwork(this.store, network)).config;
+        const type = config.Backend.Type;
+        if (!backendHasKeys(type)) {
+          throw new TwillError('NoKeys', `network ${network} uses the ${type} backend, whose nodes hold no key pair to rotate: only a wireguard network's nodes do`);
+        }
+        const existing = await this.store.getLease(network, node);
+        if (!existing) {
+          throw new NotFoundError(`node ${node} holds no lease in network ${network}: it makes its key pair when its agent joins, so there is no key to rotate yet`);
+        }
+        const { revision, ...rest } = existing;
+        try {
+          const lease = await this.store.replaceLease({ ...rest, rotateKey: token }, revision);
+          this.log.info('key rotation asked', { network, node, revision: lease.revision });
+          await this.publishing.lease(lease, config);
+          return lease;
+        } catch (e) {
+          // A hello or a renewal got in between: read again.
+          if (!(e instanceof ConflictError) || attempt >= WRITE_ATTEMPTS) throw e;
+        }
+      }
+    });
   }
 
   /** A subnet held for a node forever and never given to another. */
@@ -173,6 +217,7 @@ export class Leases {
       backendData: existing?.backendData ?? {},
       expiresAt: null,
       createdAt: existing?.createdAt ?? new Date(this.parts.now()).toISOString(),
+      ...keptRotation(existing),
     };
     const lease = existing ? await this.store.replaceLease(next, existing.revision) : await this.store.createLease(next);
     this.log.info('subnet reserved', { network, node, subnet });

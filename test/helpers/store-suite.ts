@@ -444,6 +444,90 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
         }));
     });
 
+    describe('a key rotation asked of a node (wireguard)', () => {
+      const KEY = ['waZle9QCDVPLl/Z0Nbw2GRr4Gdk3lhYRPoU3Xol9Mmc=', '8oMBUJbuVU+4siNUL1OA/+fYNdfngz//U1Ps4Xv7U2Q='] as const;
+      const wg = (o: Record<string, unknown> = {}) => parseNetConf({ Network: '10.0.0.0/16', Backend: { Type: 'wireguard' }, ...o }, {});
+      /** A controller on this store with a clock the test moves. */
+      const controllerOn = (store: Store) => {
+        const clock = { now: Date.parse('2030-06-01T00:00:00.000Z') };
+        return { clock, controller: new Controller(store, { publish: async () => {} }, { topics: new Topics(), log: silentLogger, now: () => clock.now, leaseTtlMs: 3_600_000 }) };
+      };
+
+      test('the token is a lease change at the next revision, logged for peers, and stays through every later write of the lease until another replaces it', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const { clock, controller } = controllerOn(store);
+          await controller.applyNetwork(n, wg());
+          const hello = (key: string, publicIP = '192.0.2.1') => controller.join(n, 'a', { publicIP, backendData: { PublicKey: key }, fromAgent: true });
+          const joined = await hello(KEY[0]);
+          assert.equal(joined.rotateKey, undefined);
+          const asked = await controller.rotateKey(n, 'a');
+          const token = asked.rotateKey as string;
+          assert.match(token, /^[A-Za-z0-9._:-]{1,64}$/);
+          assert.ok(asked.revision > joined.revision, 'the revision moves');
+          assert.deepEqual(asked, { ...joined, rotateKey: token, revision: asked.revision });
+          const logged = await store.changesSince(n, joined.revision, 10);
+          assert.deepEqual(logged?.changes.map((c) => [c.revision, c.lease?.rotateKey]), [[asked.revision, token]]);
+          await assertManifest(store, n);
+
+          const kept = async (what: string) => {
+            const now = await store.getLease(n, 'a');
+            assert.equal(now?.rotateKey, token, `${what}: the token stays`);
+            assert.equal((await store.listLeases(n)).find((l) => l.node === 'a')?.rotateKey, token, `${what}: listed with it`);
+            await assertManifest(store, n);
+            return now as Lease;
+          };
+          // a renewal: the same hello later, nothing a peer uses changed
+          clock.now += 60_000;
+          const renewed = await hello(KEY[0]);
+          assert.equal(renewed.revision, asked.revision);
+          assert.notEqual(renewed.expiresAt, asked.expiresAt);
+          await kept('a renewal');
+          // the node's new key: a change at once, the token still there (the node reports which token it honoured, not the lease)
+          const rotated = await hello(KEY[1]);
+          assert.ok(rotated.revision > asked.revision);
+          assert.equal(rotated.backendData.PublicKey, KEY[1]);
+          await kept('a hello with a new PublicKey');
+          await hello(KEY[1], '192.0.2.2');
+          await kept('a new public address');
+          // the expiry path: the scan finds it expired, a renewal lands before the delete, the delete stands down
+          clock.now = Date.parse((await store.getLease(n, 'a'))!.expiresAt!) + 1;
+          const expired = (await store.listExpired(clock.now)).find((l) => l.network === n && l.node === 'a');
+          assert.ok(expired, 'the scan sees it expired');
+          await hello(KEY[1], '192.0.2.2');
+          assert.equal(await controller.release(n, 'a', expired.revision, clock.now), false);
+          await kept('an expiry overtaken by a renewal');
+          // a config that moves the node to another subnet
+          const before = await store.getLease(n, 'a');
+          await controller.applyNetwork(n, wg({ SubnetMin: '10.0.200.0' }));
+          const moved = await hello(KEY[1], '192.0.2.2');
+          assert.notEqual(moved.subnet, before?.subnet);
+          await kept('a new subnet');
+          await controller.reserve(n, 'a', '10.0.250.0/24');
+          const reserved = await kept('a reservation');
+          assert.equal(reserved.expiresAt, null);
+          // a new ask replaces the token
+          const again = await controller.rotateKey(n, 'a');
+          assert.ok(again.rotateKey && again.rotateKey !== token, 'each ask is a new token');
+          assert.equal((await hello(KEY[0], '192.0.2.2')).rotateKey, again.rotateKey);
+        }));
+
+      test('refused for a node without a lease and on a network whose backend has no keys; nothing is written', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const vx = fresh('net');
+          const { controller } = controllerOn(store);
+          await controller.applyNetwork(n, wg());
+          await controller.applyNetwork(vx, V4_CONF);
+          await controller.join(vx, 'b', { publicIP: '192.0.2.1' });
+          const before = [await snapshot(store, n), await snapshot(store, vx)];
+          await assert.rejects(controller.rotateKey(n, 'a'), new RegExp(`node a holds no lease in network ${n}: it makes its key pair when its agent joins`));
+          await assert.rejects(controller.rotateKey(vx, 'b'), new RegExp(`network ${vx} uses the vxlan backend, whose nodes hold no key pair to rotate: only a wireguard network's nodes do`));
+          await assert.rejects(controller.rotateKey(fresh('none'), 'b'), /does not exist/);
+          assert.deepEqual([await snapshot(store, n), await snapshot(store, vx)], before);
+        }));
+    });
+
     describe('nodes and status', () => {
       test('node records round-trip, are replaced by name and can be deleted', () =>
         withStore(async (store) => {
