@@ -9,7 +9,7 @@ export const COMMAND_SUMMARIES: [string, string][] = [
   ['controller', 'run the control plane on this machine (embedded broker and store, web dashboard)'],
   ['agent', 'run the agent on a host: hold a lease, write subnet.env, program the kernel'],
   ['network set|list|remove', "create or update a network from flannel's net-conf.json; list or remove them"],
-  ['node add|list|remove', "manage node credentials (add prints the agent's config file)"],
+  ['node add|list|remove|rotate-key', "manage node credentials (add prints the agent's config file); ask a wireguard node for a new key pair"],
   ['lease reserve|release', "reserve a subnet for a node forever, or drop a node's lease"],
   ['status', 'networks, leases (with their VPC route) and agents, as tables (-o json: as JSON)'],
   ['sim instance|routes', 'drive the simulated cloud of twill controller --cloud sim'],

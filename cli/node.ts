@@ -1,6 +1,6 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { TwillError } from '../core/errors.js';
-import { addNode, removeNode, type AgentConfig } from '../control/http/admin.js';
+import { addNode, removeNode, rotateNodeKey, type AgentConfig, type KeyRotation } from '../control/http/admin.js';
 import { SqliteStore } from '../control/store/sqlite.js';
 import { DEFAULT_DATA_DIR, parse, wantsJson } from './args.js';
 import { openDataDir, servedBroker, servingController, storePlane } from './data-dir.js';
@@ -9,7 +9,8 @@ import { table } from './table.js';
 
 export const NODE_USAGE = `twill node add NAME --network NET [--rotate] [--output FILE] [--broker URL (default: what the controller serves)] [--prefix P] [--data-dir .twill | --api URL [--token-file F]]
 twill node list [-o table|json] [--data-dir .twill | --api URL [--token-file F]]
-twill node remove NAME [--data-dir .twill | --api URL [--token-file F]]`;
+twill node remove NAME [--data-dir .twill | --api URL [--token-file F]]
+twill node rotate-key NAME [--data-dir .twill | --api URL [--token-file F]]   (wireguard: the node makes a new key pair)`;
 
 /** Every flag twill node takes (its help and the README are checked against it). */
 export const NODE_OPTIONS = {
@@ -27,7 +28,7 @@ export async function nodeCommand(args: string[]): Promise<number> {
   const { values, positionals } = parse(rest, NODE_OPTIONS, 1);
   // Removing or rotating a node on a data directory a controller is serving
   // goes through that controller, so the node's sessions close before this returns.
-  const live = !values.api && !process.env.TWILL_API && (sub === 'remove' || (sub === 'add' && values.rotate && !values.broker && !values.prefix))
+  const live = !values.api && !process.env.TWILL_API && (sub === 'remove' || sub === 'rotate-key' || (sub === 'add' && values.rotate && !values.broker && !values.prefix))
     ? servingController(values['data-dir']) : undefined;
   const remote = remoteFrom(values) ?? live;
   const store = remote ? undefined : openDataDir(values['data-dir']);
@@ -68,6 +69,16 @@ export async function nodeCommand(args: string[]): Promise<number> {
         ? await callApi<{ released: boolean }>(remote, 'DELETE', `/v1/nodes/${encodeURIComponent(name)}`)
         : await removeNode(store as SqliteStore, name, storePlane(store as SqliteStore, 'node').controller);
       process.stdout.write(`node ${name} removed: its credentials no longer work, its sessions are closed${released ? ', and its lease is released' : ''}\n`);
+      return 0;
+    }
+    if (sub === 'rotate-key') {
+      const name = positionals[0];
+      if (!name) throw new TwillError('Usage', `twill node rotate-key needs the node's NAME\n${NODE_USAGE}`);
+      const r = remote
+        ? await callApi<KeyRotation>(remote, 'POST', `/v1/nodes/${encodeURIComponent(name)}/rotate-key`)
+        : await rotateNodeKey(store as SqliteStore, name, storePlane(store as SqliteStore, 'node').controller);
+      process.stdout.write(`key rotation asked of node ${r.node} in network ${r.network} (token ${r.token}, lease revision ${r.revision}): `
+        + 'its agent makes a new key pair when it next applies its lease, and its peers switch to the new public key as it publishes it\n');
       return 0;
     }
     throw new TwillError('Usage', `unknown node command ${sub ?? ''}\n${NODE_USAGE}`);

@@ -1,11 +1,16 @@
 import { formatDuration } from '../core/duration.js';
-import { expiryText, statusReport, type StatusReport } from '../control/http/admin.js';
+import { expiryText, statusReport, type KeyView, type StatusReport } from '../control/http/admin.js';
 import { DEFAULT_DATA_DIR, OUTPUT_OPTION, parse, wantsJson } from './args.js';
 import { openDataDir } from './data-dir.js';
 import { REMOTE_OPTIONS, callApi, remoteFrom } from './remote.js';
 import { table } from './table.js';
 
 export const STATUS_USAGE = 'twill status [--data-dir .twill | --api URL [--token-file F]] [-o table|json] (--json: -o json)';
+
+function rotationText(k: KeyView): string {
+  if (k.rotation === 'none') return '-';
+  return k.rotation === 'done' ? `done (token ${k.token})` : `asked (token ${k.token}): the agent has not reported it yet`;
+}
 
 export function renderStatus(r: StatusReport, now = Date.now()): string {
   const out: string[] = [];
@@ -21,6 +26,11 @@ export function renderStatus(r: StatusReport, now = Date.now()): string {
     return [l.network, l.node, l.subnet ?? '-', l.ipv6Subnet ?? '-', l.publicIP ?? l.publicIPv6 ?? '-', l.backendType, expiryText(l.expiresAt, now), route];
   });
   out.push('LEASES\n' + table(['NETWORK', 'NODE', 'SUBNET', 'IPV6 SUBNET', 'PUBLIC IP', 'BACKEND', 'EXPIRES', 'ROUTE'], rows));
+  // Networks with keys (wireguard): each node's public key, and a rotation asked of it until its agent reports it honoured.
+  const keyed = r.leases.filter((l) => l.key);
+  if (keyed.length) {
+    out.push('KEYS\n' + table(['NETWORK', 'NODE', 'PUBLIC KEY', 'ROTATION'], keyed.map((l) => [l.network, l.node, l.key!.publicKey ?? '-', rotationText(l.key!)])));
+  }
   out.push('AGENTS\n' + table(
     ['NETWORK', 'NODE', 'STATE', 'IN SYNC', 'VERSION', 'APPLIED', 'PEERS', 'SEEN', 'ERRORS'],
     r.agents.map((a) => [

@@ -39,10 +39,17 @@ const cidr4 = z.string().refine((s) => parseCidr(s, true)?.family === 4, 'must b
 const cidr6 = z.string().refine((s) => parseCidr(s, true)?.family === 6, 'must be an IPv6 subnet like fc00:0:0:1::/64');
 const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'must be an ISO time');
 /** Backend data is small, flat and public: strings, numbers and booleans only. */
-const backendData = z.record(z.string().max(64), z.union([z.string().max(512), z.number(), z.boolean()])).refine(
+const backendData = z.record(z.string().max(64), z.union([z.string().max(512), z.number(), z.boolean()], { error: 'must be a string, a number or a boolean' })).refine(
   (o) => Object.keys(o).length <= 16,
   'must have at most 16 fields',
 );
+
+/**
+ * A key rotation's token (Lease.rotateKey, and the one a node reports it has
+ * honoured): opaque, short, and plain enough to print anywhere as it is.
+ */
+const KEY_TOKEN_RE = /^[A-Za-z0-9._:-]{1,64}$/;
+const keyToken = z.string().regex(KEY_TOKEN_RE, 'must be 1 to 64 letters, digits, ".", "_", ":" or "-"');
 
 export const leaseSchema = z.object({
   network: name,
@@ -56,7 +63,7 @@ export const leaseSchema = z.object({
   expiresAt: isoTime.nullable(),
   createdAt: isoTime,
   revision: z.number().int().nonnegative(),
-  rotateKey: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/).optional(),
+  rotateKey: keyToken.optional(),
 });
 
 export const helloSchema = z.strictObject({
@@ -130,6 +137,13 @@ export const statusSchema = z.strictObject({
   peers: z.number().int().nonnegative().optional(),
   errors: z.array(z.string().max(1024)).max(32).default([]),
   time: isoTime.optional(),
+  /**
+   * Backends with keys (wireguard): the lease's rotateKey token whose key
+   * pair the node runs now, sent once it has made that pair and its lease
+   * carries the new public key; absent: it has honoured none. A lease whose
+   * rotateKey differs has a rotation still to come.
+   */
+  keyToken: keyToken.optional(),
 });
 export type Status = z.infer<typeof statusSchema>;
 

@@ -249,6 +249,15 @@ function cloudPart(n, mine) {
   return el('div', { class: 'cloud' }, parts);
 }
 
+/** A wireguard node's public key (public: every peer has it), and a rotation asked of it until its agent reports it honoured. */
+function keyCell(k) {
+  if (!k) return '';
+  const parts = [el('code', { class: 'key' }, k.publicKey || 'none published yet')];
+  if (k.rotation === 'pending') parts.push(el('div', {}, `rotation asked (token ${k.token}), not yet reported done`));
+  if (k.rotation === 'done') parts.push(el('div', {}, `rotated (token ${k.token})`));
+  return parts;
+}
+
 function renderNodes() {
   if (!view) return;
   const nets = new Map(view.networks.map((n) => [n.name, n]));
@@ -259,7 +268,7 @@ function renderNodes() {
     if (net && x.network !== net) return false;
     if (onlyProblems && problemsOf(x).length === 0) return false;
     if (!q) return true;
-    return [x.name, x.subnet, x.ipv6Subnet, x.publicIP, x.publicIPv6].some((f) => f && f.toLowerCase().includes(q));
+    return [x.name, x.subnet, x.ipv6Subnet, x.publicIP, x.publicIPv6, x.key && x.key.publicKey].some((f) => f && f.toLowerCase().includes(q));
   });
   const rows = match.slice(0, MAX_ROWS).map((x) => {
     const n = nets.get(x.network);
@@ -274,6 +283,7 @@ function renderNodes() {
       el('td', {}, agentText(x, n)),
       el('td', {}, rev),
       el('td', {}, x.route ? (x.route.state === 'ok' ? 'ok' : `${x.route.state}: ${x.route.reason}`) : ''),
+      el('td', {}, keyCell(x.key)),
       el('td', {}, x.agent && x.agent.errors.length ? el('ul', {}, x.agent.errors.map((m) => el('li', {}, m))) : ''));
   });
   $('nodes').tBodies[0].replaceChildren(...rows);

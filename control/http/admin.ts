@@ -2,7 +2,8 @@
 // serverless deployment and the local controller): one implementation each.
 import { formatDuration } from '../../core/duration.js';
 import { NotFoundError, TwillError } from '../../core/errors.js';
-import type { Lease } from '../../core/lease.js';
+import { backendHasKeys, type Lease } from '../../core/lease.js';
+import type { Status } from '../../core/messages.js';
 import { checkName } from '../../core/topics.js';
 import { generatePassword, hashPassword } from '../auth/credentials.js';
 import type { Controller } from '../controller/controller.js';
@@ -63,11 +64,55 @@ export async function removeNode(store: Store, name: string, controller?: Pick<C
   return { released, network: node.network };
 }
 
+/** What a key rotation asked: the token now on the node's lease, and the lease's revision that carries it. */
+export interface KeyRotation {
+  node: string;
+  network: string;
+  token: string;
+  revision: number;
+}
+
+/**
+ * Asks a node for a new key pair (wireguard): a fresh token on its lease in
+ * its network, written and published through the controller like any lease
+ * change, so the node hears of it on its own topic and its peers see the
+ * revision move. Refused, changing nothing, for an unknown node, a node
+ * without a lease, and a network whose backend has no keys.
+ */
+export async function rotateNodeKey(store: Store, name: string, controller: Pick<Controller, 'rotateKey'>): Promise<KeyRotation> {
+  const node = await store.getNode(checkName('node', name));
+  if (!node) throw new NotFoundError(`node ${name} does not exist: twill node list shows the nodes`);
+  const lease = await controller.rotateKey(node.network, name);
+  return { node: name, network: node.network, token: lease.rotateKey as string, revision: lease.revision };
+}
+
+/**
+ * A node's key as the operator sees it (backends with keys only): its public
+ * key, and whether a rotation asked of it is still to come. The node says
+ * which token it has honoured in its status (core/messages.ts keyToken).
+ */
+export interface KeyView {
+  /** null until the node has published one */
+  publicKey: string | null;
+  /** none: never asked; pending: the lease's token is not the one the node reports; done: it is */
+  rotation: 'none' | 'pending' | 'done';
+  token?: string;
+}
+
+export function keyView(lease: Lease, status: Status | undefined): KeyView | undefined {
+  if (!backendHasKeys(lease.backendType)) return undefined;
+  const key = lease.backendData.PublicKey;
+  const publicKey = typeof key === 'string' ? key : null;
+  if (lease.rotateKey === undefined) return { publicKey, rotation: 'none' };
+  return { publicKey, rotation: status?.keyToken === lease.rotateKey ? 'done' : 'pending', token: lease.rotateKey };
+}
+
 export interface StatusReport {
   time: string;
   networks: { name: string; network: string | null; ipv6Network: string | null; backend: string; leases: number; revision: number }[];
   leases: (Pick<Lease, 'network' | 'node' | 'subnet' | 'ipv6Subnet' | 'publicIP' | 'publicIPv6' | 'backendType' | 'expiresAt' | 'createdAt'> & {
     route?: Pick<RouteStatusRecord, 'state' | 'reason'>;
+    key?: KeyView;
   })[];
   agents: StatusRecord[];
 }
@@ -76,14 +121,18 @@ export interface StatusReport {
 export async function statusReport(store: Store): Promise<StatusReport> {
   const networks: NetworkRecord[] = await store.listNetworks();
   const routes = new Map((await store.listRouteStatus()).map((r) => [`${r.network}/${r.node}`, r]));
+  const agents = await store.listStatus();
+  const statuses = new Map(agents.map((a) => [`${a.network}/${a.node}`, a.status]));
   const leases: StatusReport['leases'] = [];
   for (const n of networks) {
     for (const l of await store.listLeases(n.name)) {
       const r = routes.get(`${l.network}/${l.node}`);
+      const key = keyView(l, statuses.get(`${l.network}/${l.node}`));
       leases.push({
         network: l.network, node: l.node, subnet: l.subnet, ipv6Subnet: l.ipv6Subnet, publicIP: l.publicIP, publicIPv6: l.publicIPv6,
         backendType: l.backendType, expiresAt: l.expiresAt, createdAt: l.createdAt,
         ...(r ? { route: { state: r.state, reason: r.reason } } : {}),
+        ...(key ? { key } : {}),
       });
     }
   }
@@ -94,7 +143,7 @@ export async function statusReport(store: Store): Promise<StatusReport> {
       backend: n.config.Backend.Type, leases: n.leaseCount, revision: n.revision,
     })),
     leases,
-    agents: await store.listStatus(),
+    agents,
   };
 }
 

@@ -9,7 +9,7 @@ import { gzipSync } from 'node:zlib';
 import { readNetConf } from '../../core/config.js';
 import { ConfigError, ConflictError, NotFoundError, OutOfSubnetsError, TwillError, errorMessage } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
-import { addNode, removeNode, statusReport } from './admin.js';
+import { addNode, removeNode, rotateNodeKey, statusReport } from './admin.js';
 import { dashboardAsset, dashboardView } from './dashboard.js';
 import type { Controller } from '../controller/controller.js';
 import type { NetworkRecord, Store } from '../store/store.js';
@@ -164,6 +164,8 @@ const routes: [string, RegExp, Handler][] = [
       return json(200, { removed: name, released });
     },
   ],
+  // A new key pair asked of a node (wireguard): answered with the token on its lease and the lease's revision.
+  ['POST', /^\/v1\/nodes\/([^/]+)\/rotate-key$/, async (_r, [name], d) => json(200, await rotateNodeKey(d.store, name as string, d.controller))],
   [
     'PUT',
     /^\/v1\/leases\/([^/]+)\/([^/]+)$/,

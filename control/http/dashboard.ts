@@ -15,6 +15,7 @@ import { formatIP } from '../../core/cidr.js';
 import { subnetRanges, type SubnetRange } from '../../core/config.js';
 import { routeLimit } from '../routes/clouds/cloud.js';
 import type { Store } from '../store/store.js';
+import { keyView, type KeyView } from './admin.js';
 
 export interface DashboardRange {
   network: string;
@@ -51,6 +52,8 @@ export interface DashboardNode {
   expiresAt: string | null;
   agent: { state: string; revision: number | null; inSync: boolean | null; errors: string[]; updatedAt: string } | null;
   route: { state: string; reason: string } | null;
+  /** networks with keys (wireguard): the node's public key, and a rotation asked of it (admin.ts keyView) */
+  key: KeyView | null;
 }
 
 export interface DashboardView {
@@ -91,6 +94,7 @@ export async function dashboardView(store: Store, now = Date.now()): Promise<Das
       reserved: lease !== undefined && lease.expiresAt === null, expiresAt: lease?.expiresAt ?? null,
       agent: s ? { state: s.status.state, revision: s.status.revision ?? null, inSync: s.status.inSync ?? null, errors: s.status.errors, updatedAt: s.updatedAt } : null,
       route: r ? { state: r.state, reason: r.reason } : null,
+      key: (lease && keyView(lease, s?.status)) ?? null,
     };
   };
   for (const n of networks) {
