@@ -383,26 +383,40 @@ describe('config changes', () => {
     assert.equal((await controller.join('n', 'k', IP)).subnet, kept.subnet, 'a lease that still fits stays');
   });
 
-  test('the shared config topic never carries the ipsec PSK; the node\'s own topic does', async () => {
-    const { controller, pub } = setup();
-    await controller.applyNetwork('sec', conf({ Network: '10.8.0.0/16', Backend: { Type: 'ipsec', PSK } }));
-    await controller.join('sec', 'a', IP);
-    await controller.join('sec', 'b', IP);
-    await controller.applyNetwork('sec', conf({ Network: '10.8.0.0/16', SubnetMax: '10.8.200.0', Backend: { Type: 'ipsec', PSK } }));
-    await controller.republishNetwork('sec');
+  // Each backend whose PSK is a network secret, with a PSK its rule takes (wireguard's: a key as wg genpsk prints it).
+  const secured: [string, string, Record<string, string>][] = [
+    ['ipsec', PSK, {}],
+    ['wireguard', 'MyaBuklmlP3GEXabi6mjVJSlpd/jtB/TveVPrna2SKY=', { PublicKey: 'KOWLD5rVk7ocFEXqOp5OqmTuxNGOSaFmjhXaBci47SQ=' }],
+  ];
+  for (const [type, psk, backendData] of secured) {
+    test(`the shared config topic never carries the ${type} PSK; the node's own topic does, through joins, a config change and a rotation`, async () => {
+      const { controller, pub } = setup();
+      await controller.applyNetwork('sec', conf({ Network: '10.8.0.0/16', Backend: { Type: type, PSK: psk } }));
+      await controller.join('sec', 'a', { ...IP, backendData });
+      await controller.join('sec', 'b', { ...IP, backendData });
+      await controller.applyNetwork('sec', conf({ Network: '10.8.0.0/16', SubnetMax: '10.8.200.0', Backend: { Type: type, PSK: psk } }));
+      if (type === 'wireguard') await controller.rotateKey('sec', 'a');
+      await controller.release('sec', 'b');
+      await controller.join('sec', 'b', { ...IP, backendData });
+      await controller.republishNetwork('sec');
 
-    const shared = pub.sent.filter((p) => p.topic.startsWith(`${topics.root}/net/`));
-    assert.ok(shared.some((p) => p.topic === topics.netConfig('sec')));
-    for (const p of shared) assert.ok(!p.payload.includes(PSK), `${p.topic} carries the PSK`);
-    const cfg = JSON.parse(pub.retained(topics.netConfig('sec'))!) as { config: { Backend: { Type: string; PSK: string } } };
-    assert.equal(cfg.config.Backend.Type, 'ipsec');
-    assert.notEqual(cfg.config.Backend.PSK, PSK);
+      const shared = pub.sent.filter((p) => p.topic.startsWith(`${topics.root}/net/`));
+      assert.ok(shared.some((p) => p.topic === topics.netConfig('sec')));
+      assert.ok(shared.some((p) => p.topic === topics.netChanges('sec')));
+      for (const p of shared) assert.ok(!p.payload.includes(psk), `${p.topic} carries the PSK`);
+      const cfg = JSON.parse(pub.retained(topics.netConfig('sec'))!) as { config: { Backend: { Type: string; PSK: string } } };
+      assert.equal(cfg.config.Backend.Type, type);
+      assert.equal(cfg.config.Backend.PSK, SECRET_MASK);
 
-    for (const node of ['a', 'b']) {
-      const own = JSON.parse(pub.retained(topics.nodeLease('sec', node))!) as NodeLeaseMessage;
-      assert.equal((own.config?.Backend as { PSK?: string }).PSK, PSK, `${node}'s own topic has the PSK`);
-    }
-  });
+      for (const node of ['a', 'b']) {
+        const own = JSON.parse(pub.retained(topics.nodeLease('sec', node))!) as NodeLeaseMessage;
+        assert.equal((own.config?.Backend as { PSK?: string }).PSK, psk, `${node}'s own topic has the PSK`);
+        assert.ok(!JSON.stringify(own.lease).includes(psk), 'never in a lease');
+      }
+      // nothing but a node's own topic ever carried it
+      for (const p of pub.sent) if (p.payload.includes(psk)) assert.ok([topics.nodeLease('sec', 'a'), topics.nodeLease('sec', 'b')].includes(p.topic), p.topic);
+    });
+  }
 
   test("an ali-vpc network's access key secret is on no topic, the nodes' own included", async () => {
     const { controller, pub } = setup();
