@@ -17,6 +17,9 @@ import { removeTempDirs, runTwill, tempDir, waitFor } from '../helpers/procs.js'
 
 const CHROMIUM = '/usr/bin/chromium-headless-shell';
 const PSK = 'dashboard-test-psk-'.padEnd(100, '0123456789abcdef');
+/** a wireguard network's PSK and a node's public key, as wg genpsk and wg pubkey printed them */
+const WG_PSK = 'MyaBuklmlP3GEXabi6mjVJSlpd/jtB/TveVPrna2SKY=';
+const WG_KEY = 'KOWLD5rVk7ocFEXqOp5OqmTuxNGOSaFmjhXaBci47SQ=';
 /** The page asks every 3 s (dashboard/app.js POLL_MS; 15 s past 1,000 nodes); a change must show within a few of those. */
 const SHOWS_WITHIN_MS = 30_000;
 
@@ -54,7 +57,8 @@ describe('the web dashboard, in a browser', () => {
     const overlay = await writeNetConf(dir, 'overlay', { Network: '10.70.0.0/16', Backend: { Type: 'alloc' } });
     const cloud = await writeNetConf(dir, 'cloud', { Network: '10.71.0.0/16', Backend: { Type: 'aws-vpc', RouteLimit: 1 } });
     const secret = await writeNetConf(dir, 'secure', { Network: '10.72.0.0/16', Backend: { Type: 'ipsec', PSK } });
-    ctl = await startController({ dataDir, networks: { overlay, cloud, secure: secret }, extra: ['--cloud', 'sim', '--reconcile-interval', '200ms'] });
+    const wg = await writeNetConf(dir, 'wg', { Network: '10.73.0.0/16', Backend: { Type: 'wireguard', PSK: WG_PSK } });
+    ctl = await startController({ dataDir, networks: { overlay, cloud, secure: secret, wg }, extra: ['--cloud', 'sim', '--reconcile-interval', '200ms'] });
     token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
     browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] });
     page = await browser.newPage();
@@ -95,6 +99,7 @@ describe('the web dashboard, in a browser', () => {
     assert.match(t, /10\.70\.0\.0\/16 \(\/24 each\)/);
     assert.match(t, /0 taken, 0 reserved, 255 free of 255/, "an empty network's map: SubnetMin .1 to SubnetMax .255");
     assert.ok(!t.includes(PSK), 'the ipsec PSK is nowhere on the page');
+    assert.ok(!t.includes(WG_PSK), 'nor the wireguard one');
     assert.ok(!t.includes(token), 'nor the token');
   });
 
@@ -150,6 +155,32 @@ describe('the web dashboard, in a browser', () => {
     const t = await text();
     assert.doesNotMatch(t, /^web-a\s/m, 'a healthy node is not among the problems');
     await page.click('#problems');
+  });
+
+  test('a wireguard node shows its public key (which the search finds), and a rotation asked of it until its agent reports it done; the PSK is nowhere', async () => {
+    const creds = await addNode(ctl.dataDir, 'wg-a', 'wg', ctl.url);
+    const topics = new Topics();
+    const c = await mqtt.connectAsync(ctl.url, { username: creds.username, password: creds.password, clientId: nodeClientId(DEFAULT_PREFIX, 'wg', 'wg-a'), reconnectPeriod: 0 });
+    try {
+      await c.publishAsync(topics.nodeHello('wg', 'wg-a'), JSON.stringify({ v: 2, agentVersion: 'test', publicIP: '127.0.0.77', backendData: { PublicKey: WG_KEY } }), { qos: 1 });
+      await waitFor('wg-a leased', () => withStore(ctl.dataDir, (s) => s.getLease('wg', 'wg-a')), 30_000);
+      await waitFor('wg-a with its key in the table', async () => (await row('wg-a'))?.[7] === WG_KEY, SHOWS_WITHIN_MS, 200);
+      const r = await runTwill(['node', 'rotate-key', 'wg-a', '--data-dir', ctl.dataDir]);
+      assert.equal(r.code, 0, r.stderr);
+      const token = /\(token ([A-Za-z0-9._:-]+),/.exec(r.stdout)?.[1] as string;
+      await shows(`${WG_KEY}\nrotation asked (token ${token}), not yet reported done`);
+      await c.publishAsync(topics.nodeStatus('wg', 'wg-a'), JSON.stringify({ v: 2, state: 'online', keyToken: token }), { qos: 1, retain: true });
+      await shows(`${WG_KEY}\nrotated (token ${token})`);
+    } finally {
+      await c.endAsync();
+    }
+    await page.type('#filter', WG_KEY.slice(0, 12));
+    await shows('1 of ');
+    assert.match(await text(), /\nwg-a\s+wg\s/);
+    await page.evaluate(() => { (document.getElementById('filter') as HTMLInputElement).value = ''; document.getElementById('filter')!.dispatchEvent(new Event('input')); });
+    const cells = (await row('web-a')) as string[];
+    assert.equal(cells[7], '', 'an overlay without keys shows none');
+    assert.ok(!(await text()).includes(WG_PSK), 'the PSK is nowhere on the page');
   });
 
   test('10,000 leases: the map and the counts stay readable, the table shows a page and the search finds any node', async () => {
