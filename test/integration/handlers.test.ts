@@ -849,6 +849,29 @@ describe('Lambda handlers', () => {
       assert.ok(!text.includes(ALI_KEY.AccessKeySecret) && !text.includes('passwordHash'), 'no cloud key and no password hash');
     });
 
+    test("node rotate-key: the deployed Api function writes the token with the grants it has, and the node's own topic on IoT Core carries it", async () => {
+      const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+      const conf = JSON.stringify({ Network: '10.78.0.0/16', Backend: { Type: 'wireguard', PSK: 'OIs054scftosjpbAXMvET57nRkfDGVaUNYekykIwE9U=' } });
+      assert.equal(structured(await apiHandler(urlEvent('PUT', '/v1/networks/wgd', { headers: auth, body: conf }))).statusCode, 200);
+      try {
+        assert.equal(structured(await apiHandler(urlEvent('POST', '/v1/nodes', { headers: auth, body: JSON.stringify({ name: 'wg-1', network: 'wgd' }) }))).statusCode, 201);
+        const none = structured(await apiHandler(urlEvent('POST', '/v1/nodes/wg-1/rotate-key', { headers: auth })));
+        assert.equal(none.statusCode, 404);
+        assert.match(String(none.body.error), /node wg-1 holds no lease in network wgd/);
+        assert.equal(structured(await apiHandler(urlEvent('PUT', '/v1/leases/wgd/wg-1', { headers: auth, body: JSON.stringify({ subnet: '10.78.5.0/24' }) }))).statusCode, 200);
+        const r = structured(await apiHandler(urlEvent('POST', '/v1/nodes/wg-1/rotate-key', { headers: auth })));
+        assert.equal(r.statusCode, 200, JSON.stringify(r.body));
+        const { token, revision } = r.body as { token: string; revision: number };
+        assert.deepEqual(r.body, { node: 'wg-1', network: 'wgd', token, revision });
+        const lease = await w.store.getLease('wgd', 'wg-1');
+        assert.deepEqual([lease?.rotateKey, lease?.revision], [token, revision]);
+        const own = JSON.parse(w.iot.retained.get(w.topics.nodeLease('wgd', 'wg-1'))?.payload.toString() ?? '{}') as { lease?: { rotateKey?: string } };
+        assert.equal(own.lease?.rotateKey, token);
+      } finally {
+        await apiHandler(urlEvent('DELETE', '/v1/networks/wgd', { headers: auth, query: { force: 'true' } }));
+      }
+    });
+
     test('network remove: refused with leases, forced it clears the retained config on IoT Core', async () => {
       const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
       const conf = JSON.stringify({ Network: '10.77.0.0/16', Backend: { Type: 'alloc' } });
