@@ -29,7 +29,10 @@ export function renderStatus(r: StatusReport, now = Date.now()): string {
   // Networks with keys (wireguard): each node's public key, and a rotation asked of it until its agent reports it honoured.
   const keyed = r.leases.filter((l) => l.key);
   if (keyed.length) {
-    out.push('KEYS\n' + table(['NETWORK', 'NODE', 'PUBLIC KEY', 'ROTATION'], keyed.map((l) => [l.network, l.node, l.key!.publicKey ?? '-', rotationText(l.key!)])));
+    out.push('KEYS\n' + table(
+      ['NETWORK', 'NODE', 'PUBLIC KEY', 'DEVICE', 'ROTATION'],
+      keyed.map((l) => [l.network, l.node, l.key!.publicKey ?? '-', l.key!.implementation ?? '-', rotationText(l.key!)]),
+    ));
   }
   out.push('AGENTS\n' + table(
     ['NETWORK', 'NODE', 'STATE', 'IN SYNC', 'VERSION', 'APPLIED', 'PEERS', 'SEEN', 'ERRORS'],

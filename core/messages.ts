@@ -144,6 +144,8 @@ export const statusSchema = z.strictObject({
    * rotateKey differs has a rotation still to come.
    */
   keyToken: keyToken.optional(),
+  /** wireguard: what runs its devices, the kernel's WireGuard or wireguard-go (the agent's twill_wireguard_device_info says the same) */
+  implementation: z.enum(['kernel', 'wireguard-go']).optional(),
 });
 export type Status = z.infer<typeof statusSchema>;
 

@@ -253,6 +253,7 @@ function cloudPart(n, mine) {
 function keyCell(k) {
   if (!k) return '';
   const parts = [el('code', { class: 'key' }, k.publicKey || 'none published yet')];
+  if (k.implementation) parts.push(el('div', {}, `on ${k.implementation}`));
   if (k.rotation === 'pending') parts.push(el('div', {}, `rotation asked (token ${k.token}), not yet reported done`));
   if (k.rotation === 'done') parts.push(el('div', {}, `rotated (token ${k.token})`));
   return parts;

@@ -97,14 +97,17 @@ export interface KeyView {
   /** none: never asked; pending: the lease's token is not the one the node reports; done: it is */
   rotation: 'none' | 'pending' | 'done';
   token?: string;
+  /** what runs the node's devices, as its agent last said (kernel or wireguard-go) */
+  implementation?: string;
 }
 
 export function keyView(lease: Lease, status: Status | undefined): KeyView | undefined {
   if (!backendHasKeys(lease.backendType)) return undefined;
   const key = lease.backendData.PublicKey;
   const publicKey = typeof key === 'string' ? key : null;
-  if (lease.rotateKey === undefined) return { publicKey, rotation: 'none' };
-  return { publicKey, rotation: status?.keyToken === lease.rotateKey ? 'done' : 'pending', token: lease.rotateKey };
+  const implementation = status?.implementation !== undefined ? { implementation: status.implementation } : {};
+  if (lease.rotateKey === undefined) return { publicKey, rotation: 'none', ...implementation };
+  return { publicKey, rotation: status?.keyToken === lease.rotateKey ? 'done' : 'pending', token: lease.rotateKey, ...implementation };
 }
 
 export interface StatusReport {

@@ -169,8 +169,8 @@ describe('the web dashboard, in a browser', () => {
       assert.equal(r.code, 0, r.stderr);
       const token = /\(token ([A-Za-z0-9._:-]+),/.exec(r.stdout)?.[1] as string;
       await shows(`${WG_KEY}\nrotation asked (token ${token}), not yet reported done`);
-      await c.publishAsync(topics.nodeStatus('wg', 'wg-a'), JSON.stringify({ v: 2, state: 'online', keyToken: token }), { qos: 1, retain: true });
-      await shows(`${WG_KEY}\nrotated (token ${token})`);
+      await c.publishAsync(topics.nodeStatus('wg', 'wg-a'), JSON.stringify({ v: 2, state: 'online', keyToken: token, implementation: 'wireguard-go' }), { qos: 1, retain: true });
+      await shows(`${WG_KEY}\non wireguard-go\nrotated (token ${token})`);
     } finally {
       await c.endAsync();
     }

@@ -104,8 +104,8 @@ describe('wireguard in the control plane: key rotation and secrets', () => {
     assert.equal((await withStore(ctl.dataDir, (s) => s.getLease('wg', 'wa')))?.rotateKey, asked.token);
     const st = await runTwill(['status'], env);
     assert.equal(st.code, 0, st.stderr);
-    assert.match(st.stdout, new RegExp(`\\nwg\\s+wa\\s+waZle9QCDVPLl/Z0Nbw2GRr4Gdk3lhYRPoU3Xol9Mmc=\\s+asked \\(token ${asked.token}\\): the agent has not reported it yet\\n`));
-    assert.match(st.stdout, /\nwg\s+wb\s+8oMBUJbuVU\+4siNUL1OA\/\+fYNdfngz\/\/U1Ps4Xv7U2Q=\s+-\n/, 'no rotation asked of wb');
+    assert.match(st.stdout, new RegExp(`\\nwg\\s+wa\\s+waZle9QCDVPLl/Z0Nbw2GRr4Gdk3lhYRPoU3Xol9Mmc=\\s+-\\s+asked \\(token ${asked.token}\\): the agent has not reported it yet\\n`));
+    assert.match(st.stdout, /\nwg\s+wb\s+8oMBUJbuVU\+4siNUL1OA\/\+fYNdfngz\/\/U1Ps4Xv7U2Q=\s+-\s+-\n/, 'no rotation asked of wb, nor a device said');
   });
 
   test('on the data directory a controller serves, rotate-key goes through that controller; the node rotates and reports it, and status says done', async () => {
@@ -122,11 +122,11 @@ describe('wireguard in the control plane: key rotation and secrets', () => {
     await wa.hello({ PublicKey: KEY[2] });
     await waitFor('wa\'s new key at its peer', () => wb.changes.slice(peerSaw).some((m) => m.includes(KEY[2])));
     assert.equal(own(wa).lease?.rotateKey, asked.token, 'the token stays on the lease');
-    await wa.c.publishAsync(topics.nodeStatus('wg', 'wa'), JSON.stringify({ v: 2, state: 'online', keyToken: asked.token }), { qos: 1, retain: true });
-    const done = new RegExp(`\\nwg\\s+wa\\s+KOWLD5rVk7ocFEXqOp5OqmTuxNGOSaFmjhXaBci47SQ=\\s+done \\(token ${asked.token}\\)\\n`);
+    await wa.c.publishAsync(topics.nodeStatus('wg', 'wa'), JSON.stringify({ v: 2, state: 'online', keyToken: asked.token, implementation: 'wireguard-go' }), { qos: 1, retain: true });
+    const done = new RegExp(`\\nwg\\s+wa\\s+KOWLD5rVk7ocFEXqOp5OqmTuxNGOSaFmjhXaBci47SQ=\\s+wireguard-go\\s+done \\(token ${asked.token}\\)\\n`);
     await waitFor('status says done', async () => done.test((await runTwill(['status', '--data-dir', ctl.dataDir], { TWILL_API: '' })).stdout));
     const json = JSON.parse((await runTwill(['status', '-o', 'json'], env)).stdout) as { leases: { node: string; key?: unknown }[] };
-    assert.deepEqual(json.leases.find((l) => l.node === 'wa')?.key, { publicKey: KEY[2], rotation: 'done', token: asked.token });
+    assert.deepEqual(json.leases.find((l) => l.node === 'wa')?.key, { publicKey: KEY[2], rotation: 'done', token: asked.token, implementation: 'wireguard-go' });
     assert.equal(json.leases.find((l) => l.node === 'v1')?.key, undefined);
   });
 

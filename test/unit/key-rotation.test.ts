@@ -158,20 +158,20 @@ describe('WireGuard keys in the control plane', () => {
     assert.deepEqual(row('a')?.key, { publicKey: KEY[0], rotation: 'pending', token });
     assert.equal(row('v')?.key, undefined, 'a vxlan node has no key');
     let text = renderStatus(report);
-    assert.match(text, /\nKEYS\nNETWORK\s+NODE\s+PUBLIC KEY\s+ROTATION\n/);
-    assert.match(text, new RegExp(`\\nwg\\s+a\\s+${KEY[0].replaceAll('+', '\\+').replaceAll('/', '\\/')}\\s+asked \\(token ${token}\\): the agent has not reported it yet\\n`));
-    assert.match(text, /\nwg\s+b\s+KOWLD5rVk7ocFEXqOp5OqmTuxNGOSaFmjhXaBci47SQ=\s+asked \(token [\w-]+\)/);
+    assert.match(text, /\nKEYS\nNETWORK\s+NODE\s+PUBLIC KEY\s+DEVICE\s+ROTATION\n/);
+    assert.match(text, new RegExp(`\\nwg\\s+a\\s+${KEY[0].replaceAll('+', '\\+').replaceAll('/', '\\/')}\\s+-\\s+asked \\(token ${token}\\): the agent has not reported it yet\\n`));
+    assert.match(text, /\nwg\s+b\s+KOWLD5rVk7ocFEXqOp5OqmTuxNGOSaFmjhXaBci47SQ=\s+-\s+asked \(token [\w-]+\)/);
     assert.doesNotMatch(text.slice(text.indexOf('KEYS')), /\nvx\s/, 'no row for a network without keys');
 
-    await store.putStatus({ network: 'wg', node: 'a', status: status({ keyToken: token }), updatedAt: new Date().toISOString() });
+    await store.putStatus({ network: 'wg', node: 'a', status: status({ keyToken: token, implementation: 'wireguard-go' }), updatedAt: new Date().toISOString() });
     report = await statusReport(store);
-    assert.deepEqual(row('a')?.key, { publicKey: KEY[0], rotation: 'done', token });
+    assert.deepEqual(row('a')?.key, { publicKey: KEY[0], rotation: 'done', token, implementation: 'wireguard-go' });
     text = renderStatus(report);
-    assert.match(text, new RegExp(`\\nwg\\s+a\\s+\\S+\\s+done \\(token ${token}\\)\\n`));
+    assert.match(text, new RegExp(`\\nwg\\s+a\\s+\\S+\\s+wireguard-go\\s+done \\(token ${token}\\)\\n`));
 
     const view = await dashboardView(store);
     const node = (name: string) => view.nodes.find((n) => n.name === name);
-    assert.deepEqual(node('a')?.key, { publicKey: KEY[0], rotation: 'done', token });
+    assert.deepEqual(node('a')?.key, { publicKey: KEY[0], rotation: 'done', token, implementation: 'wireguard-go' });
     assert.equal(node('v')?.key, null);
     assert.equal(node('idle')?.key, null, 'no lease, no key');
   });
@@ -183,15 +183,18 @@ describe('WireGuard keys in the control plane', () => {
     assert.deepEqual(keyView({ ...lease, rotateKey: 't1' }, undefined), { publicKey: KEY[0], rotation: 'pending', token: 't1' });
     assert.deepEqual(keyView({ ...lease, rotateKey: 't1' }, { ...online, keyToken: 't0' }), { publicKey: KEY[0], rotation: 'pending', token: 't1' });
     assert.deepEqual(keyView({ ...lease, rotateKey: 't1' }, { ...online, keyToken: 't1' }), { publicKey: KEY[0], rotation: 'done', token: 't1' });
+    assert.deepEqual(keyView(lease, { ...online, implementation: 'kernel' }), { publicKey: KEY[0], rotation: 'none', implementation: 'kernel' });
     assert.deepEqual(keyView({ ...lease, backendData: {} }, undefined), { publicKey: null, rotation: 'none' });
     assert.equal(keyView({ ...lease, backendType: 'ipsec', backendData: {} }, undefined), undefined);
   });
 
-  test("a status's keyToken is bounded like the lease's token: anything else refuses the status", () => {
-    const parse = (keyToken: unknown) => parseMessage(statusSchema, JSON.stringify({ v: 2, state: 'online', keyToken }), 'status of a');
-    assert.equal(parse('AbC_-9.:x').keyToken, 'AbC_-9.:x');
+  test("a status's keyToken is bounded like the lease's token, its implementation one of two words: anything else refuses the status", () => {
+    const parse = (fields: Record<string, unknown>) => parseMessage(statusSchema, JSON.stringify({ v: 2, state: 'online', ...fields }), 'status of a');
+    assert.equal(parse({ keyToken: 'AbC_-9.:x' }).keyToken, 'AbC_-9.:x');
     for (const bad of ['', 'x'.repeat(65), 'has space', 'new\nline', '<b>', 7]) {
-      assert.throws(() => parse(bad), /status of a: keyToken /, JSON.stringify(bad));
+      assert.throws(() => parse({ keyToken: bad }), /status of a: keyToken /, JSON.stringify(bad));
     }
+    assert.deepEqual(['kernel', 'wireguard-go'].map((implementation) => parse({ implementation }).implementation), ['kernel', 'wireguard-go']);
+    for (const bad of ['boringtun', '', 'kernel ', 1]) assert.throws(() => parse({ implementation: bad }), /status of a: implementation /, JSON.stringify(bad));
   });
 });
