@@ -183,7 +183,8 @@ export class Leases {
         }
         const { revision, ...rest } = existing;
         try {
-          const lease = await this.store.replaceLease({ ...rest, rotateKey: token }, revision);
+          // No renewal: the lease keeps the expiry it has at the write, a renewal landing meanwhile included.
+          const lease = await this.store.replaceLease({ ...rest, rotateKey: token }, revision, { keepExpiry: true });
           this.log.info('key rotation asked', { network, node, revision: lease.revision });
           await this.publishing.lease(lease, config);
           return lease;

@@ -4,7 +4,8 @@
 //
 // ## Conditional writes
 // Every lease write is one TransactWriteItems of
-//   the lease item  (create: attribute_not_exists; replace/delete: revision = expected),
+//   the lease item  (create: attribute_not_exists; replace/delete: revision = expected;
+//     a replace that keeps the expiry, or a delete at expiry, on expiresMs too),
 //   one claim item per family taken (attribute_not_exists) or released
 //     (owned by this node, or already gone; never another node's),
 //   the network item: revision, leaseCount and leaseHash, conditioned on the
@@ -124,13 +125,15 @@ function leaseTransaction(table: string, plan: LeaseWritePlan, ttlGraceSeconds: 
   if ('absent' in cond) {
     add('lease', { Put: { TableName: table, Item: leaseItem(lease, ttlGraceSeconds), ConditionExpression: 'attribute_not_exists(pk)' } });
   } else if (!plan.deletes) {
+    // A replace that keeps the expiry it read: also on that expiry, which a renewal meanwhile moves but not the revision.
+    const exp = cond.expiresAt;
     add('lease', {
       Put: {
         TableName: table,
         Item: leaseItem(lease, ttlGraceSeconds),
-        ConditionExpression: '#rev = :expected',
-        ExpressionAttributeNames: { '#rev': 'revision' },
-        ExpressionAttributeValues: { ':expected': N(cond.revision) },
+        ConditionExpression: exp === undefined ? '#rev = :expected' : exp === null ? '#rev = :expected AND attribute_not_exists(#exp)' : '#rev = :expected AND #exp = :exp',
+        ExpressionAttributeNames: { '#rev': 'revision', ...(exp !== undefined && { '#exp': 'expiresMs' }) },
+        ExpressionAttributeValues: { ':expected': N(cond.revision), ...(typeof exp === 'string' && { ':exp': N(Date.parse(exp)) }) },
       },
     });
   } else {

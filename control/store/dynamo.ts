@@ -194,9 +194,9 @@ export class DynamoStore implements Store {
     return written((await writeLease(this.t, this.ttlGrace, { kind: 'create', lease }))!);
   }
 
-  async replaceLease(lease: NewLease, expectedRevision: number): Promise<Lease> {
+  async replaceLease(lease: NewLease, expectedRevision: number, opts: { keepExpiry?: boolean } = {}): Promise<Lease> {
     await this.ready();
-    return written((await writeLease(this.t, this.ttlGrace, { kind: 'replace', lease, expectedRevision }))!);
+    return written((await writeLease(this.t, this.ttlGrace, { kind: 'replace', lease, expectedRevision, ...opts }))!);
   }
 
   async renewLease(network: string, node: string, revision: number, expiresAt: string): Promise<Lease | undefined> {

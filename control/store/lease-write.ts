@@ -60,8 +60,12 @@ export interface Claim {
 /** A lease write the caller asked for. */
 export type LeaseRequest =
   | { kind: 'create'; lease: NewLease }
-  /** only while the node's lease is still at expectedRevision */
-  | { kind: 'replace'; lease: NewLease; expectedRevision: number }
+  /**
+   * only while the node's lease is still at expectedRevision; with
+   * keepExpiry, the lease keeps the expiry it has at the write (a change
+   * that is no renewal: a renewal landing after the caller read stays)
+   */
+  | { kind: 'replace'; lease: NewLease; expectedRevision: number; keepExpiry?: boolean }
   /** with expectedRevision, only while the lease is still at it; with expiredBy (epoch ms), only when it expired by then */
   | { kind: 'delete'; network: string; node: string; expectedRevision?: number; expiredBy?: number };
 
@@ -71,8 +75,11 @@ export interface LeaseRead {
   lease: Lease | undefined;
 }
 
-/** What the lease itself must still be at the write. */
-export type LeaseCondition = { absent: true } | { revision: number; expiredBy?: number };
+/**
+ * What the lease itself must still be at the write. expiresAt: its expiry
+ * too, which a renewal moves without the revision (a replace that keeps it).
+ */
+export type LeaseCondition = { absent: true } | { revision: number; expiredBy?: number; expiresAt?: string | null };
 
 export interface LeaseWritePlan {
   /** the network after the write, which must still be at readRevision */
@@ -139,11 +146,12 @@ export function planLeaseWrite(read: LeaseRead, req: LeaseRequest, now: number):
   if (!read.network) return noNetwork(network);
 
   const prev = req.kind === 'create' ? undefined : read.lease!;
+  const keepExpiry = req.kind === 'replace' && req.keepExpiry === true;
   const revision = read.network.revision + 1;
   let hash = BigInt('0x' + read.network.leaseHash);
   let count = read.network.leaseCount;
   if (prev) { hash ^= leaseDigest(prev.node, prev.revision); count--; }
-  const put: Lease | undefined = req.kind === 'delete' ? undefined : { ...req.lease, revision };
+  const put: Lease | undefined = req.kind === 'delete' ? undefined : { ...req.lease, ...(keepExpiry && { expiresAt: prev!.expiresAt }), revision };
   if (put) { hash ^= leaseDigest(put.node, revision); count++; }
 
   const before = prev ? claimsOf(prev) : {};
@@ -163,13 +171,16 @@ export function planLeaseWrite(read: LeaseRead, req: LeaseRequest, now: number):
     lease: put ?? prev!,
     deletes: !put,
     expiresMs: put && put.expiresAt !== null ? Date.parse(put.expiresAt) : null,
-    leaseCondition: prev ? { revision: prev.revision, ...(req.kind === 'delete' && req.expiredBy !== undefined && { expiredBy: req.expiredBy }) } : { absent: true },
+    leaseCondition: prev
+      ? { revision: prev.revision, ...(req.kind === 'delete' && req.expiredBy !== undefined && { expiredBy: req.expiredBy }), ...(keepExpiry && { expiresAt: prev.expiresAt }) }
+      : { absent: true },
     take,
     release,
     change: { revision, node, lease: put ?? null },
     at: now,
     failed: {
-      lease: req.kind === 'create' ? alreadyHolds(node, network) : req.kind === 'replace' ? leaseChanged(node, network) : 'read-again',
+      // (a replace that keeps the expiry reads again: a renewal moved it, and the lease may be as asked still)
+      lease: req.kind === 'create' ? alreadyHolds(node, network) : req.kind === 'replace' && !keepExpiry ? leaseChanged(node, network) : 'read-again',
       claim: { refuse: 'conflict', message: `subnet ${subnets} of network ${network} is already leased` },
       release: { refuse: 'inconsistent', message: `store inconsistent: a subnet claim of node ${node} in network ${network} belongs to another node` },
     },

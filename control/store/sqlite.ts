@@ -248,8 +248,8 @@ export class SqliteStore implements Store {
     return this.db.transaction(() => written(this.leaseWrite({ kind: 'create', lease })!))();
   }
 
-  async replaceLease(lease: NewLease, expectedRevision: number): Promise<Lease> {
-    return this.db.transaction(() => written(this.leaseWrite({ kind: 'replace', lease, expectedRevision })!))();
+  async replaceLease(lease: NewLease, expectedRevision: number, opts: { keepExpiry?: boolean } = {}): Promise<Lease> {
+    return this.db.transaction(() => written(this.leaseWrite({ kind: 'replace', lease, expectedRevision, ...opts })!))();
   }
 
   async renewLease(network: string, node: string, revision: number, expiresAt: string): Promise<Lease | undefined> {

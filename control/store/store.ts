@@ -116,8 +116,13 @@ export interface Store {
   takenSubnets(network: string): Promise<TakenSubnets>;
   /** ConflictError if the node already holds a lease or a subnet is taken. */
   createLease(lease: NewLease): Promise<Lease>;
-  /** ConflictError unless the node's lease is still at expectedRevision, or if a new subnet is taken. */
-  replaceLease(lease: NewLease, expectedRevision: number): Promise<Lease>;
+  /**
+   * ConflictError unless the node's lease is still at expectedRevision, or
+   * if a new subnet is taken. keepExpiry: the lease keeps the expiry it has
+   * at the write, not lease.expiresAt, so a renewal that lands after the
+   * caller read is not undone (a change that is no renewal: a key rotation).
+   */
+  replaceLease(lease: NewLease, expectedRevision: number, opts?: { keepExpiry?: boolean }): Promise<Lease>;
   /**
    * Moves a lease's expiry and nothing else: its revision, the network's
    * revision, count and hash stay as they are, since nothing a peer uses

@@ -323,6 +323,24 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
           await assertManifest(store, n);
         }));
 
+      test('a replace that keeps the expiry writes the one the lease has at the write: a renewal after the caller read stays', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          await store.putNetwork(n, V4_CONF, undefined);
+          const a = await store.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+          const later = new Date(Date.parse(a.expiresAt!) + 3_600_000).toISOString();
+          await store.renewLease(n, 'a', a.revision, later);
+          const { revision: _, ...read } = a;
+          const kept = await store.replaceLease({ ...read, rotateKey: 'tok-1' }, a.revision, { keepExpiry: true });
+          assert.deepEqual(kept, { ...a, rotateKey: 'tok-1', expiresAt: later, revision: kept.revision });
+          assert.deepEqual(await store.getLease(n, 'a'), kept);
+          assert.deepEqual((await store.listExpired(Date.parse(a.expiresAt!) + 1)).filter((l) => l.network === n), [], 'not expired at the old expiry');
+          const r = await store.createLease(newLease(n, 'r', { subnet: '10.0.2.0/24', expiresAt: null }));
+          const { revision: __, ...rread } = r;
+          assert.equal((await store.replaceLease({ ...rread, expiresAt: later }, r.revision, { keepExpiry: true })).expiresAt, null, 'a reservation stays one');
+          await assertManifest(store, n);
+        }));
+
       test('every write that moves the revision leaves one change, in order; a renewal leaves none', () =>
         withStore(async (store) => {
           const n = fresh('net');

@@ -81,6 +81,34 @@ function newLease(network: string, node: string, over: Partial<NewLease> = {}): 
 }
 
 describe('dynamodb: what separate invocations need', () => {
+  test('a replace that keeps the expiry, crossed by a renewal between its read and its transaction, plans again and keeps the renewal', async () => {
+    const n = fresh('net');
+    // The writer's own client, with a step that lets another invocation renew the lease just before each transaction is sent.
+    const client = new DynamoDBClient(clientConfig);
+    const store = new DynamoStore({ tableName: TABLE, client });
+    const other = openStore();
+    try {
+      await other.putNetwork(n, CONF, undefined);
+      const a = await other.createLease(newLease(n, 'a', { subnet: '10.0.1.0/24' }));
+      const later = new Date(Date.parse(a.expiresAt!) + 3_600_000).toISOString();
+      let transactions = 0;
+      client.middlewareStack.add((next, context) => async (args) => {
+        if (context.commandName === 'TransactWriteItemsCommand' && transactions++ === 0) assert.ok(await other.renewLease(n, 'a', a.revision, later));
+        return next(args);
+      }, { step: 'initialize', name: 'renewalCrossesTheWrite' });
+      const { revision: _, ...read } = a;
+      const kept = await store.replaceLease({ ...read, rotateKey: 'tok-1' }, a.revision, { keepExpiry: true });
+      assert.equal(transactions, 2, 'the first transaction was refused on the expiry, and the write planned again from a fresh read');
+      assert.equal(kept.expiresAt, later);
+      assert.deepEqual(await other.getLease(n, 'a'), kept);
+      assert.deepEqual((await other.listExpired(Date.parse(a.expiresAt!) + 1)).filter((l) => l.network === n), []);
+    } finally {
+      await store.close();
+      await other.close();
+      client.destroy();
+    }
+  });
+
   test('64 concurrent joins from 64 separate stores (separate clients, as separate Lambdas) get 64 distinct subnets', async () => {
     const n = fresh('net');
     const admin = openStore();

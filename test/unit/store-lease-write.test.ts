@@ -115,6 +115,21 @@ describe('replace', () => {
     assert.deepEqual(p.failed.lease, changed);
     assert.deepEqual(refusal(planLeaseWrite({ network: undefined, lease }, { kind: 'replace', lease: newLease('a'), expectedRevision: 3 }, NOW)).refuse, 'no-network');
   });
+
+  test('keeping the expiry (a change that is no renewal): the lease as read keeps its expiry, the write is conditioned on it, and a failed condition reads again', () => {
+    const renewed = new Date(NOW + 5 * HOUR).toISOString();
+    const { net, lease } = holding(newLease('a', { expiresAt: renewed }), 3);
+    // the caller's copy is older than the renewal the store read
+    const req = newLease('a', { rotateKey: 'tok-1' });
+    const p = plan(planLeaseWrite({ network: net, lease }, { kind: 'replace', lease: req, expectedRevision: 3, keepExpiry: true }, NOW));
+    assert.deepEqual(p.lease, { ...req, expiresAt: renewed, revision: 6 });
+    assert.equal(p.expiresMs, NOW + 5 * HOUR);
+    assert.deepEqual(p.leaseCondition, { revision: 3, expiresAt: renewed });
+    assert.equal(p.failed.lease, 'read-again');
+    const { net: rnet, lease: reservation } = holding(newLease('r', { expiresAt: null }), 3);
+    const r = plan(planLeaseWrite({ network: rnet, lease: reservation }, { kind: 'replace', lease: newLease('r'), expectedRevision: 3, keepExpiry: true }, NOW));
+    assert.deepEqual([r.lease.expiresAt, r.expiresMs, r.leaseCondition], [null, null, { revision: 3, expiresAt: null }], 'a reservation stays one');
+  });
 });
 
 describe('delete', () => {
