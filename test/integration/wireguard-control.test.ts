@@ -114,7 +114,8 @@ describe('wireguard in the control plane: key rotation and secrets', () => {
     assert.equal(r.code, 0, r.stderr);
     const asked = tokenIn(r.stdout);
     // logged by the controller process, not by the command: the command asked the controller
-    assert.match(ctl.output(), new RegExp(`key rotation asked network=wg node=wa revision=${asked.revision}\\b`));
+    const logged = new RegExp(`key rotation asked network=wg node=wa revision=${asked.revision}\\b`);
+    await waitFor('the controller\'s log line', () => logged.test(ctl.output()));
     await waitFor('the new token on wa\'s own topic', () => own(wa).lease?.rotateKey === asked.token);
     // what wa's agent does with it: a new key pair, its public half in a hello, then its status
     const wb = node('wb');
@@ -160,7 +161,8 @@ describe('wireguard in the control plane: key rotation and secrets', () => {
     assert.equal(own(wb).error, 'hello from wb refused: backendData.PublicKey "8oMBUJbuVU+4siNUL1OA/+fYNdfngz//U1Ps4Xv7U2R=" is not a WireGuard key: 32 bytes in base64, 44 characters ending in "=", as wg genkey and wg pubkey print them');
     assert.equal(own(wb).lease?.revision, before.revision);
     assert.deepEqual((await withStore(ctl.dataDir, (s) => s.getLease('wg', 'wb')))?.backendData, { PublicKey: KEY[1] });
-    assert.match(ctl.output(), /message refused topic=\S+\/wb\/hello .*is not a WireGuard key/);
+    // (the log line follows the answer on the node's topic)
+    await waitFor('the refusal in the log', () => /message refused topic=\S+\/wb\/hello .*is not a WireGuard key/.test(ctl.output()));
   });
 
   for (const [network, type, psk, member] of [['sec', 'ipsec', IPSEC_PSK, 'sa'], ['wg', 'wireguard', WG_PSK, 'wa']] as const) {
