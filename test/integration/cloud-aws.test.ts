@@ -159,7 +159,7 @@ describe('aws-vpc (EC2 Query API fake, real SDK)', () => {
     // The local route counts: 3 of ours fit.
     assert.equal(r.created, 3);
     assert.equal(ec2.calls.CreateRoute, 3);
-    assert.deepEqual(Object.values(r.pending), ['route pending: route table rtb-a full (4 of 4)', 'route pending: route table rtb-a full (4 of 4)']);
+    assert.deepEqual(Object.values(r.pending), ['route pending: route table rtb-a full (4 of 4, Backend.RouteLimit)', 'route pending: route table rtb-a full (4 of 4, Backend.RouteLimit)']);
     await w.reconcile();
     assert.equal(ec2.calls.CreateRoute, 3, 'still no create past the limit');
     const pending = Object.keys(r.pending);

@@ -97,7 +97,7 @@ describe('ali-vpc (Alibaba RPC fake, real SDK)', () => {
     const r = await w.reconcile();
     assert.equal(r.created, 2);
     assert.equal(ali.calls.CreateRouteEntry, 2);
-    assert.deepEqual(Object.values(r.pending), ['route pending: route table vtb-sys full (3 of 3)', 'route pending: route table vtb-sys full (3 of 3)']);
+    assert.deepEqual(Object.values(r.pending), ['route pending: route table vtb-sys full (3 of 3, Backend.RouteLimit)', 'route pending: route table vtb-sys full (3 of 3, Backend.RouteLimit)']);
     const waiting = Object.keys(r.pending).sort();
     ali.instances.delete(Object.values(ali.routeMap('vtb-sys')).find((t) => t.startsWith('i-'))!);
     const r2 = await w.reconcile();

@@ -120,8 +120,8 @@ describe('gce (Compute REST fake, real SDK)', () => {
     assert.equal(r.created, 3);
     assert.equal(gce.calls['routes.insert'], 3);
     assert.deepEqual(Object.values(r.pending), [
-      'route pending: route quota of project test-project full (5 of 5)',
-      'route pending: route quota of project test-project full (5 of 5)',
+      'route pending: route quota of project test-project full (5 of 5, Backend.RouteLimit)',
+      'route pending: route quota of project test-project full (5 of 5, Backend.RouteLimit)',
     ]);
     await w.reconcile();
     assert.equal(gce.calls['routes.insert'], 3, 'no insert past the limit');
