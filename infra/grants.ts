@@ -19,6 +19,9 @@
 // - EC2: the Describe calls have no resource-level permissions ("*"); route
 //   changes are authorized on the route table, ModifyNetworkInterfaceAttribute
 //   on the interface (Service Authorization Reference, Amazon EC2).
+// - Service Quotas: GetServiceQuota on "*" (the route limit, vpc/L-93826ACB;
+//   no grant narrower than "*" is relied on: "Actions, resources, and
+//   condition keys for Service Quotas", Service Authorization Reference).
 // - SSM: GetParameter on the parameter (the AWS-managed key decrypts a
 //   SecureString without a KMS grant).
 // What SST adds by itself is not here: CloudWatch Logs (AWSLambdaBasicExecutionRole)
@@ -80,6 +83,8 @@ const ec2Routes: Grant[] = [
   { actions: ['ec2:CreateRoute', 'ec2:ReplaceRoute', 'ec2:DeleteRoute'], resources: [ROUTE_TABLES] },
   // Turning off the source/destination check of an instance's primary interface, so it may forward pod traffic.
   { actions: ['ec2:ModifyNetworkInterfaceAttribute'], resources: [INTERFACES] },
+  // The account's "Routes per route table": without it the documented 50 (and a warning).
+  { actions: ['servicequotas:GetServiceQuota'], resources: ['*'] },
 ];
 
 export const GRANTS = {

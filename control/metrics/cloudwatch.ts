@@ -29,10 +29,12 @@ export async function emitFabric(store: Store, Stage: string, reports: Map<strin
     const config = configs.get(f.network)!;
     const r = reports.get(f.network);
     if (isCloudBackend(config.Backend.Type)) {
-      m.push({ name: 'RouteLimit', value: routeLimit(config), unit: 'Count' }, { name: 'PendingRoutes', value: f.routes?.pending ?? 0, unit: 'Count' });
+      // The fullest table, routes of every owner: the one that makes the next node pending, and its limit as
+      // the reconcile had it (the account's quota where it was read); without a reconcile, the configured one.
+      const fullest = r?.tables.length ? r.tables.reduce((a, t) => (t.used > a.used ? t : a)) : undefined;
+      m.push({ name: 'RouteLimit', value: fullest?.limit ?? routeLimit(config), unit: 'Count' }, { name: 'PendingRoutes', value: f.routes?.pending ?? 0, unit: 'Count' });
       if (r) m.push({ name: 'Routes', value: r.routes, unit: 'Count' }, { name: 'ReconcileErrors', value: Object.keys(r.errors).length, unit: 'Count' });
-      // The fullest table, routes of every owner: the one that makes the next node pending.
-      if (r?.tables.length) m.push({ name: 'RouteTableUse', value: Math.max(...r.tables.map((t) => t.used)), unit: 'Count' });
+      if (fullest) m.push({ name: 'RouteTableUse', value: fullest.used, unit: 'Count' });
     }
     emitMetrics({ Stage, Network: f.network }, m);
   }

@@ -40,7 +40,7 @@ import { contains, parseCidr, type Cidr } from '../../core/cidr.js';
 import { TwillError } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
 import {
-  backendTypesOf, isAlive, isCloudBackend,
+  backendTypesOf, isAlive, isCloudBackend, limitLabel,
   type CloudInstance, type CloudKind, type CloudRoute, type DesiredRoute, type RoutePool, type RouteTable,
 } from './clouds/cloud.js';
 import type { NodeNote } from './status.js';
@@ -363,7 +363,7 @@ export function planAdmission(input: {
         continue;
       }
       if (p.used >= p.limit) {
-        notes.push({ node, state: 'pending', reason: `route pending: ${p.what} full (${p.used} of ${p.limit})` });
+        notes.push({ node, state: 'pending', reason: `route pending: ${p.what} full (${p.used} of ${p.limit}, ${limitLabel(p.source)})` });
         continue;
       }
       p.used++;

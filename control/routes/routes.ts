@@ -23,7 +23,7 @@
 import { NotFoundError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { Metrics } from '../../core/metrics.js';
-import type { Cloud, NetworkRef, NetworkSnapshot } from './clouds/cloud.js';
+import type { Cloud, NetworkRef, NetworkSnapshot, RoutePool } from './clouds/cloud.js';
 import type { Controller } from '../controller/controller.js';
 import type { RouteStatusRecord, Store } from '../store/store.js';
 import {
@@ -63,9 +63,12 @@ export interface ReconcileReport {
   pending: Record<string, string>;
   /** nodes in error, and failures that belong to no node */
   errors: Record<string, string>;
-  /** each route table (or project quota) after the reconcile: routes in it of every owner, and its limit */
-  tables: { what: string; used: number; limit: number }[];
+  /** each route table (or project quota) after the reconcile: routes in it of every owner, its limit and where that came from */
+  tables: TableUse[];
 }
+
+/** A route table's (or project's) use against its limit, as the status, the dashboard and the metrics show it. */
+export type TableUse = Pick<RoutePool, 'what' | 'used' | 'limit' | 'source' | 'why'>;
 
 /** Everything a reconcile decides from, read once at its start. */
 interface Snapshot {
@@ -82,6 +85,8 @@ async function readSnapshot(name: string, deps: RouteDeps): Promise<Snapshot> {
   const leases = await deps.store.listLeases(name);
   const ref: NetworkRef = { name, config: net.config, leases };
   const cloud = await deps.cloud.snapshot(ref);
+  // The cloud says each only once per network and reason (a route limit it could not read): log every one.
+  for (const reason of cloud.warnings ?? []) deps.log.warn('route limit not read from the account', { network: name, reason });
   const previous = await deps.store.listRouteStatus(name);
   return { space, ref, cloud, previous };
 }
@@ -133,7 +138,7 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
   const sinks = { network: name, store: deps.store, log: deps.log, metrics: deps.metrics };
   const stamp = new Date(now).toISOString();
   await applyStatus(sinks, status.statuses, status.removed, stamp);
-  const used = ledger.list().map((p) => ({ what: p.what, used: p.used, limit: p.limit }));
+  const used = ledger.list().map((p): TableUse => ({ what: p.what, used: p.used, limit: p.limit, source: p.source, ...(p.why ? { why: p.why } : {}) }));
   await applyTables(sinks, routed, used, stamp);
   return {
     network: name, instances: instances.length, joined: joined.length, released, prepared: done.prepared,

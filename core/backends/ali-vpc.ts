@@ -17,8 +17,11 @@ export const aliVpc: BackendSpec<AliVpcBackend> = {
   families: [4, 6],
   programsKernel: false,
   podTraffic: true,
-  // Custom route entries per route table: 50 by default (VPC quotas).
-  cloud: { kind: 'ali', routeLimit: 50 },
+  // Custom route entries per route table: 200 by default (Alibaba Cloud's
+  // "VPC quotas", vpc_quota_route_entrys_num; CreateRouteEntry's reference: "A
+  // route table can contain up to 200 custom route entries"); the account's
+  // own quota is read from Quota Center where the key may.
+  cloud: { kind: 'ali', routeLimit: 200 },
   read: (f, ctx) => {
     // As flannel does: an empty or absent key falls back to the environment.
     const credential = (name: 'AccessKeyID' | 'AccessKeySecret', envName: string, secret: boolean): string => {

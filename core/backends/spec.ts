@@ -70,7 +70,7 @@ export interface BackendSpec<C extends { Type: string } = { Type: string }> {
   read(f: Fields, ctx: ReadContext): C;
 }
 
-/** Backend.RouteLimit of a cloud backend: the cloud's documented default unless given, at least 1. */
+/** Backend.RouteLimit of a cloud backend, at least 1: unless given, the account's quota as read (control/routes/clouds/quota.ts), else the documented default. */
 export function readRouteLimit(f: Fields, ctx: ReadContext): { RouteLimit?: number } {
   const v = f.integer('RouteLimit');
   if (v === undefined) return {};

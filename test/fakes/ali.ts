@@ -22,6 +22,18 @@
 //     created or deleted": TaskConflict.
 // Every such refusal counts in `conflicts`: a client that waits for its
 // changes to settle, one VPC change at a time, never gets one.
+//
+// The limit is Alibaba's: 200 custom entries per route table by default
+// ("VPC quotas", vpc_quota_route_entrys_num; CreateRouteEntry: "A route table
+// can contain up to 200 custom route entries"), routeLimit when a test raises
+// or lowers it. Quota Center reads it (API version 2020-05-10, "GetProductQuota":
+// ProductCode and QuotaActionCode required, Dimensions.N.Key/Value; the answer's
+// Quota.TotalQuota and TotalUsage), with Quota Center's error codes ("Error
+// codes", Quota Center API): MissingProductCode, QUOTA.NOT.FOUND for a quota
+// that does not exist, QUOTA.DIMENSION.UNSUPPORT for a dimension key it does
+// not have, QUOTA.DIMENSION.MISS without the regionId the VPC quotas are set
+// per, and RAM.PERMISSION.DENIED (HTTP 400) for a key without
+// quotas:GetProductQuota (forbid.GetProductQuota).
 import { createHmac, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FakeCloud } from './fake.js';
@@ -58,6 +70,9 @@ export interface AliEntry {
 }
 
 const MUTATING = new Set(['CreateRouteEntry', 'DeleteRouteEntry']);
+/** Quota Center's actions (quotas 2020-05-10), served on the same endpoint as ECS and VPC here. */
+const QUOTA_ACTIONS = new Set(['GetProductQuota']);
+const ROUTE_ENTRIES = { product: 'vpc', quota: 'vpc_quota_route_entrys_num' };
 const BUSY = new Set(['TaskConflict', 'IncorrectRouteEntryStatus', 'IncorrectStatus.VpcRouteEntry']);
 
 class AliError extends Error {
@@ -76,8 +91,8 @@ export class FakeAli extends FakeCloud {
   readonly instances = new Map<string, AliInstance>();
   readonly tables = new Map<string, AliTable>();
   readonly entries = new Map<string, AliEntry>();
-  /** custom entries per route table */
-  routeLimit = 50;
+  /** custom entries per route table: the quota Quota Center answers, and what CreateRouteEntry enforces */
+  routeLimit = 200;
   /** describes that show a new entry Pending before it is Available */
   pendingPolls = 1;
   /** describes that show a deleted entry Deleting before it is gone */
@@ -162,6 +177,7 @@ export class FakeAli extends FakeCloud {
       if (this.takeThrottle(action)) throw new AliError('Throttling.User', 'Request was denied due to user flow control.', 400);
       if ((this.forbid[action] ?? 0) > 0) {
         this.forbid[action]!--;
+        if (QUOTA_ACTIONS.has(action)) throw new AliError('RAM.PERMISSION.DENIED', 'You do not have access.');
         throw new AliError('Forbidden.RAM', 'User not authorized to operate on the specified resource, or this API doesn\'t support RAM.', 403);
       }
       if ((this.conflict[action] ?? 0) > 0) {
@@ -179,6 +195,7 @@ export class FakeAli extends FakeCloud {
   }
 
   private act(action: string, q: URLSearchParams): object {
+    if (QUOTA_ACTIONS.has(action)) return this.productQuota(q);
     if (!q.get('RegionId')) throw new AliError('MissingRegionId', 'RegionId is mandatory for this action.');
     switch (action) {
       case 'DescribeInstances': return this.describeInstances(q);
@@ -188,6 +205,27 @@ export class FakeAli extends FakeCloud {
       case 'DeleteRouteEntry': return this.deleteEntry(q);
       default: throw new AliError('InvalidAction.NotFound', `Specified api is not found, please check your url and method.`, 404);
     }
+  }
+
+  /** Quota Center's GetProductQuota, for the one quota this stand-in has: the route entries per route table. */
+  private productQuota(q: URLSearchParams): object {
+    if (q.get('Version') !== '2020-05-10') throw new AliError('InvalidVersion', `Specified parameter Version ${q.get('Version') ?? '(none)'} is not valid for Quota Center.`);
+    const product = q.get('ProductCode');
+    if (!product) throw new AliError('MissingProductCode', 'ProductCode is missing');
+    const code = q.get('QuotaActionCode');
+    if (product !== ROUTE_ENTRIES.product || code !== ROUTE_ENTRIES.quota) throw new AliError('QUOTA.NOT.FOUND', 'The quota does not exist.');
+    const dims = new Map<string, string>();
+    for (let n = 1; q.has(`Dimensions.${n}.Key`); n++) dims.set(q.get(`Dimensions.${n}.Key`) as string, q.get(`Dimensions.${n}.Value`) ?? '');
+    for (const k of dims.keys()) if (k !== 'regionId') throw new AliError('QUOTA.DIMENSION.UNSUPPORT', 'The entered quota dimension key is not supported.');
+    if (!dims.get('regionId')) throw new AliError('QUOTA.DIMENSION.MISS', 'The entered quota dimension is incomplete,Please complete the dimension.');
+    const fullest = Math.max(0, ...[...this.tables.keys()].map((t) => [...this.entries.values()].filter((e) => e.tableId === t && e.type === 'Custom').length));
+    return {
+      Quota: {
+        ProductCode: product, QuotaActionCode: code, QuotaName: 'Maximum number of custom route entries per route table',
+        TotalQuota: this.routeLimit, TotalUsage: fullest, QuotaUnit: 'Count', Adjustable: true, Consumable: true,
+        QuotaType: 'normal', QuotaCategory: 'CommonQuota', Dimensions: Object.fromEntries(dims),
+      },
+    };
   }
 
   private describeInstances(q: URLSearchParams): object {

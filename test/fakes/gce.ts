@@ -5,6 +5,13 @@
 // 403 QUOTA_EXCEEDED (the 'ROUTES' quota counts every route of the project,
 // every network), 429 rateLimitExceeded when throttling is injected, 403
 // forbidden when a missing permission is (deny).
+//
+// projects.get (Compute Engine API reference, "Method: projects.get": GET
+// compute/v1/projects/{project}, IAM permission compute.projects.get) answers
+// the Project with its quotas[] ("Quota": metric, limit, usage, owner), ROUTES
+// among them: the limit the inserts above enforce and the usage they count,
+// every network of the project. deny['projects.get'] refuses it with 403
+// forbidden, "Required 'compute.projects.get' permission".
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { FakeCloud } from './fake.js';
 
@@ -181,7 +188,10 @@ export class FakeGce extends FakeCloud {
     };
     const p = `projects/${this.project}`;
     let mm: RegExpExecArray | null;
-    if (req.method === 'GET' && path === `${p}/aggregated/instances`) {
+    if (req.method === 'GET' && path === p) {
+      action = 'projects.get';
+      route = () => this.projectJson();
+    } else if (req.method === 'GET' && path === `${p}/aggregated/instances`) {
       action = 'instances.aggregatedList';
       route = () => this.aggregated(url.searchParams);
     } else if (req.method === 'GET' && (mm = m(new RegExp(`^${p}/zones/([^/]+)/instances/([^/]+)$`)))) {
@@ -233,6 +243,23 @@ export class FakeGce extends FakeCloud {
       if (e instanceof GceError) return fail(e);
       throw e;
     }
+  }
+
+  /** The Project, with the global quotas this stand-in knows; ROUTES is the one the route inserts enforce. */
+  private projectJson() {
+    const networks = new Set([...this.instances.values()].map((i) => i.network).concat([...this.routes.values()].map((r) => r.network)));
+    return {
+      kind: 'compute#project',
+      id: String(Math.abs(hash(this.project))),
+      name: this.project,
+      quotas: [
+        { metric: 'NETWORKS', limit: 15, usage: networks.size },
+        { metric: 'ROUTES', limit: this.routeLimit, usage: this.countedRoutes() },
+        { metric: 'FIREWALLS', limit: 200, usage: 0 },
+      ],
+      selfLink: `${BASE}projects/${this.project}`,
+      defaultNetworkTier: 'PREMIUM',
+    };
   }
 
   private aggregated(q: URLSearchParams) {

@@ -14,8 +14,19 @@
 // range an IllegalArgumentException, a token this service did not give an
 // InvalidPaginationTokenException, an action IAM does not allow an
 // AccessDeniedException: each with __type and message, as JSON 1.1 answers.
+// ServiceCode and QuotaCode must match their patterns ("GetServiceQuota",
+// Service Quotas API Reference: [a-zA-Z][a-zA-Z0-9-]{1,63} and
+// {1,128}), else IllegalArgumentException ("Invalid input was provided"),
+// all with HTTP 400 as that page lists them.
+//
+// Who may call is either the deny set (the test's admin keys, an action taken
+// away) or, given an Iam (test/fakes/iam.ts), the caller's statements, as the
+// functions' grants (infra/grants.ts) give them. The actions are authorized
+// on "*": a grant naming one quota's ARN would have to be proved by the
+// Service Authorization Reference first, so the stand-in accepts none.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { notAuthorized, sendJson, serveOnLoopback, sigv4Refusal } from './aws-endpoint.js';
+import type { Iam } from './iam.js';
 
 export interface FakeQuota {
   code: string;
@@ -34,6 +45,8 @@ export interface FakeServiceQuotas {
   /** service code -> its quotas */
   readonly services: Map<string, FakeQuota[]>;
   readonly deny: Set<string>;
+  /** the callers' statements (the serverless world's, functions' grants); without it, anyone signed may call */
+  iam?: Iam;
   readonly calls: string[];
   close(): Promise<void>;
 }
@@ -43,7 +56,10 @@ const TARGET = 'ServiceQuotasV20190624.';
 const send = (res: ServerResponse, status: number, body: unknown) => sendJson(res, status, body, 'application/x-amz-json-1.1');
 const fail = (res: ServerResponse, status: number, type: string, message: string) => send(res, status, { __type: type, message });
 
-export async function startFakeServiceQuotas(opts: { region?: string; account?: string } = {}): Promise<FakeServiceQuotas> {
+const SERVICE_CODE = /^[a-zA-Z][a-zA-Z0-9-]{1,63}$/;
+const QUOTA_CODE = /^[a-zA-Z][a-zA-Z0-9-]{1,128}$/;
+
+export async function startFakeServiceQuotas(opts: { region?: string; account?: string; iam?: Iam } = {}): Promise<FakeServiceQuotas> {
   const region = opts.region ?? 'us-east-1';
   const account = opts.account ?? '123456789012';
   const services = new Map<string, FakeQuota[]>();
@@ -71,6 +87,9 @@ export async function startFakeServiceQuotas(opts: { region?: string; account?: 
     const action = target.slice(TARGET.length);
     calls.push(action);
     if (deny.has(`servicequotas:${action}`)) return fail(res, 400, 'AccessDeniedException', notAuthorized(`servicequotas:${action}`));
+    const denied = fake.iam?.authorize(req.headers.authorization, () => [{ action: `servicequotas:${action}`, resource: '*' }]);
+    if (denied?.kind === 'unknown-key') return fail(res, 400, 'UnrecognizedClientException', denied.message);
+    if (denied) return fail(res, 400, 'AccessDeniedException', denied.message);
     let input: { ServiceCode?: unknown; QuotaCode?: unknown; MaxResults?: unknown; NextToken?: unknown };
     try {
       input = JSON.parse(body || '{}') as typeof input;
@@ -79,10 +98,13 @@ export async function startFakeServiceQuotas(opts: { region?: string; account?: 
     }
     const service = typeof input.ServiceCode === 'string' ? input.ServiceCode : undefined;
     if (!service) return fail(res, 400, 'IllegalArgumentException', 'ServiceCode is required');
+    if (!SERVICE_CODE.test(service)) return fail(res, 400, 'IllegalArgumentException', `ServiceCode ${JSON.stringify(service)} does not match ${SERVICE_CODE.source}`);
     const quotas = services.get(service);
     if (!quotas) return fail(res, 400, 'NoSuchResourceException', `The request failed because the specified service ${service} does not exist.`);
 
     if (action === 'GetServiceQuota') {
+      if (typeof input.QuotaCode !== 'string') return fail(res, 400, 'IllegalArgumentException', 'QuotaCode is required');
+      if (!QUOTA_CODE.test(input.QuotaCode)) return fail(res, 400, 'IllegalArgumentException', `QuotaCode ${JSON.stringify(input.QuotaCode)} does not match ${QUOTA_CODE.source}`);
       const q = quotas.find((x) => x.code === input.QuotaCode && x.applied !== false);
       if (!q) return fail(res, 400, 'NoSuchResourceException', `The request failed because the specified quota ${String(input.QuotaCode)} does not exist for ${service}.`);
       return send(res, 200, { Quota: shape(service, q, q.value) });
@@ -100,11 +122,13 @@ export async function startFakeServiceQuotas(opts: { region?: string; account?: 
   };
 
   const server = await serveOnLoopback(handle);
-  return {
+  const fake: FakeServiceQuotas = {
     endpoint: server.endpoint,
     services,
     deny,
+    ...(opts.iam ? { iam: opts.iam } : {}),
     calls,
     close: server.close,
   };
+  return fake;
 }

@@ -7,6 +7,7 @@ import { Metrics } from '../../core/metrics.js';
 import { Topics } from '../../core/topics.js';
 import { Controller } from '../../control/controller/controller.js';
 import type { Cloud } from '../../control/routes/clouds/cloud.js';
+import type { FakeQuota } from '../fakes/service-quotas.js';
 import type { Publisher } from '../../control/publish/publisher.js';
 import { reconcileNetwork, type ReconcileReport, type RouteDeps } from '../../control/routes/routes.js';
 import { SqliteStore } from '../../control/store/sqlite.js';
@@ -48,6 +49,25 @@ export async function world(cloud: Cloud, networks: Record<string, object>, opts
     reconcile: (network = first) => reconcileNetwork(network, deps),
     close: () => store.close(),
   };
+}
+
+/**
+ * Amazon VPC's "Routes per route table" as Service Quotas shows it for the
+ * account whose route tables `ec2` holds: the value is the limit that EC2
+ * stand-in enforces, so the quota read and the quota met are one number.
+ */
+export function vpcRoutesQuota(ec2: { routeLimit: number }): FakeQuota {
+  return {
+    code: 'L-93826ACB', name: 'Routes per route table', default: 50, adjustable: true,
+    get value() {
+      return ec2.routeLimit;
+    },
+  };
+}
+
+/** The lines logged at warn with the given message (the World's logger writes text lines: "time warn component: msg k=v"). */
+export function warnings(logs: readonly string[], msg: string): string[] {
+  return logs.filter((l) => / warn [\w/]+: /.test(l) && l.includes(`: ${msg}`));
 }
 
 export async function subnetOf(w: World, network: string, node: string): Promise<string> {

@@ -1,11 +1,16 @@
-// aws-vpc against a local EC2 Query API endpoint, through the real
-// @aws-sdk/client-ec2 client.
+// aws-vpc against a local EC2 Query API endpoint and a local Service Quotas
+// endpoint, through the real @aws-sdk/client-ec2 and
+// @aws-sdk/client-service-quotas clients.
 import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { parseNetConf } from '../../core/config.js';
 import { AwsCloud } from '../../control/routes/clouds/aws.js';
+import { describePool } from '../../control/routes/clouds/cloud.js';
+import { AccountLimits } from '../../control/routes/clouds/quota.js';
 import { FakeEc2 } from '../fakes/ec2.js';
+import { startFakeServiceQuotas, type FakeServiceQuotas } from '../fakes/service-quotas.js';
 import { removeTempDirs } from '../helpers/procs.js';
-import { FAKE_CREDENTIALS, callsSince, subnetOf, world, type World } from '../helpers/clouds.js';
+import { FAKE_CREDENTIALS, callsSince, subnetOf, vpcRoutesQuota, warnings, world, type World } from '../helpers/clouds.js';
 
 process.env.AWS_EC2_METADATA_DISABLED = 'true';
 after(() => removeTempDirs());
@@ -14,23 +19,36 @@ const NET = { Network: '10.42.0.0/16', Backend: { Type: 'aws-vpc' } };
 
 describe('aws-vpc (EC2 Query API fake, real SDK)', () => {
   let ec2: FakeEc2;
+  let quotas: FakeServiceQuotas;
   let cloud: AwsCloud;
   let w: World;
+  const clock = { now: Date.parse('2030-01-01T00:00:00Z') };
 
-  async function setup(conf: object = NET) {
+  async function setup(conf: object = NET, limits?: AccountLimits) {
     ec2 = new FakeEc2();
     const url = await ec2.start();
     ec2.addTable({ id: 'rtb-main', vpcId: 'vpc-1', main: true });
     ec2.addTable({ id: 'rtb-a', vpcId: 'vpc-1', subnets: ['subnet-a'] });
-    cloud = new AwsCloud({ endpoint: url, region: 'us-east-1', credentials: FAKE_CREDENTIALS, maxAttempts: 6 });
+    quotas = await startFakeServiceQuotas({ region: 'us-east-1' });
+    quotas.services.set('vpc', [vpcRoutesQuota(ec2)]);
+    cloud = new AwsCloud({ endpoint: url, quotasEndpoint: quotas.endpoint, region: 'us-east-1', credentials: FAKE_CREDENTIALS, maxAttempts: 6, ...(limits ? { limits } : {}) });
     w = await world(cloud, { net: conf });
   }
-  beforeEach(async () => setup());
-  afterEach(async () => {
+  async function teardown() {
     await cloud.close();
     await ec2.close();
+    await quotas.close();
     await w.close();
-  });
+  }
+  beforeEach(async () => setup());
+  afterEach(teardown);
+
+  /** Routes of another tool (peering connections, outside the network) until the table holds n routes. */
+  function fillTable(table: string, n: number) {
+    const routes = ec2.tables.get(table)!.routes;
+    for (let i = 0; routes.length < n; i++) routes.push({ destinationCidrBlock: `172.20.${i}.0/24`, vpcPeeringConnectionId: `pcx-${i}`, origin: 'CreateRoute' });
+  }
+  const quotaReads = () => quotas.calls.filter((c) => c === 'GetServiceQuota').length;
 
   test('creates a route per instance to its primary interface, in its subnet table or the main table, after disabling the source/destination check', async () => {
     ec2.addInstance({ id: 'i-a1', network: 'net', subnetId: 'subnet-a' });
@@ -59,7 +77,7 @@ describe('aws-vpc (EC2 Query API fake, real SDK)', () => {
   });
 
   test('RouteTableID (string or list): every table gets every route', async () => {
-    await cloud.close(); await ec2.close(); await w.close();
+    await teardown();
     await setup({ ...NET, Backend: { Type: 'aws-vpc', RouteTableID: ['rtb-a', 'rtb-x'] } });
     ec2.addTable({ id: 'rtb-x', vpcId: 'vpc-1' });
     ec2.addInstance({ id: 'i-1', network: 'net', subnetId: 'subnet-a' });
@@ -151,7 +169,7 @@ describe('aws-vpc (EC2 Query API fake, real SDK)', () => {
   });
 
   test('at the limit no create is attempted; the pending node gets its route when another leaves', async () => {
-    await cloud.close(); await ec2.close(); await w.close();
+    await teardown();
     await setup({ ...NET, Backend: { Type: 'aws-vpc', RouteLimit: 4 } });
     ec2.routeLimit = 4;
     for (let i = 1; i <= 5; i++) ec2.addInstance({ id: `i-${i}`, network: 'net' });
@@ -159,7 +177,7 @@ describe('aws-vpc (EC2 Query API fake, real SDK)', () => {
     // The local route counts: 3 of ours fit.
     assert.equal(r.created, 3);
     assert.equal(ec2.calls.CreateRoute, 3);
-    assert.deepEqual(Object.values(r.pending), ['route pending: route table rtb-a full (4 of 4)', 'route pending: route table rtb-a full (4 of 4)']);
+    assert.deepEqual(Object.values(r.pending), ['route pending: route table rtb-a full (4 of 4, Backend.RouteLimit)', 'route pending: route table rtb-a full (4 of 4, Backend.RouteLimit)']);
     await w.reconcile();
     assert.equal(ec2.calls.CreateRoute, 3, 'still no create past the limit');
     const pending = Object.keys(r.pending);
@@ -171,9 +189,11 @@ describe('aws-vpc (EC2 Query API fake, real SDK)', () => {
     const winner = pending.sort((a, b) => a.localeCompare(b))[0]!;
     assert.equal(Object.keys(r2.pending).length, 1);
     assert.ok(Object.values(ec2.routeMap('rtb-a')).includes(winner.replace('i-', 'eni-')));
+    assert.equal(quotaReads(), 0, 'Backend.RouteLimit given: the quota is not even read');
   });
 
   test("a quota lower than RouteLimit: RouteLimitExceeded makes the node pending, and nothing breaks", async () => {
+    await w.controller.applyNetwork('net', parseNetConf({ ...NET, Backend: { Type: 'aws-vpc', RouteLimit: 10 } }, {}));
     ec2.routeLimit = 2; // the local route and one more
     ec2.addInstance({ id: 'i-1', network: 'net' });
     ec2.addInstance({ id: 'i-2', network: 'net' });
@@ -183,11 +203,89 @@ describe('aws-vpc (EC2 Query API fake, real SDK)', () => {
     assert.match(Object.values(r.pending)[0] ?? '', /RouteLimitExceeded/);
   });
 
+  test("the account's quota raised to 120: 120 routes in the table, read once through Service Quotas and shown with its source", async () => {
+    ec2.routeLimit = 120;
+    fillTable('rtb-a', 101); // the local route and 100 of another tool: more than the default 50 already
+    for (let i = 1; i <= 21; i++) ec2.addInstance({ id: `i-${i}`, network: 'net', subnetId: 'subnet-a' });
+    const r = await w.reconcile();
+    assert.equal(r.created, 19, '120 admitted: 19 routes fit beside the 101 there');
+    assert.equal(ec2.routesOf('rtb-a').length, 120);
+    assert.deepEqual(Object.values(r.pending), Array(2).fill('route pending: route table rtb-a full (120 of 120, account quota)'));
+    assert.deepEqual(r.tables, [{ what: 'route table rtb-a', used: 120, limit: 120, source: 'quota' }]);
+    const stored = await w.store.getRouteTables('net');
+    assert.deepEqual(stored?.tables, r.tables, 'the dashboard and the status read it from the store');
+    assert.equal(describePool(r.tables[0]!), 'route table rtb-a: 120 of 120 (account quota)');
+    assert.equal(quotaReads(), 1);
+    await w.reconcile();
+    assert.equal(quotaReads(), 1, 'kept: a quota is not read on every pass');
+    assert.deepEqual(warnings(w.logs, 'route limit not read from the account'), []);
+  });
+
+  test('the reading is kept 15 minutes, a raised quota is used after that, and a failed read keeps the last good one', async () => {
+    await teardown();
+    await setup(NET, new AccountLimits({ now: () => clock.now }));
+    fillTable('rtb-a', 50);
+    ec2.addInstance({ id: 'i-1', network: 'net', subnetId: 'subnet-a' });
+    const r1 = await w.reconcile();
+    assert.equal(r1.pending['i-1'], 'route pending: route table rtb-a full (50 of 50, account quota)');
+    // The increase is granted; the reading is 14 minutes old: the node still waits.
+    ec2.routeLimit = 60;
+    clock.now += 14 * 60_000;
+    assert.equal((await w.reconcile()).created, 0);
+    assert.equal(quotaReads(), 1);
+    clock.now += 2 * 60_000;
+    const r3 = await w.reconcile();
+    assert.equal(r3.created, 1);
+    assert.equal(quotaReads(), 2);
+    assert.deepEqual(r3.tables, [{ what: 'route table rtb-a', used: 51, limit: 60, source: 'quota' }]);
+    // The permission goes: the quota read last still holds, not the default.
+    quotas.deny.add('servicequotas:GetServiceQuota');
+    clock.now += 16 * 60_000;
+    const r4 = await w.reconcile();
+    assert.equal(quotaReads(), 3);
+    assert.deepEqual(r4.tables, [{ what: 'route table rtb-a', used: 51, limit: 60, source: 'quota' }]);
+  });
+
+  test('no permission to read the quota: the documented 50, and one warning naming the permission, however many passes', async () => {
+    await teardown();
+    // Every pass reads again (nothing kept), so only the warning's once-ness keeps the log quiet.
+    await setup(NET, new AccountLimits({ ttlMs: 0, retryMs: 0 }));
+    quotas.deny.add('servicequotas:GetServiceQuota');
+    ec2.routeLimit = 120; // what the account has, unread
+    fillTable('rtb-a', 50);
+    ec2.addInstance({ id: 'i-1', network: 'net', subnetId: 'subnet-a' });
+    const r = await w.reconcile();
+    assert.equal(r.created, 0, 'the documented 50, not the unread 120');
+    assert.equal(r.pending['i-1'], 'route pending: route table rtb-a full (50 of 50, documented default)');
+    const why = 'no permission to read the account\'s quota "Routes per route table" (grant servicequotas:GetServiceQuota)';
+    assert.deepEqual(r.tables, [{ what: 'route table rtb-a', used: 50, limit: 50, source: 'default', why }]);
+    assert.equal(describePool(r.tables[0]!), `route table rtb-a: 50 of 50 (documented default: ${why})`);
+    await w.reconcile();
+    await w.reconcile();
+    assert.equal(quotaReads(), 3);
+    const said = warnings(w.logs, 'route limit not read from the account');
+    assert.equal(said.length, 1, said.join('\n'));
+    assert.match(said[0]!, /network=net .*aws-vpc network net: the route limit is the documented default, 50, because no permission .*grant servicequotas:GetServiceQuota/);
+    // Another network of the same account is told once too.
+    await w.controller.applyNetwork('other', parseNetConf({ Network: '10.43.0.0/16', Backend: { Type: 'aws-vpc' } }, {}));
+    await w.reconcile('other');
+    await w.reconcile('other');
+    assert.equal(warnings(w.logs, 'route limit not read from the account').length, 2);
+  });
+
+  test('Service Quotas without an applied value for the quota: the documented default, and why', async () => {
+    quotas.services.set('vpc', []);
+    ec2.addInstance({ id: 'i-1', network: 'net', subnetId: 'subnet-a' });
+    const r = await w.reconcile();
+    assert.equal(r.created, 1);
+    assert.deepEqual(r.tables, [{ what: 'route table rtb-a', used: 2, limit: 50, source: 'default', why: 'Service Quotas holds no applied value for vpc/L-93826ACB in this region' }]);
+  });
+
   // The adaptive retry mode really slows the client down after throttling
   // (to half a call per second at first), so this test takes some seconds.
   test('throttling (503 RequestLimitExceeded) is retried with backoff and still converges', async () => {
     await cloud.close();
-    cloud = new AwsCloud({ endpoint: ec2.url, region: 'us-east-1', credentials: FAKE_CREDENTIALS, maxAttempts: 3 });
+    cloud = new AwsCloud({ endpoint: ec2.url, quotasEndpoint: quotas.endpoint, region: 'us-east-1', credentials: FAKE_CREDENTIALS, maxAttempts: 3 });
     w.deps.cloud = cloud;
     for (let i = 1; i <= 6; i++) ec2.addInstance({ id: `i-${i}`, network: 'net' });
     ec2.throttle.DescribeInstances = 1;

@@ -65,7 +65,7 @@ describe('twill controller --cloud sim with twill sim and twill status', () => {
     await sim('instance', 'start', 'web-2', '--network', 'demo');
     await waitFor('web-2 routed', async () => (await routes())['web-2'] === 'ok');
     await sim('instance', 'start', 'web-3', '--network', 'demo');
-    await waitFor('web-3 pending', async () => (await routes())['web-3'] === 'route pending: route table full (2 of 2)');
+    await waitFor('web-3 pending', async () => (await routes())['web-3'] === 'route pending: route table full (2 of 2, Backend.RouteLimit)');
     assert.match(await status(), /1 route\(s\) pending/);
     const table = await sim('routes', '--network', 'demo');
     assert.equal(table.trim().split('\n').length, 3, table);

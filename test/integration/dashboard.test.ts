@@ -131,7 +131,8 @@ describe('the web dashboard, in a browser', () => {
     }
     await shows(/route table[^:\n]*: 1 of 1 routes/);
     await shows(/Nodes without their route \(1\)/);
-    await shows(/vm-\d pending: route pending: route table[^\n]* full \(1 of 1\)/);
+    // The reason says where the limit came from: the network's Backend.RouteLimit here.
+    await shows(/vm-\d pending: route pending: route table[^\n]* full \(1 of 1, Backend\.RouteLimit\)/);
     const cells = [(await row('vm-1')) as string[], (await row('vm-2')) as string[]];
     assert.deepEqual(cells.map((c) => c[6]?.split(':')[0]).sort(), ['ok', 'pending']);
     assert.match(cells.map((c) => c[4]).join(','), /no agent \(cloud instance\)/);

@@ -36,6 +36,8 @@ import { FakeAli } from '../fakes/ali.js';
 import { FakeEc2 } from '../fakes/ec2.js';
 import { FakeGce } from '../fakes/gce.js';
 import { FakePushSubscription } from '../fakes/pubsub-push.js';
+import { startFakeServiceQuotas, type FakeServiceQuotas } from '../fakes/service-quotas.js';
+import { vpcRoutesQuota } from '../helpers/clouds.js';
 import { startSqsEventSource, type EventSource } from '../helpers/sqs-event-source.js';
 import { EVENT_FIXTURES, freePort, removeTempDirs, startProc, tempDir, waitFor, type Proc } from '../helpers/procs.js';
 import {
@@ -101,6 +103,7 @@ describe('Lambda handlers', () => {
   let brokerUrl: string;
   let w: ServerlessWorld;
   let ec2: FakeEc2;
+  let quotas: FakeServiceQuotas;
   let gce: FakeGce;
   let ali: FakeAli;
   let jwks: Server;
@@ -149,6 +152,9 @@ describe('Lambda handlers', () => {
     ec2 = new FakeEc2();
     await ec2.start();
     ec2.addTable({ id: 'rtb-main', vpcId: 'vpc-1', main: true });
+    // The account's "Routes per route table", read by the functions that reconcile under their own grants.
+    quotas = await startFakeServiceQuotas({ region: REGION, account: ACCOUNT });
+    quotas.services.set('vpc', [vpcRoutesQuota(ec2)]);
     gce = new FakeGce('my-project');
     await gce.start();
     ali = new FakeAli();
@@ -169,6 +175,7 @@ describe('Lambda handlers', () => {
 
     w = await startServerless(brokerUrl, {
       AWS_ENDPOINT_URL_EC2: ec2.url,
+      AWS_ENDPOINT_URL_SERVICE_QUOTAS: quotas.endpoint,
       TWILL_GCE_ENDPOINT: gce.url,
       TWILL_GCE_PROJECT: 'my-project',
       GOOGLE_OAUTH_ACCESS_TOKEN: 'test-token',
@@ -179,6 +186,7 @@ describe('Lambda handlers', () => {
       TWILL_GCE_JWKS_URL: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/oauth2/v3/certs`,
     });
     ec2.iam = w.iam;
+    quotas.iam = w.iam;
     apiHandler = w.as('Api', api.handler);
     authorizerHandler = w.as('Authorizer', authorizer.handler);
     eventsHandler = w.as('InstanceEvents', events.handler);
@@ -199,6 +207,7 @@ describe('Lambda handlers', () => {
     await sub?.endAsync();
     await w?.close();
     await ec2?.close();
+    await quotas?.close();
     await gce?.close();
     await ali?.close();
     if (jwks) {
@@ -480,6 +489,8 @@ describe('Lambda handlers', () => {
       const leases = (await w.store.listLeases('aws')).length;
       assert.equal(aws.Leases, leases);
       assert.equal(aws.RouteLimit, 50, "aws-vpc's route limit");
+      // The account's quota, as the function read it under its own grant (Service Quotas, vpc/L-93826ACB).
+      assert.deepEqual((await w.store.getRouteTables('aws'))?.tables.map((t) => [t.what, t.limit, (t as { source?: string }).source]), [['route table rtb-main', 50, 'quota']]);
       assert.equal(aws.Routes, Object.keys(ec2.routeMap('rtb-main')).filter((d) => d.startsWith('10.')).length);
       assert.equal(typeof aws.PendingRoutes, 'number');
       // Every route of the table counts against its limit, the local route and other owners' too (not propagated ones).

@@ -3,7 +3,8 @@
 import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseNetConf } from '../../core/config.js';
-import { ROUTE_DESCRIPTION } from '../../control/routes/clouds/cloud.js';
+import { ROUTE_DESCRIPTION, describePool } from '../../control/routes/clouds/cloud.js';
+import { AccountLimits } from '../../control/routes/clouds/quota.js';
 import { join } from 'node:path';
 import RPCClient from '@alicloud/pop-core';
 import { AliCloud, type AliOptions } from '../../control/routes/clouds/ali.js';
@@ -12,7 +13,7 @@ import { SqliteStore } from '../../control/store/sqlite.js';
 import type { Store } from '../../control/store/store.js';
 import { FakeAli } from '../fakes/ali.js';
 import { removeTempDirs, tempDir } from '../helpers/procs.js';
-import { FAKE_CREDENTIALS, callsSince, subnetOf, world, type World } from '../helpers/clouds.js';
+import { FAKE_CREDENTIALS, callsSince, subnetOf, warnings, world, type World } from '../helpers/clouds.js';
 
 after(() => removeTempDirs());
 
@@ -24,12 +25,15 @@ describe('ali-vpc (Alibaba RPC fake, real SDK)', () => {
   let cloud: AliCloud;
   let w: World;
 
-  async function setup(conf: object = NET) {
+  async function setup(conf: object = NET, limits?: AccountLimits) {
     ali = new FakeAli();
     const url = await ali.start();
     ali.addTable({ id: 'vtb-sys', vpcId: 'vpc-1', type: 'System' });
     ali.addTable({ id: 'vtb-b', vpcId: 'vpc-1', type: 'Custom', vSwitches: ['vsw-b'] });
-    cloud = new AliCloud({ endpoint: url, region: 'cn-hangzhou', pollMs: 5, backoffMs: 10, accessKeyId: FAKE_CREDENTIALS.accessKeyId, accessKeySecret: FAKE_CREDENTIALS.secretAccessKey });
+    cloud = new AliCloud({
+      endpoint: url, region: 'cn-hangzhou', pollMs: 5, backoffMs: 10, accessKeyId: FAKE_CREDENTIALS.accessKeyId, accessKeySecret: FAKE_CREDENTIALS.secretAccessKey,
+      ...(limits ? { limits } : {}),
+    });
     w = await world(cloud, { net: conf });
   }
   beforeEach(async () => setup());
@@ -97,7 +101,7 @@ describe('ali-vpc (Alibaba RPC fake, real SDK)', () => {
     const r = await w.reconcile();
     assert.equal(r.created, 2);
     assert.equal(ali.calls.CreateRouteEntry, 2);
-    assert.deepEqual(Object.values(r.pending), ['route pending: route table vtb-sys full (3 of 3)', 'route pending: route table vtb-sys full (3 of 3)']);
+    assert.deepEqual(Object.values(r.pending), ['route pending: route table vtb-sys full (3 of 3, Backend.RouteLimit)', 'route pending: route table vtb-sys full (3 of 3, Backend.RouteLimit)']);
     const waiting = Object.keys(r.pending).sort();
     ali.instances.delete(Object.values(ali.routeMap('vtb-sys')).find((t) => t.startsWith('i-'))!);
     const r2 = await w.reconcile();
@@ -108,6 +112,67 @@ describe('ali-vpc (Alibaba RPC fake, real SDK)', () => {
     ali.routeLimit = 3;
     const r3 = await w.reconcile();
     assert.match(r3.pending[waiting[1]!] ?? '', /Alibaba Cloud refused the entry \(QuotaExceeded\)/);
+    assert.equal(ali.calls.GetProductQuota, undefined, 'Backend.RouteLimit given: the quota is not even read');
+  });
+
+  /** Custom entries of another tool (a VPN gateway's, outside the network) until the table holds n. */
+  function fillTable(table: string, n: number) {
+    const custom = () => [...ali.entries.values()].filter((e) => e.tableId === table && e.type === 'Custom').length;
+    for (let i = 0; custom() < n; i++) ali.addEntry({ tableId: table, destination: `172.20.${i}.0/24`, nextHopType: 'VpnGateway', nextHopId: 'vpn-1' });
+  }
+
+  test("the account's quota from Quota Center: 120 entries per table admitted, the documented 200 never assumed", async () => {
+    ali.pendingPolls = 0;
+    ali.routeLimit = 120;
+    fillTable('vtb-sys', 100);
+    for (let i = 1; i <= 22; i++) ali.addInstance({ id: `i-${i}`, network: 'net' });
+    const r = await w.reconcile();
+    assert.equal(r.created, 20, '120 admitted: 20 beside the 100 there');
+    assert.equal(ali.calls.CreateRouteEntry, 20, 'no entry tried past the quota');
+    assert.deepEqual(Object.values(r.pending), Array(2).fill('route pending: route table vtb-sys full (120 of 120, account quota)'));
+    assert.deepEqual(r.tables, [{ what: 'route table vtb-sys', used: 120, limit: 120, source: 'quota' }]);
+    assert.equal(describePool(r.tables[0]!), 'route table vtb-sys: 120 of 120 (account quota)');
+    assert.equal(ali.calls.GetProductQuota, 1);
+    await w.reconcile();
+    assert.equal(ali.calls.GetProductQuota, 1, 'kept: a quota is not read on every pass');
+  });
+
+  test('no permission to read the quota (RAM.PERMISSION.DENIED): the documented 200, and one warning naming quotas:GetProductQuota', async () => {
+    await ali.close(); await w.close();
+    await setup(NET, new AccountLimits({ ttlMs: 0, retryMs: 0 }));
+    ali.pendingPolls = 0;
+    ali.forbid.GetProductQuota = Infinity;
+    ali.routeLimit = 250; // what the account has, unread
+    fillTable('vtb-sys', 199);
+    ali.addInstance({ id: 'i-1', network: 'net' });
+    ali.addInstance({ id: 'i-2', network: 'net' });
+    const r = await w.reconcile();
+    assert.equal(r.created, 1, 'the documented 200, not the unread 250');
+    const why = "no permission to read the account's quota of route entries per route table (grant quotas:GetProductQuota)";
+    assert.deepEqual(r.tables, [{ what: 'route table vtb-sys', used: 200, limit: 200, source: 'default', why }]);
+    assert.deepEqual(Object.values(r.pending), ['route pending: route table vtb-sys full (200 of 200, documented default)']);
+    await w.reconcile();
+    await w.reconcile();
+    assert.equal(ali.calls.GetProductQuota, 3);
+    const said = warnings(w.logs, 'route limit not read from the account');
+    assert.equal(said.length, 1, said.join('\n'));
+    assert.match(said[0]!, /ali-vpc network net: the route limit is the documented default, 200, because no permission .*grant quotas:GetProductQuota/);
+  });
+
+  test('the stand-in: Quota Center answers as documented, and refuses what the service refuses', async () => {
+    const q = new RPCClient({ endpoint: ali.url, apiVersion: '2020-05-10', accessKeyId: FAKE_CREDENTIALS.accessKeyId, accessKeySecret: FAKE_CREDENTIALS.secretAccessKey });
+    const get = (params: object) => q.request<{ Quota: { TotalQuota: number; TotalUsage: number } }>('GetProductQuota', params, { method: 'POST' });
+    const region = [{ Key: 'regionId', Value: 'cn-hangzhou' }];
+    ali.addEntry({ tableId: 'vtb-b', destination: '172.20.0.0/24', nextHopType: 'VpnGateway', nextHopId: 'vpn-1' });
+    const ok = await get({ ProductCode: 'vpc', QuotaActionCode: 'vpc_quota_route_entrys_num', Dimensions: region });
+    assert.deepEqual([ok.Quota.TotalQuota, ok.Quota.TotalUsage], [200, 1]);
+    const code = (e: unknown) => (e as { code?: string }).code;
+    await assert.rejects(get({ QuotaActionCode: 'vpc_quota_route_entrys_num', Dimensions: region }), (e) => code(e) === 'MissingProductCode');
+    await assert.rejects(get({ ProductCode: 'vpc', QuotaActionCode: 'vpc_quota_no_such', Dimensions: region }), (e) => code(e) === 'QUOTA.NOT.FOUND');
+    await assert.rejects(get({ ProductCode: 'vpc', QuotaActionCode: 'vpc_quota_route_entrys_num' }), (e) => code(e) === 'QUOTA.DIMENSION.MISS');
+    await assert.rejects(get({ ProductCode: 'vpc', QuotaActionCode: 'vpc_quota_route_entrys_num', Dimensions: [{ Key: 'zoneId', Value: 'cn-hangzhou-a' }] }), (e) => code(e) === 'QUOTA.DIMENSION.UNSUPPORT');
+    ali.forbid.GetProductQuota = 1;
+    await assert.rejects(get({ ProductCode: 'vpc', QuotaActionCode: 'vpc_quota_route_entrys_num', Dimensions: region }), (e) => code(e) === 'RAM.PERMISSION.DENIED');
   });
 
   test('TaskConflict and throttling are retried and still converge; changes in one VPC never overlap', async () => {

@@ -4,11 +4,12 @@
 import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseNetConf } from '../../core/config.js';
-import { ROUTE_DESCRIPTION, routeName } from '../../control/routes/clouds/cloud.js';
+import { ROUTE_DESCRIPTION, describePool, routeName } from '../../control/routes/clouds/cloud.js';
 import { GceCloud } from '../../control/routes/clouds/gce.js';
+import { AccountLimits } from '../../control/routes/clouds/quota.js';
 import { FakeGce } from '../fakes/gce.js';
 import { removeTempDirs } from '../helpers/procs.js';
-import { callsSince, subnetOf, world, type World } from '../helpers/clouds.js';
+import { callsSince, subnetOf, warnings, world, type World } from '../helpers/clouds.js';
 
 after(() => removeTempDirs());
 
@@ -20,10 +21,10 @@ describe('gce (Compute REST fake, real SDK)', () => {
   let cloud: GceCloud;
   let w: World;
 
-  async function setup(conf: object = NET) {
+  async function setup(conf: object = NET, limits?: AccountLimits) {
     gce = new FakeGce('test-project');
     const url = await gce.start();
-    cloud = new GceCloud({ endpoint: url, project: 'test-project', accessToken: 'test-token', backoffMs: 20 });
+    cloud = new GceCloud({ endpoint: url, project: 'test-project', accessToken: 'test-token', backoffMs: 20, ...(limits ? { limits } : {}) });
     w = await world(cloud, { net: conf });
   }
   beforeEach(async () => setup());
@@ -120,8 +121,8 @@ describe('gce (Compute REST fake, real SDK)', () => {
     assert.equal(r.created, 3);
     assert.equal(gce.calls['routes.insert'], 3);
     assert.deepEqual(Object.values(r.pending), [
-      'route pending: route quota of project test-project full (5 of 5)',
-      'route pending: route quota of project test-project full (5 of 5)',
+      'route pending: route quota of project test-project full (5 of 5, Backend.RouteLimit)',
+      'route pending: route quota of project test-project full (5 of 5, Backend.RouteLimit)',
     ]);
     await w.reconcile();
     assert.equal(gce.calls['routes.insert'], 3, 'no insert past the limit');
@@ -133,10 +134,67 @@ describe('gce (Compute REST fake, real SDK)', () => {
     assert.equal(r2.created, 1);
     const firstWaiting = [...gce.instances.values()].find((i) => i.id === waiting[0])!.name;
     assert.ok(Object.values(gce.routeMap()).includes(firstWaiting), 'the older of the two waiting got the room');
+    assert.equal(gce.calls['projects.get'], undefined, 'Backend.RouteLimit given: the quota is not even read');
+  });
+
+  /** Static routes of another network of the project, none of them twill's. */
+  function otherNetworkRoutes(n: number) {
+    for (let i = 0; i < n; i++) gce.addRoute({ name: `blue-${i}`, destRange: `172.20.${i}.0/24`, nextHopIp: '10.0.0.1', network: gce.networkUrl('blue') });
+  }
+
+  test("the project's ROUTES quota raised to 120: read through projects.get, and other networks' routes take their share of it", async () => {
+    gce.routeLimit = 120;
+    otherNetworkRoutes(100);
+    for (let i = 0; i < 22; i++) gce.addInstance({ name: `n${i}`, twill: 'net' });
+    const r = await w.reconcile();
+    assert.equal(r.created, 20, 'the quota less the 100 routes of network blue');
+    assert.deepEqual(Object.values(r.pending), Array(2).fill('route pending: route quota of project test-project full (120 of 120, account quota)'));
+    assert.deepEqual(r.tables, [{ what: 'route quota of project test-project', used: 120, limit: 120, source: 'quota' }]);
+    assert.equal(describePool(r.tables[0]!), 'route quota of project test-project: 120 of 120 (account quota)');
+    assert.deepEqual((await w.store.getRouteTables('net'))?.tables, r.tables);
+    assert.equal(gce.calls['projects.get'], 1);
+    await w.reconcile();
+    assert.equal(gce.calls['projects.get'], 1, 'kept: a quota is not read on every pass');
+  });
+
+  test("another network's routes take room from twill's, and give it back when they go", async () => {
+    gce.routeLimit = 5;
+    for (const n of ['a', 'b', 'c', 'd']) gce.addInstance({ name: n, twill: 'net' });
+    otherNetworkRoutes(3);
+    const r = await w.reconcile();
+    assert.equal(r.created, 2);
+    assert.deepEqual(r.tables, [{ what: 'route quota of project test-project', used: 5, limit: 5, source: 'quota' }]);
+    // Network blue's routes go: room for the two waiting.
+    for (const k of [...gce.routes.keys()].filter((k) => k.startsWith('blue-'))) gce.routes.delete(k);
+    const r2 = await w.reconcile();
+    assert.equal(r2.created, 2);
+    assert.equal(Object.keys(r2.pending).length, 0);
+  });
+
+  test('no permission to read the quota (403 on projects.get): the documented 100, and one warning naming compute.projects.get', async () => {
+    await cloud.close(); await gce.close(); await w.close();
+    await setup(NET, new AccountLimits({ ttlMs: 0, retryMs: 0 }));
+    gce.deny['projects.get'] = Infinity;
+    gce.routeLimit = 300; // what the project has, unread
+    otherNetworkRoutes(99);
+    gce.addInstance({ name: 'a', twill: 'net' });
+    gce.addInstance({ name: 'b', twill: 'net' });
+    const r = await w.reconcile();
+    assert.equal(r.created, 1, 'the documented 100, not the unread 300');
+    const why = "no permission to read the ROUTES quota of project test-project (grant compute.projects.get)";
+    assert.deepEqual(r.tables, [{ what: 'route quota of project test-project', used: 100, limit: 100, source: 'default', why }]);
+    assert.deepEqual(Object.values(r.pending), ['route pending: route quota of project test-project full (100 of 100, documented default)']);
+    await w.reconcile();
+    await w.reconcile();
+    assert.equal(gce.calls['projects.get'], 3);
+    const said = warnings(w.logs, 'route limit not read from the account');
+    assert.equal(said.length, 1, said.join('\n'));
+    assert.match(said[0]!, /gce network net: the route limit is the documented default, 100, because no permission .*grant compute\.projects\.get/);
   });
 
   for (const style of ['http', 'operation'] as const) {
     test(`a quota lower than RouteLimit (403 QUOTA_EXCEEDED, ${style === 'http' ? 'on the insert' : 'in the operation'}) makes the node pending`, async () => {
+      await w.controller.applyNetwork('net', parseNetConf({ ...NET, Backend: { Type: 'gce', RouteLimit: 10 } }, {}));
       gce.routeLimit = 1;
       gce.quotaStyle = style;
       gce.addInstance({ name: 'a', twill: 'net' });

@@ -129,7 +129,7 @@ describe('route reconcile (simulated cloud)', () => {
     const r1 = await e.run();
     assert.equal(r1.created, 3);
     assert.deepEqual(Object.keys(r1.pending).sort(), ['n4', 'n5']);
-    assert.equal(r1.pending.n4, 'route pending: route table full (3 of 3)');
+    assert.equal(r1.pending.n4, 'route pending: route table full (3 of 3, Backend.RouteLimit)');
     assert.equal(e.cloud.calls.CreateRoute, 3, 'no create call past the limit');
     assert.equal(e.metrics.render().match(/twill_route_pending\{network="net",node="n\d"\} 1/g)?.length, 2);
     assert.match(e.metrics.render(), /twill_routes\{network="net"\} 3/);
@@ -139,7 +139,7 @@ describe('route reconcile (simulated cloud)', () => {
     assert.equal(pendingLogs(), 2, 'logged once, not on every reconcile');
     assert.equal(e.cloud.calls.CreateRoute, 3);
     const status = await e.store.listRouteStatus('net');
-    assert.equal(status.find((s) => s.node === 'n4')?.reason, 'route pending: route table full (3 of 3)');
+    assert.equal(status.find((s) => s.node === 'n4')?.reason, 'route pending: route table full (3 of 3, Backend.RouteLimit)');
 
     // n2 leaves: n4 (older than n5) gets the room, n5 keeps waiting.
     e.vpc.terminate('n2');
@@ -178,7 +178,7 @@ describe('route reconcile (simulated cloud)', () => {
     // The table now holds 5 routes against a limit of 3: a newcomer waits, the counting includes other tools' routes.
     e.vpc.start('b', 'net');
     const r2 = await e.run();
-    assert.equal(r2.pending.b, 'route pending: route table full (5 of 3)');
+    assert.equal(r2.pending.b, 'route pending: route table full (5 of 3, Backend.RouteLimit)');
     assert.equal(routeMap(e.vpc)[sa], 'a');
   });
 

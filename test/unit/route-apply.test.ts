@@ -109,7 +109,7 @@ describe('route applier', () => {
     });
     const ctx = e.ctx(aws);
     const inst = (id: string): CloudInstance => ({ id, state: 'running', target: id, tables: [T], needsPrepare: true });
-    const ledger = new PoolLedger([{ id: T, what: 'route table', used: 2, limit: 2 }], [{ id: T, pool: T }]);
+    const ledger = new PoolLedger([{ id: T, what: 'route table', used: 2, limit: 2, source: 'RouteLimit' }], [{ id: T, pool: T }]);
     const r = await applyJobs(ctx, [
       { node: 'a', prepare: inst('a'), replace: [], create: [want('a', '10.10.1.0/24')] },
       { node: 'b', prepare: inst('b'), replace: [], create: [want('b', '10.10.2.0/24')] },
@@ -128,7 +128,7 @@ describe('route applier', () => {
     e.vpc.addRoute({ table: T, destination: '10.20.0.0/16', target: 'pcx-1', hop: 'gateway', description: '' }, 50);
     const ctx = e.ctx();
     // twill counted room the table does not have (the quota is lower than it was told).
-    const ledger = new PoolLedger([{ id: T, what: 'route table', used: 1, limit: 5 }], [{ id: T, pool: T }]);
+    const ledger = new PoolLedger([{ id: T, what: 'route table', used: 1, limit: 5, source: 'RouteLimit' }], [{ id: T, pool: T }]);
     const r = await applyJobs(ctx, [{ node: 'a', replace: [], create: [want('a', '10.10.1.0/24')] }], ledger);
     assert.deepEqual(r, { prepared: 0, replaced: 0, created: 0 });
     assert.deepEqual(ctx.notes.get('a'), { state: 'pending', reason: `route pending: route table ${T} is full (2 of 2)` });

@@ -27,20 +27,26 @@
 // backoff within the change's deadline (changeTimeoutMs, and the caller's
 // own deadline, e.g. the Lambda invocation's end): a change that cannot
 // finish in time fails for this reconcile, and the next one makes it.
+//
+// Limit: the account's custom route entries per route table as Quota Center
+// has it (GetProductQuota vpc/vpc_quota_route_entrys_num in the region,
+// "VPC quotas": 200 by default), with the network's own key, kept as quota.ts
+// says; the key needs quotas:GetProductQuota. Without it, the documented 200.
 import RPCClient from '@alicloud/pop-core';
 import type { AliVpcBackend } from '../../../core/config.js';
 import { TwillError, errorMessage } from '../../../core/errors.js';
 import { type Locks } from '../../store/locks.js';
 import {
-  CloudError, KeyedMutex, MEMBER_TAG, ROUTE_DESCRIPTION, RouteLimitError, callError, routeLimit, routeName, sleep, withRetry,
+  CloudError, KeyedMutex, MEMBER_TAG, ROUTE_DESCRIPTION, RouteLimitError, callError, routeName, sleep, withRetry,
   type Cloud, type CloudInstance, type CloudRoute, type DesiredRoute, type InstanceRef, type InstanceState,
   type NetworkRef, type NetworkSnapshot, type RoutePool, type RouteTable,
 } from './cloud.js';
+import { AccountLimits, type QuotaReading } from './quota.js';
 
 export interface AliOptions {
   /** default: ALIBABA_CLOUD_REGION_ID or ALICLOUD_REGION */
   region?: string;
-  /** one endpoint for both ECS and VPC, e.g. a local one; default https://ecs.<region>.aliyuncs.com and https://vpc.<region>.aliyuncs.com */
+  /** one endpoint for ECS, VPC and Quota Center, e.g. a local one; default https://ecs.<region>.aliyuncs.com, https://vpc.<region>.aliyuncs.com and https://quotas.aliyuncs.com */
   endpoint?: string;
   /** for reading an instance named by an event, when no network's credentials apply; default ACCESS_KEY_ID / ACCESS_KEY_SECRET */
   accessKeyId?: string;
@@ -59,6 +65,8 @@ export interface AliOptions {
   deadline?: () => number | undefined;
   /** a VPC lock shared with other processes or function instances (the store's); without it, changes are serialized in this process only */
   locks?: Locks;
+  /** how long quota readings are kept (quota.ts) */
+  limits?: AccountLimits;
 }
 
 interface AliInstance {
@@ -81,6 +89,12 @@ interface AliEntry {
 const STATES: Record<string, InstanceState | undefined> = { Pending: 'pending', Starting: 'pending', Running: 'running', Stopping: 'stopping', Stopped: 'stopped' };
 const ECS_VERSION = '2014-05-26';
 const VPC_VERSION = '2016-04-28';
+const QUOTAS_VERSION = '2020-05-10';
+/** Quota Center's code of "custom route entries per route table" (Alibaba Cloud's "VPC quotas"). */
+export const ROUTE_ENTRIES_QUOTA = { ProductCode: 'vpc', QuotaActionCode: 'vpc_quota_route_entrys_num' } as const;
+const QUOTA_PERMISSION = 'quotas:GetProductQuota';
+// Quota Center's own refusal (its error codes: RAM.PERMISSION.DENIED), and the gateway's.
+const isDenied = (e: unknown) => /^(RAM\.PERMISSION\.DENIED|RAM\.VERIFICATION\.ERROR|Forbidden\.RAM|Forbidden|NoPermission)$/.test(codeOf(e));
 
 const codeOf = (e: unknown): string => (typeof e === 'object' && e !== null && 'code' in e ? String((e as { code: unknown }).code) : '');
 // The VPC (or the entry) is busy with another change, or Alibaba throttled
@@ -99,7 +113,7 @@ function aliError(what: string, e: unknown): TwillError {
   return callError(what, new Error(errorMessage(e).replace(/, URL: .*$/s, '')));
 }
 
-interface Clients { ecs: RPCClient; vpc: RPCClient }
+interface Clients { ecs: RPCClient; vpc: RPCClient; quotas: RPCClient }
 
 export class AliCloud implements Cloud {
   readonly kind = 'ali' as const;
@@ -111,10 +125,12 @@ export class AliCloud implements Cloud {
   /** route table -> VPC, learnt from snapshots: a change locks its VPC */
   private readonly tableVpc = new Map<string, string>();
   private readonly opts: AliOptions;
+  private readonly limits: AccountLimits;
   readonly region: string;
 
   constructor(opts: AliOptions = {}) {
     this.opts = opts;
+    this.limits = opts.limits ?? new AccountLimits();
     this.concurrency = opts.concurrency ?? 4;
     const region = opts.region ?? process.env.ALIBABA_CLOUD_REGION_ID ?? process.env.ALICLOUD_REGION;
     if (!region) throw new TwillError('NoRegion', 'no Alibaba Cloud region: set --cloud-region or ALIBABA_CLOUD_REGION_ID (e.g. cn-hangzhou)');
@@ -124,9 +140,10 @@ export class AliCloud implements Cloud {
   private clientsFor(accessKeyId: string, accessKeySecret: string): Clients {
     let c = this.clients.get(accessKeyId);
     if (!c) {
-      const make = (product: 'ecs' | 'vpc', apiVersion: string) =>
-        new RPCClient({ endpoint: this.opts.endpoint ?? `https://${product}.${this.region}.aliyuncs.com`, apiVersion, accessKeyId, accessKeySecret });
-      c = { ecs: make('ecs', ECS_VERSION), vpc: make('vpc', VPC_VERSION) };
+      const make = (host: string, apiVersion: string) =>
+        new RPCClient({ endpoint: this.opts.endpoint ?? `https://${host}`, apiVersion, accessKeyId, accessKeySecret });
+      // Quota Center has one endpoint for every region; the quota's region is a dimension of the request.
+      c = { ecs: make(`ecs.${this.region}.aliyuncs.com`, ECS_VERSION), vpc: make(`vpc.${this.region}.aliyuncs.com`, VPC_VERSION), quotas: make('quotas.aliyuncs.com', QUOTAS_VERSION) };
       this.clients.set(accessKeyId, c);
     }
     return c;
@@ -151,6 +168,25 @@ export class AliCloud implements Cloud {
         if (!isBusy(e) || Date.now() + delay >= until) throw e;
         await sleep(delay);
       }
+    }
+  }
+
+  /** The account's custom route entries per route table in this region, or why it could not be read. */
+  private async readQuota(c: Clients): Promise<QuotaReading> {
+    const { ProductCode, QuotaActionCode } = ROUTE_ENTRIES_QUOTA;
+    try {
+      const r = await withRetry(
+        () => c.quotas.request<{ Quota?: { TotalQuota?: number; TotalUsage?: number } }>('GetProductQuota', {
+          ProductCode, QuotaActionCode, Dimensions: [{ Key: 'regionId', Value: this.region }],
+        }, { method: 'POST', timeout: REQUEST_TIMEOUT_MS }),
+        { attempts: 3, baseMs: this.opts.backoffMs ?? 500, maxMs: 5_000, retryable: isBusy },
+      );
+      const total = Number(r.Quota?.TotalQuota);
+      if (!(total >= 1)) return { ok: false, denied: false, why: `Quota Center gave no value for ${ProductCode}/${QuotaActionCode} in ${this.region}` };
+      return { ok: true, limit: Math.floor(total) };
+    } catch (e) {
+      if (isDenied(e)) return { ok: false, denied: true, why: `no permission to read the account's quota of route entries per route table (grant ${QUOTA_PERMISSION})` };
+      return { ok: false, denied: false, why: aliError(`the quota ${ProductCode}/${QuotaActionCode} could not be read (GetProductQuota)`, e).message };
     }
   }
 
@@ -245,7 +281,8 @@ export class AliCloud implements Cloud {
     }
     for (const t of recordedTables) if (known.has(t)) managed.add(t);
 
-    const limit = routeLimit(net.config);
+    const b = net.config.Backend as AliVpcBackend;
+    const { limit, warning } = await this.limits.limitOf(net, `${this.region}\u0000${b.AccessKeyID}`, () => this.readQuota(c));
     const pools: RoutePool[] = [];
     const outTables: RouteTable[] = [];
     const routes: CloudRoute[] = [];
@@ -258,7 +295,7 @@ export class AliCloud implements Cloud {
       }
       outTables.push({ id, pool: id });
       // Only custom entries count against the table's quota; system entries (vSwitch CIDRs) do not.
-      pools.push({ id, what: `route table ${id}`, limit, used: entries.filter((e) => e.Type === 'Custom').length });
+      pools.push({ id, what: `route table ${id}`, ...limit, used: entries.filter((e) => e.Type === 'Custom').length });
       for (const e of entries) {
         if (e.Type !== 'Custom' || !e.DestinationCidrBlock || e.DestinationCidrBlock.includes(':')) continue;
         // Going away already (another process's delete): not a route to keep or delete; it still counts above until gone.
@@ -276,7 +313,7 @@ export class AliCloud implements Cloud {
         });
       }
     }
-    return { instances, tables: outTables, pools, routes };
+    return { instances, tables: outTables, pools, routes, ...(warning ? { warnings: [warning] } : {}) };
   }
 
   private lockKey(table: string): string {

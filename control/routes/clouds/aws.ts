@@ -15,23 +15,39 @@
 // Rate: EC2 allows about 5 mutating calls per second per action. The SDK's
 // adaptive retry mode backs off on RequestLimitExceeded and slows the client
 // down after throttling; the reconcile keeps a few calls in flight at most.
+//
+// Limit: the account's "Routes per route table" as Service Quotas applies it
+// (GetServiceQuota vpc/L-93826ACB, "Amazon VPC quotas": 50 by default, up to
+// 1,000), read through @aws-sdk/client-service-quotas and kept as quota.ts
+// says; it needs servicequotas:GetServiceQuota. Without it, or when Service
+// Quotas holds no applied value, the documented 50.
 import {
   CreateRouteCommand, DeleteRouteCommand, DescribeInstancesCommand, DescribeRouteTablesCommand, EC2Client,
   ModifyNetworkInterfaceAttributeCommand, ReplaceRouteCommand,
   type Filter, type Instance, type RouteTable,
 } from '@aws-sdk/client-ec2';
+import { GetServiceQuotaCommand, ServiceQuotasClient } from '@aws-sdk/client-service-quotas';
 import type { AwsVpcBackend } from '../../../core/config.js';
+import { errorMessage } from '../../../core/errors.js';
 import {
-  CloudError, MEMBER_TAG, RouteLimitError, callError, routeLimit,
+  CloudError, MEMBER_TAG, RouteLimitError, callError,
   type Cloud, type CloudInstance, type CloudRoute, type DesiredRoute, type InstanceRef, type InstanceState,
   type NetworkRef, type NetworkSnapshot, type RoutePool, type RouteTable as Table,
 } from './cloud.js';
+import { AccountLimits, type QuotaReading } from './quota.js';
 
 export interface AwsOptions {
   /** default: the SDK's region chain (AWS_REGION, the profile) */
   region?: string;
-  /** default: the SDK's endpoint chain (AWS_ENDPOINT_URL_EC2, AWS_ENDPOINT_URL, the region's endpoint) */
+  /**
+   * EC2's endpoint and, unless quotasEndpoint is given, Service Quotas' too:
+   * every call goes where it was pointed. Default: the SDK's endpoint chain
+   * (AWS_ENDPOINT_URL_EC2 and AWS_ENDPOINT_URL_SERVICE_QUOTAS, AWS_ENDPOINT_URL,
+   * the region's endpoints)
+   */
   endpoint?: string;
+  /** Service Quotas' endpoint, where it differs from endpoint */
+  quotasEndpoint?: string;
   /** default: the SDK's credential chain (environment, profile, IAM role) */
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   /** attempts per call including throttled ones; default 10 */
@@ -39,7 +55,13 @@ export interface AwsOptions {
   /** mutating calls in flight at once; default 4 */
   concurrency?: number;
   client?: EC2Client;
+  /** how long quota readings are kept (quota.ts) */
+  limits?: AccountLimits;
 }
+
+/** Service Quotas' code of Amazon VPC's "Routes per route table" ("Amazon VPC quotas", Route tables). */
+export const ROUTES_PER_TABLE = { ServiceCode: 'vpc', QuotaCode: 'L-93826ACB' } as const;
+const QUOTA_PERMISSION = 'servicequotas:GetServiceQuota';
 
 const STATES: Record<string, InstanceState | undefined> = { pending: 'pending', running: 'running', stopping: 'stopping', stopped: 'stopped' };
 /** Instances in these states are members; shutting-down and terminated ones have left. */
@@ -71,16 +93,50 @@ export class AwsCloud implements Cloud {
   readonly canReplace = true;
   readonly concurrency: number;
   readonly ec2: EC2Client;
+  readonly quotas: ServiceQuotasClient;
+  private readonly limits: AccountLimits;
 
   constructor(opts: AwsOptions = {}) {
     this.concurrency = opts.concurrency ?? 4;
-    this.ec2 = opts.client ?? new EC2Client({
+    const common = {
       ...(opts.region ? { region: opts.region } : {}),
-      ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
       ...(opts.credentials ? { credentials: opts.credentials } : {}),
+    };
+    this.ec2 = opts.client ?? new EC2Client({
+      ...common,
+      ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
       retryMode: 'adaptive',
       maxAttempts: opts.maxAttempts ?? 10,
     });
+    const quotasEndpoint = opts.quotasEndpoint ?? opts.endpoint;
+    // A few quick tries: a quota that cannot be read costs the reconcile a default, never its time.
+    this.quotas = new ServiceQuotasClient({
+      ...common,
+      ...(quotasEndpoint ? { endpoint: quotasEndpoint } : {}),
+      maxAttempts: 2,
+      requestHandler: { connectionTimeout: 3_000, requestTimeout: 10_000 },
+    });
+    this.limits = opts.limits ?? new AccountLimits();
+  }
+
+  /** The applied "Routes per route table" of the account in this region, or why it could not be read. */
+  private async readQuota(): Promise<QuotaReading> {
+    const { ServiceCode, QuotaCode } = ROUTES_PER_TABLE;
+    try {
+      const r = await this.quotas.send(new GetServiceQuotaCommand({ ServiceCode, QuotaCode }));
+      const value = r.Quota?.Value;
+      if (typeof value !== 'number' || !(value >= 1)) return { ok: false, denied: false, why: `Service Quotas gave no value for ${ServiceCode}/${QuotaCode}` };
+      return { ok: true, limit: Math.floor(value) };
+    } catch (e) {
+      const name = errorName(e);
+      if (name === 'AccessDeniedException' || name === 'AccessDenied') {
+        return { ok: false, denied: true, why: `no permission to read the account's quota "Routes per route table" (grant ${QUOTA_PERMISSION})` };
+      }
+      if (name === 'NoSuchResourceException') {
+        return { ok: false, denied: false, why: `Service Quotas holds no applied value for ${ServiceCode}/${QuotaCode} in this region` };
+      }
+      return { ok: false, denied: false, why: `the quota could not be read (${QUOTA_PERMISSION} ${ServiceCode}/${QuotaCode}): ${errorMessage(e)}` };
+    }
   }
 
   private async instances(filters: Filter[], ids?: string[]): Promise<Instance[]> {
@@ -181,7 +237,7 @@ export class AwsCloud implements Cloud {
     for (const t of configured) managed.add(t);
     for (const t of recordedTables) if (byId.has(t)) managed.add(t);
 
-    const limit = routeLimit(net.config);
+    const { limit, warning } = await this.limits.limitOf(net, `${ROUTES_PER_TABLE.ServiceCode}/${ROUTES_PER_TABLE.QuotaCode}`, () => this.readQuota());
     const pools: RoutePool[] = [];
     const outTables: Table[] = [];
     const routes: CloudRoute[] = [];
@@ -191,7 +247,7 @@ export class AwsCloud implements Cloud {
       outTables.push({ id, pool: id });
       // AWS counts every route that was not propagated, the local route included.
       const counted = (t.Routes ?? []).filter((r) => r.Origin !== 'EnableVgwRoutePropagation');
-      pools.push({ id, what: `route table ${id}`, limit, used: counted.length });
+      pools.push({ id, what: `route table ${id}`, ...limit, used: counted.length });
       for (const r of t.Routes ?? []) {
         if (!r.DestinationCidrBlock) continue; // IPv6 and prefix-list routes are never twill's
         const target = r.NetworkInterfaceId ?? r.InstanceId;
@@ -207,7 +263,7 @@ export class AwsCloud implements Cloud {
         });
       }
     }
-    return { instances, tables: outTables, pools, routes };
+    return { instances, tables: outTables, pools, routes, ...(warning ? { warnings: [warning] } : {}) };
   }
 
   async prepareInstance(_net: NetworkRef, inst: CloudInstance): Promise<void> {
@@ -276,5 +332,6 @@ export class AwsCloud implements Cloud {
 
   async close(): Promise<void> {
     this.ec2.destroy();
+    this.quotas.destroy();
   }
 }

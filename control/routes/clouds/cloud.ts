@@ -51,18 +51,42 @@ export const MEMBER_TAG = 'twill-network';
 
 /**
  * Route limits as the clouds document their defaults (each type's spec says
- * where): AWS 50 routes per route table, GCE 100 routes per project, Ali 50
- * custom entries per route table. Backend.RouteLimit overrides them for
- * accounts with a raised quota.
+ * where): AWS 50 routes per route table, GCE 100 routes per project, Ali 200
+ * custom entries per route table. The account's own quota is read where the
+ * cloud lets twill read it (quota.ts); Backend.RouteLimit overrides both.
  */
 const DEFAULT_ROUTE_LIMIT = Object.fromEntries(
   CLOUD_BACKEND_TYPES.map((t) => [t, BACKEND_SPECS[t].cloud?.routeLimit as number]),
 ) as Record<CloudBackendType, number>;
 
+export function defaultRouteLimit(type: CloudBackendType): number {
+  return DEFAULT_ROUTE_LIMIT[type];
+}
+
+/** The limit known without asking the account: Backend.RouteLimit, else the documented default. */
 export function routeLimit(config: NetConf): number {
   const b = config.Backend;
   if (!isCloudBackend(b.Type)) throw new TwillError('NotCloudNetwork', `backend ${b.Type} has no VPC routes`);
   return ('RouteLimit' in b && b.RouteLimit) || DEFAULT_ROUTE_LIMIT[b.Type];
+}
+
+/**
+ * Where a pool's limit came from: the account's quota as the cloud reports
+ * it, Backend.RouteLimit, or the cloud's documented default (the quota could
+ * not be read, or the cloud has none to read: the simulated one).
+ */
+export type LimitSource = 'quota' | 'RouteLimit' | 'default';
+
+const LIMIT_LABELS: Record<LimitSource, string> = { quota: 'account quota', RouteLimit: 'Backend.RouteLimit', default: 'documented default' };
+
+/** A limit's source in a few words, for status lines: "account quota". */
+export function limitLabel(source: LimitSource): string {
+  return LIMIT_LABELS[source];
+}
+
+/** "route table rtb-1: 48 of 50 (account quota)", and why a default was used when known. */
+export function describePool(p: Pick<RoutePool, 'what' | 'used' | 'limit' | 'source' | 'why'>): string {
+  return `${p.what}: ${p.used} of ${p.limit} (${limitLabel(p.source)}${p.why ? `: ${p.why}` : ''})`;
 }
 
 /** Instance states, the same words for every cloud. */
@@ -115,6 +139,10 @@ export interface RoutePool {
   /** for messages: "route table rtb-0abc", "project my-project" */
   what: string;
   limit: number;
+  /** where the limit came from */
+  source: LimitSource;
+  /** why the documented default: what kept the account's quota from being read */
+  why?: string;
   /** routes present now, of every owner (twill's, other tools', the cloud's own) */
   used: number;
 }
@@ -135,6 +163,8 @@ export interface NetworkSnapshot {
    * routes (ownership 'marked') returns only marked ones.
    */
   routes: CloudRoute[];
+  /** what the reconcile logs as a warning: said once per network and reason in a process (a quota that could not be read) */
+  warnings?: string[];
 }
 
 /** What a cloud is told about the network it reads or writes. */

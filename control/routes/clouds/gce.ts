@@ -12,14 +12,23 @@
 // priority 1000 and the instance's selfLink as next hop. Routes cannot be
 // changed in place, so a retarget is a delete and an insert; every insert and
 // delete waits for its operation.
-import { GlobalOperationsClient, InstancesClient, RoutesClient, type protos } from '@google-cloud/compute';
+//
+// Limit: the project's ROUTES quota as Compute Engine reports it
+// (projects.get: quotas[] metric ROUTES, its limit and usage), kept as
+// quota.ts says; it needs compute.projects.get. Its usage counts the static
+// routes of every network of the project, as the count from routes.list
+// does: the room is the limit less both, whichever is more, so other
+// networks' routes leave less room for twill's. Without the permission, the
+// documented 100.
+import { GlobalOperationsClient, InstancesClient, ProjectsClient, RoutesClient, type protos } from '@google-cloud/compute';
 import { OAuth2Client } from 'google-auth-library';
 import { TwillError, errorMessage } from '../../../core/errors.js';
 import {
-  MEMBER_TAG, ROUTE_DESCRIPTION, RouteLimitError, callError, routeLimit, routeName, withRetry,
+  MEMBER_TAG, ROUTE_DESCRIPTION, RouteLimitError, callError, routeName, withRetry,
   type Cloud, type CloudInstance, type CloudRoute, type DesiredRoute, type InstanceRef, type InstanceState,
   type NetworkRef, type NetworkSnapshot,
 } from './cloud.js';
+import { AccountLimits, type QuotaReading } from './quota.js';
 
 type IOperation = protos.google.cloud.compute.v1.IOperation;
 
@@ -40,7 +49,11 @@ export interface GceOptions {
   attempts?: number;
   /** first backoff after a rate limit, in ms; default 500 */
   backoffMs?: number;
+  /** how long quota readings are kept (quota.ts) */
+  limits?: AccountLimits;
 }
+
+const QUOTA_PERMISSION = 'compute.projects.get';
 
 const COMPUTE_BASE = 'https://www.googleapis.com/compute/v1/';
 
@@ -74,6 +87,8 @@ const isRateLimited = (e: unknown) => {
 const isQuota = (e: unknown) => /quotaExceeded|QUOTA_EXCEEDED|Quota '\w+' exceeded/i.test(httpReason(e)) && !isRateLimited(e);
 const isAlreadyExists = (e: unknown) => /alreadyExists|already exists/i.test(httpReason(e));
 const isNotFound = (e: unknown) => (e as GoogleErrorish)?.code === 5 || /notFound|was not found/i.test(httpReason(e));
+// 403 forbidden, as the REST transport maps it (PERMISSION_DENIED), or in Google's words.
+const isForbidden = (e: unknown) => !isRateLimited(e) && ((e as GoogleErrorish)?.code === 7 || /\bforbidden\b|PERMISSION_DENIED|Required '[\w.]+' permission/i.test(httpReason(e)));
 
 /** What an operation that ended in error says, as an Error the classifiers above understand. */
 function operationError(op: IOperation): Error | undefined {
@@ -92,6 +107,8 @@ export class GceCloud implements Cloud {
   private readonly instancesClient: InstancesClient;
   private readonly routesClient: RoutesClient;
   private readonly operationsClient: GlobalOperationsClient;
+  private readonly projectsClient: ProjectsClient;
+  private readonly limits: AccountLimits;
   private projectId?: string;
   private readonly retry: { attempts: number; baseMs: number };
 
@@ -118,6 +135,21 @@ export class GceCloud implements Cloud {
     this.instancesClient = new InstancesClient(clientOpts);
     this.routesClient = new RoutesClient(clientOpts);
     this.operationsClient = new GlobalOperationsClient(clientOpts);
+    this.projectsClient = new ProjectsClient(clientOpts);
+    this.limits = opts.limits ?? new AccountLimits();
+  }
+
+  /** The project's ROUTES quota, its limit and usage, or why it could not be read. */
+  private async readQuota(project: string): Promise<QuotaReading> {
+    try {
+      const [p] = await this.call(() => this.projectsClient.get({ project }));
+      const q = (p.quotas ?? []).find((x) => x.metric === 'ROUTES');
+      if (!q || typeof q.limit !== 'number' || !(q.limit >= 1)) return { ok: false, denied: false, why: `project ${project} reports no ROUTES quota` };
+      return { ok: true, limit: Math.floor(q.limit), ...(typeof q.usage === 'number' ? { usage: Math.ceil(q.usage) } : {}) };
+    } catch (e) {
+      if (isForbidden(e)) return { ok: false, denied: true, why: `no permission to read the ROUTES quota of project ${project} (grant ${QUOTA_PERMISSION})` };
+      return { ok: false, denied: false, why: `the ROUTES quota of project ${project} could not be read (projects.get): ${errorMessage(e)}` };
+    }
   }
 
   private async project(): Promise<string> {
@@ -212,11 +244,14 @@ export class GceCloud implements Cloud {
         ref: r.name,
       });
     }
+    const { limit, usage, warning } = await this.limits.limitOf(net, project, () => this.readQuota(project));
     return {
       instances,
       tables: [...tables].map((id) => ({ id, pool: 'project' })),
-      pools: [{ id: 'project', what: `route quota of project ${project}`, limit: routeLimit(net.config), used }],
+      // The quota's usage, when read just now, may count a route the list has not shown yet (or the other way round): the larger leaves no route without room.
+      pools: [{ id: 'project', what: `route quota of project ${project}`, ...limit, used: Math.max(used, usage ?? 0) }],
       routes,
+      ...(warning ? { warnings: [warning] } : {}),
     };
   }
 
@@ -274,6 +309,6 @@ export class GceCloud implements Cloud {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.instancesClient.close(), this.routesClient.close(), this.operationsClient.close()]);
+    await Promise.all([this.instancesClient.close(), this.routesClient.close(), this.operationsClient.close(), this.projectsClient.close()]);
   }
 }

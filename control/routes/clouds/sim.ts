@@ -17,6 +17,8 @@ import {
 } from './cloud.js';
 import { makeDirs } from '../../../core/dirs.js';
 
+const routeLimitSet = (net: NetworkRef): boolean => 'RouteLimit' in net.config.Backend && !!net.config.Backend.RouteLimit;
+
 export type SimState = 'running' | 'stopped' | 'terminated';
 
 export interface SimInstance {
@@ -214,7 +216,8 @@ export class SimCloud implements Cloud {
     return {
       instances,
       tables: [{ id: table, pool: table }],
-      pools: [{ id: table, what: 'route table', limit: routeLimit(net.config), used: rows.length }],
+      // The simulated account has no quota to read: the limit is Backend.RouteLimit or the cloud's documented default.
+      pools: [{ id: table, what: 'route table', limit: routeLimit(net.config), source: routeLimitSet(net) ? 'RouteLimit' : 'default', used: rows.length }],
       routes,
     };
   }
