@@ -46,6 +46,8 @@ export interface ScenarioOptions {
    */
   ipv6?: 'dual' | 'only';
   device6?: string;
+  /** directories each host has its own of (test/helpers/netns.ts LabOptions.privateDirs) */
+  privateDirs?: string[];
 }
 
 const BROKER_NAMES: Record<Broker, string> = { embedded: 'the embedded broker', mosquitto: 'Mosquitto', iot: 'AWS IoT Core (stand-in)' };
@@ -92,7 +94,7 @@ export function overlayScenario(o: ScenarioOptions): void {
     const [h1, h2, h3] = names as [string, string, string];
 
     before(async () => {
-      c = await Cluster.create({ underlays: o.underlays, hosts: o.hosts, conf: o.conf, agentArgs: ['--ip-masq'], broker: o.broker, ipv6: o.ipv6 !== undefined });
+      c = await Cluster.create({ underlays: o.underlays, hosts: o.hosts, conf: o.conf, agentArgs: ['--ip-masq'], broker: o.broker, ipv6: o.ipv6 !== undefined, privateDirs: o.privateDirs });
       await c.startAll();
       for (const n of names) await c.addPod(n);
       await c.addPod(h1);

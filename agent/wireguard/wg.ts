@@ -1,0 +1,165 @@
+// The one way twill reads and writes a WireGuard device, kernel or
+// wireguard-go alike: wireguard-tools' `wg`. Reads are `wg show DEV dump`,
+// parsed here at the edge into records that hold no secret (the private key
+// becomes its public key, a preshared key its digest). Writes are `wg set`,
+// and a secret never travels on its argv (every process can read another's
+// argv in /proc): the private key is read by wg from its 0600 file, and the
+// PSK through a pipe on a file descriptor of its own (/dev/fd/N).
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { TwillError } from '../../core/errors.js';
+import { canonInterfaceAddress, canonIP } from '../kernel/addr.js';
+import { CommandError, DEFAULT_TIMEOUT_MS } from '../kernel/exec.js';
+
+/** What wg prints for an empty field. */
+const NONE = '(none)';
+
+export interface WgPeer {
+  publicKey: string;
+  /** sha256 of the preshared key (pskDigest), never the key; undefined: none */
+  pskDigest?: string;
+  /** "ip:port" or "[ip6]:port", canonical; undefined: none */
+  endpoint?: string;
+  /** canonical CIDRs, sorted */
+  allowedIps: string[];
+  /** seconds since the epoch of the last handshake; 0: none yet */
+  latestHandshake: number;
+  /** seconds; 0: off */
+  keepalive: number;
+}
+
+export interface WgDump {
+  /** the public key of the device's private key; undefined: it has none */
+  publicKey?: string;
+  listenPort: number;
+  peers: WgPeer[];
+}
+
+/** An endpoint as wg prints it: "10.0.0.1:51820", "[fd00::1]:51821". */
+export function endpointOf(ip: string, port: number): string | undefined {
+  const c = canonIP(ip);
+  if (!c) return undefined;
+  return c.family === 4 ? `${c.text}:${port}` : `[${c.text}]:${port}`;
+}
+
+/** An endpoint in the canonical form endpointOf gives, or undefined when it is not one. */
+export function canonEndpoint(text: string): string | undefined {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:]+):(\d{1,5})$/.exec(text);
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  const c = canonIP(m[1]!);
+  if (!c || port < 1 || port > 65535 || (c.family === 6) !== text.startsWith('[')) return undefined;
+  return endpointOf(c.text, port);
+}
+
+/** How a PSK is compared without being kept: its digest. */
+export function pskDigest(psk: string): string {
+  return createHash('sha256').update(`twill wireguard psk\n${psk}`).digest('hex');
+}
+
+/**
+ * `wg show DEV dump` as records. The first line is the device (private key,
+ * public key, listen port, fwmark), each other line a peer (public key,
+ * preshared key, endpoint, allowed ips, latest handshake, rx, tx,
+ * persistent keepalive), tab-separated. Throws on anything else, without
+ * quoting the text (it holds the private key).
+ */
+export function parseDump(text: string): WgDump {
+  const lines = text.split('\n').filter((l) => l !== '');
+  const head = lines[0]?.split('\t');
+  if (!head || head.length !== 4) throw new Error(`wg show dump: the first line has ${head?.length ?? 0} fields, not 4 (is this wireguard-tools?)`);
+  const port = Number(head[2]);
+  const dump: WgDump = { ...(head[1] !== NONE && { publicKey: head[1] }), listenPort: Number.isInteger(port) ? port : 0, peers: [] };
+  for (const [i, line] of lines.slice(1).entries()) {
+    const f = line.split('\t');
+    if (f.length !== 8) throw new Error(`wg show dump: peer line ${i + 1} has ${f.length} fields, not 8`);
+    const [publicKey, psk, endpoint, allowed, handshake, , , keepalive] = f as [string, string, string, string, string, string, string, string];
+    const ips = allowed === NONE ? [] : allowed.split(',').map((a) => canonInterfaceAddress(a.trim())?.text ?? a.trim());
+    dump.peers.push({
+      publicKey,
+      ...(psk !== NONE && { pskDigest: pskDigest(psk) }),
+      ...(endpoint !== NONE && { endpoint: canonEndpoint(endpoint) ?? endpoint }),
+      allowedIps: ips.sort(),
+      latestHandshake: Number(handshake) || 0,
+      keepalive: keepalive === 'off' ? 0 : Number(keepalive) || 0,
+    });
+  }
+  return dump;
+}
+
+/** Where a `wg set` argument takes the network's PSK: the executor gives it a pipe. */
+export const PSK_ARG = Object.freeze({ psk: true as const });
+export type WgArg = string | typeof PSK_ARG;
+
+export interface WgIO {
+  /** the device's state, or undefined when no WireGuard device of that name answers */
+  show(dev: string): Promise<WgDump | undefined>;
+  /** one `wg set DEV ...`: applied by wg as one request, in the order given */
+  set(dev: string, args: readonly WgArg[], psk?: string): Promise<void>;
+}
+
+/** The lines wg prints when the name is not a WireGuard device it can reach (no device, another kind, a dead socket). */
+const NOT_WIREGUARD = /Unable to access interface|No such device|Protocol not supported|Connection refused/;
+
+interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs wg with the given pipes on fds 3, 4, ...: each carries one secret, written and closed. */
+function runWg(argv: string[], pipes: string[], timeoutMs: number): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('wg', argv, { stdio: ['ignore', 'pipe', 'pipe', ...pipes.map(() => 'pipe' as const)], detached: true });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }, timeoutMs);
+    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    child.stderr!.on('data', (d: Buffer) => err.push(d));
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
+      reject(missing ? new TwillError('WgMissing', "wireguard-tools' wg is not installed: apt-get install wireguard-tools") : e);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+    });
+    for (const [i, secret] of pipes.entries()) {
+      const w = child.stdio[3 + i] as NodeJS.WritableStream & { on(e: 'error', f: () => void): void };
+      // wg may exit without reading (a bad argument): that is its exit code's to say.
+      w.on('error', () => {});
+      w.end(secret + '\n');
+    }
+  });
+}
+
+export function wgIO(opts: { timeoutMs?: number } = {}): WgIO {
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  return {
+    async show(dev) {
+      const argv = ['show', dev, 'dump'];
+      const r = await runWg(argv, [], timeoutMs);
+      if (r.code === 0) return parseDump(r.stdout);
+      if (NOT_WIREGUARD.test(r.stderr)) return undefined;
+      throw new CommandError(['wg', ...argv], r.code, r.stderr, r.code === null ? 'killed' : `exit code ${r.code}`);
+    },
+    async set(dev, args, psk) {
+      const pipes: string[] = [];
+      const argv = ['set', dev, ...args.map((a) => {
+        if (typeof a === 'string') return a;
+        if (psk === undefined) throw new Error('wg set: a preshared key is asked for and none was given');
+        pipes.push(psk);
+        return `/dev/fd/${2 + pipes.length}`;
+      })];
+      const r = await runWg(argv, pipes, timeoutMs);
+      if (r.code !== 0) throw new CommandError(['wg', ...argv], r.code, r.stderr, r.code === null ? 'killed' : `exit code ${r.code}`);
+    },
+  };
+}
