@@ -170,14 +170,14 @@ export function desiredDevices(input: DesiredInput): WgDesired {
       continue;
     }
     seen.set(publicKey, peer.node);
-    for (const [i, d] of layout(b, config, local).entries()) {
+    for (const d of layout(b, config, local)) {
       const spec = devices.find((x) => x.name === d.name);
       if (!spec) continue;
       const allowedIps = d.families.map((f) => subnetOf(peer, f)).filter((s): s is string => !!s).map((s) => canonNetwork(s)?.text ?? s).sort();
       if (allowedIps.length === 0) continue;
       const endpoint = peerEndpoint(b, d, peer, local);
       if (!endpoint) {
-        problems.push(`peer ${peer.node} has no public IPv${d.underlay} address for ${d.name}${i === 0 ? '' : ' (IPv6 tunnel)'}: it gets no tunnel there`);
+        problems.push(`peer ${peer.node} has no public ${b.Mode === 'auto' ? '' : `IPv${d.underlay} `}address: it gets no tunnel on ${d.name}`);
         continue;
       }
       spec.peers.push({ node: peer.node, publicKey, endpoint, allowedIps, keepalive: b.PersistentKeepaliveInterval });

@@ -8,6 +8,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { TwillError } from '../../core/errors.js';
+import { SECRET_MASK } from '../../core/secret.js';
 import { canonInterfaceAddress, canonIP } from '../kernel/addr.js';
 import { CommandError, DEFAULT_TIMEOUT_MS } from '../kernel/exec.js';
 
@@ -140,6 +141,22 @@ function runWg(argv: string[], pipes: string[], timeoutMs: number): Promise<Ran>
   });
 }
 
+/**
+ * The argv of `wg set DEV ...` and what goes down each pipe: every PSK_ARG
+ * becomes /dev/fd/3, /dev/fd/4, ..., a pipe of its own carrying the key
+ * (a pipe is read once, so each use needs its own).
+ */
+export function setArgv(dev: string, args: readonly WgArg[], psk: string | undefined): { argv: string[]; pipes: string[] } {
+  const pipes: string[] = [];
+  const argv = ['set', dev, ...args.map((a) => {
+    if (typeof a === 'string') return a;
+    if (psk === undefined) throw new Error('wg set: a preshared key is asked for and none was given');
+    pipes.push(psk);
+    return `/dev/fd/${2 + pipes.length}`;
+  })];
+  return { argv, pipes };
+}
+
 export function wgIO(opts: { timeoutMs?: number } = {}): WgIO {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   return {
@@ -151,15 +168,11 @@ export function wgIO(opts: { timeoutMs?: number } = {}): WgIO {
       throw new CommandError(['wg', ...argv], r.code, r.stderr, r.code === null ? 'killed' : `exit code ${r.code}`);
     },
     async set(dev, args, psk) {
-      const pipes: string[] = [];
-      const argv = ['set', dev, ...args.map((a) => {
-        if (typeof a === 'string') return a;
-        if (psk === undefined) throw new Error('wg set: a preshared key is asked for and none was given');
-        pipes.push(psk);
-        return `/dev/fd/${2 + pipes.length}`;
-      })];
+      const { argv, pipes } = setArgv(dev, args, psk);
       const r = await runWg(argv, pipes, timeoutMs);
-      if (r.code !== 0) throw new CommandError(['wg', ...argv], r.code, r.stderr, r.code === null ? 'killed' : `exit code ${r.code}`);
+      // wg quotes a key it could not parse: never the PSK
+      const stderr = psk === undefined ? r.stderr : r.stderr.replaceAll(psk, SECRET_MASK);
+      if (r.code !== 0) throw new CommandError(['wg', ...argv], r.code, stderr, r.code === null ? 'killed' : `exit code ${r.code}`);
     },
   };
 }
