@@ -64,16 +64,6 @@ export async function wireguardBackend(ctx: BackendContext, wg: WgIO = wgIO()): 
 
   const local = (config: NetConf) => ({ publicIP: config.EnableIPv4 ? ext.publicIP : undefined, publicIPv6: config.EnableIPv6 ? ext.publicIPv6 : undefined });
 
-  const rotateIfDue = (b: WireguardBackend, own: Lease) => {
-    const due = keys.rotationDue(own.rotateKey, keyRotationMs(b));
-    if (!due) return;
-    const before = keys.publicKey;
-    keys.rotate(due === 'asked' ? own.rotateKey : undefined);
-    ctx.log.info('made a new key pair', { reason: due === 'asked' ? 'a rotation was asked (rotateKey)' : `the key is older than KeyRotation ${b.KeyRotation}`, publicKey: keys.publicKey, previous: before });
-    ctx.metrics.inc(ROTATIONS[0], ROTATIONS[1], 1, { reason: due });
-    ctx.metrics.set(...KEY_MADE, Math.floor(keys.madeAt / 1000));
-  };
-
   /** Runs each `wg set`; a failure is reported and makes the next pass a full one. */
   const apply = async (device: string, commands: WgArg[][], psk: string | undefined, errors: string[]) => {
     for (const args of commands) {
@@ -85,6 +75,23 @@ export async function wireguardBackend(ctx: BackendContext, wg: WgIO = wgIO()): 
     }
   };
 
+  /**
+   * A new key pair when one is due, set on every device at once: the last
+   * step of a pass, so that the hello publishing it (agent.ts) follows
+   * within moments. From here until each peer has swapped keys, what this
+   * host sends waits in WireGuard's queue (128 packets per peer).
+   */
+  const rotateIfDue = async (b: WireguardBackend, own: Lease, failures: string[]) => {
+    const due = keys.rotationDue(own.rotateKey, keyRotationMs(b));
+    if (!due) return;
+    const before = keys.publicKey;
+    keys.rotate(due === 'asked' ? own.rotateKey : undefined);
+    for (const name of applied?.impl.keys() ?? []) await apply(name, [['private-key', keys.file]], undefined, failures);
+    ctx.log.info('made a new key pair', { reason: due === 'asked' ? 'a rotation was asked (rotateKey)' : `the key is older than KeyRotation ${b.KeyRotation}`, publicKey: keys.publicKey, previous: before });
+    ctx.metrics.inc(ROTATIONS[0], ROTATIONS[1], 1, { reason: due });
+    ctx.metrics.set(...KEY_MADE, Math.floor(keys.madeAt / 1000));
+  };
+
   /** The peers of the changed nodes only, from what the last clean pass applied; false: do a full pass instead. */
   const delta = async (specs: WgDeviceSpec[], changed: ReadonlySet<string>, psk: string | undefined, errors: string[]): Promise<boolean> => {
     if (!applied?.clean) return false;
@@ -93,6 +100,10 @@ export async function wireguardBackend(ctx: BackendContext, wg: WgIO = wgIO()): 
     for (const spec of specs) {
       const prev = applied.peers.get(spec.name) ?? new Map<string, PeerSpec>();
       const next = peerMap(spec);
+      for (const node of changed) {
+        const [p, n] = [prev.get(node), next.get(node)];
+        if (p && n && p.publicKey !== n.publicKey) ctx.log.info('a peer has a new key: swapped for its old one in one step', { device: spec.name, peer: node, publicKey: n.publicKey });
+      }
       await apply(spec.name, wgCommands([], planPeerDelta(prev, next, changed, digest)), psk, errors);
       applied.peers.set(spec.name, next);
     }
@@ -169,7 +180,6 @@ export async function wireguardBackend(ctx: BackendContext, wg: WgIO = wgIO()): 
       current = config;
       const b = config.Backend as WireguardBackend;
       if (b.PSK === SECRET_MASK) return { errors: ["wireguard: no PSK yet: it arrives only with this node's own lease"] };
-      rotateIfDue(b, own);
       const desired = desiredDevices({ config, own, peers: peers.values(), local: local(config), underlayMtu: ext.iface.mtu, publicKey: keys.publicKey });
       // what failed or stood in the way this pass (the problems above are the leases' and stay until they change)
       const failures: string[] = [];
@@ -177,6 +187,7 @@ export async function wireguardBackend(ctx: BackendContext, wg: WgIO = wgIO()): 
       const signature = JSON.stringify([{ ...b, PSK: b.PSK && pskDigest(b.PSK) }, keys.publicKey, desired.devices.map((d) => ({ ...d, peers: undefined }))]);
       const quick = changed && applied?.signature === signature && (await delta(desired.devices, changed, b.PSK, failures));
       if (!quick) await full(desired.devices, own, b.PSK, signature, failures);
+      await rotateIfDue(b, own, failures);
       return { errors: [...desired.problems, ...failures] };
     },
     // The devices stay, and wireguard-go with them: they carry the traffic while the agent is away.

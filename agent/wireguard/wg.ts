@@ -108,10 +108,21 @@ interface Ran {
   stderr: string;
 }
 
-/** Runs wg with the given pipes on fds 3, 4, ...: each carries one secret, written and closed. */
-function runWg(argv: string[], pipes: string[], timeoutMs: number): Promise<Ran> {
+const quote = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
+
+/**
+ * Runs wg; each secret reaches it on a pipe of its own, fds 3, 4, ...
+ * Node's child pipes are socket pairs, which wg cannot open by
+ * /dev/fd/N, so a shell reading its script from stdin (never from its argv)
+ * starts wg with a here-document per secret: a pipe (dash; bash uses a pipe
+ * or an unlinked 0600 file).
+ */
+function runWg(argv: string[], secrets: string[], timeoutMs: number): Promise<Ran> {
+  for (const s of secrets) if (!/^[A-Za-z0-9+/=]+$/.test(s)) throw new Error('wg: a secret handed on is not a base64 key');
+  const [cmd, args] = secrets.length ? ['sh', ['-s']] : ['wg', argv];
+  const script = `exec wg ${argv.map(quote).join(' ')} ${secrets.map((_, i) => `${3 + i}<<'TWILL_KEY_END'`).join(' ')}\n${secrets.map((s) => `${s}\nTWILL_KEY_END\n`).join('')}`;
   return new Promise((resolve, reject) => {
-    const child = spawn('wg', argv, { stdio: ['ignore', 'pipe', 'pipe', ...pipes.map(() => 'pipe' as const)], detached: true });
+    const child = spawn(cmd as string, args as string[], { stdio: [secrets.length ? 'pipe' : 'ignore', 'pipe', 'pipe'], detached: true });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     const timer = setTimeout(() => {
@@ -126,25 +137,27 @@ function runWg(argv: string[], pipes: string[], timeoutMs: number): Promise<Ran>
     child.on('error', (e) => {
       clearTimeout(timer);
       const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
-      reject(missing ? new TwillError('WgMissing', "wireguard-tools' wg is not installed: apt-get install wireguard-tools") : e);
+      reject(missing ? new TwillError('WgMissing', `${cmd} is not installed${cmd === 'wg' ? ': apt-get install wireguard-tools' : ''}`) : e);
     });
     child.on('close', (code) => {
       clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+      const stderr = Buffer.concat(err).toString('utf8');
+      // a shell that found no wg says so on stderr with 127
+      if (code === 127 && /wg/.test(stderr)) return reject(new TwillError('WgMissing', "wireguard-tools' wg is not installed: apt-get install wireguard-tools"));
+      resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr });
     });
-    for (const [i, secret] of pipes.entries()) {
-      const w = child.stdio[3 + i] as NodeJS.WritableStream & { on(e: 'error', f: () => void): void };
+    if (secrets.length) {
       // wg may exit without reading (a bad argument): that is its exit code's to say.
-      w.on('error', () => {});
-      w.end(secret + '\n');
+      child.stdin!.on('error', () => {});
+      child.stdin!.end(script);
     }
   });
 }
 
 /**
- * The argv of `wg set DEV ...` and what goes down each pipe: every PSK_ARG
- * becomes /dev/fd/3, /dev/fd/4, ..., a pipe of its own carrying the key
- * (a pipe is read once, so each use needs its own).
+ * The argv of `wg set DEV ...` and the secret each pipe carries: every
+ * PSK_ARG becomes /dev/fd/3, /dev/fd/4, ..., a pipe of its own (a pipe is
+ * read once, so each use needs its own).
  */
 export function setArgv(dev: string, args: readonly WgArg[], psk: string | undefined): { argv: string[]; pipes: string[] } {
   const pipes: string[] = [];

@@ -1,0 +1,160 @@
+// Traffic between two pods that says what a change cost it: a ping every
+// 10 ms each way and a TCP stream (a paced byte pattern, checked byte by
+// byte at the receiver), with the figures a rotation is judged by: pings
+// lost, the longest gap between two replies, the longest TCP stall, and
+// whether the stream arrived whole. Used by test/e2e/wireguard.test.ts and
+// bench/wireguard-rotation.ts, which also asks for rotations through here.
+import type { Pod, LabProcess } from '../helpers/netns.js';
+import { waitFor } from '../helpers/procs.js';
+import type { Cluster } from './cluster.js';
+
+/** Receives one stream and checks every byte (offset mod 251); prints its port, then a JSON summary. */
+const SERVER = `
+const net = require('node:net');
+let expected = 0, bytes = 0, last = 0, stall = 0, corruptAt = null;
+const srv = net.createServer((s) => {
+  srv.close();
+  s.on('data', (d) => {
+    const now = Date.now();
+    if (bytes > 0) stall = Math.max(stall, now - last);
+    last = now;
+    for (const b of d) { if (corruptAt === null && b !== expected % 251) corruptAt = expected; expected++; }
+    bytes += d.length;
+  });
+  const done = (e) => { console.log(JSON.stringify({ bytes, stallMs: stall, corruptAt, error: e ? e.message : null })); process.exit(0); };
+  s.on('end', () => done());
+  s.on('error', (e) => done(e));
+});
+srv.listen(0, () => console.log('port ' + srv.address().port));
+`;
+
+/** Sends 4 KiB every 10 ms until a line on stdin, then ends the stream; prints how much it sent. */
+const CLIENT = `
+const net = require('node:net');
+const [host, port] = process.argv.slice(1);
+let off = 0;
+const s = net.connect(Number(port), host, () => {
+  const t = setInterval(() => {
+    const buf = Buffer.alloc(4096);
+    for (let i = 0; i < buf.length; i++) buf[i] = (off + i) % 251;
+    off += buf.length;
+    s.write(buf);
+  }, 10);
+  process.stdin.once('data', () => { clearInterval(t); s.end(); });
+});
+s.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+s.on('close', () => { console.log('sent ' + off); process.exit(0); });
+`;
+
+export interface PingFigures {
+  from: string;
+  to: string;
+  /** echo requests up to the last one answered */
+  sent: number;
+  lost: number;
+  longestGapMs: number;
+}
+
+export interface TrafficReport {
+  pings: PingFigures[];
+  tcp: { sent: number; received: number; whole: boolean; longestStallMs: number; error: string | null };
+}
+
+const replies = (p: LabProcess) => [...p.output().matchAll(/^\[(\d+\.\d+)\] \d+ bytes from \S+ icmp_seq=(\d+)/gm)].map((m) => ({ at: Number(m[1]) * 1000, seq: Number(m[2]) }));
+
+/** Lost: every sequence number up to the last answered one that got no answer (one still in flight at the end is not counted). */
+function pingFigures(p: LabProcess, from: Pod, to: Pod): PingFigures {
+  const r = replies(p);
+  const seqs = new Set(r.map((x) => x.seq));
+  const last = Math.max(0, ...seqs);
+  let lost = 0;
+  for (let s = 1; s <= last; s++) if (!seqs.has(s)) lost++;
+  let gap = 0;
+  for (let i = 1; i < r.length; i++) gap = Math.max(gap, r[i]!.at - r[i - 1]!.at);
+  return { from: from.name, to: to.name, sent: last, lost, longestGapMs: Math.round(gap) };
+}
+
+export class Traffic {
+  private constructor(
+    private readonly pings: { p: LabProcess; from: Pod; to: Pod }[],
+    private readonly server: LabProcess,
+    private readonly client: LabProcess,
+  ) {}
+
+  /** Pings a <-> b every 10 ms and a TCP stream from a to b; resolves once each is flowing. */
+  static async start(c: Cluster, a: Pod, b: Pod): Promise<Traffic> {
+    const server = c.lab.spawn(b, [process.execPath, '-e', SERVER]);
+    const port = await waitFor('the TCP server listening', () => /^port (\d+)$/m.exec(server.output())?.[1], 30_000);
+    const client = c.lab.spawn(a, [process.execPath, '-e', CLIENT, b.ip, port], { stdin: true });
+    const ping = (from: Pod, to: Pod) => ({ p: c.lab.spawn(from, ['ping', '-D', '-n', '-i', '0.01', '-W', '5', to.ip]), from, to });
+    const t = new Traffic([ping(a, b), ping(b, a)], server, client);
+    await t.flowing(50);
+    return t;
+  }
+
+  /** Resolves once every ping has n more replies than now: traffic that went through whatever happened meanwhile. */
+  async flowing(n: number): Promise<void> {
+    const base = this.pings.map((x) => replies(x.p).length);
+    await waitFor(`${n} more replies each way`, () => this.pings.every((x, i) => replies(x.p).length >= base[i]! + n), 60_000, 20);
+  }
+
+  async stop(): Promise<TrafficReport> {
+    this.client.child.stdin?.write('stop\n');
+    await this.client.exited;
+    await waitFor('the TCP server summary', () => this.server.output().includes('{'), 30_000).catch(() => undefined);
+    await this.server.stop();
+    for (const x of this.pings) x.p.child.kill('SIGINT');
+    await Promise.all(this.pings.map((x) => x.p.exited));
+    const summary = JSON.parse(/^\{.*\}$/m.exec(this.server.output())?.[0] ?? 'null') as { bytes: number; stallMs: number; corruptAt: number | null; error: string | null } | null;
+    const sent = Number(/^sent (\d+)$/m.exec(this.client.output())?.[1] ?? -1);
+    const clientError = /^error (.*)$/m.exec(this.client.output())?.[1] ?? null;
+    return {
+      pings: this.pings.map((x) => pingFigures(x.p, x.from, x.to)),
+      tcp: {
+        sent,
+        received: summary?.bytes ?? 0,
+        whole: !!summary && summary.corruptAt === null && summary.error === null && summary.bytes === sent && clientError === null,
+        longestStallMs: summary?.stallMs ?? -1,
+        error: clientError ?? summary?.error ?? (summary ? null : 'the receiver printed no summary'),
+      },
+    };
+  }
+}
+
+/**
+ * Asks a node for a new key pair as the control plane does: a new token in
+ * Lease.rotateKey, written to the store like any lease write a running
+ * controller did not make itself (it publishes the change to the node's own
+ * topic from the store's change log). Returns the key the node published
+ * before.
+ */
+export async function askRotation(c: Cluster, node: string, token: string): Promise<string> {
+  return c.withStore(async (s) => {
+    const l = await s.getLease(c.network, node);
+    if (!l) throw new Error(`${node} has no lease`);
+    const { revision, ...rest } = l;
+    await s.replaceLease({ ...rest, rotateKey: token }, revision);
+    return l.backendData.PublicKey as string;
+  });
+}
+
+/**
+ * How long after the node set its new key each peer swapped it in, from
+ * their agents' logs (ms; undefined where a log has no such line yet): the
+ * control plane's round trip, during which the node's packets wait in
+ * WireGuard's queue.
+ */
+export function swapDelays(c: Cluster, node: string, peers: string[]): Record<string, number | undefined> {
+  const at = (text: string, re: RegExp) => {
+    const all = [...text.matchAll(re)];
+    const m = all.at(-1);
+    return m ? Date.parse(m[1]!) : undefined;
+  };
+  const made = at(c.node(node).agent?.output() ?? '', /^(\S+) info \S+: made a new key pair/gm);
+  const out: Record<string, number | undefined> = {};
+  for (const p of peers) {
+    const swapped = at(c.node(p).agent?.output() ?? '', new RegExp(`^(\\S+) info \\S+: a peer has a new key: swapped for its old one in one step .*peer=${node} `, 'gm'));
+    out[p] = made !== undefined && swapped !== undefined ? swapped - made : undefined;
+  }
+  return out;
+}
