@@ -87,7 +87,7 @@ export async function wireguardBackend(ctx: BackendContext, wg: WgIO = wgIO()): 
     const before = keys.publicKey;
     keys.rotate(due === 'asked' ? own.rotateKey : undefined);
     for (const name of applied?.impl.keys() ?? []) await apply(name, [['private-key', keys.file]], undefined, failures);
-    ctx.log.info('made a new key pair', { reason: due === 'asked' ? 'a rotation was asked (rotateKey)' : `the key is older than KeyRotation ${b.KeyRotation}`, publicKey: keys.publicKey, previous: before });
+    ctx.log.info('made a new key pair', { reason: due === 'asked' ? 'a rotation was asked (rotateKey)' : `the key is older than KeyRotation ${b.KeyRotation}`, token: own.rotateKey, publicKey: keys.publicKey, previous: before });
     ctx.metrics.inc(ROTATIONS[0], ROTATIONS[1], 1, { reason: due });
     ctx.metrics.set(...KEY_MADE, Math.floor(keys.madeAt / 1000));
   };

@@ -28,19 +28,25 @@ const srv = net.createServer((s) => {
 srv.listen(0, () => console.log('port ' + srv.address().port));
 `;
 
-/** Sends 4 KiB every 10 ms until a line on stdin, then ends the stream; prints how much it sent. */
+/**
+ * Sends 4 KiB every 10 ms (paced), or as fast as TCP takes it (bulk), until
+ * a line on stdin, then ends the stream; prints how much it sent.
+ */
 const CLIENT = `
 const net = require('node:net');
-const [host, port] = process.argv.slice(1);
-let off = 0;
+const [host, port, mode] = process.argv.slice(1);
+let off = 0, stop = false;
+const chunk = (n) => { const buf = Buffer.alloc(n); for (let i = 0; i < n; i++) buf[i] = (off + i) % 251; off += n; return buf; };
 const s = net.connect(Number(port), host, () => {
-  const t = setInterval(() => {
-    const buf = Buffer.alloc(4096);
-    for (let i = 0; i < buf.length; i++) buf[i] = (off + i) % 251;
-    off += buf.length;
-    s.write(buf);
-  }, 10);
-  process.stdin.once('data', () => { clearInterval(t); s.end(); });
+  let t;
+  if (mode === 'bulk') {
+    const pump = () => { while (!stop && s.write(chunk(65536))); };
+    s.on('drain', pump);
+    pump();
+  } else {
+    t = setInterval(() => s.write(chunk(4096)), 10);
+  }
+  process.stdin.once('data', () => { stop = true; clearInterval(t); s.end(); });
 });
 s.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
 s.on('close', () => { console.log('sent ' + off); process.exit(0); });
@@ -81,11 +87,11 @@ export class Traffic {
     private readonly client: LabProcess,
   ) {}
 
-  /** Pings a <-> b every 10 ms and a TCP stream from a to b; resolves once each is flowing. */
-  static async start(c: Cluster, a: Pod, b: Pod): Promise<Traffic> {
+  /** Pings a <-> b every 10 ms and a TCP stream from a to b (4 KiB every 10 ms, or bulk); resolves once each is flowing. */
+  static async start(c: Cluster, a: Pod, b: Pod, stream: 'paced' | 'bulk' = 'paced'): Promise<Traffic> {
     const server = c.lab.spawn(b, [process.execPath, '-e', SERVER]);
     const port = await waitFor('the TCP server listening', () => /^port (\d+)$/m.exec(server.output())?.[1], 30_000);
-    const client = c.lab.spawn(a, [process.execPath, '-e', CLIENT, b.ip, port], { stdin: true });
+    const client = c.lab.spawn(a, [process.execPath, '-e', CLIENT, b.ip, port, stream], { stdin: true });
     const ping = (from: Pod, to: Pod) => ({ p: c.lab.spawn(from, ['ping', '-D', '-n', '-i', '0.01', '-W', '5', to.ip]), from, to });
     const t = new Traffic([ping(a, b), ping(b, a)], server, client);
     await t.flowing(50);
@@ -138,22 +144,26 @@ export async function askRotation(c: Cluster, node: string, token: string): Prom
   });
 }
 
+/** Where each host's agent log stands now: swapDelays then reads only what comes after. */
+export function logMarks(c: Cluster): Map<string, number> {
+  return new Map([...c.nodes.values()].map((n) => [n.name, n.agent?.output().length ?? 0]));
+}
+
 /**
  * How long after the node set its new key each peer swapped it in, from
- * their agents' logs (ms; undefined where a log has no such line yet): the
- * control plane's round trip, during which the node's packets wait in
- * WireGuard's queue.
+ * their agents' logs since marks (ms; undefined where a log has no such
+ * line yet): the control plane's round trip, during which the node's
+ * packets wait in WireGuard's queue.
  */
-export function swapDelays(c: Cluster, node: string, peers: string[]): Record<string, number | undefined> {
-  const at = (text: string, re: RegExp) => {
-    const all = [...text.matchAll(re)];
-    const m = all.at(-1);
+export function swapDelays(c: Cluster, node: string, peers: string[], marks = new Map<string, number>()): Record<string, number | undefined> {
+  const at = (host: string, re: RegExp) => {
+    const m = re.exec((c.node(host).agent?.output() ?? '').slice(marks.get(host) ?? 0));
     return m ? Date.parse(m[1]!) : undefined;
   };
-  const made = at(c.node(node).agent?.output() ?? '', /^(\S+) info \S+: made a new key pair/gm);
+  const made = at(node, /^(\S+) info \S+: made a new key pair/m);
   const out: Record<string, number | undefined> = {};
   for (const p of peers) {
-    const swapped = at(c.node(p).agent?.output() ?? '', new RegExp(`^(\\S+) info \\S+: a peer has a new key: swapped for its old one in one step .*peer=${node} `, 'gm'));
+    const swapped = at(p, new RegExp(`^(\\S+) info \\S+: a peer has a new key: swapped for its old one in one step .*peer=${node} `, 'm'));
     out[p] = made !== undefined && swapped !== undefined ? swapped - made : undefined;
   }
   return out;

@@ -18,7 +18,7 @@ import type { LabProcess } from '../helpers/netns.js';
 import { START_BOUND_MS, waitFor } from '../helpers/procs.js';
 import { Cluster } from './cluster.js';
 import { overlayScenario, passesLater, skipKernel, type ScenarioOptions } from './scenario.js';
-import { askRotation, swapDelays, Traffic } from './wg-traffic.js';
+import { askRotation, logMarks, swapDelays, Traffic } from './wg-traffic.js';
 
 const RUN_WIREGUARD = '/run/wireguard';
 const PSK = 'QN8KhA3Z870TmXcmu4KsyxRxdP0LTY9D/kXgV4A6rZU=';
@@ -195,6 +195,7 @@ function ipv4Extras(get: () => Cluster): void {
     const c = get();
     const [p1, p2] = [c.node('h1').pods[0]!, c.node('h2').pods[0]!];
     const traffic = await Traffic.start(c, p1, p2);
+    const marks = logMarks(c);
     const old = await askRotation(c, 'h1', 'e2e-1');
     const fresh = await waitFor('h1 publishes a new key', async () => {
       const k = text((await c.lease('h1'))?.backendData.PublicKey);
@@ -209,7 +210,7 @@ function ipv4Extras(get: () => Cluster): void {
     }, START_BOUND_MS, 100);
     await traffic.flowing(100);
     const r = await traffic.stop();
-    t.diagnostic(`rotation: ${JSON.stringify({ ...r, swappedAfterMs: swapDelays(c, 'h1', ['h2', 'h3']) })}`);
+    t.diagnostic(`rotation: ${JSON.stringify({ ...r, swappedAfterMs: swapDelays(c, 'h1', ['h2', 'h3'], marks) })}`);
     for (const p of r.pings) assert.equal(p.lost, 0, `${p.from} -> ${p.to}: ${p.lost} of ${p.sent} pings lost`);
     assert.ok(r.tcp.whole, `the TCP stream: ${JSON.stringify(r.tcp)}`);
     assert.ok(r.tcp.received > 0);
