@@ -12,8 +12,8 @@
 //
 // CPU per Gbit/s counts the CPU time of the processes that carry the
 // stream, over the run, per Gbit/s delivered: iperf3 at both ends (its own
-// figures, user and system) and, for wireguard, the wireguard-go of both
-// hosts. Softirq work the kernel does outside any process (most of vxlan's
+// figures, user and system), both agents (udp's data plane runs in them)
+// and, for wireguard, the wireguard-go of both hosts. Softirq work the kernel does outside any process (most of vxlan's
 // encapsulation) is in no process's time, so a kernel backend's figure is
 // a floor; the machine is shared, so the time of the whole machine is not
 // used.
@@ -35,6 +35,8 @@ interface Row {
   /** CPU cores per Gbit/s (see above) */
   underlayCpu: number;
   overlayCpu: number;
+  /** TCP segments the pod-to-pod sender retransmitted */
+  retransmits: number;
 }
 
 /** CPU seconds so far of processes (utime + stime from /proc, in clock ticks of 1/100 s). */
@@ -67,17 +69,17 @@ async function wireguardGo(namespaces: string[]): Promise<number[]> {
 }
 
 /** Gbit/s from client to server, and the CPU cores per Gbit/s of iperf3 at both ends and of the helpers named. */
-async function iperf(lab: Lab, server: string, client: string, ip: string, helpers: number[] = []): Promise<{ gbps: number; cpu: number }> {
+async function iperf(lab: Lab, server: string, client: string, ip: string, helpers: number[] = []): Promise<{ gbps: number; cpu: number; retransmits: number }> {
   const srv = lab.spawn(server, ['iperf3', '-s', '-1']);
   for (let i = 0; i < 100 && !(await lab.exec(server, ['ss', '-tln'])).stdout.includes(':5201'); i++) await new Promise((r) => setTimeout(r, 100));
   const before = cpuSeconds(helpers);
   const out = await lab.exec(client, ['iperf3', '-c', ip, '-t', String(SECONDS), '-J'], { timeoutMs: (SECONDS + 30) * 1000 });
   const helperCores = (cpuSeconds(helpers) - before) / SECONDS;
   await srv.exited;
-  const j = JSON.parse(out.stdout) as { end: { sum_received: { bits_per_second: number }; cpu_utilization_percent: { host_total: number; remote_total: number } } };
+  const j = JSON.parse(out.stdout) as { end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number }; cpu_utilization_percent: { host_total: number; remote_total: number } } };
   const gbps = j.end.sum_received.bits_per_second / 1e9;
   const iperfCores = (j.end.cpu_utilization_percent.host_total + j.end.cpu_utilization_percent.remote_total) / 100;
-  return { gbps, cpu: (iperfCores + helperCores) / gbps };
+  return { gbps, cpu: (iperfCores + helperCores) / gbps, retransmits: j.end.sum_sent.retransmits ?? 0 };
 }
 
 async function measure(backend: string, where: Row['where'], conf: unknown, privateDirs?: string[]): Promise<Row> {
@@ -92,9 +94,10 @@ async function measure(backend: string, where: Row['where'], conf: unknown, priv
     if (!up) throw new Error(`${backend}: pods cannot reach each other`);
     const h1 = c.node('b1').host;
     const h2 = c.node('b2').host;
-    const underlay = await iperf(c.lab, h2.ns, h1.ns, h2.ip);
-    const overlay = await iperf(c.lab, p2.ns, p1.ns, p2.ip, await wireguardGo([h1.ns, h2.ns]));
-    return { backend, where, underlay: underlay.gbps, overlay: overlay.gbps, underlayCpu: underlay.cpu, overlayCpu: overlay.cpu };
+    const helpers = [...(await wireguardGo([h1.ns, h2.ns])), ...['b1', 'b2'].map((n) => c.node(n).agent?.child.pid ?? 0)];
+    const underlay = await iperf(c.lab, h2.ns, h1.ns, h2.ip, helpers);
+    const overlay = await iperf(c.lab, p2.ns, p1.ns, p2.ip, helpers);
+    return { backend, where, underlay: underlay.gbps, overlay: overlay.gbps, underlayCpu: underlay.cpu, overlayCpu: overlay.cpu, retransmits: overlay.retransmits };
   } finally {
     await c.cleanup();
   }
@@ -127,10 +130,10 @@ if (insideUml()) {
   if (res.code !== 0) process.stderr.write(`the UML half exited with ${res.code}\n`);
 
   console.log(`\niperf3 TCP, ${SECONDS} s each, two hosts (netns on a veth/bridge underlay), one pod each, same run\n`);
-  console.log(`| backend | where | underlay Gbit/s | pod to pod Gbit/s | ratio to underlay | CPU per Gbit/s, underlay | CPU per Gbit/s, pod to pod |`);
-  console.log(`|---|---|---|---|---|---|---|`);
-  for (const r of rows) console.log(`| ${r.backend} | ${r.where} | ${r.underlay.toFixed(2)} | ${r.overlay.toFixed(2)} | ${(r.overlay / r.underlay).toFixed(2)} | ${r.underlayCpu.toFixed(2)} | ${r.overlayCpu.toFixed(2)} |`);
-  console.log('\n(CPU per Gbit/s: CPU cores of iperf3 at both ends, and of wireguard-go on both hosts, per Gbit/s delivered)');
+  console.log(`| backend | where | underlay Gbit/s | pod to pod Gbit/s | ratio to underlay | CPU per Gbit/s, underlay | CPU per Gbit/s, pod to pod | TCP retransmits, pod to pod |`);
+  console.log(`|---|---|---|---|---|---|---|---|`);
+  for (const r of rows) console.log(`| ${r.backend} | ${r.where} | ${r.underlay.toFixed(2)} | ${r.overlay.toFixed(2)} | ${(r.overlay / r.underlay).toFixed(2)} | ${r.underlayCpu.toFixed(2)} | ${r.overlayCpu.toFixed(2)} | ${r.retransmits} |`);
+  console.log('\n(CPU per Gbit/s: CPU cores of iperf3 at both ends, both agents and any wireguard-go, per Gbit/s delivered; softirq work outside a process is not counted)');
   const udp = rows.find((r) => r.backend === 'udp');
   const vxlan = rows.find((r) => r.backend === 'vxlan');
   if (udp && vxlan) console.log(`\nudp / vxlan (same run): ${(udp.overlay / vxlan.overlay).toFixed(2)} (goal: at least 0.6)`);
