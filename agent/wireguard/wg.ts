@@ -5,12 +5,11 @@
 // and a secret never travels on its argv (every process can read another's
 // argv in /proc): the private key is read by wg from its 0600 file, and the
 // PSK through a pipe on a file descriptor of its own (/dev/fd/N).
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { TwillError } from '../../core/errors.js';
 import { SECRET_MASK } from '../../core/secret.js';
 import { canonInterfaceAddress, canonIP } from '../kernel/addr.js';
-import { CommandError, DEFAULT_TIMEOUT_MS } from '../kernel/exec.js';
+import { CommandError, DEFAULT_TIMEOUT_MS, run, type RunResult } from '../kernel/exec.js';
 
 /** What wg prints for an empty field. */
 const NONE = '(none)';
@@ -102,56 +101,25 @@ export interface WgIO {
 /** The lines wg prints when the name is not a WireGuard device it can reach (no device, another kind, a dead socket). */
 const NOT_WIREGUARD = /Unable to access interface|No such device|Protocol not supported|Connection refused/;
 
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 const quote = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
 
 /**
- * Runs wg; each secret reaches it on a pipe of its own, fds 3, 4, ...
- * Node's child pipes are socket pairs, which wg cannot open by
- * /dev/fd/N, so a shell reading its script from stdin (never from its argv)
- * starts wg with a here-document per secret: a pipe (dash; bash uses a pipe
- * or an unlinked 0600 file).
+ * Runs wg (exit codes 0 and 1 are answers: the caller reads stderr); each
+ * secret reaches it on a pipe of its own, fds 3, 4, ... Node's child pipes
+ * are socket pairs, which wg cannot open by /dev/fd/N, so a shell reading
+ * its script from stdin (never from its argv) starts wg with a here-document
+ * per secret: a pipe (dash; bash uses a pipe or an unlinked 0600 file).
  */
-function runWg(argv: string[], secrets: string[], timeoutMs: number): Promise<Ran> {
+async function runWg(argv: string[], secrets: string[], timeoutMs: number): Promise<RunResult> {
   for (const s of secrets) if (!/^[A-Za-z0-9+/=]+$/.test(s)) throw new Error('wg: a secret handed on is not a base64 key');
-  const [cmd, args] = secrets.length ? ['sh', ['-s']] : ['wg', argv];
   const script = `exec wg ${argv.map(quote).join(' ')} ${secrets.map((_, i) => `${3 + i}<<'TWILL_KEY_END'`).join(' ')}\n${secrets.map((s) => `${s}\nTWILL_KEY_END\n`).join('')}`;
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd as string, args as string[], { stdio: [secrets.length ? 'pipe' : 'ignore', 'pipe', 'pipe'], detached: true });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-    }, timeoutMs);
-    child.stdout!.on('data', (d: Buffer) => out.push(d));
-    child.stderr!.on('data', (d: Buffer) => err.push(d));
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
-      reject(missing ? new TwillError('WgMissing', `${cmd} is not installed${cmd === 'wg' ? ': apt-get install wireguard-tools' : ''}`) : e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const stderr = Buffer.concat(err).toString('utf8');
-      // a shell that found no wg says so on stderr with 127
-      if (code === 127 && /wg/.test(stderr)) return reject(new TwillError('WgMissing', "wireguard-tools' wg is not installed: apt-get install wireguard-tools"));
-      resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr });
-    });
-    if (secrets.length) {
-      // wg may exit without reading (a bad argument): that is its exit code's to say.
-      child.stdin!.on('error', () => {});
-      child.stdin!.end(script);
-    }
-  });
+  try {
+    return secrets.length ? await run(['sh', '-s'], { input: script, timeoutMs, okCodes: [0, 1] }) : await run(['wg', ...argv], { timeoutMs, okCodes: [0, 1] });
+  } catch (e) {
+    // wg not found: by spawn itself, or by the shell (exit 127)
+    if (e instanceof CommandError && (/ENOENT/.test(e.message) || e.exitCode === 127)) throw new TwillError('WgMissing', "wireguard-tools' wg is not installed: apt-get install wireguard-tools");
+    throw e;
+  }
 }
 
 /**
@@ -178,14 +146,14 @@ export function wgIO(opts: { timeoutMs?: number } = {}): WgIO {
       const r = await runWg(argv, [], timeoutMs);
       if (r.code === 0) return parseDump(r.stdout);
       if (NOT_WIREGUARD.test(r.stderr)) return undefined;
-      throw new CommandError(['wg', ...argv], r.code, r.stderr, r.code === null ? 'killed' : `exit code ${r.code}`);
+      throw new CommandError(['wg', ...argv], r.code, r.stderr, `exit code ${r.code}`);
     },
     async set(dev, args, psk) {
       const { argv, pipes } = setArgv(dev, args, psk);
       const r = await runWg(argv, pipes, timeoutMs);
       // wg quotes a key it could not parse: never the PSK
       const stderr = psk === undefined ? r.stderr : r.stderr.replaceAll(psk, SECRET_MASK);
-      if (r.code !== 0) throw new CommandError(['wg', ...argv], r.code, stderr, r.code === null ? 'killed' : `exit code ${r.code}`);
+      if (r.code !== 0) throw new CommandError(['wg', ...argv], r.code, stderr, `exit code ${r.code}`);
     },
   };
 }

@@ -215,6 +215,7 @@ function ipv4Extras(get: () => Cluster): void {
     assert.ok(r.tcp.whole, `the TCP stream: ${JSON.stringify(r.tcp)}`);
     assert.ok(r.tcp.received > 0);
     assert.equal((await wgDump(c, 'h1', 'flannel-wg'))?.publicKey, fresh);
+    assert.equal([...(c.node('h1').agent?.output() ?? '').slice(marks.get('h1')).matchAll(/made a new key pair/g)].length, 1, 'one key pair for the token');
     privateKeys.add(keyOf(c, 'h1'));
     assert.match(readFileSync(metaFilePath(join(c.node('h1').stateDir, 'wgkey')), 'utf8'), /"honoured":"e2e-1"/);
     // The same token again asks nothing: one key pair per token.
