@@ -17,6 +17,8 @@ const PSK = 'QN8KhA3Z870TmXcmu4KsyxRxdP0LTY9D/kXgV4A6rZU=';
 
 interface Row {
   stream: 'paced' | 'bulk';
+  /** key pairs h1 made for the one token (one, always) */
+  made: number;
   report: TrafficReport;
   swapped: Record<string, number | undefined>;
 }
@@ -42,16 +44,18 @@ try {
     const fresh = (await c.lease('h1'))?.backendData.PublicKey;
     if (fresh === old) throw new Error('h1 did not publish a new key');
     await traffic.flowing(100);
-    rows.push({ stream, report: await traffic.stop(), swapped: swapDelays(c, 'h1', ['h2', 'h3'], marks) });
+    const report = await traffic.stop();
+    const made = [...(c.node('h1').agent?.output() ?? '').slice(marks.get('h1')).matchAll(/made a new key pair/g)].length;
+    rows.push({ stream, made, report, swapped: swapDelays(c, 'h1', ['h2', 'h3'], marks) });
   }
 } finally {
   await c.cleanup();
 }
 
 console.log(`\nkey rotation of h1 on wireguard-go, pings every 10 ms h1 <-> h2, a TCP stream h1 -> h2 (paced: 4 KiB every 10 ms; bulk: as fast as it goes)\n`);
-console.log('| # | stream | pings lost h1->h2 / h2->h1 | longest gap between replies | TCP stall | TCP stream whole | h2, h3 swapped after |');
-console.log('|---|---|---|---|---|---|---|');
+console.log('| # | stream | pings lost h1->h2 / h2->h1 | longest gap between replies | TCP stall | TCP stream whole | h2, h3 swapped after | key pairs made |');
+console.log('|---|---|---|---|---|---|---|---|');
 for (const [i, r] of rows.entries()) {
   const [a, b] = r.report.pings;
-  console.log(`| ${i + 1} | ${r.stream} | ${a?.lost} of ${a?.sent} / ${b?.lost} of ${b?.sent} | ${Math.max(a?.longestGapMs ?? 0, b?.longestGapMs ?? 0)} ms | ${r.report.tcp.longestStallMs} ms | ${r.report.tcp.whole ? 'yes' : `no (${r.report.tcp.error})`} | ${r.swapped.h2} ms, ${r.swapped.h3} ms |`);
+  console.log(`| ${i + 1} | ${r.stream} | ${a?.lost} of ${a?.sent} / ${b?.lost} of ${b?.sent} | ${Math.max(a?.longestGapMs ?? 0, b?.longestGapMs ?? 0)} ms | ${r.report.tcp.longestStallMs} ms | ${r.report.tcp.whole ? 'yes' : `no (${r.report.tcp.error})`} | ${r.swapped.h2} ms, ${r.swapped.h3} ms | ${r.made} |`);
 }
