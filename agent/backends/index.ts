@@ -18,7 +18,7 @@ const kernel: Partial<Record<BackendType, BackendFactory>> = {
   ipip: ipipBackend,
   ipsec: ipsecBackend,
   udp: udpBackend,
-  wireguard: (ctx) => wireguardBackend(ctx),
+  wireguard: wireguardBackend,
 };
 
 const registry: Partial<Record<BackendType, BackendFactory>> = Object.fromEntries(
