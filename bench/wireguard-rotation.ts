@@ -32,7 +32,7 @@ try {
   await waitFor('the pods reach each other', async () => (await c.lab.ping(p1, p2.ip, { count: 1, interval: 0.2, deadline: 2 })).received === 1, 60_000, 200);
   const streams: Row['stream'][] = [...Array<'paced'>(ROTATIONS).fill('paced'), 'bulk'];
   for (const [i, stream] of streams.entries()) {
-    const traffic = await Traffic.start(c, p1, p2, stream);
+    const traffic = await Traffic.start(c, p1, p2, { stream });
     const marks = logMarks(c);
     const old = await askRotation(c, 'h1', `bench-${process.pid}-${i}`);
     await waitFor('h2 and h3 swapped the key', () => {
@@ -57,5 +57,5 @@ console.log('| # | stream | pings lost h1->h2 / h2->h1 | longest gap between rep
 console.log('|---|---|---|---|---|---|---|---|');
 for (const [i, r] of rows.entries()) {
   const [a, b] = r.report.pings;
-  console.log(`| ${i + 1} | ${r.stream} | ${a?.lost} of ${a?.sent} / ${b?.lost} of ${b?.sent} | ${Math.max(a?.longestGapMs ?? 0, b?.longestGapMs ?? 0)} ms | ${r.report.tcp.longestStallMs} ms | ${r.report.tcp.whole ? 'yes' : `no (${r.report.tcp.error})`} | ${r.swapped.h2} ms, ${r.swapped.h3} ms | ${r.made} |`);
+  console.log(`| ${i + 1} | ${r.stream} | ${a?.lost} of ${a?.sent} / ${b?.lost} of ${b?.sent} | ${Math.max(a?.longestGapMs ?? 0, b?.longestGapMs ?? 0)} ms | ${r.report.tcp?.longestStallMs} ms | ${r.report.tcp?.whole ? 'yes' : `no (${r.report.tcp?.error})`} | ${r.swapped.h2} ms, ${r.swapped.h3} ms | ${r.made} |`);
 }

@@ -63,7 +63,15 @@ export interface PingFigures {
 
 export interface TrafficReport {
   pings: PingFigures[];
-  tcp: { sent: number; received: number; whole: boolean; longestStallMs: number; error: string | null };
+  /** absent without a stream */
+  tcp?: { sent: number; received: number; whole: boolean; longestStallMs: number; error: string | null };
+}
+
+export interface TrafficOptions {
+  /** the TCP stream from a to b: 4 KiB every 10 ms (paced, the default), as fast as it goes (bulk), or none */
+  stream?: 'paced' | 'bulk' | 'none';
+  /** pings both ways (the default), or only from a to b: b then sends nothing of its own but the replies */
+  pings?: 'both' | 'a to b';
 }
 
 const replies = (p: LabProcess) => [...p.output().matchAll(/^\[(\d+\.\d+)\] \d+ bytes from \S+ icmp_seq=(\d+)/gm)].map((m) => ({ at: Number(m[1]) * 1000, seq: Number(m[2]) }));
@@ -83,17 +91,19 @@ function pingFigures(p: LabProcess, from: Pod, to: Pod): PingFigures {
 export class Traffic {
   private constructor(
     private readonly pings: { p: LabProcess; from: Pod; to: Pod }[],
-    private readonly server: LabProcess,
-    private readonly client: LabProcess,
+    private readonly tcp?: { server: LabProcess; client: LabProcess },
   ) {}
 
-  /** Pings a <-> b every 10 ms and a TCP stream from a to b (4 KiB every 10 ms, or bulk); resolves once each is flowing. */
-  static async start(c: Cluster, a: Pod, b: Pod, stream: 'paced' | 'bulk' = 'paced'): Promise<Traffic> {
-    const server = c.lab.spawn(b, [process.execPath, '-e', SERVER]);
-    const port = await waitFor('the TCP server listening', () => /^port (\d+)$/m.exec(server.output())?.[1], 30_000);
-    const client = c.lab.spawn(a, [process.execPath, '-e', CLIENT, b.ip, port, stream], { stdin: true });
+  /** Pings every 10 ms a -> b (and b -> a) and a TCP stream from a to b; resolves once each is flowing. */
+  static async start(c: Cluster, a: Pod, b: Pod, o: TrafficOptions = {}): Promise<Traffic> {
+    let tcp: { server: LabProcess; client: LabProcess } | undefined;
+    if (o.stream !== 'none') {
+      const server = c.lab.spawn(b, [process.execPath, '-e', SERVER]);
+      const port = await waitFor('the TCP server listening', () => /^port (\d+)$/m.exec(server.output())?.[1], 30_000);
+      tcp = { server, client: c.lab.spawn(a, [process.execPath, '-e', CLIENT, b.ip, port, o.stream ?? 'paced'], { stdin: true }) };
+    }
     const ping = (from: Pod, to: Pod) => ({ p: c.lab.spawn(from, ['ping', '-D', '-n', '-i', '0.01', '-W', '5', to.ip]), from, to });
-    const t = new Traffic([ping(a, b), ping(b, a)], server, client);
+    const t = new Traffic(o.pings === 'a to b' ? [ping(a, b)] : [ping(a, b), ping(b, a)], tcp);
     await t.flowing(50);
     return t;
   }
@@ -105,24 +115,26 @@ export class Traffic {
   }
 
   async stop(): Promise<TrafficReport> {
-    this.client.child.stdin?.write('stop\n');
-    await this.client.exited;
-    await waitFor('the TCP server summary', () => this.server.output().includes('{'), 30_000).catch(() => undefined);
-    await this.server.stop();
+    const tcp = this.tcp && (await this.stopStream(this.tcp));
     for (const x of this.pings) x.p.child.kill('SIGINT');
     await Promise.all(this.pings.map((x) => x.p.exited));
-    const summary = JSON.parse(/^\{.*\}$/m.exec(this.server.output())?.[0] ?? 'null') as { bytes: number; stallMs: number; corruptAt: number | null; error: string | null } | null;
-    const sent = Number(/^sent (\d+)$/m.exec(this.client.output())?.[1] ?? -1);
-    const clientError = /^error (.*)$/m.exec(this.client.output())?.[1] ?? null;
+    return { pings: this.pings.map((x) => pingFigures(x.p, x.from, x.to)), ...(tcp && { tcp }) };
+  }
+
+  private async stopStream({ server, client }: { server: LabProcess; client: LabProcess }): Promise<TrafficReport['tcp']> {
+    client.child.stdin?.write('stop\n');
+    await client.exited;
+    await waitFor('the TCP server summary', () => server.output().includes('{'), 30_000).catch(() => undefined);
+    await server.stop();
+    const summary = JSON.parse(/^\{.*\}$/m.exec(server.output())?.[0] ?? 'null') as { bytes: number; stallMs: number; corruptAt: number | null; error: string | null } | null;
+    const sent = Number(/^sent (\d+)$/m.exec(client.output())?.[1] ?? -1);
+    const clientError = /^error (.*)$/m.exec(client.output())?.[1] ?? null;
     return {
-      pings: this.pings.map((x) => pingFigures(x.p, x.from, x.to)),
-      tcp: {
-        sent,
-        received: summary?.bytes ?? 0,
-        whole: !!summary && summary.corruptAt === null && summary.error === null && summary.bytes === sent && clientError === null,
-        longestStallMs: summary?.stallMs ?? -1,
-        error: clientError ?? summary?.error ?? (summary ? null : 'the receiver printed no summary'),
-      },
+      sent,
+      received: summary?.bytes ?? 0,
+      whole: !!summary && summary.corruptAt === null && summary.error === null && summary.bytes === sent && clientError === null,
+      longestStallMs: summary?.stallMs ?? -1,
+      error: clientError ?? summary?.error ?? (summary ? null : 'the receiver printed no summary'),
     };
   }
 }
