@@ -433,6 +433,7 @@ export class Agent {
       revision: this.appliedRevision,
       inSync: this.isReady() && view?.state === 'in-sync',
       peers: view?.peers.size ?? 0,
+      ...(view?.lease && this.backend?.status?.(view.lease)),
     };
   }
 

@@ -32,7 +32,7 @@ import { keyFilePath, WireguardKeys } from '../wireguard/keys.js';
 import { planDevices, planInterface, planLink, planPeerDelta, planPeers, wgCommands, type DeviceState, type Implementation, type PeerChanges } from '../wireguard/plan.js';
 import { pskDigest, wgIO, type WgArg } from '../wireguard/wg.js';
 import { ownEntries } from './common.js';
-import type { Backend, BackendContext, BackendReport } from './backend.js';
+import type { Backend, BackendContext, BackendReport, BackendStatus } from './backend.js';
 
 const INFO = ['twill_wireguard_device_info', 'the WireGuard devices this agent runs, by implementation (kernel or wireguard-go)'] as const;
 const PEERS = ['twill_wireguard_peers', 'peers configured on each WireGuard device'] as const;
@@ -58,6 +58,8 @@ class Wireguard implements Backend {
   private readonly devices: WgDevices;
   private current: NetConf;
   private applied?: Applied;
+  /** the rotation token reported done: the one whose key the lease carries */
+  private doneToken?: string;
 
   constructor(
     private readonly ctx: BackendContext,
@@ -96,6 +98,19 @@ class Wireguard implements Backend {
     if (!quick) await this.full(desired.devices, own, b.PSK, signature, failures);
     await this.rotateIfDue(b, own, failures);
     return { errors: [...desired.problems, ...failures] };
+  }
+
+  /**
+   * What runs the devices (kernel only where every one is the kernel's),
+   * and the rotation token whose key pair this host runs, reported once
+   * the lease carries the new public key: the rotation is done when peers
+   * can know the key, not when it is made.
+   */
+  status(own: Lease): BackendStatus {
+    const impls = [...(this.applied?.impl.values() ?? [])];
+    const implementation = impls.length === 0 ? undefined : impls.every((i) => i === 'kernel') ? 'kernel' : 'wireguard-go';
+    if (own.backendData.PublicKey === this.keys.publicKey) this.doneToken = this.keys.honoured;
+    return { ...(implementation && { implementation }), ...(this.doneToken !== undefined && { keyToken: this.doneToken }) };
   }
 
   /** The devices stay, and wireguard-go with them: they carry the traffic while the agent is away. */
