@@ -141,6 +141,8 @@ export class Agent {
   private reconcileQueued = false;
   /** the pass running or queued last; stop() waits for it */
   private reconciling: Promise<void> = Promise.resolve();
+  /** the backend data a hello was said for and the lease does not carry yet */
+  private newsSaid?: string;
   /** rules found missing after the first pass are drift, and said so */
   private rulesLogged = false;
   private stopped = false;
@@ -369,6 +371,7 @@ export class Agent {
         const every = changed === 'every peer';
         const report = await backend.reconcile(config, lease, view.peers, every ? undefined : changed);
         errors.push(...report.errors);
+        this.publishNews(lease, backend);
         if (every && this.carriesPodTraffic()) {
           const repaired = await this.rules.ensure(config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules, randomFully: this.opts.masqRandomFully });
           if (repaired.length && this.rulesLogged) this.log.warn(`${config.EnableNFTables ? 'nftables' : 'iptables'} rules were missing and are restored`, { chains: repaired.join(',') });
@@ -388,6 +391,24 @@ export class Agent {
     this.metrics.set('twill_agent_applied_revision', 'the network revision last applied', this.appliedRevision);
     this.metrics.set('twill_agent_ready', '1 when the agent holds its lease and has applied a complete view', this.isReady() ? 1 : 0);
     this.reportErrors(errors);
+  }
+
+  /**
+   * Says hello when the backend publishes what the lease does not carry yet
+   * (wireguard's new public key after a rotation): level-triggered, once
+   * per value; the hello schedule asks again while it goes unanswered.
+   */
+  private publishNews(lease: Lease, backend: Backend): void {
+    const data = backend.backendData();
+    if (Object.entries(data).every(([k, v]) => lease.backendData[k] === v)) {
+      this.newsSaid = undefined;
+      return;
+    }
+    const text = JSON.stringify(data);
+    if (this.newsSaid === text) return;
+    this.newsSaid = text;
+    this.log.info('saying hello: the lease does not carry what the backend publishes', { keys: Object.keys(data).join(',') });
+    this.watch?.sayHello();
   }
 
   private reportErrors(errors: string[]): void {
@@ -412,6 +433,7 @@ export class Agent {
       revision: this.appliedRevision,
       inSync: this.isReady() && view?.state === 'in-sync',
       peers: view?.peers.size ?? 0,
+      ...(view?.lease && this.backend?.status?.(view.lease)),
     };
   }
 

@@ -4,13 +4,15 @@
 # build pods, iperf3 and tcpdump; for the ipip and ipsec tests, which run
 # inside user-mode-linux (this kernel has neither module), UML itself, kmod's
 # modprobe, a C compiler for UML's xstate shim, and strongSwan's charon with
-# its standard plugins; systemd's systemd-analyze, which checks the units in
-# examples/systemd; Chromium's headless shell, which the dashboard's tests
-# drive as a person would. Only what is missing is installed.
+# its standard plugins; for the wireguard tests wireguard-go (they run on it,
+# as a host whose kernel has no WireGuard does) and wireguard-tools' wg;
+# systemd's systemd-analyze, which checks the units in examples/systemd;
+# Chromium's headless shell, which the dashboard's tests drive as a person
+# would. Only what is missing is installed.
 set -euo pipefail
 PACKAGES=(mosquitto iproute2 iptables nftables iputils-ping containernetworking-plugins iperf3 tcpdump
   user-mode-linux kmod gcc libc6-dev util-linux
-  strongswan-charon strongswan-libcharon strongswan-swanctl libstrongswan-standard-plugins systemd
+  strongswan-charon strongswan-libcharon strongswan-swanctl libstrongswan-standard-plugins wireguard-go wireguard-tools systemd
   chromium-headless-shell)
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -29,6 +29,16 @@ export interface BackendReport {
   errors: string[];
 }
 
+/**
+ * What a backend adds to the agent's retained status (core/messages.ts
+ * statusSchema): for wireguard, what runs its devices and the rotation
+ * token whose key pair it runs.
+ */
+export interface BackendStatus {
+  implementation?: 'kernel' | 'wireguard-go';
+  keyToken?: string;
+}
+
 export interface Backend {
   readonly type: BackendType;
   /** the MTU pods should use, for subnet.env */
@@ -43,6 +53,8 @@ export interface Backend {
    * backend compares everything with the kernel (the periodic resync).
    */
   reconcile(config: NetConf, own: Lease, peers: ReadonlyMap<string, Lease>, changed?: ReadonlySet<string>): Promise<BackendReport>;
+  /** What the agent's status says of the backend, given the node's lease; most have nothing to add. */
+  status?(own: Lease): BackendStatus;
   /** Stops background work. Never removes kernel state: the data plane outlives the agent. */
   close(): Promise<void>;
 }

@@ -10,6 +10,7 @@ import { ipipBackend } from './ipip.js';
 import { ipsecBackend } from './ipsec.js';
 import { udpBackend } from './udp.js';
 import { vxlanBackend } from './vxlan.js';
+import { wireguardBackend } from './wireguard.js';
 
 const kernel: Partial<Record<BackendType, BackendFactory>> = {
   vxlan: vxlanBackend,
@@ -17,6 +18,7 @@ const kernel: Partial<Record<BackendType, BackendFactory>> = {
   ipip: ipipBackend,
   ipsec: ipsecBackend,
   udp: udpBackend,
+  wireguard: wireguardBackend,
 };
 
 const registry: Partial<Record<BackendType, BackendFactory>> = Object.fromEntries(

@@ -55,8 +55,8 @@ export class Cluster {
   }
 
   /** hosts: name -> underlay index. */
-  static async create(opts: { underlays?: string[]; hosts: Record<string, number>; conf: unknown; agentArgs?: string[]; leaseTtl?: string; broker?: Broker; ipv6?: boolean }): Promise<Cluster> {
-    const lab = await Lab.create({ underlays: opts.underlays, ipv6: opts.ipv6 });
+  static async create(opts: { underlays?: string[]; hosts: Record<string, number>; conf: unknown; agentArgs?: string[]; leaseTtl?: string; broker?: Broker; ipv6?: boolean; privateDirs?: string[] }): Promise<Cluster> {
+    const lab = await Lab.create({ underlays: opts.underlays, ipv6: opts.ipv6, privateDirs: opts.privateDirs });
     try {
       const netconf = join(lab.dir, 'net.json');
       writeFileSync(netconf, JSON.stringify(opts.conf));

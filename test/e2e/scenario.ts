@@ -46,6 +46,8 @@ export interface ScenarioOptions {
    */
   ipv6?: 'dual' | 'only';
   device6?: string;
+  /** directories each host has its own of (test/helpers/netns.ts LabOptions.privateDirs) */
+  privateDirs?: string[];
 }
 
 const BROKER_NAMES: Record<Broker, string> = { embedded: 'the embedded broker', mosquitto: 'Mosquitto', iot: 'AWS IoT Core (stand-in)' };
@@ -84,6 +86,19 @@ export async function peerState(c: Cluster, on: string, peer: string, device?: s
   return { subnet, routes, neighbours, fdb, mac, publicIP };
 }
 
+/**
+ * Returns once the agent on host has completed two more kernel passes (its
+ * twill_agent_reconciles_total): one resync, whatever the pass under way
+ * had already read.
+ */
+export async function passesLater(c: Cluster, host: string): Promise<void> {
+  const passes = async () => Number(/^twill_agent_reconciles_total (\d+)/m.exec((await c.agentHttp(host, '/metrics')).body)?.[1] ?? Number.NaN);
+  const start = await passes();
+  assert.ok(Number.isFinite(start), `the agent on ${host} reports its kernel passes`);
+  // A bound for a hung agent only: a pass runs every second.
+  await waitFor(`two kernel passes on ${host}`, async () => (await passes()) >= start + 2, 120_000, 100);
+}
+
 export function overlayScenario(o: ScenarioOptions): void {
   const on = o.broker && o.broker !== 'embedded' ? ` on ${BROKER_NAMES[o.broker]}` : '';
   describe(`${o.name}: pods across hosts${on}`, { skip: skipKernel }, () => {
@@ -92,7 +107,7 @@ export function overlayScenario(o: ScenarioOptions): void {
     const [h1, h2, h3] = names as [string, string, string];
 
     before(async () => {
-      c = await Cluster.create({ underlays: o.underlays, hosts: o.hosts, conf: o.conf, agentArgs: ['--ip-masq'], broker: o.broker, ipv6: o.ipv6 !== undefined });
+      c = await Cluster.create({ underlays: o.underlays, hosts: o.hosts, conf: o.conf, agentArgs: ['--ip-masq'], broker: o.broker, ipv6: o.ipv6 !== undefined, privateDirs: o.privateDirs });
       await c.startAll();
       for (const n of names) await c.addPod(n);
       await c.addPod(h1);
@@ -130,14 +145,7 @@ export function overlayScenario(o: ScenarioOptions): void {
       await pingAll(c);
     });
 
-    /** Returns once the agent on host has completed two more kernel passes (its twill_agent_reconciles_total). */
-    const twoPassesLater = async (host: string) => {
-      const passes = async () => Number(/^twill_agent_reconciles_total (\d+)/m.exec((await c.agentHttp(host, '/metrics')).body)?.[1] ?? Number.NaN);
-      const start = await passes();
-      assert.ok(Number.isFinite(start), `the agent on ${host} reports its kernel passes`);
-      // A bound for a hung agent only: a pass runs every second.
-      await waitFor(`two kernel passes on ${host}`, async () => (await passes()) >= start + 2, 120_000, 100);
-    };
+    const twoPassesLater = (host: string) => passesLater(c, host);
 
     test('drift: entries and the device deleted by hand come back within one resync', async () => {
       if (o.drift) {

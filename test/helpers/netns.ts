@@ -203,6 +203,13 @@ export interface LabOptions {
   underlays?: string[];
   /** dual-stack underlays: underlay N also carries fd00:1NN::/64, the router at ::1, hosts from ::10 */
   ipv6?: boolean;
+  /**
+   * Directories each host has its own of, as a real host has (wireguard-go's
+   * control sockets in /run/wireguard): every process the lab starts on a
+   * host sees a directory of that host's bound over each. ip and bridge
+   * talk only to the kernel and run without.
+   */
+  privateDirs?: string[];
 }
 
 interface PodRecord extends Pod {
@@ -278,6 +285,7 @@ export class Lab {
   private readonly procs = new Set<LabProcess>();
   private nextHost = new Map<number, number>();
   private cleaned = false;
+  private privateDirs: string[] = [];
 
   private constructor() {
     this.id = `${PREFIX}-${process.pid}-${randomBytes(2).toString('hex')}`;
@@ -292,6 +300,7 @@ export class Lab {
     sweepLeftovers();
     const lab = new Lab();
     live.add(lab);
+    lab.privateDirs = opts.privateDirs ?? [];
     try {
       await lab.build(opts.underlays ?? ['192.168.100.0/24'], opts.ipv6 ?? false);
     } catch (e) {
@@ -459,15 +468,36 @@ export class Lab {
     await run(['sysctl', '-qw', `${key}=${value}`], { netns: ns });
   }
 
+  /** A host's own copy of a private directory (LabOptions.privateDirs). */
+  hostDir(host: Host, dir: string): string {
+    return join(this.dir, 'private', host.name, dir.replace(/\//g, '_'));
+  }
+
+  /** argv as it must run in ns: on a host with private directories, inside a shell that binds them first. */
+  private onHost(ns: string, argv: string[]): string[] {
+    const host = [...this.hosts.values()].find((h) => h.ns === ns);
+    if (!host || this.privateDirs.length === 0 || argv[0] === 'ip' || argv[0] === 'bridge') return argv;
+    // `ip netns exec` gives each process a mount namespace of its own whose
+    // mounts do not reach the host's: the binds last as long as the process
+    // (and whatever it leaves running, a daemon that outlives its agent).
+    const binds = this.privateDirs.map((d) => {
+      const own = this.hostDir(host, d);
+      mkdirSync(own, { recursive: true, mode: 0o700 });
+      return `mkdir -p '${d}' && mount --bind '${own}' '${d}'`;
+    });
+    return ['sh', '-c', `${binds.join(' && ')} && exec "$@"`, 'sh', ...argv];
+  }
+
   /** Runs argv inside ns; throws (with stderr) on a non-zero exit unless okCodes say otherwise. */
   exec(ns: string | Host | Pod, argv: string[], opts: Omit<RunOptions, 'netns'> = {}): Promise<RunResult> {
-    return run(argv, { ...opts, netns: typeof ns === 'string' ? ns : ns.ns });
+    const where = typeof ns === 'string' ? ns : ns.ns;
+    return run(this.onHost(where, argv), { ...opts, netns: where });
   }
 
   /** Starts a long-running process in ns; cleanup stops it. */
   spawn(ns: string | Host | Pod, argv: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; stdin?: boolean } = {}): LabProcess {
     const where = typeof ns === 'string' ? ns : ns.ns;
-    const child = spawn('ip', ['netns', 'exec', where, ...argv], {
+    const child = spawn('ip', ['netns', 'exec', where, ...this.onHost(where, argv)], {
       stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
       env: opts.env ?? process.env,
       cwd: opts.cwd,
