@@ -5,7 +5,7 @@
 // whether the stream arrived whole. Used by test/e2e/wireguard.test.ts and
 // bench/wireguard-rotation.ts, which also asks for rotations through here.
 import type { Pod, LabProcess } from '../helpers/netns.js';
-import { waitFor } from '../helpers/procs.js';
+import { TWILL, waitFor } from '../helpers/procs.js';
 import type { Cluster } from './cluster.js';
 
 /** Receives one stream and checks every byte (offset mod 251); prints its port, then a JSON summary. */
@@ -146,6 +146,32 @@ export class Traffic {
  * topic from the store's change log). Returns the key the node published
  * before.
  */
+/** The twill command where the operator runs it: beside the controller (its API listens on the router's address). */
+async function twillBesideController(c: Cluster, args: string[]): Promise<string> {
+  return (await c.lab.exec(c.lab.routerNs, [process.execPath, TWILL, ...args], { timeoutMs: 60_000 })).stdout;
+}
+
+/**
+ * Asks a rotation as an operator does: `twill node rotate-key` on the data
+ * directory, which goes through the controller serving it. Returns the
+ * node's key before, and the token the command printed.
+ */
+export async function rotateKey(c: Cluster, node: string): Promise<{ old: string; token: string }> {
+  const old = (await c.lease(node))?.backendData.PublicKey as string;
+  const r = { stdout: await twillBesideController(c, ['node', 'rotate-key', node, '--data-dir', c.dataDir]) };
+  const token = /\(token ([A-Za-z0-9._:-]+),/.exec(r.stdout)?.[1];
+  if (!token) throw new Error(`twill node rotate-key printed no token: ${r.stdout}`);
+  return { old, token };
+}
+
+/** What `twill status -o json` says of a node's key (its public key, what runs its devices, the rotation asked of it). */
+export async function keyStatus(c: Cluster, node: string): Promise<{ publicKey: string | null; rotation: string; token?: string; implementation?: string } | undefined> {
+  const out = await twillBesideController(c, ['status', '-o', 'json', '--data-dir', c.dataDir]);
+  const leases = (JSON.parse(out) as { leases: { node: string; key?: { publicKey: string | null; rotation: string; token?: string; implementation?: string } }[] }).leases;
+  return leases.find((l) => l.node === node)?.key;
+}
+
+/** Writes a rotation token into a node's lease in the store, as a replayed write would: the same token twice must ask nothing. */
 export async function askRotation(c: Cluster, node: string, token: string): Promise<string> {
   return c.withStore(async (s) => {
     const l = await s.getLease(c.network, node);

@@ -18,7 +18,7 @@ import type { LabProcess } from '../helpers/netns.js';
 import { START_BOUND_MS, waitFor } from '../helpers/procs.js';
 import { Cluster } from './cluster.js';
 import { overlayScenario, passesLater, skipKernel, type ScenarioOptions } from './scenario.js';
-import { askRotation, logMarks, swapDelays, Traffic } from './wg-traffic.js';
+import { askRotation, keyStatus, logMarks, rotateKey, swapDelays, Traffic } from './wg-traffic.js';
 
 const RUN_WIREGUARD = '/run/wireguard';
 const PSK = 'QN8KhA3Z870TmXcmu4KsyxRxdP0LTY9D/kXgV4A6rZU=';
@@ -137,14 +137,14 @@ function ipv4Extras(get: () => Cluster): void {
     }
     // what happens from here on between the agents and the control plane, on the wire
     capture = c.lab.spawn(c.lab.routerNs, ['tcpdump', '-i', 'any', '-U', '-n', '-s', '0', '-w', captureFile(), 'tcp']);
-    await waitFor('tcpdump listening', () => capture!.output().includes('listening on'), 10_000, 50);
+    await waitFor('tcpdump listening', () => capture!.output().includes('listening on'), START_BOUND_MS, 50);
   });
 
   test("the underlay carries only WireGuard between the hosts (UDP 51820 both ends), never the pods' packets", async () => {
     const c = get();
     const [a, b] = [c.node('h1').host.ip, c.node('h2').host.ip];
     const dump = c.lab.spawn(c.lab.underlayNs, ['tcpdump', '-i', 'vh1', '-nn', '-l', '-p', `host ${a} and host ${b}`]);
-    await waitFor('tcpdump listening', () => dump.output().includes('listening on'), 10_000, 50);
+    await waitFor('tcpdump listening', () => dump.output().includes('listening on'), START_BOUND_MS, 50);
     for (const [from, to] of [['h1', 'h2'], ['h2', 'h1']] as const) {
       const r = await c.lab.ping(c.node(from).pods[0]!, c.node(to).pods[0]!.ip, { count: 20, interval: 0.05, deadline: 10 });
       assert.equal(r.received, 20, r.output);
@@ -196,7 +196,7 @@ function ipv4Extras(get: () => Cluster): void {
     const [p1, p2] = [c.node('h1').pods[0]!, c.node('h2').pods[0]!];
     const traffic = await Traffic.start(c, p1, p2);
     const marks = logMarks(c);
-    const old = await askRotation(c, 'h1', 'e2e-1');
+    const { old, token } = await rotateKey(c, 'h1');
     const fresh = await waitFor('h1 publishes a new key', async () => {
       const k = text((await c.lease('h1'))?.backendData.PublicKey);
       return k !== old && k;
@@ -217,9 +217,15 @@ function ipv4Extras(get: () => Cluster): void {
     assert.equal((await wgDump(c, 'h1', 'flannel-wg'))?.publicKey, fresh);
     assert.equal([...(c.node('h1').agent?.output() ?? '').slice(marks.get('h1')).matchAll(/made a new key pair/g)].length, 1, 'one key pair for the token');
     privateKeys.add(keyOf(c, 'h1'));
-    assert.match(readFileSync(metaFilePath(join(c.node('h1').stateDir, 'wgkey')), 'utf8'), /"honoured":"e2e-1"/);
+    assert.ok(readFileSync(metaFilePath(join(c.node('h1').stateDir, 'wgkey')), 'utf8').includes(`"honoured":"${token}"`));
+    // The operator sees it done, in the node's own status: the new key, and what runs its device.
+    const seen = await waitFor('twill status says the rotation is done', async () => {
+      const k = await keyStatus(c, 'h1');
+      return k?.rotation === 'done' && k;
+    }, START_BOUND_MS, 250);
+    assert.deepEqual(seen, { publicKey: fresh, rotation: 'done', token, implementation: 'wireguard-go' });
     // The same token again asks nothing: one key pair per token.
-    await askRotation(c, 'h1', 'e2e-1');
+    await askRotation(c, 'h1', token);
     await passesLater(c, 'h1');
     await passesLater(c, 'h1');
     assert.equal(text((await c.lease('h1'))?.backendData.PublicKey), fresh);
