@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import { backendSpec } from './backends/index.js';
 import type { BackendType } from './config.js';
+import type { Reach } from './backends/overlay.js';
 
 export interface Lease {
   network: string;
@@ -27,6 +28,11 @@ export interface Lease {
    * Absent: none asked. Backends without keys ignore it.
    */
   rotateKey?: string;
+  /**
+   * On a cloud network with an overlay (core/backends/overlay.ts): how this
+   * node is reached, written by the route controller only. Absent elsewhere.
+   */
+  reach?: Reach;
 }
 
 export type NewLease = Omit<Lease, 'revision'>;

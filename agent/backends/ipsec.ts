@@ -77,7 +77,7 @@ type Vici = Awaited<ReturnType<Charon['ensure']>>['vici'];
  * policies of the pod network, and no pod-network policy of a peer that is
  * gone.
  */
-async function repairPolicies(ctx: BackendContext, vici: Vici, network: string, ownSubnet: string, desired: Map<string, Desired>, established: Set<string>, attempt: Attempt): Promise<void> {
+async function repairPolicies(ctx: BackendContext, vici: Vici, network: string, ownSubnet: string, desired: Map<string, Desired>, sas: ReadonlyMap<string, 'established' | 'busy'>, attempt: Attempt): Promise<void> {
     const net = parseCidr(network);
     const inNetwork = (cidr: string) => {
       const c = parseCidr(cidr);
@@ -87,9 +87,11 @@ async function repairPolicies(ctx: BackendContext, vici: Vici, network: string, 
     const has = (src: string, dst: string, dir: XfrmPolicy['dir']) => policies.some((p) => p.src === src && p.dst === dst && p.dir === dir && p.action === 'allow' && p.tmpl);
     for (const [name, d] of desired) {
       if (has(ownSubnet, d.subnet, 'out') && has(d.subnet, ownSubnet, 'in') && has(d.subnet, ownSubnet, 'fwd')) continue;
+      // An exchange under way installs the policies when it completes; the next pass looks again.
+      if (sas.get(name) === 'busy') continue;
       await attempt(`restoring the policies for ${d.peer.node}`, async () => {
         // A rekey installs the policies of the new CHILD_SA, all three, before the old one goes.
-        const r = established.has(name) ? await vici.request('rekey', { child: name }) : { matches: '0' };
+        const r = sas.has(name) ? await vici.request('rekey', { child: name }) : { matches: '0' };
         if (r.matches === '0') {
           // No SA to rekey: reload the connection, which installs its trap policies again.
           await vici.request('unload-conn', { name });
@@ -216,25 +218,31 @@ export async function ipsecBackend(ctx: BackendContext): Promise<Backend> {
         await attempt(`loading the connection to ${d.peer.node} (${d.publicIP})`, () => vici.request('load-conn', { [name]: d.def }));
       }
 
-      // Start the key exchange now for peers we initiate to, rather than on
-      // their first packet; not again while one is under way.
-      const established = new Set<string>();
-      const connecting = new Set<string>();
+      // What charon holds per connection. An IKE_SA in any state (connecting,
+      // rekeying, deleting) is charon's to carry on: a second initiate beside
+      // it would make a duplicate IKE_SA, which the peer's uniqueness policy
+      // answers by deleting the first with its CHILD_SAs, and packets in
+      // flight on them are lost (a restarted agent that listed the SAs in the
+      // middle of a rekey did exactly that).
+      const sas = new Map<string, 'established' | 'busy'>();
       for (const sa of await vici.stream('list-sas', 'list-sa')) {
         for (const [name, v] of Object.entries(sa)) {
           const ike = v as ViciMessage;
           const children = Object.values((ike['child-sas'] ?? {}) as ViciMessage) as ViciMessage[];
-          if (ike.state === 'ESTABLISHED' && children.some((c) => c.state === 'INSTALLED')) established.add(name);
-          else if (ike.state === 'CONNECTING' || children.some((c) => c.state === 'CREATED' || c.state === 'INSTALLING')) connecting.add(name);
+          const carrying = ['ESTABLISHED', 'REKEYING', 'REKEYED'].includes(String(ike.state)) && children.some((c) => ['INSTALLED', 'REKEYING', 'REKEYED', 'UPDATING'].includes(String(c.state)));
+          if (carrying) sas.set(name, 'established');
+          else if (!sas.has(name)) sas.set(name, 'busy');
         }
       }
+      // Start the key exchange now for peers we initiate to, rather than on
+      // their first packet; only where charon has no IKE_SA for the peer.
       for (const [name, d] of desired) {
-        if (d.initiator && !established.has(name) && !connecting.has(name)) {
+        if (d.initiator && !sas.has(name)) {
           await attempt(`starting the key exchange with ${d.peer.node}`, () => vici.request('initiate', { child: name, ike: name, timeout: '-1' }));
         }
       }
 
-      if (!changed) await repairPolicies(ctx, vici, config.Network, own.subnet, desired, established, attempt);
+      if (!changed) await repairPolicies(ctx, vici, config.Network, own.subnet, desired, sas, attempt);
       return { errors };
     },
     close: async () => {

@@ -20,6 +20,8 @@ import { makeDirs } from '../../core/dirs.js';
 
 const CHARON_PATHS = ['/usr/lib/ipsec/charon', '/usr/libexec/ipsec/charon', '/usr/lib/strongswan/charon'];
 const START_TIMEOUT_MS = 30_000;
+/** twill's record of the charon it started (charon's own pid file is in its private /run) */
+const PID_FILE = 'charon.pid';
 
 /** Only the plugins twill's connections use: PSK auth, AES-GCM/CBC, SHA-2, ECP and MODP groups, kernel IPsec, vici. */
 const PLUGINS = 'random nonce aes sha1 sha2 hmac kdf gcm gmp openssl kernel-netlink socket-default vici';
@@ -104,8 +106,45 @@ export class Charon {
       this.vici?.close();
       this.vici = undefined;
     }
+    // A charon that is alive but slow to answer (a starved host) is waited
+    // for, never doubled: a second one would start with no SAs and replace
+    // every peer's IKE_SA, dropping the traffic the first one carries.
+    const pid = this.runningPid();
+    if (pid !== undefined) {
+      this.vici = await this.connectWithin(`charon (pid ${pid}) is running but did not answer on ${this.socket}`);
+      this.log.info('took over the running charon', { socket: this.socket, pid });
+      return { vici: this.vici, started: false };
+    }
     this.vici = await this.start();
     return { vici: this.vici, started: true };
+  }
+
+  /** The pid of the charon this directory's agent started, when it still runs. */
+  private runningPid(): number | undefined {
+    try {
+      const pid = Number(readFileSync(join(this.dir, PID_FILE), 'utf8').trim());
+      if (!Number.isInteger(pid) || pid <= 0) return undefined;
+      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'charon' ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Connects to the socket, retrying until START_TIMEOUT_MS; gone is when the wait is pointless. */
+  private async connectWithin(failure: string, gone?: () => string | undefined): Promise<Vici> {
+    const end = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      const why = gone?.();
+      if (why) throw new TwillError('CharonFailed', `${why}:\n${this.logTail()}`);
+      try {
+        const vici = await Vici.connect(this.socket, 1000);
+        await vici.request('version');
+        return vici;
+      } catch {
+        if (Date.now() > end) throw new TwillError('CharonFailed', `${failure} within ${START_TIMEOUT_MS / 1000} s:\n${this.logTail()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 
   private async start(): Promise<Vici> {
@@ -129,19 +168,10 @@ export class Charon {
     child.once('exit', (code) => (exited = code));
     child.once('error', () => (exited = -1));
     child.unref();
+    // unshare and sh exec into charon, so this pid is charon's own.
+    writeFileSync(join(this.dir, PID_FILE), `${child.pid}\n`, { mode: 0o600 });
     this.log.info('started charon', { pid: child.pid, dir: this.dir });
-    const end = Date.now() + START_TIMEOUT_MS;
-    for (;;) {
-      if (exited !== undefined) throw new TwillError('CharonFailed', `charon exited (code ${exited}) at start:\n${this.logTail()}`);
-      try {
-        const vici = await Vici.connect(this.socket, 1000);
-        await vici.request('version');
-        return vici;
-      } catch {
-        if (Date.now() > end) throw new TwillError('CharonFailed', `charon did not open ${this.socket} within ${START_TIMEOUT_MS / 1000} s:\n${this.logTail()}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    return this.connectWithin(`charon did not open ${this.socket}`, () => (exited !== undefined ? `charon exited (code ${exited}) at start` : undefined));
   }
 
   close(): void {

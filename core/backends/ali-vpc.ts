@@ -1,7 +1,8 @@
 // ali-vpc: a route entry per node in the VPC's route table, written by the route controller.
 import { readRouteLimit, type BackendSpec } from './spec.js';
+import type { OverlayConfig } from './overlay.js';
 
-export interface AliVpcBackend { Type: 'ali-vpc'; AccessKeyID: string; AccessKeySecret: string; RouteLimit?: number }
+export interface AliVpcBackend { Type: 'ali-vpc'; AccessKeyID: string; AccessKeySecret: string; RouteLimit?: number; Overlay?: OverlayConfig }
 
 export const aliVpc: BackendSpec<AliVpcBackend> = {
   type: 'ali-vpc',

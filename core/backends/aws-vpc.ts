@@ -1,8 +1,9 @@
 // aws-vpc: a route per node in the VPC's route tables, written by the route controller.
 import { typeMessage } from '../go-json.js';
 import { readRouteLimit, type BackendSpec } from './spec.js';
+import type { OverlayConfig } from './overlay.js';
 
-export interface AwsVpcBackend { Type: 'aws-vpc'; RouteTableID: string[]; RouteLimit?: number }
+export interface AwsVpcBackend { Type: 'aws-vpc'; RouteTableID: string[]; RouteLimit?: number; Overlay?: OverlayConfig }
 
 export const awsVpc: BackendSpec<AwsVpcBackend> = {
   type: 'aws-vpc',

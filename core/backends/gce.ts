@@ -1,7 +1,8 @@
 // gce: a route per node in the project's network, written by the route controller.
 import { readRouteLimit, type BackendSpec } from './spec.js';
+import type { OverlayConfig } from './overlay.js';
 
-export interface GceBackend { Type: 'gce'; RouteLimit?: number }
+export interface GceBackend { Type: 'gce'; RouteLimit?: number; Overlay?: OverlayConfig }
 
 export const gce: BackendSpec<GceBackend> = {
   type: 'gce',

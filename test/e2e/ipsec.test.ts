@@ -96,6 +96,13 @@ if (!insideUml()) {
       await c.ip(on, ['xfrm', 'policy', 'delete', 'src', mine, 'dst', theirs, 'dir', 'out']);
       await c.ip(on, ['xfrm', 'policy', 'delete', 'src', theirs, 'dst', mine, 'dir', 'fwd']);
     },
+    diagnose: (c, on) => {
+      try {
+        return `charon's log on ${on}:\n${readFileSync(join(c.node(on).stateDir, 'ipsec', 'charon.log'), 'utf8').split('\n').slice(-60).join('\n')}`;
+      } catch (e) {
+        return `no charon log on ${on}: ${(e as Error).message}`;
+      }
+    },
     extra: (get) => {
       test('an ESP SA per direction between every two nodes, and MTU 77 below the underlay', async () => {
         const c = get();

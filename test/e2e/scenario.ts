@@ -37,6 +37,8 @@ export interface ScenarioOptions {
   device?: string;
   golden?: string;
   extra?: (get: () => Cluster) => void;
+  /** what to show beside a failure on host `on`, besides its agent's log (a daemon's own log) */
+  diagnose?(c: Cluster, on: string): string;
   /** the control plane the agents meet (default the controller's embedded broker) */
   broker?: Broker;
   /**
@@ -212,7 +214,7 @@ export function overlayScenario(o: ScenarioOptions): void {
       } else {
         await ping.exited;
         const out = ping.output();
-        assert.match(out, / 0% packet loss/, out);
+        assert.match(out, / 0% packet loss/, `${out}\n${h1}'s new agent:\n${agent.output().slice(-3000)}\n${o.diagnose?.(c, h1) ?? ''}`);
       }
       if (ping6) {
         await ping6.exited;
