@@ -67,6 +67,28 @@ interface Desired {
   initiator: boolean;
 }
 
+/** What charon holds for a connection: SAs carrying traffic, or an exchange under way (or winding down). */
+export type SaState = 'established' | 'busy';
+
+/**
+ * charon's list-sas events, by connection name. An IKE_SA that is being
+ * rekeyed (REKEYING, REKEYED) still carries its CHILD_SAs, which keep
+ * forwarding while they are rekeyed themselves.
+ */
+export function classifySas(events: readonly ViciMessage[]): Map<string, SaState> {
+  const sas = new Map<string, SaState>();
+  for (const sa of events) {
+    for (const [name, v] of Object.entries(sa)) {
+      const ike = v as ViciMessage;
+      const children = Object.values((ike['child-sas'] ?? {}) as ViciMessage) as ViciMessage[];
+      const carrying = ['ESTABLISHED', 'REKEYING', 'REKEYED'].includes(String(ike.state)) && children.some((c) => ['INSTALLED', 'REKEYING', 'REKEYED', 'UPDATING'].includes(String(c.state)));
+      if (carrying) sas.set(name, 'established');
+      else if (!sas.has(name)) sas.set(name, 'busy');
+    }
+  }
+  return sas;
+}
+
 type Attempt = (what: string, fn: () => Promise<unknown>) => Promise<void>;
 type Vici = Awaited<ReturnType<Charon['ensure']>>['vici'];
 
@@ -77,7 +99,7 @@ type Vici = Awaited<ReturnType<Charon['ensure']>>['vici'];
  * policies of the pod network, and no pod-network policy of a peer that is
  * gone.
  */
-async function repairPolicies(ctx: BackendContext, vici: Vici, network: string, ownSubnet: string, desired: Map<string, Desired>, sas: ReadonlyMap<string, 'established' | 'busy'>, attempt: Attempt): Promise<void> {
+async function repairPolicies(ctx: BackendContext, vici: Vici, network: string, ownSubnet: string, desired: Map<string, Desired>, sas: ReadonlyMap<string, SaState>, attempt: Attempt): Promise<void> {
     const net = parseCidr(network);
     const inNetwork = (cidr: string) => {
       const c = parseCidr(cidr);
@@ -222,18 +244,9 @@ export async function ipsecBackend(ctx: BackendContext): Promise<Backend> {
       // rekeying, deleting) is charon's to carry on: a second initiate beside
       // it would make a duplicate IKE_SA, which the peer's uniqueness policy
       // answers by deleting the first with its CHILD_SAs, and packets in
-      // flight on them are lost (a restarted agent that listed the SAs in the
-      // middle of a rekey did exactly that).
-      const sas = new Map<string, 'established' | 'busy'>();
-      for (const sa of await vici.stream('list-sas', 'list-sa')) {
-        for (const [name, v] of Object.entries(sa)) {
-          const ike = v as ViciMessage;
-          const children = Object.values((ike['child-sas'] ?? {}) as ViciMessage) as ViciMessage[];
-          const carrying = ['ESTABLISHED', 'REKEYING', 'REKEYED'].includes(String(ike.state)) && children.some((c) => ['INSTALLED', 'REKEYING', 'REKEYED', 'UPDATING'].includes(String(c.state)));
-          if (carrying) sas.set(name, 'established');
-          else if (!sas.has(name)) sas.set(name, 'busy');
-        }
-      }
+      // flight on them are lost. A restarted agent listing the SAs in the
+      // middle of a rekey used to do that.
+      const sas = classifySas(await vici.stream('list-sas', 'list-sa'));
       // Start the key exchange now for peers we initiate to, rather than on
       // their first packet; only where charon has no IKE_SA for the peer.
       for (const [name, d] of desired) {

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeMessage, encodeMessage, type ViciMessage } from '../../agent/ipsec/vici.js';
 import { parsePolicies } from '../../agent/ipsec/xfrm.js';
+import { classifySas } from '../../agent/backends/ipsec.js';
 
 test('vici messages survive encoding and decoding: keys, lists, nested sections', () => {
   const msg: ViciMessage = {
@@ -40,4 +41,27 @@ src 0.0.0.0/0 dst 0.0.0.0/0
     { src: '10.250.1.0/24', dst: '10.250.2.0/24', dir: 'out', action: 'allow', priority: 375423, tmpl: { src: '192.168.100.10', dst: '192.168.100.11' } },
     { src: '10.250.0.0/16', dst: '10.250.0.0/16', dir: 'out', action: 'block', priority: 2000000 },
   ]);
+});
+
+test('charon\'s SAs: one being rekeyed still carries traffic, one being set up is left to finish, so a restarted agent never starts a second', () => {
+  const child = (state: string) => ({ 'child-sas': { c: { state } } });
+  const sas = classifySas([
+    { 'twill-a-1': { state: 'ESTABLISHED', ...child('INSTALLED') } },
+    // an IKE rekey under way: the old IKE_SA still holds the installed CHILD_SA
+    { 'twill-b-1': { state: 'REKEYING', ...child('INSTALLED') } },
+    // a CHILD_SA rekey: the old one REKEYING, the new one INSTALLING
+    { 'twill-c-1': { state: 'ESTABLISHED', 'child-sas': { old: { state: 'REKEYING' }, new: { state: 'INSTALLING' } } } },
+    { 'twill-d-1': { state: 'CONNECTING' } },
+    // the old IKE_SA of a finished rekey beside the new one, in either order
+    { 'twill-e-1': { state: 'DELETING' } },
+    { 'twill-e-1': { state: 'ESTABLISHED', ...child('INSTALLED') } },
+    { 'twill-f-1': { state: 'ESTABLISHED', ...child('INSTALLED') } },
+    { 'twill-f-1': { state: 'REKEYED' } },
+  ]);
+  assert.deepEqual(Object.fromEntries(sas), {
+    'twill-a-1': 'established', 'twill-b-1': 'established', 'twill-c-1': 'established',
+    'twill-d-1': 'busy', 'twill-e-1': 'established', 'twill-f-1': 'established',
+  });
+  // a connection charon holds nothing for is the only one the agent initiates
+  assert.equal(sas.has('twill-g-1'), false);
 });
