@@ -189,11 +189,14 @@ describe('aws-vpc with a vxlan overlay on a simulated VPC: limit 2, 4 instances 
 
   test('every pod pings every pod both ways: the two routed through the VPC, the rest over the overlay', async () => {
     assert.deepEqual(await routedNodes(lab, instances), ['i1', 'i2'], await lab.diagnose());
-    const r = await reaches(members);
+    // A route is confirmed in place before its lease says so, perhaps a reconcile later: wait for the leases to settle (a hang's bound).
     // The words of each why are the route controller's; the contract is the path and its cause.
-    assert.deepEqual([r.i1, r.i2], ['route', 'route'], JSON.stringify(r));
-    for (const n of ['i3', 'i4']) assert.match(r[n] as string, /^overlay \(route table .*full.*2 of 2/, JSON.stringify(r));
-    assert.match(r.bm as string, /^overlay \(outside the cloud\)$/, JSON.stringify(r));
+    const settled = (r: Record<string, string>) => r.i1 === 'route' && r.i2 === 'route' &&
+      ['i3', 'i4'].every((n) => /^overlay \(route table .*full.*2 of 2/.test(r[n] as string)) && /^overlay \(outside the cloud\)$/.test(r.bm as string);
+    let last: Record<string, string> = {};
+    await waitFor('every lease says how it is reached', async () => settled((last = await reaches(members))), START_BOUND_MS, 200).catch((e: Error) => {
+      throw new Error(`${e.message}: ${JSON.stringify(last)}`);
+    });
     await applied();
     assert.deepEqual(await reachMismatches(lab, members.map(pod), () => true), [], await lab.diagnose());
   });
@@ -214,7 +217,6 @@ describe('aws-vpc with a vxlan overlay on a simulated VPC: limit 2, 4 instances 
 
   test('a route deleted by hand: its member falls back to the overlay, gets its route back, and every pod reaches it again', async () => {
     const subnet = await lab.deleteRouteByHand('i2');
-    assert.equal(lab.simRoutes().has(subnet), false);
     // Level-triggered: the next reconciles find the route gone (overlay at once), then recreate it within the limit and move back.
     await lab.reconciled();
     await waitFor('i2 routed again', async () => lab.simRoutes().get(subnet) === 'i2' && (await reaches(['i2'])).i2 === 'route', START_BOUND_MS, 200);
