@@ -62,7 +62,10 @@ async function routesCommand(args: string[]): Promise<number> {
 /** Deletes one route behind the controller's back, as another tool would: the next reconcile finds it gone. */
 async function routeCommand(args: string[]): Promise<number> {
   const [verb, ...rest] = args;
-  if (verb !== 'delete') throw new TwillError('Usage', `route ${verb ?? ''}: expected delete, e.g. twill sim route delete 10.60.3.0/24 --network demo`);
+  if (verb !== 'delete') {
+    const what = verb === undefined || verb.startsWith('-') ? 'route' : `route ${verb}`;
+    throw new TwillError('Usage', `${what}: expected delete, e.g. twill sim route delete 10.60.3.0/24 --network demo`);
+  }
   const { values, positionals } = parse(rest, SIM_OPTIONS, 1);
   const destination = positionals[0];
   if (!destination) throw new TwillError('Usage', 'route delete: name the destination CIDR, e.g. twill sim route delete 10.60.3.0/24 --network demo');
