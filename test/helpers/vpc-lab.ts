@@ -103,6 +103,8 @@ export class VpcRouter {
   lastError?: string;
   /** syncs completed */
   syncs = 0;
+  /** what the last completed sync applied, to skip the kernel when the sim has not changed */
+  private applied?: string;
 
   constructor(readonly ns: string, readonly sim: SimVpc, readonly table: string) {}
 
@@ -168,6 +170,12 @@ export class VpcRouter {
   private async syncNow(): Promise<void> {
     const instances = this.sim.instances();
     const want = routerRoutes(this.sim.routes(this.table), instances, new Set(this.ports.keys()));
+    // Nothing else writes the router's routes: when the sim has not changed since the last sync, neither has the kernel.
+    const key = JSON.stringify([[...want], instances.map((i) => [i.id, i.sourceDestCheck]), [...this.ports.keys()]]);
+    if (key === this.applied) {
+      this.syncs++;
+      return;
+    }
     const have = await this.kernelRoutes();
     const lines: string[] = [];
     for (const [dst, r] of want) {
@@ -190,6 +198,7 @@ export class VpcRouter {
       port.check = i.sourceDestCheck;
     }
     if (nft.length) await this.nft(nft);
+    this.applied = key;
     this.syncs++;
   }
 
