@@ -9,13 +9,15 @@ import { table } from './table.js';
 
 export const SIM_USAGE = `twill sim instance start|stop|terminate NAME --network NET [--data-dir .twill]
        twill sim instance list [--network NET] [--data-dir .twill]
-       twill sim routes [--network NET] [--data-dir .twill]`;
+       twill sim routes [--network NET] [--data-dir .twill]
+       twill sim route delete CIDR --network NET [--data-dir .twill]   (as another tool or a person would)`;
 
 export async function simCommand(args: string[]): Promise<number> {
   const [what, ...rest] = args;
   if (what === 'instance') return instanceCommand(rest);
   if (what === 'routes') return routesCommand(rest);
-  throw new TwillError('Usage', `${what === undefined ? 'no subcommand' : `${JSON.stringify(what)} is not a subcommand`}: expected instance or routes\nusage: ${SIM_USAGE}`);
+  if (what === 'route') return routeCommand(rest);
+  throw new TwillError('Usage', `${what === undefined ? 'no subcommand' : `${JSON.stringify(what)} is not a subcommand`}: expected instance, routes or route\nusage: ${SIM_USAGE}`);
 }
 
 function withVpc<T>(dataDir: string, fn: (vpc: SimVpc) => T): T {
@@ -36,7 +38,7 @@ async function instanceCommand(args: string[]): Promise<number> {
   const dataDir = values['data-dir'];
   if (verb === 'list') {
     const rows = withVpc(dataDir, (vpc) => vpc.instances(values.network));
-    process.stdout.write(table(['INSTANCE', 'NETWORK', 'STATE', 'PRIVATE IP'], rows.map((i) => [i.id, i.network, i.state, i.privateIP])));
+    process.stdout.write(table(['INSTANCE', 'NETWORK', 'STATE', 'PRIVATE IP', 'SRC/DST CHECK'], rows.map((i) => [i.id, i.network, i.state, i.privateIP, i.sourceDestCheck ? 'on' : 'off'])));
     return 0;
   }
   const name = positionals[0];
@@ -54,5 +56,31 @@ async function routesCommand(args: string[]): Promise<number> {
   const { values } = parse(args, SIM_OPTIONS);
   const rows = withVpc(values['data-dir'], (vpc) => vpc.routes(values.network === undefined ? undefined : simTable(values.network)));
   process.stdout.write(table(['TABLE', 'DESTINATION', 'TARGET', 'HOP'], rows.map((r) => [r.table, r.destination, r.target, r.hop])));
+  return 0;
+}
+
+/** Deletes one route behind the controller's back, as another tool would: the next reconcile finds it gone. */
+async function routeCommand(args: string[]): Promise<number> {
+  const [verb, ...rest] = args;
+  if (verb !== 'delete') {
+    const what = verb === undefined || verb.startsWith('-') ? 'route' : `route ${verb}`;
+    throw new TwillError('Usage', `${what}: expected delete, e.g. twill sim route delete 10.60.3.0/24 --network demo`);
+  }
+  const { values, positionals } = parse(rest, SIM_OPTIONS, 1);
+  const destination = positionals[0];
+  if (!destination) throw new TwillError('Usage', 'route delete: name the destination CIDR, e.g. twill sim route delete 10.60.3.0/24 --network demo');
+  if (!values.network) throw new TwillError('Usage', 'route delete: --network NET is required (each network has its own route table)');
+  const network = values.network;
+  const gone = withVpc(values['data-dir'], (vpc) => {
+    const table = simTable(network);
+    const route = vpc.routes(table).find((r) => r.destination === destination);
+    if (!route) {
+      const have = vpc.routes(table).map((r) => r.destination);
+      throw new TwillError('RouteNotFound', `no route ${destination} in ${table}${have.length ? `: it holds ${have.join(', ')}` : ': it is empty'}`);
+    }
+    vpc.deleteRoute(table, destination);
+    return route;
+  });
+  process.stdout.write(`route ${gone.destination} (to ${gone.target}) deleted from ${gone.table}\n`);
   return 0;
 }

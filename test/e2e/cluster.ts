@@ -54,13 +54,14 @@ export class Cluster {
     this.url = `mqtt://${lab.underlays[0]?.gateway}:${port}`;
   }
 
-  /** hosts: name -> underlay index. */
-  static async create(opts: { underlays?: string[]; hosts: Record<string, number>; conf: unknown; agentArgs?: string[]; leaseTtl?: string; broker?: Broker; ipv6?: boolean; privateDirs?: string[] }): Promise<Cluster> {
+  /** hosts: name -> underlay index; controllerArgs: the controller's flags besides the lab's (e.g. --cloud sim), on every start. */
+  static async create(opts: { underlays?: string[]; hosts: Record<string, number>; conf: unknown; agentArgs?: string[]; leaseTtl?: string; broker?: Broker; ipv6?: boolean; privateDirs?: string[]; controllerArgs?: string[] }): Promise<Cluster> {
     const lab = await Lab.create({ underlays: opts.underlays, ipv6: opts.ipv6, privateDirs: opts.privateDirs });
     try {
       const netconf = join(lab.dir, 'net.json');
       writeFileSync(netconf, JSON.stringify(opts.conf));
       const c = new Cluster(lab, 'pods', netconf, opts.agentArgs ?? [], await freePort(), opts.broker ?? 'embedded');
+      c.controllerArgs = opts.controllerArgs ?? [];
       if (c.broker === 'iot') {
         await c.startWorld();
       } else {
@@ -92,6 +93,7 @@ export class Cluster {
   }
 
   private leaseTtl = '24h';
+  private controllerArgs: string[] = [];
 
   async startController(leaseTtl = this.leaseTtl): Promise<void> {
     this.leaseTtl = leaseTtl;
@@ -101,6 +103,7 @@ export class Cluster {
       '--network', `${this.network}=${this.netconf}`, '--sync-interval', '300ms', '--lease-ttl', leaseTtl,
       // beside Mosquitto, agents reach the node API only where it is told to listen
       ...(this.broker === 'mosquitto' ? ['--broker', this.url, '--api-listen', `${this.gateway}:0`] : []),
+      ...this.controllerArgs,
     ]);
     this.controller = controller;
     // The controller either says it is ready or exits saying why; how long a

@@ -4,8 +4,14 @@
 // Its state is a SQLite file beside the controller's store (sim.db in the data
 // directory), so `twill sim instance start|stop|terminate` in another process
 // drives the same VPC the controller reconciles. It behaves like AWS: routes
-// carry no owner, a route to a terminated instance is a blackhole, and a
-// route is retargeted in place.
+// carry no owner, a route to a terminated instance is a blackhole, a route is
+// retargeted in place, and every instance starts with its source/destination
+// check on, so it drops traffic that is neither from nor to its own address
+// until the route controller turns the check off (Amazon EC2 API reference,
+// ModifyInstanceAttribute, SourceDestCheck: on by default, and to be turned
+// off on an instance that routes, translates or filters others' traffic).
+// The sim only records the check; a lab that plays the VPC's
+// router (test/helpers/vpc-lab.ts) enforces it on the instances' packets.
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { formatIPv4 } from '../../../core/cidr.js';
@@ -27,6 +33,8 @@ export interface SimInstance {
   state: SimState;
   privateIP: string;
   createdAt: string;
+  /** EC2's SourceDestCheck: on (the default) drops what is neither from nor to privateIP */
+  sourceDestCheck: boolean;
 }
 
 export interface SimRoute {
@@ -44,7 +52,8 @@ CREATE TABLE IF NOT EXISTS instances (
   network TEXT NOT NULL,
   state TEXT NOT NULL,
   private_ip TEXT NOT NULL,
-  created_at TEXT NOT NULL
+  created_at TEXT NOT NULL,
+  source_dest_check INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS routes (
   table_id TEXT NOT NULL,
@@ -57,10 +66,12 @@ CREATE TABLE IF NOT EXISTS routes (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 `;
 
-interface InstanceRow { id: string; network: string; state: SimState; private_ip: string; created_at: string }
+interface InstanceRow { id: string; network: string; state: SimState; private_ip: string; created_at: string; source_dest_check: number }
 interface RouteRow { table_id: string; destination: string; target: string; hop: string; description: string }
 
-const toInstance = (r: InstanceRow): SimInstance => ({ id: r.id, network: r.network, state: r.state, privateIP: r.private_ip, createdAt: r.created_at });
+const toInstance = (r: InstanceRow): SimInstance => ({
+  id: r.id, network: r.network, state: r.state, privateIP: r.private_ip, createdAt: r.created_at, sourceDestCheck: r.source_dest_check !== 0,
+});
 const toRoute = (r: RouteRow): SimRoute => ({ table: r.table_id, destination: r.destination, target: r.target, hop: r.hop, description: r.description });
 
 export function simFile(dataDir: string): string {
@@ -82,6 +93,9 @@ export class SimVpc {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    // A sim.db made before the check was modelled: its instances start with it on, as EC2's do.
+    const columns = this.db.prepare('PRAGMA table_info(instances)').all() as { name: string }[];
+    if (!columns.some((c) => c.name === 'source_dest_check')) this.db.exec('ALTER TABLE instances ADD COLUMN source_dest_check INTEGER NOT NULL DEFAULT 1');
   }
 
   close(): void {
@@ -129,6 +143,15 @@ export class SimVpc {
 
   terminate(id: string, network?: string): SimInstance {
     return this.setState(id, 'terminated', network);
+  }
+
+  /** ModifyInstanceAttribute SourceDestCheck: allowed running or stopped, refused once terminated. */
+  setSourceDestCheck(id: string, on: boolean): SimInstance {
+    const cur = this.db.prepare('SELECT * FROM instances WHERE id = ?').get(id) as InstanceRow | undefined;
+    if (!cur) throw new TwillError('NoSuchInstance', `instance ${id} does not exist`);
+    if (cur.state === 'terminated') throw new TwillError('IncorrectInstanceState', `instance ${id} is terminated: its source/destination check can no longer change`);
+    this.db.prepare('UPDATE instances SET source_dest_check = ? WHERE id = ?').run(on ? 1 : 0, id);
+    return { ...toInstance(cur), sourceDestCheck: on };
   }
 
   instances(network?: string): SimInstance[] {
@@ -197,7 +220,7 @@ export class SimCloud implements Cloud {
     const instances: CloudInstance[] = [];
     for (const i of all.values()) {
       if (i.network !== net.name || i.state === 'terminated') continue;
-      instances.push({ id: i.id, state: i.state, privateIP: i.privateIP, target: i.id, tables: [table] });
+      instances.push({ id: i.id, state: i.state, privateIP: i.privateIP, target: i.id, tables: [table], needsPrepare: i.sourceDestCheck });
     }
     this.count('DescribeRouteTables');
     const rows = this.vpc.routes(table);
@@ -220,6 +243,12 @@ export class SimCloud implements Cloud {
       pools: [{ id: table, what: 'route table', limit: routeLimit(net.config), source: routeLimitSet(net) ? 'RouteLimit' : 'default', used: rows.length }],
       routes,
     };
+  }
+
+  /** As on EC2: an instance routes pods' traffic only once its source/destination check is off. */
+  async prepareInstance(_net: NetworkRef, inst: CloudInstance): Promise<void> {
+    this.count('ModifyInstanceAttribute');
+    this.vpc.setSourceDestCheck(inst.id, false);
   }
 
   async createRoute(net: NetworkRef, r: DesiredRoute): Promise<void> {
