@@ -263,6 +263,8 @@ export class Agent {
     this.state.saveConfig(this.opts.network, config);
     if (!changedType && this.backend) return this.scheduleReconcile('every peer');
     try {
+      // Another backend takes over: the old one takes out what only it needs.
+      await this.backend?.retire?.();
       await this.backend?.close();
       this.backend = await backendFactory(config.Backend.Type)({
         config,
@@ -272,6 +274,7 @@ export class Agent {
         metrics: this.metrics,
         kernel: this.kernel,
         blackholeRoute: this.opts.blackholeRoute,
+        iptables: this.iptables,
       });
       if (this.carriesPodTraffic() && !config.EnableNFTables) await removeUnwanted(this.iptables, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
       this.metrics.clear('twill_agent_info');

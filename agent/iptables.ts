@@ -28,7 +28,7 @@ export const FWD_CHAIN = 'TWILL-FWD';
 export const KUBE_PROXY_MARK = '0x4000/0x4000';
 
 export interface ChainSpec {
-  table: 'nat' | 'filter';
+  table: 'nat' | 'filter' | 'mangle';
   chain: string;
   /** the built-in chain whose first rule jumps to ours */
   parent: string;

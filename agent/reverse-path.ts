@@ -1,0 +1,205 @@
+// Strict reverse-path filtering (rp_filter=1, the default of many cloud
+// images) on a cloud network with an overlay, also while members move
+// between their cloud route and the overlay.
+//
+// Why anything is needed: with rp_filter=1 the kernel drops a packet whose
+// source it would not route back out of the interface it came in on
+// (fib_validate_source). In steady state every pair's paths are symmetric:
+// both ends route each other over the overlay, or both through the VPC
+// (core/backends/overlay.ts pairUsesOverlay), so each packet arrives where
+// the receiver would send its reply. During a move the two ends of a pair
+// switch one after the other, in whatever order their agents apply the
+// lease, and for that while the paths are not symmetric:
+// - a packet arrives on the overlay device (the sender switched to the
+//   overlay) while the receiver still routes the sender through the VPC,
+//   out of the underlay interface;
+// - a packet arrives on the underlay interface (the sender switched to the
+//   VPC, or still uses it) while the receiver already routes the sender over
+//   the overlay.
+// Both would be dropped. What twill does, on every member, whatever its reach:
+// - the overlay device (ours) gets rp_filter=2 (loose). The kernel uses the
+//   larger of conf/all and conf/<dev> (Documentation/networking/ip-sysctl.rst,
+//   rp_filter), so overlay arrivals pass whatever conf/all says; nothing but
+//   our peers' encapsulated pod traffic arrives there.
+// - arrivals on the underlay interface with a source in the Network are
+//   marked (iptables mangle PREROUTING, chain TWILL-RPF: -i <iface> -s
+//   <Network>, one mark bit), and the reverse-path lookup of a marked packet
+//   is answered by a table of ours that routes the Network out of the
+//   underlay interface: an ip rule "fwmark <bit> iif lo lookup <table>". The
+//   reverse lookup runs with iif lo (fib_validate_source uses the loopback
+//   index when no output interface is given) and sees the mark only with
+//   src_valid_mark=1 on the interface, which twill sets; the forward lookup
+//   of the same packet runs with iif <iface>, so the rule never changes where
+//   a packet goes, only whether it is let in.
+// Nothing else is loosened: other sources on the underlay, and every packet
+// on other interfaces, are checked as the host's settings say.
+//
+// All of it is level-triggered (read, compare, repair on every full pass)
+// and removed when the overlay goes (remove()): the rule, the chain, and
+// src_valid_mark put back as it was (the value found is kept in the state
+// directory, so a restart in between still restores it). The table's route
+// is a route of protocol 122 kept with the overlay's own entries (the kernel
+// layer removes it with them); the device's sysctl goes with the device.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ensureChains, removeChain, type ChainSpec, type IptablesIO } from './iptables.js';
+import { run } from './kernel/exec.js';
+import { TWILL_ROUTE_PROTOCOL, type RouteSpec } from './kernel/index.js';
+
+/** The mark bit of underlay arrivals from the Network. Clear of kube-proxy's (0x4000, 0x8000), Calico's (0xffff0000), Cilium's (0x0f00) and the AWS VPC CNI's (0x80). */
+export const RPF_MARK = 0x1000;
+/** The table answering their reverse-path lookup (no common tool uses it; the AWS VPC CNI's are 2 up to its ENI count). */
+export const RPF_TABLE = 7122;
+/** The rule's priority: before main (32766); it matches only marked lookups with iif lo. */
+export const RPF_PRIORITY = 3122;
+export const RPF_CHAIN = 'TWILL-RPF';
+
+const mark = `0x${RPF_MARK.toString(16)}`;
+const SAVED = 'rpf-src-valid-mark';
+
+/** One IPv4 policy rule as `ip -j rule show` lists it. */
+export interface PolicyRule {
+  priority: number;
+  table: string;
+  fwmark?: string;
+  fwmask?: string;
+  iif?: string;
+  protocol?: string;
+}
+
+/** The host settings the guard keeps: sysctls and IPv4 policy rules (a fake in tests, the kernel otherwise). */
+export interface HostIO {
+  /** a sysctl under /proc/sys (key like net/ipv4/conf/eth0/rp_filter); undefined when it does not exist (no such device) */
+  getSysctl(key: string): Promise<string | undefined>;
+  setSysctl(key: string, value: string): Promise<void>;
+  rules(): Promise<PolicyRule[]>;
+  /** runs `ip rule` with these arguments (add ... / del ...) */
+  rule(args: string[]): Promise<void>;
+}
+
+/** This host's, or a network namespace's (tests): sysctls through /proc/sys, rules through ip. */
+export function hostIO(opts: { netns?: string } = {}): HostIO {
+  const path = (key: string) => join('/proc/sys', key);
+  return {
+    async getSysctl(key) {
+      if (!opts.netns) return existsSync(path(key)) ? readFileSync(path(key), 'utf8').trim() : undefined;
+      const r = await run(['sh', '-c', 'test -e "$1" && cat "$1" || true', 'sh', path(key)], { netns: opts.netns });
+      return r.stdout.trim() || undefined;
+    },
+    async setSysctl(key, value) {
+      if (!opts.netns) return writeFileSync(path(key), value);
+      await run(['sh', '-c', 'echo "$2" > "$1"', 'sh', path(key), value], { netns: opts.netns });
+    },
+    async rules() {
+      const r = await run(['ip', '-4', '-j', 'rule', 'show'], { netns: opts.netns });
+      return parseRules(r.stdout);
+    },
+    async rule(args) {
+      await run(['ip', '-4', 'rule', ...args], { netns: opts.netns });
+    },
+  };
+}
+
+/** `ip -j rule show`, each rule's fields this guard compares; anything else is left out. */
+export function parseRules(text: string): PolicyRule[] {
+  const list: unknown = JSON.parse(text || '[]');
+  if (!Array.isArray(list)) throw new Error('ip -j rule show did not print a list');
+  return list.flatMap((r: Record<string, unknown>) => {
+    if (typeof r !== 'object' || r === null || typeof r.priority !== 'number') return [];
+    const s = (k: string) => (r[k] === undefined ? undefined : String(r[k]));
+    return [{ priority: r.priority, table: String(r.table ?? ''), fwmark: s('fwmark'), fwmask: s('fwmask'), iif: s('iif'), protocol: s('protocol') }];
+  });
+}
+
+/** The mark rule: underlay arrivals from the Network (one bit or'ed in, others' bits kept). */
+export function rpfChain(network: string, iface: string): ChainSpec {
+  return {
+    table: 'mangle',
+    chain: RPF_CHAIN,
+    parent: 'PREROUTING',
+    comment: 'twill rpf',
+    // exactly as iptables-save prints it (--or-mark is saved as --set-xmark bit/bit)
+    rules: [`-s ${network} -i ${iface} -m comment --comment "twill rpf" -j MARK --set-xmark ${mark}/${mark}`],
+  };
+}
+
+/** The route of our table: the Network out of the underlay interface (only reverse-path lookups of marked packets see it). */
+export function rpfRoutes(network: string, iface: string): RouteSpec[] {
+  return [{ dst: network, dev: iface, table: RPF_TABLE }];
+}
+
+const RULE_ARGS = ['priority', String(RPF_PRIORITY), 'fwmark', `${mark}/${mark}`, 'iif', 'lo', 'lookup', String(RPF_TABLE)];
+
+const isOurs = (r: PolicyRule) => r.priority === RPF_PRIORITY && r.table === String(RPF_TABLE);
+const isWanted = (r: PolicyRule) => isOurs(r) && r.fwmark === mark && r.fwmask === mark && r.iif === 'lo' && r.protocol === String(TWILL_ROUTE_PROTOCOL);
+
+export interface GuardTarget {
+  network: string;
+  /** the underlay interface */
+  iface: string;
+  /** the overlay device, once it exists */
+  device: string;
+}
+
+export class ReversePathGuard {
+  constructor(
+    private readonly host: HostIO,
+    private readonly iptables: IptablesIO,
+    private readonly state: { get(name: string): string | undefined; set(name: string, value: string): void },
+  ) {}
+
+  /** Makes the host match; returns what had to be put (back) in place. */
+  async ensure(t: GuardTarget): Promise<string[]> {
+    const repaired: string[] = [];
+    const dev = `net/ipv4/conf/${t.device}/rp_filter`;
+    const devValue = await this.host.getSysctl(dev);
+    if (devValue !== undefined && devValue !== '2') {
+      await this.host.setSysctl(dev, '2');
+      repaired.push(`${t.device} rp_filter`);
+    }
+    const saved = this.saved();
+    if (saved && saved.iface !== t.iface) await this.restoreMark(saved);
+    const svm = `net/ipv4/conf/${t.iface}/src_valid_mark`;
+    const svmValue = await this.host.getSysctl(svm);
+    if (svmValue !== undefined && svmValue !== '1') {
+      if (!this.saved()) this.state.set(SAVED, JSON.stringify({ iface: t.iface, value: svmValue }));
+      await this.host.setSysctl(svm, '1');
+      repaired.push(`${t.iface} src_valid_mark`);
+    }
+    const rules = (await this.host.rules()).filter(isOurs);
+    if (rules.length !== 1 || !rules.every(isWanted)) {
+      for (let k = 0; k < rules.length; k++) await this.host.rule(['del', 'priority', String(RPF_PRIORITY), 'lookup', String(RPF_TABLE)]);
+      await this.host.rule(['add', ...RULE_ARGS, 'proto', String(TWILL_ROUTE_PROTOCOL)]);
+      repaired.push(`ip rule ${RPF_PRIORITY}`);
+    }
+    repaired.push(...(await ensureChains(this.iptables, 4, [rpfChain(t.network, t.iface)])));
+    return repaired;
+  }
+
+  /** Takes out the rule and the chain, and puts src_valid_mark back as it was found. */
+  async remove(): Promise<void> {
+    const ours = (await this.host.rules()).filter(isOurs).length;
+    for (let k = 0; k < ours; k++) await this.host.rule(['del', 'priority', String(RPF_PRIORITY), 'lookup', String(RPF_TABLE)]);
+    await removeChain(this.iptables, 4, rpfChain('0.0.0.0/0', 'lo'));
+    const saved = this.saved();
+    if (saved) await this.restoreMark(saved);
+  }
+
+  private saved(): { iface: string; value: string } | undefined {
+    const text = this.state.get(SAVED);
+    if (!text) return undefined;
+    try {
+      const v = JSON.parse(text) as { iface?: unknown; value?: unknown };
+      if (typeof v.iface === 'string' && /^[0-9]$/.test(String(v.value))) return { iface: v.iface, value: String(v.value) };
+    } catch {
+      // a damaged file: nothing to restore from it
+    }
+    return undefined;
+  }
+
+  private async restoreMark(saved: { iface: string; value: string }): Promise<void> {
+    const key = `net/ipv4/conf/${saved.iface}/src_valid_mark`;
+    if ((await this.host.getSysctl(key)) !== undefined) await this.host.setSysctl(key, saved.value);
+    this.state.set(SAVED, '');
+  }
+}
