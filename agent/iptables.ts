@@ -8,6 +8,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { Family } from '../core/cidr.js';
+import { run as runIn } from './kernel/exec.js';
 
 const run = promisify(execFile);
 
@@ -137,6 +138,15 @@ export const iptables: IptablesIO = {
   restore,
   version: async (family) => (await run(tool(family, ''), ['--version'])).stdout,
 };
+
+/** iptables inside a network namespace (tests), through the kernel layer's runner. */
+export function iptablesAt(netns: string): IptablesIO {
+  return {
+    save: async (family, table) => (await runIn([tool(family, 'save'), '-t', table], { netns })).stdout,
+    restore: async (family, input) => void (await runIn([tool(family, 'restore'), '--noflush', '-w'], { netns, input })),
+    version: async (family) => (await runIn([tool(family, ''), '--version'], { netns })).stdout,
+  };
+}
 
 async function restore(family: Family, input: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {

@@ -25,12 +25,18 @@
 //   marked (iptables mangle PREROUTING, chain TWILL-RPF: -i <iface> -s
 //   <Network>, one mark bit), and the reverse-path lookup of a marked packet
 //   is answered by a table of ours that routes the Network out of the
-//   underlay interface: an ip rule "fwmark <bit> iif lo lookup <table>". The
-//   reverse lookup runs with iif lo (fib_validate_source uses the loopback
-//   index when no output interface is given) and sees the mark only with
-//   src_valid_mark=1 on the interface, which twill sets; the forward lookup
-//   of the same packet runs with iif <iface>, so the rule never changes where
-//   a packet goes, only whether it is let in.
+//   underlay interface. Which lookup is the reverse one: fib_validate_source
+//   looks the source up with iif set to the output device of the packet's
+//   forward route (cni0 for a pod here), or to lo when the packet is for this
+//   host, while the forward lookup of the same packet runs with iif
+//   <underlay>. So three rules, all of the mark: "iif <underlay> goto
+//   <third>" (forward lookups skip ours and carry on through every rule the
+//   host has, exactly as before), "lookup <table>" (every other lookup of a
+//   marked packet: its reverse-path check), and "nop" as the goto's target.
+//   The kernel sees the mark in the reverse lookup only with src_valid_mark=1
+//   on the interface, which twill sets. A rule matching "iif lo" alone, as
+//   one might first think, serves packets for the host but not the pods:
+//   their reverse lookup runs with iif cni0.
 // Nothing else is loosened: other sources on the underlay, and every packet
 // on other interfaces, are checked as the host's settings say.
 //
@@ -50,7 +56,7 @@ import { TWILL_ROUTE_PROTOCOL, type RouteSpec } from './kernel/index.js';
 export const RPF_MARK = 0x1000;
 /** The table answering their reverse-path lookup (no common tool uses it; the AWS VPC CNI's are 2 up to its ENI count). */
 export const RPF_TABLE = 7122;
-/** The rule's priority: before main (32766); it matches only marked lookups with iif lo. */
+/** The first of the three rules' priorities (P, P+1, P+2): before main (32766); they match only marked lookups. */
 export const RPF_PRIORITY = 3122;
 export const RPF_CHAIN = 'TWILL-RPF';
 
@@ -64,6 +70,8 @@ export interface PolicyRule {
   fwmark?: string;
   fwmask?: string;
   iif?: string;
+  goto?: string;
+  nop?: boolean;
   protocol?: string;
 }
 
@@ -107,7 +115,7 @@ export function parseRules(text: string): PolicyRule[] {
   return list.flatMap((r: Record<string, unknown>) => {
     if (typeof r !== 'object' || r === null || typeof r.priority !== 'number') return [];
     const s = (k: string) => (r[k] === undefined ? undefined : String(r[k]));
-    return [{ priority: r.priority, table: String(r.table ?? ''), fwmark: s('fwmark'), fwmask: s('fwmask'), iif: s('iif'), protocol: s('protocol') }];
+    return [{ priority: r.priority, table: String(r.table ?? ''), fwmark: s('fwmark'), fwmask: s('fwmask'), iif: s('iif'), goto: s('goto'), nop: 'nop' in r, protocol: s('protocol') }];
   });
 }
 
@@ -128,10 +136,22 @@ export function rpfRoutes(network: string, iface: string): RouteSpec[] {
   return [{ dst: network, dev: iface, table: RPF_TABLE }];
 }
 
-const RULE_ARGS = ['priority', String(RPF_PRIORITY), 'fwmark', `${mark}/${mark}`, 'iif', 'lo', 'lookup', String(RPF_TABLE)];
+const proto = String(TWILL_ROUTE_PROTOCOL);
+const ruleKey = (r: PolicyRule) => [r.priority, r.fwmark, r.fwmask, r.iif, r.goto, r.nop ? 'nop' : r.table, r.protocol].join(' ');
 
-const isOurs = (r: PolicyRule) => r.priority === RPF_PRIORITY && r.table === String(RPF_TABLE);
-const isWanted = (r: PolicyRule) => isOurs(r) && r.fwmark === mark && r.fwmask === mark && r.iif === 'lo' && r.protocol === String(TWILL_ROUTE_PROTOCOL);
+/** The three rules (the file's header says why), each as `ip rule add` takes it and as ruleKey reads it back. */
+export function rpfRules(iface: string): { args: string[]; key: string }[] {
+  const P = RPF_PRIORITY;
+  const fw = ['fwmark', `${mark}/${mark}`];
+  return [
+    { args: ['priority', String(P), ...fw, 'iif', iface, 'goto', String(P + 2)], key: ruleKey({ priority: P, table: '', fwmark: mark, fwmask: mark, iif: iface, goto: String(P + 2), protocol: proto }) },
+    { args: ['priority', String(P + 1), ...fw, 'lookup', String(RPF_TABLE)], key: ruleKey({ priority: P + 1, table: String(RPF_TABLE), fwmark: mark, fwmask: mark, protocol: proto }) },
+    { args: ['priority', String(P + 2), 'nop'], key: ruleKey({ priority: P + 2, table: '', nop: true, protocol: proto }) },
+  ];
+}
+
+/** Ours: at our priorities and of our protocol (someone else's rule there is left alone). */
+const isOurs = (r: PolicyRule) => r.priority >= RPF_PRIORITY && r.priority <= RPF_PRIORITY + 2 && r.protocol === proto;
 
 export interface GuardTarget {
   network: string;
@@ -166,11 +186,14 @@ export class ReversePathGuard {
       await this.host.setSysctl(svm, '1');
       repaired.push(`${t.iface} src_valid_mark`);
     }
-    const rules = (await this.host.rules()).filter(isOurs);
-    if (rules.length !== 1 || !rules.every(isWanted)) {
-      for (let k = 0; k < rules.length; k++) await this.host.rule(['del', 'priority', String(RPF_PRIORITY), 'lookup', String(RPF_TABLE)]);
-      await this.host.rule(['add', ...RULE_ARGS, 'proto', String(TWILL_ROUTE_PROTOCOL)]);
-      repaired.push(`ip rule ${RPF_PRIORITY}`);
+    const have = (await this.host.rules()).filter(isOurs);
+    const want = rpfRules(t.iface);
+    if (have.length !== want.length || !want.every((w, i) => have[i] && ruleKey(have[i]) === w.key)) {
+      // The three go and come back together, in an order that never lets a forward lookup reach our table.
+      await this.deleteRules(have);
+      // The goto's target first, then the goto, then the table's rule: a goto without its target is skipped by the kernel.
+      for (const w of [want[2], want[0], want[1]]) if (w) await this.host.rule(['add', ...w.args, 'proto', proto]);
+      repaired.push(`ip rules ${RPF_PRIORITY}-${RPF_PRIORITY + 2}`);
     }
     repaired.push(...(await ensureChains(this.iptables, 4, [rpfChain(t.network, t.iface)])));
     return repaired;
@@ -178,11 +201,16 @@ export class ReversePathGuard {
 
   /** Takes out the rule and the chain, and puts src_valid_mark back as it was found. */
   async remove(): Promise<void> {
-    const ours = (await this.host.rules()).filter(isOurs).length;
-    for (let k = 0; k < ours; k++) await this.host.rule(['del', 'priority', String(RPF_PRIORITY), 'lookup', String(RPF_TABLE)]);
+    await this.deleteRules((await this.host.rules()).filter(isOurs));
     await removeChain(this.iptables, 4, rpfChain('0.0.0.0/0', 'lo'));
     const saved = this.saved();
     if (saved) await this.restoreMark(saved);
+  }
+
+  /** Deletes the table's rule first: a marked reverse lookup never meets a half set. */
+  private async deleteRules(rules: PolicyRule[]): Promise<void> {
+    const order = [...rules].sort((a, b) => (a.priority === RPF_PRIORITY + 1 ? -1 : b.priority === RPF_PRIORITY + 1 ? 1 : a.priority - b.priority));
+    for (const r of order) await this.host.rule(['del', 'priority', String(r.priority), 'protocol', proto]);
   }
 
   private saved(): { iface: string; value: string } | undefined {
