@@ -98,7 +98,8 @@ export function cloudBackend(type: BackendType): BackendFactory {
       const view = overlayView(config);
       const vni = (view.Backend as VxlanBackend).VNI;
       if (vxlan && vxlan.vni === vni) return vxlan.backend;
-      if (vxlan || leftover) await retire();
+      // Another VNI is another device: the old one goes. A restart with the same one keeps everything (not a packet lost).
+      if (vxlan || (leftover && ctx.state.get(DEVICE_STATE) !== `flannel.${vni}`)) await retire();
       const backend = await vxlanBackend({ ...ctx, config: view }, {
         peerType: type,
         own: () => ({ routes: network ? rpfRoutes(network, ctx.external.iface.name) : [], neighbours: [], fdb: [] }),

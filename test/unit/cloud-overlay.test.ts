@@ -173,6 +173,28 @@ describe('a cloud network with Backend.Overlay', () => {
     assert.deepEqual((await first.host.rules()).filter((r) => r.protocol === '122'), []);
   });
 
+  test('an agent restarted with the same overlay deletes nothing; one restarted with another VNI replaces the device', async () => {
+    const first = await make(OVERLAY);
+    const own = lease('self', 1, ROUTE);
+    await first.backend.reconcile(OVERLAY, own, peersOf(lease('c', 3, FULL)));
+    const restart = async (config: NetConf) => {
+      const b = await backendFactory('aws-vpc')({
+        config, external: await findExternal({ iface: ['eth0'] }, first.kernel), state: new StateDir(first.dir), log: createLogger('test', 'error', () => {}),
+        metrics: new Metrics(), kernel: first.kernel, iptables: first.iptables, host: first.host,
+      });
+      assert.deepEqual((await b.reconcile(config, own, peersOf(lease('c', 3, FULL)))).errors, []);
+      return b;
+    };
+    const mark = first.kernel.log.length;
+    const again = await restart(OVERLAY);
+    assert.deepEqual(first.kernel.log.slice(mark).filter((l) => / del /.test(` ${l} `)), [], 'nothing deleted');
+    assert.equal(again.backendData().VtepMAC, first.backend.backendData().VtepMAC, 'the same VtepMAC (peers keep their entries)');
+    const vni7 = conf({ Type: 'aws-vpc', Overlay: { Type: 'vxlan', VNI: 7 } });
+    await restart(vni7);
+    assert.deepEqual(first.kernel.links.filter((l) => l.link?.kind === 'vxlan').map((l) => l.name), ['flannel.7']);
+    assert.deepEqual(first.kernel.routesVia('flannel.7').map((r) => r.dst), ['10.60.3.0/24']);
+  });
+
   test("retire() (the agent's backend replaced) takes it all out too", async () => {
     const { kernel, host, iptables, backend } = await make(OVERLAY);
     await backend.reconcile(OVERLAY, lease('self', 1, ROUTE), peersOf(lease('c', 3, FULL)));
