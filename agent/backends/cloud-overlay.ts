@@ -30,6 +30,8 @@ import { vxlanBackend } from './vxlan.js';
 
 /** the overlay device this host last ran, so that one left by a run whose config no longer has an overlay is removed */
 const DEVICE_STATE = 'overlay-device';
+/** peers without an overlay agent named in the status's errors; the rest are counted */
+const MAX_SHOWN = 5;
 
 /** The config the overlay's vxlan backend runs with: the overlay's options, IPv4 only (the VPC routes carry IPv4 only). */
 export function overlayView(config: NetConf): NetConf {
@@ -148,7 +150,9 @@ export function cloudBackend(type: BackendType): BackendFactory {
       ctx.metrics.set('twill_agent_overlay_peers', 'peers this node talks with over the overlay', peers.selected.size);
       ctx.metrics.clear('twill_agent_reach');
       ctx.metrics.set('twill_agent_reach', 'how this node is reached: through its cloud route or over the overlay', 1, { via: peers.via ?? 'overlay' });
-      return { errors: [...errors, ...missing] };
+      // The status stays small however many peers lack an agent: the first few by name, then a count (the log names each once).
+      const shown = missing.length > MAX_SHOWN ? [...missing.slice(0, MAX_SHOWN), `and ${missing.length - MAX_SHOWN} more peers run no overlay agent (the agent's log names each)`] : missing;
+      return { errors: [...errors, ...shown] };
     };
 
     if (overlayOf(ctx.config.Backend)) await start(ctx.config);

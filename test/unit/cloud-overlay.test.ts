@@ -110,6 +110,15 @@ describe('a cloud network with Backend.Overlay', () => {
     assert.deepEqual(overlayRoutes(kernel), ['10.60.2.0/24', '10.60.3.0/24']);
   });
 
+  test('many peers without an overlay agent: the status names five and counts the rest; the log names each once', async () => {
+    const { backend, logs } = await make(OVERLAY);
+    const peers = peersOf(...Array.from({ length: 12 }, (_, i) => lease(`p${i + 2}`, i + 2, ROUTE, { backendData: {} })));
+    const r = await backend.reconcile(OVERLAY, lease('self', 1, FULL), peers);
+    assert.equal(r.errors.length, 6);
+    assert.equal(r.errors[5], "and 7 more peers run no overlay agent (the agent's log names each)");
+    assert.equal(logs.filter((l) => /runs no overlay agent/.test(l)).length, 12);
+  });
+
   test("a peer's move is its own change only (no kernel read); this node's move is a full pass over every pair", async () => {
     const { kernel, backend } = await make(OVERLAY);
     const own = lease('self', 1, ROUTE);
