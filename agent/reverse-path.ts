@@ -33,6 +33,8 @@
 //   <third>" (forward lookups skip ours and carry on through every rule the
 //   host has, exactly as before), "lookup <table>" (every other lookup of a
 //   marked packet: its reverse-path check), and "nop" as the goto's target.
+//   With EnableNFTables the mark rule is in nftables instead (table ip
+//   twill-rpf, a prerouting chain at mangle priority), the rest the same.
 //   The kernel sees the mark in the reverse lookup only with src_valid_mark=1
 //   on the interface, which twill sets. A rule matching "iif lo" alone, as
 //   one might first think, serves packets for the host but not the pods:
@@ -49,6 +51,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureChains, removeChain, type ChainSpec, type IptablesIO } from './iptables.js';
+import type { NftIO } from './nftables.js';
 import { run } from './kernel/exec.js';
 import { TWILL_ROUTE_PROTOCOL, type RouteSpec } from './kernel/index.js';
 
@@ -60,8 +63,13 @@ export const RPF_TABLE = 7122;
 export const RPF_PRIORITY = 3122;
 export const RPF_CHAIN = 'TWILL-RPF';
 
+/** The mark rule's nftables table (EnableNFTables), apart from twill's inet table whose rules come from the config alone. */
+export const RPF_NFT_TABLE = 'twill-rpf';
+
 const mark = `0x${RPF_MARK.toString(16)}`;
 const SAVED = 'rpf-src-valid-mark';
+/** the state file saying the mark rule was last written in nftables */
+const MODE = 'rpf-mode';
 
 /** One IPv4 policy rule as `ip -j rule show` lists it. */
 export interface PolicyRule {
@@ -131,6 +139,24 @@ export function rpfChain(network: string, iface: string): ChainSpec {
   };
 }
 
+/** The script that replaces the nftables mark rule with this one, or removes its table (no target). */
+export function rpfNftScript(target?: { network: string; iface: string }): string {
+  const lines = [`add table ip ${RPF_NFT_TABLE}`, `delete table ip ${RPF_NFT_TABLE}`];
+  if (target) {
+    lines.push(
+      `table ip ${RPF_NFT_TABLE} {`,
+      '  chain prerouting {',
+      '    type filter hook prerouting priority mangle; policy accept;',
+      `    iifname "${target.iface}" ip saddr ${target.network} meta mark set meta mark | ${mark} comment "twill rpf"`,
+      '  }',
+      '}',
+    );
+  }
+  return lines.join('\n') + '\n';
+}
+
+const plain = (listing: string | undefined) => listing?.split('\n').map((l) => l.trim()).filter(Boolean).join('\n');
+
 /** The route of our table: the Network out of the underlay interface (only reverse-path lookups of marked packets see it). */
 export function rpfRoutes(network: string, iface: string): RouteSpec[] {
   return [{ dst: network, dev: iface, table: RPF_TABLE }];
@@ -157,6 +183,8 @@ export interface GuardTarget {
   network: string;
   /** the underlay interface */
   iface: string;
+  /** EnableNFTables: the mark rule in nftables */
+  nftables?: boolean;
   /** the overlay device, once it exists */
   device: string;
 }
@@ -166,7 +194,12 @@ export class ReversePathGuard {
     private readonly host: HostIO,
     private readonly iptables: IptablesIO,
     private readonly state: { get(name: string): string | undefined; set(name: string, value: string): void },
+    private readonly nft: NftIO,
   ) {}
+
+  /** the nftables listing read back after the last write, so a change behind our back is seen */
+  private written?: string;
+  private script?: string;
 
   /** Makes the host match; returns what had to be put (back) in place. */
   async ensure(t: GuardTarget): Promise<string[]> {
@@ -195,14 +228,41 @@ export class ReversePathGuard {
       for (const w of [want[2], want[0], want[1]]) if (w) await this.host.rule(['add', ...w.args, 'proto', proto]);
       repaired.push(`ip rules ${RPF_PRIORITY}-${RPF_PRIORITY + 2}`);
     }
-    repaired.push(...(await ensureChains(this.iptables, 4, [rpfChain(t.network, t.iface)])));
+    repaired.push(...(await this.ensureMark(t)));
     return repaired;
+  }
+
+  /** The mark rule in the mode the config asks, the other mode's taken out when the mode is first taken. */
+  private async ensureMark(t: GuardTarget): Promise<string[]> {
+    const mode = t.nftables ? 'nftables' : 'iptables';
+    if (this.state.get(MODE) !== mode) {
+      if (mode === 'nftables') await removeChain(this.iptables, 4, rpfChain('0.0.0.0/0', 'lo')).catch(() => false);
+      else if (this.state.get(MODE) === 'nftables') await this.removeNft();
+      this.state.set(MODE, mode);
+    }
+    if (mode === 'iptables') return ensureChains(this.iptables, 4, [rpfChain(t.network, t.iface)]);
+    const script = rpfNftScript(t);
+    const now = plain(await this.nft.list());
+    if (script === this.script && now === this.written) return [];
+    const drifted = this.written !== undefined && script === this.script;
+    await this.nft.apply(script);
+    this.script = script;
+    this.written = plain(await this.nft.list());
+    return drifted ? [`nftables table ip ${RPF_NFT_TABLE}`] : [];
+  }
+
+  private async removeNft(): Promise<void> {
+    if ((await this.nft.list()) !== undefined) await this.nft.apply(rpfNftScript());
+    this.written = undefined;
+    this.script = undefined;
   }
 
   /** Takes out the rule and the chain, and puts src_valid_mark back as it was found. */
   async remove(): Promise<void> {
     await this.deleteRules((await this.host.rules()).filter(isOurs));
-    await removeChain(this.iptables, 4, rpfChain('0.0.0.0/0', 'lo'));
+    if (this.state.get(MODE) === 'nftables') await this.removeNft();
+    else await removeChain(this.iptables, 4, rpfChain('0.0.0.0/0', 'lo'));
+    this.state.set(MODE, '');
     const saved = this.saved();
     if (saved) await this.restoreMark(saved);
   }

@@ -11,6 +11,7 @@ import type { StateDir } from '../state.js';
 import type { KernelIO } from '../kernel/io.js';
 import type { IptablesIO } from '../iptables.js';
 import type { HostIO } from '../reverse-path.js';
+import type { NftIO } from '../nftables.js';
 
 export interface BackendContext {
   /** the network's config as every node sees it (secrets arrive in reconcile) */
@@ -26,6 +27,8 @@ export interface BackendContext {
   /** iptables and the host's sysctls and policy rules, where a backend keeps settings beyond routes (a cloud network's overlay); default this host's */
   iptables?: IptablesIO;
   host?: HostIO;
+  /** nft for the reverse-path mark's own table (EnableNFTables on a cloud network with an overlay); default this host's */
+  rpfNft?: NftIO;
 }
 
 /** What a backend reports of one reconcile (distinct from the kernel pass report it may build on). */

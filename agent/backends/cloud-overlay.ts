@@ -23,7 +23,8 @@ import { macAddress } from '../../core/mac.js';
 import { OVERLAY_MAC_KEY, overlayOf, pairUsesOverlay, reachOf, type Reach } from '../../core/backends/overlay.js';
 import { iptables } from '../iptables.js';
 import { reconcile as kernelPass } from '../kernel/index.js';
-import { ReversePathGuard, hostIO, rpfRoutes } from '../reverse-path.js';
+import { nft } from '../nftables.js';
+import { RPF_NFT_TABLE, ReversePathGuard, hostIO, rpfRoutes } from '../reverse-path.js';
 import { allocBackend } from './alloc.js';
 import type { Backend, BackendContext, BackendFactory, BackendReport } from './backend.js';
 import { vxlanBackend } from './vxlan.js';
@@ -87,7 +88,7 @@ export class OverlayPeers {
 export function cloudBackend(type: BackendType): BackendFactory {
   return async (ctx: BackendContext): Promise<Backend> => {
     const plain = await allocBackend(type)(ctx);
-    const guard = new ReversePathGuard(ctx.host ?? hostIO(), ctx.iptables ?? iptables, ctx.state);
+    const guard = new ReversePathGuard(ctx.host ?? hostIO(), ctx.iptables ?? iptables, ctx.state, ctx.rpfNft ?? nft({ family: 'ip', table: RPF_NFT_TABLE }));
     const peers = new OverlayPeers();
     let vxlan: { backend: Backend; vni: number } | undefined;
     let network = ctx.config.Network ?? '';
@@ -136,7 +137,7 @@ export function cloudBackend(type: BackendType): BackendFactory {
       const errors = [...report.errors];
       if (!only && network) {
         try {
-          const repaired = await guard.ensure({ network, iface: ctx.external.iface.name, device: `flannel.${vxlan?.vni}` });
+          const repaired = await guard.ensure({ network, iface: ctx.external.iface.name, device: `flannel.${vxlan?.vni}`, nftables: config.EnableNFTables === true });
           if (repaired.length && guardClean) ctx.log.warn('reverse-path settings were changed behind our back and are restored', { what: repaired.join(',') });
           guardClean = true;
         } catch (e) {
