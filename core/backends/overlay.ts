@@ -75,6 +75,9 @@ export function readOverlay(f: Fields, ctx: ReadContext): { Overlay?: OverlayCon
     ctx.errors.push(`${label}.Type ${JSON.stringify(type)} is not accepted: the overlay of a cloud network is vxlan ("Type": "vxlan", with vxlan's options ${OVERLAY_OPTIONS.join(', ')})`);
     return {};
   }
+  if (ctx.families && !ctx.families.v4) {
+    ctx.errors.push(`${label} carries IPv4 only, as the VPC routes do, and this network does not enable IPv4: set EnableIPv4 (and Network), or leave the overlay out`);
+  }
   const { DirectRouting, ...overlay } = vxlan.read(o, ctx);
   if (DirectRouting) {
     ctx.errors.push(`${label}.DirectRouting is not taken: on a cloud network the VPC is the direct path (a member whose cloud route is in place is reached through it); leave it out`);

@@ -67,6 +67,16 @@ describe('Backend.Overlay', () => {
     assert.deepEqual(errors({ Type: 'aws-vpc', Overlay: 'vxlan' }), ['Backend.Overlay "vxlan" is a string: expected an object such as {"Type": "vxlan"}']);
   });
 
+  test('an IPv6-only network cannot have one: the overlay carries IPv4 only, as the VPC routes do', () => {
+    try {
+      readNetConf(JSON.stringify({ EnableIPv4: false, EnableIPv6: true, IPv6Network: 'fd00::/48', Backend: { Type: 'gce', Overlay: { Type: 'vxlan' } } }), {});
+      assert.fail('accepted');
+    } catch (e) {
+      assert.ok(e instanceof ConfigError, String(e));
+      assert.deepEqual(e.errors, ['Backend.Overlay carries IPv4 only, as the VPC routes do, and this network does not enable IPv4: set EnableIPv4 (and Network), or leave the overlay out']);
+    }
+  });
+
   test('unknown keys are warned about with the closest name, as the Backend\'s own are, and ignored', () => {
     const r = read(cloud('ali-vpc', { Overlay: { Type: 'vxlan', Prot: 4789, Name: 'x' } }));
     assert.deepEqual(r.warnings, [
