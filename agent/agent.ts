@@ -266,8 +266,9 @@ export class Agent {
     this.state.saveConfig(this.opts.network, config);
     if (!changedType && this.backend) return this.scheduleReconcile('every peer');
     try {
-      // Another backend takes over: the old one takes out what only it needs.
-      await this.backend?.retire?.();
+      // Another backend takes over: the old one takes out what only it needs
+      // (a failure there is said, and must not stop the new one).
+      await this.backend?.retire?.().catch((e: unknown) => this.log.warn('the previous backend could not take out all it added', { reason: errorMessage(e) }));
       await this.backend?.close();
       this.backend = await backendFactory(config.Backend.Type)({
         config,
