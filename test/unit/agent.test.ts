@@ -3,7 +3,8 @@
 // kernel and iptables are the in-memory fakes (test/fakes/kernel.ts,
 // iptables.ts). Joins, peers in every kernel, a departure, drift, a restart
 // that finds a peer gone, and a broker that delivers an older copy after a
-// newer one. The same flows run as processes against the real kernel in
+// newer one; agents on a cloud network with an overlay. The same flows run as
+// processes against the real kernel in
 // test/e2e.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
