@@ -4,8 +4,7 @@
 // iptables.ts). Joins, peers in every kernel, a departure, drift, a restart
 // that finds a peer gone, and a broker that delivers an older copy after a
 // newer one; agents on a cloud network with an overlay. The same flows run as
-// processes against the real kernel in
-// test/e2e.
+// processes against the real kernel in test/e2e.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
