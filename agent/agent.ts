@@ -30,6 +30,7 @@ import { previousSubnets, writeSubnetEnv } from './subnet-env.js';
 import { HostRules, removeUnwanted } from './rules.js';
 import { iproute2, type KernelIO } from './kernel/io.js';
 import { iptables, type IptablesIO } from './iptables.js';
+import type { HostIO } from './reverse-path.js';
 import { NftRules, nft, type NftIO } from './nftables.js';
 import { serveHealth, type HealthFlag } from './health.js';
 import { familyGaps, readiness, type Readiness } from './readiness.js';
@@ -74,6 +75,8 @@ export interface AgentOptions extends IfaceOptions {
   kernel?: KernelIO;
   iptables?: IptablesIO;
   nft?: NftIO;
+  /** the host's sysctls and policy rules (a cloud network's overlay keeps some); default this host's */
+  host?: HostIO;
 }
 
 /** how long each step of stop() may take before it is abandoned */
@@ -263,6 +266,9 @@ export class Agent {
     this.state.saveConfig(this.opts.network, config);
     if (!changedType && this.backend) return this.scheduleReconcile('every peer');
     try {
+      // Another backend takes over: the old one takes out what only it needs
+      // (a failure there is said, and must not stop the new one).
+      await this.backend?.retire?.().catch((e: unknown) => this.log.warn('the previous backend could not take out all it added', { reason: errorMessage(e) }));
       await this.backend?.close();
       this.backend = await backendFactory(config.Backend.Type)({
         config,
@@ -272,6 +278,8 @@ export class Agent {
         metrics: this.metrics,
         kernel: this.kernel,
         blackholeRoute: this.opts.blackholeRoute,
+        iptables: this.iptables,
+        host: this.opts.host,
       });
       if (this.carriesPodTraffic() && !config.EnableNFTables) await removeUnwanted(this.iptables, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules });
       this.metrics.clear('twill_agent_info');

@@ -8,6 +8,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { Family } from '../core/cidr.js';
+import { run as runIn } from './kernel/exec.js';
 
 const run = promisify(execFile);
 
@@ -28,7 +29,7 @@ export const FWD_CHAIN = 'TWILL-FWD';
 export const KUBE_PROXY_MARK = '0x4000/0x4000';
 
 export interface ChainSpec {
-  table: 'nat' | 'filter';
+  table: 'nat' | 'filter' | 'mangle';
   chain: string;
   /** the built-in chain whose first rule jumps to ours */
   parent: string;
@@ -137,6 +138,15 @@ export const iptables: IptablesIO = {
   restore,
   version: async (family) => (await run(tool(family, ''), ['--version'])).stdout,
 };
+
+/** iptables inside a network namespace (tests), through the kernel layer's runner. */
+export function iptablesAt(netns: string): IptablesIO {
+  return {
+    save: async (family, table) => (await runIn([tool(family, 'save'), '-t', table], { netns })).stdout,
+    restore: async (family, input) => void (await runIn([tool(family, 'restore'), '--noflush', '-w'], { netns, input })),
+    version: async (family) => (await runIn([tool(family, ''), '--version'], { netns })).stdout,
+  };
+}
 
 async function restore(family: Family, input: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {

@@ -112,8 +112,10 @@ export class NftRules {
   }
 }
 
-/** The host's nft, optionally inside a network namespace (tests). */
-export function nft(opts: { netns?: string } = {}): NftIO {
+/** The host's nft for one table (twill's inet table unless told), optionally inside a network namespace (tests). */
+export function nft(opts: { netns?: string; family?: string; table?: string } = {}): NftIO {
+  const FAMILY = opts.family ?? 'inet';
+  const NFT_TABLE = opts.table ?? 'twill';
   const cmd = (args: string[]) => (opts.netns ? ['ip', ['netns', 'exec', opts.netns, 'nft', ...args]] : ['nft', args]) as [string, string[]];
   return {
     async list() {

@@ -2,12 +2,15 @@
 // shows the effective config, so a mistake is found before it reaches a network.
 //
 // Exit codes: 0 the file is valid (effective config on stdout, secrets masked;
-// what flannel ignores, such as unknown fields, as warnings on stderr);
+// what flannel ignores, such as unknown fields, as warnings on stderr, and
+// what twill adds to flannel's file, such as a cloud network's overlay, as
+// notes on stderr);
 // 1 the file is invalid or cannot be read (reasons on stderr, one a line);
 // 2 the command was used wrongly (usage on stderr).
 import { readFile } from 'node:fs/promises';
 import { maskSecrets, readNetConf } from '../core/config.js';
 import { ConfigError, errorMessage } from '../core/errors.js';
+import { explainOverlay } from '../core/backends/overlay.js';
 
 const USAGE = 'usage: twill config check FILE';
 
@@ -39,6 +42,7 @@ export async function configCheck(args: string[]): Promise<number> {
   try {
     const { config, warnings } = readNetConf(text, process.env);
     process.stderr.write(warnings.map((line) => `${file}: warning: ${line}\n`).join(''));
+    process.stderr.write(explainOverlay(config).map((line) => `${file}: note: ${line}\n`).join(''));
     process.stdout.write(`${JSON.stringify(maskSecrets(config), null, 2)}\n`);
     return 0;
   } catch (e) {

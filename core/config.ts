@@ -7,6 +7,7 @@ import {
   type Cidr, type Family,
 } from './cidr.js';
 import { BACKEND_SPECS, BACKEND_TYPES, FLANNEL_ONLY_BACKENDS, backendSpec, isBackendType, type BackendConfig, type BackendType, type ReadContext } from './backends/index.js';
+import { unknownKey } from './backends/spec.js';
 import { ConfigError } from './errors.js';
 import { SECRET_MASK } from './secret.js';
 import { Fields, JsonObject, JsonSyntaxError, closestName, isObject, parseJson, position, typeMessage } from './go-json.js';
@@ -172,12 +173,6 @@ function readFamily(spec: FamilySpec, f: Fields, enabled: boolean, errors: strin
 export const BACKEND_OPTIONS: Readonly<Record<BackendType, readonly string[]>> = Object.fromEntries(
   BACKEND_TYPES.map((t) => [t, BACKEND_SPECS[t].options]),
 ) as Record<BackendType, readonly string[]>;
-
-/** A warning for a key no field asks for: ignored, as Go's decoder ignores it, with the closest known name. */
-function unknownKey(label: string, key: string, known: readonly string[], what: string): string {
-  const near = closestName(key, known);
-  return `${label}${key}: unknown ${what}, ignored as flannel does${near ? `; did you mean ${near}?` : ''}`;
-}
 
 function readBackend(value: unknown, families: { v4: boolean; v6: boolean }, ctx: ReadContext): BackendConfig | undefined {
   // flannel's documentation promises vxlan when Backend is left out.

@@ -205,7 +205,8 @@ export class Fields {
     }
   }
 
-  private label(name: string): string {
+  /** The field's name as errors show it (with the object's prefix, e.g. Backend.Overlay.MTU). */
+  label(name: string): string {
     return this.prefix + name;
   }
 

@@ -9,6 +9,9 @@ import type { External } from '../iface.js';
 import type { Metrics } from '../../core/metrics.js';
 import type { StateDir } from '../state.js';
 import type { KernelIO } from '../kernel/io.js';
+import type { IptablesIO } from '../iptables.js';
+import type { HostIO } from '../reverse-path.js';
+import type { NftIO } from '../nftables.js';
 
 export interface BackendContext {
   /** the network's config as every node sees it (secrets arrive in reconcile) */
@@ -21,6 +24,11 @@ export interface BackendContext {
   kernel: KernelIO;
   /** flanneld's --ip-blackhole-route: the node's own subnets get a blackhole route (common.ts ownEntries) */
   blackholeRoute?: boolean;
+  /** iptables and the host's sysctls and policy rules, where a backend keeps settings beyond routes (a cloud network's overlay); default this host's */
+  iptables?: IptablesIO;
+  host?: HostIO;
+  /** nft for the reverse-path mark's own table (EnableNFTables on a cloud network with an overlay); default this host's */
+  rpfNft?: NftIO;
 }
 
 /** What a backend reports of one reconcile (distinct from the kernel pass report it may build on). */
@@ -55,6 +63,12 @@ export interface Backend {
   reconcile(config: NetConf, own: Lease, peers: ReadonlyMap<string, Lease>, changed?: ReadonlySet<string>): Promise<BackendReport>;
   /** What the agent's status says of the backend, given the node's lease; most have nothing to add. */
   status?(own: Lease): BackendStatus;
+  /**
+   * The network no longer wants this backend (its config changed): removes
+   * what it added to the host. Backends that add nothing beyond their
+   * devices and routes have none.
+   */
+  retire?(): Promise<void>;
   /** Stops background work. Never removes kernel state: the data plane outlives the agent. */
   close(): Promise<void>;
 }

@@ -1,9 +1,11 @@
 // Backend.Type -> backend. One file per backend beside this one; a type
 // whose spec (core/backends/) programs nothing in the kernel only holds its
-// lease and writes subnet.env (alloc.ts).
+// lease and writes subnet.env (alloc.ts); a cloud's does so too unless its
+// network has an overlay (cloud-overlay.ts).
 import { BACKEND_SPECS, BACKEND_TYPES, type BackendType } from '../../core/backends/index.js';
 import { TwillError } from '../../core/errors.js';
 import { allocBackend } from './alloc.js';
+import { cloudBackend } from './cloud-overlay.js';
 import type { BackendFactory } from './backend.js';
 import { hostGwBackend } from './host-gw.js';
 import { ipipBackend } from './ipip.js';
@@ -23,6 +25,8 @@ const kernel: Partial<Record<BackendType, BackendFactory>> = {
 
 const registry: Partial<Record<BackendType, BackendFactory>> = Object.fromEntries(
   BACKEND_TYPES.flatMap((t) => {
+    // a cloud's agent: alloc's, and with Backend.Overlay the overlay's vxlan (cloud-overlay.ts)
+    if (BACKEND_SPECS[t].cloud) return [[t, cloudBackend(t)]];
     if (!BACKEND_SPECS[t].programsKernel) return [[t, allocBackend(t)]];
     const f = kernel[t];
     return f ? [[t, f]] : [];

@@ -10,7 +10,7 @@
 // instead, decided afresh on every pass.
 import { randomBytes } from 'node:crypto';
 import type { Family } from '../../core/cidr.js';
-import type { NetConf, VxlanBackend } from '../../core/config.js';
+import type { BackendType, NetConf, VxlanBackend } from '../../core/config.js';
 import { TwillError } from '../../core/errors.js';
 import { localUnicastMac, macAddress } from '../../core/mac.js';
 import type { Lease } from '../../core/lease.js';
@@ -66,8 +66,17 @@ function families(ctx: BackendContext, config: NetConf, lenient = false): { fami
   return out;
 }
 
-export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
+/** How another backend runs this one (the overlay of a cloud network: agent/backends/cloud-overlay.ts). */
+export interface VxlanUse {
+  /** the backend type of the leases whose VtepMAC this device talks to; default vxlan */
+  peerType?: BackendType;
+  /** entries of the node's own besides ownEntries', kept with the device's (they change only with the config) */
+  own?: (own: Lease) => Entries;
+}
+
+export async function vxlanBackend(ctx: BackendContext, use: VxlanUse = {}): Promise<Backend> {
   const opts = ctx.config.Backend as VxlanBackend;
+  const peerType = use.peerType ?? 'vxlan';
   const ext = ctx.external;
   let current = ctx.config;
   // Both names are claimed from the start: a family the network no longer
@@ -126,7 +135,7 @@ export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
             continue;
           }
           const peerMac = String(peer.backendData[f.macKey] ?? '');
-          if (peer.backendType !== 'vxlan' || macAddress(peerMac) !== undefined) {
+          if (peer.backendType !== peerType || macAddress(peerMac) !== undefined) {
             problems.push(`peer ${peer.node} (${via}) published no ${f.macKey}: is its agent running the vxlan backend${family === 6 ? ' with IPv6' : ''}?`);
             continue;
           }
@@ -139,8 +148,11 @@ export async function vxlanBackend(ctx: BackendContext): Promise<Backend> {
         const any = entries.routes.length > 0;
         return { ...(any && { entries }), ...(problems.length && { problem: problems.join('; ') }) };
       };
-      const signature = JSON.stringify([b, own.subnet, own.ipv6Subnet, carried, ext.iface.name, devices.map((d) => [d.mtu, d.mac]), prefixes.map((p) => `${p.ip}/${p.prefix}`)]);
-      errors.push(...(await sync.sync({ signature, devices, peers, changed, entriesFor, own: ownEntries(ctx, own) })));
+      const mine = ownEntries(ctx, own);
+      const extra = use.own?.(own);
+      if (extra) for (const k of ['routes', 'neighbours', 'fdb'] as const) (mine[k] as unknown[]).push(...extra[k]);
+      const signature = JSON.stringify([b, own.subnet, own.ipv6Subnet, carried, ext.iface.name, devices.map((d) => [d.mtu, d.mac]), prefixes.map((p) => `${p.ip}/${p.prefix}`), extra]);
+      errors.push(...(await sync.sync({ signature, devices, peers, changed, entriesFor, own: mine })));
       return { errors };
     },
     close: async () => {},

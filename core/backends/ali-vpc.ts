@@ -1,14 +1,17 @@
 // ali-vpc: a route entry per node in the VPC's route table, written by the route controller.
 import { readRouteLimit, type BackendSpec } from './spec.js';
-import type { OverlayConfig } from './overlay.js';
+import { OVERLAY_MAC_KEY, readOverlay, type OverlayConfig } from './overlay.js';
+import { macAddress } from '../mac.js';
 
 export interface AliVpcBackend { Type: 'ali-vpc'; AccessKeyID: string; AccessKeySecret: string; RouteLimit?: number; Overlay?: OverlayConfig }
 
 export const aliVpc: BackendSpec<AliVpcBackend> = {
   type: 'ali-vpc',
   summary: 'a route entry per node in the VPC route table (Alibaba Cloud), written centrally',
-  options: ['AccessKeyID', 'AccessKeySecret', 'RouteLimit'],
-  agentData: {},
+  options: ['AccessKeyID', 'AccessKeySecret', 'RouteLimit', 'Overlay'],
+  // With Backend.Overlay, every member's agent publishes its overlay device's
+  // MAC (IPv4 only: the overlay carries what the VPC routes carry, IPv4).
+  agentData: { [OVERLAY_MAC_KEY]: macAddress },
   nodeSecrets: [],
   // The route controller's key: the agents of an ali-vpc network program
   // nothing, so no node gets it. The key ID is not a secret (it is shown by
@@ -39,6 +42,7 @@ export const aliVpc: BackendSpec<AliVpcBackend> = {
       AccessKeyID: credential('AccessKeyID', 'ACCESS_KEY_ID', false),
       AccessKeySecret: credential('AccessKeySecret', 'ACCESS_KEY_SECRET', true),
       ...readRouteLimit(f, ctx),
+      ...readOverlay(f, ctx),
     };
   },
 };

@@ -1,15 +1,18 @@
 // aws-vpc: a route per node in the VPC's route tables, written by the route controller.
 import { typeMessage } from '../go-json.js';
 import { readRouteLimit, type BackendSpec } from './spec.js';
-import type { OverlayConfig } from './overlay.js';
+import { OVERLAY_MAC_KEY, readOverlay, type OverlayConfig } from './overlay.js';
+import { macAddress } from '../mac.js';
 
 export interface AwsVpcBackend { Type: 'aws-vpc'; RouteTableID: string[]; RouteLimit?: number; Overlay?: OverlayConfig }
 
 export const awsVpc: BackendSpec<AwsVpcBackend> = {
   type: 'aws-vpc',
   summary: 'a route per node in the VPC route tables (EC2), written centrally',
-  options: ['RouteTableID', 'RouteLimit'],
-  agentData: {},
+  options: ['RouteTableID', 'RouteLimit', 'Overlay'],
+  // With Backend.Overlay, every member's agent publishes its overlay device's
+  // MAC (IPv4 only: the overlay carries what the VPC routes carry, IPv4).
+  agentData: { [OVERLAY_MAC_KEY]: macAddress },
   nodeSecrets: [],
   controlSecrets: [],
   // IPv6 subnets are leased, and get no VPC route (control/routes/routes.ts says so when asked)
@@ -33,6 +36,6 @@ export const awsVpc: BackendSpec<AwsVpcBackend> = {
         else ids.push(id);
       });
     }
-    return { Type: 'aws-vpc', RouteTableID: ids, ...readRouteLimit(f, ctx) };
+    return { Type: 'aws-vpc', RouteTableID: ids, ...readRouteLimit(f, ctx), ...readOverlay(f, ctx) };
   },
 };

@@ -7,7 +7,7 @@
 // route controller (control/routes/clouds) derive what they need from it. One
 // type per file beside this one; index.ts lists them.
 import type { Family } from '../cidr.js';
-import type { Fields } from '../go-json.js';
+import { closestName, type Fields } from '../go-json.js';
 
 export interface ReadContext {
   /** where ali-vpc finds its credentials when the Backend has none */
@@ -79,3 +79,9 @@ export function readRouteLimit(f: Fields, ctx: ReadContext): { RouteLimit?: numb
   return {};
 }
 
+
+/** A warning for a key no field asks for: ignored, as Go's decoder ignores it, with the closest known name. */
+export function unknownKey(label: string, key: string, known: readonly string[], what: string): string {
+  const near = closestName(key, known);
+  return `${label}${key}: unknown ${what}, ignored as flannel does${near ? `; did you mean ${near}?` : ''}`;
+}

@@ -38,7 +38,7 @@ export const vxlan: BackendSpec<VxlanBackend> = {
     let mtu = f.integer('MTU');
     if (mtu === 0) mtu = undefined;
     if (mtu !== undefined && (mtu < MIN_MTU || mtu > 65535)) {
-      ctx.errors.push(`Backend.MTU ${mtu} is out of range: from ${MIN_MTU} to 65535 (the device gets MTU - ${VXLAN_OVERHEAD}, and IPv4 needs at least 576)`);
+      ctx.errors.push(`${f.label('MTU')} ${mtu} is out of range: from ${MIN_MTU} to 65535 (the device gets MTU - ${VXLAN_OVERHEAD}, and IPv4 needs at least 576)`);
       mtu = undefined;
     }
     return {

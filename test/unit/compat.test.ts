@@ -3,7 +3,7 @@
 // with it (net-conf.json through readNetConf, flags and FLANNELD_* variables
 // through the agent's command line, subnet.env through the start-up read),
 // and the outcome must be the row's first word: same, converted, warning,
-// ignored or refused. And the other way round: every option of a backend's
+// ignored, refused or extension (twill's own option, which flanneld ignores). And the other way round: every option of a backend's
 // spec and every flanneld flag twill knows has a row.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,7 +28,7 @@ function rows(): Row[] {
     if (cells.length !== 4 || cells[0] === 'where' || cells[0]?.startsWith('---')) continue;
     const [where, name, example, text] = cells as [string, string, string, string];
     const tick = (s: string) => /`([^`]+)`/.exec(s)?.[1] ?? s;
-    out.push({ where, name: tick(name), example: tick(example), fate: (/^(same|converted|warning|ignored|refused)\b/.exec(text) ?? [''])[0], text });
+    out.push({ where, name: tick(name), example: tick(example), fate: (/^(same|converted|warning|ignored|refused|extension)\b/.exec(text) ?? [''])[0], text });
   }
   return out;
 }
@@ -61,7 +61,7 @@ function agentArgs(example: string): AgentFlags | TwillError {
 
 test('the table has a row of each kind and every row names its outcome', () => {
   assert.ok(ROWS.length > 60, `only ${ROWS.length} rows read`);
-  for (const r of ROWS) assert.notEqual(r.fate, '', `row ${r.where} ${r.name} says neither same, converted, warning, ignored nor refused: ${r.text}`);
+  for (const r of ROWS) assert.notEqual(r.fate, '', `row ${r.where} ${r.name} says neither same, converted, warning, ignored, refused nor extension: ${r.text}`);
 });
 
 describe('every row does what it says', () => {
@@ -87,6 +87,13 @@ describe('every row does what it says', () => {
         if (r.fate === 'same') {
           const v = json(r.example);
           assert.deepEqual(o.backend?.[r.name], r.name === 'RouteTableID' ? [v] : v);
+        }
+        if (r.fate === 'extension') {
+          // read, every default filled in, and what the example gives kept
+          const given = json(r.example) as Record<string, unknown>;
+          const got = o.backend?.[r.name] as Record<string, unknown> | undefined;
+          assert.ok(got, `Backend.${r.name} is not in the effective config`);
+          for (const [k, v] of Object.entries(given)) assert.equal(got[k], v, `Backend.${r.name}.${k}`);
         }
       } else if (r.where === 'flag') {
         const f = agentArgs(r.example);
@@ -117,7 +124,7 @@ describe('every row does what it says', () => {
 
 describe('nothing twill knows is missing from the table', () => {
   test("every backend option flannel has, as each type's spec lists it", () => {
-    for (const type of ['vxlan', 'host-gw', 'wireguard', 'udp', 'ipip', 'ipsec', 'aws-vpc', 'ali-vpc'] as const) {
+    for (const type of ['vxlan', 'host-gw', 'wireguard', 'udp', 'ipip', 'ipsec', 'aws-vpc', 'gce', 'ali-vpc'] as const) {
       const spec = BACKEND_SPECS[type];
       // RouteLimit and KeyRotation are twill's own
       for (const option of [...spec.options, ...(spec.windowsOnly ?? [])].filter((o) => o !== 'RouteLimit' && o !== 'KeyRotation')) {

@@ -608,6 +608,17 @@ describe('twill config check', () => {
     assert.ok(!r.stderr.includes('tooshort'));
   });
 
+  test("a cloud network's overlay: the config on stdout, the twill extension explained in notes on stderr", async () => {
+    const file = join(dir, 'overlay.json');
+    await writeFile(file, JSON.stringify({ Network: '10.60.0.0/16', Backend: { Type: 'aws-vpc', Overlay: { Type: 'vxlan' } } }));
+    const r = await twill('config', 'check', file);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).Backend, { Type: 'aws-vpc', RouteTableID: [], Overlay: { Type: 'vxlan', VNI: 1, Port: 8472, GBP: false, Learning: false } });
+    const notes = r.stderr.trimEnd().split('\n');
+    assert.ok(notes.length >= 2 && notes.every((n) => n.startsWith(`${file}: note: `)), r.stderr);
+    assert.match(notes[0] ?? '', /Backend\.Overlay is a twill extension flannel lacks/);
+  });
+
   test('a missing file is a clear error, exit 1', async () => {
     const file = join(dir, 'absent.json');
     const r = await twill('config', 'check', file);
