@@ -6,6 +6,7 @@ import { parseCidr } from '../../core/cidr.js';
 import { subnetRanges, type NetConf, type SubnetRange } from '../../core/config.js';
 import { ConflictError, NotFoundError, TwillError } from '../../core/errors.js';
 import { backendHasKeys, type Lease, type NewLease } from '../../core/lease.js';
+import type { Reach } from '../../core/backends/overlay.js';
 import type { Logger } from '../../core/log.js';
 import type { Metrics } from '../../core/metrics.js';
 import { agentDataProblems } from '../../core/backends/index.js';
@@ -40,6 +41,16 @@ function samePeerView(lease: Lease, next: Pick<NewLease, 'publicIP' | 'publicIPv
  */
 function keptRotation(lease: Lease | undefined): Pick<NewLease, 'rotateKey'> {
   return lease?.rotateKey !== undefined ? { rotateKey: lease.rotateKey } : {};
+}
+
+/**
+ * How the node is reached (Lease.reach) is the route controller's to write
+ * (setReach) and stays through every other rewrite of the lease while its
+ * subnet stays: a route is for one subnet, so a lease that moves to another
+ * has none confirmed (absent reach: overlay) until the route controller says so.
+ */
+function keptReach(lease: Lease | undefined, subnet: string | null): Pick<NewLease, 'reach'> {
+  return lease?.reach !== undefined && lease.subnet === subnet ? { reach: lease.reach } : {};
 }
 
 function leaseFits(lease: Lease, config: NetConf, ranges: { v4?: SubnetRange; v6?: SubnetRange }): boolean {
@@ -128,7 +139,7 @@ export class Leases {
       }
       let next: NewLease;
       if (existing && fits) {
-        next = { ...base, subnet: existing.subnet, ipv6Subnet: existing.ipv6Subnet, createdAt: existing.createdAt, ...keptRotation(existing) };
+        next = { ...base, subnet: existing.subnet, ipv6Subnet: existing.ipv6Subnet, createdAt: existing.createdAt, ...keptRotation(existing), ...keptReach(existing, existing.subnet) };
       } else {
         if (existing?.expiresAt === null) {
           throw new TwillError('ReservationMismatch', `node ${node} has a reservation (${existing.subnet ?? existing.ipv6Subnet}) that no longer fits network ${network}; release or change it`);
@@ -196,6 +207,34 @@ export class Leases {
     });
   }
 
+  /**
+   * Writes how the node is reached (the route controller's decision), at the
+   * next revision so every member receives it, only while the lease is still
+   * at expectedRevision: a decision made on a lease that changed meanwhile
+   * is made again by the next reconcile. Returns the lease written, or
+   * undefined when it changed (or went). The expiry is the one the lease has
+   * at the write: no renewal.
+   */
+  async setReach(network: string, node: string, reach: Reach, expectedRevision: number): Promise<Lease | undefined> {
+    checkName('node', node);
+    return this.parts.outbox.writing(network, async () => {
+      const config = (await requireNetwork(this.store, network)).config;
+      const existing = await this.store.getLease(network, node);
+      if (!existing || existing.revision !== expectedRevision) return undefined;
+      const { revision, ...rest } = existing;
+      let lease: Lease;
+      try {
+        lease = await this.store.replaceLease({ ...rest, reach }, revision, { keepExpiry: true });
+      } catch (e) {
+        if (e instanceof ConflictError) return undefined;
+        throw e;
+      }
+      this.log.info('reach changed', { network, node, via: reach.via, why: reach.via === 'overlay' ? reach.why : undefined, revision: lease.revision });
+      await this.publishing.lease(lease, config);
+      return lease;
+    });
+  }
+
   /** A subnet held for a node forever and never given to another. */
   async reserve(network: string, node: string, subnet: string, publicIP?: string): Promise<Lease> {
     checkName('node', node);
@@ -220,6 +259,7 @@ export class Leases {
       createdAt: existing?.createdAt ?? new Date(this.parts.now()).toISOString(),
       ...keptRotation(existing),
     };
+    Object.assign(next, keptReach(existing, next.subnet));
     const lease = existing ? await this.store.replaceLease(next, existing.revision) : await this.store.createLease(next);
     this.log.info('subnet reserved', { network, node, subnet });
     await this.publishing.lease(lease, net.config);

@@ -27,18 +27,22 @@ import type { Cloud, NetworkRef, NetworkSnapshot, RoutePool } from './clouds/clo
 import type { Controller } from '../controller/controller.js';
 import type { RouteStatusRecord, Store } from '../store/store.js';
 import {
-  applyDeletes, applyJobs, applyJoins, applyReleases, applyStatus, applyTables, type ApplyContext,
+  applyDeletes, applyJobs, applyJoins, applyMembers, applyReach, applyReleases, applyStatus, applyTables, type ApplyContext,
 } from './apply.js';
 import {
-  PoolLedger, networkSpace, planAdmission, planJoins, planReleases, planRoutes, type CloudTraits, type Space,
+  PoolLedger, networkSpace, planAdmission, planJoins, planReleases, planRoutes,
+  type CloudTraits, type DeleteAction, type RoutePlan, type Space,
 } from './plan.js';
+import { WHY, appliedByAll, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes } from './reach.js';
+import { overlayOf, type Reach } from '../../core/backends/overlay.js';
+import type { Lease } from '../../core/lease.js';
 import { Notes, planStatus } from './status.js';
 
-export { METRIC_PENDING, METRIC_ROUTES } from './apply.js';
+export { METRIC_MEMBERS, METRIC_PENDING, METRIC_ROUTES } from './apply.js';
 
 export interface RouteDeps {
-  /** lease writes go through the controller's join and release, as any node's do */
-  controller: Pick<Controller, 'join' | 'release' | 'leaseTtlMs'>;
+  /** lease writes go through the controller's join, release and reach write, as any node's do */
+  controller: Pick<Controller, 'join' | 'release' | 'setReach' | 'leaseTtlMs'>;
   store: Store;
   cloud: Cloud;
   log: Logger;
@@ -65,10 +69,29 @@ export interface ReconcileReport {
   errors: Record<string, string>;
   /** each route table (or project quota) after the reconcile: routes in it of every owner, its limit and where that came from */
   tables: TableUse[];
+  /** networks with an overlay only */
+  overlay?: OverlayReport;
 }
 
 /** A route table's (or project's) use against its limit, as the status, the dashboard and the metrics show it. */
 export type TableUse = Pick<RoutePool, 'what' | 'used' | 'limit' | 'source' | 'why'>;
+
+/** On a network with an overlay: how its members are reached and the moves under way. */
+export interface OverlayReport {
+  route: number;
+  overlay: number;
+  /** reach written to leases by this reconcile */
+  written: number;
+  /** routes made by this reconcile, for the next read of the cloud to confirm before their members' reach says route */
+  confirming: number;
+  /** routes held in place until every online agent has applied their member's move to the overlay */
+  waiting: number;
+}
+
+function overlayReport(reach: ReadonlyMap<string, Reach>, written: number, confirming: number, waiting: number): OverlayReport {
+  const route = [...reach.values()].filter((r) => r.via === 'route').length;
+  return { route, overlay: reach.size - route, written, confirming, waiting };
+}
 
 /** Everything a reconcile decides from, read once at its start. */
 interface Snapshot {
@@ -76,6 +99,27 @@ interface Snapshot {
   ref: NetworkRef;
   cloud: NetworkSnapshot;
   previous: RouteStatusRecord[];
+  /** the network's config names an overlay (Backend.Overlay) */
+  overlay: boolean;
+}
+
+/**
+ * On a network with an overlay: the evictions past a lowered limit join the
+ * plan's deletes, and each delete of a live member's route is held until its
+ * move to the overlay is safe (reach.ts). The agents' statuses are read only
+ * when a delete needs them.
+ */
+async function gateDeletes(snap: Snapshot, plan: RoutePlan, leases: Lease[], deps: RouteDeps): Promise<{ now: DeleteAction[]; held: DeleteAction[]; leaving: Map<string, string> }> {
+  const { instances, pools, tables } = snap.cloud;
+  const evictions = planEvictions({ plan, pools, tables, leases });
+  const deletes = [...plan.deletes, ...evictions];
+  const applied = needsAgents(deletes, plan, leases, instances) ? appliedByAll(leases, await deps.store.listStatus(snap.ref.name)) : undefined;
+  const gate = planGate({ deletes, plan, leases, instances, applied });
+  const ledger = new PoolLedger(pools, tables);
+  const leaving = new Map<string, string>();
+  for (const d of evictions) leaving.set(d.node as string, fullWhy(ledger.of(d.route.table) as RoutePool));
+  for (const d of gate.held) if (d.node && !leaving.has(d.node)) leaving.set(d.node, WHY.replacing);
+  return { ...gate, leaving };
 }
 
 async function readSnapshot(name: string, deps: RouteDeps): Promise<Snapshot> {
@@ -88,7 +132,7 @@ async function readSnapshot(name: string, deps: RouteDeps): Promise<Snapshot> {
   // The cloud says each only once per network and reason (a route limit it could not read): log every one.
   for (const reason of cloud.warnings ?? []) deps.log.warn('route limit not read from the account', { network: name, reason });
   const previous = await deps.store.listRouteStatus(name);
-  return { space, ref, cloud, previous };
+  return { space, ref, cloud, previous, overlay: overlayOf(net.config.Backend) !== undefined };
 }
 
 function traitsOf(cloud: Cloud): CloudTraits {
@@ -117,18 +161,22 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
   for (const l of joined) leases.set(l.node, l);
 
   const plan = planRoutes({ space: snap.space, traits, instances, leasesBefore: snap.ref.leases, leases: [...leases.values()], routes });
-  const deleted = await applyDeletes(ctx, plan.deletes);
+  const gate = snap.overlay ? await gateDeletes(snap, plan, [...leases.values()], deps) : { now: plan.deletes, held: [], leaving: new Map<string, string>() };
+  const deleted = await applyDeletes(ctx, gate.now);
 
   const { released, dropped } = await applyReleases(ctx, planReleases({ leases: [...leases.values()], instances, owned: plan.owned, deleted }));
   for (const node of dropped) leases.delete(node);
 
-  const admission = planAdmission({ plan, deleted, pools, tables, instances, traits });
+  const admission = planAdmission({ plan, deleted, pools, tables, instances, traits, held: gate.held });
   for (const n of admission.notes) ctx.notes.add(n.node, n.state, n.reason);
   const ledger = new PoolLedger(admission.pools, tables);
   const done = await applyJobs(ctx, admission.jobs, ledger);
   const routed = plan.present.size + done.replaced + done.created;
 
-  const status = planStatus({ network: name, leases: [...leases.values()], instances, notes: ctx.notes, previous: snap.previous });
+  // Decided on this reconcile's read of the cloud: a route created just now is confirmed by the next read.
+  const reach = snap.overlay ? planReach({ leases: [...leases.values()], instances, routed: routedNodes(plan, instances, new Set(gate.leaving.keys())), leaving: gate.leaving, notes: ctx.notes }) : undefined;
+  const reachWritten = reach ? await applyReach(ctx, reach.writes) : 0;
+  const status = planStatus({ network: name, leases: [...leases.values()], instances, notes: ctx.notes, previous: snap.previous, reach: reach?.reach });
   const pending: Record<string, string> = {};
   const errors: Record<string, string> = ctx.networkError !== undefined ? { [name]: ctx.networkError } : {};
   for (const s of status.statuses) {
@@ -140,8 +188,10 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
   await applyStatus(sinks, status.statuses, status.removed, stamp);
   const used = ledger.list().map((p): TableUse => ({ what: p.what, used: p.used, limit: p.limit, source: p.source, ...(p.why ? { why: p.why } : {}) }));
   await applyTables(sinks, routed, used, stamp);
+  if (reach) applyMembers(sinks, reach.reach);
   return {
     network: name, instances: instances.length, joined: joined.length, released, prepared: done.prepared,
     created: done.created, replaced: done.replaced, deleted: deleted.length, routes: routed, pending, errors, tables: used,
+    ...(reach && { overlay: overlayReport(reach.reach, reachWritten, done.created + done.replaced, gate.held.length) }),
   };
 }
