@@ -284,6 +284,12 @@ export function planReleases(input: {
   instances: readonly CloudInstance[];
   owned: readonly CloudRoute[];
   deleted: readonly DeleteAction[];
+  /**
+   * the network has an overlay: a lease that never was an instance's (no
+   * RouteTarget: a host outside the cloud, joined by its own agent's hello)
+   * is a member reached over the overlay, and stays until it expires
+   */
+  overlay?: boolean;
 }): ReleaseAction[] {
   const present = new Set(input.instances.map((i) => i.id));
   const gone = new Set(input.deleted.map((d) => d.route));
@@ -291,6 +297,7 @@ export function planReleases(input: {
   const out: ReleaseAction[] = [];
   for (const lease of input.leases) {
     if (lease.expiresAt === null || present.has(lease.node)) continue;
+    if (input.overlay && lease.backendData.RouteTarget === undefined) continue;
     if (lease.subnet && remaining.has(lease.subnet)) continue; // a failed delete: keep knowing the route is twill's
     out.push({ node: lease.node, revision: lease.revision, subnet: lease.subnet });
   }

@@ -220,7 +220,10 @@ export function planReach(input: {
     reach.set(lease.node, want);
     const cur = lease.reach;
     const same = cur?.via === want.via && (cur.via === 'route' || (want.via === 'overlay' && cur.why === want.why));
-    if (!same) writes.push({ node: lease.node, revision: lease.revision, reach: want });
+    // A member already on the overlay whose route is being made keeps the reason it has: its next
+    // write is route, once confirmed (one lease write, one message to every member, per move).
+    const transient = cur?.via === 'overlay' && want.via === 'overlay' && want.why === WHY.noRoute;
+    if (!same && !transient) writes.push({ node: lease.node, revision: lease.revision, reach: want });
   }
   return { reach, writes };
 }

@@ -164,11 +164,11 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
   const gate = snap.overlay ? await gateDeletes(snap, plan, [...leases.values()], deps) : { now: plan.deletes, held: [], leaving: new Map<string, string>() };
   const deleted = await applyDeletes(ctx, gate.now);
 
-  const { released, dropped } = await applyReleases(ctx, planReleases({ leases: [...leases.values()], instances, owned: plan.owned, deleted }));
+  const { released, dropped } = await applyReleases(ctx, planReleases({ leases: [...leases.values()], instances, owned: plan.owned, deleted, overlay: snap.overlay }));
   for (const node of dropped) leases.delete(node);
 
   const admission = planAdmission({ plan, deleted, pools, tables, instances, traits, held: gate.held });
-  for (const n of admission.notes) ctx.notes.add(n.node, n.state, n.reason);
+  for (const n of admission.notes) ctx.notes.add(n.node, n.state, n.reason, n.why);
   const ledger = new PoolLedger(admission.pools, tables);
   const done = await applyJobs(ctx, admission.jobs, ledger);
   const routed = plan.present.size + done.replaced + done.created;

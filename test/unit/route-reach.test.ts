@@ -73,6 +73,9 @@ describe('reach: who is reached through the route and who over the overlay, and 
     assert.deepEqual(adm.jobs.map((j) => j.node), ['c'], 'the oldest overlay member gets the room');
     const r = planReach({ leases: L.slice(0, 3), instances: I.slice(0, 3), routed: routedNodes(p, I, new Set()), leaving: new Map(), notes: new Notes() });
     assert.deepEqual(r.reach.get('c'), { via: 'overlay', why: WHY.noRoute });
+    // Already on the overlay (its lease says table full): no write for the moment between, only route once confirmed.
+    const waiting = L.slice(0, 3).map((l) => ({ ...l, reach: l.node === 'c' ? { via: 'overlay' as const, why: 'route table full (2 of 2)' } : { via: 'route' as const } }));
+    assert.deepEqual(planReach({ leases: waiting, instances: I.slice(0, 3), routed: routedNodes(p, I, new Set()), leaving: new Map(), notes: new Notes() }).writes, []);
     // The next read shows it: now route.
     const next = planOf(I.slice(0, 3), L.slice(0, 3), [...R, route('10.10.3.0/24', 'c')]);
     assert.ok(routedNodes(next, I, new Set()).has('c'));
