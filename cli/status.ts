@@ -21,7 +21,8 @@ function rotationText(k: KeyView): string {
  */
 function routeText(l: StatusReport['leases'][number]): string {
   if (l.route?.state === 'error') return `error: ${l.route.reason}${l.reach?.via === 'overlay' ? ' (reached over the overlay meanwhile)' : ''}`;
-  if (l.reach) return l.reach.via === 'route' ? 'route' : `overlay (${l.reach.why})`;
+  // The route status says more than the lease's few words when it has them (the table's count, the limit's source).
+  if (l.reach) return l.reach.via === 'route' ? 'route' : l.route?.reason.startsWith('overlay (') ? l.route.reason : `overlay (${l.reach.why})`;
   if (!l.route) return '-';
   return l.route.state === 'ok' ? 'ok' : l.route.reason;
 }

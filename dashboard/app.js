@@ -239,7 +239,7 @@ function limitText(source) {
 /** How a node is reached: its route's state on a cloud network, and on one with an overlay, route or overlay and why. */
 function routeCell(x) {
   if (x.route && x.route.state === 'error') return `error: ${x.route.reason}`;
-  if (x.reach) return x.reach.via === 'route' ? 'route' : `overlay (${x.reach.why})`;
+  if (x.reach) return x.reach.via === 'route' ? 'route' : x.route && x.route.reason.startsWith('overlay (') ? x.route.reason : `overlay (${x.reach.why})`;
   if (!x.route) return '';
   return x.route.state === 'ok' ? 'ok' : `${x.route.state}: ${x.route.reason}`;
 }

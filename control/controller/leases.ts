@@ -25,6 +25,8 @@ export interface JoinRequest {
   fromAgent?: boolean;
   previousSubnet?: string;
   previousIPv6Subnet?: string;
+  /** the route controller's: how the node is reached, written with the lease (never from a node: a hello cannot carry it) */
+  reach?: Reach;
 }
 
 /** Whether a join changes nothing a peer uses (its addresses, backend and backend data). */
@@ -62,6 +64,7 @@ function leaseFits(lease: Lease, config: NetConf, ranges: { v4?: SubnetRange; v6
 
 /** What a join asks that its network must allow, checked before any lease is read. */
 function checkJoin(network: string, node: string, config: NetConf, req: JoinRequest): void {
+  if (req.fromAgent && req.reach !== undefined) throw new TwillError('InvalidHello', `hello from ${node} refused: how a node is reached is the route controller's to say`);
   if (req.fromAgent) {
     // Only the keys the network's backend publishes, each as its rule
     // says: a node can neither grow its lease nor hand its peers a bad value.
@@ -140,6 +143,7 @@ export class Leases {
       let next: NewLease;
       if (existing && fits) {
         next = { ...base, subnet: existing.subnet, ipv6Subnet: existing.ipv6Subnet, createdAt: existing.createdAt, ...keptRotation(existing), ...keptReach(existing, existing.subnet) };
+        if (req.reach) next.reach = req.reach;
       } else {
         if (existing?.expiresAt === null) {
           throw new TwillError('ReservationMismatch', `node ${node} has a reservation (${existing.subnet ?? existing.ipv6Subnet}) that no longer fits network ${network}; release or change it`);
@@ -151,6 +155,7 @@ export class Leases {
           ipv6Subnet: chooseSubnet(network, ranges.v6, taken.v6, existing?.ipv6Subnet, req.previousIPv6Subnet, this.parts.random),
           createdAt: new Date(now()).toISOString(),
           ...keptRotation(existing),
+          ...(req.reach && { reach: req.reach }),
         };
       }
       try {

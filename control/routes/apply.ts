@@ -52,7 +52,7 @@ export async function applyJoins(ctx: ApplyContext, joins: readonly JoinAction[]
   const written: Lease[] = [];
   for (const j of joins) {
     try {
-      written.push(await ctx.leases.join(ctx.network, j.node, { publicIP: j.publicIP, backendData: j.backendData }));
+      written.push(await ctx.leases.join(ctx.network, j.node, { publicIP: j.publicIP, backendData: j.backendData, ...(j.reach && { reach: j.reach }) }));
     } catch (e) {
       fail(ctx, j.node, 'lease failed', e);
     }

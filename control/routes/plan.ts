@@ -39,6 +39,7 @@ import { fitsRange } from '../../core/allocator.js';
 import { contains, parseCidr, type Cidr } from '../../core/cidr.js';
 import { TwillError } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
+import type { Reach } from '../../core/backends/overlay.js';
 import {
   backendTypesOf, isAlive, isCloudBackend, limitLabel,
   type CloudInstance, type CloudKind, type CloudRoute, type DesiredRoute, type RoutePool, type RouteTable,
@@ -66,6 +67,8 @@ export interface JoinAction {
   node: string;
   publicIP: string;
   backendData: Record<string, string>;
+  /** a network with an overlay: a new lease's first reach (reach.ts firstReach) */
+  reach?: Reach;
 }
 
 export interface DeleteAction {
@@ -147,6 +150,8 @@ export function planJoins(input: {
   space: Space;
   now: number;
   ttlMs: number;
+  /** a network with an overlay: the reach a new lease carries from its first write */
+  firstReach?: (inst: CloudInstance) => Reach;
 }): { joins: JoinAction[]; unaddressed: string[] } {
   const byNode = new Map(input.leases.map((l) => [l.node, l]));
   const joins: JoinAction[] = [];
@@ -162,7 +167,8 @@ export function planJoins(input: {
     const cur = byNode.get(inst.id);
     const renewDue = cur !== undefined && cur.expiresAt !== null && Date.parse(cur.expiresAt) - input.now < input.ttlMs / 2;
     if (cur && cur.publicIP === inst.privateIP && carriesData(cur.backendData, data) && !renewDue && fitsSpace(input.space, cur)) continue;
-    joins.push({ node: inst.id, publicIP: inst.privateIP, backendData: data });
+    const reach = !cur && input.firstReach ? { reach: input.firstReach(inst) } : {};
+    joins.push({ node: inst.id, publicIP: inst.privateIP, backendData: data, ...reach });
   }
   return { joins, unaddressed };
 }

@@ -12,7 +12,7 @@
 //            reconcile is confirmed by the next one's read, and only then is
 //            reach=route written: no member drops its overlay path before the
 //            VPC carries the traffic.
-//   overlay  every other member, with why ("route table full (2 of 2)",
+//   overlay  every other member, with why ("route table rtb-1 full",
 //            "outside the cloud", ...). A route that vanished behind our back
 //            is overlay at once: there is nothing to wait for.
 //   leaving  a live member's route that must go (past a lowered limit, or a
@@ -43,12 +43,13 @@ export const WHY = {
 const clip = (s: string): string => s.slice(0, MAX_REACH_WHY);
 
 /**
- * "route table rtb-1 full (2 of 2)". The count is capped at the limit, so
- * a table over a lowered limit reads the same before and after its evictions:
- * a member's reason does not change (and cost a lease write) for that alone.
+ * "route table rtb-1 full". No counts: the lease carries it to every member,
+ * and a count would rewrite every overlay member's lease (a message to every
+ * member each) whenever the limit or the table's use moved. The counts are in
+ * the node's route status ("overlay (route table full (2 of 2, account quota))").
  */
-export function fullWhy(p: Pick<RoutePool, 'what' | 'used' | 'limit'>): string {
-  return clip(`${p.what} full (${Math.min(p.used, p.limit)} of ${p.limit})`);
+export function fullWhy(p: Pick<RoutePool, 'what'>): string {
+  return clip(`${p.what} full`);
 }
 
 export const notRunningWhy = (state: string): string => `instance is ${state}`;
@@ -64,7 +65,7 @@ export function whyKind(reach: Reach): WhyKind {
   if (w === WHY.noIP) return 'no_private_ip';
   if (w === WHY.noRoute || w === WHY.replacing) return 'no_route_yet';
   if (w.startsWith('instance is ')) return 'not_running';
-  if (w.includes(' full (')) return 'table_full';
+  if (/ full\b/.test(w)) return 'table_full';
   return 'route_error';
 }
 
@@ -226,4 +227,23 @@ export function planReach(input: {
     if (!same && !transient) writes.push({ node: lease.node, revision: lease.revision, reach: want });
   }
   return { reach, writes };
+}
+
+/**
+ * The reach a new member's first lease carries, so that its join is its only
+ * lease write until its route is confirmed: "no route yet" while its tables
+ * have room (admission gives it, oldest first, and new leases are the
+ * youngest), the table's reason once they are full. Called in join order; a
+ * guess that turns out wrong costs the one write it saves.
+ */
+export function firstReach(pools: readonly RoutePool[], tables: readonly RouteTable[]): (inst: CloudInstance) => Reach {
+  const ledger = new PoolLedger(pools, tables);
+  return (inst) => {
+    const pools = inst.tables.map((t) => ledger.of(t));
+    if (!inst.target || inst.problem || pools.length === 0 || pools.some((p) => !p)) return { via: 'overlay', why: WHY.error };
+    const full = pools.find((p) => p!.used >= p!.limit);
+    if (full) return { via: 'overlay', why: fullWhy(full) };
+    for (const t of inst.tables) ledger.take(t);
+    return { via: 'overlay', why: WHY.noRoute };
+  };
 }

@@ -23,7 +23,7 @@
 import { NotFoundError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { Metrics } from '../../core/metrics.js';
-import type { Cloud, NetworkRef, NetworkSnapshot, RoutePool } from './clouds/cloud.js';
+import { limitLabel, type Cloud, type NetworkRef, type NetworkSnapshot, type RoutePool } from './clouds/cloud.js';
 import type { Controller } from '../controller/controller.js';
 import type { RouteStatusRecord, Store } from '../store/store.js';
 import {
@@ -33,10 +33,10 @@ import {
   PoolLedger, networkSpace, planAdmission, planJoins, planReleases, planRoutes,
   type CloudTraits, type DeleteAction, type RoutePlan, type Space,
 } from './plan.js';
-import { WHY, appliedByAll, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes } from './reach.js';
+import { WHY, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes } from './reach.js';
 import { overlayOf, type Reach } from '../../core/backends/overlay.js';
 import type { Lease } from '../../core/lease.js';
-import { Notes, planStatus } from './status.js';
+import { Notes, planStatus, type NodeNote } from './status.js';
 
 export { METRIC_MEMBERS, METRIC_PENDING, METRIC_ROUTES } from './apply.js';
 
@@ -103,23 +103,43 @@ interface Snapshot {
   overlay: boolean;
 }
 
+interface Gate {
+  now: DeleteAction[];
+  held: DeleteAction[];
+  /** members whose route is going, with the reason their lease says */
+  leaving: Map<string, string>;
+  notes: NodeNote[];
+}
+
 /**
  * On a network with an overlay: the evictions past a lowered limit join the
  * plan's deletes, and each delete of a live member's route is held until its
  * move to the overlay is safe (reach.ts). The agents' statuses are read only
  * when a delete needs them.
  */
-async function gateDeletes(snap: Snapshot, plan: RoutePlan, leases: Lease[], deps: RouteDeps): Promise<{ now: DeleteAction[]; held: DeleteAction[]; leaving: Map<string, string> }> {
+async function gateDeletes(snap: Snapshot, plan: RoutePlan, leases: Lease[], deps: RouteDeps): Promise<Gate> {
   const { instances, pools, tables } = snap.cloud;
   const evictions = planEvictions({ plan, pools, tables, leases });
   const deletes = [...plan.deletes, ...evictions];
   const applied = needsAgents(deletes, plan, leases, instances) ? appliedByAll(leases, await deps.store.listStatus(snap.ref.name)) : undefined;
   const gate = planGate({ deletes, plan, leases, instances, applied });
+  for (const d of gate.held) {
+    // Said at every reconcile while it lasts: an agent that never catches up holds the move, and this says how far they are.
+    deps.log.info('route held until every online agent has the overlay path', {
+      network: snap.ref.name, node: d.node, destination: d.route.destination, why: d.why, applied: applied === undefined || applied === Infinity ? undefined : applied,
+    });
+  }
   const ledger = new PoolLedger(pools, tables);
   const leaving = new Map<string, string>();
-  for (const d of evictions) leaving.set(d.node as string, fullWhy(ledger.of(d.route.table) as RoutePool));
+  const notes: NodeNote[] = [];
+  for (const d of evictions) {
+    const p = ledger.of(d.route.table) as RoutePool;
+    leaving.set(d.node as string, fullWhy(p));
+    // What it shows once its route is gone, and while it goes: it waits for room like any member past the limit.
+    notes.push({ node: d.node as string, state: 'pending', reason: `route pending: ${p.what} full (${p.limit} of ${p.limit}, ${limitLabel(p.source)})`, why: fullWhy(p) });
+  }
   for (const d of gate.held) if (d.node && !leaving.has(d.node)) leaving.set(d.node, WHY.replacing);
-  return { ...gate, leaving };
+  return { ...gate, leaving, notes };
 }
 
 async function readSnapshot(name: string, deps: RouteDeps): Promise<Snapshot> {
@@ -155,20 +175,22 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
 
   // The leases, as read and then as this reconcile changes them (the store's order, new ones last).
   const leases = new Map(snap.ref.leases.map((l) => [l.node, l]));
-  const lease = planJoins({ instances, leases: snap.ref.leases, space: snap.space, now, ttlMs: deps.controller.leaseTtlMs });
+  const lease = planJoins({
+    instances, leases: snap.ref.leases, space: snap.space, now, ttlMs: deps.controller.leaseTtlMs, ...(snap.overlay && { firstReach: firstReach(pools, tables) }),
+  });
   for (const node of lease.unaddressed) deps.log.debug('instance has no private IP yet', { network: name, node });
   const joined = await applyJoins(ctx, lease.joins);
   for (const l of joined) leases.set(l.node, l);
 
   const plan = planRoutes({ space: snap.space, traits, instances, leasesBefore: snap.ref.leases, leases: [...leases.values()], routes });
-  const gate = snap.overlay ? await gateDeletes(snap, plan, [...leases.values()], deps) : { now: plan.deletes, held: [], leaving: new Map<string, string>() };
+  const gate: Gate = snap.overlay ? await gateDeletes(snap, plan, [...leases.values()], deps) : { now: plan.deletes, held: [], leaving: new Map(), notes: [] };
   const deleted = await applyDeletes(ctx, gate.now);
 
   const { released, dropped } = await applyReleases(ctx, planReleases({ leases: [...leases.values()], instances, owned: plan.owned, deleted, overlay: snap.overlay }));
   for (const node of dropped) leases.delete(node);
 
   const admission = planAdmission({ plan, deleted, pools, tables, instances, traits, held: gate.held });
-  for (const n of admission.notes) ctx.notes.add(n.node, n.state, n.reason, n.why);
+  for (const n of [...gate.notes, ...admission.notes]) ctx.notes.add(n.node, n.state, n.reason, n.why);
   const ledger = new PoolLedger(admission.pools, tables);
   const done = await applyJobs(ctx, admission.jobs, ledger);
   const routed = plan.present.size + done.replaced + done.created;

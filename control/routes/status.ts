@@ -56,12 +56,14 @@ export function leaseNote(network: string, lease: Lease, inst: CloudInstance | u
 /**
  * On a network with an overlay, a node without its route is no node in
  * waiting: it is reached over the overlay, so it shows ok and says how and
- * why ("overlay (route table full (2 of 2))"). An error stays an error: the
+ * why ("overlay (route table full (2 of 2, account quota))"). An error stays an error: the
  * operator has something to fix, though the overlay carries the traffic.
  */
 function overlaid(n: Note, reach: Reach | undefined): Note {
   if (!reach || reach.via === 'route' || n.state === 'error') return n;
-  return { state: 'ok', reason: `overlay (${reach.why})` };
+  // A wait's own words say more than the lease's few (the table's count and where its limit came from).
+  const why = n.state === 'pending' && n.why !== undefined ? n.reason.replace(/^route pending: /, '') : reach.why;
+  return { state: 'ok', reason: `overlay (${why})` };
 }
 
 export interface StatusAction extends NodeNote {

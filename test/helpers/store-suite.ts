@@ -615,6 +615,9 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
           await controller.handleMessage(topics.nodeHello(n, node), Buffer.from(JSON.stringify(hello)), 'test', true);
           assert.deepEqual(await snapshot(store, n), before);
           assert.deepEqual((await store.getLease(n, node))?.reach, over?.reach);
+          // Nor through the controller's join as a node's own: refused before anything is read.
+          await assert.rejects(controller.join(n, node, { publicIP: '192.0.2.1', fromAgent: true, reach: { via: 'route' } }), /route controller's to say/);
+          assert.deepEqual(await snapshot(store, n), before);
         }));
 
       test("the route tables keep where each limit came from and why a default was used", () =>

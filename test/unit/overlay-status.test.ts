@@ -34,13 +34,13 @@ test('status and the dashboard show how each node is reached and each route tabl
     const report = await statusReport(store);
     const reach = Object.fromEntries(report.leases.map((l) => [l.node, l.reach]));
     assert.deepEqual(reach, {
-      i1: { via: 'route' }, i2: { via: 'route' }, i3: { via: 'overlay', why: 'route table full (2 of 2)' }, rack1: { via: 'overlay', why: 'outside the cloud' },
+      i1: { via: 'route' }, i2: { via: 'route' }, i3: { via: 'overlay', why: 'route table full' }, rack1: { via: 'overlay', why: 'outside the cloud' },
     });
     assert.deepEqual(report.routeTables.map(({ updatedAt: _, ...t }) => t), [{ network: 'net', what: 'route table', used: 2, limit: 2, source: 'RouteLimit' }]);
 
     const text = renderStatus(report);
     assert.match(text, /^net\s+i1\s.*\sroute$/m);
-    assert.match(text, /^net\s+i3\s.*\soverlay \(route table full \(2 of 2\)\)$/m);
+    assert.match(text, /^net\s+i3\s.*\soverlay \(route table full \(2 of 2, Backend\.RouteLimit\)\)$/m);
     assert.match(text, /^net\s+rack1\s.*\soverlay \(outside the cloud\)$/m);
     assert.match(text, /ROUTE TABLES\nNETWORK\s+TABLE\s+USED\s+LIMIT\s+LIMIT FROM\nnet\s+route table\s+2\s+2\s+Backend\.RouteLimit\n/);
     assert.match(text, /4 lease\(s\), 0 agent\(s\) online, 2 node\(s\) over the overlay\n$/);
@@ -53,7 +53,7 @@ test('status and the dashboard show how each node is reached and each route tabl
       tables: [{ what: 'route table', used: 2, limit: 2, source: 'RouteLimit' }],
     });
     assert.deepEqual(view.nodes.map((x) => [x.name, x.reach?.via, x.route?.reason]), [
-      ['i1', 'route', ''], ['i2', 'route', ''], ['i3', 'overlay', 'overlay (route table full (2 of 2))'], ['rack1', 'overlay', 'overlay (outside the cloud)'],
+      ['i1', 'route', ''], ['i2', 'route', ''], ['i3', 'overlay', 'overlay (route table full (2 of 2, Backend.RouteLimit))'], ['rack1', 'overlay', 'overlay (outside the cloud)'],
     ]);
   } finally {
     vpc.close();

@@ -9,7 +9,7 @@ import { leaseSchema } from '../../core/messages.js';
 import type { CloudInstance, CloudRoute, RoutePool, RouteTable } from '../../control/routes/clouds/cloud.js';
 import { networkSpace, planAdmission, planJoins, planRoutes, type CloudTraits, type RoutePlan } from '../../control/routes/plan.js';
 import {
-  WHY, appliedByAll, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes, whyKind,
+  WHY, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes, whyKind,
 } from '../../control/routes/reach.js';
 import { Notes, planStatus } from '../../control/routes/status.js';
 import type { StatusRecord } from '../../control/store/store.js';
@@ -59,7 +59,7 @@ describe('reach: who is reached through the route and who over the overlay, and 
     const r = planReach({ leases: L, instances: I, routed: routedNodes(p, I, new Set()), leaving: new Map(), notes });
     assert.deepEqual(Object.fromEntries(r.reach), {
       a: { via: 'route' }, b: { via: 'route' },
-      c: { via: 'overlay', why: 'route table full (2 of 2)' }, d: { via: 'overlay', why: 'route table full (2 of 2)' },
+      c: { via: 'overlay', why: 'route table full' }, d: { via: 'overlay', why: 'route table full' },
     });
     assert.deepEqual(r.writes.map((w) => [w.node, w.revision]), [['a', 1], ['b', 1], ['c', 1], ['d', 1]], 'each lease judged once, on its revision');
     // Written already: nothing to write again.
@@ -74,7 +74,7 @@ describe('reach: who is reached through the route and who over the overlay, and 
     const r = planReach({ leases: L.slice(0, 3), instances: I.slice(0, 3), routed: routedNodes(p, I, new Set()), leaving: new Map(), notes: new Notes() });
     assert.deepEqual(r.reach.get('c'), { via: 'overlay', why: WHY.noRoute });
     // Already on the overlay (its lease says table full): no write for the moment between, only route once confirmed.
-    const waiting = L.slice(0, 3).map((l) => ({ ...l, reach: l.node === 'c' ? { via: 'overlay' as const, why: 'route table full (2 of 2)' } : { via: 'route' as const } }));
+    const waiting = L.slice(0, 3).map((l) => ({ ...l, reach: l.node === 'c' ? { via: 'overlay' as const, why: 'route table full' } : { via: 'route' as const } }));
     assert.deepEqual(planReach({ leases: waiting, instances: I.slice(0, 3), routed: routedNodes(p, I, new Set()), leaving: new Map(), notes: new Notes() }).writes, []);
     // The next read shows it: now route.
     const next = planOf(I.slice(0, 3), L.slice(0, 3), [...R, route('10.10.3.0/24', 'c')]);
@@ -100,12 +100,12 @@ describe('reach: who is reached through the route and who over the overlay, and 
       x: { via: 'overlay', why: WHY.error },
     });
     assert.deepEqual([...r.reach.values()].map(whyKind), ['outside_cloud', 'not_running', 'no_private_ip', 'no_route_yet', 'no_route_yet', 'route_error']);
-    assert.equal(whyKind({ via: 'overlay', why: fullWhy({ what: 'route table rtb-9', used: 3, limit: 2 }) }), 'table_full');
+    assert.equal(whyKind({ via: 'overlay', why: fullWhy({ what: 'route table rtb-9' }) }), 'table_full');
     assert.equal(whyKind({ via: 'route' }), 'none');
   });
 
   test('a reason is bounded and parses on the wire; a longer or unprintable one is refused by the lease schema', () => {
-    const why = fullWhy({ what: `route quota of project ${'p'.repeat(200)}`, used: 9, limit: 9 });
+    const why = fullWhy({ what: `route quota of project ${'p'.repeat(200)}` });
     const wire = (o: object) => ({ ...lease('a', '10.10.1.0/24'), publicIP: '172.31.0.10', ...o });
     assert.equal(why.length, 120);
     assert.ok(leaseSchema.safeParse(wire({ reach: { via: 'overlay', why } })).success);
@@ -127,6 +127,17 @@ describe('reach: who is reached through the route and who over the overlay, and 
     ]);
     // Without an overlay, the same host waits as today.
     assert.deepEqual(planStatus({ network: 'net', leases, instances: [inst('a')], notes: new Notes(), previous: [] }).statuses[1]?.state, 'pending');
+  });
+
+  test('a new lease carries its first reach: "no route yet" while its table has room, in join order, the table\'s reason once full', () => {
+    const r = planJoins({ instances: [inst('n3'), inst('n1'), inst('n2'), inst('odd', { problem: 'two interfaces' })], leases: [], space, now: NOW, ttlMs: 3_600_000, firstReach: firstReach([pool(0, 2)], TABLES) });
+    assert.deepEqual(r.joins.map((j) => [j.node, j.reach]), [
+      ['n1', { via: 'overlay', why: WHY.noRoute }], ['n2', { via: 'overlay', why: WHY.noRoute }], ['n3', { via: 'overlay', why: 'route table full' }],
+      ['odd', { via: 'overlay', why: WHY.error }],
+    ]);
+    // A lease that exists is judged by planReach, never by its join.
+    const again = planJoins({ instances: [inst('a')], leases: [lease('a', '10.10.1.0/24', { publicIP: 'old' })], space, now: NOW, ttlMs: 3_600_000, firstReach: firstReach([pool(0, 2)], TABLES) });
+    assert.equal(again.joins[0]?.reach, undefined);
   });
 
   test('joins: the agent\'s own backend data (VtepMAC) beside the route target is no reason to write the lease again', () => {
@@ -167,10 +178,10 @@ describe('moves: a live member\'s route goes only after every online agent has i
     assert.deepEqual([g1.now.length, g1.held.map((d) => d.node)], [0, ['b']]);
     const leaving = new Map([['b', fullWhy(pool(2, 1))]]);
     const r = planReach({ leases: L, instances: I, routed: routedNodes(p, I, new Set(leaving.keys())), leaving, notes: new Notes() });
-    assert.deepEqual(r.reach.get('b'), { via: 'overlay', why: 'route table full (1 of 1)' });
+    assert.deepEqual(r.reach.get('b'), { via: 'overlay', why: 'route table full' });
     assert.deepEqual(r.reach.get('a'), { via: 'route' });
     // Step 2: written at revision 5; an agent at 4 holds it, every agent at 5 lets it go.
-    const written = L.map((l) => (l.node === 'b' ? { ...l, revision: 5, reach: { via: 'overlay' as const, why: 'route table full (1 of 1)' } } : l));
+    const written = L.map((l) => (l.node === 'b' ? { ...l, revision: 5, reach: { via: 'overlay' as const, why: 'route table full' } } : l));
     assert.deepEqual(planGate({ deletes: ev, plan: p, leases: written, instances: I, applied: 4 }).held.map((d) => d.node), ['b']);
     assert.deepEqual(planGate({ deletes: ev, plan: p, leases: written, instances: I, applied: 5 }).now.map((d) => d.node), ['b']);
     assert.deepEqual(planGate({ deletes: ev, plan: p, leases: written, instances: I, applied: undefined }).held.map((d) => d.node), ['b']);
