@@ -29,6 +29,12 @@ const HIGH_CONF: NetConf = parseNetConf({ Network: '172.16.0.0/12' }, {});
 
 let unique = 0;
 /** A name no other test (or earlier run on a shared table) uses. */
+/** A controller on this store with a clock the test moves. */
+function controllerOn(store: Store) {
+  const clock = { now: Date.parse('2030-06-01T00:00:00.000Z') };
+  return { clock, controller: new Controller(store, { publish: async () => {} }, { topics: new Topics(), log: silentLogger, now: () => clock.now, leaseTtlMs: 3_600_000 }) };
+}
+
 function fresh(prefix: string): string {
   unique++;
   return `${prefix}-${process.pid}-${unique}-${Math.random().toString(36).slice(2, 8)}`;
@@ -465,11 +471,6 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
     describe('a key rotation asked of a node (wireguard)', () => {
       const KEY = ['waZle9QCDVPLl/Z0Nbw2GRr4Gdk3lhYRPoU3Xol9Mmc=', '8oMBUJbuVU+4siNUL1OA/+fYNdfngz//U1Ps4Xv7U2Q='] as const;
       const wg = (o: Record<string, unknown> = {}) => parseNetConf({ Network: '10.0.0.0/16', Backend: { Type: 'wireguard' }, ...o }, {});
-      /** A controller on this store with a clock the test moves. */
-      const controllerOn = (store: Store) => {
-        const clock = { now: Date.parse('2030-06-01T00:00:00.000Z') };
-        return { clock, controller: new Controller(store, { publish: async () => {} }, { topics: new Topics(), log: silentLogger, now: () => clock.now, leaseTtlMs: 3_600_000 }) };
-      };
 
       test('the token is a lease change at the next revision, logged for peers, and stays through every later write of the lease until another replaces it', () =>
         withStore(async (store) => {
@@ -550,10 +551,6 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
       const cloud = (o: Record<string, unknown> = {}): NetConf => {
         const c = parseNetConf({ Network: '10.0.0.0/16', Backend: { Type: 'aws-vpc', RouteLimit: 2 }, ...o }, {});
         return { ...c, Backend: { ...c.Backend, Overlay: { Type: 'vxlan' } } } as NetConf;
-      };
-      const controllerOn = (store: Store) => {
-        const clock = { now: Date.parse('2030-06-01T00:00:00.000Z') };
-        return { clock, controller: new Controller(store, { publish: async () => {} }, { topics: new Topics(), log: silentLogger, now: () => clock.now, leaseTtlMs: 3_600_000 }) };
       };
 
       test("the route controller's reach write is a change at the next revision, logged for peers, and stays through renewals and rewrites while the subnet stays", () =>

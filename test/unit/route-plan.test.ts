@@ -5,35 +5,14 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseNetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
-import type { CloudInstance, CloudRoute, RoutePool, RouteTable } from '../../control/routes/clouds/cloud.js';
+import type { CloudInstance, CloudRoute, RoutePool } from '../../control/routes/clouds/cloud.js';
 import {
   networkSpace, planAdmission, planJoins, planReleases, planRoutes, type CloudTraits, type DeleteAction, type RoutePlan,
 } from '../../control/routes/plan.js';
 import { Notes, planStatus } from '../../control/routes/status.js';
+import { HOUR, INFERRED, MARKED, NOW, T, TABLES, at, inst, lease, route, space } from '../helpers/route-fixtures.js';
 
-const conf = parseNetConf({ Network: '10.10.0.0/16', Backend: { Type: 'aws-vpc' } }, {});
-const space = networkSpace('net', conf, 'sim');
-const NOW = Date.parse('2030-01-01T00:00:00Z');
-const HOUR = 3_600_000;
-const T = 'rtb-1';
-const INFERRED: CloudTraits = { ownership: 'inferred', replaceInPlace: true, canPrepare: false };
-const MARKED: CloudTraits = { ownership: 'marked', replaceInPlace: false, canPrepare: false };
-const at = (ms: number) => new Date(NOW + ms).toISOString();
-
-function lease(node: string, subnet: string | null, o: Partial<Lease> = {}): Lease {
-  return {
-    network: 'net', node, subnet, ipv6Subnet: null, publicIP: `ip-${node}`, publicIPv6: null, backendType: 'aws-vpc',
-    backendData: { RouteTarget: node }, expiresAt: at(HOUR), createdAt: at(0), revision: 1, ...o,
-  };
-}
-function inst(id: string, o: Partial<CloudInstance> = {}): CloudInstance {
-  return { id, state: 'running', privateIP: `ip-${id}`, target: id, tables: [T], ...o };
-}
-function route(destination: string, target: string | undefined, o: Partial<CloudRoute> = {}): CloudRoute {
-  return { table: T, destination, target, instanceHop: true, blackhole: false, marked: false, ...o };
-}
 const pool = (used: number, limit: number): RoutePool => ({ id: T, what: `route table ${T}`, used, limit, source: 'quota' });
-const TABLES: RouteTable[] = [{ id: T, pool: T }];
 
 interface World {
   instances: CloudInstance[];

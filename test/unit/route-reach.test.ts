@@ -3,36 +3,18 @@
 // literals. No store, no cloud.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseNetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
 import { leaseSchema } from '../../core/messages.js';
-import type { CloudInstance, CloudRoute, RoutePool, RouteTable } from '../../control/routes/clouds/cloud.js';
-import { networkSpace, planAdmission, planJoins, planRoutes, type CloudTraits, type RoutePlan } from '../../control/routes/plan.js';
+import type { CloudInstance, CloudRoute, RoutePool } from '../../control/routes/clouds/cloud.js';
+import { planAdmission, planJoins, planRoutes, type RoutePlan } from '../../control/routes/plan.js';
 import {
   WHY, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes, whyKind,
 } from '../../control/routes/reach.js';
 import { Notes, planStatus } from '../../control/routes/status.js';
 import type { StatusRecord } from '../../control/store/store.js';
+import { INFERRED, MARKED, NOW, T, TABLES, at, inst, lease, route, space } from '../helpers/route-fixtures.js';
 
-const conf = parseNetConf({ Network: '10.10.0.0/16', Backend: { Type: 'aws-vpc' } }, {});
-const space = networkSpace('net', conf, 'sim');
-const NOW = Date.parse('2030-01-01T00:00:00Z');
-const T = 'rtb-1';
-const INFERRED: CloudTraits = { ownership: 'inferred', replaceInPlace: true, canPrepare: false };
-const MARKED: CloudTraits = { ownership: 'marked', replaceInPlace: false, canPrepare: false };
-const at = (ms: number) => new Date(NOW + ms).toISOString();
-
-function lease(node: string, subnet: string | null, o: Partial<Lease> = {}): Lease {
-  return {
-    network: 'net', node, subnet, ipv6Subnet: null, publicIP: `ip-${node}`, publicIPv6: null, backendType: 'aws-vpc',
-    backendData: { RouteTarget: node }, expiresAt: at(3_600_000), createdAt: at(0), revision: 1, ...o,
-  };
-}
-const inst = (id: string, o: Partial<CloudInstance> = {}): CloudInstance => ({ id, state: 'running', privateIP: `ip-${id}`, target: id, tables: [T], ...o });
-const route = (destination: string, target: string, o: Partial<CloudRoute> = {}): CloudRoute =>
-  ({ table: T, destination, target, instanceHop: true, blackhole: false, marked: false, ...o });
 const pool = (used: number, limit: number): RoutePool => ({ id: T, what: 'route table', used, limit, source: 'RouteLimit' });
-const TABLES: RouteTable[] = [{ id: T, pool: T }];
 const status = (node: string, state: 'online' | 'offline', revision?: number): StatusRecord =>
   ({ network: 'net', node, status: { v: 2, state, errors: [], ...(revision !== undefined && { revision }) }, updatedAt: at(0) });
 
