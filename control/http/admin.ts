@@ -3,7 +3,7 @@
 import { formatDuration } from '../../core/duration.js';
 import { NotFoundError, TwillError } from '../../core/errors.js';
 import { backendSpec } from '../../core/backends/index.js';
-import type { Reach } from '../../core/backends/overlay.js';
+import { overlayOf, type Reach } from '../../core/backends/overlay.js';
 import { backendHasKeys, type Lease } from '../../core/lease.js';
 import type { Status } from '../../core/messages.js';
 import { checkName } from '../../core/topics.js';
@@ -144,7 +144,8 @@ export async function statusReport(store: Store): Promise<StatusReport> {
         network: l.network, node: l.node, subnet: l.subnet, ipv6Subnet: l.ipv6Subnet, publicIP: l.publicIP, publicIPv6: l.publicIPv6,
         backendType: l.backendType, expiresAt: l.expiresAt, createdAt: l.createdAt,
         ...(r ? { route: { state: r.state, reason: r.reason } } : {}),
-        ...(l.reach ? { reach: l.reach } : {}),
+        // A reach left from an overlay since taken out of the config says nothing any more.
+        ...(l.reach && overlayOf(n.config.Backend) ? { reach: l.reach } : {}),
         ...(key ? { key } : {}),
       });
     }

@@ -113,7 +113,7 @@ export async function dashboardView(store: Store, now = Date.now()): Promise<Das
   const registered = new Map(nodeRecords.map((n) => [key(n.network, n.name), n]));
   const view: DashboardView = { time: new Date(now).toISOString(), networks: [], nodes: [] };
   const seen = new Set<string>();
-  const node = (network: string, name: string, lease?: Awaited<ReturnType<Store['listLeases']>>[number]): DashboardNode => {
+  const node = (network: string, name: string, lease?: Awaited<ReturnType<Store['listLeases']>>[number], overlay = false): DashboardNode => {
     const k = key(network, name);
     seen.add(k);
     const s = statusOf.get(k);
@@ -125,7 +125,7 @@ export async function dashboardView(store: Store, now = Date.now()): Promise<Das
       reserved: lease !== undefined && lease.expiresAt === null, expiresAt: lease?.expiresAt ?? null,
       agent: s ? { state: s.status.state, revision: s.status.revision ?? null, inSync: s.status.inSync ?? null, errors: s.status.errors, updatedAt: s.updatedAt } : null,
       route: r ? { state: r.state, reason: r.reason } : null,
-      reach: lease?.reach ?? null,
+      reach: (overlay && lease?.reach) || null,
       key: (lease && keyView(lease, s?.status)) ?? null,
     };
   };
@@ -145,7 +145,8 @@ export async function dashboardView(store: Store, now = Date.now()): Promise<Das
         },
       }),
     });
-    for (const l of leases) view.nodes.push(node(n.name, l.node, l));
+    // A reach left from an overlay since taken out of the config says nothing any more.
+    for (const l of leases) view.nodes.push(node(n.name, l.node, l, overlayOf(n.config.Backend) !== undefined));
   }
   // Nodes with credentials that hold no lease (never joined, or released): a first hour's usual question.
   for (const r of nodeRecords) if (!seen.has(key(r.network, r.name))) view.nodes.push(node(r.network, r.name));

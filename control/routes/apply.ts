@@ -77,11 +77,19 @@ export async function applyReach(ctx: ApplyContext, writes: readonly ReachWrite[
   return n;
 }
 
-/** The members by reach, every (via, why) pair set (to 0 when none), so a series never lingers. */
-export function applyMembers(s: StatusSinks, reach: ReadonlyMap<string, Reach>): void {
+/**
+ * The members by reach, every (via, why) pair set (to 0 when none), so a
+ * series never lingers; none at all on a network without an overlay (reach
+ * undefined), one whose overlay was taken out of its config included.
+ */
+export function applyMembers(s: StatusSinks, reach: ReadonlyMap<string, Reach> | undefined): void {
   const counts = new Map<WhyKind, number>(WHY_KINDS.map((k) => [k, 0]));
-  for (const r of reach.values()) counts.set(whyKind(r), (counts.get(whyKind(r)) ?? 0) + 1);
-  for (const [why, n] of counts) s.metrics?.set(METRIC_MEMBERS, HELP_MEMBERS, n, { network: s.network, via: why === 'none' ? 'route' : 'overlay', why });
+  for (const r of reach?.values() ?? []) counts.set(whyKind(r), (counts.get(whyKind(r)) ?? 0) + 1);
+  for (const [why, n] of counts) {
+    const labels = { network: s.network, via: why === 'none' ? 'route' : 'overlay', why };
+    if (reach) s.metrics?.set(METRIC_MEMBERS, HELP_MEMBERS, n, labels);
+    else s.metrics?.remove(METRIC_MEMBERS, labels);
+  }
 }
 
 /** Up to the cloud's concurrency at once; returns the deletes that succeeded, in the plan's order. */

@@ -210,7 +210,7 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
   await applyStatus(sinks, status.statuses, status.removed, stamp);
   const used = ledger.list().map((p): TableUse => ({ what: p.what, used: p.used, limit: p.limit, source: p.source, ...(p.why ? { why: p.why } : {}) }));
   await applyTables(sinks, routed, used, stamp);
-  if (reach) applyMembers(sinks, reach.reach);
+  applyMembers(sinks, reach?.reach);
   return {
     network: name, instances: instances.length, joined: joined.length, released, prepared: done.prepared,
     created: done.created, replaced: done.replaced, deleted: deleted.length, routes: routed, pending, errors, tables: used,

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { parseNetConf, type NetConf } from '../../core/config.js';
 import { silentLogger } from '../../core/log.js';
+import { Metrics } from '../../core/metrics.js';
 import { Topics } from '../../core/topics.js';
 import { renderStatus } from '../../cli/status.js';
 import { Controller } from '../../control/controller/controller.js';
@@ -29,7 +30,9 @@ test('status and the dashboard show how each node is reached and each route tabl
     await controller.applyNetwork('net', { ...c, Backend: { ...c.Backend, Overlay: { Type: 'vxlan' } } } as NetConf);
     for (const id of ['i1', 'i2', 'i3']) vpc.start(id, 'net');
     await controller.join('net', 'rack1', { publicIP: '192.0.2.10' });
-    await reconcileSettled('net', { controller, store, cloud: new SimCloud(vpc), log: silentLogger });
+    const metrics = new Metrics();
+    const deps = { controller, store, cloud: new SimCloud(vpc), log: silentLogger, metrics };
+    await reconcileSettled('net', deps);
 
     const report = await statusReport(store);
     const reach = Object.fromEntries(report.leases.map((l) => [l.node, l.reach]));
@@ -55,6 +58,17 @@ test('status and the dashboard show how each node is reached and each route tabl
     assert.deepEqual(view.nodes.map((x) => [x.name, x.reach?.via, x.route?.reason]), [
       ['i1', 'route', ''], ['i2', 'route', ''], ['i3', 'overlay', 'overlay (route table full (2 of 2, Backend.RouteLimit))'], ['rack1', 'overlay', 'overlay (outside the cloud)'],
     ]);
+    assert.match(metrics.render(), /twill_members\{network="net",via="overlay",why="table_full"\} 1/);
+
+    // The overlay taken out of the config: what the leases still say of it is shown nowhere, and the gauge goes.
+    await controller.applyNetwork('net', c);
+    await reconcileSettled('net', deps);
+    const plain = await statusReport(store);
+    assert.deepEqual(plain.leases.map((l) => [l.node, l.reach, l.route?.state]), [['i1', undefined, 'ok'], ['i2', undefined, 'ok'], ['i3', undefined, 'pending']]);
+    assert.match(renderStatus(plain), /^net\s+i3\s.*\sroute pending: route table full \(2 of 2, Backend\.RouteLimit\)$/m);
+    assert.deepEqual((await dashboardView(store)).nodes.map((x) => x.reach), [null, null, null]);
+    assert.equal(((await dashboardView(store)).networks[0]?.cloud?.overlay), undefined);
+    assert.doesNotMatch(metrics.render(), /twill_members\{/);
   } finally {
     vpc.close();
     await store.close();
