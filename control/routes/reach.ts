@@ -80,13 +80,20 @@ export function whyKind(reach: Reach): WhyKind {
  * Infinity when no member is online.
  */
 export function appliedByAll(leases: readonly Lease[], statuses: readonly StatusRecord[]): number {
+  return Math.min(Infinity, ...onlineApplied(leases, statuses).values());
+}
+
+/** Each online member agent's applied revision (-1: it reports none), by node. */
+function onlineApplied(leases: readonly Lease[], statuses: readonly StatusRecord[]): Map<string, number> {
   const members = new Set(leases.map((l) => l.node));
-  let min = Infinity;
-  for (const s of statuses) {
-    if (!members.has(s.node) || s.status.state !== 'online') continue;
-    min = Math.min(min, s.status.revision ?? -1);
-  }
-  return min;
+  const out = new Map<string, number>();
+  for (const s of statuses) if (members.has(s.node) && s.status.state === 'online') out.set(s.node, s.status.revision ?? -1);
+  return out;
+}
+
+/** The online agents that have not applied revision yet (at most `max`, by node): who holds a move, for the log. */
+export function agentsBehind(leases: readonly Lease[], statuses: readonly StatusRecord[], revision: number, max = 5): string[] {
+  return [...onlineApplied(leases, statuses)].filter(([, r]) => r < revision).map(([node]) => node).sort().slice(0, max);
 }
 
 /**

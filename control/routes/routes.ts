@@ -33,7 +33,7 @@ import {
   PoolLedger, networkSpace, planAdmission, planJoins, planReleases, planRoutes,
   type CloudTraits, type DeleteAction, type RoutePlan, type Space,
 } from './plan.js';
-import { WHY, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes } from './reach.js';
+import { WHY, agentsBehind, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes } from './reach.js';
 import { overlayOf, type Reach } from '../../core/backends/overlay.js';
 import type { Lease } from '../../core/lease.js';
 import { Notes, planStatus, type NodeNote } from './status.js';
@@ -121,12 +121,16 @@ async function gateDeletes(snap: Snapshot, plan: RoutePlan, leases: Lease[], dep
   const { instances, pools, tables } = snap.cloud;
   const evictions = planEvictions({ plan, pools, tables, leases });
   const deletes = [...plan.deletes, ...evictions];
-  const applied = needsAgents(deletes, plan, leases, instances) ? appliedByAll(leases, await deps.store.listStatus(snap.ref.name)) : undefined;
+  const statuses = needsAgents(deletes, plan, leases, instances) ? await deps.store.listStatus(snap.ref.name) : undefined;
+  const applied = statuses && appliedByAll(leases, statuses);
   const gate = planGate({ deletes, plan, leases, instances, applied });
+  const byNode = new Map(leases.map((l) => [l.node, l]));
   for (const d of gate.held) {
-    // Said at every reconcile while it lasts: an agent that never catches up holds the move, and this says how far they are.
+    // Said at every reconcile while it lasts: an agent that never catches up holds the move, and this names it.
+    const lease = byNode.get(d.node as string) as Lease;
     deps.log.info('route held until every online agent has the overlay path', {
-      network: snap.ref.name, node: d.node, destination: d.route.destination, why: d.why, applied: applied === undefined || applied === Infinity ? undefined : applied,
+      network: snap.ref.name, node: d.node, destination: d.route.destination, why: d.why, revision: lease.revision,
+      behind: statuses ? agentsBehind(leases, statuses, lease.revision).join(',') || undefined : undefined,
     });
   }
   const ledger = new PoolLedger(pools, tables);

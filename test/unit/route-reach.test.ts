@@ -8,7 +8,7 @@ import { leaseSchema } from '../../core/messages.js';
 import type { CloudInstance, CloudRoute, RoutePool } from '../../control/routes/clouds/cloud.js';
 import { planAdmission, planJoins, planRoutes, type RoutePlan } from '../../control/routes/plan.js';
 import {
-  WHY, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes, whyKind,
+  WHY, agentsBehind, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes, whyKind,
 } from '../../control/routes/reach.js';
 import { Notes, planStatus } from '../../control/routes/status.js';
 import type { StatusRecord } from '../../control/store/store.js';
@@ -135,6 +135,7 @@ describe('moves: a live member\'s route goes only after every online agent has i
     assert.equal(appliedByAll(L, [status('a', 'online', 7), status('b', 'online', 9), status('c', 'offline', 1), status('gone', 'online', 0)]), 7);
     assert.equal(appliedByAll(L, []), Infinity, 'no agent online: nobody to wait for');
     assert.equal(appliedByAll(L, [status('a', 'online', 7), status('b', 'online')]), -1);
+    assert.deepEqual(agentsBehind(L, [status('a', 'online', 7), status('b', 'online'), status('c', 'online', 9), status('d', 'offline', 1)], 8), ['a', 'b']);
   });
 
   test('a limit lowered below the routes in place evicts the youngest leases\' routes, just enough', () => {
