@@ -51,6 +51,18 @@ const backendData = z.record(z.string().max(64), z.union([z.string().max(512), z
 const KEY_TOKEN_RE = /^[A-Za-z0-9._:-]{1,64}$/;
 const keyToken = z.string().regex(KEY_TOKEN_RE, 'must be 1 to 64 letters, digits, ".", "_", ":" or "-"');
 
+/** The longest overlay reason a lease carries: a few words for status lines, never an error's whole text. */
+export const MAX_REACH_WHY = 120;
+/**
+ * Lease.reach (core/backends/overlay.ts): written by the route controller
+ * only, parsed like everything else on a topic every member reads. The
+ * reason is one short printable line.
+ */
+const reachSchema = z.discriminatedUnion('via', [
+  z.strictObject({ via: z.literal('route') }),
+  z.strictObject({ via: z.literal('overlay'), why: z.string().regex(/^[\x20-\x7e]{1,120}$/, `must be 1 to ${MAX_REACH_WHY} printable ASCII characters`) }),
+]);
+
 export const leaseSchema = z.object({
   network: name,
   node: name,
@@ -64,6 +76,7 @@ export const leaseSchema = z.object({
   createdAt: isoTime,
   revision: z.number().int().nonnegative(),
   rotateKey: keyToken.optional(),
+  reach: reachSchema.optional(),
 });
 
 export const helloSchema = z.strictObject({

@@ -231,19 +231,41 @@ function subnetMap(n, mine) {
   return el('figure', {}, canvas, el('figcaption', {}, summary), legend, tip);
 }
 
+/** Where a route limit came from, in the words twill status uses (control/routes/clouds/cloud.ts limitLabel). */
+function limitText(source) {
+  return { quota: 'account quota', RouteLimit: 'Backend.RouteLimit', default: 'documented default' }[source] || 'documented default';
+}
+
+/** How a node is reached: its route's state on a cloud network, and on one with an overlay, route or overlay and why. */
+function routeCell(x) {
+  if (x.route && x.route.state === 'error') return `error: ${x.route.reason}`;
+  if (x.reach) return x.reach.via === 'route' ? 'route' : x.route && x.route.reason.startsWith('overlay (') ? x.route.reason : `overlay (${x.reach.why})`;
+  if (!x.route) return '';
+  return x.route.state === 'ok' ? 'ok' : `${x.route.state}: ${x.route.reason}`;
+}
+
 function cloudPart(n, mine) {
   const parts = [el('h3', {}, 'VPC routes')];
   if (!n.cloud.tables.length) parts.push(el('p', {}, 'No reconcile has reported this network\'s route tables yet.'));
   else {
     parts.push(el('ul', { class: 'tables' }, n.cloud.tables.map((t) => el('li', {},
-      el('span', {}, `${t.what}: ${fmt(t.used)} of ${fmt(t.limit)} routes`),
+      el('span', {}, `${t.what}: ${fmt(t.used)} of ${fmt(t.limit)} routes (limit: ${limitText(t.source)}${t.why ? `, ${t.why}` : ''})`),
       el('meter', { min: 0, max: t.limit, value: t.used, high: Math.floor(t.limit * 0.9), 'aria-label': `${t.what} use` })))));
+  }
+  if (n.cloud.overlay) {
+    // A network with an overlay: a node without its route is reached over the overlay, and says why.
+    parts.push(el('p', {}, `${fmt(n.cloud.overlay.route)} node${n.cloud.overlay.route === 1 ? '' : 's'} reached through their route, ${fmt(n.cloud.overlay.overlay)} over the overlay.`));
+    const over = mine.filter((x) => x.reach && x.reach.via === 'overlay');
+    if (over.length) {
+      parts.push(el('h3', {}, `Nodes over the overlay (${fmt(over.length)})`));
+      parts.push(el('ul', { class: 'pending' }, over.slice(0, MAX_ROWS).map((x) => el('li', {}, el('strong', {}, x.name), ` ${x.reach.why}`))));
+    }
   }
   const waiting = mine.filter((x) => x.route && x.route.state !== 'ok');
   if (waiting.length) {
     parts.push(el('h3', {}, `Nodes without their route (${fmt(waiting.length)})`));
     parts.push(el('ul', { class: 'pending' }, waiting.slice(0, MAX_ROWS).map((x) => el('li', {}, el('strong', {}, x.name), ` ${x.route.state}: ${x.route.reason}`))));
-  } else if (mine.length) {
+  } else if (mine.length && !n.cloud.overlay) {
     parts.push(el('p', {}, 'Every node has its route.'));
   }
   return el('div', { class: 'cloud' }, parts);
@@ -283,7 +305,7 @@ function renderNodes() {
       el('td', {}, [x.publicIP, x.publicIPv6].filter(Boolean).join(', ')),
       el('td', {}, agentText(x, n)),
       el('td', {}, rev),
-      el('td', {}, x.route ? (x.route.state === 'ok' ? 'ok' : `${x.route.state}: ${x.route.reason}`) : ''),
+      el('td', {}, routeCell(x)),
       el('td', {}, keyCell(x.key)),
       el('td', {}, x.agent && x.agent.errors.length ? el('ul', {}, x.agent.errors.map((m) => el('li', {}, m))) : ''));
   });

@@ -11,6 +11,7 @@
 //                  did not publish, and every retained message on start
 import { randomBytes } from 'node:crypto';
 import type { NetConf } from '../../core/config.js';
+import type { Reach } from '../../core/backends/overlay.js';
 import type { Lease } from '../../core/lease.js';
 import type { Logger } from '../../core/log.js';
 import type { Metrics } from '../../core/metrics.js';
@@ -123,6 +124,15 @@ export class Controller {
    */
   rotateKey(network: string, node: string): Promise<Lease> {
     return this.leases.rotateKey(network, node, randomBytes(12).toString('base64url'));
+  }
+
+  /**
+   * How a node of a cloud network with an overlay is reached: the route
+   * controller's write, at the next revision, only while the lease is still
+   * at expectedRevision (undefined: it changed, decide again).
+   */
+  setReach(network: string, node: string, reach: Reach, expectedRevision: number): Promise<Lease | undefined> {
+    return this.leases.setReach(network, node, reach, expectedRevision);
   }
 
   /** A subnet held for a node forever and never given to another. */

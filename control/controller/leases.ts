@@ -6,6 +6,7 @@ import { parseCidr } from '../../core/cidr.js';
 import { subnetRanges, type NetConf, type SubnetRange } from '../../core/config.js';
 import { ConflictError, NotFoundError, TwillError } from '../../core/errors.js';
 import { backendHasKeys, type Lease, type NewLease } from '../../core/lease.js';
+import type { Reach } from '../../core/backends/overlay.js';
 import type { Logger } from '../../core/log.js';
 import type { Metrics } from '../../core/metrics.js';
 import { agentDataProblems } from '../../core/backends/index.js';
@@ -24,6 +25,8 @@ export interface JoinRequest {
   fromAgent?: boolean;
   previousSubnet?: string;
   previousIPv6Subnet?: string;
+  /** the route controller's: how the node is reached, written with the lease (never from a node: a hello cannot carry it) */
+  reach?: Reach;
 }
 
 /** Whether a join changes nothing a peer uses (its addresses, backend and backend data). */
@@ -42,6 +45,16 @@ function keptRotation(lease: Lease | undefined): Pick<NewLease, 'rotateKey'> {
   return lease?.rotateKey !== undefined ? { rotateKey: lease.rotateKey } : {};
 }
 
+/**
+ * How the node is reached (Lease.reach) is the route controller's to write
+ * (setReach) and stays through every other rewrite of the lease while its
+ * subnet stays: a route is for one subnet, so a lease that moves to another
+ * has none confirmed (absent reach: overlay) until the route controller says so.
+ */
+function keptReach(lease: Lease | undefined, subnet: string | null): Pick<NewLease, 'reach'> {
+  return lease?.reach !== undefined && lease.subnet === subnet ? { reach: lease.reach } : {};
+}
+
 function leaseFits(lease: Lease, config: NetConf, ranges: { v4?: SubnetRange; v6?: SubnetRange }): boolean {
   if (lease.backendType !== config.Backend.Type) return false;
   const v4ok = ranges.v4 ? fitsRange(ranges.v4, lease.subnet) : lease.subnet === null;
@@ -51,6 +64,7 @@ function leaseFits(lease: Lease, config: NetConf, ranges: { v4?: SubnetRange; v6
 
 /** What a join asks that its network must allow, checked before any lease is read. */
 function checkJoin(network: string, node: string, config: NetConf, req: JoinRequest): void {
+  if (req.fromAgent && req.reach !== undefined) throw new TwillError('InvalidHello', `hello from ${node} refused: how a node is reached is the route controller's to say`);
   if (req.fromAgent) {
     // Only the keys the network's backend publishes, each as its rule
     // says: a node can neither grow its lease nor hand its peers a bad value.
@@ -128,7 +142,8 @@ export class Leases {
       }
       let next: NewLease;
       if (existing && fits) {
-        next = { ...base, subnet: existing.subnet, ipv6Subnet: existing.ipv6Subnet, createdAt: existing.createdAt, ...keptRotation(existing) };
+        next = { ...base, subnet: existing.subnet, ipv6Subnet: existing.ipv6Subnet, createdAt: existing.createdAt, ...keptRotation(existing), ...keptReach(existing, existing.subnet) };
+        if (req.reach) next.reach = req.reach;
       } else {
         if (existing?.expiresAt === null) {
           throw new TwillError('ReservationMismatch', `node ${node} has a reservation (${existing.subnet ?? existing.ipv6Subnet}) that no longer fits network ${network}; release or change it`);
@@ -140,6 +155,7 @@ export class Leases {
           ipv6Subnet: chooseSubnet(network, ranges.v6, taken.v6, existing?.ipv6Subnet, req.previousIPv6Subnet, this.parts.random),
           createdAt: new Date(now()).toISOString(),
           ...keptRotation(existing),
+          ...(req.reach && { reach: req.reach }),
         };
       }
       try {
@@ -196,6 +212,34 @@ export class Leases {
     });
   }
 
+  /**
+   * Writes how the node is reached (the route controller's decision), at the
+   * next revision so every member receives it, only while the lease is still
+   * at expectedRevision: a decision made on a lease that changed meanwhile
+   * is made again by the next reconcile. Returns the lease written, or
+   * undefined when it changed (or went). The expiry is the one the lease has
+   * at the write: no renewal.
+   */
+  async setReach(network: string, node: string, reach: Reach, expectedRevision: number): Promise<Lease | undefined> {
+    checkName('node', node);
+    return this.parts.outbox.writing(network, async () => {
+      const config = (await requireNetwork(this.store, network)).config;
+      const existing = await this.store.getLease(network, node);
+      if (!existing || existing.revision !== expectedRevision) return undefined;
+      const { revision, ...rest } = existing;
+      let lease: Lease;
+      try {
+        lease = await this.store.replaceLease({ ...rest, reach }, revision, { keepExpiry: true });
+      } catch (e) {
+        if (e instanceof ConflictError) return undefined;
+        throw e;
+      }
+      this.log.info('reach changed', { network, node, via: reach.via, why: reach.via === 'overlay' ? reach.why : undefined, revision: lease.revision });
+      await this.publishing.lease(lease, config);
+      return lease;
+    });
+  }
+
   /** A subnet held for a node forever and never given to another. */
   async reserve(network: string, node: string, subnet: string, publicIP?: string): Promise<Lease> {
     checkName('node', node);
@@ -220,6 +264,7 @@ export class Leases {
       createdAt: existing?.createdAt ?? new Date(this.parts.now()).toISOString(),
       ...keptRotation(existing),
     };
+    Object.assign(next, keptReach(existing, next.subnet));
     const lease = existing ? await this.store.replaceLease(next, existing.revision) : await this.store.createLease(next);
     this.log.info('subnet reserved', { network, node, subnet });
     await this.publishing.lease(lease, net.config);

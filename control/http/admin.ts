@@ -2,12 +2,14 @@
 // serverless deployment and the local controller): one implementation each.
 import { formatDuration } from '../../core/duration.js';
 import { NotFoundError, TwillError } from '../../core/errors.js';
+import { backendSpec } from '../../core/backends/index.js';
+import { overlayOf, type Reach } from '../../core/backends/overlay.js';
 import { backendHasKeys, type Lease } from '../../core/lease.js';
 import type { Status } from '../../core/messages.js';
 import { checkName } from '../../core/topics.js';
 import { generatePassword, hashPassword } from '../auth/credentials.js';
 import type { Controller } from '../controller/controller.js';
-import type { NetworkRecord, RouteStatusRecord, StatusRecord, Store } from '../store/store.js';
+import type { NetworkRecord, RouteStatusRecord, RouteTablesRecord, StatusRecord, Store } from '../store/store.js';
 
 export interface AgentConfig {
   broker: string;
@@ -115,9 +117,13 @@ export interface StatusReport {
   networks: { name: string; network: string | null; ipv6Network: string | null; backend: string; leases: number; revision: number }[];
   leases: (Pick<Lease, 'network' | 'node' | 'subnet' | 'ipv6Subnet' | 'publicIP' | 'publicIPv6' | 'backendType' | 'expiresAt' | 'createdAt'> & {
     route?: Pick<RouteStatusRecord, 'state' | 'reason'>;
+    /** a cloud network with an overlay: how the node is reached, as its lease says to every member */
+    reach?: Reach;
     key?: KeyView;
   })[];
   agents: StatusRecord[];
+  /** cloud networks: each route table (or project quota) as the last reconcile saw it, its limit and where that came from */
+  routeTables: (RouteTablesRecord['tables'][number] & { network: string; updatedAt: string })[];
 }
 
 /** Everything `twill status` shows, as data. Secrets are not part of it. */
@@ -127,7 +133,10 @@ export async function statusReport(store: Store): Promise<StatusReport> {
   const agents = await store.listStatus();
   const statuses = new Map(agents.map((a) => [`${a.network}/${a.node}`, a.status]));
   const leases: StatusReport['leases'] = [];
+  const routeTables: StatusReport['routeTables'] = [];
   for (const n of networks) {
+    const tables = backendSpec(n.config.Backend.Type).cloud ? await store.getRouteTables(n.name) : undefined;
+    for (const t of tables?.tables ?? []) routeTables.push({ network: n.name, ...t, updatedAt: tables!.updatedAt });
     for (const l of await store.listLeases(n.name)) {
       const r = routes.get(`${l.network}/${l.node}`);
       const key = keyView(l, statuses.get(`${l.network}/${l.node}`));
@@ -135,6 +144,8 @@ export async function statusReport(store: Store): Promise<StatusReport> {
         network: l.network, node: l.node, subnet: l.subnet, ipv6Subnet: l.ipv6Subnet, publicIP: l.publicIP, publicIPv6: l.publicIPv6,
         backendType: l.backendType, expiresAt: l.expiresAt, createdAt: l.createdAt,
         ...(r ? { route: { state: r.state, reason: r.reason } } : {}),
+        // A reach left from an overlay since taken out of the config says nothing any more.
+        ...(l.reach && overlayOf(n.config.Backend) ? { reach: l.reach } : {}),
         ...(key ? { key } : {}),
       });
     }
@@ -147,6 +158,7 @@ export async function statusReport(store: Store): Promise<StatusReport> {
     })),
     leases,
     agents,
+    routeTables,
   };
 }
 

@@ -12,9 +12,11 @@ import { join } from 'node:path';
 import { rangeSize } from '../../core/allocator.js';
 import { backendSpec } from '../../core/backends/index.js';
 import { formatIP } from '../../core/cidr.js';
-import { subnetRanges, type SubnetRange } from '../../core/config.js';
-import { routeLimit } from '../routes/clouds/cloud.js';
-import type { Store } from '../store/store.js';
+import { subnetRanges, type NetConf, type SubnetRange } from '../../core/config.js';
+import { limitLabel, routeLimit } from '../routes/clouds/cloud.js';
+import { overlayOf, reachOf, type Reach } from '../../core/backends/overlay.js';
+import type { Lease } from '../../core/lease.js';
+import type { RouteTablesRecord, Store } from '../store/store.js';
 import { keyView, type KeyView } from './admin.js';
 
 export interface DashboardRange {
@@ -35,7 +37,17 @@ export interface DashboardNetwork {
   ipv4?: DashboardRange;
   ipv6?: DashboardRange;
   /** cloud networks: each route table's use against its limit, as the last reconcile saw it */
-  cloud?: { routeLimit: number; tables: { what: string; used: number; limit: number }[]; updatedAt: string | null };
+  cloud?: {
+    /** the limit the route controller counts with: the last reconcile's (the account's quota, Backend.RouteLimit or the default), else the config's */
+    routeLimit: number;
+    /** where routeLimit came from, as limitLabel says it ("account quota"), and why a default was used */
+    limitSource: string;
+    limitWhy?: string;
+    tables: RouteTablesRecord['tables'];
+    updatedAt: string | null;
+    /** a network with an overlay (Backend.Overlay): its members reached through their route and over the overlay */
+    overlay?: { route: number; overlay: number };
+  };
 }
 
 export interface DashboardNode {
@@ -52,6 +64,8 @@ export interface DashboardNode {
   expiresAt: string | null;
   agent: { state: string; revision: number | null; inSync: boolean | null; errors: string[]; updatedAt: string } | null;
   route: { state: string; reason: string } | null;
+  /** a cloud network with an overlay: how the node is reached, as its lease says */
+  reach: Reach | null;
   /** networks with keys (wireguard): the node's public key, and a rotation asked of it (admin.ts keyView) */
   key: KeyView | null;
 }
@@ -74,6 +88,23 @@ function range(r: SubnetRange | undefined): DashboardRange | undefined {
   };
 }
 
+/**
+ * The limit a cloud network's routes count against, as the route controller
+ * last read it (the tightest of its tables): the account's quota where it
+ * could read one. Before any reconcile, the config's (Backend.RouteLimit or
+ * the documented default).
+ */
+function cloudLimit(config: NetConf, rec: RouteTablesRecord | undefined): { routeLimit: number; limitSource: string; limitWhy?: string } {
+  const tightest = [...(rec?.tables ?? [])].sort((a, b) => a.limit - b.limit)[0];
+  if (!tightest) return { routeLimit: routeLimit(config), limitSource: 'RouteLimit' in config.Backend && config.Backend.RouteLimit ? limitLabel('RouteLimit') : limitLabel('default') };
+  return { routeLimit: tightest.limit, limitSource: limitLabel(tightest.source ?? 'default'), ...(tightest.why ? { limitWhy: tightest.why } : {}) };
+}
+
+function countReach(leases: readonly Lease[]): { route: number; overlay: number } {
+  const route = leases.filter((l) => reachOf(l, true) === 'route').length;
+  return { route, overlay: leases.length - route };
+}
+
 export async function dashboardView(store: Store, now = Date.now()): Promise<DashboardView> {
   const [networks, nodeRecords, statuses, routeStatuses] = await Promise.all([store.listNetworks(), store.listNodes(), store.listStatus(), store.listRouteStatus()]);
   const key = (network: string, node: string) => `${network}\u0000${node}`;
@@ -82,7 +113,7 @@ export async function dashboardView(store: Store, now = Date.now()): Promise<Das
   const registered = new Map(nodeRecords.map((n) => [key(n.network, n.name), n]));
   const view: DashboardView = { time: new Date(now).toISOString(), networks: [], nodes: [] };
   const seen = new Set<string>();
-  const node = (network: string, name: string, lease?: Awaited<ReturnType<Store['listLeases']>>[number]): DashboardNode => {
+  const node = (network: string, name: string, lease?: Awaited<ReturnType<Store['listLeases']>>[number], overlay = false): DashboardNode => {
     const k = key(network, name);
     seen.add(k);
     const s = statusOf.get(k);
@@ -94,6 +125,7 @@ export async function dashboardView(store: Store, now = Date.now()): Promise<Das
       reserved: lease !== undefined && lease.expiresAt === null, expiresAt: lease?.expiresAt ?? null,
       agent: s ? { state: s.status.state, revision: s.status.revision ?? null, inSync: s.status.inSync ?? null, errors: s.status.errors, updatedAt: s.updatedAt } : null,
       route: r ? { state: r.state, reason: r.reason } : null,
+      reach: (overlay && lease?.reach) || null,
       key: (lease && keyView(lease, s?.status)) ?? null,
     };
   };
@@ -101,17 +133,20 @@ export async function dashboardView(store: Store, now = Date.now()): Promise<Das
     const ranges = subnetRanges(n.config);
     const spec = backendSpec(n.config.Backend.Type);
     const cloud = spec.cloud ? await store.getRouteTables(n.name) : undefined;
+    const leases = await store.listLeases(n.name);
     view.networks.push({
       name: n.name, backend: n.config.Backend.Type, revision: n.revision, leases: n.leaseCount,
       ...(ranges.v4 && { ipv4: range(ranges.v4) }), ...(ranges.v6 && { ipv6: range(ranges.v6) }),
       ...(spec.cloud && {
         cloud: {
-          routeLimit: routeLimit(n.config),
+          ...cloudLimit(n.config, cloud),
           tables: cloud?.tables ?? [], updatedAt: cloud?.updatedAt ?? null,
+          ...(overlayOf(n.config.Backend) && { overlay: countReach(leases) }),
         },
       }),
     });
-    for (const l of await store.listLeases(n.name)) view.nodes.push(node(n.name, l.node, l));
+    // A reach left from an overlay since taken out of the config says nothing any more.
+    for (const l of leases) view.nodes.push(node(n.name, l.node, l, overlayOf(n.config.Backend) !== undefined));
   }
   // Nodes with credentials that hold no lease (never joined, or released): a first hour's usual question.
   for (const r of nodeRecords) if (!seen.has(key(r.network, r.name))) view.nodes.push(node(r.network, r.name));

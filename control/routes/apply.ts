@@ -14,6 +14,8 @@ import type { RouteTablesRecord, Store } from '../store/store.js';
 import { RouteLimitError, mapLimit, type Cloud, type NetworkRef } from './clouds/cloud.js';
 import type { DeleteAction, JoinAction, NodeJob, PoolLedger, ReleaseAction } from './plan.js';
 import type { Notes, StatusAction } from './status.js';
+import { WHY, WHY_KINDS, whyKind, type ReachWrite, type WhyKind } from './reach.js';
+import type { Reach } from '../../core/backends/overlay.js';
 
 export const METRIC_ROUTES = 'twill_routes';
 export const METRIC_PENDING = 'twill_route_pending';
@@ -21,7 +23,10 @@ const HELP_ROUTES = "twill's VPC routes in the network's route tables after the 
 const HELP_PENDING = '1 for a node that holds a lease but has no VPC route yet (table full, instance stopped)';
 
 /** The lease writes the route controller makes: the controller's public API, as for any node. */
-export type LeaseWriter = Pick<Controller, 'join' | 'release'>;
+export type LeaseWriter = Pick<Controller, 'join' | 'release' | 'setReach'>;
+
+export const METRIC_MEMBERS = 'twill_members';
+const HELP_MEMBERS = 'members of a cloud network with an overlay by how they are reached (via route or overlay) and why (a fixed set of reasons)';
 
 export interface ApplyContext {
   network: string;
@@ -47,12 +52,44 @@ export async function applyJoins(ctx: ApplyContext, joins: readonly JoinAction[]
   const written: Lease[] = [];
   for (const j of joins) {
     try {
-      written.push(await ctx.leases.join(ctx.network, j.node, { publicIP: j.publicIP, backendData: j.backendData }));
+      written.push(await ctx.leases.join(ctx.network, j.node, { publicIP: j.publicIP, backendData: j.backendData, ...(j.reach && { reach: j.reach }) }));
     } catch (e) {
       fail(ctx, j.node, 'lease failed', e);
     }
   }
   return written;
+}
+
+/**
+ * One at a time, each conditional on the lease revision it was decided on
+ * (a lease changed meanwhile is decided again next time); returns how many
+ * were written.
+ */
+export async function applyReach(ctx: ApplyContext, writes: readonly ReachWrite[]): Promise<number> {
+  let n = 0;
+  for (const w of writes) {
+    try {
+      if (await ctx.leases.setReach(ctx.network, w.node, w.reach, w.revision)) n++;
+    } catch (e) {
+      fail(ctx, w.node, 'writing how the node is reached failed', e);
+    }
+  }
+  return n;
+}
+
+/**
+ * The members by reach, every (via, why) pair set (to 0 when none), so a
+ * series never lingers; none at all on a network without an overlay (reach
+ * undefined), one whose overlay was taken out of its config included.
+ */
+export function applyMembers(s: StatusSinks, reach: ReadonlyMap<string, Reach> | undefined): void {
+  const counts = new Map<WhyKind, number>(WHY_KINDS.map((k) => [k, 0]));
+  for (const r of reach?.values() ?? []) counts.set(whyKind(r), (counts.get(whyKind(r)) ?? 0) + 1);
+  for (const [why, n] of counts) {
+    const labels = { network: s.network, via: why === 'none' ? 'route' : 'overlay', why };
+    if (reach) s.metrics?.set(METRIC_MEMBERS, HELP_MEMBERS, n, labels);
+    else s.metrics?.remove(METRIC_MEMBERS, labels);
+  }
 }
 
 /** Up to the cloud's concurrency at once; returns the deletes that succeeded, in the plan's order. */
@@ -139,7 +176,7 @@ export async function applyJobs(ctx: ApplyContext, jobs: readonly NodeJob[], poo
         if (e instanceof RouteLimitError) {
           // The cloud's quota is lower than the limit twill counts with: wait for room like any pending node.
           pools.free(w.table);
-          ctx.notes.add(w.node, 'pending', `route pending: ${e.message}`);
+          ctx.notes.add(w.node, 'pending', `route pending: ${e.message}`, WHY.refused);
         } else {
           fail(ctx, w.node, `creating route ${w.destination} in ${w.table} failed`, e);
         }

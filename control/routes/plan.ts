@@ -39,11 +39,13 @@ import { fitsRange } from '../../core/allocator.js';
 import { contains, parseCidr, type Cidr } from '../../core/cidr.js';
 import { TwillError } from '../../core/errors.js';
 import type { Lease } from '../../core/lease.js';
+import type { Reach } from '../../core/backends/overlay.js';
 import {
   backendTypesOf, isAlive, isCloudBackend, limitLabel,
   type CloudInstance, type CloudKind, type CloudRoute, type DesiredRoute, type RoutePool, type RouteTable,
 } from './clouds/cloud.js';
 import type { NodeNote } from './status.js';
+import { fullWhy } from './reach.js';
 
 /** A network's IPv4 allocation space, and what a lease must match to stay. */
 export interface Space {
@@ -65,13 +67,16 @@ export interface JoinAction {
   node: string;
   publicIP: string;
   backendData: Record<string, string>;
+  /** a network with an overlay: a new lease's first reach (reach.ts firstReach) */
+  reach?: Reach;
 }
 
 export interface DeleteAction {
   route: CloudRoute;
   /** the node the route is reported against, if any holds its subnet */
   node?: string;
-  why: 'stale' | 'blackhole' | 'retarget';
+  /** evict: the route of a live node past its table's limit (a network with an overlay only) */
+  why: 'stale' | 'blackhole' | 'retarget' | 'evict';
   /** the route to create in the slot this delete frees: a retarget on a cloud that cannot replace */
   recreate?: DesiredRoute;
 }
@@ -124,9 +129,13 @@ export function leaseData(inst: CloudInstance): Record<string, string> {
   return { ...(inst.target ? { RouteTarget: inst.target } : {}), ...(inst.leaseData ?? {}) };
 }
 
-function sameData(a: Record<string, unknown>, b: Record<string, string>): boolean {
-  const ka = Object.keys(a);
-  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+/**
+ * Whether the lease already carries the cloud's data. Other keys are the
+ * node's own agent's (an overlay's VtepMAC): a join merges, never erases
+ * them, so they are no reason to write the lease again.
+ */
+function carriesData(lease: Record<string, unknown>, data: Record<string, string>): boolean {
+  return Object.keys(data).every((k) => lease[k] === data[k]);
 }
 
 /**
@@ -141,6 +150,8 @@ export function planJoins(input: {
   space: Space;
   now: number;
   ttlMs: number;
+  /** a network with an overlay: the reach a new lease carries from its first write */
+  firstReach?: (inst: CloudInstance) => Reach;
 }): { joins: JoinAction[]; unaddressed: string[] } {
   const byNode = new Map(input.leases.map((l) => [l.node, l]));
   const joins: JoinAction[] = [];
@@ -155,8 +166,9 @@ export function planJoins(input: {
     const data = leaseData(inst);
     const cur = byNode.get(inst.id);
     const renewDue = cur !== undefined && cur.expiresAt !== null && Date.parse(cur.expiresAt) - input.now < input.ttlMs / 2;
-    if (cur && cur.publicIP === inst.privateIP && sameData(cur.backendData, data) && !renewDue && fitsSpace(input.space, cur)) continue;
-    joins.push({ node: inst.id, publicIP: inst.privateIP, backendData: data });
+    if (cur && cur.publicIP === inst.privateIP && carriesData(cur.backendData, data) && !renewDue && fitsSpace(input.space, cur)) continue;
+    const reach = !cur && input.firstReach ? { reach: input.firstReach(inst) } : {};
+    joins.push({ node: inst.id, publicIP: inst.privateIP, backendData: data, ...reach });
   }
   return { joins, unaddressed };
 }
@@ -278,6 +290,12 @@ export function planReleases(input: {
   instances: readonly CloudInstance[];
   owned: readonly CloudRoute[];
   deleted: readonly DeleteAction[];
+  /**
+   * the network has an overlay: a lease that never was an instance's (no
+   * RouteTarget: a host outside the cloud, joined by its own agent's hello)
+   * is a member reached over the overlay, and stays until it expires
+   */
+  overlay?: boolean;
 }): ReleaseAction[] {
   const present = new Set(input.instances.map((i) => i.id));
   const gone = new Set(input.deleted.map((d) => d.route));
@@ -285,6 +303,7 @@ export function planReleases(input: {
   const out: ReleaseAction[] = [];
   for (const lease of input.leases) {
     if (lease.expiresAt === null || present.has(lease.node)) continue;
+    if (input.overlay && lease.backendData.RouteTarget === undefined) continue;
     if (lease.subnet && remaining.has(lease.subnet)) continue; // a failed delete: keep knowing the route is twill's
     out.push({ node: lease.node, revision: lease.revision, subnet: lease.subnet });
   }
@@ -336,6 +355,8 @@ export function planAdmission(input: {
   tables: readonly RouteTable[];
   instances: readonly CloudInstance[];
   traits: CloudTraits;
+  /** deletes held until their move to the overlay is safe (reach.ts planGate): a held retarget is not created again yet */
+  held?: readonly DeleteAction[];
 }): { jobs: NodeJob[]; notes: NodeNote[]; pools: RoutePool[] } {
   const { plan } = input;
   const ledger = new PoolLedger(input.pools, input.tables);
@@ -345,7 +366,7 @@ export function planAdmission(input: {
   // is not room for a node waiting in line.
   for (const w of recreate) ledger.take(w.table);
   const notes: NodeNote[] = [];
-  const recreateKeys = new Set(recreate.map((w) => routeKey(w.table, w.destination)));
+  const recreateKeys = new Set([...recreate, ...(input.held ?? []).flatMap((d) => (d.recreate ? [d.recreate] : []))].map((w) => routeKey(w.table, w.destination)));
   const replaceKeys = new Set(plan.replaces.map((x) => routeKey(x.want.table, x.want.destination)));
   const creates: DesiredRoute[] = [...recreate];
   for (const node of plan.order) {
@@ -363,7 +384,7 @@ export function planAdmission(input: {
         continue;
       }
       if (p.used >= p.limit) {
-        notes.push({ node, state: 'pending', reason: `route pending: ${p.what} full (${p.used} of ${p.limit}, ${limitLabel(p.source)})` });
+        notes.push({ node, state: 'pending', reason: `route pending: ${p.what} full (${p.used} of ${p.limit}, ${limitLabel(p.source)})`, why: fullWhy(p) });
         continue;
       }
       p.used++;

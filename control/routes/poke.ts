@@ -11,7 +11,7 @@ import type { Controller } from '../controller/controller.js';
 import type { Store } from '../store/store.js';
 import type { Cloud, CloudKind } from './clouds/cloud.js';
 import { EventError, handleEvent, parseEvent, type HandleResult, type EventCloud, type InstanceEvent } from './events.js';
-import { reconcileNetwork, type ReconcileReport } from './routes.js';
+import { reconcileNetwork, type ReconcileReport, type RouteDeps } from './routes.js';
 
 /** The clouds a host reconciles against: which serves a network's backend type, and the cloud itself. */
 export interface CloudSource {
@@ -49,10 +49,31 @@ export function batchReconciler(rc: RouteControl, log: Logger): Reconciler {
   return (kind, network) => {
     let run = runs.get(network);
     if (!run) {
-      run = rc.clouds.get(kind).then((cloud) => reconcileNetwork(network, { controller: rc.controller, store: rc.store, cloud, log: log.child('routes'), metrics: rc.metrics }));
+      run = rc.clouds.get(kind).then((cloud) => reconcileSettled(network, { controller: rc.controller, store: rc.store, cloud, log: log.child('routes'), metrics: rc.metrics }));
       runs.set(network, run);
     }
     return run;
+  };
+}
+
+/**
+ * A reconcile, and on a network with an overlay a second one right after it
+ * when the first made routes: their members are reached through them only
+ * once a later read of the cloud shows them in place, and that read need not
+ * wait for the next scheduled reconcile. One more at most: a cloud slow to
+ * show a new route (EC2's reads are eventually consistent) is confirmed by
+ * the schedule, as everything else.
+ */
+export async function reconcileSettled(network: string, deps: RouteDeps): Promise<ReconcileReport> {
+  const first = await reconcileNetwork(network, deps);
+  if (!first.overlay?.confirming) return first;
+  const second = await reconcileNetwork(network, deps);
+  // What the pair did, as one run: the first's changes with the second's outcome.
+  return {
+    ...second,
+    joined: first.joined + second.joined, released: first.released + second.released, prepared: first.prepared + second.prepared,
+    created: first.created + second.created, replaced: first.replaced + second.replaced, deleted: first.deleted + second.deleted,
+    overlay: { ...(second.overlay as NonNullable<ReconcileReport['overlay']>), written: (first.overlay.written) + (second.overlay?.written ?? 0) },
   };
 }
 

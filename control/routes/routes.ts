@@ -23,22 +23,26 @@
 import { NotFoundError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { Metrics } from '../../core/metrics.js';
-import type { Cloud, NetworkRef, NetworkSnapshot, RoutePool } from './clouds/cloud.js';
+import { limitLabel, type Cloud, type NetworkRef, type NetworkSnapshot, type RoutePool } from './clouds/cloud.js';
 import type { Controller } from '../controller/controller.js';
 import type { RouteStatusRecord, Store } from '../store/store.js';
 import {
-  applyDeletes, applyJobs, applyJoins, applyReleases, applyStatus, applyTables, type ApplyContext,
+  applyDeletes, applyJobs, applyJoins, applyMembers, applyReach, applyReleases, applyStatus, applyTables, type ApplyContext,
 } from './apply.js';
 import {
-  PoolLedger, networkSpace, planAdmission, planJoins, planReleases, planRoutes, type CloudTraits, type Space,
+  PoolLedger, networkSpace, planAdmission, planJoins, planReleases, planRoutes,
+  type CloudTraits, type DeleteAction, type RoutePlan, type Space,
 } from './plan.js';
-import { Notes, planStatus } from './status.js';
+import { WHY, agentsBehind, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes } from './reach.js';
+import { overlayOf, type Reach } from '../../core/backends/overlay.js';
+import type { Lease } from '../../core/lease.js';
+import { Notes, planStatus, type NodeNote } from './status.js';
 
-export { METRIC_PENDING, METRIC_ROUTES } from './apply.js';
+export { METRIC_MEMBERS, METRIC_PENDING, METRIC_ROUTES } from './apply.js';
 
 export interface RouteDeps {
-  /** lease writes go through the controller's join and release, as any node's do */
-  controller: Pick<Controller, 'join' | 'release' | 'leaseTtlMs'>;
+  /** lease writes go through the controller's join, release and reach write, as any node's do */
+  controller: Pick<Controller, 'join' | 'release' | 'setReach' | 'leaseTtlMs'>;
   store: Store;
   cloud: Cloud;
   log: Logger;
@@ -65,10 +69,29 @@ export interface ReconcileReport {
   errors: Record<string, string>;
   /** each route table (or project quota) after the reconcile: routes in it of every owner, its limit and where that came from */
   tables: TableUse[];
+  /** networks with an overlay only */
+  overlay?: OverlayReport;
 }
 
 /** A route table's (or project's) use against its limit, as the status, the dashboard and the metrics show it. */
 export type TableUse = Pick<RoutePool, 'what' | 'used' | 'limit' | 'source' | 'why'>;
+
+/** On a network with an overlay: how its members are reached and the moves under way. */
+export interface OverlayReport {
+  route: number;
+  overlay: number;
+  /** reach written to leases by this reconcile */
+  written: number;
+  /** routes made by this reconcile, for the next read of the cloud to confirm before their members' reach says route */
+  confirming: number;
+  /** routes held in place until every online agent has applied their member's move to the overlay */
+  waiting: number;
+}
+
+function overlayReport(reach: ReadonlyMap<string, Reach>, written: number, confirming: number, waiting: number): OverlayReport {
+  const route = [...reach.values()].filter((r) => r.via === 'route').length;
+  return { route, overlay: reach.size - route, written, confirming, waiting };
+}
 
 /** Everything a reconcile decides from, read once at its start. */
 interface Snapshot {
@@ -76,6 +99,51 @@ interface Snapshot {
   ref: NetworkRef;
   cloud: NetworkSnapshot;
   previous: RouteStatusRecord[];
+  /** the network's config names an overlay (Backend.Overlay) */
+  overlay: boolean;
+}
+
+interface Gate {
+  now: DeleteAction[];
+  held: DeleteAction[];
+  /** members whose route is going, with the reason their lease says */
+  leaving: Map<string, string>;
+  notes: NodeNote[];
+}
+
+/**
+ * On a network with an overlay: the evictions past a lowered limit join the
+ * plan's deletes, and each delete of a live member's route is held until its
+ * move to the overlay is safe (reach.ts). The agents' statuses are read only
+ * when a delete needs them.
+ */
+async function gateDeletes(snap: Snapshot, plan: RoutePlan, leases: Lease[], deps: RouteDeps): Promise<Gate> {
+  const { instances, pools, tables } = snap.cloud;
+  const evictions = planEvictions({ plan, pools, tables, leases });
+  const deletes = [...plan.deletes, ...evictions];
+  const statuses = needsAgents(deletes, plan, leases, instances) ? await deps.store.listStatus(snap.ref.name) : undefined;
+  const applied = statuses && appliedByAll(leases, statuses);
+  const gate = planGate({ deletes, plan, leases, instances, applied });
+  const byNode = new Map(leases.map((l) => [l.node, l]));
+  for (const d of gate.held) {
+    // Said at every reconcile while it lasts: an agent that never catches up holds the move, and this names it.
+    const lease = byNode.get(d.node as string) as Lease;
+    deps.log.info('route held until every online agent has the overlay path', {
+      network: snap.ref.name, node: d.node, destination: d.route.destination, why: d.why, revision: lease.revision,
+      behind: statuses ? agentsBehind(leases, statuses, lease.revision).join(',') || undefined : undefined,
+    });
+  }
+  const ledger = new PoolLedger(pools, tables);
+  const leaving = new Map<string, string>();
+  const notes: NodeNote[] = [];
+  for (const d of evictions) {
+    const p = ledger.of(d.route.table) as RoutePool;
+    leaving.set(d.node as string, fullWhy(p));
+    // What it shows once its route is gone, and while it goes: it waits for room like any member past the limit.
+    notes.push({ node: d.node as string, state: 'pending', reason: `route pending: ${p.what} full (${p.limit} of ${p.limit}, ${limitLabel(p.source)})`, why: fullWhy(p) });
+  }
+  for (const d of gate.held) if (d.node && !leaving.has(d.node)) leaving.set(d.node, WHY.replacing);
+  return { ...gate, leaving, notes };
 }
 
 async function readSnapshot(name: string, deps: RouteDeps): Promise<Snapshot> {
@@ -88,7 +156,7 @@ async function readSnapshot(name: string, deps: RouteDeps): Promise<Snapshot> {
   // The cloud says each only once per network and reason (a route limit it could not read): log every one.
   for (const reason of cloud.warnings ?? []) deps.log.warn('route limit not read from the account', { network: name, reason });
   const previous = await deps.store.listRouteStatus(name);
-  return { space, ref, cloud, previous };
+  return { space, ref, cloud, previous, overlay: overlayOf(net.config.Backend) !== undefined };
 }
 
 function traitsOf(cloud: Cloud): CloudTraits {
@@ -111,24 +179,30 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
 
   // The leases, as read and then as this reconcile changes them (the store's order, new ones last).
   const leases = new Map(snap.ref.leases.map((l) => [l.node, l]));
-  const lease = planJoins({ instances, leases: snap.ref.leases, space: snap.space, now, ttlMs: deps.controller.leaseTtlMs });
+  const lease = planJoins({
+    instances, leases: snap.ref.leases, space: snap.space, now, ttlMs: deps.controller.leaseTtlMs, ...(snap.overlay && { firstReach: firstReach(pools, tables) }),
+  });
   for (const node of lease.unaddressed) deps.log.debug('instance has no private IP yet', { network: name, node });
   const joined = await applyJoins(ctx, lease.joins);
   for (const l of joined) leases.set(l.node, l);
 
   const plan = planRoutes({ space: snap.space, traits, instances, leasesBefore: snap.ref.leases, leases: [...leases.values()], routes });
-  const deleted = await applyDeletes(ctx, plan.deletes);
+  const gate: Gate = snap.overlay ? await gateDeletes(snap, plan, [...leases.values()], deps) : { now: plan.deletes, held: [], leaving: new Map(), notes: [] };
+  const deleted = await applyDeletes(ctx, gate.now);
 
-  const { released, dropped } = await applyReleases(ctx, planReleases({ leases: [...leases.values()], instances, owned: plan.owned, deleted }));
+  const { released, dropped } = await applyReleases(ctx, planReleases({ leases: [...leases.values()], instances, owned: plan.owned, deleted, overlay: snap.overlay }));
   for (const node of dropped) leases.delete(node);
 
-  const admission = planAdmission({ plan, deleted, pools, tables, instances, traits });
-  for (const n of admission.notes) ctx.notes.add(n.node, n.state, n.reason);
+  const admission = planAdmission({ plan, deleted, pools, tables, instances, traits, held: gate.held });
+  for (const n of [...gate.notes, ...admission.notes]) ctx.notes.add(n.node, n.state, n.reason, n.why);
   const ledger = new PoolLedger(admission.pools, tables);
   const done = await applyJobs(ctx, admission.jobs, ledger);
   const routed = plan.present.size + done.replaced + done.created;
 
-  const status = planStatus({ network: name, leases: [...leases.values()], instances, notes: ctx.notes, previous: snap.previous });
+  // Decided on this reconcile's read of the cloud: a route created just now is confirmed by the next read.
+  const reach = snap.overlay ? planReach({ leases: [...leases.values()], instances, routed: routedNodes(plan, instances, new Set(gate.leaving.keys())), leaving: gate.leaving, notes: ctx.notes }) : undefined;
+  const reachWritten = reach ? await applyReach(ctx, reach.writes) : 0;
+  const status = planStatus({ network: name, leases: [...leases.values()], instances, notes: ctx.notes, previous: snap.previous, reach: reach?.reach });
   const pending: Record<string, string> = {};
   const errors: Record<string, string> = ctx.networkError !== undefined ? { [name]: ctx.networkError } : {};
   for (const s of status.statuses) {
@@ -140,8 +214,10 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
   await applyStatus(sinks, status.statuses, status.removed, stamp);
   const used = ledger.list().map((p): TableUse => ({ what: p.what, used: p.used, limit: p.limit, source: p.source, ...(p.why ? { why: p.why } : {}) }));
   await applyTables(sinks, routed, used, stamp);
+  applyMembers(sinks, reach?.reach);
   return {
     network: name, instances: instances.length, joined: joined.length, released, prepared: done.prepared,
     created: done.created, replaced: done.replaced, deleted: deleted.length, routes: routed, pending, errors, tables: used,
+    ...(reach && { overlay: overlayReport(reach.reach, reachWritten, done.created + done.replaced, gate.held.length) }),
   };
 }

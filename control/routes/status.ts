@@ -2,6 +2,7 @@
 // plain data like the rest of the plan (plan.ts): the notes the reconcile
 // gathered, the node's instance and lease, and the status stored last time,
 // so a status is written and logged on change only.
+import type { Reach } from '../../core/backends/overlay.js';
 import type { Lease } from '../../core/lease.js';
 import { MEMBER_TAG, isAlive, type CloudInstance } from './clouds/cloud.js';
 import type { RouteStatusRecord } from '../store/store.js';
@@ -11,6 +12,8 @@ export type RouteState = RouteStatusRecord['state'];
 export interface Note {
   state: RouteState;
   reason: string;
+  /** on a network with an overlay, the few words its lease's reach says (reach.ts WHY) */
+  why?: string;
 }
 
 export interface NodeNote extends Note {
@@ -30,8 +33,8 @@ export function worse(cur: Note | undefined, next: Note): Note {
 export class Notes {
   private readonly byNode = new Map<string, Note>();
 
-  add(node: string, state: RouteState, reason: string): void {
-    this.byNode.set(node, worse(this.byNode.get(node), { state, reason }));
+  add(node: string, state: RouteState, reason: string, why?: string): void {
+    this.byNode.set(node, worse(this.byNode.get(node), { state, reason, ...(why !== undefined && { why }) }));
   }
 
   get(node: string): Note | undefined {
@@ -48,6 +51,19 @@ export function leaseNote(network: string, lease: Lease, inst: CloudInstance | u
   if (!inst.privateIP) return { state: 'pending', reason: 'route pending: the instance has no private IP yet' };
   if (!lease.subnet) return { state: 'error', reason: 'the lease has no IPv4 subnet, and VPC routes are IPv4 only' };
   return { state: 'ok', reason: '' };
+}
+
+/**
+ * On a network with an overlay, a node without its route is no node in
+ * waiting: it is reached over the overlay, so it shows ok and says how and
+ * why ("overlay (route table full (2 of 2, account quota))"). An error stays an error: the
+ * operator has something to fix, though the overlay carries the traffic.
+ */
+function overlaid(n: Note, reach: Reach | undefined): Note {
+  if (!reach || reach.via === 'route' || n.state === 'error') return n;
+  // A wait's own words say more than the lease's few (the table's count and where its limit came from).
+  const why = n.state === 'pending' && n.why !== undefined ? n.reason.replace(/^route pending: /, '') : reach.why;
+  return { state: 'ok', reason: `overlay (${why})` };
 }
 
 export interface StatusAction extends NodeNote {
@@ -68,11 +84,13 @@ export function planStatus(input: {
   /** the notes gathered so far (a Notes, or any map of them) */
   notes: { get(node: string): Note | undefined };
   previous: readonly RouteStatusRecord[];
+  /** on a network with an overlay, how each node is reached (reach.ts planReach) */
+  reach?: ReadonlyMap<string, Reach>;
 }): { statuses: StatusAction[]; removed: string[] } {
   const instances = new Map(input.instances.map((i) => [i.id, i]));
   const previous = new Map(input.previous.map((s) => [s.node, s]));
   const statuses = input.leases.map((lease): StatusAction => {
-    const n = worse(input.notes.get(lease.node), leaseNote(input.network, lease, instances.get(lease.node)));
+    const n = overlaid(worse(input.notes.get(lease.node), leaseNote(input.network, lease, instances.get(lease.node))), input.reach?.get(lease.node));
     const before = previous.get(lease.node);
     const changed = !before || before.state !== n.state || before.reason !== n.reason;
     return { node: lease.node, state: n.state, reason: n.reason, changed, hadStatus: before !== undefined };

@@ -6,6 +6,7 @@ import type { NetConf } from '../../core/config.js';
 import type { AgentCounts } from '../../core/fabric.js';
 import type { Lease, NewLease } from '../../core/lease.js';
 import type { Status } from '../../core/messages.js';
+import type { LimitSource } from '../routes/clouds/cloud.js';
 import { TwillError } from '../../core/errors.js';
 
 export interface NetworkRecord {
@@ -34,12 +35,16 @@ export interface StatusRecord {
   updatedAt: string;
 }
 
-/** Whether a cloud network's node has its VPC route, and why not when it has none. */
+/**
+ * Whether a cloud network's node has its VPC route, and why not when it has
+ * none. On a network with an overlay, a node without its route is reached
+ * over the overlay: its state is ok and its reason "overlay (why)".
+ */
 export interface RouteStatusRecord {
   network: string;
   node: string;
   state: 'ok' | 'pending' | 'error';
-  /** e.g. "route pending: route table full (50 of 50)"; empty when ok */
+  /** e.g. "route pending: route table full (50 of 50)", "overlay (outside the cloud)"; empty when ok through its route */
   reason: string;
   updatedAt: string;
 }
@@ -48,7 +53,7 @@ export interface RouteStatusRecord {
 export interface RouteTablesRecord {
   network: string;
   /** each place routes count against a limit: what it is, routes in it of every owner, its limit */
-  tables: { what: string; used: number; limit: number }[];
+  tables: { what: string; used: number; limit: number; source?: LimitSource; why?: string }[];
   updatedAt: string;
 }
 

@@ -29,6 +29,12 @@ const HIGH_CONF: NetConf = parseNetConf({ Network: '172.16.0.0/12' }, {});
 
 let unique = 0;
 /** A name no other test (or earlier run on a shared table) uses. */
+/** A controller on this store with a clock the test moves. */
+function controllerOn(store: Store) {
+  const clock = { now: Date.parse('2030-06-01T00:00:00.000Z') };
+  return { clock, controller: new Controller(store, { publish: async () => {} }, { topics: new Topics(), log: silentLogger, now: () => clock.now, leaseTtlMs: 3_600_000 }) };
+}
+
 function fresh(prefix: string): string {
   unique++;
   return `${prefix}-${process.pid}-${unique}-${Math.random().toString(36).slice(2, 8)}`;
@@ -465,11 +471,6 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
     describe('a key rotation asked of a node (wireguard)', () => {
       const KEY = ['waZle9QCDVPLl/Z0Nbw2GRr4Gdk3lhYRPoU3Xol9Mmc=', '8oMBUJbuVU+4siNUL1OA/+fYNdfngz//U1Ps4Xv7U2Q='] as const;
       const wg = (o: Record<string, unknown> = {}) => parseNetConf({ Network: '10.0.0.0/16', Backend: { Type: 'wireguard' }, ...o }, {});
-      /** A controller on this store with a clock the test moves. */
-      const controllerOn = (store: Store) => {
-        const clock = { now: Date.parse('2030-06-01T00:00:00.000Z') };
-        return { clock, controller: new Controller(store, { publish: async () => {} }, { topics: new Topics(), log: silentLogger, now: () => clock.now, leaseTtlMs: 3_600_000 }) };
-      };
 
       test('the token is a lease change at the next revision, logged for peers, and stays through every later write of the lease until another replaces it', () =>
         withStore(async (store) => {
@@ -543,6 +544,90 @@ export function storeSuite(name: string, open: () => Promise<OpenedStore>): void
           await assert.rejects(controller.rotateKey(vx, 'b'), new RegExp(`network ${vx} uses the vxlan backend, whose nodes hold no key pair to rotate: only a wireguard network's nodes do`));
           await assert.rejects(controller.rotateKey(fresh('none'), 'b'), /does not exist/);
           assert.deepEqual([await snapshot(store, n), await snapshot(store, vx)], before);
+        }));
+    });
+
+    describe('how a node is reached (Lease.reach, a cloud network with an overlay)', () => {
+      const cloud = (o: Record<string, unknown> = {}): NetConf => {
+        const c = parseNetConf({ Network: '10.0.0.0/16', Backend: { Type: 'aws-vpc', RouteLimit: 2 }, ...o }, {});
+        return { ...c, Backend: { ...c.Backend, Overlay: { Type: 'vxlan' } } } as NetConf;
+      };
+
+      test("the route controller's reach write is a change at the next revision, logged for peers, and stays through renewals and rewrites while the subnet stays", () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const { clock, controller } = controllerOn(store);
+          await controller.applyNetwork(n, cloud());
+          const join = (publicIP = '172.31.0.10', backendData: Record<string, string> = { RouteTarget: 'i-1' }) => controller.join(n, 'i-1', { publicIP, backendData });
+          const joined = await join();
+          assert.equal(joined.reach, undefined, 'a new lease is judged by no one yet');
+          const why = 'route table full (2 of 2)';
+          const over = await controller.setReach(n, 'i-1', { via: 'overlay', why }, joined.revision);
+          assert.ok(over && over.revision > joined.revision, 'the revision moves');
+          assert.deepEqual(over, { ...joined, reach: { via: 'overlay', why }, revision: over.revision });
+          const logged = await store.changesSince(n, joined.revision, 10);
+          assert.deepEqual(logged?.changes.map((c) => [c.revision, c.lease?.reach]), [[over.revision, { via: 'overlay', why }]]);
+          await assertManifest(store, n);
+          // decided on a lease that moved since: nothing written
+          assert.equal(await controller.setReach(n, 'i-1', { via: 'route' }, joined.revision), undefined);
+          assert.deepEqual(await store.getLease(n, 'i-1'), over);
+          const routed = await controller.setReach(n, 'i-1', { via: 'route' }, over.revision);
+          assert.deepEqual(routed?.reach, { via: 'route' });
+
+          const kept = async (what: string) => {
+            const now = await store.getLease(n, 'i-1');
+            assert.deepEqual(now?.reach, { via: 'route' }, `${what}: the reach stays`);
+            assert.deepEqual((await store.listLeases(n)).find((l) => l.node === 'i-1')?.reach, { via: 'route' }, `${what}: listed with it`);
+            return now as Lease;
+          };
+          clock.now += 60_000;
+          await join();
+          await kept('a renewal');
+          // the node's agent publishes its overlay's VtepMAC beside the route target: merged, and the reach stays
+          const withMac = await join('172.31.0.10', { VtepMAC: '0a:00:00:00:00:01' });
+          assert.deepEqual(withMac.backendData, { RouteTarget: 'i-1', VtepMAC: '0a:00:00:00:00:01' });
+          await kept("the agent's own backend data");
+          await join('172.31.0.11');
+          await kept('a new address');
+          // another subnet: the route confirmed was for the old one, so the lease is judged again
+          await controller.applyNetwork(n, cloud({ SubnetMin: '10.0.200.0' }));
+          const moved = await join('172.31.0.11');
+          assert.notEqual(moved.subnet, routed?.subnet);
+          assert.equal(moved.reach, undefined);
+          assert.equal((await store.getLease(n, 'i-1'))?.reach, undefined);
+        }));
+
+      test('a hello that carries a reach is refused and changes nothing: only the route controller writes it', () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const node = fresh('node');
+          const topics = new Topics();
+          const { controller } = controllerOn(store);
+          await controller.applyNetwork(n, cloud());
+          await store.putNode({ name: node, network: n, passwordHash: 'scrypt$aa$bb', createdAt: '2030-01-01T00:00:00.000Z' });
+          const joined = await controller.join(n, node, { publicIP: '192.0.2.1' });
+          const over = await controller.setReach(n, node, { via: 'overlay', why: 'outside the cloud' }, joined.revision);
+          const before = await snapshot(store, n);
+          const hello = { v: 2, agentVersion: 'test', publicIP: '192.0.2.1', reach: { via: 'route' } };
+          await controller.handleMessage(topics.nodeHello(n, node), Buffer.from(JSON.stringify(hello)), 'test', true);
+          assert.deepEqual(await snapshot(store, n), before);
+          assert.deepEqual((await store.getLease(n, node))?.reach, over?.reach);
+          // Nor through the controller's join as a node's own: refused before anything is read.
+          await assert.rejects(controller.join(n, node, { publicIP: '192.0.2.1', fromAgent: true, reach: { via: 'route' } }), /route controller's to say/);
+          assert.deepEqual(await snapshot(store, n), before);
+        }));
+
+      test("the route tables keep where each limit came from and why a default was used", () =>
+        withStore(async (store) => {
+          const n = fresh('net');
+          const { controller } = controllerOn(store);
+          await controller.applyNetwork(n, cloud());
+          const tables = [
+            { what: 'route table rtb-1', used: 2, limit: 2, source: 'RouteLimit' as const },
+            { what: 'route table rtb-2', used: 1, limit: 50, source: 'default' as const, why: 'no permission to read the quota' },
+          ];
+          await store.putRouteTables({ network: n, tables, updatedAt: '2030-01-01T00:00:00.000Z' });
+          assert.deepEqual((await store.getRouteTables(n))?.tables, tables);
         }));
     });
 

@@ -16,6 +16,7 @@ import { SimCloud, SimVpc, simTable } from '../../control/routes/clouds/sim.js';
 import { applyDeletes, applyJobs, applyJoins, applyReleases, applyStatus, type ApplyContext } from '../../control/routes/apply.js';
 import { PoolLedger } from '../../control/routes/plan.js';
 import { Notes } from '../../control/routes/status.js';
+import { WHY } from '../../control/routes/reach.js';
 import { SqliteStore } from '../../control/store/sqlite.js';
 import { CountingPublisher } from '../helpers/counting.js';
 
@@ -131,7 +132,7 @@ describe('route applier', () => {
     const ledger = new PoolLedger([{ id: T, what: 'route table', used: 1, limit: 5, source: 'RouteLimit' }], [{ id: T, pool: T }]);
     const r = await applyJobs(ctx, [{ node: 'a', replace: [], create: [want('a', '10.10.1.0/24')] }], ledger);
     assert.deepEqual(r, { prepared: 0, replaced: 0, created: 0 });
-    assert.deepEqual(ctx.notes.get('a'), { state: 'pending', reason: `route pending: route table ${T} is full (2 of 2)` });
+    assert.deepEqual(ctx.notes.get('a'), { state: 'pending', reason: `route pending: route table ${T} is full (2 of 2)`, why: WHY.refused });
     assert.equal(ledger.of(T)?.used, 0);
   });
 

@@ -5,35 +5,14 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseNetConf } from '../../core/config.js';
 import type { Lease } from '../../core/lease.js';
-import type { CloudInstance, CloudRoute, RoutePool, RouteTable } from '../../control/routes/clouds/cloud.js';
+import type { CloudInstance, CloudRoute, RoutePool } from '../../control/routes/clouds/cloud.js';
 import {
   networkSpace, planAdmission, planJoins, planReleases, planRoutes, type CloudTraits, type DeleteAction, type RoutePlan,
 } from '../../control/routes/plan.js';
 import { Notes, planStatus } from '../../control/routes/status.js';
+import { HOUR, INFERRED, MARKED, NOW, T, TABLES, at, inst, lease, route, space } from '../helpers/route-fixtures.js';
 
-const conf = parseNetConf({ Network: '10.10.0.0/16', Backend: { Type: 'aws-vpc' } }, {});
-const space = networkSpace('net', conf, 'sim');
-const NOW = Date.parse('2030-01-01T00:00:00Z');
-const HOUR = 3_600_000;
-const T = 'rtb-1';
-const INFERRED: CloudTraits = { ownership: 'inferred', replaceInPlace: true, canPrepare: false };
-const MARKED: CloudTraits = { ownership: 'marked', replaceInPlace: false, canPrepare: false };
-const at = (ms: number) => new Date(NOW + ms).toISOString();
-
-function lease(node: string, subnet: string | null, o: Partial<Lease> = {}): Lease {
-  return {
-    network: 'net', node, subnet, ipv6Subnet: null, publicIP: `ip-${node}`, publicIPv6: null, backendType: 'aws-vpc',
-    backendData: { RouteTarget: node }, expiresAt: at(HOUR), createdAt: at(0), revision: 1, ...o,
-  };
-}
-function inst(id: string, o: Partial<CloudInstance> = {}): CloudInstance {
-  return { id, state: 'running', privateIP: `ip-${id}`, target: id, tables: [T], ...o };
-}
-function route(destination: string, target: string | undefined, o: Partial<CloudRoute> = {}): CloudRoute {
-  return { table: T, destination, target, instanceHop: true, blackhole: false, marked: false, ...o };
-}
 const pool = (used: number, limit: number): RoutePool => ({ id: T, what: `route table ${T}`, used, limit, source: 'quota' });
-const TABLES: RouteTable[] = [{ id: T, pool: T }];
 
 interface World {
   instances: CloudInstance[];
@@ -123,7 +102,7 @@ describe('planRoutes: which routes are twill’s, and what each needs', () => {
     // The delete failed: no recreate (creating would collide with the route still there).
     const failed = admit(w, p, [pool(2, 2)], []);
     assert.deepEqual(failed.jobs, []);
-    assert.deepEqual(failed.notes, [{ node: 'a', state: 'pending', reason: `route pending: route table ${T} full (2 of 2, account quota)` }]);
+    assert.deepEqual(failed.notes, [{ node: 'a', state: 'pending', reason: `route pending: route table ${T} full (2 of 2, account quota)`, why: `route table ${T} full` }]);
   });
 
   test('the slot a retarget freed is taken back by its recreate, never by a node waiting for room', () => {
@@ -137,7 +116,7 @@ describe('planRoutes: which routes are twill’s, and what each needs', () => {
     const p = plan(w);
     const a = admit(w, p, [pool(2, 2)], p.deletes);
     assert.deepEqual(a.jobs.map((j) => [j.node, j.create.map((c) => c.destination)]), [['a', ['10.10.1.0/24']]]);
-    assert.deepEqual(a.notes, [{ node: 'c', state: 'pending', reason: `route pending: route table ${T} full (2 of 2, account quota)` }]);
+    assert.deepEqual(a.notes, [{ node: 'c', state: 'pending', reason: `route pending: route table ${T} full (2 of 2, account quota)`, why: `route table ${T} full` }]);
     assert.deepEqual(a.pools, [pool(2, 2)], 'the table holds what it held: two routes');
   });
 
@@ -235,8 +214,8 @@ describe('planAdmission: room in each table, oldest lease first', () => {
     const a = admit(w, plan(w), [pool(0, 3)]);
     assert.deepEqual(a.jobs.map((j) => [j.node, j.create.map((c) => c.destination)]), [['n1', ['10.10.1.0/24']], ['n2', ['10.10.2.0/24']], ['n3', ['10.10.3.0/24']]]);
     assert.deepEqual(a.notes, [
-      { node: 'n4', state: 'pending', reason: 'route pending: route table rtb-1 full (3 of 3, account quota)' },
-      { node: 'n5', state: 'pending', reason: 'route pending: route table rtb-1 full (3 of 3, account quota)' },
+      { node: 'n4', state: 'pending', reason: 'route pending: route table rtb-1 full (3 of 3, account quota)', why: 'route table rtb-1 full' },
+      { node: 'n5', state: 'pending', reason: 'route pending: route table rtb-1 full (3 of 3, account quota)', why: 'route table rtb-1 full' },
     ]);
     assert.deepEqual(a.pools, [pool(3, 3)]);
   });
