@@ -360,6 +360,7 @@ export class Agent {
     const config = this.config.withSecrets ?? this.config.shared;
     if (!view || !lease || !backend || !config) return;
     const errors: string[] = [];
+    let confirm = false;
     const changed = this.pending.take();
     try {
       writeSubnetEnv(this.opts.subnetFile, {
@@ -379,6 +380,7 @@ export class Agent {
         const every = changed === 'every peer';
         const report = await backend.reconcile(config, lease, view.peers, every ? undefined : changed);
         errors.push(...report.errors);
+        confirm = report.confirm === true;
         this.publishNews(lease, backend);
         if (every && this.carriesPodTraffic()) {
           const repaired = await this.rules.ensure(config, lease, { ipMasq: this.opts.ipMasq, forwardRules: this.opts.forwardRules, randomFully: this.opts.masqRandomFully });
@@ -398,7 +400,7 @@ export class Agent {
     if (errors.length) this.metrics.inc('twill_agent_reconcile_errors_total', 'reconciles that reported errors');
     this.metrics.set('twill_agent_applied_revision', 'the network revision last applied', this.appliedRevision);
     this.metrics.set('twill_agent_ready', '1 when the agent holds its lease and has applied a complete view', this.isReady() ? 1 : 0);
-    this.reportErrors(errors);
+    this.reportErrors(errors, confirm && this.appliedRevision > 0);
   }
 
   /**
@@ -419,13 +421,14 @@ export class Agent {
     this.watch?.sayHello();
   }
 
-  private reportErrors(errors: string[]): void {
+  private reportErrors(errors: string[], now = false): void {
     this.status.setErrors(errors);
-    void this.publishStatus();
+    void this.publishStatus(now);
   }
 
-  private publishStatus(): Promise<void> {
-    return this.status.publish(this.watch);
+  /** now: the applied revision is news a controller waits on (BackendReport.confirm) */
+  private publishStatus(now = false): Promise<void> {
+    return this.status.publish(this.watch, now);
   }
 
   /** The retained status as it stands (its errors are StatusReport's). */

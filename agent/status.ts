@@ -60,9 +60,11 @@ export class StatusReport {
   /**
    * Sends the status when its meaning changed (online, in sync or not,
    * errors, subnet); a newer applied revision alone at most every
-   * REVISION_STATUS_MS, so a busy network costs each agent O(1) status messages.
+   * REVISION_STATUS_MS, so a busy network costs each agent O(1) status messages;
+   * at once when now says a controller waits on it (a member's move from its
+   * route to the overlay: rare, and one status per agent per move).
    */
-  async publish(sink: StatusSink | undefined): Promise<void> {
+  async publish(sink: StatusSink | undefined, now = false): Promise<void> {
     if (!sink?.connected) return;
     const status: Status = { ...this.compose(), errors: [...this.problems.values(), ...this.errors].slice(0, MAX_ERRORS).map((e) => e.slice(0, MAX_ERROR_CHARS)) };
     const last = this.last;
@@ -71,7 +73,7 @@ export class StatusReport {
       if (last.revision === status.revision && last.peers === status.peers) return;
       // only the revision moved: at most every REVISION_STATUS_MS
       const wait = this.lastAt + REVISION_STATUS_MS - Date.now();
-      if (wait > 0) {
+      if (wait > 0 && !now) {
         this.revisionTimer ??= setTimeout(() => { this.revisionTimer = undefined; void this.publish(sink); }, wait);
         return;
       }

@@ -35,6 +35,13 @@ export interface BackendContext {
 export interface BackendReport {
   /** problems a person should see in status, one line each (e.g. a peer that is not on-link) */
   errors: string[];
+  /**
+   * This pass applied a change the control plane waits on (a member moved
+   * from its cloud route to the overlay, whose route is deleted only once
+   * every agent has applied the move): the agent says its applied revision
+   * at once instead of at its usual pace.
+   */
+  confirm?: boolean;
 }
 
 /**

@@ -48,15 +48,26 @@ export class OverlayPeers {
   /** peers of an overlay pair that publish no VtepMAC, with what to say of each */
   readonly missing = new Map<string, string>();
   via?: Reach['via'];
+  /** each peer's reach as last seen, to tell a move from route to overlay */
+  private readonly seen = new Map<string, Reach['via']>();
+  /**
+   * The last update moved a member (this node or a peer) from its route to
+   * the overlay. The route controller deletes that route only once every
+   * member's agent has applied the move, so this pass's revision is worth
+   * saying at once.
+   */
+  movedToOverlay = false;
 
   /** Takes a pass's input; returns the peers vxlan should look at this time (undefined: every one). */
   update(own: Lease, peers: ReadonlyMap<string, Lease>, changed?: ReadonlySet<string>): ReadonlySet<string> | undefined {
     const via = reachOf(own, true);
     const full = !changed || via !== this.via;
+    this.movedToOverlay = this.via === 'route' && via === 'overlay';
     this.via = via;
     if (full) {
       this.selected.clear();
       this.missing.clear();
+      for (const node of this.seen.keys()) if (!peers.has(node)) this.seen.delete(node);
       for (const [node, lease] of peers) this.consider(node, lease);
       return undefined;
     }
@@ -65,12 +76,15 @@ export class OverlayPeers {
       this.missing.delete(node);
       const lease = peers.get(node);
       if (lease) this.consider(node, lease);
+      else this.seen.delete(node);
     }
     return changed;
   }
 
   private consider(node: string, lease: Lease): void {
     const peerVia = reachOf(lease, true);
+    if (this.seen.get(node) === 'route' && peerVia === 'overlay') this.movedToOverlay = true;
+    this.seen.set(node, peerVia);
     if (!pairUsesOverlay(this.via ?? 'overlay', peerVia)) return;
     if (macAddress(lease.backendData[OVERLAY_MAC_KEY]) === undefined) {
       this.selected.set(node, lease);
@@ -153,7 +167,7 @@ export function cloudBackend(type: BackendType): BackendFactory {
       ctx.metrics.set('twill_agent_reach', 'how this node is reached: through its cloud route or over the overlay', 1, { via: peers.via ?? 'overlay' });
       // The status stays small however many peers lack an agent: the first few by name, then a count (the log names each once).
       const shown = missing.length > MAX_SHOWN ? [...missing.slice(0, MAX_SHOWN), `and ${missing.length - MAX_SHOWN} more peers run no overlay agent (the agent's log names each)`] : missing;
-      return { errors: [...errors, ...shown] };
+      return { errors: [...errors, ...shown], ...(peers.movedToOverlay ? { confirm: true } : {}) };
     };
 
     if (overlayOf(ctx.config.Backend)) await start(ctx.config);

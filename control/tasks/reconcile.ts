@@ -27,11 +27,13 @@ export async function reconcileClouds(rc: RouteControl, log: Logger): Promise<Cl
       const r = await reconcile(kind, n.name);
       done.reports.set(n.name, r);
       rc.metrics?.inc(...RECONCILES, 1, { network: n.name, result: 'ok' });
-      const changed = r.joined + r.released + r.created + r.replaced + r.deleted + r.prepared;
+      const changed = r.joined + r.released + r.created + r.replaced + r.deleted + r.prepared + (r.overlay?.written ?? 0);
       const errors = Object.keys(r.errors).length;
       const fields = {
         network: n.name, instances: r.instances, routes: r.routes, created: r.created, replaced: r.replaced, deleted: r.deleted,
         joined: r.joined, released: r.released, pending: Object.keys(r.pending).length, errors,
+        // on a network with an overlay: members by path, reach writes, and moves waiting on the agents
+        ...(r.overlay && { routed: r.overlay.route, overlay: r.overlay.overlay, reachWritten: r.overlay.written, held: r.overlay.waiting }),
       };
       if (changed || errors) log.info('network reconciled', fields);
       else log.debug('network reconciled', fields);

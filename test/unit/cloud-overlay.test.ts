@@ -123,18 +123,28 @@ describe('a cloud network with Backend.Overlay', () => {
     const { kernel, backend } = await make(OVERLAY);
     const own = lease('self', 1, ROUTE);
     let peers = peersOf(lease('b', 2, ROUTE), lease('c', 3, FULL));
-    await backend.reconcile(OVERLAY, own, peers);
+    // a first look, and a member new on the overlay, are no move the control plane waits on
+    assert.equal((await backend.reconcile(OVERLAY, own, peers)).confirm, undefined);
+    assert.equal((await backend.reconcile(OVERLAY, own, peersOf(...peers.values(), lease('d', 4, FULL)), new Set(['d']))).confirm, undefined);
+    await backend.reconcile(OVERLAY, own, peers, new Set(['d']));
     assert.deepEqual(overlayRoutes(kernel), ['10.60.3.0/24']);
     const reads = kernel.reads;
     // c got its route (room appeared): its entries go; b must go to the overlay: its entries come
     peers = peersOf(lease('b', 2, FULL), lease('c', 3, ROUTE));
-    assert.deepEqual((await backend.reconcile(OVERLAY, own, peers, new Set(['b', 'c']))).errors, []);
+    const moved = await backend.reconcile(OVERLAY, own, peers, new Set(['b', 'c']));
+    assert.deepEqual(moved.errors, []);
+    // b's route is deleted only once every agent applied this: the agent says so at once
+    assert.equal(moved.confirm, true);
     assert.deepEqual(overlayRoutes(kernel), ['10.60.2.0/24']);
     assert.equal(kernel.reads, reads, 'a delta reads nothing');
     // this node's own route must go: every peer is over the overlay now, though the pass was told of none
-    assert.deepEqual((await backend.reconcile(OVERLAY, lease('self', 1, FULL), peers, new Set())).errors, []);
+    const self = await backend.reconcile(OVERLAY, lease('self', 1, FULL), peers, new Set());
+    assert.deepEqual(self.errors, []);
+    assert.equal(self.confirm, true);
     assert.deepEqual(overlayRoutes(kernel), ['10.60.2.0/24', '10.60.3.0/24']);
     assert.ok(kernel.reads > reads, 'a full pass');
+    // moving to the route needs no such haste: the route was in place before the lease said so
+    assert.equal((await backend.reconcile(OVERLAY, lease('self', 1, ROUTE), peers, new Set())).confirm, undefined);
   });
 
   test('the reverse-path settings: overlay device loose, underlay marks answered from our table, forward lookups untouched', async () => {
