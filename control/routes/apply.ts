@@ -135,6 +135,8 @@ export interface JobResults {
   prepared: number;
   replaced: number;
   created: number;
+  /** the nodes whose route was created or retargeted */
+  made: string[];
 }
 
 /**
@@ -143,7 +145,7 @@ export interface JobResults {
  * `pools` gives back the room of a route that was not made.
  */
 export async function applyJobs(ctx: ApplyContext, jobs: readonly NodeJob[], pools: PoolLedger): Promise<JobResults> {
-  const out: JobResults = { prepared: 0, replaced: 0, created: 0 };
+  const out: JobResults = { prepared: 0, replaced: 0, created: 0, made: [] };
   const { cloud, ref, network, log } = ctx;
   const runJob = async (job: NodeJob): Promise<void> => {
     if (job.prepare) {
@@ -162,6 +164,7 @@ export async function applyJobs(ctx: ApplyContext, jobs: readonly NodeJob[], poo
       try {
         await (cloud.replaceRoute as NonNullable<Cloud['replaceRoute']>).call(cloud, ref, want, current);
         out.replaced++;
+        out.made.push(want.node);
         log.info('route retargeted', { network, node: want.node, table: want.table, destination: want.destination, from: current.target ?? 'none', to: want.target });
       } catch (e) {
         fail(ctx, want.node, `retargeting route ${want.destination} in ${want.table} failed`, e);
@@ -171,6 +174,7 @@ export async function applyJobs(ctx: ApplyContext, jobs: readonly NodeJob[], poo
       try {
         await cloud.createRoute(ref, w);
         out.created++;
+        out.made.push(w.node);
         log.info('route created', { network, node: w.node, table: w.table, destination: w.destination, target: w.target });
       } catch (e) {
         if (e instanceof RouteLimitError) {

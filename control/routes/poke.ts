@@ -11,6 +11,7 @@ import type { Controller } from '../controller/controller.js';
 import type { Store } from '../store/store.js';
 import type { Cloud, CloudKind } from './clouds/cloud.js';
 import { EventError, handleEvent, parseEvent, type HandleResult, type EventCloud, type InstanceEvent } from './events.js';
+import { ROUTE_SETTLE_MS } from './reach.js';
 import { reconcileNetwork, type ReconcileReport, type RouteDeps } from './routes.js';
 
 /** The clouds a host reconciles against: which serves a network's backend type, and the cloud itself. */
@@ -57,16 +58,18 @@ export function batchReconciler(rc: RouteControl, log: Logger): Reconciler {
 }
 
 /**
- * A reconcile, and on a network with an overlay a second one right after it
- * when the first made routes: their members are reached through them only
- * once a later read of the cloud shows them in place, and that read need not
- * wait for the next scheduled reconcile. One more at most: a cloud slow to
- * show a new route (EC2's reads are eventually consistent) is confirmed by
- * the schedule, as everything else.
+ * A reconcile, and on a network with an overlay a second one once the routes
+ * the first made or found have settled (reach.ts ROUTE_SETTLE_MS): their
+ * members are reached through them only once a later read of the cloud still
+ * shows them, and that read need not wait for the next scheduled reconcile.
+ * One more at most: a cloud slow to show a new route (EC2's reads are
+ * eventually consistent) is confirmed by the schedule, as everything else.
  */
 export async function reconcileSettled(network: string, deps: RouteDeps): Promise<ReconcileReport> {
   const first = await reconcileNetwork(network, deps);
   if (!first.overlay?.confirming) return first;
+  const ms = deps.settleMs ?? ROUTE_SETTLE_MS;
+  await (deps.sleep ? deps.sleep(ms) : new Promise((r) => setTimeout(r, ms)));
   const second = await reconcileNetwork(network, deps);
   // What the pair did, as one run: the first's changes with the second's outcome.
   return {

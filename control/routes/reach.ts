@@ -28,7 +28,7 @@ import { MAX_REACH_WHY } from '../../core/messages.js';
 import { isAlive, type CloudInstance, type RoutePool, type RouteTable } from './clouds/cloud.js';
 import { PoolLedger, routeKey, type DeleteAction, type RoutePlan } from './plan.js';
 import type { Note } from './status.js';
-import type { StatusRecord } from '../store/store.js';
+import type { RouteStatusRecord, StatusRecord } from '../store/store.js';
 
 /** The reasons a member is reached over the overlay, in a few fixed words (the table-full one names its table). */
 export const WHY = {
@@ -186,6 +186,55 @@ export function routedNodes(plan: RoutePlan, instances: readonly CloudInstance[]
     if (wants.every((w) => plan.present.has(routeKey(w.table, w.destination)))) out.add(node);
   }
   return out;
+}
+
+/**
+ * How long a route stays in the cloud's reads before its member is reached
+ * through it. A cloud's API shows a new route before its data plane is sure
+ * to carry it (EC2's reads are eventually consistent, and the route table is
+ * applied in the VPC's routers after the call returns); the overlay carries
+ * the member meanwhile, so waiting costs nothing, and a move that drops the
+ * overlay path too soon loses packets.
+ */
+export const ROUTE_SETTLE_MS = 5_000;
+/** what a member's route status says while its new route settles */
+export const SETTLING = 'route made, confirming';
+const SETTLING_STATUS = `overlay (${SETTLING})`;
+
+/**
+ * Which members are reached through their routes now, and which routes are
+ * still settling: a member whose lease already says route stays routed
+ * while its route is in the read; another is routed once its route has been
+ * in place for settleMs, counted from the status that said it was settling
+ * (stored, so a controller restarted meanwhile counts on from it). A route
+ * made or retargeted by this reconcile settles from now.
+ */
+export function planSettle(input: {
+  /** members whose routes are in this reconcile's read, right and ready (routedNodes) */
+  present: ReadonlySet<string>;
+  /** members whose route this reconcile created or retargeted */
+  made: readonly string[];
+  leases: readonly Lease[];
+  previous: readonly RouteStatusRecord[];
+  now: number;
+  settleMs: number;
+}): { routed: Set<string>; settling: Set<string> } {
+  const previous = new Map(input.previous.map((s) => [s.node, s]));
+  const leases = new Map(input.leases.map((l) => [l.node, l]));
+  const settling = new Set(input.made);
+  const routed = new Set<string>();
+  for (const node of input.present) {
+    if (settling.has(node)) continue;
+    if (leases.get(node)?.reach?.via === 'route') {
+      routed.add(node);
+      continue;
+    }
+    const p = previous.get(node);
+    const since = p?.reason === SETTLING_STATUS ? Date.parse(p.updatedAt) : NaN;
+    if (input.now - since >= input.settleMs) routed.add(node);
+    else settling.add(node);
+  }
+  return { routed, settling };
 }
 
 export interface ReachWrite {

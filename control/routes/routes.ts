@@ -33,7 +33,9 @@ import {
   PoolLedger, networkSpace, planAdmission, planJoins, planReleases, planRoutes,
   type CloudTraits, type DeleteAction, type RoutePlan, type Space,
 } from './plan.js';
-import { WHY, agentsBehind, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes } from './reach.js';
+import {
+  ROUTE_SETTLE_MS, SETTLING, WHY, agentsBehind, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, planSettle, routedNodes,
+} from './reach.js';
 import { overlayOf, type Reach } from '../../core/backends/overlay.js';
 import type { Lease } from '../../core/lease.js';
 import { Notes, planStatus, type NodeNote } from './status.js';
@@ -48,6 +50,10 @@ export interface RouteDeps {
   log: Logger;
   metrics?: Metrics;
   now?: () => number;
+  /** how long a new route is in the cloud's reads before its member is reached through it (reach.ts ROUTE_SETTLE_MS) */
+  settleMs?: number;
+  /** waits that long (a test's clock moves instead) */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 export interface ReconcileReport {
@@ -82,7 +88,7 @@ export interface OverlayReport {
   overlay: number;
   /** reach written to leases by this reconcile */
   written: number;
-  /** routes made by this reconcile, for the next read of the cloud to confirm before their members' reach says route */
+  /** routes in place (or made by this reconcile) that settle before their members' reach says route (reach.ts planSettle) */
   confirming: number;
   /** routes held in place until every online agent has applied their member's move to the overlay */
   waiting: number;
@@ -199,8 +205,12 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
   const done = await applyJobs(ctx, admission.jobs, ledger);
   const routed = plan.present.size + done.replaced + done.created;
 
-  // Decided on this reconcile's read of the cloud: a route created just now is confirmed by the next read.
-  const reach = snap.overlay ? planReach({ leases: [...leases.values()], instances, routed: routedNodes(plan, instances, new Set(gate.leaving.keys())), leaving: gate.leaving, notes: ctx.notes }) : undefined;
+  // Decided on this reconcile's read of the cloud: a route made just now, or seen only lately, settles first.
+  const settle = snap.overlay
+    ? planSettle({ present: routedNodes(plan, instances, new Set(gate.leaving.keys())), made: done.made, leases: [...leases.values()], previous: snap.previous, now, settleMs: deps.settleMs ?? ROUTE_SETTLE_MS })
+    : undefined;
+  for (const node of settle?.settling ?? []) ctx.notes.add(node, 'pending', `route pending: ${SETTLING}`, WHY.noRoute);
+  const reach = settle ? planReach({ leases: [...leases.values()], instances, routed: settle.routed, leaving: gate.leaving, notes: ctx.notes }) : undefined;
   const reachWritten = reach ? await applyReach(ctx, reach.writes) : 0;
   const status = planStatus({ network: name, leases: [...leases.values()], instances, notes: ctx.notes, previous: snap.previous, reach: reach?.reach });
   const pending: Record<string, string> = {};
@@ -218,6 +228,6 @@ export async function reconcileNetwork(name: string, deps: RouteDeps): Promise<R
   return {
     network: name, instances: instances.length, joined: joined.length, released, prepared: done.prepared,
     created: done.created, replaced: done.replaced, deleted: deleted.length, routes: routed, pending, errors, tables: used,
-    ...(reach && { overlay: overlayReport(reach.reach, reachWritten, done.created + done.replaced, gate.held.length) }),
+    ...(reach && { overlay: overlayReport(reach.reach, reachWritten, settle?.settling.size ?? 0, gate.held.length) }),
   };
 }

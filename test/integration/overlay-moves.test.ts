@@ -14,6 +14,7 @@ import { Topics } from '../../core/topics.js';
 import { Controller } from '../../control/controller/controller.js';
 import { SimCloud, SimVpc, simTable } from '../../control/routes/clouds/sim.js';
 import { reconcileSettled } from '../../control/routes/poke.js';
+import { ROUTE_SETTLE_MS } from '../../control/routes/reach.js';
 import { reconcileNetwork, type RouteDeps } from '../../control/routes/routes.js';
 import { SqliteStore } from '../../control/store/sqlite.js';
 import { CountingPublisher } from '../helpers/counting.js';
@@ -38,7 +39,11 @@ function world(dir = tempDir('twill-overlay-')) {
   /** a controller process: a new one is a restart, with nothing in memory but what the store and the cloud hold */
   const start = () => {
     const controller = new Controller(store, publisher, { topics, log: silentLogger, leaseTtlMs: 3_600_000, now: () => clock.now });
-    const deps: RouteDeps = { controller, store, cloud: new SimCloud(vpc), log: silentLogger, metrics, now: () => clock.now };
+    const deps: RouteDeps = {
+      controller, store, cloud: new SimCloud(vpc), log: silentLogger, metrics, now: () => clock.now,
+      // the settle a new route waits, in the test's time
+      sleep: async (ms) => { clock.now += ms; },
+    };
     return { controller, deps, once: () => reconcileNetwork('net', deps), settled: () => reconcileSettled('net', deps) };
   };
   return { dir, store, vpc, clock, metrics, publisher, start };
@@ -69,6 +74,7 @@ describe('overlay moves (simulated cloud, SQLite store)', () => {
     await c.controller.join('net', 'rack1', { publicIP: '192.0.2.10' });
 
     // 1. The first read makes two routes; their members stay on the overlay until a later read shows them.
+    const r1At = w.clock.now;
     const r1 = await c.once();
     assert.deepEqual(routed(w.vpc), ['i1', 'i2']);
     // A new instance's lease carries its reach from its first write (one write, one message); only the host's is judged apart.
@@ -80,6 +86,13 @@ describe('overlay moves (simulated cloud, SQLite store)', () => {
       rack1: { via: 'overlay', why: 'outside the cloud' },
     });
     assert.deepEqual(r1.pending, {}, 'past the limit is no wait on a network with an overlay');
+    // A read before the routes have settled (the cloud's data plane may not carry them yet) keeps them on the overlay.
+    // (the reconcile's joins moved the clock on; a route settles from the reconcile that made it)
+    w.clock.now = r1At + ROUTE_SETTLE_MS - 1;
+    const early = await c.once();
+    assert.deepEqual(early.overlay, { route: 0, overlay: 5, written: 0, confirming: 2, waiting: 0 });
+    assert.deepEqual((await w.store.listRouteStatus('net')).find((s) => s.node === 'i1')?.reason, 'overlay (route made, confirming)');
+    w.clock.now += 1;
     const r2 = await c.once();
     assert.deepEqual(r2.overlay, { route: 2, overlay: 3, written: 2, confirming: 0, waiting: 0 });
     assert.deepEqual((await reachOf(w.store)).i1, { via: 'route' });
@@ -116,7 +129,7 @@ describe('overlay moves (simulated cloud, SQLite store)', () => {
     assert.deepEqual((await lease(w.store, 'i2')).reach, { via: 'overlay', why: 'no route yet' });
     assert.deepEqual(routed(w.vpc), ['i2', 'i3'], 'made again in the same reconcile');
     assert.equal(h1.overlay?.confirming, 1);
-    await c.once();
+    await c.settled();
     assert.deepEqual((await lease(w.store, 'i2')).reach, { via: 'route' });
 
     // 4. The limit is lowered to 1: the youngest routed lease (i3) moves to the overlay first.

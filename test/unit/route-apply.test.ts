@@ -115,7 +115,7 @@ describe('route applier', () => {
       { node: 'a', prepare: inst('a'), replace: [], create: [want('a', '10.10.1.0/24')] },
       { node: 'b', prepare: inst('b'), replace: [], create: [want('b', '10.10.2.0/24')] },
     ], ledger);
-    assert.deepEqual(r, { prepared: 1, replaced: 0, created: 1 });
+    assert.deepEqual(r, { prepared: 1, replaced: 0, created: 1, made: ['b'] });
     assert.deepEqual(calls.filter((c) => c.endsWith(' b')), ['prepare b', 'create b']);
     assert.ok(!calls.includes('create a'), 'no route through an unprepared instance');
     assert.deepEqual(routes(e), { '10.10.2.0/24': 'b' });
@@ -131,7 +131,7 @@ describe('route applier', () => {
     // twill counted room the table does not have (the quota is lower than it was told).
     const ledger = new PoolLedger([{ id: T, what: 'route table', used: 1, limit: 5, source: 'RouteLimit' }], [{ id: T, pool: T }]);
     const r = await applyJobs(ctx, [{ node: 'a', replace: [], create: [want('a', '10.10.1.0/24')] }], ledger);
-    assert.deepEqual(r, { prepared: 0, replaced: 0, created: 0 });
+    assert.deepEqual(r, { prepared: 0, replaced: 0, created: 0, made: [] });
     assert.deepEqual(ctx.notes.get('a'), { state: 'pending', reason: `route pending: route table ${T} is full (2 of 2)`, why: WHY.refused });
     assert.equal(ledger.of(T)?.used, 0);
   });

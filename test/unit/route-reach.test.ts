@@ -8,7 +8,7 @@ import { leaseSchema } from '../../core/messages.js';
 import type { CloudInstance, CloudRoute, RoutePool } from '../../control/routes/clouds/cloud.js';
 import { planAdmission, planJoins, planRoutes, type RoutePlan } from '../../control/routes/plan.js';
 import {
-  WHY, agentsBehind, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, routedNodes, whyKind,
+  ROUTE_SETTLE_MS, SETTLING, WHY, agentsBehind, appliedByAll, firstReach, fullWhy, needsAgents, planEvictions, planGate, planReach, planSettle, routedNodes, whyKind,
 } from '../../control/routes/reach.js';
 import { Notes, planStatus } from '../../control/routes/status.js';
 import type { StatusRecord } from '../../control/store/store.js';
@@ -185,4 +185,27 @@ describe('moves: a live member\'s route goes only after every online agent has i
     assert.deepEqual(adm.jobs, [], 'the route is not created beside the one still held');
     assert.equal(planGate({ deletes: p.deletes, plan: p, leases, instances, applied: 3 }).now.length, 1);
   });
+});
+
+test('a new route settles before its member is reached through it: counted from the stored status, so a restart counts on; a member already on its route stays', () => {
+  const leases = [
+    lease('a', '10.10.1.0/24', { reach: { via: 'route' } }),
+    lease('b', '10.10.2.0/24', { reach: { via: 'overlay', why: WHY.noRoute } }),
+    lease('c', '10.10.3.0/24', { reach: { via: 'overlay', why: 'route table full' } }),
+    lease('d', '10.10.4.0/24'),
+    lease('e', '10.10.5.0/24', { reach: { via: 'overlay', why: WHY.noRoute } }),
+  ];
+  const settling = (node: string, ms: number) => ({ network: 'net', node, state: 'ok' as const, reason: `overlay (${SETTLING})`, updatedAt: at(ms) });
+  const previous = [
+    settling('b', 0),
+    settling('c', 1),
+    // d's route was found in place (a controller that died before saying so): it settles from now
+    { network: 'net', node: 'd', state: 'ok' as const, reason: 'overlay (no route yet)', updatedAt: at(0) },
+  ];
+  const r = planSettle({ present: new Set(['a', 'b', 'c', 'd']), made: ['e'], leases, previous, now: NOW + ROUTE_SETTLE_MS, settleMs: ROUTE_SETTLE_MS });
+  assert.deepEqual([...r.routed].sort(), ['a', 'b']);
+  assert.deepEqual([...r.settling].sort(), ['c', 'd', 'e']);
+  // a route made again (after it was deleted by hand) settles again, whatever the lease said
+  const again = planSettle({ present: new Set(), made: ['a'], leases, previous, now: NOW, settleMs: ROUTE_SETTLE_MS });
+  assert.deepEqual([[...again.routed], [...again.settling]], [[], ['a']]);
 });
