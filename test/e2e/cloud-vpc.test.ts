@@ -166,7 +166,9 @@ describe('aws-vpc with a vxlan overlay on a simulated VPC: limit 2, 4 instances 
   /** Every live agent has a full view and has applied it (two kernel passes since). */
   const applied = async () => {
     const names = live();
-    await lab.cluster.waitPeers(names.length - 1, names);
+    await lab.cluster.waitPeers(names.length - 1, names).catch(async (e: Error) => {
+      throw new Error(`${e.message}\n${await lab.diagnose()}`);
+    });
     for (const n of names) await passesLater(lab.cluster, n);
   };
   /** A ping from pod of `from` to pod of `to` running in the background, 20 a second. */

@@ -125,7 +125,10 @@ export class VpcRouter {
   /** Wires an instance's port: the router's address on it, proxy ARP for the rest of the subnet, a /32 to the instance, its check chains. */
   async addPort(name: string, port: string, ip: string): Promise<void> {
     await run(['ip', 'addr', 'add', `${VPC_ROUTER}/32`, 'dev', port], { netns: this.ns });
-    await sysctls(this.ns, { [`net.ipv4.conf.${port}.proxy_arp`]: '1', [`net.ipv4.conf.${port}.rp_filter`]: '1' });
+    // A VPC answers ARP at once; the kernel's proxy ARP waits a random part of
+    // proxy_delay (0.8 s) first, which a ping's first echoes between two
+    // instances (the overlay's tunnel ends) would show as late.
+    await sysctls(this.ns, { [`net.ipv4.conf.${port}.proxy_arp`]: '1', [`net.ipv4.conf.${port}.rp_filter`]: '1', [`net.ipv4.neigh.${port}.proxy_delay`]: '0' });
     await run(['ip', 'link', 'set', port, 'up'], { netns: this.ns });
     await run(['ip', 'route', 'add', `${ip}/32`, 'dev', port, 'scope', 'link'], { netns: this.ns });
     await this.nft([
@@ -386,6 +389,11 @@ export class VpcLab {
       `router routes:\n${routes}`, `check drops: ${drops.join(', ')}`, `router sync error: ${this.router.lastError ?? 'none'}`,
       `sim instances: ${JSON.stringify(this.sim.instances())}`,
       `controller:\n${this.cluster.controller?.output().slice(-2000)}`,
+      ...(await Promise.all([...this.cluster.nodes.values()].filter((n) => n.agent?.child.exitCode === null).map(async (n) => {
+        const peers = /^twill_agent_peers (\d+)/m.exec((await this.cluster.agentHttp(n.name, '/metrics').catch(() => ({ body: '' }))).body)?.[1];
+        const ready = await this.cluster.agentHttp(n.name, '/readyz').catch((e: Error) => ({ status: 0, body: e.message }));
+        return `agent ${n.name}: peers ${peers ?? '?'}, readyz ${ready.status} ${ready.body.trim()}\n${n.agent?.output().slice(-1200)}`;
+      }))),
     ].join('\n');
   }
 
