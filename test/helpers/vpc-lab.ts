@@ -381,6 +381,12 @@ export class VpcLab {
     return subnet;
   }
 
+  /** Whether a node's agent runs (one stopped by a signal has no exit code either). */
+  agentRunning(name: string): boolean {
+    const child = this.cluster.node(name).agent?.child;
+    return !!child && child.exitCode === null && child.signalCode === null;
+  }
+
   /** What to show beside a failure: the router's routes and checks, the controller's and agents' last lines. */
   async diagnose(): Promise<string> {
     const routes = (await run(['ip', '-4', 'route'], { netns: this.lab.routerNs, okCodes: [0, 1, 2] }).catch(() => ({ stdout: '' }))).stdout;
@@ -389,7 +395,7 @@ export class VpcLab {
       `router routes:\n${routes}`, `check drops: ${drops.join(', ')}`, `router sync error: ${this.router.lastError ?? 'none'}`,
       `sim instances: ${JSON.stringify(this.sim.instances())}`,
       `controller:\n${this.cluster.controller?.output().slice(-2000)}`,
-      ...(await Promise.all([...this.cluster.nodes.values()].filter((n) => n.agent?.child.exitCode === null).map(async (n) => {
+      ...(await Promise.all([...this.cluster.nodes.values()].filter((n) => this.agentRunning(n.name)).map(async (n) => {
         const peers = /^twill_agent_peers (\d+)/m.exec((await this.cluster.agentHttp(n.name, '/metrics').catch(() => ({ body: '' }))).body)?.[1];
         const ready = await this.cluster.agentHttp(n.name, '/readyz').catch((e: Error) => ({ status: 0, body: e.message }));
         return `agent ${n.name}: peers ${peers ?? '?'}, readyz ${ready.status} ${ready.body.trim()}\n${n.agent?.output().slice(-1200)}`;
