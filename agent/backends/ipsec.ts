@@ -46,13 +46,28 @@ const PSK_ID = 'twill-psk';
 const ALLOW_PRIORITY = 1_000_000;
 const BLOCK_PRIORITY = 2_000_000;
 
-/** Rekey times; TWILL_IPSEC_REKEY_TIME shortens both (tests prove rekeying loses nothing). */
-function rekeyTimes(): { ike: string; child: string } {
+/** Rekey times in seconds; TWILL_IPSEC_REKEY_TIME shortens both (tests prove rekeying loses nothing). */
+function rekeyTimes(): { ike: number; child: number } {
   const env = process.env.TWILL_IPSEC_REKEY_TIME;
-  if (!env) return { ike: '4h', child: '1h' };
+  if (!env) return { ike: 4 * 3600, child: 3600 };
   const s = Math.max(5, Math.round(parseDuration(env, 'TWILL_IPSEC_REKEY_TIME') / 1000));
-  return { ike: `${s * 2}s`, child: `${s}s` };
+  return { ike: s * 2, child: s };
 }
+
+/**
+ * How much later the responder (the node with the higher public IP) would
+ * rekey. Both ends start an SA's timers at the same moment, so with equal
+ * times they rekey it at nearly the same moment too: a rekey collision, which
+ * strongSwan resolves only with a gap in traffic (and some versions without
+ * installing the new outbound SA: strongswan/strongswan#1896). With the
+ * responder's times half as long again, past the initiator's hard lifetime
+ * (rekey time + 10%), the initiator always rekeys first, the new SA restarts
+ * both ends' timers, and the responder rekeys only if the initiator cannot.
+ */
+const RESPONDER_REKEY_FACTOR = 1.5;
+
+/** charon's form of a time: whole hours as hours (as twill always wrote them, so names of loaded connections stay), else seconds */
+const duration = (seconds: number): string => (seconds % 3600 === 0 ? `${seconds / 3600}h` : `${Math.round(seconds)}s`);
 
 function v4(ip: string): bigint | undefined {
   const p = parseIP(ip);
@@ -160,32 +175,35 @@ export async function ipsecBackend(ctx: BackendContext): Promise<Backend> {
   await charon.ensure();
   let pskLoaded: string | undefined;
 
-  const connDef = (name: string, own: string, peer: Lease, b: IpsecBackend): ViciMessage => ({
-    version: '2',
-    local_addrs: [local],
-    remote_addrs: [peer.publicIP as string],
-    proposals: IKE_PROPOSALS,
-    encap: b.UDPEncap ? 'yes' : 'no',
-    mobike: 'no',
-    unique: 'replace',
-    keyingtries: '0',
-    dpd_delay: '30s',
-    rekey_time: rekey.ike,
-    local: { auth: 'psk', id: local },
-    remote: { auth: 'psk', id: peer.publicIP as string },
-    children: {
-      [name]: {
-        local_ts: [own],
-        remote_ts: [peer.subnet as string],
-        esp_proposals: [b.ESPProposal || DEFAULT_ESP_PROPOSAL],
-        mode: 'tunnel',
-        start_action: 'trap',
-        dpd_action: 'trap',
-        close_action: 'trap',
-        rekey_time: rekey.child,
+  const connDef = (name: string, own: string, peer: Lease, b: IpsecBackend, initiator: boolean): ViciMessage => {
+    const later = initiator ? 1 : RESPONDER_REKEY_FACTOR;
+    return {
+      version: '2',
+      local_addrs: [local],
+      remote_addrs: [peer.publicIP as string],
+      proposals: IKE_PROPOSALS,
+      encap: b.UDPEncap ? 'yes' : 'no',
+      mobike: 'no',
+      unique: 'replace',
+      keyingtries: '0',
+      dpd_delay: '30s',
+      rekey_time: duration(rekey.ike * later),
+      local: { auth: 'psk', id: local },
+      remote: { auth: 'psk', id: peer.publicIP as string },
+      children: {
+        [name]: {
+          local_ts: [own],
+          remote_ts: [peer.subnet as string],
+          esp_proposals: [b.ESPProposal || DEFAULT_ESP_PROPOSAL],
+          mode: 'tunnel',
+          start_action: 'trap',
+          dpd_action: 'trap',
+          close_action: 'trap',
+          rekey_time: duration(rekey.child * later),
+        },
       },
-    },
-  });
+    };
+  };
 
   return {
     type: 'ipsec',
@@ -219,10 +237,15 @@ export async function ipsecBackend(ctx: BackendContext): Promise<Backend> {
         if (!peer.subnet || !peer.publicIP || v4(peer.publicIP) === undefined) continue;
         // The name carries a digest of the definition, so a changed lease or
         // config is a new connection and the old one a stale one.
-        const draft = connDef('x', own.subnet, peer, b);
+        // (The digest is of the initiator's definition whatever this node's role,
+        // so an agent that changes only the timers does not reload, and
+        // interrupt, the tunnels it finds: they take the new timers when they
+        // are next loaded.)
+        const initiator = me < (v4(peer.publicIP) as bigint);
+        const draft = connDef('x', own.subnet, peer, b, true);
         const digest = createHash('sha256').update(JSON.stringify(draft)).digest('hex').slice(0, 8);
         const name = `${CONN_PREFIX}${peer.node}-${digest}`;
-        desired.set(name, { peer, subnet: peer.subnet, publicIP: peer.publicIP, def: connDef(name, own.subnet, peer, b), initiator: me < (v4(peer.publicIP) as bigint) });
+        desired.set(name, { peer, subnet: peer.subnet, publicIP: peer.publicIP, def: connDef(name, own.subnet, peer, b, initiator), initiator });
       }
 
       const conns = (await vici.request('get-conns')).conns;

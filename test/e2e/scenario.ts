@@ -58,14 +58,17 @@ const BROKER_NAMES: Record<Broker, string> = { embedded: 'the embedded broker', 
 export const skipKernel = process.env.CI ? false : (labUnavailable() ?? false);
 
 /** Every address of every pod, each pinged from every pod on another host. */
-async function pingAll(c: Cluster): Promise<void> {
+/** diagnose: what to show beside a failure on a host (ScenarioOptions.diagnose) */
+async function pingAll(c: Cluster, diagnose?: (c: Cluster, on: string) => string): Promise<void> {
   const pods = [...c.nodes.values()].flatMap((n) => n.pods);
   for (const from of pods) {
     for (const to of pods) {
       if (from.host.name === to.host.name) continue;
       for (const ip of [to.ip, to.ip6].filter((a, i, all): a is string => !!a && all.indexOf(a) === i)) {
         const r = await c.lab.ping(from, ip, { count: 2, interval: 0.2, deadline: 8 });
-        assert.equal(r.received, r.transmitted, `${from.name} -> ${to.name} (${ip}): ${r.output}`);
+        if (r.received === r.transmitted) continue;
+        const hosts = [...new Set([from.host.name, to.host.name])].filter((h) => c.nodes.has(h));
+        assert.fail(`${from.name} -> ${to.name} (${ip}): ${r.output}\n${diagnose ? hosts.map((h) => diagnose(c, h)).join('\n') : ''}`);
       }
     }
   }
@@ -145,7 +148,7 @@ export function overlayScenario(o: ScenarioOptions): void {
       // startAll waited until every agent applied every peer; the bound is
       // only a hang's (inside a starved user-mode-linux a pass takes seconds).
       await waitFor('entries everywhere', allInPlace, START_BOUND_MS, 200);
-      await pingAll(c);
+      await pingAll(c, o.diagnose);
     });
 
     const twoPassesLater = (host: string) => passesLater(c, host);
@@ -174,7 +177,7 @@ export function overlayScenario(o: ScenarioOptions): void {
         await twoPassesLater(h1);
         for (const peer of names) if (peer !== h1) assert.ok(await check(h1, peer), `the device and its entries for ${peer} are back after one resync`);
       }
-      await pingAll(c);
+      await pingAll(c, o.diagnose);
     });
 
     // Backend-specific checks run while every host is still in the network.
@@ -247,7 +250,7 @@ export function overlayScenario(o: ScenarioOptions): void {
       await c.waitPeers(names.length - 1);
       assert.deepEqual(names.map((n) => c.subnetEnv(n)), envs);
       // (the removal below is a change made after the restart: every agent must see it)
-      await pingAll(c);
+      await pingAll(c, o.diagnose);
     });
 
     test('removal: a departed peer is dropped everywhere, also by a host that was down when it left', async () => {
